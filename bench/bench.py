@@ -1,0 +1,1346 @@
+#!/usr/bin/env python3
+"""Benchmark harness for tcp-router: compares it side by side with no proxy ("direct") and with
+the TCP forwarders Debian packages (socat, haproxy, nginx stream, rinetd, redir), all on loopback.
+
+Run `python3 bench/bench.py --help`, and see bench/README.md for what each figure means.
+
+Python 3 standard library only. Every address used is 127.0.0.1; every loop is bounded in count
+and in time; every process started here runs in its own process group and is stopped at the end,
+also on Ctrl-C, SIGTERM or an error.
+"""
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import re
+import resource
+import select
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"  # the only address this harness ever talks to
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GIB = 1 << 30
+
+ALL_PROXIES = ["direct", "tcp-router", "socat", "haproxy", "nginx", "rinetd", "redir"]
+PEERS = ["socat", "haproxy", "nginx", "rinetd", "redir"]
+
+# tool -> Debian package(s) that provide it
+PACKAGES = {
+    "iperf3": ["iperf3"],
+    "redis-server": ["redis-server"],
+    "redis-benchmark": ["redis-tools"],
+    "socat": ["socat"],
+    "haproxy": ["haproxy"],
+    "nginx": ["nginx", "libnginx-mod-stream"],
+    "rinetd": ["rinetd"],
+    "redir": ["redir"],
+}
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+# (case id, kind, parameters, title)
+CASES = [
+    ("bulk1", "bulk", {"parallel": 1, "reverse": False}),
+    ("bulk8", "bulk", {"parallel": 8, "reverse": False}),
+    ("bulkR", "bulk", {"parallel": 1, "reverse": True}),
+    ("rr1", "rr", {"clients": 1, "keepalive": True}),
+    ("rr50", "rr", {"clients": 50, "keepalive": True}),
+    ("conn50", "rr", {"clients": 50, "keepalive": False}),
+    ("memA", "mem", {"which": 0}),
+    ("memB", "mem", {"which": 1}),
+]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum, _frame):
+    raise Interrupted(f"signal {signum}")
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc helpers
+
+
+def read_file(path, default=None):
+    try:
+        with open(path, "r") as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def proc_stat(pid):
+    """(pgrp, ppid, cpu ticks incl. reaped children) of one process, or None if gone."""
+    text = read_file(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    rest = text[text.rfind(")") + 2 :].split()
+    # rest[0]=state [1]=ppid [2]=pgrp ... [11]=utime [12]=stime [13]=cutime [14]=cstime
+    try:
+        ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+        return int(rest[2]), int(rest[1]), ticks
+    except (IndexError, ValueError):
+        return None
+
+
+def group_pids(pgid):
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st and st[0] == pgid:
+                pids.append(int(name))
+    return pids
+
+
+def group_cpu_seconds(pgid):
+    """CPU seconds (user+system, all threads) of every process in the group, plus what their
+    reaped children used (cutime/cstime), so forked and already-exited workers count too."""
+    total = 0
+    for pid in group_pids(pgid):
+        st = proc_stat(pid)
+        if st:
+            total += st[2]
+    return total / CLK_TCK
+
+
+def group_memory_kib(pgid):
+    """(PSS, RSS) in KiB summed over the process group, from /proc/PID/smaps_rollup."""
+    pss = rss = 0
+    for pid in group_pids(pgid):
+        text = read_file(f"/proc/{pid}/smaps_rollup")
+        if text is None:
+            text = read_file(f"/proc/{pid}/status", "")
+            m = re.search(r"^VmRSS:\s+(\d+)", text, re.M)
+            if m:
+                pss += int(m.group(1))
+                rss += int(m.group(1))
+            continue
+        m = re.search(r"^Pss:\s+(\d+)", text, re.M)
+        if m:
+            pss += int(m.group(1))
+        m = re.search(r"^Rss:\s+(\d+)", text, re.M)
+        if m:
+            rss += int(m.group(1))
+    return pss, rss
+
+
+def group_threads(pgid):
+    n = 0
+    for pid in group_pids(pgid):
+        m = re.search(r"^Threads:\s+(\d+)", read_file(f"/proc/{pid}/status", ""), re.M)
+        if m:
+            n += int(m.group(1))
+    return n
+
+
+def mem_available_kib():
+    m = re.search(r"^MemAvailable:\s+(\d+)", read_file("/proc/meminfo", ""), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def kernel_mem_kib():
+    """Slab + KernelStack + PageTables from /proc/meminfo: the kernel memory that sockets,
+    threads and processes cost, far less disturbed by other programs' page cache and heaps than
+    MemAvailable."""
+    text = read_file("/proc/meminfo", "")
+    total = 0
+    for key in ("Slab", "KernelStack", "PageTables"):
+        m = re.search(rf"^{key}:\s+(\d+)", text, re.M)
+        if m:
+            total += int(m.group(1))
+    return total
+
+
+def mem_settled(samples=5, gap=0.2):
+    """(MemAvailable, kernel memory) in KiB, each the median of a few samples."""
+    avail, kern = [], []
+    for _ in range(samples):
+        avail.append(mem_available_kib())
+        kern.append(kernel_mem_kib())
+        time.sleep(gap)
+    return statistics.median(avail), statistics.median(kern)
+
+
+TCP_LISTEN = "0A"
+TCP_TIME_WAIT = "06"
+TCP_ESTABLISHED = "01"
+
+
+def tcp_sockets():
+    """[(local port, remote port, state hex)] of every TCP socket (v4 and v6) in this namespace."""
+    out = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        text = read_file(path, "")
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) < 4:
+                continue
+            try:
+                lport = int(parts[1].rsplit(":", 1)[1], 16)
+                rport = int(parts[2].rsplit(":", 1)[1], 16)
+            except (IndexError, ValueError):
+                continue
+            out.append((lport, rport, parts[3]))
+    return out
+
+
+def is_listening(port):
+    return any(l == port and st == TCP_LISTEN for l, _r, st in tcp_sockets())
+
+
+def count_established_local(port):
+    return sum(1 for l, _r, st in tcp_sockets() if l == port and st == TCP_ESTABLISHED)
+
+
+def count_live_on(ports):
+    """Sockets with a local or remote port in `ports` that are neither listening nor in
+    TIME_WAIT: connections not yet fully closed by both sides."""
+    ports = set(ports)
+    return sum(
+        1
+        for l, r, st in tcp_sockets()
+        if (l in ports or r in ports) and st not in (TCP_LISTEN, TCP_TIME_WAIT)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ports
+
+
+_used_ports = set()
+
+
+def free_port():
+    """A free loopback TCP port below the ephemeral range (so client sockets in TIME_WAIT never
+    sit on it), not handed out before in this run."""
+    try:
+        low = int(read_file("/proc/sys/net/ipv4/ip_local_port_range", "32768 60999").split()[0])
+    except ValueError:
+        low = 32768
+    start = max(1025, low - 12000)
+    import random
+
+    for _ in range(500):
+        port = random.randrange(start, low) if low - start > 100 else 0
+        if port in _used_ports:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, port))
+            port = s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
+        if port not in _used_ports:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+class Proc:
+    """A child in its own process group (session), output to a log file."""
+
+    registry = []
+
+    def __init__(self, name, argv, logpath, cwd=None):
+        self.name = name
+        self.argv = argv
+        self.logpath = logpath
+        self.logf = open(logpath, "ab")
+        self.p = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.pgid = self.p.pid
+        self.stopped = None
+        Proc.registry.append(self)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def log_tail(self, n=8):
+        try:
+            with open(self.logpath, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except OSError:
+            return ""
+
+    def _killpg(self, sig):
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, grace=10.0):
+        """SIGTERM the group, wait up to `grace` s, then SIGKILL. Returns (exit code, seconds to
+        exit, killed?)."""
+        if self.stopped is not None:
+            return self.stopped
+        t0 = time.monotonic()
+        killed = False
+        if self.alive():
+            self._killpg(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                killed = True
+                self._killpg(signal.SIGKILL)
+                try:
+                    self.p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        secs = time.monotonic() - t0
+        # leftovers of the group (forked children, workers) go too
+        deadline = time.monotonic() + 3
+        while group_pids(self.pgid) and time.monotonic() < deadline:
+            self._killpg(signal.SIGKILL)
+            time.sleep(0.05)
+        self.logf.close()
+        self.stopped = (self.p.returncode, secs, killed)
+        return self.stopped
+
+    @classmethod
+    def stop_all(cls):
+        for pr in reversed(cls.registry):
+            try:
+                pr.stop(grace=3.0)
+            except Exception as e:  # keep stopping the others
+                log(f"warning: could not stop {pr.name}: {e}")
+
+
+def run_cmd(argv, timeout, **kw):
+    """Run a command in its own process group with a hard timeout; the whole group is killed on
+    timeout. Returns (returncode or None on timeout, stdout, stderr)."""
+    p = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        **kw,
+    )
+    try:
+        out, err = p.communicate(timeout=timeout)
+        return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            out, err = p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            out, err = b"", b""
+        return None, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    except BaseException:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=5)
+        raise
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+# ---------------------------------------------------------------------------------------------
+# the idle-connection holder: a tiny upstream that answers each read with +PONG and keeps the
+# connection open until the peer closes it.
+
+
+def holder_main(port, max_seconds):
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((HOST, port))
+    ls.listen(4096)
+    ls.setblocking(False)
+    ep = select.epoll()
+    ep.register(ls.fileno(), select.EPOLLIN)
+    conns = {}
+    parent = os.getppid()
+    deadline = time.monotonic() + max_seconds
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while time.monotonic() < deadline and os.getppid() == parent:
+        for fd, _ev in ep.poll(1.0):
+            if fd == ls.fileno():
+                for _ in range(1024):
+                    try:
+                        c, _a = ls.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        time.sleep(0.01)
+                        break
+                    c.setblocking(False)
+                    conns[c.fileno()] = c
+                    ep.register(c.fileno(), select.EPOLLIN)
+            else:
+                c = conns.get(fd)
+                if c is None:
+                    continue
+                try:
+                    data = c.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    try:
+                        c.send(b"+PONG\r\n")
+                    except OSError:
+                        pass
+                else:
+                    ep.unregister(fd)
+                    del conns[fd]
+                    c.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# proxies
+
+
+class Proxy:
+    name = "?"
+
+    def __init__(self, h):
+        self.h = h  # the Harness
+
+    def start(self, listen_port, upstream_port, workdir, tag):
+        raise NotImplementedError
+
+    def version(self):
+        return ""
+
+
+class Direct(Proxy):
+    name = "direct"
+
+
+class TcpRouter(Proxy):
+    name = "tcp-router"
+
+    def start(self, lp, up, workdir, tag):
+        argv = [self.h.args.router, "--log-level", self.h.args.router_log_level]
+        argv += self.h.args.router_arg
+        argv += [f"{HOST}:{lp}", f"{HOST}:{up}"]
+        return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
+
+    def version(self):
+        rc, out, err = run_cmd([self.h.args.router, "--version"], 5)
+        v = (out or err).strip().splitlines()
+        v = v[0] if rc == 0 and v else "(no --version)"
+        try:
+            mtime = datetime.datetime.fromtimestamp(os.path.getmtime(self.h.args.router))
+            v += f", binary {self.h.args.router} built {mtime:%Y-%m-%d %H:%M}"
+        except OSError:
+            pass
+        rc, out, _ = run_cmd(["git", "-C", REPO_DIR, "log", "-1", "--format=%h %cd", "--date=short"], 5)
+        if rc == 0 and out.strip():
+            v += f", repo at {out.strip()}"
+        return v
+
+
+class Socat(Proxy):
+    name = "socat"
+
+    def start(self, lp, up, workdir, tag):
+        # backlog=4096: socat's default listen backlog is 5, which drops SYNs as soon as 50
+        # clients connect at once; every other proxy here has a backlog of 511 or more.
+        argv = [
+            "socat",
+            f"TCP-LISTEN:{lp},fork,reuseaddr,bind={HOST},backlog=4096",
+            f"TCP:{HOST}:{up}",
+        ]
+        return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
+
+    def version(self):
+        _, out, _ = run_cmd(["socat", "-V"], 5)
+        m = re.search(r"socat version (\S+)", out)
+        return m.group(1) if m else "?"
+
+
+class Haproxy(Proxy):
+    name = "haproxy"
+
+    def start(self, lp, up, workdir, tag):
+        conf = os.path.join(workdir, f"{tag}.cfg")
+        with open(conf, "w") as f:
+            f.write(
+                f"""# generated by bench.py
+global
+    # 2 threads for 2 cores; no 'log' line, so nothing is logged
+    nbthread {self.h.cores}
+    # 4,000 idle connections through the proxy plus headroom; haproxy needs about
+    # 2 fds per connection, within the 20,000 open-files limit the harness passes on
+    maxconn 9000
+defaults
+    mode tcp
+    maxconn 9000
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend fe
+    bind {HOST}:{lp}
+    default_backend be
+backend be
+    server up1 {HOST}:{up}
+"""
+            )
+        return Proc(self.name, ["haproxy", "-db", "-f", conf], os.path.join(workdir, f"{tag}.log"))
+
+    def version(self):
+        _, out, _ = run_cmd(["haproxy", "-v"], 5)
+        m = re.search(r"version (\S+)", out)
+        return m.group(1) if m else "?"
+
+
+class Nginx(Proxy):
+    name = "nginx"
+
+    @staticmethod
+    def stream_load_line():
+        """'' if the stream module is built in, a load_module line if it is a dynamic module
+        (Debian: libnginx-mod-stream), None if it is not available."""
+        _, out, err = run_cmd(["nginx", "-V"], 5)
+        text = out + err
+        if re.search(r"--with-stream(\s|$)", text):
+            return ""
+        if "--with-stream=dynamic" in text and os.path.exists(NGINX_STREAM_MODULE):
+            return f"load_module {NGINX_STREAM_MODULE};\n"
+        return None
+
+    def start(self, lp, up, workdir, tag):
+        prefix = os.path.join(workdir, f"{tag}-nginx")
+        os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+        conf = os.path.join(prefix, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"""# generated by bench.py
+{self.h.nginx_load}daemon off;
+master_process on;
+worker_processes auto;
+worker_rlimit_nofile 20000;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{
+    worker_connections 10000;
+}}
+stream {{
+    server {{
+        listen {HOST}:{lp};
+        proxy_pass {HOST}:{up};
+    }}
+}}
+"""
+            )
+        argv = ["nginx", "-p", prefix + "/", "-c", conf, "-e", f"{prefix}/logs/error.log"]
+        return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
+
+    def version(self):
+        _, out, err = run_cmd(["nginx", "-v"], 5)
+        m = re.search(r"nginx/(\S+)", out + err)
+        return m.group(1) if m else "?"
+
+
+class Rinetd(Proxy):
+    name = "rinetd"
+
+    def start(self, lp, up, workdir, tag):
+        conf = os.path.join(workdir, f"{tag}.conf")
+        with open(conf, "w") as f:
+            f.write(f"# generated by bench.py; no logfile line, so nothing is logged\n{HOST} {lp} {HOST} {up}\n")
+        return Proc(self.name, ["rinetd", "-f", "-c", conf], os.path.join(workdir, f"{tag}.log"))
+
+    def version(self):
+        _, out, err = run_cmd(["rinetd", "-v"], 5)
+        m = re.search(r"rinetd (\S+)", out + err)
+        return m.group(1) if m else "?"
+
+
+class Redir(Proxy):
+    name = "redir"
+
+    def start(self, lp, up, workdir, tag):
+        argv = ["redir", "-n", "-l", "err", f"{HOST}:{lp}", f"{HOST}:{up}"]
+        return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
+
+    def version(self):
+        _, out, err = run_cmd(["redir", "-v"], 5)
+        return (out + err).strip().splitlines()[0] if (out + err).strip() else "?"
+
+
+PROXY_CLASSES = {c.name: c for c in (Direct, TcpRouter, Socat, Haproxy, Nginx, Rinetd, Redir)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the harness
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.cores = os.cpu_count() or 2
+        self.workdir = tempfile.mkdtemp(prefix="tcp-router-bench-")
+        self.skipped = {}  # proxy -> reason
+        self.notes = []  # free-form problems seen during the run
+        self.results = {}  # (rep, case, proxy) -> dict
+        self.stops = {}  # proxy -> list of (rc, secs, killed)
+        self.router_logs = []  # (case tag, path)
+        self.nginx_load = ""
+        self.iperf = None
+        self.redis = None
+        self.holder = None
+        self.versions = {}
+
+    # ----- setup -----
+
+    def install(self, tools):
+        missing = [t for t in tools if not shutil.which(t)]
+        if "nginx" in tools and shutil.which("nginx") and Nginx.stream_load_line() is None:
+            missing.append("nginx-stream")
+        if not missing:
+            return
+        pkgs = []
+        for t in missing:
+            pkgs += PACKAGES.get(t, ["libnginx-mod-stream"] if t == "nginx-stream" else [])
+        pkgs = sorted(set(pkgs))
+        if self.args.no_install:
+            log(f"not installing (--no-install): {' '.join(pkgs)}")
+            return
+        if os.geteuid() != 0:
+            log(f"not root, cannot install: {' '.join(pkgs)} (apt-get install -y {' '.join(pkgs)})")
+            return
+        log(f"installing with apt-get: {' '.join(pkgs)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends"] + pkgs
+        rc, out, err = run_cmd(cmd, 900, env=env)
+        if rc != 0:
+            log("apt-get install failed; running apt-get update and trying again")
+            run_cmd(["apt-get", "update", "-q"], 600, env=env)
+            rc, out, err = run_cmd(cmd, 900, env=env)
+            if rc != 0:
+                log(f"apt-get install failed (rc={rc}):\n{err[-2000:]}")
+
+    def select_proxies(self):
+        a = self.args
+        names = list(ALL_PROXIES)
+        if a.skip_peers:
+            names = ["direct", "tcp-router"]
+        if a.only:
+            wanted = [n.strip() for n in a.only.split(",") if n.strip()]
+            bad = [n for n in wanted if n not in ALL_PROXIES]
+            if bad:
+                sys.exit(f"unknown proxy in --only: {', '.join(bad)} (known: {', '.join(ALL_PROXIES)})")
+            names = [n for n in names if n in wanted or n == "direct"]
+        return names
+
+    def check_proxy(self, name):
+        """None if the proxy can run, else why not."""
+        if name == "direct":
+            return None
+        if name == "tcp-router":
+            r = self.args.router
+            if not (os.path.isfile(r) and os.access(r, os.X_OK)):
+                return f"binary not found at {r} (build it with `cargo build --release`, or pass --router PATH)"
+            return None
+        if not shutil.which(name):
+            pk = " ".join(PACKAGES[name])
+            why = "not root, so not installed" if os.geteuid() != 0 else "install failed"
+            if self.args.no_install:
+                why = "--no-install"
+            return f"`{name}` not installed ({why}; apt-get install -y {pk})"
+        if name == "nginx":
+            line = Nginx.stream_load_line()
+            if line is None:
+                return "nginx has no stream module (apt-get install -y libnginx-mod-stream)"
+            self.nginx_load = line
+        return None
+
+    def start_upstreams(self):
+        w = self.workdir
+        self.iperf_port = free_port()
+        self.redis_port = free_port()
+        self.holder_port = free_port()
+        self.start_iperf()
+        self.redis = Proc(
+            "redis-server",
+            [
+                "redis-server", "--port", str(self.redis_port), "--bind", HOST,
+                "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                "--maxclients", "10000", "--daemonize", "no", "--logfile", "",
+            ],
+            os.path.join(w, "redis-server.log"),
+        )
+        self.holder = Proc(
+            "holder",
+            [sys.executable, os.path.abspath(__file__), "--internal-holder", str(self.holder_port)],
+            os.path.join(w, "holder.log"),
+        )
+        for pr, port in ((self.redis, self.redis_port), (self.holder, self.holder_port)):
+            if not wait_until(lambda: is_listening(port) or not pr.alive(), 15) or not pr.alive():
+                raise RuntimeError(f"{pr.name} did not start on port {port}:\n{pr.log_tail()}")
+
+    def start_iperf(self):
+        if self.iperf is not None:
+            self.iperf.stop(grace=3)
+        self.iperf = Proc(
+            "iperf3-server",
+            ["iperf3", "-s", "-B", HOST, "-p", str(self.iperf_port)],
+            os.path.join(self.workdir, "iperf3-server.log"),
+        )
+        if not wait_until(lambda: is_listening(self.iperf_port) or not self.iperf.alive(), 15) or not self.iperf.alive():
+            raise RuntimeError(f"iperf3 server did not start:\n{self.iperf.log_tail()}")
+
+    def gather_versions(self, proxies):
+        v = {}
+        _, out, _ = run_cmd(["iperf3", "--version"], 5)
+        v["iperf3"] = (out.split() + ["?", "?"])[1]
+        _, out, _ = run_cmd(["redis-server", "--version"], 5)
+        m = re.search(r"v=(\S+)", out)
+        v["redis-server"] = m.group(1) if m else "?"
+        _, out, _ = run_cmd(["redis-benchmark", "--version"], 5)
+        v["redis-benchmark"] = (out.split() + ["?", "?"])[1]
+        v["python3"] = platform.python_version()
+        for n in proxies:
+            if n != "direct":
+                try:
+                    v[n] = PROXY_CLASSES[n](self).version()
+                except Exception as e:
+                    v[n] = f"? ({e})"
+        self.versions = v
+
+    # ----- one case -----
+
+    def upstream_for(self, kind):
+        return {"bulk": self.iperf_port, "rr": self.redis_port, "mem": self.holder_port}[kind]
+
+    def run_case(self, rep, case, kind, params, pname):
+        """Start a fresh proxy, run one measurement through it, stop it."""
+        up = self.upstream_for(kind)
+        proc = None
+        port = up
+        tag = f"r{rep + 1}-{case}-{pname}"
+        try:
+            if pname != "direct":
+                port = free_port()
+                proc = PROXY_CLASSES[pname](self).start(port, up, self.workdir, tag)
+                if pname == "tcp-router":
+                    self.router_logs.append((tag, proc.logpath))
+                ok = wait_until(lambda: is_listening(port) or not proc.alive(), 10)
+                if not ok or not proc.alive():
+                    return {"error": f"did not start listening: rc={proc.p.poll()} {proc.log_tail(3)}"}
+                time.sleep(0.3)  # let workers (nginx) come up after the listener
+            if kind == "bulk":
+                return self.case_bulk(port, proc, **params)
+            if kind == "rr":
+                return self.case_rr(port, proc, **params)
+            return self.case_mem(port, proc, pname, self.mem_ns[params["which"]])
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            return {"error": f"harness error: {type(e).__name__}: {e}"}
+        finally:
+            if proc is not None:
+                st = proc.stop(grace=self.args.stop_grace)
+                self.stops.setdefault(pname, []).append((tag,) + st)
+
+    def case_bulk(self, port, proc, parallel, reverse):
+        a = self.args
+        argv = ["iperf3", "-c", HOST, "-p", str(port), "-t", str(a.duration), "-J"]
+        if parallel > 1:
+            argv += ["-P", str(parallel)]
+        if reverse:
+            argv += ["-R"]
+        cpu0 = group_cpu_seconds(proc.pgid) if proc else None
+        nprocs0 = len(group_pids(proc.pgid)) if proc else 0
+        res = None
+        for attempt in range(2):
+            rc, out, err = run_cmd(argv, a.duration + 25)
+            res = self._parse_iperf(rc, out, err)
+            if "error" not in res:
+                break
+            # the iperf3 server may be left busy or wedged: restart it, and retry a "busy" once
+            self.start_iperf()
+            if "busy" not in res["error"]:
+                break
+            time.sleep(1)
+        if proc is not None:
+            # let forked children of socat/redir exit and be reaped so their CPU moves into
+            # the parent's cutime/cstime before the second sample
+            wait_until(lambda: len(group_pids(proc.pgid)) <= nprocs0, 3)
+            time.sleep(0.2)
+            if "error" not in res:
+                res["cpu_s"] = group_cpu_seconds(proc.pgid) - cpu0
+            if not proc.alive():
+                res = {"error": f"proxy exited during the run (rc={proc.p.returncode}): {proc.log_tail(3)}"}
+        return res
+
+    @staticmethod
+    def _parse_iperf(rc, out, err):
+        if rc is None:
+            return {"error": "timeout (iperf3 killed)"}
+        try:
+            j = json.loads(out)
+        except ValueError:
+            return {"error": f"iperf3 rc={rc}, no JSON: {(err or out).strip()[-200:]}"}
+        if j.get("error"):
+            return {"error": f"iperf3: {j['error']}"}
+        try:
+            recv = j["end"]["sum_received"]
+            bytes_ = recv["bytes"]
+            bps = recv["bits_per_second"]
+        except (KeyError, TypeError):
+            return {"error": "iperf3 JSON without end.sum_received"}
+        if bytes_ <= 0:
+            return {"error": "iperf3 moved no data"}
+        return {"gbps": bps / 1e9, "bytes": bytes_}
+
+    def case_rr(self, port, proc, clients, keepalive):
+        a = self.args
+        if keepalive:
+            n = a.rr_requests_1 if clients == 1 else a.rr_requests_50
+        else:
+            n = a.conn_requests
+        argv = [
+            "redis-benchmark", "-h", HOST, "-p", str(port), "-t", "ping_mbulk",
+            "-c", str(clients), "-n", str(n), "--csv",
+        ]
+        if not keepalive:
+            argv += ["-k", "0"]
+        rc, out, err = run_cmd(argv, a.rr_timeout)
+        if rc is None:
+            return {"error": f"timeout after {a.rr_timeout}s (redis-benchmark killed)"}
+        row = None
+        for r in csv.reader(io.StringIO(out)):
+            if r and r[0] == "PING_MBULK":
+                row = r
+        errlines = [l for l in err.splitlines() if l.strip() and not l.startswith("WARNING: Keepalive")]
+        if rc != 0 or row is None:
+            return {"error": f"redis-benchmark rc={rc}: {' | '.join(errlines[-3:]) or out.strip()[-200:]}"}
+        res = {"rps": float(row[1]), "p50_ms": float(row[4]), "p99_ms": float(row[6])}
+        if errlines:
+            res["stderr"] = " | ".join(errlines[-3:])[:300]
+        if proc is not None and not proc.alive():
+            return {"error": f"proxy exited during the run (rc={proc.p.returncode}): {proc.log_tail(3)}"}
+        return res
+
+    def wait_closed(self, ports, timeout):
+        return wait_until(lambda: count_live_on(ports) == 0, timeout, step=0.2)
+
+    def case_mem(self, port, proc, pname, n):
+        hp = self.holder_port
+        if not self.wait_closed([hp], 30):
+            return {"error": f"{count_live_on([hp])} connections to the holder still open before the case"}
+        time.sleep(0.5)
+        pss0 = group_memory_kib(proc.pgid)[0] if proc else 0
+        avail0, kern0 = mem_settled()
+        socks = []
+        errors = []
+        res = {}
+        try:
+            deadline = time.monotonic() + self.args.mem_open_timeout
+            for _ in range(n):
+                if time.monotonic() > deadline:
+                    errors.append("opening took too long")
+                    break
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.settimeout(5)
+                try:
+                    s.connect((HOST, port))
+                except OSError as e:
+                    s.close()
+                    errors.append(f"connect: {e}")
+                    if len(errors) >= 10:
+                        break
+                    continue
+                socks.append(s)
+            # one small request on each, so both legs are established end to end
+            sel = selectors.DefaultSelector()
+            pending = 0
+            for s in socks:
+                try:
+                    s.sendall(b"PING\r\n")
+                    s.setblocking(False)
+                    sel.register(s, selectors.EVENT_READ)
+                    pending += 1
+                except OSError as e:
+                    errors.append(f"send: {e}")
+            answered = 0
+            deadline = time.monotonic() + 30
+            while pending and time.monotonic() < deadline:
+                for key, _ in sel.select(timeout=1.0):
+                    try:
+                        data = key.fileobj.recv(64)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as e:
+                        data = b""
+                        errors.append(f"recv: {e}")
+                    sel.unregister(key.fileobj)
+                    pending -= 1
+                    if data.startswith(b"+PONG"):
+                        answered += 1
+                    elif not data:
+                        errors.append("closed by the proxy before answering")
+            sel.close()
+            at_holder = count_established_local(hp)
+            if answered < n or at_holder < n:
+                uniq = sorted(set(errors))[:3]
+                return {
+                    "error": f"only {answered}/{n} answered, {at_holder} established at the upstream"
+                    + (f" ({'; '.join(uniq)})" if uniq else "")
+                }
+            time.sleep(self.args.mem_settle)
+            if proc is not None:
+                pss1, rss1 = group_memory_kib(proc.pgid)
+                res["pss_kib_per_conn"] = (pss1 - pss0) / n
+                res["threads"] = group_threads(proc.pgid)
+                res["procs"] = len(group_pids(proc.pgid))
+                if not proc.alive():
+                    return {"error": f"proxy exited (rc={proc.p.returncode}): {proc.log_tail(3)}"}
+            avail1, kern1 = mem_settled()
+            res["avail_drop_kib_per_conn"] = (avail0 - avail1) / n
+            res["kernel_kib_per_conn"] = (kern1 - kern0) / n
+            res["n"] = n
+        finally:
+            for s in socks:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            t0 = time.monotonic()
+            if not self.wait_closed([port, hp], 30):
+                left = count_live_on([port, hp])
+                msg = f"{left} sockets still not closed 30 s after the clients closed {n} connections"
+                self.notes.append(f"{pname} mem n={n}: {msg}")
+                res["lingering"] = left
+            else:
+                res["close_s"] = time.monotonic() - t0
+        return res
+
+    # ----- the run -----
+
+    def run(self):
+        a = self.args
+        names = self.select_proxies()
+        tools = ["iperf3", "redis-server", "redis-benchmark"] + [n for n in names if n in PEERS]
+        self.install(tools)
+        for t in ("iperf3", "redis-server", "redis-benchmark"):
+            if not shutil.which(t):
+                sys.exit(f"error: `{t}` is needed (apt-get install -y {' '.join(PACKAGES[t])})")
+        proxies = []
+        for n in names:
+            why = self.check_proxy(n)
+            if why:
+                self.skipped[n] = why
+                log(f"SKIPPING {n}: {why}")
+            else:
+                proxies.append(n)
+        self.proxies = proxies
+        self.mem_ns = a.mem_conns
+        self.gather_versions(proxies)
+        self.start_upstreams()
+        log(f"proxies: {', '.join(proxies)}; {a.reps} repetition(s); work dir {self.workdir}")
+        t_start = time.monotonic()
+        for rep in range(a.reps):
+            # rotate the order each repetition so no proxy always runs first or last
+            k = rep % len(proxies)
+            order = proxies[k:] + proxies[:k]
+            for case, kind, params in CASES:
+                for pname in order:
+                    if time.monotonic() - t_start > a.max_minutes * 60:
+                        raise RuntimeError(f"whole run exceeded --max-minutes {a.max_minutes}")
+                    t0 = time.monotonic()
+                    res = self.run_case(rep, case, kind, params, pname)
+                    self.results[(rep, case, pname)] = res
+                    log(f"[rep {rep + 1}/{a.reps}] {case_title(case, self.mem_ns):<22} {pname:<11} "
+                        f"{brief(res)}  ({time.monotonic() - t0:.1f}s)")
+        self.elapsed = time.monotonic() - t_start
+
+    def cleanup(self):
+        Proc.stop_all()
+        if self.args.keep_workdir:
+            log(f"kept work dir {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def case_title(case, mem_ns):
+    return {
+        "bulk1": "bulk 1 stream",
+        "bulk8": "bulk 8 streams",
+        "bulkR": "bulk reverse",
+        "rr1": "PING 1 conn",
+        "rr50": "PING 50 conns",
+        "conn50": "new conns (-k 0, 50)",
+        "memA": f"idle mem {mem_ns[0]} conns",
+        "memB": f"idle mem {mem_ns[1]} conns",
+    }[case]
+
+
+def brief(res):
+    if "error" in res:
+        return "FAILED: " + res["error"][:160]
+    if "gbps" in res:
+        s = f"{res['gbps']:.2f} Gbit/s"
+        if res.get("cpu_s") is not None:
+            s += f", proxy {res['cpu_s']:.2f} CPU-s"
+        return s
+    if "rps" in res:
+        return f"{res['rps']:.0f}/s p50 {res['p50_ms']:.3f} p99 {res['p99_ms']:.3f} ms"
+    s = (f"MemAvailable drop {res.get('avail_drop_kib_per_conn', 0):.1f}, kernel "
+         f"{res.get('kernel_kib_per_conn', 0):.1f} KiB/conn")
+    if "pss_kib_per_conn" in res:
+        s += f", PSS +{res['pss_kib_per_conn']:.1f} KiB/conn, {res.get('procs')} procs {res.get('threads')} threads"
+    if "lingering" in res:
+        s += f", {res['lingering']} sockets LINGERING"
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def fmt(x, digits):
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def summarize(vals, digits):
+    """'median [min–max]' or a single value."""
+    if not vals:
+        return None
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med, digits)
+    return f"{fmt(med, digits)} [{fmt(min(vals), digits)}–{fmt(max(vals), digits)}]"
+
+
+def build_report(h):
+    a = h.args
+    R = h.results
+    reps = range(a.reps)
+    px = h.proxies
+
+    def values(case, p, key):
+        return [R[(r, case, p)][key] for r in reps if (r, case, p) in R and key in R[(r, case, p)]]
+
+    def fails(case, p):
+        errs = [R[(r, case, p)]["error"] for r in reps if (r, case, p) in R and "error" in R[(r, case, p)]]
+        return errs
+
+    def cell(case, p, key, digits, ratio):
+        vals = values(case, p, key)
+        errs = fails(case, p)
+        if not vals:
+            return "FAILED" if errs else "—"
+        s = summarize(vals, digits)
+        if ratio and p != "direct":
+            d = values(case, "direct", key)
+            if d and statistics.median(d) > 0:
+                s += f" ({statistics.median(vals) / statistics.median(d):.2f}×)"
+        if errs:
+            s += f" ({len(errs)} failed)"
+        return s
+
+    def cpu_cell(p):
+        if p == "direct":
+            return "—"
+        per_rep = []
+        for r in reps:
+            cpu = sum(R[(r, c, p)].get("cpu_s", 0) for c in ("bulk1", "bulk8", "bulkR") if "gbps" in R.get((r, c, p), {}))
+            gib = sum(R[(r, c, p)]["bytes"] for c in ("bulk1", "bulk8", "bulkR") if "gbps" in R.get((r, c, p), {})) / GIB
+            if gib > 0:
+                per_rep.append(cpu / gib)
+        return summarize(per_rep, 2) or "FAILED"
+
+    def minus_direct_cell(case, p, key):
+        """Per repetition: the proxy's figure minus direct's in the same repetition (or direct's
+        median if direct failed there); then median [min–max]."""
+        dvals = values(case, "direct", key)
+        if p == "direct":
+            return f"(baseline {summarize(dvals, 1)})" if dvals else "FAILED"
+        per_rep = []
+        for r in reps:
+            pr = R.get((r, case, p), {})
+            if key not in pr:
+                continue
+            base = R.get((r, case, "direct"), {}).get(key)
+            if base is None and dvals:
+                base = statistics.median(dvals)
+            if base is not None:
+                per_rep.append(pr[key] - base)
+        s = summarize(per_rep, 1)
+        errs = fails(case, p)
+        if s is None:
+            return "FAILED" if errs else "—"
+        if errs:
+            s += f" ({len(errs)} failed)"
+        return s
+
+    def pss_cell(case, p):
+        if p == "direct":
+            return "—"
+        return cell(case, p, "pss_kib_per_conn", 1, False)
+
+    def table(header, rows):
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
+
+    nA, nB = h.mem_ns
+    t1 = table(
+        ["proxy", "1 stream Gbit/s", "8 streams Gbit/s", "reverse Gbit/s", "proxy CPU-s per GiB"],
+        [[f"**{p}**", cell("bulk1", p, "gbps", 2, True), cell("bulk8", p, "gbps", 2, True),
+          cell("bulkR", p, "gbps", 2, True), cpu_cell(p)] for p in px],
+    )
+    t2 = table(
+        ["proxy", "PING/s, 1 conn", "p50 / p99 ms, 1 conn", "PING/s, 50 conns", "p50 / p99 ms, 50 conns",
+         "new conns/s (-k 0, 50 clients)"],
+        [[f"**{p}**", cell("rr1", p, "rps", 0, True),
+          f"{cell('rr1', p, 'p50_ms', 3, False)} / {cell('rr1', p, 'p99_ms', 3, False)}",
+          cell("rr50", p, "rps", 0, True),
+          f"{cell('rr50', p, 'p50_ms', 3, False)} / {cell('rr50', p, 'p99_ms', 3, False)}",
+          cell("conn50", p, "rps", 0, True)] for p in px],
+    )
+    t3 = table(
+        ["proxy", f"PSS @{nA:,}", f"MemAvailable @{nA:,}", f"kernel @{nA:,}",
+         f"PSS @{nB:,}", f"MemAvailable @{nB:,}", f"kernel @{nB:,}"],
+        [[f"**{p}**"] + [x for c in ("memA", "memB") for x in (
+            pss_cell(c, p),
+            minus_direct_cell(c, p, "avail_drop_kib_per_conn"),
+            minus_direct_cell(c, p, "kernel_kib_per_conn"))]
+         for p in px],
+    )
+
+    cpu = "?"
+    m = re.search(r"^model name\s*:\s*(.+)$", read_file("/proc/cpuinfo", ""), re.M)
+    if m:
+        cpu = m.group(1).strip()
+    memtotal = re.search(r"^MemTotal:\s+(\d+)", read_file("/proc/meminfo", ""), re.M)
+    load = read_file("/proc/loadavg", "?").split()[:3]
+    lines = []
+    lines.append("# tcp-router benchmark results\n")
+    lines.append(f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
+    lines.append(f"- kernel: {platform.release()}; CPU: {cpu}; {h.cores} cores; "
+                 f"{int(memtotal.group(1)) / 1024 / 1024:.1f} GiB RAM" if memtotal else f"- kernel: {platform.release()}; CPU: {cpu}")
+    lines.append(f"- load average at the end: {' '.join(load)}")
+    lines.append(f"- run: {a.reps} repetition(s), interleaved; iperf3 -t {a.duration}; redis-benchmark -n "
+                 f"{a.rr_requests_1} (1 conn) / {a.rr_requests_50} (50 conns) / {a.conn_requests} (-k 0); "
+                 f"idle connections {nA:,} and {nB:,}; took {h.elapsed / 60:.1f} min"
+                 + (" (--quick)" if a.quick else ""))
+    lines.append("- versions: " + "; ".join(f"{k} {v}" for k, v in h.versions.items()))
+    if "tcp-router" in px:
+        extra = " ".join(a.router_arg)
+        lines.append(f"- tcp-router run as: `tcp-router --log-level {a.router_log_level} {extra + ' ' if extra else ''}LISTEN UPSTREAM`")
+    lines.append("")
+    lines.append("Cells: median [min–max] over the repetitions; (N×) = median relative to direct. "
+                 "Everything on loopback, client, proxy and server sharing the same cores.")
+    lines.append("")
+    lines.append("## Bulk throughput (iperf3)\n")
+    lines.append(t1)
+    lines.append("")
+    lines.append("## Request/response and new connections (redis-benchmark PING)\n")
+    lines.append(t2)
+    lines.append("")
+    lines.append("## Memory per idle connection (KiB per connection)\n")
+    lines.append(t3)
+    lines.append("")
+    lines.append("PSS: growth of the proxy's own processes (all of them, proportional set size). "
+                 "MemAvailable: drop of the whole machine's available memory with the connections "
+                 "open through the proxy, minus the same drop direct: what the proxy costs the "
+                 "machine, kernel included (its two sockets, thread stacks, page tables). kernel: "
+                 "the same difference for Slab+KernelStack+PageTables only, less disturbed by other "
+                 "programs. Direct's row shows its own baseline (client and upstream sockets). "
+                 "MemAvailable is machine-wide: on a busy machine it is noisy. See bench/README.md.")
+    lines.append("")
+    # problems
+    probs = []
+    for p, why in h.skipped.items():
+        probs.append(f"- skipped **{p}**: {why}")
+    for (r, c, p), res in sorted(R.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        if "error" in res:
+            probs.append(f"- {p}, {case_title(c, h.mem_ns)}, rep {r + 1}: FAILED: {res['error'][:300]}")
+        elif res.get("stderr"):
+            probs.append(f"- {p}, {case_title(c, h.mem_ns)}, rep {r + 1}: client stderr: {res['stderr']}")
+    for n in h.notes:
+        probs.append(f"- {n}")
+    for p, stops in h.stops.items():
+        bad = [s for s in stops if s[3] or (p == "tcp-router" and s[1] != 0)]
+        if p == "tcp-router":
+            secs = [s[2] for s in stops]
+            probs.append(f"- tcp-router stopped by SIGTERM {len(stops)} times: exit codes "
+                         f"{sorted(set(s[1] for s in stops))}, {sum(1 for s in stops if s[3])} needed SIGKILL, "
+                         f"time to exit median {statistics.median(secs):.2f}s, max {max(secs):.2f}s")
+        elif bad:
+            probs.append(f"- {p}: {len(bad)} of {len(stops)} stops needed SIGKILL")
+    rl = router_log_summary(h)
+    lines.append("## Problems and observations\n")
+    lines.extend(probs or ["- none"])
+    if rl:
+        lines.append("")
+        lines.append(f"### tcp-router stderr (--log-level {a.router_log_level})\n")
+        lines.extend(rl)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def router_log_summary(h):
+    total = 0
+    counts = {}
+    examples = {}
+    for tag, path in h.router_logs:
+        text = read_file(path, "") or ""
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            total += 1
+            # group by message shape: drop digits and addresses
+            shape = re.sub(r"\d+", "N", line)
+            shape = re.sub(r"^\S+ \S+ ", "", shape)[:160]
+            counts[shape] = counts.get(shape, 0) + 1
+            examples.setdefault(shape, f"{tag}: {line.strip()[:240]}")
+    if not h.router_logs:
+        return []
+    out = [f"- {total} lines over {len(h.router_logs)} runs"]
+    for shape, c in sorted(counts.items(), key=lambda kv: -kv[1])[:12]:
+        out.append(f"- {c}× `{examples[shape]}`")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    default_router = os.path.join(
+        os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO_DIR, "target"), "release", "tcp-router"
+    )
+    p = argparse.ArgumentParser(
+        description="Benchmark tcp-router against direct loopback and Debian's TCP forwarders.",
+        epilog="See bench/README.md.",
+    )
+    p.add_argument("--router", default=default_router, help=f"tcp-router binary (default {default_router})")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="1 repetition, short runs, fewer connections: a smoke test")
+    p.add_argument("--only", help="comma-separated proxies to run (direct is always included): " + ",".join(ALL_PROXIES[1:]))
+    p.add_argument("--skip-peers", action="store_true", help="only direct and tcp-router")
+    p.add_argument("--no-install", action="store_true", help="never run apt-get")
+    p.add_argument("--out", default=os.path.join(BENCH_DIR, "results.md"), help="Markdown report (default bench/results.md)")
+    p.add_argument("--json", default=None, help="also write raw results as JSON here")
+    p.add_argument("--router-log-level", default="warn", help="tcp-router --log-level during the run (default warn)")
+    p.add_argument("--router-arg", action="append", default=[], help="extra argument for tcp-router (repeatable)")
+    p.add_argument("--duration", type=int, default=None, help="iperf3 -t seconds (default 5; 2 with --quick)")
+    p.add_argument("--mem-conns", default=None, help="two idle-connection counts, e.g. 1000,4000 (default; 250,1000 with --quick)")
+    p.add_argument("--max-minutes", type=float, default=60, help="abort the whole run after this long (default 60)")
+    p.add_argument("--keep-workdir", action="store_true", help="keep the temp dir with configs and logs")
+    p.add_argument("--internal-holder", type=int, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    q = a.quick
+    a.reps = a.reps if a.reps is not None else (1 if q else 3)
+    if a.reps < 1:
+        p.error("--reps must be at least 1")
+    a.duration = a.duration if a.duration is not None else (2 if q else 5)
+    a.rr_requests_1 = 10000 if q else 40000
+    a.rr_requests_50 = 40000 if q else 150000
+    a.conn_requests = 4000 if q else 15000
+    a.rr_timeout = 30 if q else 60
+    ns = a.mem_conns or ("250,1000" if q else "1000,4000")
+    try:
+        a.mem_conns = [int(x) for x in ns.split(",")]
+        assert len(a.mem_conns) == 2 and all(0 < x <= 8000 for x in a.mem_conns)
+    except (ValueError, AssertionError):
+        p.error("--mem-conns takes two counts between 1 and 8000, e.g. 1000,4000")
+    a.mem_open_timeout = 60
+    a.mem_settle = 0.5 if q else 1.0
+    a.stop_grace = 12.0
+    a.router = os.path.abspath(a.router)
+    return a
+
+
+def main(argv):
+    a = parse_args(argv)
+    if a.internal_holder:
+        holder_main(a.internal_holder, max_seconds=4 * 3600)
+        return 0
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    need = 2 * max(a.mem_conns) + 200
+    if target < need:
+        log(f"warning: open-files limit {target} is below the {need} the idle-connection cases need")
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    h = Harness(a)
+    rc = 0
+    try:
+        h.run()
+    except (KeyboardInterrupt, Interrupted) as e:
+        log(f"interrupted ({e or 'Ctrl-C'}); stopping everything")
+        rc = 130
+    except Exception as e:
+        log(f"error: {type(e).__name__}: {e}")
+        rc = 1
+    finally:
+        # ignore further Ctrl-C while cleaning up, so nothing is left running
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        h.cleanup()
+    if rc == 0:
+        report = build_report(h)
+        print(report)
+        with open(a.out, "w") as f:
+            f.write(report)
+        log(f"wrote {a.out}")
+        if a.json:
+            raw = {
+                "results": [{"rep": r + 1, "case": c, "proxy": p, **res} for (r, c, p), res in h.results.items()],
+                "skipped": h.skipped,
+                "versions": h.versions,
+            }
+            with open(a.json, "w") as f:
+                json.dump(raw, f, indent=1)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

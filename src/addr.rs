@@ -1,0 +1,308 @@
+//! Addresses as users write them: `host:port`, `[v6]:port`, bare hosts and ports (numbers or service names).
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// A host as written: an IP literal, or a name resolved when it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A DNS name (or `localhost`), resolved at each use so DNS changes are followed.
+    Name(String),
+}
+
+/// A host and a port, e.g. `127.0.0.1:6379`, `[::1]:80`, `app1:http`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// Where to connect or bind.
+    pub host: Host,
+    /// The TCP port.
+    pub port: u16,
+}
+
+/// Why an address, host or port was refused; carries the text as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrError {
+    /// The text that failed to parse.
+    pub original: String,
+    /// What is wrong with it, as a lowercase phrase.
+    pub reason: String,
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid address '{}': {}", self.original, self.reason)
+    }
+}
+
+impl std::error::Error for AddrError {}
+
+fn addr_error(original: &str, reason: impl Into<String>) -> AddrError {
+    AddrError {
+        original: original.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => ip.fmt(f),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = AddrError;
+
+    /// Reads `host:port`; an IPv6 host must be in brackets (`[::1]:80`).
+    fn from_str(text: &str) -> Result<Self, AddrError> {
+        let (host, port) = split_host_port(text)?;
+        let host = parse_host(host).map_err(|e| addr_error(text, e.reason))?;
+        let port = parse_port(port).map_err(|e| addr_error(text, e.reason))?;
+        Ok(HostPort { host, port })
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(addr: SocketAddr) -> Self {
+        HostPort {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
+    }
+}
+
+impl HostPort {
+    /// Resolves to socket addresses, at each call (names are never cached here).
+    pub fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
+        match &self.host {
+            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
+            Host::Name(name) => {
+                let addrs: Vec<SocketAddr> =
+                    (name.as_str(), self.port).to_socket_addrs()?.collect();
+                if addrs.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("'{name}' resolved to no address"),
+                    ));
+                }
+                Ok(addrs)
+            }
+        }
+    }
+}
+
+fn split_host_port(text: &str) -> Result<(&str, &str), AddrError> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| addr_error(text, "missing ']' after the IPv6 address"))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| addr_error(text, "expected ':PORT' after ']'"))?;
+        return Ok((host, port));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| addr_error(text, "expected HOST:PORT (IPv6 as [ADDR]:PORT)"))?;
+    if host.contains(':') {
+        return Err(addr_error(
+            text,
+            "an IPv6 address needs brackets, as in [::1]:80",
+        ));
+    }
+    Ok((host, port))
+}
+
+/// Reads a host: an IPv4 literal, an IPv6 literal with or without brackets, or a DNS name.
+pub fn parse_host(text: &str) -> Result<Host, AddrError> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    if bare.is_empty() {
+        return Err(addr_error(text, "the host is empty"));
+    }
+    if bare.contains(':') {
+        return Err(addr_error(text, "not a valid IPv6 address"));
+    }
+    if looks_like_ipv4(bare) {
+        return Err(addr_error(text, "not a valid IPv4 address"));
+    }
+    if !is_valid_hostname(bare) {
+        return Err(addr_error(
+            text,
+            "not an IP address or a host name (letters, digits, '-', '.', '_')",
+        ));
+    }
+    Ok(Host::Name(bare.to_ascii_lowercase()))
+}
+
+fn looks_like_ipv4(text: &str) -> bool {
+    text.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+fn is_valid_hostname(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Reads a port: a number 0–65535 or a TCP service name from /etc/services; a `/tcp` suffix is accepted.
+pub fn parse_port(text: &str) -> Result<u16, AddrError> {
+    let (name, proto) = match text.split_once('/') {
+        Some((name, proto)) => (name, Some(proto)),
+        None => (text, None),
+    };
+    match proto {
+        None | Some("tcp") => {}
+        Some("udp") => return Err(addr_error(text, "UDP forwarding is not supported")),
+        Some(other) => return Err(addr_error(text, format!("unknown protocol '{other}'"))),
+    }
+    if name.is_empty() {
+        return Err(addr_error(text, "the port is empty"));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return name
+            .parse::<u16>()
+            .map_err(|_| addr_error(text, "port out of range (0-65535)"));
+    }
+    service_port(name).ok_or_else(|| {
+        addr_error(
+            text,
+            "not a port number or a TCP service name from /etc/services",
+        )
+    })
+}
+
+/// Looks a TCP service name (or alias) up in /etc/services, read once per process.
+pub fn service_port(name: &str) -> Option<u16> {
+    static SERVICES: OnceLock<Vec<(String, u16)>> = OnceLock::new();
+    let services = SERVICES.get_or_init(|| {
+        std::fs::read_to_string("/etc/services")
+            .map(|text| parse_services(&text))
+            .unwrap_or_default()
+    });
+    services
+        .iter()
+        .find(|(service, _)| service.eq_ignore_ascii_case(name))
+        .map(|(_, port)| *port)
+}
+
+/// Parses the text of /etc/services into (name or alias, TCP port) pairs.
+fn parse_services(text: &str) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut fields = line.split_whitespace();
+        let (Some(name), Some(port_proto)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((port, "tcp")) = port_proto.split_once('/') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        for alias in std::iter::once(name).chain(fields) {
+            out.push((alias.to_string(), port));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hp(text: &str) -> HostPort {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_and_bracketed_ipv6() {
+        assert_eq!(hp("127.0.0.1:6379").to_string(), "127.0.0.1:6379");
+        assert_eq!(hp("[::1]:80").to_string(), "[::1]:80");
+        assert_eq!(hp("[::]:8080").host, Host::Ip("::".parse().unwrap()));
+    }
+
+    #[test]
+    fn names_are_kept_for_later_resolution() {
+        assert_eq!(hp("App1:80").host, Host::Name("app1".into()));
+        assert_eq!(hp("localhost:0").port, 0);
+    }
+
+    #[test]
+    fn errors_name_the_value_and_reason() {
+        let cases = [
+            ("127.0.0.1", "expected HOST:PORT"),
+            ("::1:80", "needs brackets"),
+            ("[::1:80", "missing ']'"),
+            ("[::1]80", "expected ':PORT'"),
+            ("127.0.0.1:65536", "out of range"),
+            ("127.0.0.1:", "port is empty"),
+            (":80", "host is empty"),
+            ("300.1.1.1:80", "not a valid IPv4"),
+            ("bad host:80", "not an IP address or a host name"),
+            ("127.0.0.1:nosuchservice", "service name"),
+        ];
+        for (text, reason) in cases {
+            let err = text.parse::<HostPort>().unwrap_err().to_string();
+            assert!(err.contains(&format!("'{text}'")), "{err}");
+            assert!(err.contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn ports_take_numbers_service_names_and_tcp_suffix() {
+        assert_eq!(parse_port("8080"), Ok(8080));
+        assert_eq!(parse_port("80/tcp"), Ok(80));
+        assert!(parse_port("53/udp").unwrap_err().reason.contains("UDP"));
+        let services = parse_services("http 80/tcp www # web\nhttp 80/udp\nssh\t22/tcp\n");
+        assert_eq!(
+            services,
+            vec![("http".into(), 80), ("www".into(), 80), ("ssh".into(), 22)]
+        );
+    }
+
+    #[test]
+    fn bare_hosts_accept_ipv6_with_or_without_brackets() {
+        assert_eq!(parse_host("::1"), Ok(Host::Ip("::1".parse().unwrap())));
+        assert_eq!(
+            parse_host("[fe80::1]"),
+            Ok(Host::Ip("fe80::1".parse().unwrap()))
+        );
+        assert!(parse_host("fe80::zz").is_err());
+    }
+
+    #[test]
+    fn resolves_literals_without_dns() {
+        let addrs = hp("[::1]:9").resolve().unwrap();
+        assert_eq!(addrs, vec!["[::1]:9".parse().unwrap()]);
+    }
+}

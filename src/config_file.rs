@@ -1,0 +1,1579 @@
+//! The config file parser: rinetd.conf syntax plus tcp-router's `route` rule, text in, AST out.
+//!
+//! Pure: no DNS, no sockets, no file reads. Every error in the file is collected, each
+//! with its line number. See docs/config.md for the format reference.
+//!
+//! rinetd syntax, as rinetd(8) and rinetd 0.73's grammar (parse.peg) define it:
+//! - one directive per line; `#` starts a comment; blank lines are ignored; fields are
+//!   separated by spaces or tabs;
+//! - `bindaddress bindport connectaddress connectport [options]`, addresses IPv4, IPv6
+//!   (brackets optional), `0` (= 0.0.0.0) or host names; ports numbers or service names
+//!   with an optional `/tcp`; options `[src=ADDR]`;
+//! - `allow PATTERN` / `deny PATTERN`: global before the first forwarding rule, else
+//!   attached to the most recent forwarding rule;
+//! - `logfile PATH`, `pidlogfile PATH` (optionally in double quotes), `logcommon`.
+//!
+//! Where we refuse what rinetd accepts (all reported as errors, never ignored):
+//! - `/udp` ports: tcp-router forwards TCP only;
+//! - `[timeout=N]`: rinetd applies it only to UDP forwarding (its `serverTimeout` is
+//!   read for UDP sockets only), so on a TCP-only forwarder it could only mislead;
+//! - `[src=NAME]`: `src` must be an IP address, as the parser does no DNS;
+//! - port 0, and rules whose listen address is already used by a rinetd-style rule;
+//! - a second `logfile`/`pidlogfile` line (rinetd silently keeps the last).
+//!
+//! Also different: `#` starts a comment even inside an unquoted path (rinetd would make
+//! it part of the path; quote the path to keep a `#`), and quotes around a path are
+//! removed (rinetd 0.73 keeps them as part of the file name).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::acl::{self, Action, Pattern};
+use crate::addr::{parse_host, parse_port, Host, HostPort};
+use crate::duration::{format_duration, parse_duration, parse_optional_duration};
+use crate::names::NamePattern;
+
+/// The PROXY protocol version sent to upstreams (`proxy_protocol=v1|v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The human-readable text header.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl fmt::Display for ProxyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProxyVersion::V1 => "v1",
+            ProxyVersion::V2 => "v2",
+        })
+    }
+}
+
+/// The `key=value` options of a rule; `None` = not given (the runtime default applies).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// `connect_timeout=DUR`: time allowed for each upstream connect attempt.
+    pub connect_timeout: Option<Duration>,
+    /// `idle_timeout=DUR|off`; `Some(None)` = off.
+    pub idle_timeout: Option<Option<Duration>>,
+    /// `fin_timeout=DUR|off`; `Some(None)` = off.
+    pub fin_timeout: Option<Option<Duration>>,
+    /// `peek_timeout=DUR`: how long to wait for the SNI / Host / PROXY header.
+    pub peek_timeout: Option<Duration>,
+    /// `max_connections=N` (at least 1).
+    pub max_connections: Option<usize>,
+    /// `src=IP` (rinetd: `[src=IP]`): local address for upstream connections.
+    pub src: Option<IpAddr>,
+    /// `sni=PATTERN`: route TLS clients by server name.
+    pub sni: Option<NamePattern>,
+    /// `host=PATTERN`: route HTTP clients by Host header.
+    pub host: Option<NamePattern>,
+    /// `alpn=PROTO`: route only TLS clients offering this ALPN protocol.
+    pub alpn: Option<String>,
+    /// `proxy_protocol=v1|v2`: send a PROXY header to the upstream.
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// `accept_proxy=true|false`: read a PROXY header from clients.
+    pub accept_proxy: Option<bool>,
+}
+
+impl RuleOptions {
+    /// The rule's name pattern, from `sni=` or `host=` (never both); `None` = default route.
+    pub fn name_pattern(&self) -> Option<&NamePattern> {
+        self.sni.as_ref().or(self.host.as_ref())
+    }
+}
+
+/// One forwarding rule: a rinetd line or a `route` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleDef {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// Where to listen.
+    pub listen: HostPort,
+    /// Where to forward, in failover order (a rinetd line has exactly one).
+    pub upstreams: Vec<HostPort>,
+    /// `allow`/`deny` lines written after this rule (and before the next one).
+    pub acl: Vec<acl::Rule>,
+    /// The rule's options.
+    pub options: RuleOptions,
+    /// True when written in rinetd syntax (`bindaddress bindport connectaddress connectport`).
+    pub rinetd: bool,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// `allow`/`deny` lines written before the first rule.
+    pub global_acl: Vec<acl::Rule>,
+    /// The forwarding rules, in file order.
+    pub rules: Vec<RuleDef>,
+    /// `logfile PATH`.
+    pub logfile: Option<PathBuf>,
+    /// `logcommon`: write the Apache-like log format instead of the tab-separated one.
+    pub logcommon: bool,
+    /// `pidlogfile PATH`.
+    pub pidlogfile: Option<PathBuf>,
+}
+
+/// One problem in the file; Display is `FILE:LINE: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as given to [`parse`].
+    pub path: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// Lowercase description naming the offending value.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses config file text (`path` is only used in error messages). Returns every
+/// error in the file, sorted by line, or the parsed file when there are none.
+pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
+    let mut p = Parser {
+        path,
+        cfg: ConfigFile::default(),
+        errors: Vec::new(),
+        acl_target: AclTarget::Global,
+        logfile_line: None,
+        pidlogfile_line: None,
+    };
+    // A byte-order mark some editors write is not part of the first directive.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (i, raw) in text.lines().enumerate() {
+        p.line(i + 1, raw);
+    }
+    p.check_listeners();
+    if p.errors.is_empty() {
+        Ok(p.cfg)
+    } else {
+        // Stable sort: errors of one line stay in the order they were found.
+        p.errors.sort_by_key(|e| e.line);
+        Err(p.errors)
+    }
+}
+
+/// Where the next `allow`/`deny` line goes.
+enum AclTarget {
+    /// Before any rule.
+    Global,
+    /// After a rule that parsed: to `cfg.rules.last()`.
+    LastRule,
+    /// After a rule that failed: checked, then dropped (it must not land on another rule).
+    Discard,
+}
+
+struct Parser<'a> {
+    path: &'a Path,
+    cfg: ConfigFile,
+    errors: Vec<ConfigError>,
+    acl_target: AclTarget,
+    logfile_line: Option<usize>,
+    pidlogfile_line: Option<usize>,
+}
+
+/// A field of a line; `start`/`end` are byte offsets in the comment-free line.
+#[derive(Debug, Clone, Copy)]
+struct Token<'a> {
+    text: &'a str,
+    start: usize,
+    end: usize,
+    quoted: bool,
+}
+
+/// The line without its comment: `#` outside double quotes starts a comment.
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Splits on spaces and tabs; a field starting with `"` runs to the next `"`.
+fn tokenize(line: &str) -> Result<Vec<Token<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = line.char_indices().peekable();
+    while let Some(&(start, c)) = rest.peek() {
+        if is_blank(c) {
+            rest.next();
+            continue;
+        }
+        let tok = if c == '"' {
+            let close = line[start + 1..]
+                .find('"')
+                .ok_or_else(|| format!("unterminated quote in '{}'", line[start..].trim_end()))?;
+            let end = start + 1 + close + 1;
+            if line[end..].chars().next().is_some_and(|c| !is_blank(c)) {
+                return Err(format!(
+                    "text after closing quote in '{}'",
+                    line[start..].trim_end()
+                ));
+            }
+            Token {
+                text: &line[start + 1..end - 1],
+                start,
+                end,
+                quoted: true,
+            }
+        } else {
+            let end = line[start..]
+                .find(is_blank)
+                .map_or(line.len(), |n| start + n);
+            let text = &line[start..end];
+            if text.contains('"') {
+                return Err(format!("unexpected quote in '{text}'"));
+            }
+            Token {
+                text,
+                start,
+                end,
+                quoted: false,
+            }
+        };
+        while rest.peek().is_some_and(|&(i, _)| i < tok.end) {
+            rest.next();
+        }
+        out.push(tok);
+    }
+    Ok(out)
+}
+
+const USAGE_RINETD: &str = "bindaddress bindport connectaddress connectport [src=ADDR]";
+const USAGE_ROUTE: &str = "route LISTEN UPSTREAM[,UPSTREAM...] [key=value ...]";
+
+impl Parser<'_> {
+    fn err(&mut self, line: usize, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Handles one physical line.
+    fn line(&mut self, n: usize, raw: &str) {
+        let content = strip_comment(raw);
+        let toks = match tokenize(content) {
+            Ok(t) => t,
+            Err(m) => return self.err(n, m),
+        };
+        let Some(first) = toks.first() else { return };
+        let is_path_line = matches!(first.text, "logfile" | "pidlogfile") && !first.quoted;
+        if !is_path_line && toks.iter().any(|t| t.quoted) {
+            return self.err(
+                n,
+                "quotes are only allowed around logfile and pidlogfile paths",
+            );
+        }
+        match first.text {
+            "allow" | "deny" => self.acl_line(n, &toks),
+            "logfile" | "pidlogfile" => self.path_line(n, &toks),
+            "logcommon" if toks.len() == 1 => self.cfg.logcommon = true,
+            "logcommon" => self.err(n, "'logcommon' takes no value"),
+            "route" => self.rule_result(n, route_rule(n, &toks)),
+            _ if toks.len() < 4 => self.err(
+                n,
+                format!(
+                    "unknown directive '{}' (expected '{USAGE_RINETD}', 'route', 'allow', 'deny', \
+                     'logfile', 'pidlogfile' or 'logcommon')",
+                    first.text
+                ),
+            ),
+            _ => self.rule_result(n, rinetd_rule(n, content, &toks)),
+        }
+    }
+
+    /// Records a parsed rule (later allow/deny lines attach to it) or its errors.
+    fn rule_result(&mut self, n: usize, result: Result<RuleDef, Vec<String>>) {
+        match result {
+            Ok(rule) => {
+                self.cfg.rules.push(rule);
+                self.acl_target = AclTarget::LastRule;
+            }
+            Err(messages) => {
+                for m in messages {
+                    self.err(n, m);
+                }
+                self.acl_target = AclTarget::Discard;
+            }
+        }
+    }
+
+    fn acl_line(&mut self, n: usize, toks: &[Token]) {
+        let action = if toks[0].text == "allow" {
+            Action::Allow
+        } else {
+            Action::Deny
+        };
+        if toks.len() != 2 {
+            return self.err(
+                n,
+                format!("'{action}' takes exactly one pattern: {action} PATTERN"),
+            );
+        }
+        let pattern: Pattern = match toks[1].text.parse() {
+            Ok(p) => p,
+            Err(e) => return self.err(n, format!("{e}")),
+        };
+        let rule = acl::Rule { action, pattern };
+        match self.acl_target {
+            AclTarget::Global => self.cfg.global_acl.push(rule),
+            AclTarget::LastRule => {
+                if let Some(last) = self.cfg.rules.last_mut() {
+                    last.acl.push(rule);
+                }
+            }
+            AclTarget::Discard => {}
+        }
+    }
+
+    fn path_line(&mut self, n: usize, toks: &[Token]) {
+        let key = toks[0].text;
+        if toks.len() != 2 {
+            return self.err(
+                n,
+                format!("'{key}' takes exactly one path (quote it if it has spaces)"),
+            );
+        }
+        if toks[1].text.is_empty() {
+            return self.err(n, format!("'{key}' path is empty"));
+        }
+        let (slot, seen) = if key == "logfile" {
+            (&mut self.cfg.logfile, &mut self.logfile_line)
+        } else {
+            (&mut self.cfg.pidlogfile, &mut self.pidlogfile_line)
+        };
+        if let Some(first) = *seen {
+            return self.err(n, format!("'{key}' given twice (first on line {first})"));
+        }
+        *slot = Some(PathBuf::from(toks[1].text));
+        *seen = Some(n);
+    }
+}
+
+/// Port 0 cannot be listened on predictably nor connected to; rinetd refuses it too.
+fn nonzero_port(what: &str, text: &str, port: u16) -> Result<u16, String> {
+    if port == 0 {
+        Err(format!("invalid {what} '{text}': port 0 is not allowed"))
+    } else {
+        Ok(port)
+    }
+}
+
+/// A rinetd host field: rinetd's grammar also takes a bare `0` for 0.0.0.0.
+fn rinetd_host(what: &str, text: &str) -> Result<Host, String> {
+    if text == "0" {
+        return Ok(Host::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+    }
+    parse_host(text).map_err(|e| format!("{what}: {e}"))
+}
+
+/// A rinetd port field: number or service name, optional `/tcp`; `/udp` is refused.
+fn rinetd_port(what: &str, text: &str) -> Result<u16, String> {
+    if text.is_empty() {
+        return Err(format!("{what} is missing (expected {USAGE_RINETD})"));
+    }
+    if text.ends_with("/udp") {
+        return Err(format!(
+            "invalid {what} '{text}': UDP forwarding is not supported"
+        ));
+    }
+    let port = parse_port(text).map_err(|e| format!("{what}: {e}"))?;
+    nonzero_port(what, text, port)
+}
+
+/// The value, or `None` after recording the error.
+fn take<T>(r: Result<T, String>, errors: &mut Vec<String>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
+/// Parses `bindaddress bindport connectaddress connectport [options]`.
+fn rinetd_rule(n: usize, content: &str, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
+    // rinetd allows the options right after the port (`80[src=...]`), so split there.
+    let port_tok = toks[3];
+    let (connect_port, options_text) = match port_tok.text.find('[') {
+        Some(k) => (&port_tok.text[..k], &content[port_tok.start + k..]),
+        None => (port_tok.text, &content[port_tok.end..]),
+    };
+    let mut errors = Vec::new();
+    let bind_host = take(rinetd_host("bind address", toks[0].text), &mut errors);
+    let bind_port = take(rinetd_port("bind port", toks[1].text), &mut errors);
+    let connect_host = take(rinetd_host("connect address", toks[2].text), &mut errors);
+    let connect_port = take(rinetd_port("connect port", connect_port), &mut errors);
+    let src = rinetd_options(options_text.trim(), &mut errors);
+    match (bind_host, bind_port, connect_host, connect_port) {
+        (Some(bh), Some(bp), Some(ch), Some(cp)) if errors.is_empty() => Ok(RuleDef {
+            line: n,
+            listen: HostPort { host: bh, port: bp },
+            upstreams: vec![HostPort { host: ch, port: cp }],
+            acl: Vec::new(),
+            options: RuleOptions {
+                src,
+                ..RuleOptions::default()
+            },
+            rinetd: true,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Parses rinetd's `[key=value, ...]` (spaces allowed around `=` and `,`); returns `src`.
+fn rinetd_options(text: &str, errors: &mut Vec<String>) -> Option<IpAddr> {
+    if text.is_empty() {
+        return None;
+    }
+    let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
+        let msg = if text.starts_with('[') {
+            format!("invalid options '{text}': missing ']' at the end of the line")
+        } else {
+            format!(
+                "unexpected '{text}' after the connect port (options go in brackets: [src=ADDR])"
+            )
+        };
+        errors.push(msg);
+        return None;
+    };
+    let mut src = None;
+    let mut seen = HashSet::new();
+    for item in inner.split(',').map(str::trim) {
+        let Some((key, value)) = item.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+            errors.push(format!(
+                "invalid option '{item}': expected key=value, as in [src=ADDR]"
+            ));
+            continue;
+        };
+        if !seen.insert(key) {
+            errors.push(format!("option '{key}' given twice"));
+            continue;
+        }
+        match key {
+            "src" => match parse_ip(value) {
+                Ok(ip) => src = Some(ip),
+                Err(why) => errors.push(format!("invalid src '{value}': {why}")),
+            },
+            "timeout" => errors.push(format!(
+                "invalid option 'timeout={value}': rinetd applies timeout only to UDP forwarding, which is not supported"
+            )),
+            _ => errors.push(format!("unknown option '{key}' (the only option is src=ADDR)")),
+        }
+    }
+    src
+}
+
+/// An IP address, brackets allowed around IPv6; names are refused (no DNS here).
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse().map_err(|_| {
+        if bare.is_empty() {
+            "an ip address is required".to_string()
+        } else {
+            "not an ip address (host names are not allowed here)".to_string()
+        }
+    })
+}
+
+/// Parses `route LISTEN UPSTREAM[,UPSTREAM...] [key=value ...]`.
+fn route_rule(n: usize, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
+    if toks.len() < 3 {
+        return Err(vec![format!(
+            "'route' needs a listen address and an upstream: {USAGE_ROUTE}"
+        )]);
+    }
+    let mut errors = Vec::new();
+    let listen = take(host_port("listen address", toks[1].text), &mut errors);
+    let upstreams = upstream_list(toks[2].text, &mut errors);
+    let mut options = RuleOptions::default();
+    let mut seen = HashSet::new();
+    for tok in &toks[3..] {
+        let result = match tok.text.split_once('=') {
+            None => Err(format!("expected key=value, found '{}'", tok.text)),
+            Some((key, _)) if !KEYS.contains(&key) => {
+                Err(format!("unknown key '{key}' (known: {})", KEYS.join(", ")))
+            }
+            Some((key, _)) if !seen.insert(key) => Err(format!("key '{key}' given twice")),
+            Some((key, "")) => Err(format!("key '{key}' needs a value")),
+            Some((key, value)) => set_option(&mut options, key, value),
+        };
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    check_route_options(&options, &mut errors);
+    match listen {
+        Some(listen) if errors.is_empty() => Ok(RuleDef {
+            line: n,
+            listen,
+            upstreams,
+            acl: Vec::new(),
+            options,
+            rinetd: false,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn host_port(what: &str, text: &str) -> Result<HostPort, String> {
+    let hp: HostPort = text.parse().map_err(|e| format!("{what}: {e}"))?;
+    nonzero_port(what, text, hp.port)?;
+    Ok(hp)
+}
+
+fn upstream_list(text: &str, errors: &mut Vec<String>) -> Vec<HostPort> {
+    let mut out: Vec<HostPort> = Vec::new();
+    for item in text.split(',') {
+        if item.is_empty() {
+            errors.push(format!("invalid upstream list '{text}': empty entry"));
+            continue;
+        }
+        match host_port("upstream", item) {
+            Ok(hp) if out.contains(&hp) => {
+                errors.push(format!("upstream '{item}' is listed twice"))
+            }
+            Ok(hp) => out.push(hp),
+            Err(e) => errors.push(e),
+        }
+    }
+    out
+}
+
+/// Combinations of keys that make no sense on one route.
+fn check_route_options(o: &RuleOptions, errors: &mut Vec<String>) {
+    if o.sni.is_some() && o.host.is_some() {
+        errors
+            .push("sni= and host= cannot both be set on one route (tls or http, not both)".into());
+    }
+    if o.alpn.is_some() && o.host.is_some() {
+        errors.push("alpn= is a tls setting and cannot be combined with host=".into());
+    }
+}
+
+/// Sets one known `key=value` (not seen before on this route, value not empty).
+fn set_option(o: &mut RuleOptions, key: &str, value: &str) -> Result<(), String> {
+    let invalid = |why: &str| format!("invalid {key} '{value}': {why}");
+    let wrap = |e: String| format!("{key}: {e}");
+    match key {
+        "connect_timeout" => o.connect_timeout = Some(positive_duration(key, value)?),
+        "peek_timeout" => o.peek_timeout = Some(positive_duration(key, value)?),
+        "idle_timeout" => {
+            o.idle_timeout =
+                Some(parse_optional_duration(value).map_err(|e| wrap(format!("{e}, or off")))?)
+        }
+        "fin_timeout" => {
+            o.fin_timeout =
+                Some(parse_optional_duration(value).map_err(|e| wrap(format!("{e}, or off")))?)
+        }
+        "max_connections" => o.max_connections = Some(count(value).map_err(&invalid)?),
+        "src" => o.src = Some(parse_ip(value).map_err(|why| invalid(&why))?),
+        "sni" => o.sni = Some(value.parse().map_err(|e| wrap(format!("{e}")))?),
+        "host" => o.host = Some(value.parse().map_err(|e| wrap(format!("{e}")))?),
+        "alpn" => o.alpn = Some(alpn(value).map_err(|why| invalid(&why))?),
+        "proxy_protocol" => {
+            o.proxy_protocol = Some(match value {
+                "v1" => ProxyVersion::V1,
+                "v2" => ProxyVersion::V2,
+                _ => return Err(invalid("expected v1 or v2")),
+            })
+        }
+        "accept_proxy" => {
+            o.accept_proxy = Some(match value {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("expected true or false")),
+            })
+        }
+        _ => return Err(format!("unknown key '{key}'")),
+    }
+    Ok(())
+}
+
+const KEYS: [&str; 11] = [
+    "connect_timeout",
+    "idle_timeout",
+    "fin_timeout",
+    "peek_timeout",
+    "max_connections",
+    "src",
+    "sni",
+    "host",
+    "alpn",
+    "proxy_protocol",
+    "accept_proxy",
+];
+
+fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value).map_err(|e| format!("{key}: {e}"))?;
+    if d.is_zero() {
+        Err(format!(
+            "invalid {key} '{value}': must be greater than zero"
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
+fn count(value: &str) -> Result<usize, &'static str> {
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number");
+    }
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1"),
+        Ok(n) => Ok(n),
+        Err(_) => Err("number too large"),
+    }
+}
+
+/// ALPN protocol ids are 1–255 bytes; in a config file we take visible ASCII only.
+fn alpn(value: &str) -> Result<String, String> {
+    if value.len() > 255 {
+        return Err("alpn protocol ids are at most 255 bytes".into());
+    }
+    if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!("illegal character '{}'", c.escape_default()));
+    }
+    Ok(value.to_string())
+}
+
+/// What, among routes sharing a listener, must be unique: name kind, pattern, alpn.
+fn route_key(r: &RuleDef) -> (&'static str, Option<&NamePattern>, Option<&str>) {
+    let kind = match (&r.options.sni, &r.options.host) {
+        (Some(_), _) => "sni",
+        (None, Some(_)) => "host",
+        (None, None) => "",
+    };
+    (kind, r.options.name_pattern(), r.options.alpn.as_deref())
+}
+
+fn describe_key(r: &RuleDef) -> String {
+    let (kind, pattern, alpn) = route_key(r);
+    let mut parts = Vec::new();
+    if let Some(p) = pattern {
+        parts.push(format!("{kind}={p}"));
+    }
+    if let Some(a) = alpn {
+        parts.push(format!("alpn={a}"));
+    }
+    if parts.is_empty() {
+        "no sni/host/alpn".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+impl Parser<'_> {
+    /// Checks rules that share a listen address (compared as written, after parsing).
+    fn check_listeners(&mut self) {
+        let mut found = Vec::new();
+        let rules = &self.cfg.rules;
+        for (j, b) in rules.iter().enumerate() {
+            let earlier: Vec<&RuleDef> =
+                rules[..j].iter().filter(|a| a.listen == b.listen).collect();
+            let Some(first) = earlier.first() else {
+                continue;
+            };
+            let l = &b.listen;
+            if let Some(a) = earlier
+                .iter()
+                .find(|a| a.rinetd)
+                .or(b.rinetd.then_some(first))
+            {
+                found.push((b.line, format!(
+                    "listen address {l} is already used by line {}; a rinetd-style rule cannot share its listener",
+                    a.line
+                )));
+            } else if let Some(a) = earlier.iter().find(|a| route_key(a) == route_key(b)) {
+                found.push((
+                    b.line,
+                    format!(
+                        "duplicate route on {l}: line {} already has one with {}",
+                        a.line,
+                        describe_key(b)
+                    ),
+                ));
+            } else {
+                found.extend(listener_disagreements(first, b));
+            }
+        }
+        for (line, message) in found {
+            self.err(line, message);
+        }
+    }
+}
+
+/// Listener-level settings that every route on one listener must agree on: the PROXY
+/// header and the peek happen before a route is chosen.
+fn listener_disagreements(first: &RuleDef, b: &RuleDef) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let (pa, pb) = (
+        first.options.accept_proxy.unwrap_or(false),
+        b.options.accept_proxy.unwrap_or(false),
+    );
+    if pa != pb {
+        out.push((
+            b.line,
+            format!(
+                "accept_proxy={pb} disagrees with line {} (accept_proxy={pa}) on listener {}; \
+             routes sharing a listener must agree because the proxy header is read before routing",
+                first.line, b.listen
+            ),
+        ));
+    }
+    if first.options.peek_timeout != b.options.peek_timeout {
+        let show = |d: Option<Duration>| d.map_or_else(|| "unset".to_string(), format_duration);
+        out.push((b.line, format!(
+            "peek_timeout ({}) disagrees with line {} ({}) on listener {}; set it the same on every route of a listener",
+            show(b.options.peek_timeout),
+            first.line,
+            show(first.options.peek_timeout),
+            b.listen
+        )));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Rule;
+
+    fn parse_text(text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
+        parse(Path::new("t.conf"), text)
+    }
+
+    fn ok(text: &str) -> ConfigFile {
+        parse_text(text).unwrap_or_else(|errs| {
+            let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            panic!("unexpected errors:\n{}", all.join("\n"))
+        })
+    }
+
+    /// Every error as `LINE: message`.
+    fn errs(text: &str) -> Vec<String> {
+        match parse_text(text) {
+            Ok(cfg) => panic!("expected errors, parsed {cfg:?}"),
+            Err(errs) => errs
+                .iter()
+                .map(|e| format!("{}: {}", e.line, e.message))
+                .collect(),
+        }
+    }
+
+    /// The single error of a one-error text, as `LINE: message`.
+    fn err1(text: &str) -> String {
+        let all = errs(text);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        all[0].clone()
+    }
+
+    fn hp(s: &str) -> HostPort {
+        s.parse().unwrap()
+    }
+
+    fn rule(action: Action, p: &str) -> Rule {
+        Rule {
+            action,
+            pattern: p.parse().unwrap(),
+        }
+    }
+
+    fn one_rule(text: &str) -> RuleDef {
+        let cfg = ok(text);
+        assert_eq!(cfg.rules.len(), 1);
+        cfg.rules[0].clone()
+    }
+
+    fn rinetd(listen: &str, upstream: &str) -> RuleDef {
+        RuleDef {
+            line: 1,
+            listen: hp(listen),
+            upstreams: vec![hp(upstream)],
+            acl: Vec::new(),
+            options: RuleOptions::default(),
+            rinetd: true,
+        }
+    }
+
+    #[test]
+    fn debian_example_forwarding_lines() {
+        let cases = [
+            (
+                "0.0.0.0     80        192.168.1.2     80",
+                "0.0.0.0:80",
+                "192.168.1.2:80",
+            ),
+            (
+                "::1         80        192.168.1.2     80",
+                "[::1]:80",
+                "192.168.1.2:80",
+            ),
+            (
+                "0.0.0.0     80        fe80::1         80",
+                "0.0.0.0:80",
+                "[fe80::1]:80",
+            ),
+            (
+                "127.0.0.1   4000      127.0.0.1       3000",
+                "127.0.0.1:4000",
+                "127.0.0.1:3000",
+            ),
+        ];
+        for (line, listen, upstream) in cases {
+            assert_eq!(one_rule(line), rinetd(listen, upstream), "{line}");
+        }
+    }
+
+    #[test]
+    fn debian_example_udp_lines_are_errors() {
+        assert_eq!(
+            errs("127.0.0.1   4000/udp  127.0.0.1       22           [timeout=1200]"),
+            [
+                "1: invalid bind port '4000/udp': UDP forwarding is not supported",
+                "1: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
+            ]
+        );
+        assert_eq!(
+            errs("127.0.0.1   8000/udp  192.168.1.2     8000/udp     [src=192.168.1.2,timeout=1200]"),
+            [
+                "1: invalid bind port '8000/udp': UDP forwarding is not supported",
+                "1: invalid connect port '8000/udp': UDP forwarding is not supported",
+                "1: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
+            ]
+        );
+    }
+
+    #[test]
+    fn debian_example_acl_and_log_lines() {
+        let cfg = ok(
+            "allow 192.168.2.*\ndeny 192.168.2.1?\nallow fe80:*\ndeny 2001:618:*:e43f\n\
+                      logfile /var/log/rinetd.log\nlogcommon\n",
+        );
+        assert_eq!(
+            cfg.global_acl,
+            [
+                rule(Action::Allow, "192.168.2.*"),
+                rule(Action::Deny, "192.168.2.1?"),
+                rule(Action::Allow, "fe80:*"),
+                rule(Action::Deny, "2001:618:*:e43f"),
+            ]
+        );
+        assert_eq!(cfg.logfile, Some(PathBuf::from("/var/log/rinetd.log")));
+        assert!(cfg.logcommon);
+        assert_eq!(cfg.pidlogfile, None);
+    }
+
+    /// Debian's /etc/rinetd.conf (rinetd 0.73-1) with every example uncommented.
+    const DEBIAN_UNCOMMENTED: &str = "\
+#
+# this is the configuration file for rinetd, the internet redirection server
+#
+# you may specify global allow and deny rules here
+# only ip addresses are matched, hostnames cannot be specified here
+# the wildcards you may use are * and ?
+#
+allow 192.168.2.*
+deny 192.168.2.1?
+allow fe80:*
+deny 2001:618:*:e43f
+
+
+#
+# forwarding rules come here
+#
+# you may specify allow and deny rules after a specific forwarding rule
+# to apply to only that forwarding rule
+#
+# bindadress  bindport  connectaddress  connectport  options...
+0.0.0.0     80        192.168.1.2     80
+::1         80        192.168.1.2     80
+0.0.0.0     80        fe80::1         80
+127.0.0.1   4000      127.0.0.1       3000
+127.0.0.1   4000/udp  127.0.0.1       22           [timeout=1200]
+127.0.0.1   8000/udp  192.168.1.2     8000/udp     [src=192.168.1.2,timeout=1200]
+
+# logging information
+logfile /var/log/rinetd.log
+
+# uncomment the following line if you want web-server style logfile format
+logcommon
+";
+
+    #[test]
+    fn debian_file_uncommented_reports_every_error_with_its_line() {
+        assert_eq!(
+            errs(DEBIAN_UNCOMMENTED),
+            [
+                "23: listen address 0.0.0.0:80 is already used by line 21; a rinetd-style rule cannot share its listener",
+                "25: invalid bind port '4000/udp': UDP forwarding is not supported",
+                "25: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
+                "26: invalid bind port '8000/udp': UDP forwarding is not supported",
+                "26: invalid connect port '8000/udp': UDP forwarding is not supported",
+                "26: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
+            ]
+        );
+    }
+
+    #[test]
+    fn man_page_examples() {
+        assert_eq!(
+            one_rule("206.125.69.81 80  10.1.1.2 80"),
+            rinetd("206.125.69.81:80", "10.1.1.2:80")
+        );
+        assert_eq!(
+            one_rule("0.0.0.0 23  10.1.1.2 23"),
+            rinetd("0.0.0.0:23", "10.1.1.2:23")
+        );
+        let mut with_src = rinetd("192.168.1.1:80", "10.1.1.127:80");
+        with_src.options.src = Some("10.1.1.2".parse().unwrap());
+        assert_eq!(
+            one_rule("192.168.1.1 80  10.1.1.127 80  [src=10.1.1.2]"),
+            with_src
+        );
+        assert_eq!(
+            err1("206.125.69.81 80/tcp  10.1.1.2 8000/udp"),
+            "1: invalid connect port '8000/udp': UDP forwarding is not supported"
+        );
+        assert_eq!(
+            errs("0.0.0.0 8000/udp  10.1.1.2 80  [timeout=3600]").len(),
+            2
+        );
+        let cfg = ok("allow 206.125.69.*\nlogfile /var/log/rinetd.log\nlogcommon\n");
+        assert_eq!(cfg.global_acl, [rule(Action::Allow, "206.125.69.*")]);
+        assert_eq!(
+            one_rule("206.125.69.81 80/tcp 10.1.1.2 8000/tcp"),
+            rinetd("206.125.69.81:80", "10.1.1.2:8000")
+        );
+    }
+
+    #[test]
+    fn rinetd_address_forms() {
+        assert_eq!(
+            one_rule("[::1] 80 [fe80::1] 80"),
+            rinetd("[::1]:80", "[fe80::1]:80")
+        );
+        assert_eq!(one_rule(":: 80 ::1 8080"), rinetd("[::]:80", "[::1]:8080"));
+        assert_eq!(
+            one_rule("0 80 127.0.0.1 8080"),
+            rinetd("0.0.0.0:80", "127.0.0.1:8080")
+        );
+        assert_eq!(
+            one_rule("localhost 80 backend.example. 8080"),
+            rinetd("localhost:80", "backend.example.:8080")
+        );
+        assert_eq!(
+            one_rule("\t0.0.0.0\t80\t127.0.0.1\t8080\t"),
+            rinetd("0.0.0.0:80", "127.0.0.1:8080")
+        );
+    }
+
+    #[test]
+    fn rinetd_option_forms() {
+        let src = |text: &str| one_rule(text).options.src.map(|ip| ip.to_string());
+        assert_eq!(
+            src("0.0.0.0 80 192.0.2.1 80 [ src = 192.0.2.9 ]").as_deref(),
+            Some("192.0.2.9")
+        );
+        assert_eq!(
+            src("0.0.0.0 80 192.0.2.1 80[src=192.0.2.9]").as_deref(),
+            Some("192.0.2.9")
+        );
+        assert_eq!(
+            src("0.0.0.0 80 2001:db8::1 80 [src=2001:db8::9]").as_deref(),
+            Some("2001:db8::9")
+        );
+        assert_eq!(
+            src("0.0.0.0 80 2001:db8::1 80 [src=[2001:db8::9]]").as_deref(),
+            Some("2001:db8::9")
+        );
+        assert_eq!(src("0.0.0.0 80 192.0.2.1 80 # [src=192.0.2.9]"), None);
+    }
+
+    #[test]
+    fn rinetd_option_errors() {
+        let e = |opts: &str| err1(&format!("0.0.0.0 80 192.0.2.1 80 {opts}"));
+        assert_eq!(
+            e("[foo=1]"),
+            "1: unknown option 'foo' (the only option is src=ADDR)"
+        );
+        assert_eq!(
+            e("[src]"),
+            "1: invalid option 'src': expected key=value, as in [src=ADDR]"
+        );
+        assert_eq!(
+            e("[src=gw.example]"),
+            "1: invalid src 'gw.example': not an ip address (host names are not allowed here)"
+        );
+        assert_eq!(
+            e("[src=192.0.2.9,src=192.0.2.8]"),
+            "1: option 'src' given twice"
+        );
+        assert_eq!(
+            e("[src=192.0.2.9"),
+            "1: invalid options '[src=192.0.2.9': missing ']' at the end of the line"
+        );
+        assert_eq!(
+            e("[src=192.0.2.9] x"),
+            "1: invalid options '[src=192.0.2.9] x': missing ']' at the end of the line"
+        );
+        assert_eq!(
+            e("extra"),
+            "1: unexpected 'extra' after the connect port (options go in brackets: [src=ADDR])"
+        );
+        assert_eq!(
+            err1("0.0.0.0 80 192.0.2.1 [src=192.0.2.9]"),
+            "1: connect port is missing (expected bindaddress bindport connectaddress connectport [src=ADDR])"
+        );
+    }
+
+    #[test]
+    fn rinetd_field_errors() {
+        assert_eq!(
+            err1("0.0.0.0 0 192.0.2.1 80"),
+            "1: invalid bind port '0': port 0 is not allowed"
+        );
+        assert_eq!(
+            err1("0.0.0.0 99999 192.0.2.1 80"),
+            "1: bind port: invalid address '99999': port out of range (0-65535)"
+        );
+        assert_eq!(
+            err1("300.0.0.1 80 192.0.2.1 80"),
+            "1: bind address: invalid address '300.0.0.1': not a valid IPv4 address"
+        );
+        assert_eq!(
+            err1("0.0.0.0 80 fe80::zz 80"),
+            "1: connect address: invalid address 'fe80::zz': not a valid IPv6 address"
+        );
+        assert!(err1("0.0.0.0 nosuchservice 192.0.2.1 80")
+            .starts_with("1: bind port: invalid address 'nosuchservice'"));
+        assert_eq!(errs("bad_host! nope 300.1.1.1 0").len(), 4);
+    }
+
+    #[test]
+    fn service_names() {
+        if crate::addr::service_port("http").is_none() {
+            return; // No /etc/services on this machine.
+        }
+        assert_eq!(
+            one_rule("0.0.0.0 http 127.0.0.1 8080/tcp"),
+            rinetd("0.0.0.0:80", "127.0.0.1:8080")
+        );
+        assert_eq!(
+            one_rule("0.0.0.0 https/tcp 127.0.0.1 ssh"),
+            rinetd("0.0.0.0:443", "127.0.0.1:22")
+        );
+        let r = one_rule("route 127.0.0.1:http 192.0.2.1:https");
+        assert_eq!(r.listen, hp("127.0.0.1:80"));
+        assert_eq!(r.upstreams, [hp("192.0.2.1:443")]);
+    }
+
+    #[test]
+    fn acl_attaches_to_global_or_the_most_recent_rule() {
+        let cfg = ok("\
+allow 192.0.2.*
+deny 192.0.2.13
+0.0.0.0 80 127.0.0.1 8080
+allow 198.51.100.*
+route 127.0.0.1:81 127.0.0.1:8081
+deny 198.51.100.7
+allow 203.0.113.0/24
+0.0.0.0 82 127.0.0.1 8082
+");
+        assert_eq!(
+            cfg.global_acl,
+            [
+                rule(Action::Allow, "192.0.2.*"),
+                rule(Action::Deny, "192.0.2.13")
+            ]
+        );
+        assert_eq!(cfg.rules[0].acl, [rule(Action::Allow, "198.51.100.*")]);
+        assert_eq!(
+            cfg.rules[1].acl,
+            [
+                rule(Action::Deny, "198.51.100.7"),
+                rule(Action::Allow, "203.0.113.0/24")
+            ]
+        );
+        assert!(cfg.rules[2].acl.is_empty());
+        assert_eq!(
+            cfg.rules.iter().map(|r| r.line).collect::<Vec<_>>(),
+            [3, 5, 8]
+        );
+    }
+
+    #[test]
+    fn acl_errors() {
+        assert_eq!(
+            err1("allow 10.0.0.1/8"),
+            "1: invalid address pattern '10.0.0.1/8': host bits are set (the network is '10.0.0.0/8')"
+        );
+        assert!(err1("deny host.example.com")
+            .starts_with("1: invalid address pattern 'host.example.com': illegal character 'h'"));
+        assert_eq!(
+            err1("allow"),
+            "1: 'allow' takes exactly one pattern: allow PATTERN"
+        );
+        assert_eq!(
+            err1("deny 1.2.3.4 5.6.7.8"),
+            "1: 'deny' takes exactly one pattern: deny PATTERN"
+        );
+        // An ACL line after a broken rule is still checked.
+        assert_eq!(errs("0.0.0.0 80 192.0.2.1 0\nallow 1.2.3.4/99").len(), 2);
+    }
+
+    #[test]
+    fn comments_and_blank_lines() {
+        let cfg = ok("\
+# full line comment
+   # indented comment
+
+\t
+allow 192.0.2.*# glued comment
+0.0.0.0 80 127.0.0.1 8080 # trailing comment
+deny 192.0.2.1 #trailing
+logfile /var/log/tcp-router.log # comment after a path
+logcommon#
+route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
+");
+        assert_eq!(cfg.global_acl, [rule(Action::Allow, "192.0.2.*")]);
+        assert_eq!(cfg.rules.len(), 2);
+        assert_eq!(cfg.rules[0].acl, [rule(Action::Deny, "192.0.2.1")]);
+        assert_eq!(cfg.logfile, Some(PathBuf::from("/var/log/tcp-router.log")));
+        assert!(cfg.logcommon);
+        assert_eq!(
+            cfg.rules[1].options.connect_timeout,
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn crlf_line_endings() {
+        let cfg = ok("allow 192.0.2.*\r\n0.0.0.0 80 127.0.0.1 8080\r\nlogcommon\r\n");
+        assert_eq!(cfg.rules.len(), 1);
+        assert!(cfg.logcommon);
+    }
+
+    #[test]
+    fn byte_order_mark_is_ignored() {
+        assert_eq!(ok("\u{feff}allow 192.0.2.1\n").global_acl.len(), 1);
+    }
+
+    #[test]
+    fn empty_file_is_valid() {
+        assert_eq!(ok(""), ConfigFile::default());
+        assert_eq!(ok("# nothing\n\n"), ConfigFile::default());
+    }
+
+    #[test]
+    fn paths() {
+        let cfg = ok("logfile \"/var/log/my logs/#1.log\"\npidlogfile /run/tcp-router.pid\n");
+        assert_eq!(cfg.logfile, Some(PathBuf::from("/var/log/my logs/#1.log")));
+        assert_eq!(cfg.pidlogfile, Some(PathBuf::from("/run/tcp-router.pid")));
+        assert_eq!(
+            err1("logfile"),
+            "1: 'logfile' takes exactly one path (quote it if it has spaces)"
+        );
+        assert_eq!(
+            err1("logfile a b"),
+            "1: 'logfile' takes exactly one path (quote it if it has spaces)"
+        );
+        assert_eq!(err1("pidlogfile \"\""), "1: 'pidlogfile' path is empty");
+        assert_eq!(
+            err1("logfile \"/tmp/x"),
+            "1: unterminated quote in '\"/tmp/x'"
+        );
+        assert_eq!(
+            err1("logfile \"/tmp/x\"y"),
+            "1: text after closing quote in '\"/tmp/x\"y'"
+        );
+        assert_eq!(
+            err1("logfile /tmp/a\"b"),
+            "1: unexpected quote in '/tmp/a\"b'"
+        );
+        assert_eq!(
+            err1("logfile /a\nlogfile /b"),
+            "2: 'logfile' given twice (first on line 1)"
+        );
+        assert_eq!(
+            err1("pidlogfile /a\n\npidlogfile /b"),
+            "3: 'pidlogfile' given twice (first on line 1)"
+        );
+        assert_eq!(
+            err1("allow \"1.2.3.4\""),
+            "1: quotes are only allowed around logfile and pidlogfile paths"
+        );
+        assert_eq!(err1("logcommon yes"), "1: 'logcommon' takes no value");
+        assert!(ok("logcommon\nlogcommon").logcommon);
+    }
+
+    #[test]
+    fn unknown_directives() {
+        assert_eq!(
+            err1("alow 1.2.3.4"),
+            "1: unknown directive 'alow' (expected 'bindaddress bindport connectaddress connectport [src=ADDR]', \
+             'route', 'allow', 'deny', 'logfile', 'pidlogfile' or 'logcommon')"
+        );
+        assert!(err1("ALLOW 1.2.3.4").starts_with("1: unknown directive 'ALLOW'"));
+        assert!(err1("0.0.0.0 80 127.0.0.1").starts_with("1: unknown directive '0.0.0.0'"));
+    }
+
+    #[test]
+    fn route_with_every_key() {
+        let r = one_rule(
+            "route [::]:443 [2001:db8::1]:443,192.0.2.10:443,backend.example:8443 \
+             connect_timeout=250ms idle_timeout=10m fin_timeout=off peek_timeout=3s \
+             max_connections=100 src=2001:db8::5 sni=*.Example.COM alpn=h2 \
+             proxy_protocol=v2 accept_proxy=true",
+        );
+        assert!(!r.rinetd);
+        assert_eq!(r.listen, hp("[::]:443"));
+        assert_eq!(
+            r.upstreams,
+            [
+                hp("[2001:db8::1]:443"),
+                hp("192.0.2.10:443"),
+                hp("backend.example:8443")
+            ]
+        );
+        let o = &r.options;
+        assert_eq!(o.connect_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(o.idle_timeout, Some(Some(Duration::from_secs(600))));
+        assert_eq!(o.fin_timeout, Some(None));
+        assert_eq!(o.peek_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(o.max_connections, Some(100));
+        assert_eq!(o.src, Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(o.sni, Some("*.example.com".parse().unwrap()));
+        assert_eq!(
+            o.name_pattern().map(|p| p.to_string()).as_deref(),
+            Some("*.example.com")
+        );
+        assert_eq!(o.host, None);
+        assert_eq!(o.alpn.as_deref(), Some("h2"));
+        assert_eq!(o.proxy_protocol, Some(ProxyVersion::V2));
+        assert_eq!(o.accept_proxy, Some(true));
+    }
+
+    #[test]
+    fn route_defaults_are_none() {
+        let r = one_rule("route 127.0.0.1:8080 127.0.0.1:9090");
+        assert_eq!(r.options, RuleOptions::default());
+        assert_eq!(r.upstreams, [hp("127.0.0.1:9090")]);
+        let r = one_rule("route 127.0.0.1:8080 127.0.0.1:9090 host=www.example.com idle_timeout=0 proxy_protocol=v1 accept_proxy=false");
+        assert_eq!(r.options.host, Some("www.example.com".parse().unwrap()));
+        assert_eq!(r.options.idle_timeout, Some(None));
+        assert_eq!(r.options.proxy_protocol, Some(ProxyVersion::V1));
+        assert_eq!(r.options.accept_proxy, Some(false));
+    }
+
+    #[test]
+    fn route_key_errors() {
+        let e = |keys: &str| errs(&format!("route 127.0.0.1:80 127.0.0.1:81 {keys}"));
+        assert_eq!(
+            e("colour=blue"),
+            ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
+              max_connections, src, sni, host, alpn, proxy_protocol, accept_proxy)"]
+        );
+        assert_eq!(
+            e("connect_timeout=1s connect_timeout=2s"),
+            ["1: key 'connect_timeout' given twice"]
+        );
+        assert_eq!(
+            e("connect_timeout="),
+            ["1: key 'connect_timeout' needs a value"]
+        );
+        assert_eq!(e("fast"), ["1: expected key=value, found 'fast'"]);
+        assert_eq!(
+            e("connect_timeout=0"),
+            ["1: invalid connect_timeout '0': must be greater than zero"]
+        );
+        assert_eq!(
+            e("peek_timeout=0ms"),
+            ["1: invalid peek_timeout '0ms': must be greater than zero"]
+        );
+        assert!(e("connect_timeout=5x")[0].starts_with("1: connect_timeout: invalid duration '5x'"));
+        assert!(e("idle_timeout=never")[0].starts_with("1: idle_timeout: invalid duration 'never'"));
+        assert!(e("idle_timeout=never")[0].ends_with(", or off"));
+    }
+
+    #[test]
+    fn route_value_errors() {
+        let e = |keys: &str| errs(&format!("route 127.0.0.1:80 127.0.0.1:81 {keys}"));
+        assert_eq!(
+            e("max_connections=0"),
+            ["1: invalid max_connections '0': must be at least 1"]
+        );
+        assert_eq!(
+            e("max_connections=-1"),
+            ["1: invalid max_connections '-1': expected a whole number"]
+        );
+        assert_eq!(
+            e("max_connections=99999999999999999999999"),
+            ["1: invalid max_connections '99999999999999999999999': number too large"]
+        );
+        assert_eq!(
+            e("src=gw"),
+            ["1: invalid src 'gw': not an ip address (host names are not allowed here)"]
+        );
+        assert_eq!(
+            e("proxy_protocol=v3"),
+            ["1: invalid proxy_protocol 'v3': expected v1 or v2"]
+        );
+        assert_eq!(
+            e("accept_proxy=yes"),
+            ["1: invalid accept_proxy 'yes': expected true or false"]
+        );
+        assert!(e("sni=a.*.com")[0].starts_with("1: sni: invalid name pattern 'a.*.com'"));
+        assert!(e("host=*")[0].starts_with("1: host: invalid name pattern '*'"));
+        assert_eq!(e(&format!("alpn={}", "x".repeat(256))).len(), 1);
+        assert_eq!(
+            e("alpn=h\u{e9}"),
+            ["1: invalid alpn 'h\u{e9}': illegal character '\\u{e9}'"]
+        );
+        assert_eq!(
+            e("sni=a.example host=a.example"),
+            ["1: sni= and host= cannot both be set on one route (tls or http, not both)"]
+        );
+        assert_eq!(
+            e("host=a.example alpn=h2"),
+            ["1: alpn= is a tls setting and cannot be combined with host="]
+        );
+        // Every bad key on a line is reported.
+        assert_eq!(e("a=1 b=2 connect_timeout=0 max_connections=x").len(), 4);
+    }
+
+    #[test]
+    fn route_address_errors() {
+        assert_eq!(
+            err1("route 127.0.0.1:80"),
+            "1: 'route' needs a listen address and an upstream: route LISTEN UPSTREAM[,UPSTREAM...] [key=value ...]"
+        );
+        assert_eq!(
+            err1("route ::1:80 127.0.0.1:81"),
+            "1: listen address: invalid address '::1:80': an IPv6 address needs brackets, as in [::1]:80"
+        );
+        assert_eq!(
+            err1("route 127.0.0.1:0 127.0.0.1:81"),
+            "1: invalid listen address '127.0.0.1:0': port 0 is not allowed"
+        );
+        assert_eq!(
+            err1("route 127.0.0.1:80 127.0.0.1:0"),
+            "1: invalid upstream '127.0.0.1:0': port 0 is not allowed"
+        );
+        assert_eq!(
+            err1("route 127.0.0.1:80 127.0.0.1:81,,127.0.0.1:82"),
+            "1: invalid upstream list '127.0.0.1:81,,127.0.0.1:82': empty entry"
+        );
+        assert_eq!(
+            err1("route 127.0.0.1:80 127.0.0.1:81,127.0.0.1:81"),
+            "1: upstream '127.0.0.1:81' is listed twice"
+        );
+        assert_eq!(
+            err1("route 127.0.0.1:80 127.0.0.1:81/udp"),
+            "1: upstream: invalid address '127.0.0.1:81/udp': UDP forwarding is not supported"
+        );
+        assert_eq!(errs("route nope 127.0.0.1 x").len(), 3);
+    }
+
+    #[test]
+    fn routes_may_share_a_listener_by_name_and_alpn() {
+        let cfg = ok("\
+route 0.0.0.0:443 192.0.2.1:443 sni=a.example.com
+route 0.0.0.0:443 192.0.2.2:443 sni=*.example.com
+route 0.0.0.0:443 192.0.2.3:443
+route 0.0.0.0:443 127.0.0.1:8443 alpn=acme-tls/1
+route 0.0.0.0:443 127.0.0.1:8444 sni=a.example.com alpn=acme-tls/1
+route 0.0.0.0:80 192.0.2.1:80 host=a.example.com
+route 0.0.0.0:80 192.0.2.2:80
+");
+        assert_eq!(cfg.rules.len(), 7);
+    }
+
+    #[test]
+    fn duplicate_routes_on_one_listener() {
+        assert_eq!(
+            err1("route 0.0.0.0:80 192.0.2.1:80\nroute 0.0.0.0:80 192.0.2.2:80"),
+            "2: duplicate route on 0.0.0.0:80: line 1 already has one with no sni/host/alpn"
+        );
+        assert_eq!(
+            err1("route [::]:443 192.0.2.1:443 sni=A.example\n\nroute [::]:443 192.0.2.2:443 sni=a.example."),
+            "3: duplicate route on [::]:443: line 1 already has one with sni=a.example"
+        );
+        assert_eq!(
+            err1("route [::]:443 192.0.2.1:443 alpn=h2\nroute [::]:443 192.0.2.2:443 alpn=h2"),
+            "2: duplicate route on [::]:443: line 1 already has one with alpn=h2"
+        );
+        // Different listen addresses never collide.
+        assert_eq!(
+            ok("route 127.0.0.1:80 192.0.2.1:80\nroute 127.0.0.2:80 192.0.2.1:80")
+                .rules
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn rinetd_rules_cannot_share_a_listener() {
+        assert_eq!(
+            err1("0.0.0.0 80 192.0.2.1 80\nroute 0.0.0.0:80 192.0.2.2:80 sni=a.example"),
+            "2: listen address 0.0.0.0:80 is already used by line 1; a rinetd-style rule cannot share its listener"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:80 192.0.2.2:80 host=a.example\n0.0.0.0 80 192.0.2.1 80"),
+            "2: listen address 0.0.0.0:80 is already used by line 1; a rinetd-style rule cannot share its listener"
+        );
+        assert_eq!(
+            err1("0 80 192.0.2.1 80\n0.0.0.0 80/tcp 192.0.2.2 80"),
+            "2: listen address 0.0.0.0:80 is already used by line 1; a rinetd-style rule cannot share its listener"
+        );
+    }
+
+    #[test]
+    fn listener_settings_must_agree() {
+        assert_eq!(
+            err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy=true\nroute 0.0.0.0:443 192.0.2.2:443"),
+            "2: accept_proxy=false disagrees with line 1 (accept_proxy=true) on listener 0.0.0.0:443; \
+             routes sharing a listener must agree because the proxy header is read before routing"
+        );
+        assert!(ok("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy=false\nroute 0.0.0.0:443 192.0.2.2:443")
+            .rules
+            .len()
+            == 2);
+        assert_eq!(
+            err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example peek_timeout=2s\nroute 0.0.0.0:443 192.0.2.2:443"),
+            "2: peek_timeout (unset) disagrees with line 1 (2s) on listener 0.0.0.0:443; \
+             set it the same on every route of a listener"
+        );
+    }
+
+    #[test]
+    fn every_error_is_collected_in_line_order() {
+        let all = errs(
+            "\
+route 127.0.0.1:80 127.0.0.1:81 bogus=1
+allow nope!
+0.0.0.0 80/udp 127.0.0.1 80
+logfile
+route 127.0.0.1:80 127.0.0.1:82
+",
+        );
+        let lines: Vec<&str> = all.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(lines, ["1", "2", "3", "4"], "{all:#?}");
+        let with_path = parse(Path::new("/etc/tcp-router.conf"), "logcommon x").unwrap_err();
+        assert_eq!(
+            with_path[0].to_string(),
+            "/etc/tcp-router.conf:1: 'logcommon' takes no value"
+        );
+    }
+
+    #[test]
+    fn hostile_input_does_not_panic() {
+        let weird = [
+            "\u{0}",
+            "[",
+            "]",
+            "\"",
+            "#\"",
+            "\"#",
+            "route",
+            "route [",
+            "route [::1]:80 [",
+            "0 0 0 0",
+            "0.0.0.0 80 1.1.1.1 80[",
+            "0.0.0.0 80 1.1.1.1 [",
+            "a b c d [,,,]",
+            "a b c d [=]",
+            "allow /",
+            "allow [",
+            "deny *//",
+            "route a:1 b:2 =",
+            "route a:1 b:2 ==",
+            "\u{feff}allow 1",
+            "0.0.0.0 80 1.1.1.1 80 [src=\u{e9}]",
+            "route a:1 b:2 sni=\u{e9}.com",
+            "logfile \"\u{e9}",
+        ];
+        for w in weird {
+            let _ = parse_text(w);
+        }
+        let _ = parse_text(&"x ".repeat(10_000));
+        let _ = parse_text(&"#".repeat(10_000));
+        let _ = parse_text(&format!(
+            "route 127.0.0.1:80 {}",
+            "127.0.0.1:81,".repeat(1000)
+        ));
+    }
+
+    #[test]
+    fn random_lines_do_not_panic() {
+        // Deterministic xorshift so a failure is reproducible without extra crates.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet: Vec<char> = " \t#\"[]:,=/.*?0123456789abcdefxyz-_\u{e9}\u{feff}"
+            .chars()
+            .collect();
+        let heads = [
+            "",
+            "allow ",
+            "deny ",
+            "route ",
+            "route [::1]:80 ",
+            "logfile ",
+            "0 80 ",
+            "0 80 1.2.3.4 80 ",
+        ];
+        for _ in 0..20_000 {
+            let mut line = heads[(next() % heads.len() as u64) as usize].to_string();
+            for _ in 0..(next() % 40) {
+                line.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+            }
+            let _ = parse_text(&line);
+        }
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let cfg = parse(
+            Path::new("examples/tcp-router.conf"),
+            include_str!("../examples/tcp-router.conf"),
+        )
+        .unwrap_or_else(|errs| {
+            let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            panic!("{}", all.join("\n"))
+        });
+        assert!(!cfg.global_acl.is_empty());
+        assert!(cfg.rules.iter().any(|r| r.rinetd && !r.acl.is_empty()));
+        assert!(cfg.rules.iter().any(|r| !r.rinetd && r.upstreams.len() > 1));
+        assert!(cfg.rules.iter().any(|r| r.options.sni.is_some()));
+        assert!(cfg
+            .rules
+            .iter()
+            .any(|r| r.options.alpn.as_deref() == Some("acme-tls/1")));
+        assert!(cfg.logfile.is_some());
+    }
+}

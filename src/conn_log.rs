@@ -1,0 +1,99 @@
+//! The one line logged per connection: who, where to, how many bytes each way, and how it ended.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::relay::{Flow, Outcome};
+
+/// Everything the per-connection log line says.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Connection sequence number.
+    pub id: u64,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The listener that accepted it.
+    pub listener: SocketAddr,
+    /// The upstream used, as configured and as resolved, if any.
+    pub upstream: Option<(String, SocketAddr)>,
+    /// Time from accept to close.
+    pub duration: Duration,
+    /// How the relay went, or why there was none.
+    pub result: Result<Outcome, String>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "closed #{} client={} listener={} upstream=",
+            self.id, self.client, self.listener
+        )?;
+        match &self.upstream {
+            Some((name, addr)) if *name != addr.to_string() => write!(f, "{name}({addr})")?,
+            Some((_, addr)) => write!(f, "{addr}")?,
+            None => f.write_str("none")?,
+        }
+        match &self.result {
+            Ok(outcome) => write!(
+                f,
+                " sent={} received={} duration={:.3}s first={} client_to_upstream={} upstream_to_client={}",
+                outcome.sent.bytes,
+                outcome.received.bytes,
+                self.duration.as_secs_f64(),
+                first_to_end(outcome),
+                outcome.sent.end,
+                outcome.received.end,
+            ),
+            Err(reason) => write!(
+                f,
+                " sent=0 received=0 duration={:.3}s result={reason}",
+                self.duration.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// Which side's direction ended first: `client` if the client stopped sending (or failed) first.
+fn first_to_end(outcome: &Outcome) -> &'static str {
+    let Outcome { sent, received } = outcome;
+    let earlier = |a: &Flow, b: &Flow| a.ended <= b.ended;
+    if earlier(sent, received) {
+        "client"
+    } else {
+        "upstream"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::End;
+
+    #[test]
+    fn line_names_every_field() {
+        let flow = |bytes, end, ms| Flow {
+            bytes,
+            end,
+            ended: Duration::from_millis(ms),
+        };
+        let summary = Summary {
+            id: 7,
+            client: "127.0.0.1:40000".parse().unwrap(),
+            listener: "127.0.0.1:11000".parse().unwrap(),
+            upstream: Some(("localhost:6379".into(), "127.0.0.1:6379".parse().unwrap())),
+            duration: Duration::from_millis(1500),
+            result: Ok(Outcome {
+                sent: flow(14, End::Eof, 10),
+                received: flow(7, End::Reset, 20),
+            }),
+        };
+        assert_eq!(
+            summary.to_string(),
+            "closed #7 client=127.0.0.1:40000 listener=127.0.0.1:11000 \
+             upstream=localhost:6379(127.0.0.1:6379) sent=14 received=7 duration=1.500s \
+             first=client client_to_upstream=eof upstream_to_client=reset"
+        );
+    }
+}

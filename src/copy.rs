@@ -1,0 +1,132 @@
+//! Moves one chunk of bytes from one socket to another, holding a buffer only while bytes move.
+//!
+//! A copy thread waits for readability with no buffer at all, then borrows a buffer from a shared
+//! free list for one read and the writes that follow, and gives it back. An idle connection
+//! therefore holds no heap memory for data, whatever the number of connections.
+
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+
+use rustix::net::RecvFlags;
+
+/// Size of one copy buffer: large enough for bulk transfers to move in few system calls.
+pub const BUFFER_SIZE: usize = 64 * 1024;
+
+/// Free buffers kept for reuse; more are freed, so a burst does not pin memory forever.
+const MAX_FREE_BUFFERS: usize = 64;
+
+static FREE_BUFFERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+
+/// What one call of [`move_chunk`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// `n` bytes were read and all written; `full` says the read filled the buffer, so more is
+    /// probably waiting and the caller may read again before polling.
+    Bytes {
+        /// Bytes moved.
+        n: usize,
+        /// The read filled the whole buffer.
+        full: bool,
+    },
+    /// Nothing to read yet.
+    WouldBlock,
+    /// The source reached end of stream.
+    Eof,
+}
+
+/// Why a chunk could not be moved.
+#[derive(Debug)]
+pub enum ChunkError {
+    /// Reading the source failed.
+    Read(io::Error),
+    /// Writing the destination failed.
+    Write(io::Error),
+    /// The destination accepted nothing until the connection's deadline passed.
+    Stalled,
+}
+
+/// Lets the copy loop report progress and ask whether it may keep waiting on a stalled write.
+pub trait Watch {
+    /// Bytes moved: the connection is not idle.
+    fn progress(&self);
+    /// Still within the connection's idle limits?
+    fn may_wait(&self) -> bool;
+}
+
+/// Reads what `src` has (without blocking) and writes all of it to `dst` (blocking, so a slow
+/// reader slows the sender down instead of growing memory).
+pub fn move_chunk(
+    src: &TcpStream,
+    dst: &TcpStream,
+    watch: &dyn Watch,
+) -> Result<Moved, ChunkError> {
+    let mut buffer = take_buffer();
+    let result = move_through(&mut buffer, src, dst, watch);
+    give_back(buffer);
+    result
+}
+
+fn move_through(
+    buffer: &mut [u8],
+    src: &TcpStream,
+    dst: &TcpStream,
+    watch: &dyn Watch,
+) -> Result<Moved, ChunkError> {
+    let n = loop {
+        match rustix::net::recv(src, &mut *buffer, RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Ok(Moved::Eof),
+            Ok((n, _)) => break n,
+            Err(rustix::io::Errno::AGAIN) => return Ok(Moved::WouldBlock),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(ChunkError::Read(errno.into())),
+        }
+    };
+    watch.progress();
+    write_all(dst, &buffer[..n], watch)?;
+    Ok(Moved::Bytes {
+        n,
+        full: n == buffer.len(),
+    })
+}
+
+/// Writes all of `data`, waiting as long as the connection's idle limits allow. The socket's send
+/// timeout (see [`crate::net::set_send_timeout`]) makes a stalled write return now and then, so the
+/// deadline is checked without a timer thread.
+pub fn write_all(dst: &TcpStream, mut data: &[u8], watch: &dyn Watch) -> Result<(), ChunkError> {
+    while !data.is_empty() {
+        match (&*dst).write(data) {
+            Ok(0) => return Err(ChunkError::Write(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                data = &data[n..];
+                watch.progress();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if !watch.may_wait() {
+                    return Err(ChunkError::Stalled);
+                }
+            }
+            Err(e) => return Err(ChunkError::Write(e)),
+        }
+    }
+    Ok(())
+}
+
+fn take_buffer() -> Box<[u8]> {
+    let reused = FREE_BUFFERS.lock().ok().and_then(|mut free| free.pop());
+    reused.unwrap_or_else(|| vec![0; BUFFER_SIZE].into_boxed_slice())
+}
+
+fn give_back(buffer: Box<[u8]>) {
+    if let Ok(mut free) = FREE_BUFFERS.lock() {
+        if free.len() < MAX_FREE_BUFFERS {
+            free.push(buffer);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! tcp-router: a small, fast, dependable TCP forwarder and router.
+//!
+//! Blocking and thread-per-connection: the main thread polls every listener and accepts, handing
+//! each client through a bounded channel to a pool worker; the worker connects upstream, and the
+//! bytes move through two blocking copy threads, one per direction.
+//!
+//! # Layout
+//!
+//! - [`cli`]: command-line arguments as typed; [`config`]: the validated configuration.
+//! - [`config_file`]: the rinetd-compatible config file parser; [`acl`]: allow/deny rules.
+//! - [`names`]: the name-routing table (SNI and Host patterns).
+//! - [`rinetd_log`]: rinetd's logfile line formats.
+//! - [`addr`], [`duration`]: parsers for addresses, ports and durations.
+//! - [`server`]: the accept loop, connection slots, control requests and the graceful stop.
+//! - [`limits`]: open-files limit, the default connection cap, connection permits.
+//! - [`pool`]: reusable worker threads with panic containment.
+//! - [`conn`]: one client's life: connect upstream, relay, log.
+//! - [`route`], [`upstream`]: routes at run time; round-robin, failover and cool-down.
+//! - [`relay`], [`copy`]: the two copy threads, half-close and reset rules, idle limits.
+//! - [`registry`]: live connections, for the drain.
+//! - [`net`]: socket options the standard library lacks.
+//! - [`conn_log`]: the per-connection log line.
+//! - [`signals`]: SIGINT/SIGTERM/SIGHUP handling.
+//! - [`error`]: start-up errors and their one-line display.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod acl;
+pub mod addr;
+pub mod cli;
+pub mod config;
+pub mod config_file;
+pub mod conn;
+pub mod conn_log;
+pub mod copy;
+pub mod duration;
+pub mod error;
+pub mod limits;
+pub mod names;
+pub mod net;
+pub mod pool;
+pub mod registry;
+pub mod relay;
+pub mod rinetd_log;
+pub mod route;
+pub mod server;
+pub mod signals;
+pub mod upstream;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{DrainReport, Handle, Server};
+
+/// Runs tcp-router as the binary does: raise the open-files limit, bind, install signal handlers,
+/// serve until SIGINT or SIGTERM, drain.
+pub fn run(config: Config) -> Result<DrainReport, Error> {
+    let open_files = limits::raise_open_files_limit();
+    let server = Server::bind(&config)?;
+    log::info!(
+        "max connections: {} ({}; open-files limit {open_files}, thread limit {})",
+        server.max_connections(),
+        if config.max_connections.is_some() {
+            "set by --max-connections"
+        } else {
+            "derived from the limits"
+        },
+        limits::thread_limit()
+    );
+    signals::install(server.handle()).map_err(|source| Error::Setup {
+        what: "install signal handlers",
+        source,
+    })?;
+    server.run()
+}

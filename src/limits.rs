@@ -1,0 +1,159 @@
+//! Process limits: raising the open-files limit, deriving the default connection cap, and connection permits.
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rustix::process::{getrlimit, setrlimit, Resource};
+
+/// File descriptors kept aside for listeners, logs, DNS look-ups and the like.
+const RESERVED_FDS: u64 = 64;
+
+/// Threads kept aside for the main thread, the signal thread and idle pool workers.
+const RESERVED_THREADS: u64 = 64;
+
+/// Each connection holds two sockets (client and upstream) and two copy threads, one per direction.
+/// Pipes for splice come from a bounded pool and fall back to plain copies when none is left, so
+/// they are not counted here.
+const FDS_PER_CONNECTION: u64 = 2;
+const THREADS_PER_CONNECTION: u64 = 2;
+
+/// Raises the soft open-files limit to the hard limit and returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), hard) = (limit.current, limit.maximum) else {
+        // Unlimited soft limit: nothing to raise.
+        return u64::MAX;
+    };
+    let target = hard.unwrap_or(current.max(1 << 20));
+    if target > current {
+        let raised = rustix::process::Rlimit {
+            current: Some(target),
+            maximum: hard,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return target;
+        }
+    }
+    current
+}
+
+/// The most threads this process may have: the smallest of pid_max, threads-max and RLIMIT_NPROC.
+pub fn thread_limit() -> u64 {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+    };
+    let nproc = getrlimit(Resource::Nproc).current;
+    [
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+        nproc,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(32_768)
+}
+
+/// The default `--max-connections`: as many as the open-files and thread limits allow.
+pub fn default_max_connections(open_files: u64, threads: u64) -> usize {
+    let by_fds = open_files.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION;
+    let by_threads = threads.saturating_sub(RESERVED_THREADS) / THREADS_PER_CONNECTION;
+    by_fds.min(by_threads).clamp(1, usize::MAX as u64) as usize
+}
+
+/// A fixed number of connection slots; the accept loop takes one before each `accept`.
+#[derive(Debug, Clone)]
+pub struct Permits {
+    /// Free slots, one token each; a bounded channel so waiting for one can be `select!`ed.
+    free: Receiver<()>,
+    /// Where a finished connection gives its slot back.
+    give_back: Sender<()>,
+    /// The cap, for reports.
+    capacity: usize,
+}
+
+/// One connection slot; returned to the pool when dropped, on every path including a panic.
+#[derive(Debug)]
+pub struct Permit {
+    give_back: Sender<()>,
+}
+
+impl Permits {
+    /// Creates `capacity` slots.
+    pub fn new(capacity: usize) -> Permits {
+        let (give_back, free) = bounded(capacity);
+        for _ in 0..capacity {
+            give_back
+                .send(())
+                .expect("BUG: a fresh channel has room for its capacity");
+        }
+        Permits {
+            free,
+            give_back,
+            capacity,
+        }
+    }
+
+    /// Takes a slot if one is free now.
+    pub fn try_take(&self) -> Option<Permit> {
+        self.free.try_recv().ok().map(|()| self.permit())
+    }
+
+    /// The channel to `select!` on when waiting for a slot; wrap what it yields with [`Permits::permit`].
+    pub fn receiver(&self) -> &Receiver<()> {
+        &self.free
+    }
+
+    /// Wraps a token received from [`Permits::receiver`].
+    pub fn permit(&self) -> Permit {
+        Permit {
+            give_back: self.give_back.clone(),
+        }
+    }
+
+    /// The number of slots.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Slots in use now.
+    pub fn in_use(&self) -> usize {
+        self.capacity - self.free.len()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // Cannot fail: the channel has room for every token that was taken out of it.
+        let _ = self.give_back.try_send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cap_fits_the_tighter_limit() {
+        assert_eq!(default_max_connections(20_000, 32_768), 9_968);
+        assert_eq!(default_max_connections(1_000_000, 32_768), 16_352);
+        assert_eq!(default_max_connections(10, 10), 1);
+    }
+
+    #[test]
+    fn permits_are_given_back_on_drop() {
+        let permits = Permits::new(2);
+        let a = permits.try_take().unwrap();
+        let _b = permits.try_take().unwrap();
+        assert!(permits.try_take().is_none());
+        assert_eq!(permits.in_use(), 2);
+        drop(a);
+        assert!(permits.try_take().is_some());
+    }
+
+    #[test]
+    fn raising_the_limit_never_lowers_it() {
+        let before = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        assert!(raise_open_files_limit() >= before);
+    }
+}

@@ -1,0 +1,663 @@
+//! Name-routing table: picks a route by TLS SNI or HTTP Host name, and TLS ALPN.
+//!
+//! Precedence: the most specific name wins (an exact name, then the longest wildcard
+//! suffix, then the default route). ALPN only decides among entries that carry the same
+//! name pattern: an entry with `alpn=X` is eligible only when the client offered `X`, and
+//! an eligible ALPN entry beats the entry without ALPN. When several ALPN entries with the
+//! same name pattern are eligible, the one listed first wins (operator's order, not the
+//! client's). If no entry of the most specific matching name is eligible (they all want
+//! an ALPN the client did not offer), the next less specific name is tried.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A name pattern from `sni=` or `host=`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NamePattern {
+    /// One name, stored lowercase without a trailing dot.
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `.example.com` (lowercase): matches any name
+    /// ending in it, at any depth, but not `example.com` itself.
+    Wildcard(String),
+}
+
+/// A rejected name pattern; Display names the value and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePatternError {
+    /// The pattern as written.
+    pub pattern: String,
+    /// Lowercase phrase saying what is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for NamePatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid name pattern '{}': {}",
+            self.pattern, self.reason
+        )
+    }
+}
+
+impl std::error::Error for NamePatternError {}
+
+/// Lowercases a name and drops one trailing dot, the way patterns and lookups agree on.
+pub fn normalize_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+impl FromStr for NamePattern {
+    type Err = NamePatternError;
+
+    /// Parses `name.example.com` (case-insensitive, trailing dot ignored) or
+    /// `*.example.com`. Labels are 1–63 characters of letters, digits, `-` and `_`,
+    /// not starting or ending with `-`; the name is at most 253 characters.
+    fn from_str(s: &str) -> Result<Self, NamePatternError> {
+        let err = |reason: &str| NamePatternError {
+            pattern: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let norm = normalize_name(s);
+        if norm == "*" {
+            return Err(err(
+                "a lone '*' would match every name; leave out sni=/host= for the default route",
+            ));
+        }
+        let (wild, name) = match norm.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, norm.as_str()),
+        };
+        check_name(name).map_err(|reason| err(&reason))?;
+        Ok(if wild {
+            NamePattern::Wildcard(format!(".{name}"))
+        } else {
+            NamePattern::Exact(name.to_string())
+        })
+    }
+}
+
+/// Checks a normalised name (no wildcard part); returns the reason when it is bad.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name.len() > 253 {
+        return Err("name longer than 253 characters".into());
+    }
+    for label in name.split('.') {
+        check_label(label)?;
+    }
+    Ok(())
+}
+
+fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("empty label".into());
+    }
+    if label == "*" || label.contains('*') {
+        return Err(
+            "'*' is only allowed as the whole leftmost label, as in '*.example.com'".into(),
+        );
+    }
+    if label.len() > 63 {
+        return Err(format!("label '{label}' is longer than 63 characters"));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "illegal character '{}' (allowed: letters, digits, '-', '_', '.')",
+            c.escape_default()
+        ));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!("label '{label}' starts or ends with '-'"));
+    }
+    Ok(())
+}
+
+impl NamePattern {
+    /// True when the (already normalised) `name` matches.
+    fn matches_normalized(&self, name: &str) -> bool {
+        match self {
+            NamePattern::Exact(n) => n == name,
+            NamePattern::Wildcard(suffix) => {
+                name.len() > suffix.len() && name.ends_with(suffix.as_str())
+            }
+        }
+    }
+
+    /// True when `name` matches; `name` is normalised first (lowercase, trailing dot).
+    pub fn matches(&self, name: &str) -> bool {
+        self.matches_normalized(&normalize_name(name))
+    }
+}
+
+impl fmt::Display for NamePattern {
+    /// Prints the normalised pattern: `a.example.com` or `*.example.com`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NamePattern::Exact(n) => f.write_str(n),
+            NamePattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// Why a lookup picked its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchKind {
+    /// The name matched an exact pattern.
+    Exact,
+    /// The name matched this wildcard pattern (printed form, e.g. `*.example.com`).
+    Wildcard(String),
+    /// No name pattern matched (or no name was given); the default route was used.
+    Default,
+}
+
+impl fmt::Display for MatchKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MatchKind::Exact => f.write_str("exact name"),
+            MatchKind::Wildcard(p) => write!(f, "wildcard {p}"),
+            MatchKind::Default => f.write_str("default route"),
+        }
+    }
+}
+
+/// A table that cannot be built: two entries with the same name pattern and ALPN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameTableError {
+    /// 0-based index of the later entry.
+    pub index: usize,
+    /// 0-based index of the earlier entry it collides with.
+    pub first: usize,
+    /// Lowercase description, e.g. "a second default route (no alpn)".
+    pub message: String,
+}
+
+impl fmt::Display for NameTableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "entry {}: {} (first given by entry {})",
+            self.index + 1,
+            self.message,
+            self.first + 1
+        )
+    }
+}
+
+impl std::error::Error for NameTableError {}
+
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    pattern: Option<NamePattern>,
+    alpn: Option<String>,
+    value: T,
+}
+
+/// The routing table for one listener: `(name pattern, alpn, value)` entries, where a
+/// `None` pattern is the default route (at most one per ALPN value).
+#[derive(Debug, Clone)]
+pub struct NameTable<T> {
+    entries: Vec<Entry<T>>,
+}
+
+/// Describes an entry's pattern and ALPN, e.g. `*.example.com alpn=h2` or `default`.
+fn describe(pattern: Option<&NamePattern>, alpn: Option<&str>) -> String {
+    let name = pattern.map_or_else(|| "default".to_string(), |p| p.to_string());
+    match alpn {
+        Some(a) => format!("{name} alpn={a}"),
+        None => name,
+    }
+}
+
+impl<T> NameTable<T> {
+    /// Builds a table; entry order matters only to break ties between several ALPN
+    /// entries the client offered. Two entries with the same pattern and the same ALPN
+    /// (including two defaults without ALPN) are an error.
+    pub fn new(
+        entries: impl IntoIterator<Item = (Option<NamePattern>, Option<String>, T)>,
+    ) -> Result<Self, NameTableError> {
+        let mut table = NameTable {
+            entries: Vec::new(),
+        };
+        for (index, (pattern, alpn, value)) in entries.into_iter().enumerate() {
+            let dup = table
+                .entries
+                .iter()
+                .position(|e| e.pattern == pattern && e.alpn == alpn);
+            if let Some(first) = dup {
+                let what = match (&pattern, &alpn) {
+                    (None, None) => "a second default route (no alpn)".to_string(),
+                    (None, Some(a)) => format!("a second default route for alpn={a}"),
+                    (Some(p), a) => {
+                        format!("a second route for {}", describe(Some(p), a.as_deref()))
+                    }
+                };
+                return Err(NameTableError {
+                    index,
+                    first,
+                    message: what,
+                });
+            }
+            table.entries.push(Entry {
+                pattern,
+                alpn,
+                value,
+            });
+        }
+        Ok(table)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Picks the entry for a client that sent `name` (SNI or Host, without port; `None`
+    /// when it sent none) and offered `alpn_offered`. See the module docs for precedence.
+    pub fn lookup(&self, name: Option<&str>, alpn_offered: &[String]) -> Option<(&T, MatchKind)> {
+        self.pick(name, alpn_offered)
+            .map(|(i, kind)| (&self.entries[i].value, kind))
+    }
+
+    /// Index and kind of the winning entry.
+    fn pick(&self, name: Option<&str>, alpn: &[String]) -> Option<(usize, MatchKind)> {
+        let name = name.map(normalize_name);
+        for (pattern, kind) in self.candidate_patterns(name.as_deref()) {
+            if let Some(i) = self.best_for_pattern(pattern.as_ref(), alpn) {
+                return Some((i, kind));
+            }
+        }
+        None
+    }
+
+    /// Distinct name patterns matching `name`, most specific first, ending with the
+    /// default (`None`).
+    fn candidate_patterns(&self, name: Option<&str>) -> Vec<(Option<NamePattern>, MatchKind)> {
+        let mut out: Vec<(Option<NamePattern>, MatchKind)> = Vec::new();
+        if let Some(name) = name {
+            let mut wild: Vec<&NamePattern> = Vec::new();
+            for p in self.entries.iter().filter_map(|e| e.pattern.as_ref()) {
+                if !p.matches_normalized(name) {
+                    continue;
+                }
+                match p {
+                    NamePattern::Exact(_) => {
+                        if out.is_empty() {
+                            out.push((Some(p.clone()), MatchKind::Exact));
+                        }
+                    }
+                    NamePattern::Wildcard(_) if !wild.contains(&p) => wild.push(p),
+                    NamePattern::Wildcard(_) => {}
+                }
+            }
+            // Longest suffix first: `*.a.example.com` beats `*.example.com`.
+            wild.sort_by_key(|p| std::cmp::Reverse(p.to_string().len()));
+            out.extend(
+                wild.into_iter()
+                    .map(|p| (Some(p.clone()), MatchKind::Wildcard(p.to_string()))),
+            );
+        }
+        out.push((None, MatchKind::Default));
+        out
+    }
+
+    /// Among entries with exactly this pattern: the first whose ALPN the client offered,
+    /// else the one without ALPN.
+    fn best_for_pattern(&self, pattern: Option<&NamePattern>, alpn: &[String]) -> Option<usize> {
+        let same = || {
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(move |(_, e)| e.pattern.as_ref() == pattern)
+        };
+        let offered = |e: &Entry<T>| e.alpn.as_ref().is_some_and(|a| alpn.contains(a));
+        same()
+            .find(|(_, e)| offered(e))
+            .or_else(|| same().find(|(_, e)| e.alpn.is_none()))
+            .map(|(i, _)| i)
+    }
+
+    /// Says in words which entry `name` (empty = no name sent) with ALPN `alpn` would
+    /// get and why, for `--explain` and debugging.
+    pub fn explain(&self, name: &str, alpn: &[String]) -> String {
+        let name_opt = (!name.is_empty()).then_some(name);
+        let client = match name_opt {
+            Some(n) => format!("name '{}'", normalize_name(n)),
+            None => "no name".to_string(),
+        };
+        let offered = if alpn.is_empty() {
+            "no alpn".to_string()
+        } else {
+            format!("alpn {}", alpn.join(","))
+        };
+        let mut out = format!("{client}, {offered}: ");
+        match self.pick(name_opt, alpn) {
+            Some((i, kind)) => {
+                let e = &self.entries[i];
+                out.push_str(&format!(
+                    "entry {} ({}) by {kind}",
+                    i + 1,
+                    describe(e.pattern.as_ref(), e.alpn.as_deref())
+                ));
+                if e.alpn.is_some() {
+                    out.push_str(" with offered alpn");
+                }
+            }
+            None => out.push_str("no entry matches and there is no default route"),
+        }
+        out.push_str(&self.skipped_note(name_opt, alpn));
+        out
+    }
+
+    /// Lists the entries whose name matched but whose ALPN was not offered.
+    fn skipped_note(&self, name: Option<&str>, alpn: &[String]) -> String {
+        let name = name.map(normalize_name);
+        let skipped: Vec<String> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                let name_ok = match (&e.pattern, &name) {
+                    (None, _) => true,
+                    (Some(p), Some(n)) => p.matches_normalized(n),
+                    (Some(_), None) => false,
+                };
+                name_ok && e.alpn.as_ref().is_some_and(|a| !alpn.contains(a))
+            })
+            .map(|(i, e)| {
+                format!(
+                    "entry {} ({})",
+                    i + 1,
+                    describe(e.pattern.as_ref(), e.alpn.as_deref())
+                )
+            })
+            .collect();
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; alpn not offered, skipped: {}", skipped.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn np(s: &str) -> NamePattern {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn alpn(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn table(entries: &[(Option<&str>, Option<&str>, &'static str)]) -> NameTable<&'static str> {
+        NameTable::new(
+            entries
+                .iter()
+                .map(|(p, a, v)| (p.map(np), a.map(str::to_string), *v)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn get(
+        t: &NameTable<&'static str>,
+        name: Option<&str>,
+        offered: &[&str],
+    ) -> Option<(&'static str, MatchKind)> {
+        t.lookup(name, &alpn(offered)).map(|(v, k)| (*v, k))
+    }
+
+    #[test]
+    fn patterns_parse_and_normalise() {
+        assert_eq!(np("Example.COM."), NamePattern::Exact("example.com".into()));
+        assert_eq!(
+            np("*.Example.com"),
+            NamePattern::Wildcard(".example.com".into())
+        );
+        assert_eq!(np("*.example.com.").to_string(), "*.example.com");
+        assert_eq!(np("_acme.x-1.example").to_string(), "_acme.x-1.example");
+        assert_eq!(np("localhost"), NamePattern::Exact("localhost".into()));
+        assert_eq!(np("*.com"), NamePattern::Wildcard(".com".into()));
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected_with_the_value() {
+        let e = |s: &str| s.parse::<NamePattern>().unwrap_err().to_string();
+        assert!(e("*").starts_with("invalid name pattern '*': a lone '*'"));
+        assert!(e("*.").contains("lone"));
+        assert!(e("a.*.com").contains("leftmost label"));
+        assert!(e("*a.example.com").contains("leftmost label"));
+        assert!(e("**.example.com").contains("leftmost label"));
+        assert!(e("*.*.example.com").contains("leftmost label"));
+        assert!(e("").contains("empty name"));
+        assert!(e(".").contains("empty name"));
+        assert!(e("a..b").contains("empty label"));
+        assert!(e(".example.com").contains("empty label"));
+        assert!(e("example.com..").contains("empty label"));
+        assert!(e("exa mple.com").contains("illegal character ' '"));
+        assert!(e("ex@mple.com").contains("illegal character '@'"));
+        assert!(e("ünï.example").contains("illegal character"));
+        assert!(e("-a.example").contains("starts or ends with '-'"));
+        assert!(e(&format!("{}.com", "a".repeat(64))).contains("longer than 63"));
+        assert!(e(&["a"; 130].join(".")).contains("253"));
+        assert_eq!(
+            e("a.*.com"),
+            "invalid name pattern 'a.*.com': '*' is only allowed as the whole leftmost label, as in '*.example.com'"
+        );
+    }
+
+    #[test]
+    fn wildcard_matches_any_depth_but_not_the_bare_suffix() {
+        let w = np("*.example.com");
+        assert!(w.matches("a.example.com"));
+        assert!(w.matches("a.b.c.example.com"));
+        assert!(w.matches("A.EXAMPLE.COM."));
+        assert!(!w.matches("example.com"));
+        assert!(!w.matches("badexample.com"));
+        assert!(!w.matches(".example.com"));
+    }
+
+    #[test]
+    fn exact_beats_wildcard_beats_default() {
+        let t = table(&[
+            (None, None, "default"),
+            (Some("*.example.com"), None, "wild"),
+            (Some("a.example.com"), None, "exact"),
+        ]);
+        assert_eq!(
+            get(&t, Some("a.example.com"), &[]),
+            Some(("exact", MatchKind::Exact))
+        );
+        assert_eq!(
+            get(&t, Some("b.example.com"), &[]),
+            Some(("wild", MatchKind::Wildcard("*.example.com".into())))
+        );
+        assert_eq!(
+            get(&t, Some("example.com"), &[]),
+            Some(("default", MatchKind::Default))
+        );
+        assert_eq!(get(&t, None, &[]), Some(("default", MatchKind::Default)));
+        assert_eq!(
+            get(&t, Some(""), &[]),
+            Some(("default", MatchKind::Default))
+        );
+    }
+
+    #[test]
+    fn longest_wildcard_wins_regardless_of_order() {
+        let t = table(&[
+            (Some("*.example.com"), None, "short"),
+            (Some("*.eu.example.com"), None, "long"),
+        ]);
+        assert_eq!(get(&t, Some("x.eu.example.com"), &[]).unwrap().0, "long");
+        assert_eq!(get(&t, Some("x.us.example.com"), &[]).unwrap().0, "short");
+        assert_eq!(get(&t, Some("eu.example.com"), &[]).unwrap().0, "short");
+        assert_eq!(get(&t, Some("example.com"), &[]), None);
+        let t = table(&[
+            (Some("*.eu.example.com"), None, "long"),
+            (Some("*.example.com"), None, "short"),
+        ]);
+        assert_eq!(get(&t, Some("x.eu.example.com"), &[]).unwrap().0, "long");
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive_and_ignores_a_trailing_dot() {
+        let t = table(&[(Some("A.Example.com"), None, "a")]);
+        assert_eq!(get(&t, Some("a.example.COM."), &[]).unwrap().0, "a");
+        assert_eq!(get(&t, Some("a.example.com.."), &[]), None);
+    }
+
+    #[test]
+    fn alpn_entry_wins_only_when_offered() {
+        let t = table(&[
+            (Some("a.example.com"), None, "site"),
+            (Some("a.example.com"), Some("acme-tls/1"), "acme"),
+        ]);
+        assert_eq!(
+            get(&t, Some("a.example.com"), &["acme-tls/1"]).unwrap().0,
+            "acme"
+        );
+        assert_eq!(
+            get(&t, Some("a.example.com"), &["h2", "http/1.1"])
+                .unwrap()
+                .0,
+            "site"
+        );
+        assert_eq!(get(&t, Some("a.example.com"), &[]).unwrap().0, "site");
+    }
+
+    #[test]
+    fn default_route_per_alpn() {
+        let t = table(&[(None, None, "site"), (None, Some("acme-tls/1"), "acme")]);
+        assert_eq!(
+            get(&t, Some("x.example"), &["acme-tls/1"]),
+            Some(("acme", MatchKind::Default))
+        );
+        assert_eq!(get(&t, None, &["acme-tls/1"]).unwrap().0, "acme");
+        assert_eq!(get(&t, None, &["h2"]).unwrap().0, "site");
+    }
+
+    #[test]
+    fn name_specificity_beats_alpn() {
+        // The exact name has no alpn entry: it still wins over an alpn default.
+        let t = table(&[
+            (Some("a.example.com"), None, "site"),
+            (None, Some("acme-tls/1"), "acme"),
+        ]);
+        assert_eq!(
+            get(&t, Some("a.example.com"), &["acme-tls/1"]).unwrap().0,
+            "site"
+        );
+        assert_eq!(
+            get(&t, Some("b.example.com"), &["acme-tls/1"]).unwrap().0,
+            "acme"
+        );
+    }
+
+    #[test]
+    fn unoffered_alpn_only_entries_fall_through_to_less_specific() {
+        let t = table(&[
+            (Some("a.example.com"), Some("acme-tls/1"), "acme"),
+            (Some("*.example.com"), None, "wild"),
+            (None, None, "default"),
+        ]);
+        assert_eq!(get(&t, Some("a.example.com"), &["h2"]).unwrap().0, "wild");
+        assert_eq!(
+            get(&t, Some("a.example.com"), &["acme-tls/1"]).unwrap().0,
+            "acme"
+        );
+        let t = table(&[(None, Some("acme-tls/1"), "acme")]);
+        assert_eq!(get(&t, None, &[]), None);
+    }
+
+    #[test]
+    fn several_offered_alpn_entries_tie_break_by_table_order() {
+        let t = table(&[
+            (Some("a.example"), Some("http/1.1"), "h1"),
+            (Some("a.example"), Some("h2"), "h2"),
+        ]);
+        assert_eq!(
+            get(&t, Some("a.example"), &["h2", "http/1.1"]).unwrap().0,
+            "h1"
+        );
+        assert_eq!(get(&t, Some("a.example"), &["h2"]).unwrap().0, "h2");
+        assert_eq!(get(&t, Some("a.example"), &[]), None);
+    }
+
+    #[test]
+    fn duplicates_are_errors() {
+        let build = |e: Vec<(Option<NamePattern>, Option<String>, u8)>| {
+            NameTable::new(e).unwrap_err().to_string()
+        };
+        assert_eq!(
+            build(vec![(None, None, 1), (None, None, 2)]),
+            "entry 2: a second default route (no alpn) (first given by entry 1)"
+        );
+        assert_eq!(
+            build(vec![
+                (None, Some("h2".into()), 1),
+                (None, None, 2),
+                (None, Some("h2".into()), 3)
+            ]),
+            "entry 3: a second default route for alpn=h2 (first given by entry 1)"
+        );
+        assert_eq!(
+            build(vec![
+                (Some(np("a.example")), None, 1),
+                (Some(np("A.example.")), None, 2)
+            ]),
+            "entry 2: a second route for a.example (first given by entry 1)"
+        );
+        assert!(NameTable::new(vec![
+            (Some(np("a.example")), None, 1),
+            (Some(np("*.a.example")), None, 2)
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn empty_table_matches_nothing() {
+        let t: NameTable<u8> = NameTable::new(Vec::new()).unwrap();
+        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
+        assert!(t.lookup(Some("a"), &[]).is_none());
+        assert_eq!(
+            t.explain("a", &[]),
+            "name 'a', no alpn: no entry matches and there is no default route"
+        );
+    }
+
+    #[test]
+    fn explain_says_which_entry_and_why() {
+        let t = table(&[
+            (Some("a.example.com"), Some("acme-tls/1"), "acme"),
+            (Some("*.example.com"), None, "wild"),
+            (None, None, "default"),
+        ]);
+        assert_eq!(
+            t.explain("A.example.com", &alpn(&["h2"])),
+            "name 'a.example.com', alpn h2: entry 2 (*.example.com) by wildcard *.example.com; \
+             alpn not offered, skipped: entry 1 (a.example.com alpn=acme-tls/1)"
+        );
+        assert_eq!(
+            t.explain("a.example.com", &alpn(&["acme-tls/1"])),
+            "name 'a.example.com', alpn acme-tls/1: entry 1 (a.example.com alpn=acme-tls/1) by exact name with offered alpn"
+        );
+        assert_eq!(
+            t.explain("", &[]),
+            "no name, no alpn: entry 3 (default) by default route"
+        );
+    }
+}

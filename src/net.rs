@@ -1,0 +1,80 @@
+//! Socket set-up the standard library does not offer: listener options, upstream connects with a
+//! source address and a timeout, TCP tuning, send timeouts and abortive close.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use nix::sys::socket::sockopt;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+/// Listen backlog. Clients wait here while `--max-connections` are busy; the kernel caps it at
+/// net.core.somaxconn (4096 on current kernels).
+const BACKLOG: i32 = 4096;
+
+/// TCP keepalive: probe after 60s of silence, every 15s, give up after 4 unanswered probes, so a
+/// peer that vanished without a FIN or RST is noticed in about two minutes instead of never.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 4;
+
+/// Binds a listening socket with SO_REUSEADDR (so a restart does not fail on TIME_WAIT), set
+/// non-blocking for the accept loop's poll.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Connects to `addr` within `timeout`, from `src` if given. With a fixed source address,
+/// IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at connect time, per destination, so a
+/// fixed source does not exhaust the ephemeral ports.
+pub fn connect(addr: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(src) = src {
+        // Linux reads this IPPROTO_IP option on IPv6 sockets too. If it cannot be set, the bind
+        // still works; it just reserves a port per connection.
+        let _ = nix::sys::socket::setsockopt(&socket, sockopt::IpBindAddressNoPort, &true);
+        socket.bind(&SocketAddr::new(src, 0).into())?;
+    }
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
+/// TCP_NODELAY (the proxy must add no Nagle delay to small request/response writes) and keepalive.
+/// Failures are ignored: an option that cannot be set does not make the connection unusable.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+/// Bounds how long one blocking write may wait, so a writer stuck on a peer that reads nothing can
+/// look at the idle deadline. `None` waits forever.
+pub fn set_send_timeout(stream: &TcpStream, timeout: Option<Duration>) {
+    let _ = stream.set_write_timeout(timeout);
+}
+
+/// Resets the connection now: the peer gets an RST, queued data is dropped, and every thread
+/// blocked on this socket wakes. `connect(AF_UNSPEC)` does this without closing the descriptor,
+/// which the other copy thread may still be using.
+pub fn abort(stream: &TcpStream) {
+    let _ = rustix::net::connect_unspec(stream);
+}
+
+/// True for errors that mean the peer reset or the connection is otherwise gone.
+pub fn is_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}

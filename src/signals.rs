@@ -1,0 +1,54 @@
+//! Signals: SIGINT and SIGTERM stop gracefully (a second one exits at once), SIGHUP reloads.
+//!
+//! signal-hook rather than ctrlc: ctrlc's `termination` feature hands SIGINT, SIGTERM and SIGHUP to
+//! one handler, so it cannot tell "stop" from "reload". signal-hook's iterator runs a plain thread
+//! that receives each signal by number, outside the signal handler, so the work it starts (a
+//! drain, a config re-read) runs in ordinary code.
+
+use std::io;
+use std::thread;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::server::Handle;
+
+/// Starts the signal thread, which forwards signals to `handle`.
+pub fn install(handle: Handle) -> io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    thread::Builder::new()
+        .name("tcp-router-signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => {
+                        log::info!("SIGHUP: reloading the configuration");
+                        handle.reload();
+                    }
+                    _ if stopping => {
+                        log::warn!("{}: second stop signal, exiting now", name(signal));
+                        std::process::exit(128 + signal);
+                    }
+                    _ => {
+                        log::info!(
+                            "{}: stopping gracefully (send again to exit at once)",
+                            name(signal)
+                        );
+                        stopping = true;
+                        handle.stop();
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
