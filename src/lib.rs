@@ -10,6 +10,8 @@
 //! - [`config_file`]: the rinetd-compatible config file parser; [`acl`]: allow/deny rules.
 //! - [`names`]: the name-routing table (SNI and Host patterns).
 //! - [`rinetd_log`]: rinetd's logfile line formats.
+//! - [`sni`], [`http_host`], [`proxy_protocol`]: pure readers over `&[u8]` ([`parse`] holds
+//!   their shared cursor and `Status`).
 //! - [`addr`], [`duration`]: parsers for addresses, ports and durations.
 //! - [`server`]: the accept loop, connection slots, control requests and the graceful stop.
 //! - [`limits`]: open-files limit, the default connection cap, connection permits.
@@ -36,16 +38,20 @@ pub mod conn_log;
 pub mod copy;
 pub mod duration;
 pub mod error;
+pub mod http_host;
 pub mod limits;
 pub mod names;
 pub mod net;
+pub mod parse;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod relay;
 pub mod rinetd_log;
 pub mod route;
 pub mod server;
 pub mod signals;
+pub mod sni;
 pub mod upstream;
 
 pub use config::Config;

@@ -1,1 +1,13 @@
-//! Integration tests over real loopback sockets.
+//! Integration tests over real loopback sockets on ephemeral ports.
+
+/// Shared helpers: routers, upstreams, data and deadlines.
+mod util;
+
+/// The binary: command line, exit codes, signals and draining.
+mod cli;
+/// Upstream failures, failover and the connection cap.
+mod limits;
+/// The tutorial's own scenario with a real redis-server and redis-cli.
+mod redis;
+/// Bytes both ways: echo, server-first, half-close, resets, many concurrent streams.
+mod relay;

@@ -1,0 +1,175 @@
+//! The binary as operators use it: usage errors, exit codes, logs, SIGTERM and the drain.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+
+use crate::util::*;
+
+/// `--help` prints usage with examples on stdout and exits 0.
+#[test]
+fn help_shows_examples() {
+    let (code, stdout, _) = run_bin(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Examples:"), "{stdout}");
+    assert!(stdout.contains("tcp-router 127.0.0.1:11000 127.0.0.1:6379"));
+}
+
+/// `--version` prints the version and exits 0.
+#[test]
+fn version_prints_the_version() {
+    let (code, stdout, _) = run_bin(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("tcp-router {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Each bad input gives one line on stderr naming the value and the reason, and exit code 2.
+#[test]
+fn bad_input_gives_one_clear_line_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["127.0.0.1", "127.0.0.1:6379"], "'127.0.0.1'"),
+        (&["127.0.0.1:70000", "127.0.0.1:6379"], "out of range"),
+        (&["127.0.0.1:11000", "::1:6379"], "brackets"),
+        (&["127.0.0.1:11000"], "missing an UPSTREAM"),
+        (&[], "missing LISTEN"),
+        (&["--connect-timeout", "5x", "a:1", "b:2"], "'5x'"),
+        (&["--log-level", "loud", "a:1", "b:2"], "'loud'"),
+        (&["--no-such-option", "a:1", "b:2"], "--no-such-option"),
+        (
+            &["--max-connections", "0", "127.0.0.1:0", "127.0.0.1:1"],
+            "'0'",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, _, stderr) = run_bin(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// A listen address already in use: one line naming it, exit code 1.
+#[test]
+fn listen_address_in_use_exits_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run_bin(&["--log-level", "off", &addr, "127.0.0.1:1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+/// An upstream name that does not resolve costs that one connection, logged; the process lives on.
+#[test]
+fn unresolvable_upstream_costs_one_connection() {
+    let mut router = Process::start(&["127.0.0.1:0", "no-such-host.invalid:80"]);
+    for _ in 0..2 {
+        let mut client = connect(router.addr);
+        let mut buf = [0u8; 1];
+        let _ = client.read(&mut buf);
+        router.wait_for_line("no-upstream");
+    }
+    assert!(router.child.try_wait().unwrap().is_none(), "router exited");
+}
+
+/// Each closed connection is logged at info with addresses, byte counts and how each side ended.
+#[test]
+fn one_info_line_per_connection() {
+    let up = echo_upstream();
+    let mut router = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    let mut client = connect(router.addr);
+    let local = client.local_addr().unwrap();
+    send_and_close(&mut client, b"12345");
+    assert_eq!(read_to_end(&mut client), b"12345");
+    let line = router.wait_for_line("closed #");
+    for needle in [
+        format!("client={local}"),
+        format!("upstream={}", up.addr),
+        "sent=5 received=5".to_string(),
+        "first=client".to_string(),
+        "client_to_upstream=eof upstream_to_client=eof".to_string(),
+    ] {
+        assert!(line.contains(&needle), "{needle:?} missing from {line}");
+    }
+}
+
+/// SIGTERM stops accepting at once, lets an in-flight transfer finish, then exits 0.
+#[test]
+fn sigterm_drains_in_flight_transfers() {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let up = upstream(move |mut stream| {
+        stream.write_all(b"first half;").unwrap();
+        go_rx.lock().unwrap().recv().unwrap();
+        stream.write_all(b"second half").unwrap();
+    });
+    let mut router = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    let mut client = connect(router.addr);
+    assert_eq!(read_exact(&mut client, 11), b"first half;");
+
+    router.signal("TERM");
+    router.wait_for_line("stopping");
+    // The listener is closed: new clients are refused.
+    assert!(TcpStream::connect(router.addr).is_err());
+
+    go_tx.send(()).unwrap();
+    assert_eq!(read_to_end(&mut client), b"second half");
+    drop(client);
+    let status = router.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    let log = router.rest_of_stderr().join("\n");
+    assert!(log.contains("1 connection(s) finished, 0 cut"), "{log}");
+}
+
+/// A connection that outlives the drain timeout is cut, and the exit is still clean.
+#[test]
+fn drain_timeout_cuts_what_is_left() {
+    let up = upstream(|stream| {
+        let mut buf = [0u8; 1];
+        let _ = (&stream).read(&mut buf);
+    });
+    let mut router = Process::start(&[
+        "--drain-timeout",
+        "200ms",
+        "127.0.0.1:0",
+        &up.addr.to_string(),
+    ]);
+    let mut client = connect(router.addr);
+    client.write_all(b"x").unwrap();
+    router.signal("TERM");
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        client.read(&mut buf).unwrap(),
+        0,
+        "the cut closes the client"
+    );
+    assert_eq!(router.wait_exit().code(), Some(0));
+    let log = router.rest_of_stderr().join("\n");
+    assert!(log.contains("0 connection(s) finished, 1 cut"), "{log}");
+    assert!(log.contains("client_to_upstream=shutdown"), "{log}");
+}
+
+/// A second SIGTERM during the drain exits at once with 128 + 15.
+#[test]
+fn second_signal_exits_at_once() {
+    let up = upstream(|stream| {
+        let mut buf = [0u8; 1];
+        let _ = (&stream).read(&mut buf);
+    });
+    let mut router =
+        Process::start(&["--drain-timeout", "1h", "127.0.0.1:0", &up.addr.to_string()]);
+    let mut client = connect(router.addr);
+    client.write_all(b"x").unwrap();
+    router.signal("TERM");
+    router.wait_for_line("stopping");
+    router.signal("TERM");
+    assert_eq!(router.wait_exit().code(), Some(143));
+}
