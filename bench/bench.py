@@ -102,10 +102,15 @@ def proc_stat(pid):
         return None
 
 
-def group_pids(pgid):
+def group_pids(pgid, live_only=False):
+    """Processes in the process group (zombies too, unless live_only)."""
     pids = []
     for name in os.listdir("/proc"):
         if name.isdigit():
+            if live_only:
+                text = read_file(f"/proc/{name}/stat") or ""
+                if text[text.rfind(")") + 2 : text.rfind(")") + 3] == "Z":
+                    continue
             st = proc_stat(int(name))
             if st and st[0] == pgid:
                 pids.append(int(name))
@@ -862,7 +867,7 @@ class Harness:
                 time.sleep(1)
             if proc is not None:
                 # let forked children (socat, redir) finish and be reaped before the last sample
-                wait_until(lambda: len(group_pids(proc.pgid)) <= nprocs0, 3)
+                wait_until(lambda: len(group_pids(proc.pgid, live_only=True)) <= nprocs0, 3)
                 time.sleep(0.2)
         finally:
             cpu = sampler.stop() if sampler else None
@@ -962,6 +967,7 @@ class Harness:
                     errors.append(f"{type(e).__name__}: {e}")
                 if len(errors) >= 10:
                     break
+            res["open_s"] = round(time.monotonic() - deadline + self.args.mem_open_timeout, 2)
             at_holder = count_established_local(hp)
             if answered < n or at_holder < n:
                 uniq = sorted(set(errors))[:3]
@@ -994,7 +1000,7 @@ class Harness:
                 self.notes.append(f"{pname} mem n={n}: {msg}")
                 res["lingering"] = left
             else:
-                res["close_s"] = time.monotonic() - t0
+                res["close_s"] = round(time.monotonic() - t0, 2)
         return res
 
     # ----- the run -----
@@ -1071,6 +1077,8 @@ def brief(res):
          f"{res.get('kernel_kib_per_conn', 0):.1f} KiB/conn")
     if "pss_kib_per_conn" in res:
         s += f", PSS +{res['pss_kib_per_conn']:.1f} KiB/conn, {res.get('procs')} procs {res.get('threads')} threads"
+    if "open_s" in res:
+        s += f"; opened in {res['open_s']:.1f}s, closed in {res.get('close_s', -1):.1f}s"
     if "lingering" in res:
         s += f", {res['lingering']} sockets LINGERING"
     return s

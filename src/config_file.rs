@@ -37,22 +37,7 @@ use crate::duration::{format_duration, parse_duration, parse_optional_duration};
 use crate::names::NamePattern;
 
 /// The PROXY protocol version sent to upstreams (`proxy_protocol=v1|v2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyVersion {
-    /// The human-readable text header.
-    V1,
-    /// The binary header.
-    V2,
-}
-
-impl fmt::Display for ProxyVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProxyVersion::V1 => "v1",
-            ProxyVersion::V2 => "v2",
-        })
-    }
-}
+pub use crate::proxy_protocol::Version as ProxyVersion;
 
 /// The `key=value` options of a rule; `None` = not given (the runtime default applies).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

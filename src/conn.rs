@@ -1,84 +1,346 @@
-//! One client's life on a pool worker: connect upstream (with failover), relay, log one line.
+//! One client's life on a pool worker: PROXY header from a trusted front, allow/deny, route by
+//! name, connect upstream with failover, replay what was read, relay, log one line.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use crate::acl;
 use crate::conn_log::Summary;
 use crate::limits::Permit;
+use crate::names::MatchKind;
 use crate::net;
+use crate::parse::Status;
+use crate::peek::{self, PeekError};
 use crate::pool::Pool;
+use crate::proxy_protocol::{self, ProxyHeader};
 use crate::registry::Entry;
-use crate::relay;
-use crate::route::RouteState;
+use crate::relay::{self, Outcome};
+use crate::rinetd_log::{self, LogRecord};
+use crate::route::{ListenerState, RouteState};
+use crate::sni::{self, ClientHello};
+use crate::{http_host, upstream};
 
 /// What the accept loop hands to a worker for one client.
 #[derive(Debug)]
 pub struct Job {
     /// The client, registered.
     pub entry: Entry,
-    /// The connection slot, held until the job ends.
+    /// The process-wide connection slot, held until the job ends.
     pub permit: Permit,
-    /// The listener that accepted it.
-    pub listener: SocketAddr,
-    /// The route its clients take.
-    pub route: Arc<RouteState>,
+    /// The listener's own slot, if it has a cap.
+    pub listener_permit: Option<Permit>,
+    /// The bound address that accepted it.
+    pub listener_addr: SocketAddr,
+    /// The listener's configuration at accept time.
+    pub listener: Arc<ListenerState>,
     /// Where the second copy thread comes from.
     pub pool: Pool,
 }
 
-/// Serves one client from connect to close. Everything it holds (the slot, the registry entry,
-/// both sockets) is released when it returns or unwinds.
-pub fn handle(job: Job) {
-    let Job {
-        entry,
-        permit: _permit,
-        listener,
-        route,
-        pool,
-    } = job;
-    let conn = &entry.conn;
-    net::tune(&conn.client);
+/// The client's addresses as tcp-router acts on them: from the socket, or from a PROXY header.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    /// The client (the real one, behind a trusted load balancer).
+    client: SocketAddr,
+    /// The address the client connected to.
+    destination: SocketAddr,
+}
 
-    let mut failed = Vec::new();
-    let connected = route
-        .upstreams
-        .connect(route.connect_options(), &mut failed);
-    for attempt in &failed {
-        log::warn!("conn #{} from {}: connect to {attempt}", conn.id, conn.peer);
-    }
+/// What a client's first bytes say about where it wants to go.
+#[derive(Debug)]
+enum FirstBytes {
+    Tls(ClientHello),
+    Http(Option<String>),
+    Other(&'static str),
+}
+
+/// Serves one client from accept to close. Everything it holds (slots, registry entry, sockets)
+/// is released when it returns or unwinds.
+pub fn handle(job: Job) {
+    let conn = &job.entry.conn;
+    net::tune(&conn.client);
     let mut summary = Summary {
         id: conn.id,
         client: conn.peer,
-        listener,
+        listener: job.listener_addr,
         upstream: None,
+        route: None,
+        name: None,
         duration: Default::default(),
         result: Err(String::new()),
     };
-    let Some(upstream) = connected else {
-        log::warn!(
-            "conn #{} from {}: no upstream reachable ({} tried: {}); closing the client",
-            conn.id,
-            conn.peer,
-            failed.len(),
-            route.describe_upstreams()
-        );
-        summary.duration = conn.started.elapsed();
-        summary.result = Err("no-upstream".to_string());
-        log::info!("{summary}");
-        return;
+    let mut session = Session {
+        job: &job,
+        summary: &mut summary,
+        peeked: Vec::new(),
+        route: None,
+        upstream_name: None,
     };
-    net::tune(&upstream.stream);
-    summary.upstream = Some((upstream.upstream.to_string(), upstream.addr));
-    conn.attach_upstream(upstream.stream);
-    log::debug!(
-        "conn #{} from {}: connected to {}",
-        conn.id,
-        conn.peer,
-        upstream.addr
-    );
-
-    let outcome = relay::relay(conn, route.timeouts(), &pool);
+    let result = session.run();
+    let rinetd_result = match &result {
+        Ok(outcome) if outcome.sent.ended <= outcome.received.ended => {
+            rinetd_log::DONE_REMOTE_CLOSED
+        }
+        Ok(_) => rinetd_log::DONE_LOCAL_CLOSED,
+        Err(Refused::Acl(refusal)) => refusal.log_result(),
+        Err(Refused::NoUpstream) => rinetd_log::LOCAL_CONNECT_FAILED,
+        Err(_) => rinetd_log::UNKNOWN_ERROR,
+    };
+    let route = session.route.clone();
+    let upstream_name = session.upstream_name.clone();
     summary.duration = conn.started.elapsed();
-    summary.result = Ok(outcome);
+    summary.result = result.map_err(|refused| refused.to_string());
     log::info!("{summary}");
+    if let Some(sink) = &job.listener.log_file {
+        let outcome = summary.result.as_ref().ok();
+        let listen = &job.listener.config.listen;
+        let (connect_host, connect_port) = match (&upstream_name, &route) {
+            (Some(name), _) => (name.host.to_string(), name.port),
+            (None, Some(route)) => route
+                .config
+                .upstreams
+                .first()
+                .map_or((String::new(), 0), |u| (u.host.to_string(), u.port)),
+            (None, None) => (String::new(), 0),
+        };
+        sink.write(&LogRecord {
+            time: SystemTime::now(),
+            client: summary.client.ip(),
+            bind_host: &listen.host.to_string(),
+            bind_port: listen.port,
+            connect_host: &connect_host,
+            connect_port,
+            bytes_in: outcome.map_or(0, |o| o.sent.bytes),
+            bytes_out: outcome.map_or(0, |o| o.received.bytes),
+            result: rinetd_result,
+        });
+    }
+}
+
+/// Why a client was closed without a relay; the text goes in the log line's `result=`.
+#[derive(Debug)]
+enum Refused {
+    BadProxyHeader(String),
+    Acl(acl::Refusal),
+    NoRoute,
+    Peek(String),
+    NoUpstream,
+    Stopped,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::BadProxyHeader(why) => write!(f, "refused-no-proxy-header ({why})"),
+            Refused::Acl(refusal) => write!(f, "refused ({refusal})"),
+            Refused::NoRoute => f.write_str("no-route"),
+            Refused::Peek(why) => write!(f, "{why}"),
+            Refused::NoUpstream => f.write_str("no-upstream"),
+            Refused::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// The state of one client while it is being served.
+struct Session<'a> {
+    job: &'a Job,
+    summary: &'a mut Summary,
+    /// Bytes read from the client before connecting; sent upstream first, unchanged.
+    peeked: Vec<u8>,
+    route: Option<Arc<RouteState>>,
+    upstream_name: Option<crate::addr::HostPort>,
+}
+
+impl Session<'_> {
+    fn run(&mut self) -> Result<Outcome, Refused> {
+        let state = Arc::clone(&self.job.listener);
+        let addrs = self.client_addrs(&state)?;
+        self.summary.client = addrs.client;
+        acl::check(&state.global_acl, &[], addrs.client.ip()).map_err(Refused::Acl)?;
+        let route = self.choose_route(&state)?;
+        self.route = Some(Arc::clone(&route));
+        acl::check(&[], &route.config.acl, addrs.client.ip()).map_err(Refused::Acl)?;
+        let conn = &self.job.entry.conn;
+        if conn.is_stopped() {
+            return Err(Refused::Stopped);
+        }
+        let upstream = self.connect(&route)?;
+        self.summary.upstream = Some((upstream.upstream.to_string(), upstream.addr));
+        self.upstream_name = Some(upstream.upstream.clone());
+        net::tune(&upstream.stream);
+        let preface = self.preface(&route, addrs);
+        let sent_first = (&upstream.stream).write_all(&preface);
+        conn.attach_upstream(upstream.stream);
+        if let Err(err) = sent_first {
+            log::warn!(
+                "conn #{}: cannot send the first bytes upstream: {err}",
+                conn.id
+            );
+        }
+        let mut outcome = relay::relay(conn, route.timeouts(), &self.job.pool);
+        outcome.sent.bytes += self.peeked.len() as u64;
+        Ok(outcome)
+    }
+
+    /// Reads the PROXY header of a trusted front if the listener expects one.
+    fn client_addrs(&mut self, state: &ListenerState) -> Result<Addrs, Refused> {
+        let conn = &self.job.entry.conn;
+        let socket = Addrs {
+            client: conn.peer,
+            destination: conn.client.local_addr().unwrap_or(self.job.listener_addr),
+        };
+        if !state.config.accept_proxy {
+            return Ok(socket);
+        }
+        let timeout = state.config.peek_timeout;
+        let header = peek::read_until(
+            &conn.client,
+            &mut self.peeked,
+            timeout,
+            proxy_protocol::parse,
+        )
+        .map_err(|err| Refused::BadProxyHeader(err.to_string()))?;
+        let (header, used) = header;
+        self.peeked.drain(..used);
+        Ok(match header {
+            ProxyHeader::Tcp { src, dst } => Addrs {
+                client: src,
+                destination: dst,
+            },
+            // LOCAL: the front's own health check; UNKNOWN: it does not know. Use the socket.
+            ProxyHeader::Local | ProxyHeader::Unknown => socket,
+        })
+    }
+
+    /// The route for this client: the listener's only one, or the one its first bytes select.
+    fn choose_route(&mut self, state: &ListenerState) -> Result<Arc<RouteState>, Refused> {
+        let router = &state.router;
+        if state.routes.len() > 1 || router.reads_first() {
+            self.summary.route = None;
+        }
+        let found = if router.reads_first() {
+            let conn = &self.job.entry.conn;
+            let first = peek::read_until(
+                &conn.client,
+                &mut self.peeked,
+                state.config.peek_timeout,
+                |buf| classify(buf, router.routes_tls(), router.routes_http()),
+            )
+            .map_err(|err: PeekError<std::convert::Infallible>| Refused::Peek(err.to_string()))?;
+            self.route_by(first, state)
+        } else {
+            router.fallback()
+        };
+        let Some((index, kind)) = found else {
+            return Err(Refused::NoRoute);
+        };
+        let route = Arc::clone(&state.routes[index]);
+        if state.routes.len() > 1 {
+            self.summary.route = Some(route.label());
+        }
+        if let (Some(name), MatchKind::Exact | MatchKind::Wildcard(_)) =
+            (&mut self.summary.name, &kind)
+        {
+            name.push_str(&format!(" match={kind}"));
+        }
+        Ok(route)
+    }
+
+    /// Looks the route up from what the client sent; a TLS client without a route gets an
+    /// `unrecognized_name` alert.
+    fn route_by(&mut self, first: FirstBytes, state: &ListenerState) -> Option<(usize, MatchKind)> {
+        let router = &state.router;
+        match first {
+            FirstBytes::Tls(hello) => {
+                let name = hello.server_name.as_deref();
+                let mut text = format!("sni={}", name.unwrap_or("(none)"));
+                if hello.ech {
+                    text.push_str(" ech=outer-name");
+                }
+                self.summary.name = Some(text);
+                let found = router.for_tls(name, &hello.alpn);
+                if found.is_none() {
+                    let _ =
+                        (&self.job.entry.conn.client).write_all(&sni::unrecognized_name_alert());
+                }
+                found
+            }
+            FirstBytes::Http(host) => {
+                self.summary.name = Some(format!("host={}", host.as_deref().unwrap_or("(none)")));
+                router.for_http(host.as_deref())
+            }
+            FirstBytes::Other(what) => {
+                self.summary.name = Some(format!("first-bytes={what}"));
+                router.fallback()
+            }
+        }
+    }
+
+    fn connect(&self, route: &RouteState) -> Result<upstream::Connected, Refused> {
+        let conn = &self.job.entry.conn;
+        let mut failed = Vec::new();
+        let connected = route
+            .upstreams
+            .connect(route.connect_options(), &mut failed);
+        for attempt in &failed {
+            log::warn!(
+                "conn #{} from {}: connect to {attempt}",
+                conn.id,
+                self.summary.client
+            );
+        }
+        connected.ok_or_else(|| {
+            log::warn!(
+                "conn #{} from {}: no upstream reachable ({} attempt(s): {}); closing the client",
+                conn.id,
+                self.summary.client,
+                failed.len(),
+                route.describe_upstreams()
+            );
+            Refused::NoUpstream
+        })
+    }
+
+    /// The bytes the upstream gets before the relay: a PROXY header if the route sends one, then
+    /// everything read from the client while deciding, unchanged.
+    fn preface(&self, route: &RouteState, addrs: Addrs) -> Vec<u8> {
+        let mut out = match route.config.proxy_protocol {
+            Some(version) => proxy_protocol::encode(version, addrs.client, addrs.destination),
+            None => Vec::new(),
+        };
+        out.extend_from_slice(&self.peeked);
+        out
+    }
+}
+
+/// Decides what the first bytes are, for the routing tables the listener has.
+fn classify(
+    buf: &[u8],
+    by_sni: bool,
+    by_host: bool,
+) -> Result<Status<FirstBytes>, std::convert::Infallible> {
+    let mut undecided = false;
+    if by_sni {
+        match sni::parse_client_hello(buf) {
+            Ok(Status::Complete(hello)) => return Ok(Status::Complete(FirstBytes::Tls(hello))),
+            Ok(Status::Partial) => undecided = true,
+            Err(sni::TlsError::NotTls) => {}
+            Err(_) => return Ok(Status::Complete(FirstBytes::Other("malformed-tls"))),
+        }
+    }
+    if by_host {
+        match http_host::parse_host(buf) {
+            Ok(Status::Complete(host)) => return Ok(Status::Complete(FirstBytes::Http(host))),
+            Ok(Status::Partial) => undecided = true,
+            Err(http_host::HttpError::NotHttp) => {}
+            Err(_) => return Ok(Status::Complete(FirstBytes::Other("malformed-http"))),
+        }
+    }
+    Ok(if undecided {
+        Status::Partial
+    } else {
+        Status::Complete(FirstBytes::Other("not-tls-or-http"))
+    })
 }

@@ -1,10 +1,15 @@
 //! The one line logged per connection: who, where to, how many bytes each way, and how it ended.
 
 use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::config::LogFile;
 use crate::relay::{Flow, Outcome};
+use crate::rinetd_log::{self, LogRecord};
 
 /// Everything the per-connection log line says.
 #[derive(Debug, Clone)]
@@ -17,6 +22,10 @@ pub struct Summary {
     pub listener: SocketAddr,
     /// The upstream used, as configured and as resolved, if any.
     pub upstream: Option<(String, SocketAddr)>,
+    /// The route taken (its label), when the listener has several.
+    pub route: Option<String>,
+    /// What the client asked for, when read: `sni=NAME`, `host=NAME`, with how it matched.
+    pub name: Option<String>,
     /// Time from accept to close.
     pub duration: Duration,
     /// How the relay went, or why there was none.
@@ -34,6 +43,12 @@ impl fmt::Display for Summary {
             Some((name, addr)) if *name != addr.to_string() => write!(f, "{name}({addr})")?,
             Some((_, addr)) => write!(f, "{addr}")?,
             None => f.write_str("none")?,
+        }
+        if let Some(name) = &self.name {
+            write!(f, " {name}")?;
+        }
+        if let Some(route) = &self.route {
+            write!(f, " route={route}")?;
         }
         match &self.result {
             Ok(outcome) => write!(
@@ -66,6 +81,42 @@ fn first_to_end(outcome: &Outcome) -> &'static str {
     }
 }
 
+/// rinetd's `logfile`: one line per connection, appended, in rinetd's format or common log format.
+#[derive(Debug)]
+pub struct LogSink {
+    file: Mutex<File>,
+    common: bool,
+}
+
+impl LogSink {
+    /// Opens (creating if needed) the log file for appending.
+    pub fn open(config: &LogFile) -> io::Result<LogSink> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.path)?;
+        Ok(LogSink {
+            file: Mutex::new(file),
+            common: config.common,
+        })
+    }
+
+    /// Appends one record as one write, so lines from concurrent connections never interleave.
+    pub fn write(&self, record: &LogRecord<'_>) {
+        let mut line = if self.common {
+            rinetd_log::common_line(record)
+        } else {
+            rinetd_log::tab_line(record)
+        };
+        line.push('\n');
+        if let Ok(mut file) = self.file.lock() {
+            if let Err(err) = file.write_all(line.as_bytes()) {
+                log::warn!("cannot write to the log file: {err}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +134,8 @@ mod tests {
             client: "127.0.0.1:40000".parse().unwrap(),
             listener: "127.0.0.1:11000".parse().unwrap(),
             upstream: Some(("localhost:6379".into(), "127.0.0.1:6379".parse().unwrap())),
+            route: None,
+            name: None,
             duration: Duration::from_millis(1500),
             result: Ok(Outcome {
                 sent: flow(14, End::Eof, 10),

@@ -24,6 +24,20 @@ pub enum Error {
     },
     /// The configuration is invalid; each message is one complete line (with `FILE:LINE:` when from a file).
     Config(Vec<String>),
+    /// The log file (`logfile`) cannot be opened.
+    LogFile {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The pid file cannot be written.
+    PidFile {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// A system call needed at start-up failed (poll, socketpair, signals).
     Setup {
         /// What we were doing.
@@ -42,6 +56,8 @@ impl fmt::Display for Error {
             }
             Error::Config(lines) => f.write_str(&lines.join("\n")),
             Error::Setup { what, .. } => write!(f, "cannot {what}"),
+            Error::LogFile { path, .. } => write!(f, "cannot open log file '{}'", path.display()),
+            Error::PidFile { path, .. } => write!(f, "cannot write pid file '{}'", path.display()),
         }
     }
 }
@@ -51,7 +67,9 @@ impl StdError for Error {
         match self {
             Error::Bind { source, .. }
             | Error::ResolveListen { source, .. }
-            | Error::Setup { source, .. } => Some(source),
+            | Error::Setup { source, .. }
+            | Error::LogFile { source, .. }
+            | Error::PidFile { source, .. } => Some(source),
             Error::Config(_) => None,
         }
     }
@@ -62,7 +80,10 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::ResolveListen { .. } => 2,
-            Error::Bind { .. } | Error::Setup { .. } => 1,
+            Error::Bind { .. }
+            | Error::Setup { .. }
+            | Error::LogFile { .. }
+            | Error::PidFile { .. } => 1,
         }
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: command-line arguments as typed; [`config`]: the validated configuration.
+//! - [`cli`]: command-line arguments as typed; [`config`]: the validated configuration;
+//!   [`check`]: `--check` and `--explain`.
 //! - [`config_file`]: the rinetd-compatible config file parser; [`acl`]: allow/deny rules.
 //! - [`names`]: the name-routing table (SNI and Host patterns).
 //! - [`rinetd_log`]: rinetd's logfile line formats.
@@ -19,6 +20,7 @@
 //! - [`conn`]: one client's life: connect upstream, relay, log.
 //! - [`route`], [`upstream`]: routes at run time; round-robin, failover and cool-down.
 //! - [`relay`], [`copy`]: the two copy threads, half-close and reset rules, idle limits.
+//! - [`peek`]: reads a client's first bytes for routing, keeping them for replay.
 //! - [`registry`]: live connections, for the drain.
 //! - [`net`]: socket options the standard library lacks.
 //! - [`conn_log`]: the per-connection log line.
@@ -30,6 +32,7 @@
 
 pub mod acl;
 pub mod addr;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod config_file;
@@ -43,6 +46,7 @@ pub mod limits;
 pub mod names;
 pub mod net;
 pub mod parse;
+pub mod peek;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod registry;
@@ -58,11 +62,12 @@ pub use config::Config;
 pub use error::Error;
 pub use server::{DrainReport, Handle, Server};
 
-/// Runs tcp-router as the binary does: raise the open-files limit, bind, install signal handlers,
-/// serve until SIGINT or SIGTERM, drain.
-pub fn run(config: Config) -> Result<DrainReport, Error> {
+/// Runs tcp-router as the binary does: raise the open-files limit, bind, write the pid file,
+/// install signal handlers, serve until SIGINT or SIGTERM, drain. `reloader` produces the new
+/// configuration on SIGHUP.
+pub fn run(config: Config, reloader: Option<server::Reloader>) -> Result<DrainReport, Error> {
     let open_files = limits::raise_open_files_limit();
-    let server = Server::bind(&config)?;
+    let mut server = Server::bind(&config)?;
     log::info!(
         "max connections: {} ({}; open-files limit {open_files}, thread limit {})",
         server.max_connections(),
@@ -73,9 +78,38 @@ pub fn run(config: Config) -> Result<DrainReport, Error> {
         },
         limits::thread_limit()
     );
+    if let Some(reloader) = reloader {
+        server.set_reloader(reloader);
+    }
+    let _pid_file = match &config.pid_file {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
+    };
     signals::install(server.handle()).map_err(|source| Error::Setup {
         what: "install signal handlers",
         source,
     })?;
     server.run()
+}
+
+/// The pid file, removed when dropped (at exit).
+#[derive(Debug)]
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> Result<PidFile, Error> {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            Error::PidFile {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -1,5 +1,10 @@
 //! Process limits: raising the open-files limit, deriving the default connection cap, and connection permits.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rustix::process::{getrlimit, setrlimit, Resource};
 
@@ -70,12 +75,24 @@ pub struct Permits {
     give_back: Sender<()>,
     /// The cap, for reports.
     capacity: usize,
+    /// Wakes the accept loop when a slot frees while it waits for one (per-listener caps).
+    waker: Option<Arc<Waker>>,
+}
+
+/// Wakes a poll loop through a socket when a slot is given back while it is paused.
+#[derive(Debug)]
+pub struct Waker {
+    /// Set by the accept loop when it stops polling a listener for lack of slots.
+    paused: AtomicBool,
+    /// Written to (one byte) to wake the accept loop's poll.
+    wake: Arc<UnixStream>,
 }
 
 /// One connection slot; returned to the pool when dropped, on every path including a panic.
 #[derive(Debug)]
 pub struct Permit {
     give_back: Sender<()>,
+    waker: Option<Arc<Waker>>,
 }
 
 impl Permits {
@@ -91,7 +108,46 @@ impl Permits {
             free,
             give_back,
             capacity,
+            waker: None,
         }
+    }
+
+    /// Creates `capacity` slots whose return wakes a paused accept loop through `wake`.
+    pub fn with_waker(capacity: usize, wake: Arc<UnixStream>) -> Permits {
+        Permits {
+            waker: Some(Arc::new(Waker {
+                paused: AtomicBool::new(false),
+                wake,
+            })),
+            ..Permits::new(capacity)
+        }
+    }
+
+    /// Takes a slot, or marks the owner paused so that the next returned slot wakes it. Returns
+    /// `None` when paused; the caller must stop polling until [`Permits::is_paused`] turns false.
+    pub fn take_or_pause(&self) -> Option<Permit> {
+        if let Some(permit) = self.try_take() {
+            return Some(permit);
+        }
+        if let Some(waker) = &self.waker {
+            waker.paused.store(true, Ordering::SeqCst);
+        }
+        // A slot may have come back between the first try and the pause mark: try again, so
+        // that wake-up is not lost.
+        let permit = self.try_take();
+        if permit.is_some() {
+            if let Some(waker) = &self.waker {
+                waker.paused.store(false, Ordering::SeqCst);
+            }
+        }
+        permit
+    }
+
+    /// True while the owner waits for a slot (after [`Permits::take_or_pause`] returned `None`).
+    pub fn is_paused(&self) -> bool {
+        self.waker
+            .as_ref()
+            .is_some_and(|w| w.paused.load(Ordering::SeqCst))
     }
 
     /// Takes a slot if one is free now.
@@ -108,6 +164,7 @@ impl Permits {
     pub fn permit(&self) -> Permit {
         Permit {
             give_back: self.give_back.clone(),
+            waker: self.waker.clone(),
         }
     }
 
@@ -126,6 +183,12 @@ impl Drop for Permit {
     fn drop(&mut self) {
         // Cannot fail: the channel has room for every token that was taken out of it.
         let _ = self.give_back.try_send(());
+        if let Some(waker) = &self.waker {
+            if waker.paused.swap(false, Ordering::SeqCst) {
+                // A full wake socket already has a wake-up pending; that is enough.
+                let _ = (&*waker.wake).write(&[1]);
+            }
+        }
     }
 }
 
@@ -149,6 +212,20 @@ mod tests {
         assert_eq!(permits.in_use(), 2);
         drop(a);
         assert!(permits.try_take().is_some());
+    }
+
+    #[test]
+    fn a_returned_slot_wakes_a_paused_owner() {
+        let (wake, mut woken) = UnixStream::pair().unwrap();
+        let permits = Permits::with_waker(1, Arc::new(wake));
+        let only = permits.take_or_pause().unwrap();
+        assert!(permits.take_or_pause().is_none());
+        assert!(permits.is_paused());
+        drop(only);
+        assert!(!permits.is_paused());
+        let mut byte = [0u8; 1];
+        std::io::Read::read_exact(&mut woken, &mut byte).unwrap();
+        assert!(permits.take_or_pause().is_some());
     }
 
     #[test]

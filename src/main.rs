@@ -7,6 +7,7 @@ use argh::FromArgs;
 use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 use tcp_router::cli::Args;
 use tcp_router::error::Chain;
+use tcp_router::server::Reloader;
 use tcp_router::Config;
 
 fn main() -> ExitCode {
@@ -18,13 +19,41 @@ fn main() -> ExitCode {
         println!("tcp-router {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if args.check {
+        return check(&args);
+    }
     init_logging(args.log_level);
-    let result = Config::from_args(&args).and_then(tcp_router::run);
+    let result = Config::load(&args).and_then(|config| {
+        let reloader: Option<Reloader> = config.config_file.is_some().then(|| {
+            let args = args.clone();
+            Box::new(move || Config::load(&args)) as Reloader
+        });
+        tcp_router::run(config, reloader)
+    });
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("tcp-router: {}", Chain(&err));
+            // Configuration errors come one per line (`FILE:LINE: message`); each gets the prefix.
+            for line in Chain(&err).to_string().lines() {
+                eprintln!("tcp-router: {line}");
+            }
             ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.
+fn check(args: &Args) -> ExitCode {
+    match tcp_router::check::check(args) {
+        Ok(summary) => {
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            ExitCode::from(2)
         }
     }
 }

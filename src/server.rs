@@ -18,11 +18,12 @@ use rustix::event::{poll, PollFd, PollFlags};
 
 use crate::config::{Config, ListenerConfig};
 use crate::conn::{self, Job};
+use crate::conn_log::LogSink;
 use crate::error::Error;
 use crate::limits::{self, Permit, Permits};
 use crate::pool::Pool;
 use crate::registry::Registry;
-use crate::route::RouteState;
+use crate::route::ListenerState;
 
 /// How long to wait for cut connections to log their last line before exiting anyway.
 const CUT_GRACE: Duration = Duration::from_secs(2);
@@ -81,12 +82,16 @@ pub struct DrainReport {
 /// Produces a fresh configuration on reload (re-reading the config file).
 pub type Reloader = Box<dyn FnMut() -> Result<Config, Error> + Send>;
 
-/// A bound listener and the route its clients take.
+/// A bound listener and what its clients get.
 #[derive(Debug)]
 struct Listening {
     socket: TcpListener,
+    /// The bound address (with the real port when configured with port 0).
     addr: SocketAddr,
-    route: Arc<RouteState>,
+    /// The configuration new clients get; replaced on reload, the socket kept.
+    state: Arc<ListenerState>,
+    /// The listener's own cap (`max_connections=` on its route), if any.
+    limit: Option<Permits>,
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
@@ -121,10 +126,6 @@ impl Server {
         let max = config.max_connections.unwrap_or_else(|| {
             limits::default_max_connections(open_files_limit(), limits::thread_limit())
         });
-        let mut listening = Vec::with_capacity(config.listeners.len());
-        for listener in &config.listeners {
-            listening.push(bind_one(listener)?);
-        }
         let (wake_tx, wake_rx) = UnixStream::pair().map_err(|source| Error::Setup {
             what: "create the wake-up socket pair",
             source,
@@ -135,6 +136,12 @@ impl Server {
                 source,
             })?;
         }
+        let wake_tx = Arc::new(wake_tx);
+        let states = listener_states(config)?;
+        let mut listening = Vec::with_capacity(states.len());
+        for state in states {
+            listening.push(bind_one(state, &wake_tx)?);
+        }
         let (tx, control_rx) = unbounded();
         Ok(Server {
             listening,
@@ -143,10 +150,7 @@ impl Server {
             pool: Pool::default(),
             control_rx,
             wake_rx,
-            handle: Handle {
-                tx,
-                wake: Arc::new(wake_tx),
-            },
+            handle: Handle { tx, wake: wake_tx },
             drain_timeout: config.drain_timeout,
             reloader: None,
             ready: VecDeque::new(),
@@ -177,11 +181,7 @@ impl Server {
     /// Accepts and serves clients until stopped, then drains.
     pub fn run(mut self) -> Result<DrainReport, Error> {
         for listening in &self.listening {
-            log::info!(
-                "listening on {} -> {}",
-                listening.addr,
-                listening.route.describe_upstreams()
-            );
+            log_listening(listening);
         }
         self.accept_loop()?;
         Ok(self.drain())
@@ -217,13 +217,80 @@ impl Server {
     }
 
     fn reload(&mut self) {
-        match self.reloader.as_mut() {
-            None => log::warn!("reload requested, but there is no config file to re-read; ignored"),
-            Some(reloader) => match reloader() {
-                Ok(_config) => log::warn!("reload is not implemented yet; ignored"),
-                Err(err) => log::error!("reload refused, the running configuration stays: {err}"),
-            },
+        let Some(reloader) = self.reloader.as_mut() else {
+            log::warn!("reload requested, but there is no config file to re-read; ignored");
+            return;
+        };
+        let applied = reloader().and_then(|config| self.switch_to(&config));
+        match applied {
+            Ok(()) => log::info!(
+                "reloaded: {} listener(s); established connections keep their old settings",
+                self.listening.len()
+            ),
+            Err(err) => {
+                for line in err.to_string().lines() {
+                    log::error!("reload refused, the running configuration stays: {line}");
+                }
+            }
         }
+    }
+
+    /// Switches to `config`: listeners whose address is unchanged keep their socket (no re-bind,
+    /// no refused clients) and take the new settings for new connections; new ones are bound;
+    /// removed ones close. Nothing changes unless every new listener could be bound.
+    fn switch_to(&mut self, config: &Config) -> Result<(), Error> {
+        let states = listener_states(config)?;
+        let kept = |state: &ListenerState, old: &[Listening]| {
+            old.iter()
+                .position(|l| l.state.config.listen == state.config.listen)
+        };
+        // First bind every new address; if one fails, nothing has changed yet.
+        let mut fresh = Vec::new();
+        for state in &states {
+            if kept(state, &self.listening).is_none() {
+                let listen = &state.config.listen;
+                fresh.push(Some(bind_socket(listen)?));
+            } else {
+                fresh.push(None);
+            }
+        }
+        let mut old: Vec<Option<Listening>> = std::mem::take(&mut self.listening)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut next = Vec::with_capacity(states.len());
+        for (state, fresh) in states.into_iter().zip(fresh) {
+            let position = old.iter().position(|l| {
+                l.as_ref()
+                    .is_some_and(|l| l.state.config.listen == state.config.listen)
+            });
+            let listening = match (fresh, position.and_then(|i| old[i].take())) {
+                (Some((socket, addr)), _) => Listening {
+                    socket,
+                    addr,
+                    limit: listener_limit(&state, &self.handle.wake),
+                    state: Arc::new(state),
+                },
+                (None, Some(mut kept)) => {
+                    if kept.state.config.max_connections != state.config.max_connections {
+                        kept.limit = listener_limit(&state, &self.handle.wake);
+                    }
+                    kept.state = Arc::new(state);
+                    kept
+                }
+                (None, None) => unreachable!("BUG: a listener is neither kept nor bound"),
+            };
+            next.push(listening);
+        }
+        for removed in old.into_iter().flatten() {
+            log::info!("reload: closing listener {}", removed.addr);
+        }
+        for listening in &next {
+            log_listening(listening);
+        }
+        self.listening = next;
+        self.ready.clear();
+        Ok(())
     }
 
     /// A free connection slot, waiting for one if all are busy; `None` if a stop came meanwhile.
@@ -258,8 +325,14 @@ impl Server {
     fn poll_listeners(&mut self) -> Result<(), Error> {
         let mut fds = Vec::with_capacity(self.listening.len() + 1);
         fds.push(PollFd::new(&self.wake_rx, PollFlags::IN));
-        for listening in &self.listening {
+        let mut indices = Vec::with_capacity(self.listening.len());
+        for (index, listening) in self.listening.iter().enumerate() {
+            // A listener at its own cap is not polled: its clients wait in its backlog.
+            if listening.limit.as_ref().is_some_and(Permits::is_paused) {
+                continue;
+            }
             fds.push(PollFd::new(&listening.socket, PollFlags::IN));
+            indices.push(index);
         }
         match poll(&mut fds, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -275,7 +348,7 @@ impl Server {
             .enumerate()
             .skip(1)
             .filter(|(_, fd)| !fd.revents().is_empty())
-            .map(|(i, _)| i - 1)
+            .map(|(i, _)| indices[i - 1])
             .collect();
         if !fds[0].revents().is_empty() {
             self.drain_wake_socket();
@@ -295,12 +368,20 @@ impl Server {
             return;
         };
         let listening = &self.listening[index];
+        let listener_permit = match &listening.limit {
+            Some(limit) => match limit.take_or_pause() {
+                Some(local) => Some(local),
+                // At its own cap: clients wait in its backlog; it is polled again when a slot frees.
+                None => return,
+            },
+            None => None,
+        };
         match listening.socket.accept() {
             Ok((stream, peer)) => {
                 self.accept_errors.reset();
                 // More clients may be queued: keep this listener in the rotation.
                 self.ready.push_back(index);
-                self.dispatch(index, stream, peer, permit);
+                self.dispatch(index, stream, peer, permit, listener_permit);
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(err) if is_transient(&err) => {}
@@ -318,6 +399,7 @@ impl Server {
         stream: std::net::TcpStream,
         peer: SocketAddr,
         permit: Permit,
+        listener_permit: Option<Permit>,
     ) {
         let listening = &self.listening[index];
         // Accepted sockets inherit nothing from the non-blocking listener on Linux, but be explicit:
@@ -329,8 +411,9 @@ impl Server {
         let job = Job {
             entry: self.registry.register(peer, stream),
             permit,
-            listener: listening.addr,
-            route: Arc::clone(&listening.route),
+            listener_permit,
+            listener_addr: listening.addr,
+            listener: Arc::clone(&listening.state),
             pool: self.pool.clone(),
         };
         if let Err(err) = self.pool.execute(Box::new(move || conn::handle(job))) {
@@ -386,26 +469,67 @@ impl Server {
     }
 }
 
-fn bind_one(listener: &ListenerConfig) -> Result<Listening, Error> {
-    let addr = listener
-        .listen
-        .resolve()
-        .map_err(|source| Error::ResolveListen {
-            addr: listener.listen.to_string(),
-            source,
-        })?[0];
-    let socket = crate::net::bind_listener(addr).map_err(|source| Error::Bind { addr, source })?;
-    let addr = socket.local_addr().unwrap_or(addr);
-    let route = listener
-        .routes
-        .first()
-        .cloned()
-        .ok_or_else(|| Error::Config(vec![format!("listener {addr} has no route")]))?;
+/// Builds the run-time state of every listener of `config`, opening the log file if any.
+fn listener_states(config: &Config) -> Result<Vec<ListenerState>, Error> {
+    let global_acl = Arc::new(config.global_acl.clone());
+    let log_file = match &config.logfile {
+        Some(logfile) => Some(Arc::new(LogSink::open(logfile).map_err(|source| {
+            Error::LogFile {
+                path: logfile.path.clone(),
+                source,
+            }
+        })?)),
+        None => None,
+    };
+    config
+        .listeners
+        .iter()
+        .map(|listener: &ListenerConfig| {
+            ListenerState::new(listener.clone(), Arc::clone(&global_acl), log_file.clone())
+                .map_err(|e| Error::Config(vec![e]))
+        })
+        .collect()
+}
+
+fn bind_one(state: ListenerState, wake: &Arc<UnixStream>) -> Result<Listening, Error> {
+    let (socket, addr) = bind_socket(&state.config.listen)?;
     Ok(Listening {
         socket,
         addr,
-        route: Arc::new(RouteState::new(route)),
+        limit: listener_limit(&state, wake),
+        state: Arc::new(state),
     })
+}
+
+/// Resolves and binds a listen address; returns the socket and the address actually bound.
+fn bind_socket(listen: &crate::addr::HostPort) -> Result<(TcpListener, SocketAddr), Error> {
+    let addr = listen.resolve().map_err(|source| Error::ResolveListen {
+        addr: listen.to_string(),
+        source,
+    })?[0];
+    let socket = crate::net::bind_listener(addr).map_err(|source| Error::Bind { addr, source })?;
+    let addr = socket.local_addr().unwrap_or(addr);
+    Ok((socket, addr))
+}
+
+fn listener_limit(state: &ListenerState, wake: &Arc<UnixStream>) -> Option<Permits> {
+    state
+        .config
+        .max_connections
+        .map(|max| Permits::with_waker(max, Arc::clone(wake)))
+}
+
+fn log_listening(listening: &Listening) {
+    let cap = listening
+        .limit
+        .as_ref()
+        .map(|l| format!(" (max {} connections)", l.capacity()))
+        .unwrap_or_default();
+    log::info!(
+        "listening on {} -> {}{cap}",
+        listening.addr,
+        listening.state.describe()
+    );
 }
 
 fn open_files_limit() -> u64 {

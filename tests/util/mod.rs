@@ -50,12 +50,13 @@ impl Drop for Router {
 pub fn config_to(upstreams: &[SocketAddr]) -> Config {
     let route = Route::new(upstreams.iter().map(|a| HostPort::from(*a)).collect());
     Config {
-        listeners: vec![ListenerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            routes: vec![route],
-        }],
+        listeners: vec![ListenerConfig::new("127.0.0.1:0".parse().unwrap(), route)],
         max_connections: None,
         drain_timeout: Duration::from_secs(5),
+        global_acl: Vec::new(),
+        logfile: None,
+        pid_file: None,
+        config_file: None,
     }
 }
 

@@ -1,0 +1,162 @@
+//! Reads a client's first bytes until a reader decides (Complete or error), the byte cap is
+//! reached, or the deadline passes. Everything read is kept, to be sent upstream unchanged.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use crate::parse::Status;
+
+/// Most bytes read while deciding; more without a decision closes the client.
+pub const PEEK_CAP: usize = 20 * 1024;
+
+/// Why no decision could be made.
+#[derive(Debug)]
+pub enum PeekError<E> {
+    /// The client sent nothing decisive before the deadline.
+    Timeout,
+    /// The client closed before the reader could decide.
+    Closed,
+    /// The cap was reached without a decision.
+    TooLarge,
+    /// Reading failed.
+    Io(io::Error),
+    /// The reader refused the bytes.
+    Invalid(E),
+}
+
+impl<E: fmt::Display> fmt::Display for PeekError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeekError::Timeout => f.write_str("peek-timeout"),
+            PeekError::Closed => f.write_str("closed-before-deciding"),
+            PeekError::TooLarge => write!(f, "too-large (over {PEEK_CAP} bytes)"),
+            PeekError::Io(err) => write!(f, "read-error ({err})"),
+            PeekError::Invalid(err) => write!(f, "invalid ({err})"),
+        }
+    }
+}
+
+/// Appends to `buf` what the client sends until `decide` returns Complete or an error, reading
+/// only what is needed and never more than [`PEEK_CAP`] bytes in all.
+pub fn read_until<T, E>(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+    decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
+) -> Result<T, PeekError<E>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !buf.is_empty() {
+            match decide(buf) {
+                Ok(Status::Complete(value)) => return Ok(value),
+                Ok(Status::Partial) => {}
+                Err(err) => return Err(PeekError::Invalid(err)),
+            }
+        }
+        if buf.len() >= PEEK_CAP {
+            return Err(PeekError::TooLarge);
+        }
+        wait_readable(stream, deadline)?;
+        let start = buf.len();
+        buf.resize(PEEK_CAP, 0);
+        let read = (&*stream).read(&mut buf[start..]);
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => return Err(PeekError::Closed),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(PeekError::Io(err)),
+        }
+    }
+}
+
+fn wait_readable<E>(stream: &TcpStream, deadline: Instant) -> Result<(), PeekError<E>> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(PeekError::Timeout);
+        }
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as i64,
+        };
+        let mut fds = [PollFd::new(stream, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => return Ok(()),
+            Err(errno) => return Err(PeekError::Io(errno.into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    /// Complete once a newline has arrived.
+    fn line(buf: &[u8]) -> Result<Status<usize>, &'static str> {
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => Ok(Status::Complete(i)),
+            None if buf.starts_with(b"!") => Err("bang"),
+            None => Ok(Status::Partial),
+        }
+    }
+
+    #[test]
+    fn keeps_every_byte_read() {
+        let (mut client, server) = pair();
+        client.write_all(b"hel").unwrap();
+        let writer = std::thread::spawn(move || {
+            client.write_all(b"lo\nrest").unwrap();
+            client
+        });
+        let mut buf = Vec::new();
+        let at = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap();
+        assert_eq!(at, 5);
+        assert!(buf.starts_with(b"hello\n"));
+        drop(writer.join());
+    }
+
+    #[test]
+    fn silent_clients_time_out_and_closers_are_noticed() {
+        let (client, server) = pair();
+        let mut buf = Vec::new();
+        let err = read_until(&server, &mut buf, Duration::from_millis(20), line).unwrap_err();
+        assert!(matches!(err, PeekError::Timeout));
+        drop(client);
+        let err = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap_err();
+        assert!(matches!(err, PeekError::Closed));
+    }
+
+    #[test]
+    fn reader_errors_and_the_cap_stop_reading() {
+        let (mut client, server) = pair();
+        client.write_all(b"!").unwrap();
+        let mut buf = Vec::new();
+        let err = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap_err();
+        assert!(matches!(err, PeekError::Invalid("bang")));
+        let (mut client, server) = pair();
+        let big = vec![b'a'; PEEK_CAP + 10];
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&big);
+            client
+        });
+        let mut buf = Vec::new();
+        let err = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap_err();
+        assert!(matches!(err, PeekError::TooLarge));
+        assert_eq!(buf.len(), PEEK_CAP);
+        drop(writer.join());
+    }
+}
