@@ -18,7 +18,7 @@
 //! - `[timeout=N]`: rinetd applies it only to UDP forwarding (its `serverTimeout` is
 //!   read for UDP sockets only), so on a TCP-only forwarder it could only mislead;
 //! - `[src=NAME]`: `src` must be an IP address, as the parser does no DNS;
-//! - port 0, and rules whose listen address is already used by a rinetd-style rule;
+//! - port 0 (except on a `route` listen address, where it means any free port), and rules whose listen address is already used by a rinetd-style rule;
 //! - a second `logfile`/`pidlogfile` line (rinetd silently keeps the last).
 //!
 //! Also different: `#` starts a comment even inside an unquoted path (rinetd would make
@@ -489,7 +489,15 @@ fn route_rule(n: usize, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
         )]);
     }
     let mut errors = Vec::new();
-    let listen = take(host_port("listen address", toks[1].text), &mut errors);
+    // Port 0 on a `route` listen address means "any free port" (logged at start), handy for
+    // tests and ad-hoc use; rinetd-style rules keep rinetd's refusal.
+    let listen = take(
+        toks[1]
+            .text
+            .parse::<HostPort>()
+            .map_err(|e| format!("listen address: {e}")),
+        &mut errors,
+    );
     let upstreams = upstream_list(toks[2].text, &mut errors);
     let mut options = RuleOptions::default();
     let mut seen = HashSet::new();
@@ -1357,10 +1365,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             err1("route ::1:80 127.0.0.1:81"),
             "1: listen address: invalid address '::1:80': an IPv6 address needs brackets, as in [::1]:80"
         );
-        assert_eq!(
-            err1("route 127.0.0.1:0 127.0.0.1:81"),
-            "1: invalid listen address '127.0.0.1:0': port 0 is not allowed"
-        );
+        assert!(parse(Path::new("t"), "route 127.0.0.1:0 127.0.0.1:81").is_ok());
         assert_eq!(
             err1("route 127.0.0.1:80 127.0.0.1:0"),
             "1: invalid upstream '127.0.0.1:0': port 0 is not allowed"

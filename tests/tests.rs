@@ -5,9 +5,13 @@ mod util;
 
 /// The binary: command line, exit codes, signals and draining.
 mod cli;
+/// The config file: listeners, allow/deny, idle limits, reload, --check.
+mod config_file;
 /// Upstream failures, failover and the connection cap.
 mod limits;
 /// The tutorial's own scenario with a real redis-server and redis-cli.
 mod redis;
 /// Bytes both ways: echo, server-first, half-close, resets, many concurrent streams.
 mod relay;
+/// SNI, Host and ALPN routing and PROXY protocol, with openssl and curl where installed.
+mod routing;
