@@ -691,6 +691,11 @@ class Harness:
         self.redis = None
         self.holder = None
         self.versions = {}
+        self.proxies = []
+        self.mem_ns = args.mem_conns
+        self.t_start = None
+        self.elapsed = 0.0
+        self.incomplete = None
 
     # ----- setup -----
 
@@ -1026,7 +1031,7 @@ class Harness:
         self.gather_versions(proxies)
         self.start_upstreams()
         log(f"proxies: {', '.join(proxies)}; {a.reps} repetition(s); work dir {self.workdir}")
-        t_start = time.monotonic()
+        t_start = self.t_start = time.monotonic()
         for rep in range(a.reps):
             # rotate the order each repetition so no proxy always runs first or last
             k = rep % len(proxies)
@@ -1209,6 +1214,8 @@ def build_report(h):
     load = read_file("/proc/loadavg", "?").split()[:3]
     lines = []
     lines.append("# tcp-router benchmark results\n")
+    if h.incomplete:
+        lines.append(f"**INCOMPLETE RUN ({h.incomplete}): only the cases measured before it stopped.**\n")
     lines.append(f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
     lines.append(f"- kernel: {platform.release()}; CPU: {cpu}; {h.cores} cores; "
                  f"{int(memtotal.group(1)) / 1024 / 1024:.1f} GiB RAM" if memtotal else f"- kernel: {platform.release()}; CPU: {cpu}")
@@ -1375,12 +1382,19 @@ def main(argv):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         h.cleanup()
-    if rc == 0:
+    if rc != 0 and h.results:
+        # an error or a Ctrl-C part-way: still report what was measured, marked as incomplete
+        h.incomplete = "interrupted" if rc == 130 else "stopped by an error"
+        h.elapsed = time.monotonic() - h.t_start if h.t_start else 0.0
+    if h.results:
         report = build_report(h)
         print(report)
-        with open(a.out, "w") as f:
+        out = a.out
+        if h.incomplete:
+            out = (out[:-3] if out.endswith(".md") else out) + ".incomplete.md"
+        with open(out, "w") as f:
             f.write(report)
-        log(f"wrote {a.out}")
+        log(f"wrote {out}")
         if a.json:
             raw = {
                 "results": [{"rep": r + 1, "case": c, "proxy": p, **res} for (r, c, p), res in h.results.items()],

@@ -18,7 +18,7 @@
 //! - `[timeout=N]`: rinetd applies it only to UDP forwarding (its `serverTimeout` is
 //!   read for UDP sockets only), so on a TCP-only forwarder it could only mislead;
 //! - `[src=NAME]`: `src` must be an IP address, as the parser does no DNS;
-//! - port 0 (except on a `route` listen address, where it means any free port), and rules whose listen address is already used by a rinetd-style rule;
+//! - port 0 (except to listen on, where it means any free port), and rules whose listen address is already used by a rinetd-style rule;
 //! - a second `logfile`/`pidlogfile` line (rinetd silently keeps the last).
 //!
 //! Also different: `#` starts a comment even inside an unquoted path (rinetd would make
@@ -385,6 +385,10 @@ fn rinetd_port(what: &str, text: &str) -> Result<u16, String> {
         ));
     }
     let port = parse_port(text).map_err(|e| format!("{what}: {e}"))?;
+    if what == "bind port" {
+        // As on `route` lines, port 0 to listen on means any free port (logged at start).
+        return Ok(port);
+    }
     nonzero_port(what, text, port)
 }
 
@@ -1042,9 +1046,10 @@ logcommon
 
     #[test]
     fn rinetd_field_errors() {
+        assert!(parse(Path::new("t"), "0.0.0.0 0 192.0.2.1 80").is_ok());
         assert_eq!(
-            err1("0.0.0.0 0 192.0.2.1 80"),
-            "1: invalid bind port '0': port 0 is not allowed"
+            err1("0.0.0.0 80 192.0.2.1 0"),
+            "1: invalid connect port '0': port 0 is not allowed"
         );
         assert_eq!(
             err1("0.0.0.0 99999 192.0.2.1 80"),

@@ -60,7 +60,7 @@ enum FirstBytes {
 /// is released when it returns or unwinds.
 pub fn handle(job: Job) {
     let conn = &job.entry.conn;
-    net::tune(&conn.client);
+    // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
         id: conn.id,
         client: conn.peer,
@@ -187,9 +187,12 @@ impl Session<'_> {
     /// Reads the PROXY header of a trusted front if the listener expects one.
     fn client_addrs(&mut self, state: &ListenerState) -> Result<Addrs, Refused> {
         let conn = &self.job.entry.conn;
+        // On a dual-stack listener IPv4 clients appear as ::ffff:a.b.c.d; act on (and tell
+        // upstreams, in PROXY headers) their plain IPv4 addresses, as allow/deny does.
+        let canonical = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let socket = Addrs {
-            client: conn.peer,
-            destination: conn.client.local_addr().unwrap_or(self.job.listener_addr),
+            client: canonical(conn.peer),
+            destination: canonical(conn.client.local_addr().unwrap_or(self.job.listener_addr)),
         };
         if !state.config.accept_proxy {
             return Ok(socket);

@@ -19,10 +19,12 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 const KEEPALIVE_RETRIES: u32 = 4;
 
 /// Binds a listening socket with SO_REUSEADDR (so a restart does not fail on TIME_WAIT), set
-/// non-blocking for the accept loop's poll.
+/// non-blocking for the accept loop's poll. TCP_NODELAY and keepalive are set here once: Linux
+/// copies them to every accepted socket, which saves five system calls per client.
 pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    tune_socket(&SockRef::from(&socket));
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
@@ -47,12 +49,16 @@ pub fn connect(addr: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::
 /// TCP_NODELAY (the proxy must add no Nagle delay to small request/response writes) and keepalive.
 /// Failures are ignored: an option that cannot be set does not make the connection unusable.
 pub fn tune(stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
+    tune_socket(&SockRef::from(stream));
+}
+
+fn tune_socket(socket: &SockRef<'_>) {
+    let _ = socket.set_tcp_nodelay(true);
     let keepalive = TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_RETRIES);
-    let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_keepalive(&keepalive);
 }
 
 /// Bounds how long one blocking write may wait, so a writer stuck on a peer that reads nothing can
@@ -77,4 +83,36 @@ pub fn is_reset(err: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::NotConnected
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The accept path relies on this: options set on the listener reach accepted sockets.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_keepalive() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(err) => panic!("{err}"),
+            }
+        };
+        assert!(accepted.nodelay().unwrap());
+        let socket = SockRef::from(&accepted);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+    }
+
+    #[test]
+    fn tune_sets_nodelay_on_upstream_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(!stream.nodelay().unwrap());
+        tune(&stream);
+        assert!(stream.nodelay().unwrap());
+    }
 }

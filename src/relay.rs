@@ -345,12 +345,11 @@ pub fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flo
             Err(ChunkError::Read(err)) | Err(ChunkError::Write(err)) => break failure(&err),
         }
     };
+    // Taken before `finish` passes the end on, so the other direction, which may end because of
+    // it, always ends later.
+    let ended = conn.started.elapsed();
     let end = finish(conn, src, dst, end);
-    Flow {
-        bytes,
-        end,
-        ended: conn.started.elapsed(),
-    }
+    Flow { bytes, end, ended }
 }
 
 fn failure(err: &io::Error) -> End {

@@ -402,12 +402,8 @@ impl Server {
         listener_permit: Option<Permit>,
     ) {
         let listening = &self.listening[index];
-        // Accepted sockets inherit nothing from the non-blocking listener on Linux, but be explicit:
-        // the relay relies on blocking writes for backpressure.
-        if let Err(err) = stream.set_nonblocking(false) {
-            log::warn!("client {peer}: cannot set blocking mode: {err}; closing");
-            return;
-        }
+        // On Linux an accepted socket does not inherit O_NONBLOCK from the listener, so it is
+        // blocking, as the relay's backpressure needs.
         let job = Job {
             entry: self.registry.register(peer, stream),
             permit,

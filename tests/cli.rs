@@ -116,7 +116,7 @@ fn sigterm_drains_in_flight_transfers() {
     assert_eq!(read_exact(&mut client, 11), b"first half;");
 
     router.signal("TERM");
-    router.wait_for_line("stopping");
+    router.wait_for_line("accepting no more clients");
     // The listener is closed: new clients are refused.
     assert!(TcpStream::connect(router.addr).is_err());
 
@@ -169,7 +169,7 @@ fn second_signal_exits_at_once() {
     let mut client = connect(router.addr);
     client.write_all(b"x").unwrap();
     router.signal("TERM");
-    router.wait_for_line("stopping");
+    router.wait_for_line("accepting no more clients");
     router.signal("TERM");
     assert_eq!(router.wait_exit().code(), Some(143));
 }
