@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: build run test bench lint static
+.PHONY: build run test bench scale lint static
 
 build:
 	$(CARGO) build --release
@@ -18,6 +18,10 @@ test:
 bench: build
 	python3 bench/bench.py --router target/release/tcp-router $(BENCH_ARGS)
 
+# 8,000 concurrent connections held through tcp-router, all echoing correctly.
+scale: build
+	python3 bench/scale.py --router target/release/tcp-router --connections $(or $(CONNECTIONS),8000)
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -25,7 +29,8 @@ lint:
 
 static:
 	rustup target add $(MUSL)
-	$(CARGO) build --release --target $(MUSL)
+	# Non-PIE: a static-pie binary still has a dynamic section, and ldd then says "statically linked".
+	RUSTFLAGS="-C relocation-model=static" $(CARGO) build --release --target $(MUSL)
 	@ldd target/$(MUSL)/release/tcp-router 2>&1 | grep -q 'not a dynamic executable' \
 		|| { echo "target/$(MUSL)/release/tcp-router is not static:"; ldd target/$(MUSL)/release/tcp-router; exit 1; }
 	@echo "static binary: target/$(MUSL)/release/tcp-router ($$(du -h target/$(MUSL)/release/tcp-router | cut -f1))"

@@ -1342,9 +1342,9 @@ def parse_args(argv):
     if a.reps < 1:
         p.error("--reps must be at least 1")
     a.duration = a.duration if a.duration is not None else (2 if q else 5)
-    a.rr_requests_1 = 10000 if q else 40000
-    a.rr_requests_50 = 40000 if q else 150000
-    a.conn_requests = 4000 if q else 15000
+    a.rr_requests_1 = 10000 if q else 30000
+    a.rr_requests_50 = 40000 if q else 100000
+    a.conn_requests = 4000 if q else 10000
     a.rr_timeout = 30 if q else 60
     ns = a.mem_conns or ("250,1000" if q else "1000,4000")
     try:
