@@ -119,7 +119,7 @@ impl Server {
     /// connect at once: the kernel queues them.
     pub fn bind(config: &Config) -> Result<Server, Error> {
         let max = config.max_connections.unwrap_or_else(|| {
-            limits::default_max_connections(open_files_limit(), limits::thread_limit())
+            limits::default_max_connections(limits::open_files_limit(), limits::thread_limit())
         });
         let mut listening = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
@@ -406,12 +406,6 @@ fn bind_one(listener: &ListenerConfig) -> Result<Listening, Error> {
         addr,
         route: Arc::new(RouteState::new(route)),
     })
-}
-
-fn open_files_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
 }
 
 /// Errors that concern one client only (it went away before we accepted it): retry at once.
