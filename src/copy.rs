@@ -21,12 +21,13 @@ static FREE_BUFFERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 /// What one call of [`move_chunk`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moved {
-    /// `n` bytes were read and all written; `full` says the read filled the buffer, so more is
-    /// probably waiting and the caller may read again before polling.
+    /// `n` bytes were read and all written; `full` says the read filled what was asked (the
+    /// buffer, or the pipe on the splice path), so more is probably waiting and the caller may
+    /// read again before polling.
     Bytes {
         /// Bytes moved.
         n: usize,
-        /// The read filled the whole buffer.
+        /// The read filled the whole buffer or pipe.
         full: bool,
     },
     /// Nothing to read yet.
@@ -55,15 +56,23 @@ pub trait Watch {
 }
 
 /// Reads what `src` has (without blocking) and writes all of it to `dst` (blocking, so a slow
-/// reader slows the sender down instead of growing memory).
+/// reader slows the sender down instead of growing memory). On Linux the bytes go through a
+/// pooled pipe with splice when that pays (see the `splice` module), through a buffer otherwise.
 pub fn move_chunk(
     src: &TcpStream,
     dst: &TcpStream,
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
+    #[cfg(target_os = "linux")]
+    if let Some(result) = crate::splice::move_chunk(src, dst, watch) {
+        crate::splice::note(&result);
+        return result;
+    }
     let mut buffer = take_buffer();
     let result = move_through(&mut buffer, src, dst, watch);
     give_back(buffer);
+    #[cfg(target_os = "linux")]
+    crate::splice::note(&result);
     result
 }
 
@@ -118,12 +127,14 @@ pub fn write_all(dst: &TcpStream, mut data: &[u8], watch: &dyn Watch) -> Result<
     Ok(())
 }
 
-fn take_buffer() -> Box<[u8]> {
+/// Borrows a buffer of [`BUFFER_SIZE`] bytes; give it back with [`give_back`].
+pub(crate) fn take_buffer() -> Box<[u8]> {
     let reused = FREE_BUFFERS.lock().ok().and_then(|mut free| free.pop());
     reused.unwrap_or_else(|| vec![0; BUFFER_SIZE].into_boxed_slice())
 }
 
-fn give_back(buffer: Box<[u8]>) {
+/// Returns a buffer to the free list, or frees it if the list is full.
+pub(crate) fn give_back(buffer: Box<[u8]>) {
     if let Ok(mut free) = FREE_BUFFERS.lock() {
         if free.len() < MAX_FREE_BUFFERS {
             free.push(buffer);

@@ -21,6 +21,7 @@
 //! - [`route`], [`upstream`]: routes at run time; round-robin, failover and cool-down.
 //! - [`relay`], [`copy`]: the two copy threads, half-close and reset rules, idle limits.
 //! - [`peek`]: reads a client's first bytes for routing, keeping them for replay.
+//! - `splice` (Linux): the zero-copy data path through pooled pipes, with its fallback.
 //! - [`registry`]: live connections, for the drain.
 //! - [`net`]: socket options the standard library lacks.
 //! - [`conn_log`]: the per-connection log line.
@@ -56,6 +57,8 @@ pub mod route;
 pub mod server;
 pub mod signals;
 pub mod sni;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod upstream;
 
 pub use config::Config;

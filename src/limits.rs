@@ -1,4 +1,5 @@
-//! Process limits: raising the open-files limit, deriving the default connection cap, and connection permits.
+//! Process limits: raising the open-files limit, the splice pipes' share of it, deriving the
+//! default connection cap, and connection permits.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -15,10 +16,32 @@ const RESERVED_FDS: u64 = 64;
 const RESERVED_THREADS: u64 = 64;
 
 /// Each connection holds two sockets (client and upstream) and two copy threads, one per direction.
-/// Pipes for splice come from a bounded pool and fall back to plain copies when none is left, so
-/// they are not counted here.
 const FDS_PER_CONNECTION: u64 = 2;
 const THREADS_PER_CONNECTION: u64 = 2;
+
+/// Most pipes the splice pool keeps alive (free and in use): 2,048 descriptors. A pipe is held
+/// only while a chunk moves, so this bounds chunks moving (or stalled on a slow reader) at once,
+/// not connections; past it, chunks take the buffer path.
+pub const MAX_PIPES: u64 = 1024;
+
+/// Each pipe is two descriptors, one per end.
+const FDS_PER_PIPE: u64 = 2;
+
+/// The open-files limit in force now (`u64::MAX` if unlimited).
+pub fn open_files_limit() -> u64 {
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Pipes the splice pool may have alive under `open_files`: [`MAX_PIPES`], but never more than
+/// a quarter of the descriptors, so a small limit (1,024 is common) still leaves most of them to
+/// connections. Zero where splice is not used.
+pub fn pipe_budget(open_files: u64) -> u64 {
+    if cfg!(target_os = "linux") {
+        MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
+    } else {
+        0
+    }
+}
 
 /// Raises the soft open-files limit to the hard limit and returns the limit now in force.
 pub fn raise_open_files_limit() -> u64 {
@@ -60,8 +83,13 @@ pub fn thread_limit() -> u64 {
 }
 
 /// The default `--max-connections`: as many as the open-files and thread limits allow.
+///
+/// Descriptors: the reserve, then the splice pipes' budget, then two per connection, so the pipes
+/// always fit and a pipe never takes the descriptor an `accept` needs. With 20,000 open files:
+/// 1,024 pipes (2,048 descriptors), and (20,000 - 64 - 2,048) / 2 = 8,944 connections.
 pub fn default_max_connections(open_files: u64, threads: u64) -> usize {
-    let by_fds = open_files.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION;
+    let pipe_fds = FDS_PER_PIPE * pipe_budget(open_files);
+    let by_fds = open_files.saturating_sub(RESERVED_FDS + pipe_fds) / FDS_PER_CONNECTION;
     let by_threads = threads.saturating_sub(RESERVED_THREADS) / THREADS_PER_CONNECTION;
     by_fds.min(by_threads).clamp(1, usize::MAX as u64) as usize
 }
@@ -198,9 +226,27 @@ mod tests {
 
     #[test]
     fn default_cap_fits_the_tighter_limit() {
-        assert_eq!(default_max_connections(20_000, 32_768), 9_968);
+        // 2,048 descriptors for splice pipes on Linux; none elsewhere.
+        let by_fds = if cfg!(target_os = "linux") {
+            8_944
+        } else {
+            9_968
+        };
+        assert_eq!(default_max_connections(20_000, 32_768), by_fds);
         assert_eq!(default_max_connections(1_000_000, 32_768), 16_352);
         assert_eq!(default_max_connections(10, 10), 1);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn pipes_come_out_of_the_descriptor_budget() {
+        assert_eq!(pipe_budget(20_000), MAX_PIPES);
+        // A small limit: 128 pipes (256 fds), (1,024 - 64 - 256) / 2 connections.
+        assert_eq!(pipe_budget(1_024), 128);
+        assert_eq!(default_max_connections(1_024, 32_768), 352);
+        let (fds, threads) = (20_000, 1 << 20);
+        let conns = default_max_connections(fds, threads) as u64;
+        assert!(RESERVED_FDS + FDS_PER_PIPE * pipe_budget(fds) + FDS_PER_CONNECTION * conns <= fds);
     }
 
     #[test]

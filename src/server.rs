@@ -124,7 +124,7 @@ impl Server {
     /// connect at once: the kernel queues them.
     pub fn bind(config: &Config) -> Result<Server, Error> {
         let max = config.max_connections.unwrap_or_else(|| {
-            limits::default_max_connections(open_files_limit(), limits::thread_limit())
+            limits::default_max_connections(limits::open_files_limit(), limits::thread_limit())
         });
         let (wake_tx, wake_rx) = UnixStream::pair().map_err(|source| Error::Setup {
             what: "create the wake-up socket pair",
@@ -526,12 +526,6 @@ fn log_listening(listening: &Listening) {
         listening.addr,
         listening.state.describe()
     );
-}
-
-fn open_files_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
 }
 
 /// Errors that concern one client only (it went away before we accepted it): retry at once.

@@ -128,6 +128,34 @@ fn upstream_reset_is_passed_on_as_reset() {
     assert_eq!(result, Err(ErrorKind::ConnectionReset));
 }
 
+/// TCP urgent data in the middle of a bulk upload: the urgent byte is dropped (the relay reads
+/// without SO_OOBINLINE and sends no urgent data), everything around it arrives in order, and the
+/// stream still ends cleanly. Splice stops at the urgent mark, so this checks the hand-over to
+/// the buffer path.
+#[test]
+fn urgent_data_is_dropped_and_the_stream_goes_on() {
+    const BULK: usize = 1 << 20;
+    let (got_tx, got_rx) = mpsc::channel();
+    let up = upstream(move |mut stream| {
+        let mut upload = Vec::new();
+        stream.read_to_end(&mut upload).unwrap();
+        got_tx.send(upload).unwrap();
+    });
+    let router = start_router(config_to(&[up.addr]));
+    let mut client = connect(router.addr);
+    let before = random_bytes(11, BULK);
+    let after = random_bytes(12, BULK);
+    client.write_all(&before).unwrap();
+    socket2::SockRef::from(&client)
+        .send_out_of_band(b"!")
+        .unwrap();
+    client.write_all(&after).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let upload = got_rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(upload.len(), 2 * BULK);
+    assert!(upload[..BULK] == before[..] && upload[BULK..] == after[..]);
+}
+
 /// Closes with SO_LINGER 0, which sends an RST.
 fn reset(stream: std::net::TcpStream) {
     socket2::SockRef::from(&stream)
