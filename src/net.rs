@@ -74,6 +74,25 @@ pub fn abort(stream: &TcpStream) {
     let _ = rustix::net::connect_unspec(stream);
 }
 
+/// Waits until `fd` is readable (data, end of stream or an error to collect), for at most
+/// `timeout` (`None`: no limit). `Ok(false)` means the time passed or a signal interrupted the
+/// wait: the caller re-checks its own deadline and waits again.
+pub fn poll_readable(fd: impl std::os::fd::AsFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let timeout = timeout.map(|d| rustix::event::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos() as i64,
+    });
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(0) | Err(rustix::io::Errno::INTR) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 /// True for errors that mean the peer reset or the connection is otherwise gone.
 pub fn is_reset(err: &io::Error) -> bool {
     matches!(

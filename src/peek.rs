@@ -6,8 +6,6 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-
 use crate::parse::Status;
 
 /// Most bytes read while deciding; more without a decision closes the client.
@@ -80,15 +78,10 @@ fn wait_readable<E>(stream: &TcpStream, deadline: Instant) -> Result<(), PeekErr
         if left.is_zero() {
             return Err(PeekError::Timeout);
         }
-        let timeout = Timespec {
-            tv_sec: left.as_secs() as i64,
-            tv_nsec: left.subsec_nanos() as i64,
-        };
-        let mut fds = [PollFd::new(stream, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => return Ok(()),
-            Err(errno) => return Err(PeekError::Io(errno.into())),
+        match crate::net::poll_readable(stream, Some(left)) {
+            Ok(true) => return Ok(()),
+            Ok(false) => continue,
+            Err(err) => return Err(PeekError::Io(err)),
         }
     }
 }

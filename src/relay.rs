@@ -17,7 +17,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
-use rustix::event::{poll, PollFd, PollFlags};
 
 use crate::copy::{self, ChunkError, Moved, Watch};
 use crate::net;
@@ -364,16 +363,10 @@ fn failure(err: &io::Error) -> End {
 fn wait_readable(conn: &Connection, src: &TcpStream, timeouts: &Timeouts) -> Result<(), End> {
     loop {
         let budget = conn.wait_budget(timeouts).map_err(|Expired| End::Timeout)?;
-        let timeout = budget.map(|d| rustix::event::Timespec {
-            tv_sec: d.as_secs() as i64,
-            tv_nsec: d.subsec_nanos() as i64,
-        });
-        let mut fds = [PollFd::new(src, PollFlags::IN)];
-        match poll(&mut fds, timeout.as_ref()) {
-            Ok(0) => continue,
-            Ok(_) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(errno) => return Err(End::Error(io::Error::from(errno).kind())),
+        match net::poll_readable(src, budget) {
+            Ok(true) => return Ok(()),
+            Ok(false) => continue,
+            Err(err) => return Err(End::Error(err.kind())),
         }
     }
 }
