@@ -80,9 +80,7 @@ pub fn handle(job: Job) {
     };
     let result = session.run();
     let rinetd_result = match &result {
-        Ok(outcome) if outcome.sent.ended <= outcome.received.ended => {
-            rinetd_log::DONE_REMOTE_CLOSED
-        }
+        Ok(outcome) if outcome.client_ended_first() => rinetd_log::DONE_REMOTE_CLOSED,
         Ok(_) => rinetd_log::DONE_LOCAL_CLOSED,
         Err(Refused::Acl(refusal)) => refusal.log_result(),
         Err(Refused::NoUpstream) => rinetd_log::LOCAL_CONNECT_FAILED,
@@ -220,9 +218,6 @@ impl Session<'_> {
     /// The route for this client: the listener's only one, or the one its first bytes select.
     fn choose_route(&mut self, state: &ListenerState) -> Result<Arc<RouteState>, Refused> {
         let router = &state.router;
-        if state.routes.len() > 1 || router.reads_first() {
-            self.summary.route = None;
-        }
         let found = if router.reads_first() {
             let conn = &self.job.entry.conn;
             let first = peek::read_until(

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::LogFile;
-use crate::relay::{Flow, Outcome};
+use crate::relay::Outcome;
 use crate::rinetd_log::{self, LogRecord};
 
 /// Everything the per-connection log line says.
@@ -72,9 +72,7 @@ impl fmt::Display for Summary {
 
 /// Which side's direction ended first: `client` if the client stopped sending (or failed) first.
 fn first_to_end(outcome: &Outcome) -> &'static str {
-    let Outcome { sent, received } = outcome;
-    let earlier = |a: &Flow, b: &Flow| a.ended <= b.ended;
-    if earlier(sent, received) {
+    if outcome.client_ended_first() {
         "client"
     } else {
         "upstream"
@@ -120,7 +118,7 @@ impl LogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::End;
+    use crate::relay::{End, Flow};
 
     #[test]
     fn line_names_every_field() {

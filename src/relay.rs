@@ -72,6 +72,14 @@ pub struct Outcome {
     pub received: Flow,
 }
 
+impl Outcome {
+    /// True if the client-to-upstream direction ended first (the client closed or failed first);
+    /// the one rule behind the log line's `first=` and rinetd's `done-remote-closed`.
+    pub fn client_ended_first(&self) -> bool {
+        self.sent.ended <= self.received.ended
+    }
+}
+
 /// Idle limits for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Timeouts {
