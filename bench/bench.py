@@ -1082,6 +1082,7 @@ class Harness:
                 proxies.append(n)
         self.proxies = proxies
         self.mem_ns = a.mem_conns
+        self.cases = [c for c in CASES if not a.cases or c[0] in a.cases]
         self.gather_versions(proxies)
         self.start_upstreams()
         log(f"proxies: {', '.join(proxies)}; {a.reps} repetition(s); work dir {self.workdir}")
@@ -1090,7 +1091,7 @@ class Harness:
             # rotate the order each repetition so no proxy always runs first or last
             k = rep % len(proxies)
             order = proxies[k:] + proxies[:k]
-            for case, kind, params in CASES:
+            for case, kind, params in self.cases:
                 for pname in order:
                     if time.monotonic() - t_start > a.max_minutes * 60:
                         raise RuntimeError(f"whole run exceeded --max-minutes {a.max_minutes}")
@@ -1385,6 +1386,7 @@ def parse_args(argv):
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="1 repetition, short runs, fewer connections: a smoke test")
     p.add_argument("--only", help="comma-separated proxies to run (direct is always included): " + ",".join(ALL_PROXIES[1:]))
+    p.add_argument("--cases", help="comma-separated cases to run (default all): " + ",".join(c[0] for c in CASES))
     p.add_argument("--skip-peers", action="store_true", help="only direct and tcp-router")
     p.add_argument("--no-install", action="store_true", help="never run apt-get")
     p.add_argument("--out", default=os.path.join(BENCH_DIR, "results.md"), help="Markdown report (default bench/results.md)")
@@ -1399,6 +1401,11 @@ def parse_args(argv):
     a = p.parse_args(argv)
     q = a.quick
     a.reps = a.reps if a.reps is not None else (1 if q else 3)
+    known = [c[0] for c in CASES]
+    a.cases = a.cases.split(",") if a.cases else []
+    for c in a.cases:
+        if c not in known:
+            p.error(f"--cases: unknown case {c!r}; known: {', '.join(known)}")
     if a.reps < 1:
         p.error("--reps must be at least 1")
     a.duration = a.duration if a.duration is not None else (2 if q else 5)
