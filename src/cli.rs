@@ -14,6 +14,7 @@ use crate::acl;
 use crate::addr::HostPort;
 use crate::duration::{parse_duration, parse_optional_duration};
 use crate::proxy_protocol::Version;
+use crate::sched::Scheduler;
 
 /// Forward TCP connections from LISTEN to one of the UPSTREAMs, byte for byte.
 #[derive(FromArgs, Debug, Clone)]
@@ -101,6 +102,10 @@ pub struct Args {
     /// write the process id to this file (removed at exit), so `kill -HUP $(cat FILE)` works
     #[argh(option)]
     pub pid_file: Option<PathBuf>,
+
+    /// CPU scheduling policy: batch (SCHED_BATCH, the default when started at nice 0 under the default policy; fewer context switches under load) or inherit (keep the policy and nice value tcp-router was started with)
+    #[argh(option, default = "Scheduler::Batch")]
+    pub scheduler: Scheduler,
 
     /// log level: off, error, warn, info, debug or trace (default info)
     #[argh(option, from_str_fn(parse_level), default = "LevelFilter::Info")]

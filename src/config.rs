@@ -40,6 +40,8 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// The config file, re-read on SIGHUP.
     pub config_file: Option<PathBuf>,
+    /// The threads' scheduling policy.
+    pub scheduler: crate::sched::Scheduler,
 }
 
 /// rinetd's per-connection log file.
@@ -155,6 +157,7 @@ impl Config {
             logfile: None,
             pid_file: args.pid_file.clone(),
             config_file: args.config.clone(),
+            scheduler: args.scheduler,
         };
         if let Some(path) = &args.config {
             match read_file(path, &defaults) {

@@ -1,8 +1,12 @@
-//! Moves one chunk of bytes from one socket to another, holding a buffer only while bytes move.
+//! Moves one chunk of bytes from one socket to another, holding a large buffer only while bytes
+//! move.
 //!
-//! A copy thread waits for readability with no buffer at all, then borrows a buffer from a shared
-//! free list for one read and the writes that follow, and gives it back. An idle connection
-//! therefore holds no heap memory for data, whatever the number of connections.
+//! A copy thread waits in a blocking `recv` into a small buffer on its own stack
+//! ([`wait_and_move`]): one system call per message instead of a poll and a read, and no heap
+//! memory held by an idle connection. When that small read comes back full, more is probably
+//! queued, and the thread drains it with [`move_chunk`]: through a pooled pipe with splice, or
+//! through a 64 KiB buffer borrowed from a shared free list for one read and the writes that
+//! follow.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
@@ -12,6 +16,11 @@ use rustix::net::RecvFlags;
 
 /// Size of one copy buffer: large enough for bulk transfers to move in few system calls.
 pub const BUFFER_SIZE: usize = 64 * 1024;
+
+/// Size of the stack buffer a copy thread waits with: a typical request or reply fits (a Redis
+/// command, an HTTP request head, a TLS handshake message), yet it adds at most one page to the
+/// thread's stack.
+pub const WAIT_BUFFER_SIZE: usize = 2048;
 
 /// Free buffers kept for reuse; more are freed, so a burst does not pin memory forever.
 const MAX_FREE_BUFFERS: usize = 64;
@@ -30,7 +39,7 @@ pub enum Moved {
         /// The read filled the whole buffer or pipe.
         full: bool,
     },
-    /// Nothing to read yet.
+    /// Nothing to read yet ([`move_chunk`]), or the receive timeout passed ([`wait_and_move`]).
     WouldBlock,
     /// The source reached end of stream.
     Eof,
@@ -69,8 +78,22 @@ pub fn move_chunk(
         return result;
     }
     let mut buffer = take_buffer();
-    let result = move_through(&mut buffer, src, dst, watch);
+    let result = move_through(&mut buffer, RecvFlags::DONTWAIT, src, dst, watch);
     give_back(buffer);
+    #[cfg(target_os = "linux")]
+    crate::splice::note(&result);
+    result
+}
+
+/// Waits until `src` has bytes (blocking, up to the socket's receive timeout), then moves what fits
+/// in [`WAIT_BUFFER_SIZE`] bytes to `dst`. `Moved::WouldBlock` means the receive timeout passed.
+pub fn wait_and_move(
+    src: &TcpStream,
+    dst: &TcpStream,
+    watch: &dyn Watch,
+) -> Result<Moved, ChunkError> {
+    let mut buffer = [0u8; WAIT_BUFFER_SIZE];
+    let result = move_through(&mut buffer, RecvFlags::empty(), src, dst, watch);
     #[cfg(target_os = "linux")]
     crate::splice::note(&result);
     result
@@ -78,12 +101,13 @@ pub fn move_chunk(
 
 fn move_through(
     buffer: &mut [u8],
+    flags: RecvFlags,
     src: &TcpStream,
     dst: &TcpStream,
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
     let n = loop {
-        match rustix::net::recv(src, &mut *buffer, RecvFlags::DONTWAIT) {
+        match rustix::net::recv(src, &mut *buffer, flags) {
             Ok((0, _)) => return Ok(Moved::Eof),
             Ok((n, _)) => break n,
             Err(rustix::io::Errno::AGAIN) => return Ok(Moved::WouldBlock),

@@ -25,7 +25,7 @@
 //! - [`registry`]: live connections, for the drain.
 //! - [`net`]: socket options the standard library lacks.
 //! - [`conn_log`]: the per-connection log line.
-//! - [`signals`]: SIGINT/SIGTERM/SIGHUP handling.
+//! - [`signals`]: SIGINT/SIGTERM/SIGHUP handling; [`sched`]: the threads' scheduling policy.
 //! - [`error`]: start-up errors and their one-line display.
 
 #![forbid(unsafe_code)]
@@ -54,6 +54,7 @@ pub mod registry;
 pub mod relay;
 pub mod rinetd_log;
 pub mod route;
+pub mod sched;
 pub mod server;
 pub mod signals;
 pub mod sni;
@@ -69,10 +70,12 @@ pub use server::{DrainReport, Handle, Server};
 /// install signal handlers, serve until SIGINT or SIGTERM, drain. `reloader` produces the new
 /// configuration on SIGHUP.
 pub fn run(config: Config, reloader: Option<server::Reloader>) -> Result<DrainReport, Error> {
+    // First, while this is the only thread: threads inherit the policy when they are created.
+    let scheduler = sched::apply(config.scheduler);
     let open_files = limits::raise_open_files_limit();
     let mut server = Server::bind(&config)?;
     log::info!(
-        "max connections: {} ({}; open-files limit {open_files}, thread limit {})",
+        "max connections: {} ({}; open-files limit {open_files}, thread limit {}); scheduler: {scheduler}",
         server.max_connections(),
         if config.max_connections.is_some() {
             "set by --max-connections"

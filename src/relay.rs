@@ -333,20 +333,28 @@ pub fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flo
         Direction::UpstreamToClient => (upstream, &conn.client),
     };
     let watcher = Watcher { conn, timeouts };
+    let mut receive_timeout = ReceiveTimeout::new(src, write_tick(timeouts));
     let mut bytes = 0u64;
     let mut eager = false;
     let end = loop {
-        if !eager {
-            if let Err(end) = wait_readable(conn, src, timeouts) {
-                break end;
-            }
-        }
-        match copy::move_chunk(src, dst, &watcher) {
+        let moved = if eager {
+            copy::move_chunk(src, dst, &watcher)
+        } else {
+            copy::wait_and_move(src, dst, &watcher)
+        };
+        match moved {
             Ok(Moved::Bytes { n, full }) => {
                 bytes += n as u64;
                 eager = full;
+                receive_timeout.restore();
             }
-            Ok(Moved::WouldBlock) => eager = false,
+            Ok(Moved::WouldBlock) if eager => eager = false,
+            Ok(Moved::WouldBlock) => match conn.wait_budget(timeouts) {
+                // The receive timeout passed: the deadline may have moved (the other direction
+                // moved bytes, or ended), so wait exactly what is left.
+                Ok(budget) => receive_timeout.shorten(budget),
+                Err(Expired) => break End::Timeout,
+            },
             Ok(Moved::Eof) => break End::Eof,
             Err(ChunkError::Stalled) => break End::Timeout,
             Err(ChunkError::Read(err)) | Err(ChunkError::Write(err)) => break failure(&err),
@@ -367,14 +375,43 @@ fn failure(err: &io::Error) -> End {
     }
 }
 
-/// Blocks until `src` has bytes (or an end), with no buffer held, honouring the idle limits.
-fn wait_readable(conn: &Connection, src: &TcpStream, timeouts: &Timeouts) -> Result<(), End> {
-    loop {
-        let budget = conn.wait_budget(timeouts).map_err(|Expired| End::Timeout)?;
-        match net::poll_readable(src, budget) {
-            Ok(true) => return Ok(()),
-            Ok(false) => continue,
-            Err(err) => return Err(End::Error(err.kind())),
+/// The receive timeout of a copy thread's source socket, which bounds a blocking wait so the thread
+/// can look at the idle deadline. Normally the shortest idle limit (the same tick as the send
+/// timeout); shortened to the exact time left once a wait has ended without bytes.
+struct ReceiveTimeout<'a> {
+    socket: &'a TcpStream,
+    tick: Option<Duration>,
+    current: Option<Duration>,
+}
+
+impl<'a> ReceiveTimeout<'a> {
+    fn new(socket: &'a TcpStream, tick: Option<Duration>) -> ReceiveTimeout<'a> {
+        let mut timeout = ReceiveTimeout {
+            socket,
+            tick,
+            current: None,
+        };
+        timeout.set(tick);
+        timeout
+    }
+
+    /// Back to the tick after bytes moved (a system call only if it was shortened).
+    fn restore(&mut self) {
+        self.set(self.tick);
+    }
+
+    /// The next wait lasts at most `budget` (`None`: as long as the tick).
+    fn shorten(&mut self, budget: Option<Duration>) {
+        self.set(budget.or(self.tick));
+    }
+
+    fn set(&mut self, timeout: Option<Duration>) {
+        if timeout != self.current {
+            // Zero would mean "no timeout" to the kernel.
+            let _ = self
+                .socket
+                .set_read_timeout(timeout.map(|t| t.max(Duration::from_millis(1))));
+            self.current = timeout;
         }
     }
 }

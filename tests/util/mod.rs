@@ -57,6 +57,7 @@ pub fn config_to(upstreams: &[SocketAddr]) -> Config {
         logfile: None,
         pid_file: None,
         config_file: None,
+        scheduler: Default::default(),
     }
 }
 
