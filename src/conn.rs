@@ -44,8 +44,15 @@ pub struct Job {
 struct Addrs {
     /// The client (the real one, behind a trusted load balancer).
     client: SocketAddr,
-    /// The address the client connected to.
-    destination: SocketAddr,
+    /// The address the client connected to, if a PROXY header said; otherwise the socket's
+    /// local address, looked up only when a PROXY header is sent (a system call saved per client).
+    destination: Option<SocketAddr>,
+}
+
+/// On a dual-stack listener IPv4 clients appear as ::ffff:a.b.c.d; act on (and tell upstreams, in
+/// PROXY headers) their plain IPv4 addresses, as allow/deny does.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// What a client's first bytes say about where it wants to go.
@@ -57,9 +64,10 @@ enum FirstBytes {
 }
 
 /// Serves one client from accept to close. Everything it holds (slots, registry entry, sockets)
-/// is released when it returns or unwinds.
+/// is released when the connection's last copy thread has logged it, or when this returns or
+/// unwinds without a relay.
 pub fn handle(job: Job) {
-    let conn = &job.entry.conn;
+    let conn = Arc::clone(&job.entry.conn);
     // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
         id: conn.id,
@@ -78,42 +86,72 @@ pub fn handle(job: Job) {
         route: None,
         upstream_name: None,
     };
-    let result = session.run();
-    let rinetd_result = match &result {
-        Ok(outcome) if outcome.client_ended_first() => rinetd_log::DONE_REMOTE_CLOSED,
-        Ok(_) => rinetd_log::DONE_LOCAL_CLOSED,
-        Err(Refused::Acl(refusal)) => refusal.log_result(),
-        Err(Refused::NoUpstream) => rinetd_log::LOCAL_CONNECT_FAILED,
-        Err(_) => rinetd_log::UNKNOWN_ERROR,
+    let connected = session.connect_upstream();
+    let ending = Ending {
+        route: session.route.take(),
+        upstream_name: session.upstream_name.take(),
+        peeked: session.peeked.len() as u64,
     };
-    let route = session.route.clone();
-    let upstream_name = session.upstream_name.clone();
-    summary.duration = conn.started.elapsed();
-    summary.result = result.map_err(|refused| refused.to_string());
-    log::info!("{summary}");
-    if let Some(sink) = &job.listener.log_file {
-        let outcome = summary.result.as_ref().ok();
-        let listen = &job.listener.config.listen;
-        let (connect_host, connect_port) = match (&upstream_name, &route) {
-            (Some(name), _) => (name.host.to_string(), name.port),
-            (None, Some(route)) => route
-                .config
-                .upstreams
-                .first()
-                .map_or((String::new(), 0), |u| (u.host.to_string(), u.port)),
-            (None, None) => (String::new(), 0),
-        };
-        sink.write(&LogRecord {
-            time: SystemTime::now(),
-            client: summary.client.ip(),
-            bind_host: &listen.host.to_string(),
-            bind_port: listen.port,
-            connect_host: &connect_host,
-            connect_port,
-            bytes_in: outcome.map_or(0, |o| o.sent.bytes),
-            bytes_out: outcome.map_or(0, |o| o.received.bytes),
-            result: rinetd_result,
+    match connected {
+        Ok(timeouts) => {
+            let pool = job.pool.clone();
+            relay::relay(&conn, timeouts, &pool, move |outcome| {
+                ending.finish(job, summary, Ok(outcome))
+            });
+        }
+        Err(refused) => ending.finish(job, summary, Err(refused)),
+    }
+}
+
+/// What the log lines need once the connection is over, whichever thread ends it.
+struct Ending {
+    route: Option<Arc<RouteState>>,
+    upstream_name: Option<crate::addr::HostPort>,
+    /// Bytes read from the client before connecting, sent upstream first.
+    peeked: u64,
+}
+
+impl Ending {
+    /// Logs the connection (the info line and rinetd's logfile), then releases `job`.
+    fn finish(self, job: Job, mut summary: Summary, result: Result<Outcome, Refused>) {
+        let result = result.map(|mut outcome| {
+            outcome.sent.bytes += self.peeked;
+            outcome
         });
+        let rinetd_result = match &result {
+            Ok(outcome) if outcome.client_ended_first() => rinetd_log::DONE_REMOTE_CLOSED,
+            Ok(_) => rinetd_log::DONE_LOCAL_CLOSED,
+            Err(Refused::Acl(refusal)) => refusal.log_result(),
+            Err(Refused::NoUpstream) => rinetd_log::LOCAL_CONNECT_FAILED,
+            Err(_) => rinetd_log::UNKNOWN_ERROR,
+        };
+        summary.duration = job.entry.conn.started.elapsed();
+        summary.result = result.map_err(|refused| refused.to_string());
+        log::info!("{summary}");
+        if let Some(sink) = &job.listener.log_file {
+            let outcome = summary.result.as_ref().ok();
+            let listen = &job.listener.config.listen;
+            let (connect_host, connect_port) = match (&self.upstream_name, &self.route) {
+                (Some(name), _) => (name.host.to_string(), name.port),
+                (None, Some(route)) => route
+                    .config
+                    .upstreams
+                    .first()
+                    .map_or((String::new(), 0), |u| (u.host.to_string(), u.port)),
+                (None, None) => (String::new(), 0),
+            };
+            sink.write(&LogRecord {
+                time: SystemTime::now(),
+                client: summary.client.ip(),
+                bind_host: &listen.host.to_string(),
+                bind_port: listen.port,
+                connect_host: &connect_host,
+                connect_port,
+                bytes_in: outcome.map_or(0, |o| o.sent.bytes),
+                bytes_out: outcome.map_or(0, |o| o.received.bytes),
+                result: rinetd_result,
+            });
+        }
     }
 }
 
@@ -152,7 +190,9 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn run(&mut self) -> Result<Outcome, Refused> {
+    /// Everything before the relay: PROXY header, allow/deny, route, connect, first bytes sent.
+    /// Returns the route's idle limits for the relay.
+    fn connect_upstream(&mut self) -> Result<relay::Timeouts, Refused> {
         let state = Arc::clone(&self.job.listener);
         let addrs = self.client_addrs(&state)?;
         self.summary.client = addrs.client;
@@ -177,20 +217,15 @@ impl Session<'_> {
                 conn.id
             );
         }
-        let mut outcome = relay::relay(conn, route.timeouts(), &self.job.pool);
-        outcome.sent.bytes += self.peeked.len() as u64;
-        Ok(outcome)
+        Ok(route.timeouts())
     }
 
     /// Reads the PROXY header of a trusted front if the listener expects one.
     fn client_addrs(&mut self, state: &ListenerState) -> Result<Addrs, Refused> {
         let conn = &self.job.entry.conn;
-        // On a dual-stack listener IPv4 clients appear as ::ffff:a.b.c.d; act on (and tell
-        // upstreams, in PROXY headers) their plain IPv4 addresses, as allow/deny does.
-        let canonical = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let socket = Addrs {
             client: canonical(conn.peer),
-            destination: canonical(conn.client.local_addr().unwrap_or(self.job.listener_addr)),
+            destination: None,
         };
         if !state.config.accept_proxy {
             return Ok(socket);
@@ -208,7 +243,7 @@ impl Session<'_> {
         Ok(match header {
             ProxyHeader::Tcp { src, dst } => Addrs {
                 client: src,
-                destination: dst,
+                destination: Some(dst),
             },
             // LOCAL: the front's own health check; UNKNOWN: it does not know. Use the socket.
             ProxyHeader::Local | ProxyHeader::Unknown => socket,
@@ -305,7 +340,13 @@ impl Session<'_> {
     /// everything read from the client while deciding, unchanged.
     fn preface(&self, route: &RouteState, addrs: Addrs) -> Vec<u8> {
         let mut out = match route.config.proxy_protocol {
-            Some(version) => proxy_protocol::encode(version, addrs.client, addrs.destination),
+            Some(version) => {
+                let destination = addrs.destination.unwrap_or_else(|| {
+                    let conn = &self.job.entry.conn;
+                    canonical(conn.client.local_addr().unwrap_or(self.job.listener_addr))
+                });
+                proxy_protocol::encode(version, addrs.client, destination)
+            }
             None => Vec::new(),
         };
         out.extend_from_slice(&self.peeked);

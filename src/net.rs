@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::sockopt;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
@@ -34,7 +34,12 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Connects to `addr` within `timeout`, from `src` if given. With a fixed source address,
 /// IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port at connect time, per destination, so a
 /// fixed source does not exhaust the ephemeral ports.
+///
+/// The connect is blocking, bounded by SO_SNDTIMEO (Linux applies the send timeout to connect):
+/// two system calls where the non-blocking way takes seven (O_NONBLOCK on and off, a poll,
+/// SO_ERROR). The socket keeps that send timeout; the relay sets its own before copying.
 pub fn connect(addr: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if let Some(src) = src {
         // Linux reads this IPPROTO_IP option on IPv6 sockets too. If it cannot be set, the bind
@@ -42,8 +47,47 @@ pub fn connect(addr: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::
         let _ = nix::sys::socket::setsockopt(&socket, sockopt::IpBindAddressNoPort, &true);
         socket.bind(&SocketAddr::new(src, 0).into())?;
     }
-    socket.connect_timeout(&addr.into(), timeout)?;
+    // Zero would mean "no timeout" to the kernel.
+    socket.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        // The send timeout passed with the handshake still in progress.
+        Err(err) if err.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => {
+            return Err(timed_out());
+        }
+        // A signal arrived (connect is never restarted while a send timeout is set); the
+        // handshake goes on in the background.
+        Err(err) if err.kind() == io::ErrorKind::Interrupted => wait_connected(&socket, deadline)?,
+        Err(err) => return Err(err),
+    }
     Ok(socket.into())
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+}
+
+/// Waits for an interrupted connect to finish, until `deadline`.
+fn wait_connected(socket: &Socket, deadline: Instant) -> io::Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            socket,
+            rustix::event::PollFlags::OUT,
+        )];
+        match rustix::event::poll(&mut fds, Some(&timespec(left))) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => break,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    match socket.take_error()? {
+        Some(err) => Err(err),
+        None => socket.peer_addr().map(drop),
+    }
 }
 
 /// TCP_NODELAY (the proxy must add no Nagle delay to small request/response writes) and keepalive.
@@ -78,10 +122,7 @@ pub fn abort(stream: &TcpStream) {
 /// `timeout` (`None`: no limit). `Ok(false)` means the time passed or a signal interrupted the
 /// wait: the caller re-checks its own deadline and waits again.
 pub fn poll_readable(fd: impl std::os::fd::AsFd, timeout: Option<Duration>) -> io::Result<bool> {
-    let timeout = timeout.map(|d| rustix::event::Timespec {
-        tv_sec: d.as_secs() as i64,
-        tv_nsec: d.subsec_nanos() as i64,
-    });
+    let timeout = timeout.map(timespec);
     let mut fds = [rustix::event::PollFd::new(
         &fd,
         rustix::event::PollFlags::IN,
@@ -90,6 +131,13 @@ pub fn poll_readable(fd: impl std::os::fd::AsFd, timeout: Option<Duration>) -> i
         Ok(0) | Err(rustix::io::Errno::INTR) => Ok(false),
         Ok(_) => Ok(true),
         Err(errno) => Err(errno.into()),
+    }
+}
+
+fn timespec(d: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos() as i64,
     }
 }
 
@@ -124,6 +172,49 @@ mod tests {
         let socket = SockRef::from(&accepted);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+    }
+
+    #[test]
+    fn connect_gives_up_after_its_timeout() {
+        // A listener that never accepts: once its queue is full, the kernel drops further SYNs
+        // and a connect can only time out.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        let short = Duration::from_millis(300);
+        let err = loop {
+            match connect(addr, None, short) {
+                Ok(stream) if queued.len() < 16 => queued.push(stream),
+                Ok(_) => panic!("the listen queue never filled"),
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    }
+
+    #[test]
+    fn connect_reports_a_refusal_at_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = connect(addr, None, Duration::from_secs(30)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn connected_socket_keeps_the_connect_timeout_as_send_timeout() {
+        // The send timeout used for the connect stays on the socket until the relay sets its own;
+        // it must be the connect timeout, not something shorter.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = connect(listener.local_addr().unwrap(), None, Duration::from_secs(7)).unwrap();
+        assert_eq!(
+            stream.write_timeout().unwrap(),
+            Some(Duration::from_secs(7))
+        );
     }
 
     #[test]

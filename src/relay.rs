@@ -12,11 +12,10 @@
 use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::bounded;
 
 use crate::copy::{self, ChunkError, Moved, Watch};
 use crate::net;
@@ -268,9 +267,16 @@ fn write_tick(timeouts: &Timeouts) -> Option<Duration> {
     }
 }
 
-/// Relays between the client and the attached upstream until both directions end. This thread
-/// copies client to upstream; the other direction runs on a pool worker.
-pub fn relay(conn: &Arc<Connection>, timeouts: Timeouts, pool: &Pool) -> Outcome {
+/// Relays between the client and the attached upstream until both directions end, then calls
+/// `done` with both results. This thread copies client to upstream; the other direction runs on a
+/// pool worker. Whichever copy thread ends second calls `done`, so the first one is free at once
+/// (back to the pool) and no thread waits for the other.
+pub fn relay(
+    conn: &Arc<Connection>,
+    timeouts: Timeouts,
+    pool: &Pool,
+    done: impl FnOnce(Outcome) + Send + 'static,
+) {
     let upstream = conn
         .upstream()
         .expect("BUG: relay called before the upstream was attached");
@@ -278,11 +284,12 @@ pub fn relay(conn: &Arc<Connection>, timeouts: Timeouts, pool: &Pool) -> Outcome
     net::set_send_timeout(&conn.client, tick);
     net::set_send_timeout(upstream, tick);
 
-    let (done_tx, done_rx) = bounded(1);
+    let meeting = Arc::new(Meeting::new(done));
     let other = Arc::clone(conn);
+    let other_meeting = Arc::clone(&meeting);
     let spawned = pool.execute(Box::new(move || {
-        let flow = pump(&other, Direction::UpstreamToClient, &timeouts);
-        let _ = done_tx.send(flow);
+        let flow = pump_contained(&other, Direction::UpstreamToClient, &timeouts);
+        other_meeting.arrive(Direction::UpstreamToClient, flow);
     }));
     if let Err(err) = spawned {
         log::warn!("conn #{}: cannot start a copy thread: {err}", conn.id);
@@ -293,21 +300,67 @@ pub fn relay(conn: &Arc<Connection>, timeouts: Timeouts, pool: &Pool) -> Outcome
             end: End::Error(err.kind()),
             ended: conn.started.elapsed(),
         };
-        return Outcome {
-            sent: flow,
-            received: flow,
-        };
+        meeting.arrive(Direction::UpstreamToClient, flow);
+        meeting.arrive(Direction::ClientToUpstream, flow);
+        return;
     }
-    let sent = pump(conn, Direction::ClientToUpstream, &timeouts);
-    let received = done_rx.recv().unwrap_or_else(|_| {
-        // The other copy thread panicked (its guard already reset both sockets).
-        Flow {
-            bytes: 0,
-            end: End::Panic,
-            ended: conn.started.elapsed(),
+    let flow = pump_contained(conn, Direction::ClientToUpstream, &timeouts);
+    meeting.arrive(Direction::ClientToUpstream, flow);
+}
+
+/// Where the two copy threads of a connection leave their results; the second to arrive takes
+/// both and runs the epilogue.
+struct Meeting<F> {
+    state: Mutex<MeetingState<F>>,
+}
+
+struct MeetingState<F> {
+    sent: Option<Flow>,
+    received: Option<Flow>,
+    done: Option<F>,
+}
+
+impl<F: FnOnce(Outcome)> Meeting<F> {
+    fn new(done: F) -> Meeting<F> {
+        Meeting {
+            state: Mutex::new(MeetingState {
+                sent: None,
+                received: None,
+                done: Some(done),
+            }),
         }
-    });
-    Outcome { sent, received }
+    }
+
+    /// Leaves one direction's result; runs `done` (on this thread) if the other is already in.
+    fn arrive(&self, direction: Direction, flow: Flow) {
+        let ready = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match direction {
+                Direction::ClientToUpstream => state.sent = Some(flow),
+                Direction::UpstreamToClient => state.received = Some(flow),
+            }
+            match (state.sent, state.received) {
+                (Some(sent), Some(received)) => state
+                    .done
+                    .take()
+                    .map(|done| (done, Outcome { sent, received })),
+                _ => None,
+            }
+        };
+        if let Some((done, outcome)) = ready {
+            done(outcome);
+        }
+    }
+}
+
+/// [`pump`], with a panic reported as [`End::Panic`] (its guard has already reset both sockets),
+/// so the connection's epilogue still runs and its slot is released.
+fn pump_contained(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
+    catch_unwind(AssertUnwindSafe(|| pump(conn, direction, timeouts))).unwrap_or_else(|_| Flow {
+        bytes: 0,
+        end: End::Panic,
+        ended: conn.started.elapsed(),
+    })
 }
 
 /// Resets both sockets if a copy thread unwinds, so the other thread wakes and the peers learn.
