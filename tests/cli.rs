@@ -173,3 +173,58 @@ fn second_signal_exits_at_once() {
     router.signal("TERM");
     assert_eq!(router.wait_exit().code(), Some(143));
 }
+
+/// The scheduling policy (field 41 of /proc/PID/task/TID/stat) of every thread of `pid`.
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        policies.push(after_name.split(' ').nth(38).unwrap().parse().unwrap());
+    }
+    policies
+}
+
+/// The policy this test process runs under (what a child inherits).
+fn own_policy() -> u32 {
+    thread_policies(std::process::id())[0]
+}
+
+const SCHED_BATCH: u32 = 3;
+
+/// By default every thread (accept loop, workers, copy threads) runs under SCHED_BATCH, unless
+/// tcp-router was started under a policy or nice value someone chose; `--scheduler inherit`
+/// keeps what it was started with.
+#[test]
+fn threads_run_under_the_chosen_scheduler() {
+    let up = echo_upstream();
+    for (args, batch_expected) in [
+        (vec!["127.0.0.1:0"], true),
+        (vec!["--scheduler", "inherit", "127.0.0.1:0"], false),
+    ] {
+        let upstream = up.addr.to_string();
+        let mut all_args = args.clone();
+        all_args.push(&upstream);
+        let mut router = Process::start(&all_args);
+        let started = router
+            .seen
+            .iter()
+            .find(|line| line.contains("scheduler: "))
+            .cloned()
+            .unwrap_or_else(|| router.wait_for_line("scheduler: "));
+        // A connection, so that a worker and a second copy thread exist.
+        let mut client = connect(router.addr);
+        client.write_all(b"ping").unwrap();
+        assert_eq!(read_exact(&mut client, 4), b"ping");
+        let policies = thread_policies(router.child.id());
+        assert!(policies.len() >= 3, "{policies:?}");
+        let applied = started.contains("scheduler: SCHED_BATCH");
+        let default_start = own_policy() == 0 && !started.contains("started at nice");
+        assert_eq!(applied, batch_expected && default_start, "{started}");
+        let expected = if applied { SCHED_BATCH } else { own_policy() };
+        assert!(
+            policies.iter().all(|&p| p == expected),
+            "{policies:?}, {started}"
+        );
+    }
+}
