@@ -1,21 +1,19 @@
 //! Worker threads that run connection jobs; idle workers are reused, and new ones spawned on demand.
 //!
-//! Each idle worker waits on its own bounded (capacity 1) crossbeam channel, and puts that
-//! channel's sender on a stack of idle workers. A job goes to the worker that became idle last
-//! (its stack and caches are warm, and the ones at the bottom of the stack stay idle long enough to
-//! exit), through that worker's channel, so no two workers contend for one channel. When none is
-//! idle, a new worker is spawned with the job; a job never queues behind a busy worker. Workers
-//! that stay idle for [`IDLE_KEEP`] exit, so a burst does not leave thousands of parked threads
-//! behind. Each job runs under `catch_unwind`: a panic costs that job only.
+//! The hand-off is a zero-capacity (rendezvous) crossbeam channel: `try_send` succeeds only when a
+//! worker is idle and waiting, so a job never queues behind a busy worker. When none is idle, a new
+//! worker is spawned with the job. Workers that stay idle for [`IDLE_KEEP`] exit, so a burst does not
+//! leave thousands of parked threads behind. Each job runs under `catch_unwind`: a panic costs that
+//! job only.
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 /// A unit of work: one connection's handling, or one direction of its relay.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -35,19 +33,14 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct Inner {
-    /// The hand-off channels of idle workers, the most recently idle last.
-    idle: Mutex<Vec<Sender<Job>>>,
+    /// Rendezvous sender: succeeds only when a worker is blocked in `recv`.
+    jobs_tx: Sender<Job>,
+    /// Shared by all workers.
+    jobs_rx: Receiver<Job>,
     /// Live worker threads, for reports and tests.
     workers: AtomicUsize,
     /// Idle time after which a worker exits.
     idle_keep: Duration,
-}
-
-impl Inner {
-    fn idle(&self) -> MutexGuard<'_, Vec<Sender<Job>>> {
-        // A panic never happens while this lock is held; recover the list if it somehow did.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl Default for Pool {
@@ -59,9 +52,11 @@ impl Default for Pool {
 impl Pool {
     /// Creates an empty pool whose idle workers exit after `idle_keep`.
     pub fn new(idle_keep: Duration) -> Pool {
+        let (jobs_tx, jobs_rx) = bounded(0);
         Pool {
             inner: Arc::new(Inner {
-                idle: Mutex::new(Vec::new()),
+                jobs_tx,
+                jobs_rx,
                 workers: AtomicUsize::new(0),
                 idle_keep,
             }),
@@ -70,16 +65,10 @@ impl Pool {
 
     /// Runs `job` on an idle worker, or on a new one. Fails only if no thread can be spawned; the
     /// job (and whatever it owns, such as the client socket) is then dropped.
-    pub fn execute(&self, mut job: Job) -> io::Result<()> {
-        loop {
-            let Some(worker) = self.inner.idle().pop() else {
-                return self.spawn(job);
-            };
-            // The worker's channel is empty (it is idle); it fails only if the worker has exited.
-            match worker.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(err) => job = err.into_inner(),
-            }
+    pub fn execute(&self, job: Job) -> io::Result<()> {
+        match self.inner.jobs_tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => self.spawn(job),
         }
     }
 
@@ -115,31 +104,11 @@ impl Drop for WorkerCount<'_> {
 }
 
 fn run_worker(first: Job, inner: &Inner) {
-    let (tx, rx) = bounded(1);
     run_contained(first);
-    while let Some(job) = next_job(inner, &tx, &rx) {
-        run_contained(job);
-    }
-}
-
-/// Waits, idle, for the next job; `None` when the worker has been idle for `idle_keep`.
-fn next_job(inner: &Inner, tx: &Sender<Job>, rx: &Receiver<Job>) -> Option<Job> {
-    inner.idle().push(tx.clone());
-    match rx.recv_timeout(inner.idle_keep) {
-        Ok(job) => Some(job),
-        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-            let mut idle = inner.idle();
-            match idle.iter().position(|sender| sender.same_channel(tx)) {
-                Some(at) => {
-                    idle.remove(at);
-                    None
-                }
-                // A dispatcher took this worker off the stack just now: its job is on the way.
-                None => {
-                    drop(idle);
-                    rx.recv().ok()
-                }
-            }
+    loop {
+        match inner.jobs_rx.recv_timeout(inner.idle_keep) {
+            Ok(job) => run_contained(job),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -155,18 +124,6 @@ mod tests {
     use super::*;
     use crossbeam_channel::unbounded;
 
-    /// Waits until `n` workers are idle.
-    fn wait_idle(pool: &Pool, n: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while pool.inner.idle().len() < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "workers never became idle"
-            );
-            thread::yield_now();
-        }
-    }
-
     #[test]
     fn idle_workers_are_reused() {
         let pool = Pool::new(Duration::from_secs(5));
@@ -175,64 +132,19 @@ mod tests {
         pool.execute(Box::new(move || tx.send(thread::current().id()).unwrap()))
             .unwrap();
         let first = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        wait_idle(&pool, 1);
-        pool.execute(Box::new(move || {
-            done_tx.send(thread::current().id()).unwrap()
-        }))
-        .unwrap();
+        // The rendezvous send succeeds as soon as that worker waits for its next job.
+        let mut job: Job = Box::new(move || done_tx.send(thread::current().id()).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while let Err(TrySendError::Full(back)) = pool.inner.jobs_tx.try_send(job) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker never became idle"
+            );
+            job = back;
+            thread::yield_now();
+        }
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(first));
         assert_eq!(pool.workers(), 1);
-    }
-
-    #[test]
-    fn the_most_recently_idle_worker_gets_the_next_job() {
-        let pool = Pool::new(Duration::from_secs(5));
-        let (done_tx, done_rx) = unbounded();
-        let (release_tx, release_rx) = unbounded::<()>();
-        // Two busy workers; the second is released (becomes idle) last.
-        for _ in 0..2 {
-            let (tx, release) = (done_tx.clone(), release_rx.clone());
-            pool.execute(Box::new(move || {
-                release.recv().unwrap();
-                tx.send(thread::current().id()).unwrap();
-            }))
-            .unwrap();
-        }
-        release_tx.send(()).unwrap();
-        let _first = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        wait_idle(&pool, 1);
-        release_tx.send(()).unwrap();
-        let last = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        wait_idle(&pool, 2);
-        pool.execute(Box::new(move || {
-            done_tx.send(thread::current().id()).unwrap()
-        }))
-        .unwrap();
-        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(last));
-    }
-
-    #[test]
-    fn no_job_is_lost_when_workers_time_out_as_jobs_arrive() {
-        // Workers give up after 1 ms idle, so dispatches race with workers leaving the stack.
-        let pool = Pool::new(Duration::from_millis(1));
-        let (done_tx, done_rx) = unbounded();
-        let jobs = 2_000;
-        for i in 0..jobs {
-            let tx = done_tx.clone();
-            pool.execute(Box::new(move || tx.send(i).unwrap())).unwrap();
-            if i % 7 == 0 {
-                // Let some workers reach their idle timeout between jobs.
-                thread::sleep(Duration::from_micros(1_500));
-            }
-        }
-        let mut seen = vec![false; jobs];
-        for _ in 0..jobs {
-            let i = done_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("a job was lost");
-            seen[i] = true;
-        }
-        assert!(seen.iter().all(|&s| s));
     }
 
     #[test]
