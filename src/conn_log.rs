@@ -53,20 +53,32 @@ impl fmt::Display for Summary {
         match &self.result {
             Ok(outcome) => write!(
                 f,
-                " sent={} received={} duration={:.3}s first={} client_to_upstream={} upstream_to_client={}",
+                " sent={} received={} duration={} first={} client_to_upstream={} upstream_to_client={}",
                 outcome.sent.bytes,
                 outcome.received.bytes,
-                self.duration.as_secs_f64(),
+                Seconds(self.duration),
                 first_to_end(outcome),
                 outcome.sent.end,
                 outcome.received.end,
             ),
             Err(reason) => write!(
                 f,
-                " sent=0 received=0 duration={:.3}s result={reason}",
-                self.duration.as_secs_f64()
+                " sent=0 received=0 duration={} result={reason}",
+                Seconds(self.duration)
             ),
         }
+    }
+}
+
+/// A duration as seconds with three decimals (`1.500s`), rounded to the millisecond. Integer
+/// arithmetic rather than `{:.3}` of an f64: float formatting runs the deepest code in the log
+/// line, and the copy thread that logs should stay within two stack pages.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = (self.0.as_micros() + 500) / 1000;
+        write!(f, "{}.{:03}s", ms / 1000, ms % 1000)
     }
 }
 
@@ -146,5 +158,19 @@ mod tests {
              upstream=localhost:6379(127.0.0.1:6379) sent=14 received=7 duration=1.500s \
              first=client client_to_upstream=eof upstream_to_client=reset"
         );
+    }
+
+    #[test]
+    fn seconds_are_rounded_to_the_millisecond() {
+        for (micros, text) in [
+            (0, "0.000s"),
+            (499, "0.000s"),
+            (500, "0.001s"),
+            (6_400, "0.006s"),
+            (1_500_000, "1.500s"),
+            (61_999_600, "62.000s"),
+        ] {
+            assert_eq!(Seconds(Duration::from_micros(micros)).to_string(), text);
+        }
     }
 }
