@@ -67,46 +67,28 @@ enum FirstBytes {
 /// is released when the connection's last copy thread has logged it, or when this returns or
 /// unwinds without a relay.
 pub fn handle(job: Job) {
-    if let Some(connected) = connect(job) {
-        connected.relay();
+    if let Some((ending, timeouts)) = connect(job) {
+        relay(ending, timeouts);
     }
 }
 
-/// A client whose upstream is connected, ready to relay.
-struct Connected {
-    job: Job,
-    summary: Summary,
-    ending: Ending,
-    timeouts: relay::Timeouts,
-}
-
-impl Connected {
-    /// Relays until both directions end; the copy thread that ends last logs and releases.
-    // Not inlined, nor is `connect`: the set-up's frames are gone before this thread settles into
-    // its copy loop, so an idle connection's worker keeps one stack page fewer.
-    #[inline(never)]
-    fn relay(self: Box<Self>) {
-        let conn = Arc::clone(&self.job.entry.conn);
-        let pool = self.job.pool.clone();
-        let timeouts = self.timeouts;
-        // The epilogue owns only this box: a small closure, moved around by pointer.
-        relay::relay(&conn, timeouts, &pool, move |outcome| self.finish(outcome));
-    }
-
-    fn finish(self: Box<Self>, outcome: Outcome) {
-        let Connected {
-            job,
-            summary,
-            ending,
-            ..
-        } = *self;
-        ending.finish(job, summary, Ok(outcome));
-    }
-}
-
-/// Everything before the relay; `None` if the client was refused (and is logged and closed).
+/// Relays until both directions end; the copy thread that ends last logs and releases.
+// Not inlined, nor is `connect`: the set-up's frames are gone before this thread settles into its
+// copy loop, so an idle connection's worker keeps one stack page fewer. The epilogue owns only a
+// box: a small closure, moved around by pointer.
 #[inline(never)]
-fn connect(job: Job) -> Option<Box<Connected>> {
+fn relay(ending: Box<Ending>, timeouts: relay::Timeouts) {
+    let conn = Arc::clone(&ending.job.entry.conn);
+    let pool = ending.job.pool.clone();
+    relay::relay(&conn, timeouts, &pool, move |outcome| {
+        ending.finish(Ok(outcome))
+    });
+}
+
+/// Everything before the relay: the connection's ending-to-be and its idle limits, or `None` if
+/// the client was refused (and is logged and closed).
+#[inline(never)]
+fn connect(job: Job) -> Option<(Box<Ending>, relay::Timeouts)> {
     let conn = &job.entry.conn;
     // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
@@ -127,27 +109,29 @@ fn connect(job: Job) -> Option<Box<Connected>> {
         upstream_name: None,
     };
     let connected = session.connect_upstream();
-    let ending = Ending {
-        route: session.route.take(),
-        upstream_name: session.upstream_name.take(),
-        peeked: session.peeked.len() as u64,
-    };
+    let route = session.route.take();
+    let upstream_name = session.upstream_name.take();
+    let peeked = session.peeked.len() as u64;
+    let ending = Box::new(Ending {
+        job,
+        summary,
+        route,
+        upstream_name,
+        peeked,
+    });
     match connected {
-        Ok(timeouts) => Some(Box::new(Connected {
-            job,
-            summary,
-            ending,
-            timeouts,
-        })),
+        Ok(timeouts) => Some((ending, timeouts)),
         Err(refused) => {
-            ending.finish(job, summary, Err(refused));
+            ending.finish(Err(refused));
             None
         }
     }
 }
 
-/// What the log lines need once the connection is over, whichever thread ends it.
+/// The connection and what its log lines need once it is over, whichever thread ends it.
 struct Ending {
+    job: Job,
+    summary: Summary,
     route: Option<Arc<RouteState>>,
     upstream_name: Option<crate::addr::HostPort>,
     /// Bytes read from the client before connecting, sent upstream first.
@@ -155,10 +139,17 @@ struct Ending {
 }
 
 impl Ending {
-    /// Logs the connection (the info line and rinetd's logfile), then releases `job`.
-    fn finish(self, job: Job, mut summary: Summary, result: Result<Outcome, Refused>) {
+    /// Logs the connection (the info line and rinetd's logfile), then releases it.
+    fn finish(self: Box<Self>, result: Result<Outcome, Refused>) {
+        let Ending {
+            job,
+            mut summary,
+            route,
+            upstream_name,
+            peeked,
+        } = *self;
         let result = result.map(|mut outcome| {
-            outcome.sent.bytes += self.peeked;
+            outcome.sent.bytes += peeked;
             outcome
         });
         let rinetd_result = match &result {
@@ -180,7 +171,7 @@ impl Ending {
         if let Some(sink) = &job.listener.log_file {
             let outcome = summary.result.as_ref().ok();
             let listen = &job.listener.config.listen;
-            let (connect_host, connect_port) = match (&self.upstream_name, &self.route) {
+            let (connect_host, connect_port) = match (&upstream_name, &route) {
                 (Some(name), _) => (name.host.to_string(), name.port),
                 (None, Some(route)) => route
                     .config

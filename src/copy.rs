@@ -73,15 +73,24 @@ pub fn move_chunk(
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
     #[cfg(target_os = "linux")]
-    if let Some(result) = crate::splice::move_chunk(src, dst, watch) {
-        crate::splice::note(&result);
-        return result;
-    }
+    let result = crate::splice::move_chunk(src, dst, watch)
+        .unwrap_or_else(|| move_through_buffer(src, dst, watch));
+    #[cfg(not(target_os = "linux"))]
+    let result = move_through_buffer(src, dst, watch);
+    #[cfg(target_os = "linux")]
+    crate::splice::note(&result);
+    result
+}
+
+/// [`move_chunk`] through a buffer borrowed from the free list.
+fn move_through_buffer(
+    src: &TcpStream,
+    dst: &TcpStream,
+    watch: &dyn Watch,
+) -> Result<Moved, ChunkError> {
     let mut buffer = take_buffer();
     let result = move_through(&mut buffer, RecvFlags::DONTWAIT, src, dst, watch);
     give_back(buffer);
-    #[cfg(target_os = "linux")]
-    crate::splice::note(&result);
     result
 }
 

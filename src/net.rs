@@ -3,9 +3,12 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::sockopt;
+pub use rustix::event::PollFlags;
+use rustix::event::{PollFd, Timespec};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
 /// Listen backlog. Clients wait here while `--max-connections` are busy; the kernel caps it at
@@ -47,8 +50,7 @@ pub fn connect(addr: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::
         let _ = nix::sys::socket::setsockopt(&socket, sockopt::IpBindAddressNoPort, &true);
         socket.bind(&SocketAddr::new(src, 0).into())?;
     }
-    // Zero would mean "no timeout" to the kernel.
-    socket.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+    socket.set_write_timeout(Some(kernel_timeout(timeout)))?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         // The send timeout passed with the handshake still in progress.
@@ -69,20 +71,8 @@ fn timed_out() -> io::Error {
 
 /// Waits for an interrupted connect to finish, until `deadline`.
 fn wait_connected(socket: &Socket, deadline: Instant) -> io::Result<()> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        let mut fds = [rustix::event::PollFd::new(
-            socket,
-            rustix::event::PollFlags::OUT,
-        )];
-        match rustix::event::poll(&mut fds, Some(&timespec(left))) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => break,
-            Err(errno) => return Err(errno.into()),
-        }
+    if !wait_until(socket, PollFlags::OUT, deadline)? {
+        return Err(timed_out());
     }
     match socket.take_error()? {
         Some(err) => Err(err),
@@ -108,7 +98,17 @@ fn tune_socket(socket: &SockRef<'_>) {
 /// Bounds how long one blocking write may wait, so a writer stuck on a peer that reads nothing can
 /// look at the idle deadline. `None` waits forever.
 pub fn set_send_timeout(stream: &TcpStream, timeout: Option<Duration>) {
-    let _ = stream.set_write_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout.map(kernel_timeout));
+}
+
+/// Bounds how long one blocking read may wait, for the same reason. `None` waits forever.
+pub fn set_receive_timeout(stream: &TcpStream, timeout: Option<Duration>) {
+    let _ = stream.set_read_timeout(timeout.map(kernel_timeout));
+}
+
+/// A socket timeout the kernel takes as meant: zero would mean "no timeout" (and std refuses it).
+fn kernel_timeout(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_millis(1))
 }
 
 /// Resets the connection now: the peer gets an RST, queued data is dropped, and every thread
@@ -118,26 +118,24 @@ pub fn abort(stream: &TcpStream) {
     let _ = rustix::net::connect_unspec(stream);
 }
 
-/// Waits until `fd` is readable (data, end of stream or an error to collect), for at most
-/// `timeout` (`None`: no limit). `Ok(false)` means the time passed or a signal interrupted the
-/// wait: the caller re-checks its own deadline and waits again.
-pub fn poll_readable(fd: impl std::os::fd::AsFd, timeout: Option<Duration>) -> io::Result<bool> {
-    let timeout = timeout.map(timespec);
-    let mut fds = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
-    match rustix::event::poll(&mut fds, timeout.as_ref()) {
-        Ok(0) | Err(rustix::io::Errno::INTR) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(errno) => Err(errno.into()),
-    }
-}
-
-fn timespec(d: Duration) -> rustix::event::Timespec {
-    rustix::event::Timespec {
-        tv_sec: d.as_secs() as i64,
-        tv_nsec: d.subsec_nanos() as i64,
+/// Waits until `fd` is ready for `events` (readable: data, end of stream or an error to collect;
+/// writable: a connect finished), or `deadline` passes (`Ok(false)`). Signals do not end the wait.
+pub fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as i64,
+        };
+        let mut fds = [PollFd::new(&fd, events)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => return Ok(true),
+            Err(errno) => return Err(errno.into()),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::net;
 use crate::parse::Status;
 
 /// Most bytes read while deciding; more without a decision closes the client.
@@ -73,16 +74,10 @@ pub fn read_until<T, E>(
 }
 
 fn wait_readable<E>(stream: &TcpStream, deadline: Instant) -> Result<(), PeekError<E>> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(PeekError::Timeout);
-        }
-        match crate::net::poll_readable(stream, Some(left)) {
-            Ok(true) => return Ok(()),
-            Ok(false) => continue,
-            Err(err) => return Err(PeekError::Io(err)),
-        }
+    match net::wait_until(stream, net::PollFlags::IN, deadline) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(PeekError::Timeout),
+        Err(err) => Err(PeekError::Io(err)),
     }
 }
 

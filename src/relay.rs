@@ -259,8 +259,9 @@ impl Watch for Watcher<'_> {
     }
 }
 
-/// The shortest idle limit: how often a blocked write must wake up to look at the deadline.
-fn write_tick(timeouts: &Timeouts) -> Option<Duration> {
+/// The shortest idle limit: how often a blocked read or write must wake up to look at the
+/// deadline.
+fn tick(timeouts: &Timeouts) -> Option<Duration> {
     match (timeouts.idle, timeouts.fin) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -277,13 +278,6 @@ pub fn relay(
     pool: &Pool,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
-    let upstream = conn
-        .upstream()
-        .expect("BUG: relay called before the upstream was attached");
-    let tick = write_tick(&timeouts);
-    net::set_send_timeout(&conn.client, tick);
-    net::set_send_timeout(upstream, tick);
-
     let meeting = Arc::new(Meeting::new(done));
     let other = Arc::clone(conn);
     let other_meeting = Arc::clone(&meeting);
@@ -386,7 +380,11 @@ pub fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flo
         Direction::UpstreamToClient => (upstream, &conn.client),
     };
     let watcher = Watcher { conn, timeouts };
-    let mut receive_timeout = ReceiveTimeout::new(src, write_tick(timeouts));
+    // Each socket is read by one copy thread and written by the other, so each thread sets the
+    // timeouts of the two halves it uses.
+    let tick = tick(timeouts);
+    net::set_send_timeout(dst, tick);
+    let mut receive_timeout = ReceiveTimeout::new(src, tick);
     let mut bytes = 0u64;
     let mut eager = false;
     let end = loop {
@@ -460,10 +458,7 @@ impl<'a> ReceiveTimeout<'a> {
 
     fn set(&mut self, timeout: Option<Duration>) {
         if timeout != self.current {
-            // Zero would mean "no timeout" to the kernel.
-            let _ = self
-                .socket
-                .set_read_timeout(timeout.map(|t| t.max(Duration::from_millis(1))));
+            net::set_receive_timeout(self.socket, timeout);
             self.current = timeout;
         }
     }
