@@ -143,21 +143,22 @@ pub fn write_all(dst: &TcpStream, mut data: &[u8], watch: &dyn Watch) -> Result<
                 data = &data[n..];
                 watch.progress();
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if !watch.may_wait() {
-                    return Err(ChunkError::Stalled);
-                }
-            }
-            Err(e) => return Err(ChunkError::Write(e)),
+            Err(err) => retry_write(err, watch)?,
         }
     }
     Ok(())
+}
+
+/// What a failed blocking write (or splice out of a pipe) means: `Ok` to try again after a signal,
+/// or after the send timeout's tick while the connection is within its idle limits; otherwise why
+/// the chunk cannot be moved. Both data paths use it, so they treat a tick alike.
+pub(crate) fn retry_write(err: io::Error, watch: &dyn Watch) -> Result<(), ChunkError> {
+    match err.kind() {
+        io::ErrorKind::Interrupted => Ok(()),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if watch.may_wait() => Ok(()),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Err(ChunkError::Stalled),
+        _ => Err(ChunkError::Write(err)),
+    }
 }
 
 /// Borrows a buffer of [`BUFFER_SIZE`] bytes; give it back with [`give_back`].

@@ -244,19 +244,7 @@ fn drain(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<()
             // Not a property of the connection: the bytes are already in the pipe, so finish
             // the chunk through a buffer instead of failing a healthy connection.
             Err(errno) if unsupported(errno) => return salvage(lease, dst, watch),
-            Err(errno) => {
-                let err = io::Error::from(errno);
-                match err.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    // The same test as copy::write_all, so both paths treat a tick alike.
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        if !watch.may_wait() {
-                            return Err(ChunkError::Stalled);
-                        }
-                    }
-                    _ => return Err(ChunkError::Write(err)),
-                }
-            }
+            Err(errno) => copy::retry_write(errno.into(), watch)?,
         }
     }
     Ok(())
@@ -467,15 +455,8 @@ mod tests {
     }
 
     fn wait_readable(stream: &TcpStream) {
-        let mut fds = [rustix::event::PollFd::new(
-            stream,
-            rustix::event::PollFlags::IN,
-        )];
-        let timeout = rustix::event::Timespec {
-            tv_sec: 10,
-            tv_nsec: 0,
-        };
-        assert_eq!(rustix::event::poll(&mut fds, Some(&timeout)).unwrap(), 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        assert!(crate::net::wait_until(stream, crate::net::PollFlags::IN, deadline).unwrap());
     }
 
     fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
