@@ -1,5 +1,6 @@
 //! Socket set-up the standard library does not offer: listener options, upstream connects with a
-//! source address and a timeout, TCP tuning, send timeouts and abortive close.
+//! source address and a timeout, TCP tuning, send and receive timeouts, waiting on one socket with
+//! a deadline, and abortive close.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
