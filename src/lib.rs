@@ -1,121 +1,71 @@
 //! tcp-router: a small, fast, dependable TCP forwarder and router.
 //!
-//! Blocking and thread-per-connection: the main thread polls every listener and accepts, handing
-//! each client through a bounded channel to a pool worker; the worker connects upstream, and the
-//! bytes move through two blocking copy threads, one per direction.
+//! It accepts TCP connections on listen addresses and relays them, byte for byte, to upstreams
+//! chosen by configuration, by the name a client asks for (TLS SNI, HTTP Host, ALPN) and by
+//! upstream health; with exact half-close and reset propagation, failover, limits and a graceful
+//! drain. Blocking and thread-per-connection: no async runtime.
+//!
+//! # Embedding
+//!
+//! Five lines forward a port from another program:
+//!
+//! ```no_run
+//! use tcp_router::Forwarder;
+//!
+//! fn main() -> Result<(), tcp_router::Error> {
+//!     let forwarder = Forwarder::new("127.0.0.1:11000", "127.0.0.1:6379")?;
+//!     forwarder.serve()?; // blocks until a Handle stops it
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`Forwarder::builder`] sets the options that matter (timeouts, caps, several upstreams, name
+//! routes, PROXY protocol, allow/deny); [`Forwarder::spawn`] runs it on its own thread and
+//! [`Running::stop_within`] drains it and returns the [`DrainReport`]. A whole [`Config`] (what
+//! the binary builds from its command line and a rinetd-style file) goes through
+//! [`Forwarder::from_config`]. Embedding touches no process-wide state; the binary's process
+//! concerns are opt-in calls in [`process`].
 //!
 //! # Layout
 //!
-//! - [`cli`]: command-line arguments as typed; [`config`]: the validated configuration;
-//!   [`check`]: `--check` and `--explain`.
-//! - [`config_file`]: the rinetd-compatible config file parser; [`acl`]: allow/deny rules.
-//! - [`names`]: the name-routing table (SNI and Host patterns).
-//! - [`rinetd_log`]: rinetd's logfile line formats.
-//! - [`sni`], [`http_host`], [`proxy_protocol`]: pure readers over `&[u8]` ([`parse`] holds
-//!   their shared cursor and `Status`).
-//! - [`addr`], [`duration`]: parsers for addresses, ports and durations.
-//! - [`server`]: the accept loop, connection slots, control requests and the graceful stop.
-//! - [`limits`]: open-files limit, the default connection cap, connection permits.
-//! - [`pool`]: reusable worker threads with panic containment.
-//! - [`conn`]: one client's life: connect upstream, relay, log.
-//! - [`route`], [`upstream`]: routes at run time; round-robin, failover and cool-down.
-//! - [`relay`], [`copy`]: the two copy threads, half-close and reset rules, idle limits.
-//! - [`peek`]: reads a client's first bytes for routing, keeping them for replay.
-//! - `splice` (Linux): the zero-copy data path through pooled pipes, with its fallback.
-//! - [`registry`]: live connections, for the drain.
-//! - [`net`]: socket options the standard library lacks.
-//! - [`conn_log`]: the per-connection log line.
-//! - [`signals`]: SIGINT/SIGTERM/SIGHUP handling; [`sched`]: the threads' scheduling policy.
-//! - [`error`]: start-up errors and their one-line display.
+//! Each part is a folder; `docs/design.md` draws how a connection flows through them and states
+//! the rules their imports keep (checked by `tests/architecture.rs`).
+//!
+//! - [`config`]: the configuration as pure data: addresses, durations, patterns, per-route
+//!   settings, the rinetd-compatible file parser, validation.
+//! - [`proto`]: the pure wire-format readers (TLS ClientHello, HTTP Host, PROXY v1/v2).
+//! - `route`: the decisions: allow/deny, which route a name takes, which upstream first.
+//! - `serve`: the accept loop, reload, drain, a connection's life, peek, pool, permits.
+//! - `relay`: the two copy threads, with copy and splice.
+//! - `log`: the per-connection line and rinetd's log formats.
+//! - `sys`: what std lacks: socket options, limits, scheduling.
+//! - `forwarder`, [`check`], `error`: the public entry points.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-pub mod acl;
-pub mod addr;
-pub mod check;
-pub mod cli;
+mod check;
 pub mod config;
-pub mod config_file;
-pub mod conn;
-pub mod conn_log;
-pub mod copy;
-pub mod duration;
-pub mod error;
-pub mod http_host;
-pub mod limits;
-pub mod names;
-pub mod net;
-pub mod parse;
-pub mod peek;
-pub mod pool;
-pub mod proxy_protocol;
-pub mod registry;
-pub mod relay;
-pub mod rinetd_log;
-pub mod route;
-pub mod sched;
-pub mod server;
-pub mod signals;
-pub mod sni;
-#[cfg(target_os = "linux")]
-pub mod splice;
-pub mod upstream;
+mod error;
+mod forwarder;
+mod log;
+pub mod proto;
+mod relay;
+mod route;
+mod serve;
+mod sys;
+#[cfg(test)]
+mod test_support;
 
-pub use config::Config;
+pub use check::check;
+pub use config::{Config, HostPort, Listener, Route};
 pub use error::Error;
-pub use server::{DrainReport, Handle, Server};
+pub use forwarder::{Address, Builder, Forwarder, Running};
+pub use serve::{DrainReport, Handle};
 
-/// Runs tcp-router as the binary does: raise the open-files limit, bind, write the pid file,
-/// install signal handlers, serve until SIGINT or SIGTERM, drain. `reloader` produces the new
-/// configuration on SIGHUP.
-pub fn run(config: Config, reloader: Option<server::Reloader>) -> Result<DrainReport, Error> {
-    // First, while this is the only thread: threads inherit the policy when they are created.
-    let scheduler = sched::apply(config.scheduler);
-    let open_files = limits::raise_open_files_limit();
-    let mut server = Server::bind(&config)?;
-    log::info!(
-        "max connections: {} ({}; open-files limit {open_files}, thread limit {}); scheduler: {scheduler}",
-        server.max_connections(),
-        if config.max_connections.is_some() {
-            "set by --max-connections"
-        } else {
-            "derived from the limits"
-        },
-        limits::thread_limit()
-    );
-    if let Some(reloader) = reloader {
-        server.set_reloader(reloader);
-    }
-    let _pid_file = match &config.pid_file {
-        Some(path) => Some(PidFile::write(path)?),
-        None => None,
-    };
-    signals::install(server.handle()).map_err(|source| Error::Setup {
-        what: "install signal handlers",
-        source,
-    })?;
-    server.run()
-}
-
-/// The pid file, removed when dropped (at exit).
-#[derive(Debug)]
-struct PidFile(std::path::PathBuf);
-
-impl PidFile {
-    fn write(path: &std::path::Path) -> Result<PidFile, Error> {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
-            Error::PidFile {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-        Ok(PidFile(path.to_path_buf()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// Process-wide settings, for the binary or an embedding program that opts in: the library
+/// itself never calls these.
+pub mod process {
+    pub use crate::sys::limits::{open_files_limit, raise_open_files_limit, thread_limit};
+    pub use crate::sys::sched::{apply as apply_scheduler, Applied, Scheduler};
 }

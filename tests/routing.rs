@@ -12,8 +12,8 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tcp_router::parse::Status;
-use tcp_router::sni::parse_client_hello;
+use tcp_router::proto::tls::parse_client_hello;
+use tcp_router::proto::Status;
 
 use crate::util::*;
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the fuzz targets.
 
-use tcp_router::parse::Status;
+use tcp_router::proto::Status;
 
 /// A cheap sample of split points in `0..len`: the first few bytes, the
 /// thirds, the last byte, and two points chosen by the input's own bytes.

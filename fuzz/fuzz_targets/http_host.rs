@@ -4,8 +4,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use tcp_router::http_host::{parse_host, MAX_HEAD_BYTES};
-use tcp_router::parse::Status;
+use tcp_router::proto::http::{parse_host, MAX_HEAD_BYTES};
+use tcp_router::proto::Status;
 
 fuzz_target!(|data: &[u8]| {
     common::check_prefixes(data, parse_host);

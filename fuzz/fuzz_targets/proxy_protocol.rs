@@ -5,8 +5,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use tcp_router::parse::Status;
-use tcp_router::proxy_protocol::{encode, parse, ProxyHeader, Version};
+use tcp_router::proto::Status;
+use tcp_router::proto::proxy::{encode, parse, ProxyHeader, Version};
 
 fuzz_target!(|data: &[u8]| {
     common::check_prefixes(data, parse);

@@ -4,8 +4,8 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use tcp_router::parse::Status;
-use tcp_router::sni::{parse_client_hello, MAX_HELLO_BYTES};
+use tcp_router::proto::Status;
+use tcp_router::proto::tls::{parse_client_hello, MAX_HELLO_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     common::check_prefixes(data, parse_client_hello);

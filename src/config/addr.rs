@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use crate::proto::name;
+
 /// A host as written: an IP literal, or a name resolved when it is used.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -131,10 +133,7 @@ fn split_host_port(text: &str) -> Result<(&str, &str), AddrError> {
 
 /// Reads a host: an IPv4 literal, an IPv6 literal with or without brackets, or a DNS name.
 pub fn parse_host(text: &str) -> Result<Host, AddrError> {
-    let bare = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
+    let bare = strip_brackets(text);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(Host::Ip(ip));
     }
@@ -147,30 +146,38 @@ pub fn parse_host(text: &str) -> Result<Host, AddrError> {
     if looks_like_ipv4(bare) {
         return Err(addr_error(text, "not a valid IPv4 address"));
     }
-    if !is_valid_hostname(bare) {
-        return Err(addr_error(
+    match name::canonical(bare) {
+        Ok(canonical) => Ok(Host::Name(canonical)),
+        Err(why) => Err(addr_error(
             text,
-            "not an IP address or a host name (letters, digits, '-', '.', '_')",
-        ));
+            format!("not an IP address or a host name ({why})"),
+        )),
     }
-    Ok(Host::Name(bare.to_ascii_lowercase()))
+}
+
+/// Removes one pair of brackets enclosing the whole text, if present: `[::1]` → `::1`. The one
+/// place brackets around an address are understood (addresses, `src=`, allow/deny patterns).
+pub(crate) fn strip_brackets(text: &str) -> &str {
+    text.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text)
+}
+
+/// An IP address, brackets allowed around IPv6; names are refused, since nothing in the
+/// configuration is resolved while it is parsed. The error is the reason alone.
+pub(crate) fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    let bare = strip_brackets(text);
+    bare.parse().map_err(|_| {
+        if bare.is_empty() {
+            "an ip address is required".to_string()
+        } else {
+            "not an ip address (host names are not allowed here)".to_string()
+        }
+    })
 }
 
 fn looks_like_ipv4(text: &str) -> bool {
     text.chars().all(|c| c.is_ascii_digit() || c == '.')
-}
-
-fn is_valid_hostname(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// Reads a port: a number 0–65535 or a TCP service name from /etc/services; a `/tcp` suffix is accepted.

@@ -29,49 +29,11 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::acl::{self, Action, Pattern};
-use crate::addr::{parse_host, parse_port, Host, HostPort};
-use crate::duration::{format_duration, parse_duration, parse_optional_duration};
-use crate::names::NamePattern;
-
-/// The PROXY protocol version sent to upstreams (`proxy_protocol=v1|v2`).
-pub use crate::proxy_protocol::Version as ProxyVersion;
-
-/// The `key=value` options of a rule; `None` = not given (the runtime default applies).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RuleOptions {
-    /// `connect_timeout=DUR`: time allowed for each upstream connect attempt.
-    pub connect_timeout: Option<Duration>,
-    /// `idle_timeout=DUR|off`; `Some(None)` = off.
-    pub idle_timeout: Option<Option<Duration>>,
-    /// `fin_timeout=DUR|off`; `Some(None)` = off.
-    pub fin_timeout: Option<Option<Duration>>,
-    /// `peek_timeout=DUR`: how long to wait for the SNI / Host / PROXY header.
-    pub peek_timeout: Option<Duration>,
-    /// `max_connections=N` (at least 1).
-    pub max_connections: Option<usize>,
-    /// `src=IP` (rinetd: `[src=IP]`): local address for upstream connections.
-    pub src: Option<IpAddr>,
-    /// `sni=PATTERN`: route TLS clients by server name.
-    pub sni: Option<NamePattern>,
-    /// `host=PATTERN`: route HTTP clients by Host header.
-    pub host: Option<NamePattern>,
-    /// `alpn=PROTO`: route only TLS clients offering this ALPN protocol.
-    pub alpn: Option<String>,
-    /// `proxy_protocol=v1|v2`: send a PROXY header to the upstream.
-    pub proxy_protocol: Option<ProxyVersion>,
-    /// `accept_proxy=true|false`: read a PROXY header from clients.
-    pub accept_proxy: Option<bool>,
-}
-
-impl RuleOptions {
-    /// The rule's name pattern, from `sni=` or `host=` (never both); `None` = default route.
-    pub fn name_pattern(&self) -> Option<&NamePattern> {
-        self.sni.as_ref().or(self.host.as_ref())
-    }
-}
+use super::acl::{self, Action, Pattern};
+use super::addr::{parse_host, parse_ip, parse_port, Host, HostPort};
+use super::names::NamePattern;
+use super::settings::Overrides;
 
 /// One forwarding rule: a rinetd line or a `route` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +46,14 @@ pub struct RuleDef {
     pub upstreams: Vec<HostPort>,
     /// `allow`/`deny` lines written after this rule (and before the next one).
     pub acl: Vec<acl::Rule>,
-    /// The rule's options.
-    pub options: RuleOptions,
+    /// The settings the rule gives (`key=value` on a route line, `[src=]` on a rinetd line).
+    pub settings: Overrides,
+    /// `sni=PATTERN`: route TLS clients by server name.
+    pub sni: Option<NamePattern>,
+    /// `host=PATTERN`: route HTTP clients by Host header.
+    pub host: Option<NamePattern>,
+    /// `alpn=PROTO`: route only TLS clients offering this ALPN protocol.
+    pub alpn: Option<String>,
     /// True when written in rinetd syntax (`bindaddress bindport connectaddress connectport`).
     pub rinetd: bool,
 }
@@ -417,10 +385,13 @@ fn rinetd_rule(n: usize, content: &str, toks: &[Token]) -> Result<RuleDef, Vec<S
             listen: HostPort { host: bh, port: bp },
             upstreams: vec![HostPort { host: ch, port: cp }],
             acl: Vec::new(),
-            options: RuleOptions {
+            settings: Overrides {
                 src,
-                ..RuleOptions::default()
+                ..Overrides::default()
             },
+            sni: None,
+            host: None,
+            alpn: None,
             rinetd: true,
         }),
         _ => Err(errors),
@@ -470,21 +441,6 @@ fn rinetd_options(text: &str, errors: &mut Vec<String>) -> Option<IpAddr> {
     src
 }
 
-/// An IP address, brackets allowed around IPv6; names are refused (no DNS here).
-fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    let bare = text
-        .strip_prefix('[')
-        .and_then(|t| t.strip_suffix(']'))
-        .unwrap_or(text);
-    bare.parse().map_err(|_| {
-        if bare.is_empty() {
-            "an ip address is required".to_string()
-        } else {
-            "not an ip address (host names are not allowed here)".to_string()
-        }
-    })
-}
-
 /// Parses `route LISTEN UPSTREAM[,UPSTREAM...] [key=value ...]`.
 fn route_rule(n: usize, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
     if toks.len() < 3 {
@@ -503,33 +459,78 @@ fn route_rule(n: usize, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
         &mut errors,
     );
     let upstreams = upstream_list(toks[2].text, &mut errors);
-    let mut options = RuleOptions::default();
+    let mut rule = RuleDef {
+        line: n,
+        listen: HostPort::from(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+        upstreams,
+        acl: Vec::new(),
+        settings: Overrides::default(),
+        sni: None,
+        host: None,
+        alpn: None,
+        rinetd: false,
+    };
     let mut seen = HashSet::new();
     for tok in &toks[3..] {
         let result = match tok.text.split_once('=') {
             None => Err(format!("expected key=value, found '{}'", tok.text)),
-            Some((key, _)) if !KEYS.contains(&key) => {
-                Err(format!("unknown key '{key}' (known: {})", KEYS.join(", ")))
-            }
+            Some((key, _)) if !is_key(key) => Err(format!(
+                "unknown key '{key}' (known: {}, {})",
+                Overrides::KEYS.join(", "),
+                NAME_KEYS.join(", ")
+            )),
             Some((key, _)) if !seen.insert(key) => Err(format!("key '{key}' given twice")),
             Some((key, "")) => Err(format!("key '{key}' needs a value")),
-            Some((key, value)) => set_option(&mut options, key, value),
+            Some((key, value)) => rule.set(key, value),
         };
         if let Err(e) = result {
             errors.push(e);
         }
     }
-    check_route_options(&options, &mut errors);
+    rule.check_name_keys(&mut errors);
     match listen {
-        Some(listen) if errors.is_empty() => Ok(RuleDef {
-            line: n,
-            listen,
-            upstreams,
-            acl: Vec::new(),
-            options,
-            rinetd: false,
-        }),
+        Some(listen) if errors.is_empty() => Ok(RuleDef { listen, ..rule }),
         _ => Err(errors),
+    }
+}
+
+/// The keys of a route line that choose the route rather than set it up.
+const NAME_KEYS: [&str; 3] = ["sni", "host", "alpn"];
+
+fn is_key(key: &str) -> bool {
+    Overrides::KEYS.contains(&key) || NAME_KEYS.contains(&key)
+}
+
+impl RuleDef {
+    /// Sets one known `key=value` (not seen before on this route, value not empty).
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let pattern = || {
+            value
+                .parse::<NamePattern>()
+                .map_err(|e| format!("{key}: {e}"))
+        };
+        match key {
+            "sni" => self.sni = Some(pattern()?),
+            "host" => self.host = Some(pattern()?),
+            "alpn" => {
+                let alpn = alpn(value).map_err(|why| format!("invalid alpn '{value}': {why}"))?;
+                self.alpn = Some(alpn)
+            }
+            _ => self.settings.set(key, value)?,
+        }
+        Ok(())
+    }
+
+    /// Combinations of name keys that make no sense on one route.
+    fn check_name_keys(&self, errors: &mut Vec<String>) {
+        if self.sni.is_some() && self.host.is_some() {
+            errors.push(
+                "sni= and host= cannot both be set on one route (tls or http, not both)".into(),
+            );
+        }
+        if self.alpn.is_some() && self.host.is_some() {
+            errors.push("alpn= is a tls setting and cannot be combined with host=".into());
+        }
     }
 }
 
@@ -557,92 +558,6 @@ fn upstream_list(text: &str, errors: &mut Vec<String>) -> Vec<HostPort> {
     out
 }
 
-/// Combinations of keys that make no sense on one route.
-fn check_route_options(o: &RuleOptions, errors: &mut Vec<String>) {
-    if o.sni.is_some() && o.host.is_some() {
-        errors
-            .push("sni= and host= cannot both be set on one route (tls or http, not both)".into());
-    }
-    if o.alpn.is_some() && o.host.is_some() {
-        errors.push("alpn= is a tls setting and cannot be combined with host=".into());
-    }
-}
-
-/// Sets one known `key=value` (not seen before on this route, value not empty).
-fn set_option(o: &mut RuleOptions, key: &str, value: &str) -> Result<(), String> {
-    let invalid = |why: &str| format!("invalid {key} '{value}': {why}");
-    let wrap = |e: String| format!("{key}: {e}");
-    match key {
-        "connect_timeout" => o.connect_timeout = Some(positive_duration(key, value)?),
-        "peek_timeout" => o.peek_timeout = Some(positive_duration(key, value)?),
-        "idle_timeout" => {
-            o.idle_timeout =
-                Some(parse_optional_duration(value).map_err(|e| wrap(format!("{e}, or off")))?)
-        }
-        "fin_timeout" => {
-            o.fin_timeout =
-                Some(parse_optional_duration(value).map_err(|e| wrap(format!("{e}, or off")))?)
-        }
-        "max_connections" => o.max_connections = Some(count(value).map_err(&invalid)?),
-        "src" => o.src = Some(parse_ip(value).map_err(|why| invalid(&why))?),
-        "sni" => o.sni = Some(value.parse().map_err(|e| wrap(format!("{e}")))?),
-        "host" => o.host = Some(value.parse().map_err(|e| wrap(format!("{e}")))?),
-        "alpn" => o.alpn = Some(alpn(value).map_err(|why| invalid(&why))?),
-        "proxy_protocol" => {
-            o.proxy_protocol = Some(match value {
-                "v1" => ProxyVersion::V1,
-                "v2" => ProxyVersion::V2,
-                _ => return Err(invalid("expected v1 or v2")),
-            })
-        }
-        "accept_proxy" => {
-            o.accept_proxy = Some(match value {
-                "true" => true,
-                "false" => false,
-                _ => return Err(invalid("expected true or false")),
-            })
-        }
-        _ => return Err(format!("unknown key '{key}'")),
-    }
-    Ok(())
-}
-
-const KEYS: [&str; 11] = [
-    "connect_timeout",
-    "idle_timeout",
-    "fin_timeout",
-    "peek_timeout",
-    "max_connections",
-    "src",
-    "sni",
-    "host",
-    "alpn",
-    "proxy_protocol",
-    "accept_proxy",
-];
-
-fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
-    let d = parse_duration(value).map_err(|e| format!("{key}: {e}"))?;
-    if d.is_zero() {
-        Err(format!(
-            "invalid {key} '{value}': must be greater than zero"
-        ))
-    } else {
-        Ok(d)
-    }
-}
-
-fn count(value: &str) -> Result<usize, &'static str> {
-    if !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("expected a whole number");
-    }
-    match value.parse::<usize>() {
-        Ok(0) => Err("must be at least 1"),
-        Ok(n) => Ok(n),
-        Err(_) => Err("number too large"),
-    }
-}
-
 /// ALPN protocol ids are 1–255 bytes; in a config file we take visible ASCII only.
 fn alpn(value: &str) -> Result<String, String> {
     if value.len() > 255 {
@@ -654,34 +569,10 @@ fn alpn(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
-/// What, among routes sharing a listener, must be unique: name kind, pattern, alpn.
-fn route_key(r: &RuleDef) -> (&'static str, Option<&NamePattern>, Option<&str>) {
-    let kind = match (&r.options.sni, &r.options.host) {
-        (Some(_), _) => "sni",
-        (None, Some(_)) => "host",
-        (None, None) => "",
-    };
-    (kind, r.options.name_pattern(), r.options.alpn.as_deref())
-}
-
-fn describe_key(r: &RuleDef) -> String {
-    let (kind, pattern, alpn) = route_key(r);
-    let mut parts = Vec::new();
-    if let Some(p) = pattern {
-        parts.push(format!("{kind}={p}"));
-    }
-    if let Some(a) = alpn {
-        parts.push(format!("alpn={a}"));
-    }
-    if parts.is_empty() {
-        "no sni/host/alpn".to_string()
-    } else {
-        parts.join(" ")
-    }
-}
-
 impl Parser<'_> {
-    /// Checks rules that share a listen address (compared as written, after parsing).
+    /// rinetd's own rule for rules sharing a listen address (compared as written): a rinetd-style
+    /// rule has its listener to itself. Which `route` rules may share one is the configuration's
+    /// check (`config::validate`), since the command line adds routes too.
     fn check_listeners(&mut self) {
         let mut found = Vec::new();
         let rules = &self.cfg.rules;
@@ -691,27 +582,15 @@ impl Parser<'_> {
             let Some(first) = earlier.first() else {
                 continue;
             };
-            let l = &b.listen;
             if let Some(a) = earlier
                 .iter()
                 .find(|a| a.rinetd)
                 .or(b.rinetd.then_some(first))
             {
                 found.push((b.line, format!(
-                    "listen address {l} is already used by line {}; a rinetd-style rule cannot share its listener",
-                    a.line
+                    "listen address {} is already used by line {}; a rinetd-style rule cannot share its listener",
+                    b.listen, a.line
                 )));
-            } else if let Some(a) = earlier.iter().find(|a| route_key(a) == route_key(b)) {
-                found.push((
-                    b.line,
-                    format!(
-                        "duplicate route on {l}: line {} already has one with {}",
-                        a.line,
-                        describe_key(b)
-                    ),
-                ));
-            } else {
-                found.extend(listener_disagreements(first, b));
             }
         }
         for (line, message) in found {
@@ -720,41 +599,12 @@ impl Parser<'_> {
     }
 }
 
-/// Listener-level settings that every route on one listener must agree on: the PROXY
-/// header and the peek happen before a route is chosen.
-fn listener_disagreements(first: &RuleDef, b: &RuleDef) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let (pa, pb) = (
-        first.options.accept_proxy.unwrap_or(false),
-        b.options.accept_proxy.unwrap_or(false),
-    );
-    if pa != pb {
-        out.push((
-            b.line,
-            format!(
-                "accept_proxy={pb} disagrees with line {} (accept_proxy={pa}) on listener {}; \
-             routes sharing a listener must agree because the proxy header is read before routing",
-                first.line, b.listen
-            ),
-        ));
-    }
-    if first.options.peek_timeout != b.options.peek_timeout {
-        let show = |d: Option<Duration>| d.map_or_else(|| "unset".to_string(), format_duration);
-        out.push((b.line, format!(
-            "peek_timeout ({}) disagrees with line {} ({}) on listener {}; set it the same on every route of a listener",
-            show(b.options.peek_timeout),
-            first.line,
-            show(first.options.peek_timeout),
-            b.listen
-        )));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acl::Rule;
+    use crate::config::acl::Rule;
+    use crate::proto::proxy::Version;
+    use std::time::Duration;
 
     fn parse_text(text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
         parse(Path::new("t.conf"), text)
@@ -808,7 +658,10 @@ mod tests {
             listen: hp(listen),
             upstreams: vec![hp(upstream)],
             acl: Vec::new(),
-            options: RuleOptions::default(),
+            settings: Overrides::default(),
+            sni: None,
+            host: None,
+            alpn: None,
             rinetd: true,
         }
     }
@@ -943,7 +796,7 @@ logcommon
             rinetd("0.0.0.0:23", "10.1.1.2:23")
         );
         let mut with_src = rinetd("192.168.1.1:80", "10.1.1.127:80");
-        with_src.options.src = Some("10.1.1.2".parse().unwrap());
+        with_src.settings.src = Some("10.1.1.2".parse().unwrap());
         assert_eq!(
             one_rule("192.168.1.1 80  10.1.1.127 80  [src=10.1.1.2]"),
             with_src
@@ -987,7 +840,7 @@ logcommon
 
     #[test]
     fn rinetd_option_forms() {
-        let src = |text: &str| one_rule(text).options.src.map(|ip| ip.to_string());
+        let src = |text: &str| one_rule(text).settings.src.map(|ip| ip.to_string());
         assert_eq!(
             src("0.0.0.0 80 192.0.2.1 80 [ src = 192.0.2.9 ]").as_deref(),
             Some("192.0.2.9")
@@ -1070,7 +923,7 @@ logcommon
 
     #[test]
     fn service_names() {
-        if crate::addr::service_port("http").is_none() {
+        if crate::config::addr::service_port("http").is_none() {
             return; // No /etc/services on this machine.
         }
         assert_eq!(
@@ -1160,7 +1013,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         assert_eq!(cfg.logfile, Some(PathBuf::from("/var/log/tcp-router.log")));
         assert!(cfg.logcommon);
         assert_eq!(
-            cfg.rules[1].options.connect_timeout,
+            cfg.rules[1].settings.connect_timeout,
             Some(Duration::from_secs(2))
         );
     }
@@ -1254,34 +1107,30 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
                 hp("backend.example:8443")
             ]
         );
-        let o = &r.options;
+        let o = &r.settings;
         assert_eq!(o.connect_timeout, Some(Duration::from_millis(250)));
         assert_eq!(o.idle_timeout, Some(Some(Duration::from_secs(600))));
         assert_eq!(o.fin_timeout, Some(None));
         assert_eq!(o.peek_timeout, Some(Duration::from_secs(3)));
         assert_eq!(o.max_connections, Some(100));
         assert_eq!(o.src, Some("2001:db8::5".parse().unwrap()));
-        assert_eq!(o.sni, Some("*.example.com".parse().unwrap()));
-        assert_eq!(
-            o.name_pattern().map(|p| p.to_string()).as_deref(),
-            Some("*.example.com")
-        );
-        assert_eq!(o.host, None);
-        assert_eq!(o.alpn.as_deref(), Some("h2"));
-        assert_eq!(o.proxy_protocol, Some(ProxyVersion::V2));
+        assert_eq!(r.sni, Some("*.example.com".parse().unwrap()));
+        assert_eq!(r.host, None);
+        assert_eq!(r.alpn.as_deref(), Some("h2"));
+        assert_eq!(o.proxy_protocol, Some(Version::V2));
         assert_eq!(o.accept_proxy, Some(true));
     }
 
     #[test]
     fn route_defaults_are_none() {
         let r = one_rule("route 127.0.0.1:8080 127.0.0.1:9090");
-        assert_eq!(r.options, RuleOptions::default());
+        assert_eq!(r.settings, Overrides::default());
         assert_eq!(r.upstreams, [hp("127.0.0.1:9090")]);
         let r = one_rule("route 127.0.0.1:8080 127.0.0.1:9090 host=www.example.com idle_timeout=0 proxy_protocol=v1 accept_proxy=false");
-        assert_eq!(r.options.host, Some("www.example.com".parse().unwrap()));
-        assert_eq!(r.options.idle_timeout, Some(None));
-        assert_eq!(r.options.proxy_protocol, Some(ProxyVersion::V1));
-        assert_eq!(r.options.accept_proxy, Some(false));
+        assert_eq!(r.host, Some("www.example.com".parse().unwrap()));
+        assert_eq!(r.settings.idle_timeout, Some(None));
+        assert_eq!(r.settings.proxy_protocol, Some(Version::V1));
+        assert_eq!(r.settings.accept_proxy, Some(false));
     }
 
     #[test]
@@ -1290,7 +1139,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         assert_eq!(
             e("colour=blue"),
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
-              max_connections, src, sni, host, alpn, proxy_protocol, accept_proxy)"]
+              max_connections, src, proxy_protocol, accept_proxy, sni, host, alpn)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1405,29 +1254,6 @@ route 0.0.0.0:80 192.0.2.2:80
     }
 
     #[test]
-    fn duplicate_routes_on_one_listener() {
-        assert_eq!(
-            err1("route 0.0.0.0:80 192.0.2.1:80\nroute 0.0.0.0:80 192.0.2.2:80"),
-            "2: duplicate route on 0.0.0.0:80: line 1 already has one with no sni/host/alpn"
-        );
-        assert_eq!(
-            err1("route [::]:443 192.0.2.1:443 sni=A.example\n\nroute [::]:443 192.0.2.2:443 sni=a.example."),
-            "3: duplicate route on [::]:443: line 1 already has one with sni=a.example"
-        );
-        assert_eq!(
-            err1("route [::]:443 192.0.2.1:443 alpn=h2\nroute [::]:443 192.0.2.2:443 alpn=h2"),
-            "2: duplicate route on [::]:443: line 1 already has one with alpn=h2"
-        );
-        // Different listen addresses never collide.
-        assert_eq!(
-            ok("route 127.0.0.1:80 192.0.2.1:80\nroute 127.0.0.2:80 192.0.2.1:80")
-                .rules
-                .len(),
-            2
-        );
-    }
-
-    #[test]
     fn rinetd_rules_cannot_share_a_listener() {
         assert_eq!(
             err1("0.0.0.0 80 192.0.2.1 80\nroute 0.0.0.0:80 192.0.2.2:80 sni=a.example"),
@@ -1440,24 +1266,6 @@ route 0.0.0.0:80 192.0.2.2:80
         assert_eq!(
             err1("0 80 192.0.2.1 80\n0.0.0.0 80/tcp 192.0.2.2 80"),
             "2: listen address 0.0.0.0:80 is already used by line 1; a rinetd-style rule cannot share its listener"
-        );
-    }
-
-    #[test]
-    fn listener_settings_must_agree() {
-        assert_eq!(
-            err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy=true\nroute 0.0.0.0:443 192.0.2.2:443"),
-            "2: accept_proxy=false disagrees with line 1 (accept_proxy=true) on listener 0.0.0.0:443; \
-             routes sharing a listener must agree because the proxy header is read before routing"
-        );
-        assert!(ok("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy=false\nroute 0.0.0.0:443 192.0.2.2:443")
-            .rules
-            .len()
-            == 2);
-        assert_eq!(
-            err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example peek_timeout=2s\nroute 0.0.0.0:443 192.0.2.2:443"),
-            "2: peek_timeout (unset) disagrees with line 1 (2s) on listener 0.0.0.0:443; \
-             set it the same on every route of a listener"
         );
     }
 
@@ -1521,14 +1329,8 @@ route 127.0.0.1:80 127.0.0.1:82
 
     #[test]
     fn random_lines_do_not_panic() {
-        // Deterministic xorshift so a failure is reproducible without extra crates.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::test_support::XorShift::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         let alphabet: Vec<char> = " \t#\"[]:,=/.*?0123456789abcdefxyz-_\u{e9}\u{feff}"
             .chars()
             .collect();
@@ -1555,7 +1357,7 @@ route 127.0.0.1:80 127.0.0.1:82
     fn example_file_parses() {
         let cfg = parse(
             Path::new("examples/tcp-router.conf"),
-            include_str!("../examples/tcp-router.conf"),
+            include_str!("../../examples/tcp-router.conf"),
         )
         .unwrap_or_else(|errs| {
             let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -1564,11 +1366,11 @@ route 127.0.0.1:80 127.0.0.1:82
         assert!(!cfg.global_acl.is_empty());
         assert!(cfg.rules.iter().any(|r| r.rinetd && !r.acl.is_empty()));
         assert!(cfg.rules.iter().any(|r| !r.rinetd && r.upstreams.len() > 1));
-        assert!(cfg.rules.iter().any(|r| r.options.sni.is_some()));
+        assert!(cfg.rules.iter().any(|r| r.sni.is_some()));
         assert!(cfg
             .rules
             .iter()
-            .any(|r| r.options.alpn.as_deref() == Some("acme-tls/1")));
+            .any(|r| r.alpn.as_deref() == Some("acme-tls/1")));
         assert!(cfg.logfile.is_some());
     }
 }

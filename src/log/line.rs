@@ -1,35 +1,30 @@
 //! The one line logged per connection: who, where to, how many bytes each way, and how it ended.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::LogFile;
 use crate::relay::Outcome;
-use crate::rinetd_log::{self, LogRecord};
 
 /// Everything the per-connection log line says.
 #[derive(Debug, Clone)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Connection sequence number.
-    pub id: u64,
+    pub(crate) id: u64,
     /// The client's address.
-    pub client: SocketAddr,
+    pub(crate) client: SocketAddr,
     /// The listener that accepted it.
-    pub listener: SocketAddr,
+    pub(crate) listener: SocketAddr,
     /// The upstream used, as configured and as resolved, if any.
-    pub upstream: Option<(String, SocketAddr)>,
+    pub(crate) upstream: Option<(String, SocketAddr)>,
     /// The route taken (its label), when the listener has several.
-    pub route: Option<String>,
+    pub(crate) route: Option<String>,
     /// What the client asked for, when read: `sni=NAME`, `host=NAME`, with how it matched.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Time from accept to close.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// How the relay went, or why there was none.
-    pub result: Result<Outcome, String>,
+    pub(crate) result: Result<Outcome, String>,
 }
 
 impl fmt::Display for Summary {
@@ -88,42 +83,6 @@ fn first_to_end(outcome: &Outcome) -> &'static str {
         "client"
     } else {
         "upstream"
-    }
-}
-
-/// rinetd's `logfile`: one line per connection, appended, in rinetd's format or common log format.
-#[derive(Debug)]
-pub struct LogSink {
-    file: Mutex<File>,
-    common: bool,
-}
-
-impl LogSink {
-    /// Opens (creating if needed) the log file for appending.
-    pub fn open(config: &LogFile) -> io::Result<LogSink> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&config.path)?;
-        Ok(LogSink {
-            file: Mutex::new(file),
-            common: config.common,
-        })
-    }
-
-    /// Appends one record as one write, so lines from concurrent connections never interleave.
-    pub fn write(&self, record: &LogRecord<'_>) {
-        let mut line = if self.common {
-            rinetd_log::common_line(record)
-        } else {
-            rinetd_log::tab_line(record)
-        };
-        line.push('\n');
-        if let Ok(mut file) = self.file.lock() {
-            if let Err(err) = file.write_all(line.as_bytes()) {
-                log::warn!("cannot write to the log file: {err}");
-            }
-        }
     }
 }
 

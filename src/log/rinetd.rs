@@ -13,55 +13,84 @@
 //! the common format), so logs do not depend on the host's time zone. Lines carry no
 //! trailing newline. IPv4-mapped IPv6 clients are written as IPv4, as the ACLs see them.
 
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// rinetd's result for a connection that was never classified.
-pub const UNKNOWN_ERROR: &str = "unknown-error";
-/// The upstream ("local" in rinetd's words) closed first.
-pub const DONE_LOCAL_CLOSED: &str = "done-local-closed";
-/// The client ("remote" in rinetd's words) closed first.
-pub const DONE_REMOTE_CLOSED: &str = "done-remote-closed";
-/// `accept()` failed (rinetd's string includes the ` -`).
-pub const ACCEPT_FAILED: &str = "accept-failed -";
-/// Creating the upstream socket failed.
-pub const LOCAL_SOCKET_FAILED: &str = "local-socket-failed -";
-/// Binding the upstream socket (to `src=`) failed.
-pub const LOCAL_BIND_FAILED: &str = "local-bind-failed -";
-/// Connecting to the upstream failed.
-pub const LOCAL_CONNECT_FAILED: &str = "local-connect-failed -";
-/// The connection was opened (logged when the forward starts).
-pub const OPENED: &str = "opened";
-/// The client matched no allow rule of a set that has some.
-pub const NOT_ALLOWED: &str = "not-allowed";
-/// The client matched a deny rule.
-pub const DENIED: &str = "denied";
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use crate::config::LogFile;
+use crate::route::access::{Refusal, RefusalReason};
+
+/// rinetd's result word for a connection, the last field of its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogResult {
+    /// The connection ended in a way rinetd has no word for (a peek that failed, a bad PROXY
+    /// header, no route, a stop before connecting).
+    UnknownError,
+    /// The upstream ("local" in rinetd's words) closed first.
+    DoneLocalClosed,
+    /// The client ("remote" in rinetd's words) closed first.
+    DoneRemoteClosed,
+    /// No upstream could be connected (rinetd's word includes the ` -`).
+    LocalConnectFailed,
+    /// The client matched no allow rule of a set that has some.
+    NotAllowed,
+    /// The client matched a deny rule.
+    Denied,
+}
+
+impl LogResult {
+    /// The word as rinetd writes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LogResult::UnknownError => "unknown-error",
+            LogResult::DoneLocalClosed => "done-local-closed",
+            LogResult::DoneRemoteClosed => "done-remote-closed",
+            LogResult::LocalConnectFailed => "local-connect-failed -",
+            LogResult::NotAllowed => "not-allowed",
+            LogResult::Denied => "denied",
+        }
+    }
+
+    /// The word for a client that allow/deny refused.
+    pub(crate) fn refused(refusal: &Refusal) -> LogResult {
+        match refusal.reason {
+            RefusalReason::Denied(_) => LogResult::Denied,
+            RefusalReason::NotAllowed { .. } => LogResult::NotAllowed,
+        }
+    }
+}
 
 /// One event to log, with the fields rinetd logs.
 #[derive(Debug, Clone, Copy)]
-pub struct LogRecord<'a> {
+pub(crate) struct LogRecord<'a> {
     /// When the event happened (written in UTC).
-    pub time: SystemTime,
+    pub(crate) time: SystemTime,
     /// The client's address.
-    pub client: IpAddr,
+    pub(crate) client: IpAddr,
     /// The listening host as written in the config.
-    pub bind_host: &'a str,
+    pub(crate) bind_host: &'a str,
     /// The listening port.
-    pub bind_port: u16,
+    pub(crate) bind_port: u16,
     /// The forwarded-to host as written in the config.
-    pub connect_host: &'a str,
+    pub(crate) connect_host: &'a str,
     /// The forwarded-to port.
-    pub connect_port: u16,
+    pub(crate) connect_port: u16,
     /// Bytes received from the client.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// Bytes sent to the client.
-    pub bytes_out: u64,
-    /// rinetd's result string, one of this module's constants.
-    pub result: &'a str,
+    pub(crate) bytes_out: u64,
+    /// rinetd's result word.
+    pub(crate) result: LogResult,
 }
 
 /// The default (tab-separated) rinetd log line, without a newline.
-pub fn tab_line(r: &LogRecord) -> String {
+pub(crate) fn tab_line(r: &LogRecord) -> String {
     format!(
         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         rinetd_date(r.time),
@@ -72,14 +101,14 @@ pub fn tab_line(r: &LogRecord) -> String {
         r.connect_port,
         r.bytes_in,
         r.bytes_out,
-        r.result
+        r.result.as_str()
     )
 }
 
 /// The `logcommon` (Apache common log lookalike) rinetd log line, without a newline.
 /// As in rinetd, it claims `GET ... HTTP/1.0` and status 200 so web log analyzers keep
 /// the line, puts the result in the "URL", and appends bytes from the client at the end.
-pub fn common_line(r: &LogRecord) -> String {
+pub(crate) fn common_line(r: &LogRecord) -> String {
     format!(
         "{} - - [{} +0000] \"GET /rinetd-services/{}/{}/{}/{}/{} HTTP/1.0\" 200 {} - - - {}",
         r.client.to_canonical(),
@@ -88,33 +117,27 @@ pub fn common_line(r: &LogRecord) -> String {
         r.bind_port,
         r.connect_host,
         r.connect_port,
-        r.result,
+        r.result.as_str(),
         r.bytes_out,
         r.bytes_in
     )
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// `%d/%b/%Y:%H:%M:%S ` in UTC, trailing space included, as rinetd prints it.
+/// `%d/%b/%Y:%H:%M:%S ` in UTC, trailing space included, as rinetd prints it. Times outside the
+/// years 1..=9999 (which no clock shows) are written as the nearest of those.
 fn rinetd_date(t: SystemTime) -> String {
-    let secs = unix_seconds(t);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let month = MONTHS
-        .get((m as usize).wrapping_sub(1))
-        .copied()
-        .unwrap_or("???");
-    format!(
-        "{d:02}/{month}/{y}:{:02}:{:02}:{:02} ",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    const FORMAT: &[FormatItem<'_>] =
+        format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] ");
+    let secs = unix_seconds(t).clamp(FIRST_SECOND, LAST_SECOND);
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|time| time.format(FORMAT).ok())
+        .unwrap_or_default()
 }
+
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z as Unix times.
+const FIRST_SECOND: i64 = -62_135_596_800;
+const LAST_SECOND: i64 = 253_402_300_799;
 
 /// Whole seconds since the epoch, rounded down (also before 1970), saturating at the
 /// ends of i64 so no SystemTime can make it overflow.
@@ -133,21 +156,45 @@ fn unix_seconds(t: SystemTime) -> i64 {
         }
     }
 }
+/// rinetd's `logfile`: one line per connection, appended, in rinetd's format or common log format.
+#[derive(Debug)]
+pub(crate) struct LogSink {
+    file: Mutex<File>,
+    common: bool,
+}
 
-/// Proleptic Gregorian (year, month 1–12, day 1–31) for a count of days since
-/// 1970-01-01, after Howard Hinnant's `civil_from_days`. 400-year eras make the
-/// arithmetic exact for every i64 day count that `unix_seconds` can produce.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st
-    let mp = (5 * doy + 2) / 153; // March = 0
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+impl LogSink {
+    /// Opens (creating if needed) the log file for appending.
+    pub(crate) fn open(config: &LogFile) -> io::Result<LogSink> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&config.path)?;
+        Ok(LogSink {
+            file: Mutex::new(file),
+            common: config.common,
+        })
+    }
+
+    /// Appends one record as one write, so lines from concurrent connections never interleave.
+    pub(crate) fn write(&self, record: &LogRecord<'_>) {
+        let mut line = if self.common {
+            common_line(record)
+        } else {
+            tab_line(record)
+        };
+        line.push('\n');
+        let mut file = self.file.lock().unwrap_or_else(|poisoned| {
+            // A thread panicked while writing. The file handle itself is fine: the worst case is
+            // one partial line, so keep logging rather than dropping every later line.
+            log::warn!("the log file's lock was poisoned by a panic; writing on");
+            self.file.clear_poison();
+            PoisonError::into_inner(poisoned)
+        });
+        if let Err(err) = file.write_all(line.as_bytes()) {
+            log::warn!("cannot write to the log file: {err}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,7 +206,7 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn record(time: SystemTime, result: &str) -> LogRecord<'_> {
+    fn record(time: SystemTime, result: LogResult) -> LogRecord<'static> {
         LogRecord {
             time,
             client: "192.0.2.7".parse().unwrap(),
@@ -176,7 +223,7 @@ mod tests {
     #[test]
     fn tab_line_matches_rinetd() {
         // 2021-02-19 13:05:09 UTC
-        let r = record(at(1_613_739_909), DONE_REMOTE_CLOSED);
+        let r = record(at(1_613_739_909), LogResult::DoneRemoteClosed);
         assert_eq!(
             tab_line(&r),
             "19/Feb/2021:13:05:09 \t192.0.2.7\t0.0.0.0\t80\t127.0.0.1\t8080\t517\t12345\tdone-remote-closed"
@@ -185,7 +232,7 @@ mod tests {
 
     #[test]
     fn common_line_matches_rinetd() {
-        let r = record(at(1_613_739_909), DONE_LOCAL_CLOSED);
+        let r = record(at(1_613_739_909), LogResult::DoneLocalClosed);
         assert_eq!(
             common_line(&r),
             "192.0.2.7 - - [19/Feb/2021:13:05:09  +0000] \"GET /rinetd-services/0.0.0.0/80/127.0.0.1/8080/done-local-closed HTTP/1.0\" 200 12345 - - - 517"
@@ -194,7 +241,7 @@ mod tests {
 
     #[test]
     fn ipv6_and_mapped_clients() {
-        let mut r = record(at(0), DENIED);
+        let mut r = record(at(0), LogResult::Denied);
         r.client = "2001:db8::1".parse().unwrap();
         r.bytes_in = 0;
         r.bytes_out = 0;
@@ -235,41 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn civil_conversion_round_trips_day_by_day() {
-        // Walk 1600-03-01 .. 2400-03-01 and check the calendar advances one day at a time.
-        let start = -135_080; // 1600-03-01
-        let mut prev = civil_from_days(start - 1);
-        for day in start..start + 292_194 {
-            let cur = civil_from_days(day);
-            let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-            let mdays = [
-                31,
-                if leap(prev.0) { 29 } else { 28 },
-                31,
-                30,
-                31,
-                30,
-                31,
-                31,
-                30,
-                31,
-                30,
-                31,
-            ];
-            let expected = if prev.2 < mdays[(prev.1 - 1) as usize] {
-                (prev.0, prev.1, prev.2 + 1)
-            } else if prev.1 < 12 {
-                (prev.0, prev.1 + 1, 1)
-            } else {
-                (prev.0 + 1, 1, 1)
-            };
-            assert_eq!(cur, expected, "day {day}");
-            prev = cur;
-        }
-        assert_eq!(civil_from_days(start), (1600, 3, 1));
-    }
-
-    #[test]
     fn extreme_times_do_not_panic() {
         let far = UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64 / 2));
         if let Some(t) = far {
@@ -279,7 +291,46 @@ mod tests {
         if let Some(t) = past {
             assert!(!rinetd_date(t).is_empty());
         }
-        assert!(!civil_from_days(i64::MAX / 86_400).0.to_string().is_empty());
-        assert!(!civil_from_days(i64::MIN / 86_400).0.to_string().is_empty());
+        assert_eq!(
+            rinetd_date(UNIX_EPOCH + Duration::from_secs(u64::MAX / 4)),
+            "31/Dec/9999:23:59:59 "
+        );
+    }
+
+    #[test]
+    fn a_poisoned_sink_keeps_writing() {
+        let dir = crate::test_support::temp_dir("rinetd-log");
+        let path = dir.join("log");
+        let sink = std::sync::Arc::new(LogSink::open(&LogFile::new(&path)).unwrap());
+        let poisoner = std::sync::Arc::clone(&sink);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.file.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(sink.file.is_poisoned());
+        sink.write(&record(at(0), LogResult::Denied));
+        sink.write(&record(at(1), LogResult::Denied));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn refusals_get_rinetd_words() {
+        use crate::config::acl::{Action, Rule};
+        let rule = Rule {
+            action: Action::Deny,
+            pattern: "10.0.0.0/8".parse().unwrap(),
+        };
+        let denied = Refusal {
+            set: crate::route::access::RuleSet::Global,
+            reason: RefusalReason::Denied(rule),
+        };
+        assert_eq!(LogResult::refused(&denied).as_str(), "denied");
+        let not_allowed = Refusal {
+            set: crate::route::access::RuleSet::Rule,
+            reason: RefusalReason::NotAllowed { allow_rules: 1 },
+        };
+        assert_eq!(LogResult::refused(&not_allowed).as_str(), "not-allowed");
     }
 }

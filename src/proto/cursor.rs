@@ -1,5 +1,5 @@
-//! Shared building blocks for the protocol readers: the incremental-parse
-//! [`Status`], a bounds-checked byte cursor and host name normalisation.
+//! Shared building blocks for the protocol readers: the incremental-parse [`Status`] and a
+//! bounds-checked byte cursor.
 
 /// Outcome of an incremental parse over the bytes received so far.
 ///
@@ -81,108 +81,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Longest host name accepted, in bytes, without the optional trailing dot
-/// (the DNS limit of 255 octets on the wire leaves 253 in text form).
-const MAX_HOST_LEN: usize = 253;
-
-/// Longest DNS label accepted (RFC 1035 section 2.3.4).
-const MAX_LABEL_LEN: usize = 63;
-
-/// Validates a host name and returns its canonical routing form.
-///
-/// The rule shared by the TLS and HTTP readers: one trailing dot is removed,
-/// the result is lowercased and must be 1..=253 bytes of dot-separated labels
-/// of 1..=63 bytes, each made of ASCII letters, digits, `-` and `_`
-/// (underscores occur in real names even though they are not valid in
-/// LDH host names). IPv4 literals pass as ordinary names. Anything else
-/// (empty labels, spaces, `:`, non-ASCII) yields `None`.
-pub(crate) fn normalize_host(raw: &[u8]) -> Option<String> {
-    let name = raw.strip_suffix(b".").unwrap_or(raw);
-    if name.is_empty() || name.len() > MAX_HOST_LEN {
-        return None;
-    }
-    let labels_ok = name.split(|&b| b == b'.').all(|label| {
-        !label.is_empty()
-            && label.len() <= MAX_LABEL_LEN
-            && label
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if !labels_ok {
-        return None;
-    }
-    // All bytes are ASCII (checked above), so this conversion cannot fail.
-    String::from_utf8(name.to_ascii_lowercase()).ok()
-}
-
-/// Deterministic pseudo-random numbers for the property tests (no crates).
-#[cfg(test)]
-pub(crate) mod test_rng {
-    /// Marsaglia's xorshift64: tiny, fast and reproducible across runs.
-    pub(crate) struct XorShift(u64);
-
-    impl XorShift {
-        /// Creates a generator; a zero seed would get stuck, so it is replaced.
-        pub(crate) fn new(seed: u64) -> Self {
-            XorShift(if seed == 0 {
-                0x9e37_79b9_7f4a_7c15
-            } else {
-                seed
-            })
-        }
-
-        /// Next 64 random bits.
-        pub(crate) fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        /// A value in `0..n` (`n` must be non-zero); the modulo bias is
-        /// irrelevant for fuzz-style tests.
-        pub(crate) fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
-        }
-
-        /// A random byte.
-        pub(crate) fn byte(&mut self) -> u8 {
-            self.next_u64() as u8
-        }
-
-        /// `len` random bytes.
-        pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.byte()).collect()
-        }
-
-        /// Applies 1..=4 random edits (flip, overwrite, insert, delete,
-        /// truncate) to a copy of `input`.
-        pub(crate) fn mutate(&mut self, input: &[u8]) -> Vec<u8> {
-            let mut out = input.to_vec();
-            for _ in 0..=self.below(4) {
-                self.mutate_once(&mut out);
-            }
-            out
-        }
-
-        fn mutate_once(&mut self, out: &mut Vec<u8>) {
-            let pos = self.below(out.len() + 1);
-            match self.below(5) {
-                0 if pos < out.len() => out[pos] ^= 1 << self.below(8),
-                1 if pos < out.len() => out[pos] = self.byte(),
-                2 => out.insert(pos, self.byte()),
-                3 if pos < out.len() => {
-                    out.remove(pos);
-                }
-                4 => out.truncate(pos),
-                _ => {}
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,45 +112,5 @@ mod tests {
         assert_eq!(r.remaining(), 1);
         assert!(r.sub(2).is_none());
         assert!(r.sub(usize::MAX).is_none());
-    }
-
-    #[test]
-    fn normalize_host_rules() {
-        assert_eq!(normalize_host(b"Example.COM."), Some("example.com".into()));
-        assert_eq!(
-            normalize_host(b"_dmarc.x-y.z9"),
-            Some("_dmarc.x-y.z9".into())
-        );
-        assert_eq!(normalize_host(b"10.0.0.1"), Some("10.0.0.1".into()));
-        for bad in [
-            &b""[..],
-            b".",
-            b"a..b",
-            b".a",
-            b"a..",
-            b"a b",
-            b"a:80",
-            b"caf\xc3\xa9",
-            b"a\0",
-        ] {
-            assert_eq!(normalize_host(bad), None, "{bad:?}");
-        }
-        let label = "a".repeat(63);
-        assert!(normalize_host(label.as_bytes()).is_some());
-        assert!(normalize_host(format!("{label}a").as_bytes()).is_none());
-        let long = [label.as_str(); 4].join(".");
-        assert_eq!(long.len(), 255);
-        assert!(normalize_host(long.as_bytes()).is_none());
-        assert!(normalize_host(&long.as_bytes()[2..]).is_some(), "253 bytes");
-    }
-
-    #[test]
-    fn xorshift_is_deterministic() {
-        let mut a = test_rng::XorShift::new(7);
-        let mut b = test_rng::XorShift::new(7);
-        assert_eq!(a.bytes(16), b.bytes(16));
-        assert!(a.below(3) < 3);
-        let m = a.mutate(b"hello");
-        assert!(m.len() <= 9);
     }
 }

@@ -22,14 +22,15 @@
 //!   host (`Complete(None)`); a port (`:` and up to five digits, at most
 //!   65535, possibly empty as RFC 3986 allows) is stripped; `[v6]` literals
 //!   are returned without brackets in canonical text form; names follow the
-//!   shared rule of `crate::parse` (lowercase, no trailing dot); anything
+//!   shared rule of `proto::name` (lowercase, no trailing dot); anything
 //!   else is `Malformed`.
 //! - The decision must come within the first [`MAX_HEAD_BYTES`] bytes.
 
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use crate::parse::{normalize_host, Reader, Status};
+use super::cursor::{Reader, Status};
+use super::name;
 
 /// The caller's read cap: if the host is not decided within this many bytes
 /// the answer is `TooLarge`, so `parse_host` never returns `Partial` for a
@@ -265,7 +266,7 @@ fn host_value(raw: &[u8]) -> Result<Option<String>, HttpError> {
     let colon = value.iter().position(|&b| b == b':').unwrap_or(value.len());
     let (name, port) = value.split_at(colon);
     check_port(port)?;
-    normalize_host(name).map(Some).ok_or(BAD_HOST)
+    name::canonical_bytes(name).map(Some).ok_or(BAD_HOST)
 }
 
 /// Accepts an empty suffix or `:` followed by at most five digits that
@@ -294,7 +295,7 @@ fn check_port(suffix: &[u8]) -> Result<(), HttpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::test_rng::XorShift;
+    use crate::test_support::XorShift;
 
     fn host(input: &[u8]) -> Result<Status<Option<String>>, HttpError> {
         parse_host(input)

@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use crate::parse::{Reader, Status};
+use super::cursor::{Reader, Status};
 
 /// The 12-byte v2 signature (section 2.2).
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -573,7 +573,7 @@ fn v2_addresses(family: u8, block: &mut Reader<'_>) -> ProxyHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::test_rng::XorShift;
+    use crate::test_support::XorShift;
 
     type Parsed = Result<Status<(ProxyHeader, usize)>, ProxyError>;
 

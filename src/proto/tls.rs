@@ -22,7 +22,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::parse::{normalize_host, Reader, Status};
+use super::cursor::{Reader, Status};
+use super::name;
 
 /// Largest ClientHello body (the handshake message's declared 24-bit length)
 /// accepted. 16 KiB leaves ample room for post-quantum key shares (an
@@ -373,7 +374,8 @@ fn parse_server_name(mut data: Reader<'_>) -> Result<Option<String>, TlsError> {
         if host.is_some() {
             return Err(malformed("more than one host_name in server_name"));
         }
-        host = Some(normalize_host(name).ok_or(malformed("invalid host name in server_name"))?);
+        host =
+            Some(name::canonical_bytes(name).ok_or(malformed("invalid host name in server_name"))?);
     }
     Ok(host)
 }
@@ -403,7 +405,7 @@ fn parse_alpn(mut data: Reader<'_>) -> Result<Vec<String>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::test_rng::XorShift;
+    use crate::test_support::XorShift;
 
     /// A ClientHello sent by `openssl s_client -connect 127.0.0.1:PORT
     /// -servername example.com -alpn h2,http/1.1` (OpenSSL 3.0.19), captured

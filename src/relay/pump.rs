@@ -1,247 +1,20 @@
-//! The relay: two copy threads, one per direction, with exact half-close, reset propagation and
-//! idle limits. It knows nothing of routing; it gets two connected sockets and returns an outcome.
-//!
-//! The rules (after tokio's `copy_bidirectional`, in threads):
-//! - End of stream from A: shut down the write half of B (the peer of B sees a FIN) and keep
-//!   copying B to A. The connection is done when both directions are done.
-//! - A reset or error on either socket: reset the other side too (an RST, not a FIN, so the peer
-//!   learns that the stream did not end cleanly) and wake the other thread at once.
-//! - No bytes moving in either direction for the idle limit (or, once half-closed, for the fin
-//!   limit): close both sides with a FIN and report `timeout`.
+//! The two copy threads of a connection: each moves one direction until it ends, applies the
+//! half-close or reset rules, and leaves its result; the second to finish runs the epilogue.
 
-use std::fmt;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::copy::{self, ChunkError, Moved, Watch};
-use crate::net;
-use crate::pool::Pool;
+use crate::sys::net;
 
-/// How one direction of a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The source closed its write side cleanly (FIN); passed on as a half-close.
-    Eof,
-    /// A peer reset the connection, or a write found it gone; passed on as a reset.
-    Reset,
-    /// The connection was idle past its limit.
-    Timeout,
-    /// Another error on a socket; passed on as a reset.
-    Error(io::ErrorKind),
-    /// tcp-router ended it: a graceful stop cut it, or the other direction failed.
-    Shutdown,
-    /// A bug: the copy thread panicked. The connection was reset.
-    Panic,
-}
+use super::chunk::{ChunkError, Moved, Watch};
+use super::connection::{Connection, Expired, Stop};
+use super::copy;
+use super::outcome::{Direction, End, Flow, Outcome, Timeouts};
 
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            End::Eof => f.write_str("eof"),
-            End::Reset => f.write_str("reset"),
-            End::Timeout => f.write_str("timeout"),
-            End::Error(kind) => write!(f, "error({kind})"),
-            End::Shutdown => f.write_str("shutdown"),
-            End::Panic => f.write_str("panic"),
-        }
-    }
-}
-
-/// One direction's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flow {
-    /// Bytes written to the destination.
-    pub bytes: u64,
-    /// How it ended.
-    pub end: End,
-    /// When it ended, since the connection was accepted.
-    pub ended: Duration,
-}
-
-/// Both directions' results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// Client to upstream.
-    pub sent: Flow,
-    /// Upstream to client.
-    pub received: Flow,
-}
-
-impl Outcome {
-    /// True if the client-to-upstream direction ended first (the client closed or failed first);
-    /// the one rule behind the log line's `first=` and rinetd's `done-remote-closed`.
-    pub fn client_ended_first(&self) -> bool {
-        self.sent.ended <= self.received.ended
-    }
-}
-
-/// Idle limits for one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Timeouts {
-    /// No bytes moving either way for this long closes the connection.
-    pub idle: Option<Duration>,
-    /// Once one direction has ended, no bytes moving for this long closes the connection.
-    pub fin: Option<Duration>,
-}
-
-/// Which way bytes move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// From the client to the upstream.
-    ClientToUpstream,
-    /// From the upstream to the client.
-    UpstreamToClient,
-}
-
-/// Why a connection was stopped from outside its own copy loop; stored in [`Connection::stop`].
-const RUNNING: u8 = 0;
-const CUT: u8 = 1;
-const TIMED_OUT: u8 = 2;
-const ABORTED: u8 = 3;
-
-/// Marks "not half-closed" in [`Connection::half_closed_ms`].
-const NEVER: u64 = u64::MAX;
-
-/// A proxied connection: the two sockets and the state both copy threads and the registry share.
-#[derive(Debug)]
-pub struct Connection {
-    /// Sequence number, for logs.
-    pub id: u64,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The client socket.
-    pub client: TcpStream,
-    /// The upstream socket, once connected.
-    upstream: OnceLock<TcpStream>,
-    /// When the client was accepted.
-    pub started: Instant,
-    /// Milliseconds after `started` when bytes last moved in either direction.
-    last_activity_ms: AtomicU64,
-    /// Milliseconds after `started` when the first direction ended, or [`NEVER`].
-    half_closed_ms: AtomicU64,
-    /// [`RUNNING`], or why the connection was stopped.
-    stop: AtomicU8,
-}
-
-impl Connection {
-    /// Wraps an accepted client.
-    pub fn new(id: u64, peer: SocketAddr, client: TcpStream) -> Connection {
-        Connection {
-            id,
-            peer,
-            client,
-            upstream: OnceLock::new(),
-            started: Instant::now(),
-            last_activity_ms: AtomicU64::new(0),
-            half_closed_ms: AtomicU64::new(NEVER),
-            stop: AtomicU8::new(RUNNING),
-        }
-    }
-
-    /// Attaches the connected upstream socket; if the connection was cut meanwhile, shuts it down.
-    pub fn attach_upstream(&self, upstream: TcpStream) {
-        let _ = self.upstream.set(upstream);
-        if self.stop.load(Ordering::SeqCst) != RUNNING {
-            self.shutdown_both();
-        }
-    }
-
-    /// The upstream socket, once attached.
-    pub fn upstream(&self) -> Option<&TcpStream> {
-        self.upstream.get()
-    }
-
-    /// True once a graceful stop or a failure has stopped this connection.
-    pub fn is_stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) != RUNNING
-    }
-
-    /// Cuts the connection (graceful stop after the drain timeout): both sides get a FIN and both
-    /// copy threads wake. Returns false if it had already stopped.
-    pub fn cut(&self) -> bool {
-        let first = self.set_stop(CUT);
-        self.shutdown_both();
-        first
-    }
-
-    fn set_stop(&self, cause: u8) -> bool {
-        self.stop
-            .compare_exchange(RUNNING, cause, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-    }
-
-    fn shutdown_both(&self) {
-        let _ = self.client.shutdown(Shutdown::Both);
-        if let Some(upstream) = self.upstream() {
-            let _ = upstream.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn abort_both(&self) {
-        net::abort(&self.client);
-        if let Some(upstream) = self.upstream() {
-            net::abort(upstream);
-        }
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    fn at_ms(&self, ms: u64) -> Instant {
-        self.started + Duration::from_millis(ms)
-    }
-
-    fn mark_half_closed(&self) {
-        let now = self.elapsed_ms();
-        let _ =
-            self.half_closed_ms
-                .compare_exchange(NEVER, now, Ordering::SeqCst, Ordering::SeqCst);
-    }
-
-    /// When the connection expires if no more bytes move, under `timeouts`.
-    fn deadline(&self, timeouts: &Timeouts) -> Option<Instant> {
-        let last = self.last_activity_ms.load(Ordering::Relaxed);
-        let idle = timeouts.idle.map(|idle| self.at_ms(last) + idle);
-        let half = self.half_closed_ms.load(Ordering::SeqCst);
-        let fin = match (timeouts.fin, half) {
-            (Some(fin), half) if half != NEVER => Some(self.at_ms(last.max(half)) + fin),
-            _ => None,
-        };
-        match (idle, fin) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// How long a copy thread may wait for bytes before it must look at the deadline again, or
-    /// `Err` if the deadline has passed. While not half-closed, the fin limit bounds the wait
-    /// too, because the other direction may end meanwhile and make the fin limit apply.
-    fn wait_budget(&self, timeouts: &Timeouts) -> Result<Option<Duration>, Expired> {
-        let now = Instant::now();
-        let mut budget = match self.deadline(timeouts) {
-            Some(deadline) if deadline <= now => return Err(Expired),
-            Some(deadline) => Some(deadline - now),
-            None => None,
-        };
-        if self.half_closed_ms.load(Ordering::SeqCst) == NEVER {
-            if let Some(fin) = timeouts.fin {
-                budget = Some(budget.map_or(fin, |b| b.min(fin)));
-            }
-        }
-        Ok(budget)
-    }
-}
-
-/// The deadline has passed.
-#[derive(Debug)]
-struct Expired;
-
-/// A copy thread's view of its connection, for [`copy::move_chunk`].
+/// A copy thread's view of its connection, for the copy loop.
 struct Watcher<'a> {
     conn: &'a Connection,
     timeouts: &'a Timeouts,
@@ -249,9 +22,7 @@ struct Watcher<'a> {
 
 impl Watch for Watcher<'_> {
     fn progress(&self) {
-        self.conn
-            .last_activity_ms
-            .store(self.conn.elapsed_ms(), Ordering::Relaxed);
+        self.conn.note_activity();
     }
 
     fn may_wait(&self) -> bool {
@@ -269,25 +40,25 @@ fn tick(timeouts: &Timeouts) -> Option<Duration> {
 }
 
 /// Relays between the client and the attached upstream until both directions end, then calls
-/// `done` with both results. This thread copies client to upstream; the other direction runs on a
-/// pool worker. Whichever copy thread ends second calls `done`, so the first one is free at once
-/// (back to the pool) and no thread waits for the other.
-pub fn relay(
+/// `done` with both results. This thread copies client to upstream; the other direction runs on
+/// the thread `spawn` starts (a pool worker). Whichever copy thread ends second calls `done`, so
+/// the first one is free at once (back to the pool) and no thread waits for the other.
+pub(crate) fn relay(
     conn: &Arc<Connection>,
     timeouts: Timeouts,
-    pool: &Pool,
+    spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
     done: impl FnOnce(Outcome) + Send + 'static,
 ) {
     let meeting = Arc::new(Meeting::new(done));
     let other = Arc::clone(conn);
     let other_meeting = Arc::clone(&meeting);
-    let spawned = pool.execute(Box::new(move || {
+    let spawned = spawn(Box::new(move || {
         let flow = pump_contained(&other, Direction::UpstreamToClient, &timeouts);
         other_meeting.arrive(Direction::UpstreamToClient, flow);
     }));
     if let Err(err) = spawned {
         log::warn!("conn #{}: cannot start a copy thread: {err}", conn.id);
-        conn.set_stop(ABORTED);
+        conn.set_stop(Stop::Aborted);
         conn.abort_both();
         let flow = Flow {
             bytes: 0,
@@ -363,18 +134,23 @@ struct AbortOnPanic<'a>(&'a Connection);
 impl Drop for AbortOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.set_stop(ABORTED);
+            self.0.set_stop(Stop::Aborted);
             self.0.abort_both();
         }
     }
 }
 
-/// Copies one direction until it ends, then applies the half-close or reset rules.
-pub fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
+/// Copies one direction until it ends, then applies the half-close or reset rules. Without an
+/// attached upstream there is nothing to copy: the direction ends as not connected.
+fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
     let _guard = AbortOnPanic(conn);
-    let upstream = conn
-        .upstream()
-        .expect("BUG: pump called before the upstream was attached");
+    let Some(upstream) = conn.upstream() else {
+        return Flow {
+            bytes: 0,
+            end: End::Error(io::ErrorKind::NotConnected),
+            ended: conn.started.elapsed(),
+        };
+    };
     let (src, dst) = match direction {
         Direction::ClientToUpstream => (&conn.client, upstream),
         Direction::UpstreamToClient => (upstream, &conn.client),
@@ -475,20 +251,20 @@ fn finish(conn: &Connection, src: &TcpStream, dst: &TcpStream, end: End) -> End 
             conn.mark_half_closed();
             End::Eof
         }
-        End::Timeout if conn.set_stop(TIMED_OUT) => {
+        End::Timeout if conn.set_stop(Stop::TimedOut) => {
             conn.shutdown_both();
             End::Timeout
         }
-        End::Reset | End::Error(_) | End::Panic if conn.set_stop(ABORTED) => {
+        End::Reset | End::Error(_) | End::Panic if conn.set_stop(Stop::Aborted) => {
             // Pass the failure on as a reset, and wake the thread copying the other way.
             net::abort(dst);
             net::abort(src);
             end
         }
-        _ => match conn.stop.load(Ordering::SeqCst) {
-            TIMED_OUT => End::Timeout,
-            RUNNING => end,
-            _ => End::Shutdown,
+        _ => match conn.stop() {
+            Stop::TimedOut => End::Timeout,
+            Stop::Running => end,
+            Stop::Cut | Stop::Aborted => End::Shutdown,
         },
     }
 }
@@ -497,53 +273,22 @@ fn finish(conn: &Connection, src: &TcpStream, dst: &TcpStream, end: End) -> End 
 mod tests {
     use super::*;
 
-    fn conn_pair() -> Connection {
+    #[test]
+    fn the_tick_is_the_shortest_limit() {
+        let t = |idle, fin| Timeouts { idle, fin };
+        let s = Duration::from_secs;
+        assert_eq!(tick(&t(None, None)), None);
+        assert_eq!(tick(&t(Some(s(3)), None)), Some(s(3)));
+        assert_eq!(tick(&t(Some(s(3)), Some(s(2)))), Some(s(2)));
+    }
+
+    #[test]
+    fn a_direction_without_an_upstream_ends_as_not_connected() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let peer = client.local_addr().unwrap();
-        Connection::new(1, peer, client)
-    }
-
-    #[test]
-    fn no_timeouts_means_no_deadline() {
-        let conn = conn_pair();
-        assert_eq!(conn.deadline(&Timeouts::default()), None);
-        assert_eq!(conn.wait_budget(&Timeouts::default()).unwrap(), None);
-    }
-
-    #[test]
-    fn fin_limit_applies_only_once_half_closed() {
-        let conn = conn_pair();
-        let timeouts = Timeouts {
-            idle: None,
-            fin: Some(Duration::from_secs(60)),
-        };
-        assert_eq!(conn.deadline(&timeouts), None);
-        // Not half-closed yet: the wait is still bounded so the thread re-checks later.
-        assert_eq!(
-            conn.wait_budget(&timeouts).unwrap(),
-            Some(Duration::from_secs(60))
-        );
-        conn.mark_half_closed();
-        assert!(conn.deadline(&timeouts).is_some());
-    }
-
-    #[test]
-    fn expired_idle_limit_is_reported() {
-        let conn = conn_pair();
-        let timeouts = Timeouts {
-            idle: Some(Duration::ZERO),
-            fin: None,
-        };
-        assert!(conn.wait_budget(&timeouts).is_err());
-    }
-
-    #[test]
-    fn end_names_match_the_log_vocabulary() {
-        let names: Vec<String> = [End::Eof, End::Reset, End::Timeout, End::Shutdown]
-            .iter()
-            .map(End::to_string)
-            .collect();
-        assert_eq!(names, ["eof", "reset", "timeout", "shutdown"]);
+        let conn = Connection::new(1, peer, client);
+        let flow = pump(&conn, Direction::ClientToUpstream, &Timeouts::default());
+        assert_eq!(flow.end, End::Error(io::ErrorKind::NotConnected));
     }
 }

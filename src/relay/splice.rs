@@ -1,11 +1,11 @@
-//! Linux fast path for [`crate::copy::move_chunk`]: bulk bytes go socket -> pipe -> socket with
+//! Linux fast path for the copy loop's `move_chunk`: bulk bytes go socket -> pipe -> socket with
 //! `splice(2)` and never enter user space.
 //!
 //! The shape follows the standard library's `kernel_copy`: probe at first use, use the fast path
 //! while it works, fall back to the plain path when the kernel refuses, and remember the refusal
 //! so the probe is not paid again. Here the probe is the first real chunk: if the kernel answers
 //! `ENOSYS`, `EPERM`, `EINVAL` or `EOPNOTSUPP` before splice has ever moved a byte in this
-//! process, splice is off for good and [`crate::copy`]'s `recv`/`write` path takes over. After
+//! process, splice is off for good and the buffer path's `recv`/`write` path takes over. After
 //! that, the same answers only send that one chunk down the plain path. Any other error is a read
 //! or write failure of the connection, exactly as on the plain path.
 //!
@@ -16,7 +16,7 @@
 //!
 //! A pipe is borrowed from a shared free list only while bytes move, as the copy buffers are, and
 //! goes back only when it is empty. The number of pipes alive is capped (see
-//! [`crate::limits::pipe_budget`], which also keeps their descriptors out of the connection cap);
+//! [`pipe_budget`], which also keeps their descriptors out of the connection cap);
 //! when none is free and the cap is reached, the chunk takes the buffer path. Nothing ever waits
 //! for a pipe.
 //!
@@ -57,8 +57,27 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use rustix::io::Errno;
 use rustix::pipe::{fcntl_getpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 
-use crate::copy::{self, ChunkError, Moved, Watch};
-use crate::limits;
+use super::chunk::{self, ChunkError, Moved, Watch};
+use crate::sys::limits;
+
+/// Most pipes the splice pool keeps alive (free and in use): 2,048 descriptors. A pipe is held
+/// only while a chunk moves, so this bounds chunks moving (or stalled on a slow reader) at once,
+/// not connections; past it, chunks take the buffer path.
+pub(crate) const MAX_PIPES: u64 = 1024;
+
+/// Each pipe is two descriptors, one per end.
+pub(crate) const FDS_PER_PIPE: u64 = 2;
+
+/// Pipes the splice pool may have alive under `open_files`: [`MAX_PIPES`], but never more than
+/// a quarter of the descriptors, so a small limit (1,024 is common) still leaves most of them to
+/// connections. Zero where splice is not used.
+pub(crate) fn pipe_budget(open_files: u64) -> u64 {
+    if cfg!(target_os = "linux") {
+        MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
+    } else {
+        0
+    }
+}
 
 /// The environment variable that turns splice off when set to anything but "" or "0".
 pub(crate) const NO_SPLICE_ENV: &str = "TCP_ROUTER_NO_SPLICE";
@@ -76,7 +95,7 @@ const PIPE_SIZE: usize = 256 * 1024;
 /// The smallest pipe worth using: a pipe smaller than a copy buffer moves less per system call
 /// than the buffer path does. The kernel only makes such pipes when the user's pipe budget is
 /// exhausted.
-const MIN_PIPE_SIZE: usize = copy::BUFFER_SIZE;
+const MIN_PIPE_SIZE: usize = chunk::BUFFER_SIZE;
 
 /// A chunk at least this big means a bulk transfer: the next chunk is worth a splice.
 const BULK_CHUNK: usize = 16 * 1024;
@@ -115,8 +134,7 @@ pub(crate) fn move_chunk(
     if !BULK.get() || !enabled() {
         return None;
     }
-    let pool =
-        POOL.get_or_init(|| Pool::new(limits::pipe_budget(limits::open_files_limit()), PIPE_SIZE));
+    let pool = POOL.get_or_init(|| Pool::new(pipe_budget(limits::open_files_limit()), PIPE_SIZE));
     move_with(pool, src, dst, watch)
 }
 
@@ -222,7 +240,7 @@ fn move_through(
 }
 
 /// Writes everything in the leased pipe to `dst`, waiting as long as the connection's idle limits
-/// allow, like [`copy::write_all`].
+/// allow, like [`chunk::write_all`].
 fn drain(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<(), ChunkError> {
     while lease.filled > 0 {
         // Blocking: the socket's send timeout makes a stalled splice return now and then, as a
@@ -244,7 +262,7 @@ fn drain(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<()
             // Not a property of the connection: the bytes are already in the pipe, so finish
             // the chunk through a buffer instead of failing a healthy connection.
             Err(errno) if unsupported(errno) => return salvage(lease, dst, watch),
-            Err(errno) => copy::retry_write(errno.into(), watch)?,
+            Err(errno) => chunk::retry_write(errno.into(), watch)?,
         }
     }
     Ok(())
@@ -252,7 +270,7 @@ fn drain(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<()
 
 /// Empties the pipe through a copy buffer and the plain write path.
 fn salvage(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<(), ChunkError> {
-    let mut buffer = copy::take_buffer();
+    let mut buffer = chunk::take_buffer();
     let result = (|| {
         while lease.filled > 0 {
             let want = lease.filled.min(buffer.len());
@@ -265,11 +283,11 @@ fn salvage(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<
             // Counted out of the pipe before the write: if the write fails the bytes are lost
             // either way, and an emptied pipe may go back to the pool.
             lease.filled -= n;
-            copy::write_all(dst, &buffer[..n], watch)?;
+            chunk::write_all(dst, &buffer[..n], watch)?;
         }
         Ok(())
     })();
-    copy::give_back(buffer);
+    chunk::give_back(buffer);
     result
 }
 
@@ -414,6 +432,7 @@ impl Drop for Lease<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::copy;
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener};
 
@@ -456,7 +475,9 @@ mod tests {
 
     fn wait_readable(stream: &TcpStream) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        assert!(crate::net::wait_until(stream, crate::net::PollFlags::IN, deadline).unwrap());
+        assert!(
+            crate::sys::net::wait_until(stream, crate::sys::net::PollFlags::IN, deadline).unwrap()
+        );
     }
 
     fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
@@ -668,7 +689,7 @@ mod tests {
         let p = pairs();
         let pool = Pool::new(1, PIPE_SIZE);
         // Nobody reads b_peer; the send timeout makes the blocked splice come back to ask.
-        crate::net::set_send_timeout(&p.b, Some(std::time::Duration::from_millis(20)));
+        crate::sys::net::set_send_timeout(&p.b, Some(std::time::Duration::from_millis(20)));
         let mut a_peer = p.a_peer.try_clone().unwrap();
         std::thread::spawn(move || {
             let block = vec![1u8; 1 << 16];
@@ -691,18 +712,18 @@ mod tests {
             0,
             "the pipe still held bytes"
         );
-        crate::net::abort(&p.a);
+        crate::sys::net::abort(&p.a);
     }
 
     #[test]
     fn a_write_to_a_reset_peer_is_a_write_failure() {
         let p = pairs();
         let pool = Pool::new(1, PIPE_SIZE);
-        crate::net::abort(&p.b);
+        crate::sys::net::abort(&p.b);
         p.a_peer.try_clone().unwrap().write_all(b"x").unwrap();
         wait_readable(&p.a);
         match move_with(&pool, &p.a, &p.b, &Patient) {
-            Some(Err(ChunkError::Write(err))) => assert!(crate::net::is_reset(&err), "{err}"),
+            Some(Err(ChunkError::Write(err))) => assert!(crate::sys::net::is_reset(&err), "{err}"),
             other => panic!("expected a write failure, got {other:?}"),
         }
         assert_eq!(

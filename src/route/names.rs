@@ -9,141 +9,8 @@
 //! an ALPN the client did not offer), the next less specific name is tried.
 
 use std::fmt;
-use std::str::FromStr;
 
-/// A name pattern from `sni=` or `host=`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum NamePattern {
-    /// One name, stored lowercase without a trailing dot.
-    Exact(String),
-    /// `*.example.com`, stored as the suffix `.example.com` (lowercase): matches any name
-    /// ending in it, at any depth, but not `example.com` itself.
-    Wildcard(String),
-}
-
-/// A rejected name pattern; Display names the value and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamePatternError {
-    /// The pattern as written.
-    pub pattern: String,
-    /// Lowercase phrase saying what is wrong.
-    pub reason: String,
-}
-
-impl fmt::Display for NamePatternError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid name pattern '{}': {}",
-            self.pattern, self.reason
-        )
-    }
-}
-
-impl std::error::Error for NamePatternError {}
-
-/// Lowercases a name and drops one trailing dot, the way patterns and lookups agree on.
-pub fn normalize_name(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
-}
-
-impl FromStr for NamePattern {
-    type Err = NamePatternError;
-
-    /// Parses `name.example.com` (case-insensitive, trailing dot ignored) or
-    /// `*.example.com`. Labels are 1–63 characters of letters, digits, `-` and `_`,
-    /// not starting or ending with `-`; the name is at most 253 characters.
-    fn from_str(s: &str) -> Result<Self, NamePatternError> {
-        let err = |reason: &str| NamePatternError {
-            pattern: s.to_string(),
-            reason: reason.to_string(),
-        };
-        let norm = normalize_name(s);
-        if norm == "*" {
-            return Err(err(
-                "a lone '*' would match every name; leave out sni=/host= for the default route",
-            ));
-        }
-        let (wild, name) = match norm.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, norm.as_str()),
-        };
-        check_name(name).map_err(|reason| err(&reason))?;
-        Ok(if wild {
-            NamePattern::Wildcard(format!(".{name}"))
-        } else {
-            NamePattern::Exact(name.to_string())
-        })
-    }
-}
-
-/// Checks a normalised name (no wildcard part); returns the reason when it is bad.
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("empty name".into());
-    }
-    if name.len() > 253 {
-        return Err("name longer than 253 characters".into());
-    }
-    for label in name.split('.') {
-        check_label(label)?;
-    }
-    Ok(())
-}
-
-fn check_label(label: &str) -> Result<(), String> {
-    if label.is_empty() {
-        return Err("empty label".into());
-    }
-    if label == "*" || label.contains('*') {
-        return Err(
-            "'*' is only allowed as the whole leftmost label, as in '*.example.com'".into(),
-        );
-    }
-    if label.len() > 63 {
-        return Err(format!("label '{label}' is longer than 63 characters"));
-    }
-    if let Some(c) = label
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "illegal character '{}' (allowed: letters, digits, '-', '_', '.')",
-            c.escape_default()
-        ));
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Err(format!("label '{label}' starts or ends with '-'"));
-    }
-    Ok(())
-}
-
-impl NamePattern {
-    /// True when the (already normalised) `name` matches.
-    fn matches_normalized(&self, name: &str) -> bool {
-        match self {
-            NamePattern::Exact(n) => n == name,
-            NamePattern::Wildcard(suffix) => {
-                name.len() > suffix.len() && name.ends_with(suffix.as_str())
-            }
-        }
-    }
-
-    /// True when `name` matches; `name` is normalised first (lowercase, trailing dot).
-    pub fn matches(&self, name: &str) -> bool {
-        self.matches_normalized(&normalize_name(name))
-    }
-}
-
-impl fmt::Display for NamePattern {
-    /// Prints the normalised pattern: `a.example.com` or `*.example.com`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NamePattern::Exact(n) => f.write_str(n),
-            NamePattern::Wildcard(suffix) => write!(f, "*{suffix}"),
-        }
-    }
-}
+use crate::config::names::{normalize_name, NamePattern};
 
 /// Why a lookup picked its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,31 +32,6 @@ impl fmt::Display for MatchKind {
         }
     }
 }
-
-/// A table that cannot be built: two entries with the same name pattern and ALPN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameTableError {
-    /// 0-based index of the later entry.
-    pub index: usize,
-    /// 0-based index of the earlier entry it collides with.
-    pub first: usize,
-    /// Lowercase description, e.g. "a second default route (no alpn)".
-    pub message: String,
-}
-
-impl fmt::Display for NameTableError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "entry {}: {} (first given by entry {})",
-            self.index + 1,
-            self.message,
-            self.first + 1
-        )
-    }
-}
-
-impl std::error::Error for NameTableError {}
 
 #[derive(Debug, Clone)]
 struct Entry<T> {
@@ -215,41 +57,22 @@ fn describe(pattern: Option<&NamePattern>, alpn: Option<&str>) -> String {
 }
 
 impl<T> NameTable<T> {
-    /// Builds a table; entry order matters only to break ties between several ALPN
-    /// entries the client offered. Two entries with the same pattern and the same ALPN
-    /// (including two defaults without ALPN) are an error.
+    /// Builds a table; entry order matters only to break ties between several ALPN entries the
+    /// client offered. Entries are expected to be distinct in (pattern, ALPN): the configuration
+    /// refuses duplicates (`config::validate`), and here the first of two would win.
     pub fn new(
         entries: impl IntoIterator<Item = (Option<NamePattern>, Option<String>, T)>,
-    ) -> Result<Self, NameTableError> {
-        let mut table = NameTable {
-            entries: Vec::new(),
-        };
-        for (index, (pattern, alpn, value)) in entries.into_iter().enumerate() {
-            let dup = table
-                .entries
-                .iter()
-                .position(|e| e.pattern == pattern && e.alpn == alpn);
-            if let Some(first) = dup {
-                let what = match (&pattern, &alpn) {
-                    (None, None) => "a second default route (no alpn)".to_string(),
-                    (None, Some(a)) => format!("a second default route for alpn={a}"),
-                    (Some(p), a) => {
-                        format!("a second route for {}", describe(Some(p), a.as_deref()))
-                    }
-                };
-                return Err(NameTableError {
-                    index,
-                    first,
-                    message: what,
-                });
-            }
-            table.entries.push(Entry {
-                pattern,
-                alpn,
-                value,
-            });
+    ) -> Self {
+        NameTable {
+            entries: entries
+                .into_iter()
+                .map(|(pattern, alpn, value)| Entry {
+                    pattern,
+                    alpn,
+                    value,
+                })
+                .collect(),
         }
-        Ok(table)
     }
 
     /// Number of entries.
@@ -408,7 +231,6 @@ mod tests {
                 .iter()
                 .map(|(p, a, v)| (p.map(np), a.map(str::to_string), *v)),
         )
-        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn get(
@@ -417,56 +239,6 @@ mod tests {
         offered: &[&str],
     ) -> Option<(&'static str, MatchKind)> {
         t.lookup(name, &alpn(offered)).map(|(v, k)| (*v, k))
-    }
-
-    #[test]
-    fn patterns_parse_and_normalise() {
-        assert_eq!(np("Example.COM."), NamePattern::Exact("example.com".into()));
-        assert_eq!(
-            np("*.Example.com"),
-            NamePattern::Wildcard(".example.com".into())
-        );
-        assert_eq!(np("*.example.com.").to_string(), "*.example.com");
-        assert_eq!(np("_acme.x-1.example").to_string(), "_acme.x-1.example");
-        assert_eq!(np("localhost"), NamePattern::Exact("localhost".into()));
-        assert_eq!(np("*.com"), NamePattern::Wildcard(".com".into()));
-    }
-
-    #[test]
-    fn bad_patterns_are_rejected_with_the_value() {
-        let e = |s: &str| s.parse::<NamePattern>().unwrap_err().to_string();
-        assert!(e("*").starts_with("invalid name pattern '*': a lone '*'"));
-        assert!(e("*.").contains("lone"));
-        assert!(e("a.*.com").contains("leftmost label"));
-        assert!(e("*a.example.com").contains("leftmost label"));
-        assert!(e("**.example.com").contains("leftmost label"));
-        assert!(e("*.*.example.com").contains("leftmost label"));
-        assert!(e("").contains("empty name"));
-        assert!(e(".").contains("empty name"));
-        assert!(e("a..b").contains("empty label"));
-        assert!(e(".example.com").contains("empty label"));
-        assert!(e("example.com..").contains("empty label"));
-        assert!(e("exa mple.com").contains("illegal character ' '"));
-        assert!(e("ex@mple.com").contains("illegal character '@'"));
-        assert!(e("ünï.example").contains("illegal character"));
-        assert!(e("-a.example").contains("starts or ends with '-'"));
-        assert!(e(&format!("{}.com", "a".repeat(64))).contains("longer than 63"));
-        assert!(e(&["a"; 130].join(".")).contains("253"));
-        assert_eq!(
-            e("a.*.com"),
-            "invalid name pattern 'a.*.com': '*' is only allowed as the whole leftmost label, as in '*.example.com'"
-        );
-    }
-
-    #[test]
-    fn wildcard_matches_any_depth_but_not_the_bare_suffix() {
-        let w = np("*.example.com");
-        assert!(w.matches("a.example.com"));
-        assert!(w.matches("a.b.c.example.com"));
-        assert!(w.matches("A.EXAMPLE.COM."));
-        assert!(!w.matches("example.com"));
-        assert!(!w.matches("badexample.com"));
-        assert!(!w.matches(".example.com"));
     }
 
     #[test]
@@ -597,39 +369,8 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_errors() {
-        let build = |e: Vec<(Option<NamePattern>, Option<String>, u8)>| {
-            NameTable::new(e).unwrap_err().to_string()
-        };
-        assert_eq!(
-            build(vec![(None, None, 1), (None, None, 2)]),
-            "entry 2: a second default route (no alpn) (first given by entry 1)"
-        );
-        assert_eq!(
-            build(vec![
-                (None, Some("h2".into()), 1),
-                (None, None, 2),
-                (None, Some("h2".into()), 3)
-            ]),
-            "entry 3: a second default route for alpn=h2 (first given by entry 1)"
-        );
-        assert_eq!(
-            build(vec![
-                (Some(np("a.example")), None, 1),
-                (Some(np("A.example.")), None, 2)
-            ]),
-            "entry 2: a second route for a.example (first given by entry 1)"
-        );
-        assert!(NameTable::new(vec![
-            (Some(np("a.example")), None, 1),
-            (Some(np("*.a.example")), None, 2)
-        ])
-        .is_ok());
-    }
-
-    #[test]
     fn empty_table_matches_nothing() {
-        let t: NameTable<u8> = NameTable::new(Vec::new()).unwrap();
+        let t: NameTable<u8> = NameTable::new(Vec::new());
         assert!(t.is_empty());
         assert_eq!(t.len(), 0);
         assert!(t.lookup(Some("a"), &[]).is_none());

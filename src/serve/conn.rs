@@ -6,37 +6,41 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::acl;
-use crate::conn_log::Summary;
-use crate::limits::Permit;
-use crate::names::MatchKind;
-use crate::net;
-use crate::parse::Status;
-use crate::peek::{self, PeekError};
-use crate::pool::Pool;
-use crate::proxy_protocol::{self, ProxyHeader};
-use crate::registry::Entry;
-use crate::relay::{self, Outcome};
-use crate::rinetd_log::{self, LogRecord};
-use crate::route::{ListenerState, RouteState};
-use crate::sni::{self, ClientHello};
-use crate::{http_host, upstream};
+use crate::config::HostPort;
+use crate::log::line::Summary;
+use crate::log::rinetd::{LogRecord, LogResult, LogSink};
+use crate::proto::proxy::{self, ProxyHeader};
+use crate::proto::tls::{self, ClientHello};
+use crate::proto::{http, Status};
+use crate::relay::{self, Outcome, Timeouts};
+use crate::route::access::{self, Refusal};
+use crate::route::names::MatchKind;
+use crate::sys::net;
+
+use super::connect::{self, Connected};
+use super::listener::{ListenerState, RouteState};
+use super::peek::{self, PeekError};
+use super::permits::Permit;
+use super::pool::Pool;
+use super::registry::Entry;
 
 /// What the accept loop hands to a worker for one client.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// The client, registered.
-    pub entry: Entry,
+    pub(crate) entry: Entry,
     /// The process-wide connection slot, held until the job ends.
-    pub permit: Permit,
+    pub(crate) permit: Permit,
     /// The listener's own slot, if it has a cap.
-    pub listener_permit: Option<Permit>,
+    pub(crate) listener_permit: Option<Permit>,
     /// The bound address that accepted it.
-    pub listener_addr: SocketAddr,
+    pub(crate) listener_addr: SocketAddr,
     /// The listener's configuration at accept time.
-    pub listener: Arc<ListenerState>,
+    pub(crate) listener: Arc<ListenerState>,
     /// Where the second copy thread comes from.
-    pub pool: Pool,
+    pub(crate) pool: Pool,
+    /// rinetd's log file, if configured (as it was at accept time).
+    pub(crate) log_file: Option<Arc<LogSink>>,
 }
 
 /// The client's addresses as tcp-router acts on them: from the socket, or from a PROXY header.
@@ -66,7 +70,7 @@ enum FirstBytes {
 /// Serves one client from accept to close. Everything it holds (slots, registry entry, sockets)
 /// is released when the connection's last copy thread has logged it, or when this returns or
 /// unwinds without a relay.
-pub fn handle(job: Job) {
+pub(crate) fn handle(job: Job) {
     if let Some((ending, timeouts)) = connect(job) {
         relay(ending, timeouts);
     }
@@ -77,18 +81,21 @@ pub fn handle(job: Job) {
 // copy loop, so an idle connection's worker keeps one stack page fewer. The epilogue owns only a
 // box: a small closure, moved around by pointer.
 #[inline(never)]
-fn relay(ending: Box<Ending>, timeouts: relay::Timeouts) {
+fn relay(ending: Box<Ending>, timeouts: Timeouts) {
     let conn = Arc::clone(&ending.job.entry.conn);
     let pool = ending.job.pool.clone();
-    relay::relay(&conn, timeouts, &pool, move |outcome| {
-        ending.finish(Ok(outcome))
-    });
+    relay::relay(
+        &conn,
+        timeouts,
+        |task| pool.execute(task),
+        move |outcome| ending.finish(Ok(outcome)),
+    );
 }
 
 /// Everything before the relay: the connection's ending-to-be and its idle limits, or `None` if
 /// the client was refused (and is logged and closed).
 #[inline(never)]
-fn connect(job: Job) -> Option<(Box<Ending>, relay::Timeouts)> {
+fn connect(job: Job) -> Option<(Box<Ending>, Timeouts)> {
     let conn = &job.entry.conn;
     // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
@@ -133,7 +140,7 @@ struct Ending {
     job: Job,
     summary: Summary,
     route: Option<Arc<RouteState>>,
-    upstream_name: Option<crate::addr::HostPort>,
+    upstream_name: Option<HostPort>,
     /// Bytes read from the client before connecting, sent upstream first.
     peeked: u64,
 }
@@ -153,11 +160,11 @@ impl Ending {
             outcome
         });
         let rinetd_result = match &result {
-            Ok(outcome) if outcome.client_ended_first() => rinetd_log::DONE_REMOTE_CLOSED,
-            Ok(_) => rinetd_log::DONE_LOCAL_CLOSED,
-            Err(Refused::Acl(refusal)) => refusal.log_result(),
-            Err(Refused::NoUpstream) => rinetd_log::LOCAL_CONNECT_FAILED,
-            Err(_) => rinetd_log::UNKNOWN_ERROR,
+            Ok(outcome) if outcome.client_ended_first() => LogResult::DoneRemoteClosed,
+            Ok(_) => LogResult::DoneLocalClosed,
+            Err(Refused::Acl(refusal)) => LogResult::refused(refusal),
+            Err(Refused::NoUpstream) => LogResult::LocalConnectFailed,
+            Err(_) => LogResult::UnknownError,
         };
         summary.duration = job.entry.conn.started.elapsed();
         summary.result = result.map_err(|refused| refused.to_string());
@@ -168,7 +175,7 @@ impl Ending {
             let line = summary.to_string();
             log::info!("{line}");
         }
-        if let Some(sink) = &job.listener.log_file {
+        if let Some(sink) = &job.log_file {
             let outcome = summary.result.as_ref().ok();
             let listen = &job.listener.config.listen;
             let (connect_host, connect_port) = match (&upstream_name, &route) {
@@ -199,7 +206,7 @@ impl Ending {
 #[derive(Debug)]
 enum Refused {
     BadProxyHeader(String),
-    Acl(acl::Refusal),
+    Acl(Refusal),
     NoRoute,
     Peek(String),
     NoUpstream,
@@ -226,20 +233,20 @@ struct Session<'a> {
     /// Bytes read from the client before connecting; sent upstream first, unchanged.
     peeked: Vec<u8>,
     route: Option<Arc<RouteState>>,
-    upstream_name: Option<crate::addr::HostPort>,
+    upstream_name: Option<HostPort>,
 }
 
 impl Session<'_> {
     /// Everything before the relay: PROXY header, allow/deny, route, connect, first bytes sent.
     /// Returns the route's idle limits for the relay.
-    fn connect_upstream(&mut self) -> Result<relay::Timeouts, Refused> {
+    fn connect_upstream(&mut self) -> Result<Timeouts, Refused> {
         let state = Arc::clone(&self.job.listener);
         let addrs = self.client_addrs(&state)?;
         self.summary.client = addrs.client;
-        acl::check(&state.global_acl, &[], addrs.client.ip()).map_err(Refused::Acl)?;
+        access::check(&state.global_acl, &[], addrs.client.ip()).map_err(Refused::Acl)?;
         let route = self.choose_route(&state)?;
         self.route = Some(Arc::clone(&route));
-        acl::check(&[], &route.config.acl, addrs.client.ip()).map_err(Refused::Acl)?;
+        access::check(&[], &route.config.acl, addrs.client.ip()).map_err(Refused::Acl)?;
         let conn = &self.job.entry.conn;
         if conn.is_stopped() {
             return Err(Refused::Stopped);
@@ -257,7 +264,10 @@ impl Session<'_> {
                 conn.id
             );
         }
-        Ok(route.timeouts())
+        Ok(Timeouts {
+            idle: route.config.idle_timeout,
+            fin: route.config.fin_timeout,
+        })
     }
 
     /// Reads the PROXY header of a trusted front if the listener expects one.
@@ -271,13 +281,8 @@ impl Session<'_> {
             return Ok(socket);
         }
         let timeout = state.config.peek_timeout;
-        let header = peek::read_until(
-            &conn.client,
-            &mut self.peeked,
-            timeout,
-            proxy_protocol::parse,
-        )
-        .map_err(|err| Refused::BadProxyHeader(err.to_string()))?;
+        let header = peek::read_until(&conn.client, &mut self.peeked, timeout, proxy::parse)
+            .map_err(|err| Refused::BadProxyHeader(err.to_string()))?;
         let (header, used) = header;
         self.peeked.drain(..used);
         Ok(match header {
@@ -311,7 +316,7 @@ impl Session<'_> {
         };
         let route = Arc::clone(&state.routes[index]);
         if state.routes.len() > 1 {
-            self.summary.route = Some(route.label());
+            self.summary.route = Some(route.config.label());
         }
         if let (Some(name), MatchKind::Exact | MatchKind::Wildcard(_)) =
             (&mut self.summary.name, &kind)
@@ -336,7 +341,7 @@ impl Session<'_> {
                 let found = router.for_tls(name, &hello.alpn);
                 if found.is_none() {
                     let _ =
-                        (&self.job.entry.conn.client).write_all(&sni::unrecognized_name_alert());
+                        (&self.job.entry.conn.client).write_all(&tls::unrecognized_name_alert());
                 }
                 found
             }
@@ -351,12 +356,10 @@ impl Session<'_> {
         }
     }
 
-    fn connect(&self, route: &RouteState) -> Result<upstream::Connected, Refused> {
+    fn connect(&self, route: &RouteState) -> Result<Connected, Refused> {
         let conn = &self.job.entry.conn;
         let mut failed = Vec::new();
-        let connected = route
-            .upstreams
-            .connect(route.connect_options(), &mut failed);
+        let connected = connect::connect(route, &mut failed);
         for attempt in &failed {
             log::warn!(
                 "conn #{} from {}: connect to {attempt}",
@@ -385,7 +388,7 @@ impl Session<'_> {
                     let conn = &self.job.entry.conn;
                     canonical(conn.client.local_addr().unwrap_or(self.job.listener_addr))
                 });
-                proxy_protocol::encode(version, addrs.client, destination)
+                proxy::encode(version, addrs.client, destination)
             }
             None => Vec::new(),
         };
@@ -402,18 +405,18 @@ fn classify(
 ) -> Result<Status<FirstBytes>, std::convert::Infallible> {
     let mut undecided = false;
     if by_sni {
-        match sni::parse_client_hello(buf) {
+        match tls::parse_client_hello(buf) {
             Ok(Status::Complete(hello)) => return Ok(Status::Complete(FirstBytes::Tls(hello))),
             Ok(Status::Partial) => undecided = true,
-            Err(sni::TlsError::NotTls) => {}
+            Err(tls::TlsError::NotTls) => {}
             Err(_) => return Ok(Status::Complete(FirstBytes::Other("malformed-tls"))),
         }
     }
     if by_host {
-        match http_host::parse_host(buf) {
+        match http::parse_host(buf) {
             Ok(Status::Complete(host)) => return Ok(Status::Complete(FirstBytes::Http(host))),
             Ok(Status::Partial) => undecided = true,
-            Err(http_host::HttpError::NotHttp) => {}
+            Err(http::HttpError::NotHttp) => {}
             Err(_) => return Ok(Status::Complete(FirstBytes::Other("malformed-http"))),
         }
     }

@@ -6,15 +6,25 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::net;
-use crate::parse::Status;
+use crate::proto::{http, tls, Status};
+use crate::sys::net;
 
-/// Most bytes read while deciding; more without a decision closes the client.
-pub const PEEK_CAP: usize = 20 * 1024;
+/// Most bytes read while deciding; more without a decision closes the client. The readers answer
+/// within their own caps (the largest ClientHello, the longest HTTP head), so at this many bytes
+/// every one of them has decided.
+pub(crate) const PEEK_CAP: usize = max(tls::MAX_HELLO_BYTES, http::MAX_HEAD_BYTES);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// Why no decision could be made.
 #[derive(Debug)]
-pub enum PeekError<E> {
+pub(crate) enum PeekError<E> {
     /// The client sent nothing decisive before the deadline.
     Timeout,
     /// The client closed before the reader could decide.
@@ -41,7 +51,7 @@ impl<E: fmt::Display> fmt::Display for PeekError<E> {
 
 /// Appends to `buf` what the client sends until `decide` returns Complete or an error, reading
 /// only what is needed and never more than [`PEEK_CAP`] bytes in all.
-pub fn read_until<T, E>(
+pub(crate) fn read_until<T, E>(
     stream: &TcpStream,
     buf: &mut Vec<u8>,
     timeout: Duration,

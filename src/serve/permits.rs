@@ -1,5 +1,5 @@
-//! Process limits: raising the open-files limit, the splice pipes' share of it, deriving the
-//! default connection cap, and connection permits.
+//! Connection slots: the default cap derived from the process limits, and the permits the accept
+//! loop takes before each `accept` (one per connection, returned when it ends, on every path).
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use rustix::process::{getrlimit, setrlimit, Resource};
+
+use crate::relay::splice;
 
 /// File descriptors kept aside for listeners, logs, DNS look-ups and the like.
 const RESERVED_FDS: u64 = 64;
@@ -19,76 +20,13 @@ const RESERVED_THREADS: u64 = 64;
 const FDS_PER_CONNECTION: u64 = 2;
 const THREADS_PER_CONNECTION: u64 = 2;
 
-/// Most pipes the splice pool keeps alive (free and in use): 2,048 descriptors. A pipe is held
-/// only while a chunk moves, so this bounds chunks moving (or stalled on a slow reader) at once,
-/// not connections; past it, chunks take the buffer path.
-pub const MAX_PIPES: u64 = 1024;
-
-/// Each pipe is two descriptors, one per end.
-const FDS_PER_PIPE: u64 = 2;
-
-/// The open-files limit in force now (`u64::MAX` if unlimited).
-pub fn open_files_limit() -> u64 {
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
-/// Pipes the splice pool may have alive under `open_files`: [`MAX_PIPES`], but never more than
-/// a quarter of the descriptors, so a small limit (1,024 is common) still leaves most of them to
-/// connections. Zero where splice is not used.
-pub fn pipe_budget(open_files: u64) -> u64 {
-    if cfg!(target_os = "linux") {
-        MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
-    } else {
-        0
-    }
-}
-
-/// Raises the soft open-files limit to the hard limit and returns the limit now in force.
-pub fn raise_open_files_limit() -> u64 {
-    let limit = getrlimit(Resource::Nofile);
-    let (Some(current), hard) = (limit.current, limit.maximum) else {
-        // Unlimited soft limit: nothing to raise.
-        return u64::MAX;
-    };
-    let target = hard.unwrap_or(current.max(1 << 20));
-    if target > current {
-        let raised = rustix::process::Rlimit {
-            current: Some(target),
-            maximum: hard,
-        };
-        if setrlimit(Resource::Nofile, raised).is_ok() {
-            return target;
-        }
-    }
-    current
-}
-
-/// The most threads this process may have: the smallest of pid_max, threads-max and RLIMIT_NPROC.
-pub fn thread_limit() -> u64 {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-    };
-    let nproc = getrlimit(Resource::Nproc).current;
-    [
-        read("/proc/sys/kernel/pid_max"),
-        read("/proc/sys/kernel/threads-max"),
-        nproc,
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .unwrap_or(32_768)
-}
-
 /// The default `--max-connections`: as many as the open-files and thread limits allow.
 ///
 /// Descriptors: the reserve, then the splice pipes' budget, then two per connection, so the pipes
 /// always fit and a pipe never takes the descriptor an `accept` needs. With 20,000 open files:
 /// 1,024 pipes (2,048 descriptors), and (20,000 - 64 - 2,048) / 2 = 8,944 connections.
 pub fn default_max_connections(open_files: u64, threads: u64) -> usize {
-    let pipe_fds = FDS_PER_PIPE * pipe_budget(open_files);
+    let pipe_fds = splice::FDS_PER_PIPE * splice::pipe_budget(open_files);
     let by_fds = open_files.saturating_sub(RESERVED_FDS + pipe_fds) / FDS_PER_CONNECTION;
     let by_threads = threads.saturating_sub(RESERVED_THREADS) / THREADS_PER_CONNECTION;
     by_fds.min(by_threads).clamp(1, usize::MAX as u64) as usize
@@ -240,13 +178,14 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn pipes_come_out_of_the_descriptor_budget() {
-        assert_eq!(pipe_budget(20_000), MAX_PIPES);
+        assert_eq!(splice::pipe_budget(20_000), splice::MAX_PIPES);
         // A small limit: 128 pipes (256 fds), (1,024 - 64 - 256) / 2 connections.
-        assert_eq!(pipe_budget(1_024), 128);
+        assert_eq!(splice::pipe_budget(1_024), 128);
         assert_eq!(default_max_connections(1_024, 32_768), 352);
         let (fds, threads) = (20_000, 1 << 20);
         let conns = default_max_connections(fds, threads) as u64;
-        assert!(RESERVED_FDS + FDS_PER_PIPE * pipe_budget(fds) + FDS_PER_CONNECTION * conns <= fds);
+        let pipe_fds = splice::FDS_PER_PIPE * splice::pipe_budget(fds);
+        assert!(RESERVED_FDS + pipe_fds + FDS_PER_CONNECTION * conns <= fds);
     }
 
     #[test]
@@ -272,11 +211,5 @@ mod tests {
         let mut byte = [0u8; 1];
         std::io::Read::read_exact(&mut woken, &mut byte).unwrap();
         assert!(permits.take_or_pause().is_some());
-    }
-
-    #[test]
-    fn raising_the_limit_never_lowers_it() {
-        let before = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-        assert!(raise_open_files_limit() >= before);
     }
 }

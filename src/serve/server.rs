@@ -16,34 +16,46 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, unbounded, Receiver, RecvTimeoutError, Sender};
 use rustix::event::{poll, PollFd, PollFlags};
 
-use crate::config::{Config, ListenerConfig};
-use crate::conn::{self, Job};
-use crate::conn_log::LogSink;
+use crate::config::Config;
 use crate::error::Error;
-use crate::limits::{self, Permit, Permits};
-use crate::pool::Pool;
-use crate::registry::Registry;
-use crate::route::ListenerState;
+use crate::log::rinetd::LogSink;
+use crate::sys::limits;
+
+use super::backoff::{self, ErrorBackoff};
+use super::bound::{self, Listening};
+use super::conn::{self, Job};
+use super::listener::ListenerState;
+use super::permits::{self, Permit, Permits};
+use super::pool::Pool;
+use super::registry::Registry;
 
 /// How long to wait for cut connections to log their last line before exiting anyway.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Back-off after a failing `accept` (EMFILE and the like): doubles from the first value up to the
-/// second, and resets after a success. Without it, a full fd table turns the loop into a busy spin,
-/// since the pending client keeps the listener readable.
-const BACKOFF_FIRST: Duration = Duration::from_millis(5);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Requests the accept loop takes from signals and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Stop accepting, drain, exit.
-    Stop,
-    /// Re-read the configuration.
-    Reload,
+/// Requests the accept loop takes from its [`Handle`]s.
+#[derive(Debug)]
+enum Control {
+    /// Stop accepting, drain (for this long, or the configured drain timeout), return.
+    Stop(Option<Duration>),
+    /// Serve this configuration from now on.
+    Reconfigure(Box<Config>),
 }
 
-/// Sends [`Control`] requests to a running server and wakes its poll.
+/// Controls a running forwarder from any thread: stop it gracefully, or give it a new
+/// configuration. Cheap to clone; a handle whose forwarder has returned does nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_router::Forwarder;
+///
+/// let forwarder = Forwarder::new("127.0.0.1:0", "127.0.0.1:6379")?;
+/// let handle = forwarder.handle();
+/// let running = forwarder.spawn()?;
+/// handle.stop_within(Duration::from_secs(1));
+/// let report = running.join()?;
+/// assert_eq!(report.active, 0);
+/// # Ok::<(), tcp_router::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: Sender<Control>,
@@ -51,14 +63,24 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Asks the server to stop: accept nothing more, drain, return.
+    /// Asks the forwarder to stop: accept nothing more, let active connections finish for the
+    /// configured drain timeout, cut the rest, return its [`DrainReport`].
     pub fn stop(&self) {
-        self.send(Control::Stop);
+        self.send(Control::Stop(None));
     }
 
-    /// Asks the server to re-read its configuration.
-    pub fn reload(&self) {
-        self.send(Control::Reload);
+    /// Like [`Handle::stop`], with `drain` instead of the configured drain timeout.
+    pub fn stop_within(&self, drain: Duration) {
+        self.send(Control::Stop(Some(drain)));
+    }
+
+    /// Asks the forwarder to serve `config` from now on, as SIGHUP does for the binary: listeners
+    /// on unchanged addresses keep their sockets and take the new routes for new connections, new
+    /// addresses are bound, removed ones close; established connections keep their settings. If
+    /// a new address cannot be bound (or the configuration is invalid), nothing changes and the
+    /// reason is logged at error level.
+    pub fn reconfigure(&self, config: Config) {
+        self.send(Control::Reconfigure(Box::new(config)));
     }
 
     fn send(&self, control: Control) {
@@ -68,8 +90,10 @@ impl Handle {
     }
 }
 
-/// How a graceful stop went.
+/// How a graceful stop went: how many connections were active when it began, how many finished
+/// within the drain timeout, and how many had to be cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct DrainReport {
     /// Connections alive when the stop began.
     pub active: usize,
@@ -79,23 +103,8 @@ pub struct DrainReport {
     pub cut: usize,
 }
 
-/// Produces a fresh configuration on reload (re-reading the config file).
-pub type Reloader = Box<dyn FnMut() -> Result<Config, Error> + Send>;
-
-/// A bound listener and what its clients get.
-#[derive(Debug)]
-struct Listening {
-    socket: TcpListener,
-    /// The bound address (with the real port when configured with port 0).
-    addr: SocketAddr,
-    /// The configuration new clients get; replaced on reload, the socket kept.
-    state: Arc<ListenerState>,
-    /// The listener's own cap (`max_connections=` on its route), if any.
-    limit: Option<Permits>,
-}
-
 /// A server with its listeners bound, ready to [`run`](Server::run).
-pub struct Server {
+pub(crate) struct Server {
     listening: Vec<Listening>,
     permits: Permits,
     registry: Arc<Registry>,
@@ -104,7 +113,8 @@ pub struct Server {
     wake_rx: UnixStream,
     handle: Handle,
     drain_timeout: Duration,
-    reloader: Option<Reloader>,
+    /// rinetd's log file, reopened at each reconfiguration (so a rotated file is let go).
+    log_file: Option<Arc<LogSink>>,
     /// Listener indices that poll reported readable and that may have more clients queued.
     ready: VecDeque<usize>,
     accept_errors: ErrorBackoff,
@@ -120,11 +130,15 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds every listener of `config`. Nothing is accepted until [`Server::run`], but clients can
+    /// Binds every listener of `config` (validated), or adopts the socket given for it in
+    /// `sockets` (by listener index). Nothing is accepted until [`Server::run`], but clients can
     /// connect at once: the kernel queues them.
-    pub fn bind(config: &Config) -> Result<Server, Error> {
+    pub(crate) fn bind(
+        config: &Config,
+        mut sockets: Vec<Option<TcpListener>>,
+    ) -> Result<Server, Error> {
         let max = config.max_connections.unwrap_or_else(|| {
-            limits::default_max_connections(limits::open_files_limit(), limits::thread_limit())
+            permits::default_max_connections(limits::open_files_limit(), limits::thread_limit())
         });
         let (wake_tx, wake_rx) = UnixStream::pair().map_err(|source| Error::Setup {
             what: "create the wake-up socket pair",
@@ -137,10 +151,11 @@ impl Server {
             })?;
         }
         let wake_tx = Arc::new(wake_tx);
-        let states = listener_states(config)?;
-        let mut listening = Vec::with_capacity(states.len());
-        for state in states {
-            listening.push(bind_one(state, &wake_tx)?);
+        let log_file = open_log_file(config)?;
+        sockets.resize_with(config.listeners.len(), || None);
+        let mut listening = Vec::with_capacity(config.listeners.len());
+        for (state, socket) in listener_states(config).into_iter().zip(sockets) {
+            listening.push(Listening::bind(state, socket, &wake_tx)?);
         }
         let (tx, control_rx) = unbounded();
         Ok(Server {
@@ -152,76 +167,69 @@ impl Server {
             wake_rx,
             handle: Handle { tx, wake: wake_tx },
             drain_timeout: config.drain_timeout,
-            reloader: None,
+            log_file,
             ready: VecDeque::new(),
             accept_errors: ErrorBackoff::default(),
         })
     }
 
     /// The bound addresses, in configuration order (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listening.iter().map(|l| l.addr).collect()
     }
 
-    /// A handle to stop or reload the server from another thread.
-    pub fn handle(&self) -> Handle {
+    /// A handle to stop or reconfigure the server from another thread.
+    pub(crate) fn handle(&self) -> Handle {
         self.handle.clone()
     }
 
-    /// Sets what produces a new configuration on reload.
-    pub fn set_reloader(&mut self, reloader: Reloader) {
-        self.reloader = Some(reloader);
-    }
-
     /// The connection cap in force.
-    pub fn max_connections(&self) -> usize {
+    pub(crate) fn max_connections(&self) -> usize {
         self.permits.capacity()
     }
 
     /// Accepts and serves clients until stopped, then drains.
-    pub fn run(mut self) -> Result<DrainReport, Error> {
+    pub(crate) fn run(mut self) -> Result<DrainReport, Error> {
         for listening in &self.listening {
-            log_listening(listening);
+            listening.log();
         }
-        self.accept_loop()?;
-        Ok(self.drain())
+        let drain = self.accept_loop()?;
+        let drain = drain.unwrap_or(self.drain_timeout);
+        Ok(self.drain(drain))
     }
 
-    fn accept_loop(&mut self) -> Result<(), Error> {
+    /// Accepts until a stop request; returns its drain timeout, if it gave one.
+    fn accept_loop(&mut self) -> Result<Option<Duration>, Error> {
         loop {
             while let Ok(control) = self.control_rx.try_recv() {
-                if self.apply(control) {
-                    return Ok(());
+                if let Some(drain) = self.apply(control) {
+                    return Ok(drain);
                 }
             }
             if self.ready.is_empty() {
                 self.poll_listeners()?;
                 continue;
             }
-            let Some(permit) = self.take_permit() else {
-                return Ok(());
-            };
-            self.accept_one(permit);
-        }
-    }
-
-    /// Applies a control request; true means stop.
-    fn apply(&mut self, control: Control) -> bool {
-        match control {
-            Control::Stop => true,
-            Control::Reload => {
-                self.reload();
-                false
+            match self.take_permit() {
+                Ok(permit) => self.accept_one(permit),
+                Err(drain) => return Ok(drain),
             }
         }
     }
 
-    fn reload(&mut self) {
-        let Some(reloader) = self.reloader.as_mut() else {
-            log::warn!("reload requested, but there is no config file to re-read; ignored");
-            return;
-        };
-        let applied = reloader().and_then(|config| self.switch_to(&config));
+    /// Applies a control request; `Some` means stop, with its drain timeout if it gave one.
+    fn apply(&mut self, control: Control) -> Option<Option<Duration>> {
+        match control {
+            Control::Stop(drain) => Some(drain),
+            Control::Reconfigure(config) => {
+                self.reconfigure(&config);
+                None
+            }
+        }
+    }
+
+    fn reconfigure(&mut self, config: &Config) {
+        let applied = config.validate().and_then(|()| self.switch_to(config));
         match applied {
             Ok(()) => log::info!(
                 "reloaded: {} listener(s); established connections keep their old settings",
@@ -239,65 +247,26 @@ impl Server {
     /// no refused clients) and take the new settings for new connections; new ones are bound;
     /// removed ones close. Nothing changes unless every new listener could be bound.
     fn switch_to(&mut self, config: &Config) -> Result<(), Error> {
-        let states = listener_states(config)?;
-        let kept = |state: &ListenerState, old: &[Listening]| {
-            old.iter()
-                .position(|l| l.state.config.listen == state.config.listen)
-        };
-        // First bind every new address; if one fails, nothing has changed yet.
-        let mut fresh = Vec::new();
-        for state in &states {
-            if kept(state, &self.listening).is_none() {
-                let listen = &state.config.listen;
-                fresh.push(Some(bind_socket(listen)?));
-            } else {
-                fresh.push(None);
-            }
+        let log_file = open_log_file(config)?;
+        bound::switch(
+            &mut self.listening,
+            listener_states(config),
+            &self.handle.wake,
+        )?;
+        self.log_file = log_file;
+        for listening in &self.listening {
+            listening.log();
         }
-        let mut old: Vec<Option<Listening>> = std::mem::take(&mut self.listening)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut next = Vec::with_capacity(states.len());
-        for (state, fresh) in states.into_iter().zip(fresh) {
-            let position = old.iter().position(|l| {
-                l.as_ref()
-                    .is_some_and(|l| l.state.config.listen == state.config.listen)
-            });
-            let listening = match (fresh, position.and_then(|i| old[i].take())) {
-                (Some((socket, addr)), _) => Listening {
-                    socket,
-                    addr,
-                    limit: listener_limit(&state, &self.handle.wake),
-                    state: Arc::new(state),
-                },
-                (None, Some(mut kept)) => {
-                    if kept.state.config.max_connections != state.config.max_connections {
-                        kept.limit = listener_limit(&state, &self.handle.wake);
-                    }
-                    kept.state = Arc::new(state);
-                    kept
-                }
-                (None, None) => unreachable!("BUG: a listener is neither kept nor bound"),
-            };
-            next.push(listening);
-        }
-        for removed in old.into_iter().flatten() {
-            log::info!("reload: closing listener {}", removed.addr);
-        }
-        for listening in &next {
-            log_listening(listening);
-        }
-        self.listening = next;
         self.ready.clear();
         Ok(())
     }
 
-    /// A free connection slot, waiting for one if all are busy; `None` if a stop came meanwhile.
-    fn take_permit(&mut self) -> Option<Permit> {
+    /// A free connection slot, waiting for one if all are busy; `Err` with the stop's drain
+    /// timeout if a stop came meanwhile.
+    fn take_permit(&mut self) -> Result<Permit, Option<Duration>> {
         loop {
             if let Some(permit) = self.permits.try_take() {
-                return Some(permit);
+                return Ok(permit);
             }
             log::debug!(
                 "all {} connection slots busy; accepting resumes when one ends",
@@ -307,13 +276,13 @@ impl Server {
                 recv(self.permits.receiver()) -> token => {
                     // Cannot fail: `self.permits` owns a sender, so the channel stays connected.
                     if token.is_ok() {
-                        return Some(self.permits.permit());
+                        return Ok(self.permits.permit());
                     }
                 }
                 recv(self.control_rx) -> control => {
                     if let Ok(control) = control {
-                        if self.apply(control) {
-                            return None;
+                        if let Some(drain) = self.apply(control) {
+                            return Err(drain);
                         }
                     }
                 }
@@ -384,7 +353,7 @@ impl Server {
                 self.dispatch(index, stream, peer, permit, listener_permit);
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) if is_transient(&err) => {}
+            Err(err) if backoff::is_transient(&err) => {}
             Err(err) => {
                 let addr = listening.addr;
                 drop(permit);
@@ -411,6 +380,7 @@ impl Server {
             listener_addr: listening.addr,
             listener: Arc::clone(&listening.state),
             pool: self.pool.clone(),
+            log_file: self.log_file.clone(),
         };
         if let Err(err) = self.pool.execute(Box::new(move || conn::handle(job))) {
             log::warn!("client {peer}: cannot start a worker thread: {err}; closing the client");
@@ -430,13 +400,12 @@ impl Server {
         }
     }
 
-    /// Stops accepting (closing the listeners), waits for live connections up to the drain
-    /// timeout, then cuts the rest.
-    fn drain(self) -> DrainReport {
+    /// Stops accepting (closing the listeners), waits for live connections up to `drain_timeout`,
+    /// then cuts the rest.
+    fn drain(self, drain_timeout: Duration) -> DrainReport {
         let Server {
             listening,
             registry,
-            drain_timeout,
             ..
         } = self;
         drop(listening);
@@ -465,113 +434,26 @@ impl Server {
     }
 }
 
-/// Builds the run-time state of every listener of `config`, opening the log file if any.
-fn listener_states(config: &Config) -> Result<Vec<ListenerState>, Error> {
-    let global_acl = Arc::new(config.global_acl.clone());
-    let log_file = match &config.logfile {
-        Some(logfile) => Some(Arc::new(LogSink::open(logfile).map_err(|source| {
-            Error::LogFile {
-                path: logfile.path.clone(),
-                source,
-            }
-        })?)),
-        None => None,
-    };
+/// Builds the run-time state of every listener of `config`.
+fn listener_states(config: &Config) -> Vec<ListenerState> {
+    let global_acl = Arc::new(config.acl.clone());
     config
         .listeners
         .iter()
-        .map(|listener: &ListenerConfig| {
-            ListenerState::new(listener.clone(), Arc::clone(&global_acl), log_file.clone())
-                .map_err(|e| Error::Config(vec![e]))
-        })
+        .map(|listener| ListenerState::new(listener.clone(), Arc::clone(&global_acl)))
         .collect()
 }
 
-fn bind_one(state: ListenerState, wake: &Arc<UnixStream>) -> Result<Listening, Error> {
-    let (socket, addr) = bind_socket(&state.config.listen)?;
-    Ok(Listening {
-        socket,
-        addr,
-        limit: listener_limit(&state, wake),
-        state: Arc::new(state),
-    })
-}
-
-/// Resolves and binds a listen address; returns the socket and the address actually bound.
-fn bind_socket(listen: &crate::addr::HostPort) -> Result<(TcpListener, SocketAddr), Error> {
-    let addr = listen.resolve().map_err(|source| Error::ResolveListen {
-        addr: listen.to_string(),
+/// Opens rinetd's log file, if `config` has one.
+fn open_log_file(config: &Config) -> Result<Option<Arc<LogSink>>, Error> {
+    let Some(logfile) = &config.logfile else {
+        return Ok(None);
+    };
+    let sink = LogSink::open(logfile).map_err(|source| Error::LogFile {
+        path: logfile.path.clone(),
         source,
-    })?[0];
-    let socket = crate::net::bind_listener(addr).map_err(|source| Error::Bind { addr, source })?;
-    let addr = socket.local_addr().unwrap_or(addr);
-    Ok((socket, addr))
-}
-
-fn listener_limit(state: &ListenerState, wake: &Arc<UnixStream>) -> Option<Permits> {
-    state
-        .config
-        .max_connections
-        .map(|max| Permits::with_waker(max, Arc::clone(wake)))
-}
-
-fn log_listening(listening: &Listening) {
-    let cap = listening
-        .limit
-        .as_ref()
-        .map(|l| format!(" (max {} connections)", l.capacity()))
-        .unwrap_or_default();
-    log::info!(
-        "listening on {} -> {}{cap}",
-        listening.addr,
-        listening.state.describe()
-    );
-}
-
-/// Errors that concern one client only (it went away before we accepted it): retry at once.
-fn is_transient(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    ) || matches!(err.raw_os_error(), Some(code) if code == rustix::io::Errno::PROTO.raw_os_error())
-}
-
-/// Rate-limited logging and growing delays for accept failures.
-#[derive(Debug, Default)]
-struct ErrorBackoff {
-    delay: Option<Duration>,
-    last_log: Option<Instant>,
-    suppressed: u64,
-}
-
-impl ErrorBackoff {
-    /// Records a failure; logs at most once a second; returns how long to wait.
-    fn failed(&mut self, addr: SocketAddr, err: &io::Error) -> Duration {
-        let delay = self
-            .delay
-            .map_or(BACKOFF_FIRST, |d| (d * 2).min(BACKOFF_MAX));
-        self.delay = Some(delay);
-        let due = self
-            .last_log
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        if due {
-            log::warn!(
-                "accept on {addr} failed: {err} ({} more since the last report); retrying in {delay:?}",
-                self.suppressed
-            );
-            self.last_log = Some(Instant::now());
-            self.suppressed = 0;
-        } else {
-            self.suppressed += 1;
-        }
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.delay = None;
-    }
+    })?;
+    Ok(Some(Arc::new(sink)))
 }
 
 /// Checks at compile time that what crosses threads can.

@@ -81,6 +81,12 @@ fn wait_connected(socket: &Socket, deadline: Instant) -> io::Result<()> {
     }
 }
 
+/// Gives a listener bound elsewhere (by an embedding program, or a service manager) the options
+/// [`bind_listener`] sets, so the sockets it accepts inherit them.
+pub fn tune_listener(listener: &TcpListener) {
+    tune_socket(&SockRef::from(listener));
+}
+
 /// TCP_NODELAY (the proxy must add no Nagle delay to small request/response writes) and keepalive.
 /// Failures are ignored: an option that cannot be set does not make the connection unusable.
 pub fn tune(stream: &TcpStream) {

@@ -11,9 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tcp_router::addr::HostPort;
-use tcp_router::config::{Config, ListenerConfig, Route};
-use tcp_router::{DrainReport, Handle, Server};
+use tcp_router::{Config, DrainReport, Forwarder, Handle, HostPort, Listener, Route};
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -49,24 +47,20 @@ impl Drop for Router {
 /// A single-listener config on 127.0.0.1:0 forwarding to `upstreams`.
 pub fn config_to(upstreams: &[SocketAddr]) -> Config {
     let route = Route::new(upstreams.iter().map(|a| HostPort::from(*a)).collect());
-    Config {
-        listeners: vec![ListenerConfig::new("127.0.0.1:0".parse().unwrap(), route)],
-        max_connections: None,
-        drain_timeout: Duration::from_secs(5),
-        global_acl: Vec::new(),
-        logfile: None,
-        pid_file: None,
-        config_file: None,
-        scheduler: Default::default(),
-    }
+    let mut listener = Listener::new("127.0.0.1:0".parse().unwrap());
+    listener.routes.push(route);
+    let mut config = Config::default();
+    config.listeners.push(listener);
+    config.drain_timeout = Duration::from_secs(5);
+    config
 }
 
 /// Starts a router with `config` in a thread; clients may connect as soon as this returns.
 pub fn start_router(config: Config) -> Router {
-    let server = Server::bind(&config).expect("bind router");
-    let addr = server.local_addrs()[0];
-    let handle = server.handle();
-    let thread = thread::spawn(move || server.run().expect("router run"));
+    let forwarder = Forwarder::from_config(&config).expect("bind router");
+    let addr = forwarder.local_addr();
+    let handle = forwarder.handle();
+    let thread = thread::spawn(move || forwarder.serve().expect("router run"));
     Router {
         addr,
         handle,

@@ -1,20 +1,21 @@
-//! Command-line arguments as typed (argh), before they are validated into a [`Config`](crate::config::Config).
+//! Command-line arguments as typed (argh), and how they become a [`Config`].
 //!
-//! Options that a config file's `route` keys can override are kept as `Option`s here, so the
-//! configuration can tell "given on the command line" from "not given" and apply the precedence
-//! route key > command line > built-in default.
+//! Options that a config file's `route` keys can override are kept as `Option`s here, so they
+//! become [`Overrides`]: "given on the command line" differs from "not given", and the precedence
+//! route key > command line > built-in default is applied by the one merge in `config`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use argh::FromArgs;
 use log::LevelFilter;
-
-use crate::acl;
-use crate::addr::HostPort;
-use crate::duration::{parse_duration, parse_optional_duration};
-use crate::proxy_protocol::Version;
-use crate::sched::Scheduler;
+use tcp_router::config::{
+    parse_duration, parse_optional_duration, Action, NamePattern, Overrides, Pattern, Rule,
+    Settings,
+};
+use tcp_router::process::Scheduler;
+use tcp_router::proto::proxy::Version;
+use tcp_router::{Config, Error, HostPort, Listener, Route};
 
 /// Forward TCP connections from LISTEN to one of the UPSTREAMs, byte for byte.
 #[derive(FromArgs, Debug, Clone)]
@@ -34,99 +35,192 @@ use crate::sched::Scheduler;
         "a second SIGINT (143: SIGTERM) during the drain: 128 + signal number"
     )
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// the listen address, then its upstream addresses (optional with --config, or with --sni/--host routes only)
     #[argh(positional, arg_name = "LISTEN UPSTREAM")]
-    pub addresses: Vec<String>,
+    pub(crate) addresses: Vec<String>,
 
     /// config file: rinetd.conf syntax plus `route` lines (see README)
     #[argh(option, short = 'c')]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// validate the configuration (resolving every name), print a summary and exit
     #[argh(switch)]
-    pub check: bool,
+    pub(crate) check: bool,
 
     /// with --check: show which route NAME (an SNI or Host name) takes on each listener that routes by name
     #[argh(option)]
-    pub explain: Option<String>,
+    pub(crate) explain: Option<String>,
 
     /// time allowed for each upstream connect before trying the next (default 5s)
     #[argh(option, from_str_fn(duration_arg))]
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
 
     /// close a connection after this long with no bytes moving in either direction (default off)
     #[argh(option, from_str_fn(optional_duration_arg))]
-    pub idle_timeout: Option<Option<Duration>>,
+    pub(crate) idle_timeout: Option<Option<Duration>>,
 
     /// close a half-closed connection after this long with no bytes moving (default 5m; off disables)
     #[argh(option, from_str_fn(optional_duration_arg))]
-    pub fin_timeout: Option<Option<Duration>>,
+    pub(crate) fin_timeout: Option<Option<Duration>>,
 
     /// most connections served at once; more wait in the kernel's backlog (default: derived from the open-files and thread limits, logged at start)
     #[argh(option)]
-    pub max_connections: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
 
     /// on SIGINT/SIGTERM, how long active connections may take to finish before they are cut (default 10s)
     #[argh(option, from_str_fn(duration_arg), default = "Duration::from_secs(10)")]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
 
     /// allow clients matching this CIDR or rinetd pattern (global rule; repeatable)
     #[argh(option, from_str_fn(pattern_arg))]
-    pub allow: Vec<acl::Pattern>,
+    pub(crate) allow: Vec<Pattern>,
 
     /// deny clients matching this CIDR or rinetd pattern (global rule; repeatable)
     #[argh(option, from_str_fn(pattern_arg))]
-    pub deny: Vec<acl::Pattern>,
+    pub(crate) deny: Vec<Pattern>,
 
     /// route TLS clients whose SNI matches PATTERN (a.example.com, *.example.com) to UPSTREAM[,UPSTREAM...] (repeatable)
     #[argh(option, from_str_fn(name_route_arg))]
-    pub sni: Vec<NameRouteArg>,
+    pub(crate) sni: Vec<NameRouteArg>,
 
     /// route plain HTTP/1.x clients whose Host matches PATTERN to UPSTREAM[,UPSTREAM...] (repeatable)
     #[argh(option, from_str_fn(name_route_arg))]
-    pub host: Vec<NameRouteArg>,
+    pub(crate) host: Vec<NameRouteArg>,
 
     /// how long a client may take to send its TLS ClientHello, HTTP headers or PROXY header (default 5s)
     #[argh(option, from_str_fn(duration_arg))]
-    pub peek_timeout: Option<Duration>,
+    pub(crate) peek_timeout: Option<Duration>,
 
     /// send a PROXY protocol header (v1 or v2) to upstreams, so they see the real client address
     #[argh(option, from_str_fn(version_arg))]
-    pub proxy_protocol: Option<Version>,
+    pub(crate) proxy_protocol: Option<Version>,
 
     /// expect a PROXY protocol header (v1 or v2) from a trusted load balancer in front, and refuse clients without one
     #[argh(switch)]
-    pub accept_proxy: bool,
+    pub(crate) accept_proxy: bool,
 
     /// write the process id to this file (removed at exit), so `kill -HUP $(cat FILE)` works
     #[argh(option)]
-    pub pid_file: Option<PathBuf>,
+    pub(crate) pid_file: Option<PathBuf>,
 
     /// CPU scheduling policy: batch (SCHED_BATCH, the default when started at nice 0 under the default policy; fewer context switches under load) or inherit (keep the policy and nice value tcp-router was started with)
     #[argh(option, default = "Scheduler::Batch")]
-    pub scheduler: Scheduler,
+    pub(crate) scheduler: Scheduler,
 
     /// log level: off, error, warn, info, debug or trace (default info)
     #[argh(option, from_str_fn(parse_level), default = "LevelFilter::Info")]
-    pub log_level: LevelFilter,
+    pub(crate) log_level: LevelFilter,
 
     /// print the version and exit
     #[argh(switch)]
-    pub version: bool,
+    pub(crate) version: bool,
 }
 
 /// `--sni PATTERN=UPSTREAM[,UPSTREAM...]` as typed; the pattern is checked when the config is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameRouteArg {
+pub(crate) struct NameRouteArg {
     /// The name pattern, as typed.
-    pub pattern: String,
+    pub(crate) pattern: String,
     /// Its upstreams.
-    pub upstreams: Vec<HostPort>,
+    pub(crate) upstreams: Vec<HostPort>,
+}
+
+impl Args {
+    /// The configuration these arguments describe: the config file's listeners (if `--config`)
+    /// after the command line's own (if addresses are given), the command line's options as the
+    /// defaults of every route, all checked. Every problem is one line of the error.
+    pub(crate) fn load(&self) -> Result<Config, Error> {
+        let defaults = Settings::default().merge(&self.overrides());
+        let mut errors = Vec::new();
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path, &defaults).unwrap_or_else(|file_errors| {
+                errors.extend(file_errors);
+                Config::default()
+            }),
+            None => Config::default(),
+        };
+        match cli_listener(self, &defaults) {
+            Ok(Some(listener)) => config.listeners.insert(0, listener),
+            Ok(None) => {}
+            Err(err) => errors.insert(0, err),
+        }
+        config.acl.extend(self.rules());
+        match self.max_connections {
+            Some(0) => errors.push("invalid --max-connections '0': must be at least 1".into()),
+            max => config.max_connections = max,
+        }
+        config.drain_timeout = self.drain_timeout;
+        if self.pid_file.is_some() {
+            config.pid_file = self.pid_file.clone();
+        }
+        if let Err(Error::Config(lines)) = config.validate() {
+            errors.extend(lines);
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config(errors))
+        }
+    }
+
+    /// What the command line gives every route and listener, unless a route key says otherwise.
+    fn overrides(&self) -> Overrides {
+        let mut given = Overrides::default();
+        given.connect_timeout = self.connect_timeout;
+        given.idle_timeout = self.idle_timeout;
+        given.fin_timeout = self.fin_timeout;
+        given.peek_timeout = self.peek_timeout;
+        given.proxy_protocol = self.proxy_protocol;
+        given.accept_proxy = self.accept_proxy.then_some(true);
+        given
+    }
+
+    /// `--allow` and `--deny`, as global rules after the file's.
+    fn rules(&self) -> Vec<Rule> {
+        let allow = self.allow.iter().map(|p| (Action::Allow, p));
+        let deny = self.deny.iter().map(|p| (Action::Deny, p));
+        allow
+            .chain(deny)
+            .map(|(action, pattern)| Rule {
+                action,
+                pattern: pattern.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The listener given by the positional arguments and `--sni`/`--host`, if any.
+fn cli_listener(args: &Args, defaults: &Settings) -> Result<Option<Listener>, String> {
+    let Some((listen, upstreams)) = listen_and_upstreams(args)? else {
+        return Ok(None);
+    };
+    let origin = || "command line".to_string();
+    let mut listener = Listener::with(listen, defaults, origin());
+    if !upstreams.is_empty() {
+        listener
+            .routes
+            .push(Route::with(upstreams, defaults, origin()));
+    }
+    for (flag, list) in [("--sni", &args.sni), ("--host", &args.host)] {
+        for NameRouteArg { pattern, upstreams } in list {
+            let parsed: NamePattern = pattern
+                .parse()
+                .map_err(|e| format!("invalid {flag} pattern: {e}"))?;
+            let mut route = Route::with(upstreams.clone(), defaults, format!("{flag} {pattern}"));
+            if flag == "--sni" {
+                route.sni = Some(parsed);
+            } else {
+                route.host = Some(parsed);
+            }
+            listener.routes.push(route);
+        }
+    }
+    Ok(Some(listener))
 }
 
 /// Splits the positional addresses into a listen address and its upstreams (possibly none).
-pub fn listen_and_upstreams(args: &Args) -> Result<Option<(HostPort, Vec<HostPort>)>, String> {
+fn listen_and_upstreams(args: &Args) -> Result<Option<(HostPort, Vec<HostPort>)>, String> {
     let mut parsed = Vec::with_capacity(args.addresses.len());
     for text in &args.addresses {
         parsed.push(text.parse::<HostPort>().map_err(|e| e.to_string())?);
@@ -156,8 +250,8 @@ fn optional_duration_arg(text: &str) -> Result<Option<Duration>, String> {
     parse_optional_duration(text).map_err(|e| e.to_string())
 }
 
-fn pattern_arg(text: &str) -> Result<acl::Pattern, String> {
-    text.parse::<acl::Pattern>().map_err(|e| e.to_string())
+fn pattern_arg(text: &str) -> Result<Pattern, String> {
+    text.parse::<Pattern>().map_err(|e| e.to_string())
 }
 
 fn version_arg(text: &str) -> Result<Version, String> {
@@ -179,7 +273,7 @@ fn name_route_arg(text: &str) -> Result<NameRouteArg, String> {
 }
 
 /// Parses a log level name for `--log-level`.
-pub fn parse_level(text: &str) -> Result<LevelFilter, String> {
+fn parse_level(text: &str) -> Result<LevelFilter, String> {
     text.parse::<LevelFilter>().map_err(|_| {
         format!("invalid log level '{text}': expected off, error, warn, info, debug or trace")
     })

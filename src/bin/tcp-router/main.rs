@@ -1,14 +1,23 @@
-//! The `tcp-router` binary: parse the command line, start logging, run, map the result to an exit code.
+//! The `tcp-router` binary: parse the command line, start logging, take the process-wide
+//! settings the library leaves alone (scheduling policy, open-files limit, signals, pid file),
+//! serve, and map the result to an exit code.
 
+mod args;
+mod pid_file;
+mod signals;
+
+use std::error::Error as _;
+use std::fmt;
 use std::io::LineWriter;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use argh::FromArgs;
 use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
-use tcp_router::cli::Args;
-use tcp_router::error::Chain;
-use tcp_router::server::Reloader;
-use tcp_router::Config;
+use tcp_router::{process, Error, Forwarder};
+
+use args::Args;
+use pid_file::PidFile;
 
 fn main() -> ExitCode {
     let args = match parse_args() {
@@ -23,28 +32,58 @@ fn main() -> ExitCode {
         return check(&args);
     }
     init_logging(args.log_level);
-    let result = Config::load(&args).and_then(|config| {
-        let reloader: Option<Reloader> = config.config_file.is_some().then(|| {
-            let args = args.clone();
-            Box::new(move || Config::load(&args)) as Reloader
-        });
-        tcp_router::run(config, reloader)
-    });
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(err) => {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
             // Configuration errors come one per line (`FILE:LINE: message`); each gets the prefix.
-            for line in Chain(&err).to_string().lines() {
+            for line in failure.to_string().lines() {
                 eprintln!("tcp-router: {line}");
             }
-            ExitCode::from(err.exit_code())
+            ExitCode::from(failure.exit_code())
         }
     }
 }
 
+/// Serves until SIGINT or SIGTERM, then drains.
+fn run(args: Args) -> Result<(), Failure> {
+    let config = args.load()?;
+    // First, while this is the only thread: threads inherit the policy when they are created.
+    let scheduler = process::apply_scheduler(args.scheduler);
+    let open_files = process::raise_open_files_limit();
+    let forwarder = Forwarder::from_config(&config)?;
+    log::info!(
+        "max connections: {} ({}; open-files limit {open_files}, thread limit {}); scheduler: {scheduler}",
+        forwarder.max_connections(),
+        if config.max_connections.is_some() {
+            "set by --max-connections"
+        } else {
+            "derived from the limits"
+        },
+        process::thread_limit()
+    );
+    let _pid_file = match &config.pid_file {
+        Some(path) => Some(PidFile::write(path).map_err(|source| Failure::PidFile {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let reload: signals::Reload = Box::new(move || args.config.is_some().then(|| args.load()));
+    signals::install(forwarder.handle(), reload).map_err(|source| Error::Setup {
+        what: "install signal handlers",
+        source,
+    })?;
+    forwarder.serve()?;
+    Ok(())
+}
+
 /// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.
 fn check(args: &Args) -> ExitCode {
-    match tcp_router::check::check(args) {
+    let checked = args
+        .load()
+        .map_err(|err| err.to_string().lines().map(String::from).collect())
+        .and_then(|config| tcp_router::check(&config, args.explain.as_deref()));
+    match checked {
         Ok(summary) => {
             print!("{summary}");
             ExitCode::SUCCESS
@@ -55,6 +94,56 @@ fn check(args: &Args) -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// Why the binary could not run, and the exit code scripts get for it.
+#[derive(Debug)]
+enum Failure {
+    /// The library refused to start (configuration, bind, set-up).
+    Library(Error),
+    /// The pid file cannot be written.
+    PidFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Failure {
+        Failure::Library(err)
+    }
+}
+
+impl Failure {
+    /// 2 for what the operator wrote (configuration, an unresolvable listen address), 1 for
+    /// everything else (an address in use, a pid file that cannot be written).
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Library(Error::Config(_) | Error::ResolveListen { .. }) => 2,
+            Failure::Library(_) | Failure::PidFile { .. } => 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    /// The error followed by each of its causes, separated by `: `.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut source = match self {
+            Failure::Library(err) => {
+                write!(f, "{err}")?;
+                err.source()
+            }
+            Failure::PidFile { path, source } => {
+                write!(f, "cannot write pid file '{}'", path.display())?;
+                Some(source as &(dyn std::error::Error + 'static))
+            }
+        };
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 

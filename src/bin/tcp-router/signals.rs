@@ -10,11 +10,13 @@ use std::thread;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use tcp_router::{Config, Error, Handle};
 
-use crate::server::Handle;
+/// Re-reads the configuration on SIGHUP; `None` when there is no file to re-read.
+pub(crate) type Reload = Box<dyn Fn() -> Option<Result<Config, Error>> + Send>;
 
 /// Starts the signal thread, which forwards signals to `handle`.
-pub fn install(handle: Handle) -> io::Result<()> {
+pub(crate) fn install(handle: Handle, reload: Reload) -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     thread::Builder::new()
         .name("tcp-router-signals".into())
@@ -24,7 +26,7 @@ pub fn install(handle: Handle) -> io::Result<()> {
                 match signal {
                     SIGHUP => {
                         log::info!("SIGHUP: reloading the configuration");
-                        handle.reload();
+                        reconfigure(&handle, &reload);
                     }
                     _ if stopping => {
                         log::warn!("{}: second stop signal, exiting now", name(signal));
@@ -42,6 +44,18 @@ pub fn install(handle: Handle) -> io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+fn reconfigure(handle: &Handle, reload: &Reload) {
+    match reload() {
+        None => log::warn!("reload requested, but there is no config file to re-read; ignored"),
+        Some(Ok(config)) => handle.reconfigure(config),
+        Some(Err(err)) => {
+            for line in err.to_string().lines() {
+                log::error!("reload refused, the running configuration stays: {line}");
+            }
+        }
+    }
 }
 
 fn name(signal: i32) -> &'static str {

@@ -3,22 +3,29 @@
 
 use std::fmt::Write;
 
-use crate::acl;
-use crate::addr::{Host, HostPort};
-use crate::cli::Args;
+use crate::config::acl::Rule;
+use crate::config::addr::{Host, HostPort};
+use crate::config::duration::format_duration;
 use crate::config::Config;
-use crate::duration::format_duration;
-use crate::route::ListenerState;
+use crate::route::router::Router;
 
-/// Checks the configuration: `Ok(summary)` to print on stdout, or every problem found, one line
-/// each (`FILE:LINE: message` for the config file).
-pub fn check(args: &Args) -> Result<String, Vec<String>> {
-    let config = Config::load(args).map_err(|err| {
-        err.to_string()
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    })?;
+/// Checks a validated configuration as `--check` does, resolving every host name in it:
+/// `Ok(summary)` to print, or every problem found, one line each. With `explain`, the summary
+/// ends with which route that name (an SNI or Host name) takes on each listener that routes by
+/// name.
+///
+/// ```
+/// use tcp_router::{check, Config, Listener, Route};
+///
+/// let mut listener = Listener::new("127.0.0.1:11000".parse()?);
+/// listener.routes.push(Route::new(vec!["127.0.0.1:6379".parse()?]));
+/// let mut config = Config::default();
+/// config.listeners.push(listener);
+/// let summary = check(&config, None).unwrap();
+/// assert!(summary.starts_with("configuration OK: 1 listener(s), 1 route(s)"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check(config: &Config, explain: Option<&str>) -> Result<String, Vec<String>> {
     let mut errors = Vec::new();
     for listener in &config.listeners {
         resolve(&listener.listen, &listener.origin, &mut errors);
@@ -31,9 +38,9 @@ pub fn check(args: &Args) -> Result<String, Vec<String>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut out = summary(&config);
-    if let Some(name) = &args.explain {
-        out.push_str(&explain(&config, name));
+    let mut out = summary(config);
+    if let Some(name) = explain {
+        out.push_str(&explain_name(config, name));
     }
     Ok(out)
 }
@@ -58,8 +65,8 @@ fn summary(config: &Config) -> String {
             .map(|l| l.routes.len())
             .sum::<usize>()
     );
-    if !config.global_acl.is_empty() {
-        let _ = writeln!(out, "global rules: {}", rules(&config.global_acl));
+    if !config.acl.is_empty() {
+        let _ = writeln!(out, "global rules: {}", rules(&config.acl));
     }
     if let Some(log) = &config.logfile {
         let format = if log.common { "common" } else { "rinetd" };
@@ -87,7 +94,6 @@ fn summary(config: &Config) -> String {
             listener.listen, listener.origin
         );
         for route in &listener.routes {
-            let state = crate::route::RouteState::new(route.clone());
             let upstreams: Vec<String> = route.upstreams.iter().map(ToString::to_string).collect();
             let mut keys = vec![format!(
                 "connect_timeout={}",
@@ -113,7 +119,7 @@ fn summary(config: &Config) -> String {
             let _ = writeln!(
                 out,
                 "  route {} -> {} ({}) {}",
-                state.label(),
+                route.label(),
                 upstreams.join(", "),
                 route.origin,
                 keys.join(" ")
@@ -123,26 +129,25 @@ fn summary(config: &Config) -> String {
     out
 }
 
-fn rules(list: &[acl::Rule]) -> String {
+fn rules(list: &[Rule]) -> String {
     list.iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn explain(config: &Config, name: &str) -> String {
+fn explain_name(config: &Config, name: &str) -> String {
     let mut out = String::new();
     let mut any = false;
     for listener in &config.listeners {
-        let Ok(state) = ListenerState::new(listener.clone(), Default::default(), None) else {
-            continue;
-        };
-        if !state.router.reads_first() {
+        let router = Router::new(&listener.routes);
+        if !router.reads_first() {
             continue;
         }
         any = true;
+        let labels: Vec<String> = listener.routes.iter().map(|r| r.label()).collect();
         let _ = writeln!(out, "explain '{name}' on {}:", listener.listen);
-        for line in state.router.explain(name, &state.labels()) {
+        for line in router.explain(name, &labels) {
             let _ = writeln!(out, "  {line}");
         }
     }

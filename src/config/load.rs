@@ -1,0 +1,230 @@
+//! From a config file to listeners: rules sharing a listen address become one listener, each rule
+//! one of its routes, with the file's settings laid over the defaults (route key > command line >
+//! built-in default).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::duration::format_duration;
+use super::file::{self, RuleDef};
+use super::model::{Config, Listener, LogFile, Route};
+use super::settings::Settings;
+
+impl Config {
+    /// Reads and parses the config file at `path`; settings a route does not give come from
+    /// `defaults`. Every problem found is one line of the error, `FILE:LINE: message`. The result
+    /// is not validated as a whole yet: the caller may add to it first, then call
+    /// [`Config::validate`].
+    pub fn from_file(path: &Path, defaults: &Settings) -> Result<Config, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("cannot read config file '{}': {e}", path.display())])?;
+        let file = file::parse(path, &text)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let listeners = group_into_listeners(path, &file.rules, defaults)?;
+        Ok(Config {
+            listeners,
+            acl: file.global_acl,
+            logfile: file.logfile.map(|path| LogFile {
+                path,
+                common: file.logcommon,
+            }),
+            pid_file: file.pidlogfile,
+            ..Config::default()
+        })
+    }
+}
+
+/// Rules sharing a listen address (as written) become one listener, in the order of first
+/// appearance; each rule is one of its routes.
+fn group_into_listeners(
+    path: &Path,
+    rules: &[RuleDef],
+    defaults: &Settings,
+) -> Result<Vec<Listener>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut by_listen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut groups: Vec<(Listener, Vec<&RuleDef>)> = Vec::new();
+    for rule in rules {
+        let origin = format!("{}:{}", path.display(), rule.line);
+        let settings = defaults.merge(&rule.settings);
+        let index = *by_listen.entry(rule.listen.to_string()).or_insert_with(|| {
+            let listener = Listener::with(rule.listen.clone(), &settings, origin.clone());
+            groups.push((listener, Vec::new()));
+            groups.len() - 1
+        });
+        let (listener, members) = &mut groups[index];
+        if let Some(first) = members.first() {
+            errors.extend(disagreements(listener, first, rule, &origin));
+        }
+        members.push(rule);
+        listener.routes.push(route(rule, &settings, origin));
+    }
+    if errors.is_empty() {
+        Ok(groups.into_iter().map(|(listener, _)| listener).collect())
+    } else {
+        Err(errors)
+    }
+}
+
+fn route(rule: &RuleDef, settings: &Settings, origin: String) -> Route {
+    let mut route = Route::with(rule.upstreams.clone(), settings, origin);
+    route.acl = rule.acl.clone();
+    route.sni = rule.sni.clone();
+    route.host = rule.host.clone();
+    route.alpn = rule.alpn.clone();
+    route
+}
+
+/// The one place where routes sharing a listener must agree on what applies to the whole
+/// listener: the PROXY header and the peek happen before a route is chosen, and the connection
+/// cap counts the listener's clients. `max_connections` may be given on one route only (the
+/// listener takes it); `accept_proxy` unset means false; `peek_timeout` must be given alike.
+fn disagreements(
+    listener: &mut Listener,
+    first: &RuleDef,
+    b: &RuleDef,
+    origin: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let (given, other) = (&first.settings, &b.settings);
+    if let Some(max) = other.max_connections {
+        match listener.max_connections {
+            Some(existing) if existing != max => out.push(format!(
+                "{origin}: max_connections={max} differs from max_connections={existing} given for {} at {}; \
+                 it caps the whole listener, so routes sharing it must agree",
+                listener.listen, listener.origin
+            )),
+            _ => listener.max_connections = Some(max),
+        }
+    }
+    let (pa, pb) = (
+        given.accept_proxy.unwrap_or(false),
+        other.accept_proxy.unwrap_or(false),
+    );
+    if pa != pb {
+        out.push(format!(
+            "{origin}: accept_proxy={pb} disagrees with line {} (accept_proxy={pa}) on listener {}; \
+             routes sharing a listener must agree because the proxy header is read before routing",
+            first.line, b.listen
+        ));
+    }
+    if given.peek_timeout != other.peek_timeout {
+        let show = |d: Option<Duration>| d.map_or_else(|| "unset".to_string(), format_duration);
+        out.push(format!(
+            "{origin}: peek_timeout ({}) disagrees with line {} ({}) on listener {}; set it the same on every route of a listener",
+            show(other.peek_timeout),
+            first.line,
+            show(given.peek_timeout),
+            b.listen
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads `text` as a config file and validates it; the error lines without the file name.
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        let dir = crate::test_support::temp_dir("load");
+        let path = dir.join("t.conf");
+        std::fs::write(&path, text).unwrap();
+        let prefix = format!("{}:", path.display());
+        let strip = |lines: Vec<String>| -> Vec<String> {
+            lines
+                .into_iter()
+                .map(|l| l.strip_prefix(&prefix).unwrap_or(&l).to_string())
+                .collect()
+        };
+        let config = Config::from_file(&path, &Settings::default()).map_err(strip)?;
+        config
+            .validate()
+            .map_err(|e| strip(e.to_string().lines().map(String::from).collect()))?;
+        Ok(config)
+    }
+
+    fn err1(text: &str) -> String {
+        let errors = load(text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors[0].clone()
+    }
+
+    #[test]
+    fn rules_sharing_an_address_are_one_listener() {
+        let config = load(
+            "route 0.0.0.0:443 192.0.2.1:443 sni=a.example max_connections=7\n\
+             route 0.0.0.0:443 192.0.2.2:443\n\
+             127.0.0.1 80 192.0.2.3 80\n",
+        )
+        .unwrap();
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(config.listeners[0].routes.len(), 2);
+        assert_eq!(config.listeners[0].max_connections, Some(7));
+        assert_eq!(config.listeners[0].routes[0].label(), "sni=a.example");
+        assert_eq!(config.listeners[0].routes[1].label(), "default");
+    }
+
+    #[test]
+    fn route_keys_win_over_the_defaults_given() {
+        let dir = crate::test_support::temp_dir("defaults");
+        let path = dir.join("t.conf");
+        std::fs::write(
+            &path,
+            "route 127.0.0.1:1 127.0.0.1:2 idle_timeout=1m\nroute 127.0.0.1:3 127.0.0.1:4\n",
+        )
+        .unwrap();
+        let mut defaults = Settings::default();
+        defaults.idle_timeout = Some(Duration::from_secs(5));
+        let config = Config::from_file(&path, &defaults).unwrap();
+        assert_eq!(
+            config.listeners[0].routes[0].idle_timeout,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            config.listeners[1].routes[0].idle_timeout,
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn listener_settings_must_agree() {
+        assert_eq!(
+            err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy=true\nroute 0.0.0.0:443 192.0.2.2:443"),
+            "2: accept_proxy=false disagrees with line 1 (accept_proxy=true) on listener 0.0.0.0:443; \
+             routes sharing a listener must agree because the proxy header is read before routing"
+        );
+        assert!(load("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy=false\nroute 0.0.0.0:443 192.0.2.2:443").is_ok());
+        assert_eq!(
+            err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example peek_timeout=2s\nroute 0.0.0.0:443 192.0.2.2:443"),
+            "2: peek_timeout (unset) disagrees with line 1 (2s) on listener 0.0.0.0:443; \
+             set it the same on every route of a listener"
+        );
+        assert!(err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example max_connections=1\nroute 0.0.0.0:443 192.0.2.2:443 max_connections=2")
+            .starts_with("2: max_connections=2 differs from max_connections=1"));
+    }
+
+    #[test]
+    fn duplicate_routes_on_one_listener() {
+        assert_eq!(
+            err1("route 0.0.0.0:80 192.0.2.1:80\nroute 0.0.0.0:80 192.0.2.2:80"),
+            "2: duplicate route on 0.0.0.0:80: line 1 already has one with no sni/host/alpn"
+        );
+        assert_eq!(
+            err1("route [::]:443 192.0.2.1:443 sni=A.example\n\nroute [::]:443 192.0.2.2:443 sni=a.example."),
+            "3: duplicate route on [::]:443: line 1 already has one with sni=a.example"
+        );
+        assert_eq!(
+            err1("route [::]:443 192.0.2.1:443 alpn=h2\nroute [::]:443 192.0.2.2:443 alpn=h2"),
+            "2: duplicate route on [::]:443: line 1 already has one with alpn=h2"
+        );
+        // The same name for TLS and for HTTP is two routes, not a duplicate.
+        assert!(load(
+            "route [::]:80 192.0.2.1:443 sni=a.example\nroute [::]:80 192.0.2.2:80 host=a.example"
+        )
+        .is_ok());
+        // Different listen addresses never collide.
+        assert!(load("route 127.0.0.1:80 192.0.2.1:80\nroute 127.0.0.2:80 192.0.2.1:80").is_ok());
+    }
+}

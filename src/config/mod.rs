@@ -1,0 +1,34 @@
+//! The configuration: what the operator wrote, parsed and checked, as plain data.
+//!
+//! - [`Config`], [`Listener`] and [`Route`] (in `model`): the data itself.
+//! - [`Settings`] and [`Overrides`] (in `settings`): every per-route setting, declared once with
+//!   its default, its `key=value` parser and the merge of given values over defaults.
+//! - `file`: the rinetd-compatible file parser, text in, rules out (no DNS, no sockets);
+//!   `load`: rules into listeners; `validate`: the checks of the whole.
+//! - The values the other parts are made of: addresses ([`HostPort`], in `addr`), durations
+//!   (`duration`), allow/deny patterns ([`Pattern`], in `acl`) and name patterns
+//!   ([`NamePattern`], in `names`).
+//!
+//! Architecture invariant: configuration is pure data. Nothing here imports a run-time part of
+//! the crate (no route state, sockets, threads, logging, command line or scheduler); it uses only
+//! the wire formats' value types (`proto`) and the crate's [`Error`](crate::Error). Reading the
+//! config file is the one I/O it does.
+
+pub(crate) mod acl;
+pub(crate) mod addr;
+pub(crate) mod duration;
+pub(crate) mod file;
+mod load;
+mod model;
+pub(crate) mod names;
+mod settings;
+mod validate;
+
+pub use acl::{Action, Pattern, PatternError, Rule};
+pub use addr::{AddrError, Host, HostPort};
+pub use duration::{format_duration, parse_duration, parse_optional_duration, DurationError};
+pub use model::{Config, Listener, LogFile, Route, DEFAULT_DRAIN_TIMEOUT};
+pub use names::{NamePattern, NamePatternError};
+pub use settings::{
+    Overrides, Settings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_PEEK_TIMEOUT,
+};

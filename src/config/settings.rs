@@ -1,0 +1,253 @@
+//! The settings a route can be given, each declared once here: its default, its `key=value`
+//! parser, and how a value given on the command line or on a `route` line is merged over the
+//! defaults (route key > command line > built-in default).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::proto::proxy::Version;
+
+use super::addr::parse_ip;
+use super::duration::{parse_duration, parse_optional_duration};
+
+/// Built-in default for `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Built-in default for `fin_timeout`: longer than common servers' response timeouts, so a slow
+/// answer to a half-closed request is not cut, yet dead half-closed connections are reaped.
+pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Built-in default for `peek_timeout`.
+pub const DEFAULT_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every setting a route (or the listener it is on) can be given, with its value in force.
+///
+/// [`Settings::default`] holds the built-in defaults; [`Settings::merge`] lays what one place
+/// gave (an [`Overrides`]) over them.
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_router::config::{Overrides, Settings};
+///
+/// let mut given = Overrides::default();
+/// given.set("idle_timeout", "10m").unwrap();
+/// let settings = Settings::default().merge(&given);
+/// assert_eq!(settings.idle_timeout, Some(Duration::from_secs(600)));
+/// assert_eq!(settings.connect_timeout, Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Time allowed for one upstream's connect attempt (`connect_timeout`).
+    pub connect_timeout: Duration,
+    /// Close after this long with no bytes moving either way; `None` is off (`idle_timeout`).
+    pub idle_timeout: Option<Duration>,
+    /// Close a half-closed connection after this long with no bytes moving; `None` is off
+    /// (`fin_timeout`).
+    pub fin_timeout: Option<Duration>,
+    /// Local address for upstream connections (`src`, rinetd's `[src=]`).
+    pub src: Option<IpAddr>,
+    /// PROXY protocol header to send upstream (`proxy_protocol`).
+    pub proxy_protocol: Option<Version>,
+    /// Listener-wide: deadline for reading a ClientHello, HTTP head or PROXY header
+    /// (`peek_timeout`).
+    pub peek_timeout: Duration,
+    /// Listener-wide: read a PROXY header from each client first (`accept_proxy`).
+    pub accept_proxy: bool,
+    /// Listener-wide: cap on the listener's connections (`max_connections`).
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: None,
+            fin_timeout: Some(DEFAULT_FIN_TIMEOUT),
+            src: None,
+            proxy_protocol: None,
+            peek_timeout: DEFAULT_PEEK_TIMEOUT,
+            accept_proxy: false,
+            max_connections: None,
+        }
+    }
+}
+
+/// Settings given in one place (the command line, or one `route` line); `None` = not given there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Overrides {
+    /// `connect_timeout=DUR`.
+    pub connect_timeout: Option<Duration>,
+    /// `idle_timeout=DUR|off`; `Some(None)` = off.
+    pub idle_timeout: Option<Option<Duration>>,
+    /// `fin_timeout=DUR|off`; `Some(None)` = off.
+    pub fin_timeout: Option<Option<Duration>>,
+    /// `src=IP`.
+    pub src: Option<IpAddr>,
+    /// `proxy_protocol=v1|v2`.
+    pub proxy_protocol: Option<Version>,
+    /// `peek_timeout=DUR`.
+    pub peek_timeout: Option<Duration>,
+    /// `accept_proxy=true|false`.
+    pub accept_proxy: Option<bool>,
+    /// `max_connections=N`.
+    pub max_connections: Option<usize>,
+}
+
+impl Overrides {
+    /// The keys [`Overrides::set`] takes, in the order the docs list them.
+    pub const KEYS: [&'static str; 8] = [
+        "connect_timeout",
+        "idle_timeout",
+        "fin_timeout",
+        "peek_timeout",
+        "max_connections",
+        "src",
+        "proxy_protocol",
+        "accept_proxy",
+    ];
+
+    /// Sets one setting from its `key` and textual `value`, as a `route` line writes them. The
+    /// error is one lowercase line naming the key, the value and what was expected.
+    ///
+    /// ```
+    /// use tcp_router::config::Overrides;
+    ///
+    /// let mut given = Overrides::default();
+    /// assert!(given.set("proxy_protocol", "v2").is_ok());
+    /// assert_eq!(
+    ///     given.set("max_connections", "0").unwrap_err(),
+    ///     "invalid max_connections '0': must be at least 1"
+    /// );
+    /// ```
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let invalid = |why: &str| format!("invalid {key} '{value}': {why}");
+        let wrap = |e: String| format!("{key}: {e}");
+        match key {
+            "connect_timeout" => self.connect_timeout = Some(positive_duration(key, value)?),
+            "peek_timeout" => self.peek_timeout = Some(positive_duration(key, value)?),
+            "idle_timeout" => self.idle_timeout = Some(duration_or_off(value).map_err(wrap)?),
+            "fin_timeout" => self.fin_timeout = Some(duration_or_off(value).map_err(wrap)?),
+            "max_connections" => self.max_connections = Some(count(value).map_err(invalid)?),
+            "src" => self.src = Some(parse_ip(value).map_err(|why| invalid(&why))?),
+            "proxy_protocol" => {
+                let version = value.parse::<Version>();
+                self.proxy_protocol = Some(version.map_err(|_| invalid("expected v1 or v2"))?)
+            }
+            "accept_proxy" => {
+                self.accept_proxy = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("expected true or false")),
+                })
+            }
+            _ => return Err(format!("unknown key '{key}'")),
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// These settings with everything `given` laid over them: the one place where a value from
+    /// the command line or a route line replaces a default.
+    pub fn merge(&self, given: &Overrides) -> Settings {
+        Settings {
+            connect_timeout: given.connect_timeout.unwrap_or(self.connect_timeout),
+            idle_timeout: given.idle_timeout.unwrap_or(self.idle_timeout),
+            fin_timeout: given.fin_timeout.unwrap_or(self.fin_timeout),
+            src: given.src.or(self.src),
+            proxy_protocol: given.proxy_protocol.or(self.proxy_protocol),
+            peek_timeout: given.peek_timeout.unwrap_or(self.peek_timeout),
+            accept_proxy: given.accept_proxy.unwrap_or(self.accept_proxy),
+            max_connections: given.max_connections.or(self.max_connections),
+        }
+    }
+}
+
+/// A duration that must not be zero (a zero connect or peek deadline would refuse everyone).
+fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
+    let d = parse_duration(value).map_err(|e| format!("{key}: {e}"))?;
+    if d.is_zero() {
+        Err(format!(
+            "invalid {key} '{value}': must be greater than zero"
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
+fn duration_or_off(value: &str) -> Result<Option<Duration>, String> {
+    parse_optional_duration(value).map_err(|e| format!("{e}, or off"))
+}
+
+/// A whole number of at least 1.
+pub(crate) fn count(value: &str) -> Result<usize, &'static str> {
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number");
+    }
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1"),
+        Ok(n) => Ok(n),
+        Err(_) => Err("number too large"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_values_win_over_defaults_and_off_is_a_value() {
+        let mut given = Overrides::default();
+        given.set("fin_timeout", "off").unwrap();
+        given.set("connect_timeout", "250ms").unwrap();
+        let merged = Settings::default().merge(&given);
+        assert_eq!(merged.fin_timeout, None);
+        assert_eq!(merged.connect_timeout, Duration::from_millis(250));
+        assert_eq!(merged.peek_timeout, DEFAULT_PEEK_TIMEOUT);
+        assert_eq!(
+            Settings::default().merge(&Overrides::default()),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let mut given = Overrides::default();
+        for (key, value) in Overrides::KEYS
+            .iter()
+            .zip(["1s", "off", "2m", "3s", "10", "::1", "v1", "true"])
+        {
+            given
+                .set(key, value)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        assert_eq!(given.max_connections, Some(10));
+        assert_eq!(given.src, Some("::1".parse().unwrap()));
+        assert_eq!(given.proxy_protocol, Some(Version::V1));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        let err = |key: &str, value: &str| Overrides::default().set(key, value).unwrap_err();
+        assert_eq!(
+            err("connect_timeout", "0"),
+            "invalid connect_timeout '0': must be greater than zero"
+        );
+        assert!(err("idle_timeout", "soon").starts_with("idle_timeout: invalid duration 'soon'"));
+        assert!(err("idle_timeout", "soon").ends_with(", or off"));
+        assert_eq!(
+            err("max_connections", "-1"),
+            "invalid max_connections '-1': expected a whole number"
+        );
+        assert_eq!(
+            err("proxy_protocol", "v3"),
+            "invalid proxy_protocol 'v3': expected v1 or v2"
+        );
+        assert_eq!(
+            err("accept_proxy", "yes"),
+            "invalid accept_proxy 'yes': expected true or false"
+        );
+        assert!(err("src", "example.com").contains("host names are not allowed"));
+        assert_eq!(err("colour", "red"), "unknown key 'colour'");
+    }
+}

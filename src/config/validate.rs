@@ -1,0 +1,215 @@
+//! Checks a [`Config`] as a whole, wherever it came from (the command line, a file, code): what no
+//! single line can show, such as two listeners on one address or two routes that a client could
+//! not be told apart by.
+
+use std::collections::BTreeMap;
+
+use crate::error::Error;
+
+use super::model::{Config, Listener, Route};
+use super::names::NamePattern;
+
+impl Config {
+    /// Checks the configuration; every problem is one line of the [`Error::Config`] it returns,
+    /// starting with where the offending part was configured.
+    ///
+    /// ```
+    /// use tcp_router::{Config, Listener, Route};
+    ///
+    /// let mut listener = Listener::new("127.0.0.1:0".parse()?);
+    /// listener.routes.push(Route::new(vec!["127.0.0.1:6379".parse()?]));
+    /// listener.routes.push(Route::new(vec!["127.0.0.1:6380".parse()?]));
+    /// let mut config = Config::default();
+    /// config.listeners.push(listener);
+    /// let error = config.validate().unwrap_err().to_string();
+    /// assert!(error.contains("duplicate route on 127.0.0.1:0"), "{error}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        if self.max_connections == Some(0) {
+            errors.push("invalid max_connections '0': must be at least 1".to_string());
+        }
+        errors.extend(duplicate_listeners(&self.listeners));
+        for listener in &self.listeners {
+            errors.extend(listener_errors(listener));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(errors))
+        }
+    }
+}
+
+/// Two listeners on the same address (for example the command line's and a file's).
+fn duplicate_listeners(listeners: &[Listener]) -> Vec<String> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for listener in listeners {
+        let key = listener.listen.to_string();
+        if let Some(first) = seen.insert(key.clone(), &listener.origin) {
+            errors.push(format!(
+                "{}: listen address {key} is already used at {first}",
+                listener.origin
+            ));
+        }
+    }
+    errors
+}
+
+fn listener_errors(listener: &Listener) -> Vec<String> {
+    let mut errors = Vec::new();
+    if listener.max_connections == Some(0) {
+        errors.push(format!(
+            "{}: invalid max_connections '0' for {}: must be at least 1",
+            listener.origin, listener.listen
+        ));
+    }
+    for route in &listener.routes {
+        if route.upstreams.is_empty() {
+            errors.push(format!(
+                "{}: route {} on {} has no upstream",
+                route.origin,
+                route.label(),
+                listener.listen
+            ));
+        }
+    }
+    errors.extend(duplicate_routes(listener));
+    errors
+}
+
+/// What must be unique among the routes of one listener: which table the route is in (TLS names
+/// or HTTP Host), its name pattern, and its ALPN. The one uniqueness check: the tables that
+/// routing builds from these (`route::names`) then never hold two entries a client could match
+/// alike.
+fn route_key(route: &Route) -> (&'static str, Option<&NamePattern>, Option<&str>) {
+    let (kind, pattern) = match (&route.sni, &route.host) {
+        (Some(p), _) => ("sni", Some(p)),
+        (None, Some(p)) => ("host", Some(p)),
+        (None, None) => ("", None),
+    };
+    (kind, pattern, route.alpn.as_deref())
+}
+
+fn describe_key(route: &Route) -> String {
+    let (kind, pattern, alpn) = route_key(route);
+    let mut parts = Vec::new();
+    if let Some(p) = pattern {
+        parts.push(format!("{kind}={p}"));
+    }
+    if let Some(a) = alpn {
+        parts.push(format!("alpn={a}"));
+    }
+    if parts.is_empty() {
+        "no sni/host/alpn".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn duplicate_routes(listener: &Listener) -> Vec<String> {
+    let routes = &listener.routes;
+    let mut errors = Vec::new();
+    for (j, later) in routes.iter().enumerate() {
+        let key = route_key(later);
+        if let Some(first) = routes[..j].iter().find(|r| route_key(r) == key) {
+            errors.push(format!(
+                "{}: duplicate route on {}: {} already has one with {}",
+                later.origin,
+                listener.listen,
+                earlier_place(&first.origin, &later.origin),
+                describe_key(later)
+            ));
+        }
+    }
+    errors
+}
+
+/// Where the first of two things was configured, as seen from the second: `line N` within one
+/// file, the full origin otherwise.
+fn earlier_place(first: &str, later: &str) -> String {
+    match (first.rsplit_once(':'), later.rsplit_once(':')) {
+        (Some((file_a, line)), Some((file_b, _)))
+            if file_a == file_b && line.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            format!("line {line}")
+        }
+        _ => first.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(routes: Vec<Route>) -> Listener {
+        let mut listener = Listener::new("127.0.0.1:443".parse().unwrap());
+        listener.routes = routes;
+        listener
+    }
+
+    fn route(origin: &str, sni: Option<&str>) -> Route {
+        let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        route.origin = origin.into();
+        route.sni = sni.map(|p| p.parse().unwrap());
+        route
+    }
+
+    fn errors(config: &Config) -> Vec<String> {
+        match config.validate() {
+            Ok(()) => Vec::new(),
+            Err(Error::Config(lines)) => lines,
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_second_default_route_is_named_with_both_places() {
+        let mut config = Config::default();
+        config.listeners.push(listener(vec![
+            route("--sni", None),
+            route("f.conf:3", None),
+        ]));
+        assert_eq!(
+            errors(&config),
+            ["f.conf:3: duplicate route on 127.0.0.1:443: --sni already has one with no sni/host/alpn"]
+        );
+    }
+
+    #[test]
+    fn two_listeners_on_one_address() {
+        let mut config = Config::default();
+        let mut first = listener(vec![route("command line", None)]);
+        first.origin = "command line".into();
+        let mut second = first.clone();
+        second.origin = "f.conf:1".into();
+        config.listeners = vec![first, second];
+        assert_eq!(
+            errors(&config),
+            ["f.conf:1: listen address 127.0.0.1:443 is already used at command line"]
+        );
+    }
+
+    #[test]
+    fn caps_of_zero_and_routes_without_upstreams_are_refused() {
+        let mut config = Config::default();
+        config.max_connections = Some(0);
+        let mut empty = route("code", Some("a.example"));
+        empty.upstreams.clear();
+        let mut l = listener(vec![empty]);
+        l.max_connections = Some(0);
+        config.listeners.push(l);
+        let found = errors(&config);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[2].contains("route sni=a.example on 127.0.0.1:443 has no upstream"));
+    }
+
+    #[test]
+    fn earlier_places_are_short_within_one_file() {
+        assert_eq!(earlier_place("a.conf:1", "a.conf:9"), "line 1");
+        assert_eq!(earlier_place("a.conf:1", "b.conf:9"), "a.conf:1");
+        assert_eq!(earlier_place("command line", "a.conf:9"), "command line");
+    }
+}

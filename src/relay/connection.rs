@@ -1,0 +1,249 @@
+//! One relayed connection's shared state: its two sockets, when bytes last moved, whether a
+//! direction has ended, and whether (and why) it was stopped. Both copy threads and the drain
+//! (through the registry) hold it; every field is atomic or set once, so no lock is taken while
+//! bytes move.
+
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::sys::net;
+
+use super::outcome::Timeouts;
+
+/// Whether a connection is still running, or why it was stopped from outside a copy loop's own
+/// end of stream: cut by a graceful stop, timed out by its idle or fin limit, or aborted by a
+/// failure in either direction. Set once: the first cause wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Stop {
+    Running = 0,
+    Cut = 1,
+    TimedOut = 2,
+    Aborted = 3,
+}
+
+impl Stop {
+    fn from_u8(value: u8) -> Stop {
+        match value {
+            0 => Stop::Running,
+            1 => Stop::Cut,
+            2 => Stop::TimedOut,
+            _ => Stop::Aborted,
+        }
+    }
+}
+
+/// Marks "not half-closed" in [`Connection::half_closed_ms`].
+const NEVER: u64 = u64::MAX;
+
+/// A proxied connection: the two sockets and the state both copy threads and the registry share.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// Sequence number, for logs.
+    pub(crate) id: u64,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// The client socket.
+    pub(crate) client: TcpStream,
+    /// The upstream socket, once connected.
+    upstream: OnceLock<TcpStream>,
+    /// When the client was accepted.
+    pub(crate) started: Instant,
+    /// Milliseconds after `started` when bytes last moved in either direction.
+    last_activity_ms: AtomicU64,
+    /// Milliseconds after `started` when the first direction ended, or [`NEVER`].
+    half_closed_ms: AtomicU64,
+    /// A [`Stop`]: running, or why the connection was stopped.
+    stop: AtomicU8,
+}
+
+impl Connection {
+    /// Wraps an accepted client.
+    pub(crate) fn new(id: u64, peer: SocketAddr, client: TcpStream) -> Connection {
+        Connection {
+            id,
+            peer,
+            client,
+            upstream: OnceLock::new(),
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            half_closed_ms: AtomicU64::new(NEVER),
+            stop: AtomicU8::new(Stop::Running as u8),
+        }
+    }
+
+    /// Attaches the connected upstream socket; if the connection was cut meanwhile, shuts it down.
+    pub(crate) fn attach_upstream(&self, upstream: TcpStream) {
+        let _ = self.upstream.set(upstream);
+        if self.is_stopped() {
+            self.shutdown_both();
+        }
+    }
+
+    /// The upstream socket, once attached.
+    pub(crate) fn upstream(&self) -> Option<&TcpStream> {
+        self.upstream.get()
+    }
+
+    /// True once a graceful stop or a failure has stopped this connection.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop() != Stop::Running
+    }
+
+    /// Running, or why the connection was stopped.
+    pub(crate) fn stop(&self) -> Stop {
+        Stop::from_u8(self.stop.load(Ordering::SeqCst))
+    }
+
+    /// Cuts the connection (graceful stop after the drain timeout): both sides get a FIN and both
+    /// copy threads wake. Returns false if it had already stopped.
+    pub(crate) fn cut(&self) -> bool {
+        let first = self.set_stop(Stop::Cut);
+        self.shutdown_both();
+        first
+    }
+
+    /// Records why the connection stops, unless it already had a cause; true if this was first.
+    pub(crate) fn set_stop(&self, cause: Stop) -> bool {
+        self.stop
+            .compare_exchange(
+                Stop::Running as u8,
+                cause as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
+    pub(crate) fn shutdown_both(&self) {
+        let _ = self.client.shutdown(Shutdown::Both);
+        if let Some(upstream) = self.upstream() {
+            let _ = upstream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn abort_both(&self) {
+        net::abort(&self.client);
+        if let Some(upstream) = self.upstream() {
+            net::abort(upstream);
+        }
+    }
+
+    pub(crate) fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn at_ms(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
+    }
+
+    /// Bytes moved in either direction: the connection is not idle.
+    pub(crate) fn note_activity(&self) {
+        self.last_activity_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+    }
+
+    /// One direction has ended: from now on the fin limit applies.
+    pub(crate) fn mark_half_closed(&self) {
+        let now = self.elapsed_ms();
+        let _ =
+            self.half_closed_ms
+                .compare_exchange(NEVER, now, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// When the connection expires if no more bytes move, under `timeouts`.
+    pub(crate) fn deadline(&self, timeouts: &Timeouts) -> Option<Instant> {
+        let last = self.last_activity_ms.load(Ordering::Relaxed);
+        let idle = timeouts.idle.map(|idle| self.at_ms(last) + idle);
+        let half = self.half_closed_ms.load(Ordering::SeqCst);
+        let fin = match (timeouts.fin, half) {
+            (Some(fin), half) if half != NEVER => Some(self.at_ms(last.max(half)) + fin),
+            _ => None,
+        };
+        match (idle, fin) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How long a copy thread may wait for bytes before it must look at the deadline again, or
+    /// `Err` if the deadline has passed. While not half-closed, the fin limit bounds the wait
+    /// too, because the other direction may end meanwhile and make the fin limit apply.
+    pub(crate) fn wait_budget(&self, timeouts: &Timeouts) -> Result<Option<Duration>, Expired> {
+        let now = Instant::now();
+        let mut budget = match self.deadline(timeouts) {
+            Some(deadline) if deadline <= now => return Err(Expired),
+            Some(deadline) => Some(deadline - now),
+            None => None,
+        };
+        if self.half_closed_ms.load(Ordering::SeqCst) == NEVER {
+            if let Some(fin) = timeouts.fin {
+                budget = Some(budget.map_or(fin, |b| b.min(fin)));
+            }
+        }
+        Ok(budget)
+    }
+}
+
+/// The deadline has passed.
+#[derive(Debug)]
+pub(crate) struct Expired;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection() -> Connection {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let peer = client.local_addr().unwrap();
+        Connection::new(1, peer, client)
+    }
+
+    #[test]
+    fn no_timeouts_means_no_deadline() {
+        let conn = connection();
+        assert_eq!(conn.deadline(&Timeouts::default()), None);
+        assert_eq!(conn.wait_budget(&Timeouts::default()).unwrap(), None);
+    }
+
+    #[test]
+    fn fin_limit_applies_only_once_half_closed() {
+        let conn = connection();
+        let timeouts = Timeouts {
+            idle: None,
+            fin: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(conn.deadline(&timeouts), None);
+        // Not half-closed yet: the wait is still bounded so the thread re-checks later.
+        assert_eq!(
+            conn.wait_budget(&timeouts).unwrap(),
+            Some(Duration::from_secs(60))
+        );
+        conn.mark_half_closed();
+        assert!(conn.deadline(&timeouts).is_some());
+    }
+
+    #[test]
+    fn expired_idle_limit_is_reported() {
+        let conn = connection();
+        let timeouts = Timeouts {
+            idle: Some(Duration::ZERO),
+            fin: None,
+        };
+        assert!(conn.wait_budget(&timeouts).is_err());
+    }
+
+    #[test]
+    fn the_first_stop_cause_wins() {
+        let conn = connection();
+        assert_eq!(conn.stop(), Stop::Running);
+        assert!(conn.set_stop(Stop::TimedOut));
+        assert!(!conn.set_stop(Stop::Aborted));
+        assert!(!conn.cut(), "already stopped");
+        assert_eq!(conn.stop(), Stop::TimedOut);
+        assert!(conn.is_stopped());
+    }
+}

@@ -1,0 +1,147 @@
+//! The bound listeners: binding them at start, and on reload keeping the sockets of unchanged
+//! addresses (no re-bind, no refused client), binding new ones first and closing removed ones
+//! last, so a reload that cannot bind changes nothing.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use crate::config::HostPort;
+use crate::error::Error;
+use crate::sys::net;
+
+use super::listener::ListenerState;
+use super::permits::Permits;
+
+/// A bound listener and what its clients get.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    pub(crate) socket: TcpListener,
+    /// The bound address (with the real port when configured with port 0).
+    pub(crate) addr: SocketAddr,
+    /// The configuration new clients get; replaced on reload, the socket kept.
+    pub(crate) state: Arc<ListenerState>,
+    /// The listener's own cap (`max_connections=` on its route), if any.
+    pub(crate) limit: Option<Permits>,
+}
+
+impl Listening {
+    /// Binds `state`'s address, or adopts `socket` (already bound and listening) for it.
+    pub(crate) fn bind(
+        state: ListenerState,
+        socket: Option<TcpListener>,
+        wake: &Arc<UnixStream>,
+    ) -> Result<Listening, Error> {
+        let (socket, addr) = match socket {
+            Some(socket) => adopt(socket)?,
+            None => bind_socket(&state.config.listen)?,
+        };
+        Ok(Listening {
+            socket,
+            addr,
+            limit: limit(&state, wake),
+            state: Arc::new(state),
+        })
+    }
+
+    /// Logs the address and its routes, as at start and after a reload.
+    pub(crate) fn log(&self) {
+        let cap = self
+            .limit
+            .as_ref()
+            .map(|l| format!(" (max {} connections)", l.capacity()))
+            .unwrap_or_default();
+        log::info!(
+            "listening on {} -> {}{cap}",
+            self.addr,
+            self.state.describe()
+        );
+    }
+}
+
+/// Switches `current` to `states`: listeners whose address is unchanged keep their socket and
+/// take the new settings for new connections; new ones are bound; removed ones close. Nothing
+/// changes unless every new listener could be bound.
+pub(crate) fn switch(
+    current: &mut Vec<Listening>,
+    states: Vec<ListenerState>,
+    wake: &Arc<UnixStream>,
+) -> Result<(), Error> {
+    let same = |l: &Listening, state: &ListenerState| l.state.config.listen == state.config.listen;
+    // First bind every new address; if one fails, nothing has changed yet.
+    let mut fresh = Vec::with_capacity(states.len());
+    for state in &states {
+        if current.iter().any(|l| same(l, state)) {
+            fresh.push(None);
+        } else {
+            fresh.push(Some(bind_socket(&state.config.listen)?));
+        }
+    }
+    let mut old: Vec<Option<Listening>> = std::mem::take(current).into_iter().map(Some).collect();
+    for (state, fresh) in states.into_iter().zip(fresh) {
+        let kept = old
+            .iter_mut()
+            .find(|l| l.as_ref().is_some_and(|l| same(l, &state)))
+            .and_then(Option::take);
+        current.push(match (fresh, kept) {
+            (Some((socket, addr)), _) => Listening {
+                socket,
+                addr,
+                limit: limit(&state, wake),
+                state: Arc::new(state),
+            },
+            (None, Some(mut kept)) => {
+                if kept.state.config.max_connections != state.config.max_connections {
+                    kept.limit = limit(&state, wake);
+                }
+                kept.state = Arc::new(state);
+                kept
+            }
+            (None, None) => unreachable!("BUG: a listener is neither kept nor bound"),
+        });
+    }
+    for removed in old.into_iter().flatten() {
+        log::info!("reload: closing listener {}", removed.addr);
+    }
+    Ok(())
+}
+
+/// Resolves and binds a listen address; returns the socket and the address actually bound.
+fn bind_socket(listen: &HostPort) -> Result<(TcpListener, SocketAddr), Error> {
+    let addrs = listen.resolve().map_err(|source| Error::ResolveListen {
+        addr: listen.to_string(),
+        source,
+    })?;
+    // `resolve` never returns an empty list; the fallback only keeps this free of a panic path.
+    let addr = addrs
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], listen.port)));
+    let socket = net::bind_listener(addr).map_err(|source| Error::Bind { addr, source })?;
+    let addr = socket.local_addr().unwrap_or(addr);
+    Ok((socket, addr))
+}
+
+/// Takes a socket an embedding program (or the service manager) bound: the accept loop polls,
+/// so it must not block.
+fn adopt(socket: TcpListener) -> Result<(TcpListener, SocketAddr), Error> {
+    let addr = socket.local_addr().map_err(|source| Error::Setup {
+        what: "read the address of a given listener",
+        source,
+    })?;
+    net::tune_listener(&socket);
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| Error::Setup {
+            what: "make a given listener non-blocking",
+            source,
+        })?;
+    Ok((socket, addr))
+}
+
+fn limit(state: &ListenerState, wake: &Arc<UnixStream>) -> Option<Permits> {
+    state
+        .config
+        .max_connections
+        .map(|max| Permits::with_waker(max, Arc::clone(wake)))
+}

@@ -1,0 +1,28 @@
+//! Serving: the accept loop and everything a connection goes through before and around the
+//! relay.
+//!
+//! - `server`: the accept loop on one thread over every listener, a connection slot taken before
+//!   each `accept`, clients handed to pool workers, reconfiguration and the graceful stop
+//!   ([`Handle`], [`DrainReport`]); `bound`: binding listeners and switching them on reload;
+//!   `backoff`: what a failing `accept` costs.
+//! - `conn`: one client's life on a pool worker: PROXY header, allow/deny, `peek` for a route by
+//!   name, `connect` upstream with failover, replay, relay, log.
+//! - `listener`: a listener's run-time state (routes with their upstreams' health).
+//! - `pool`: the worker threads; `permits`: connection slots and the default cap; `registry`:
+//!   live connections, for the drain.
+//!
+//! This is the one part that imports all the others; none of them imports it.
+
+mod backoff;
+mod bound;
+mod conn;
+mod connect;
+mod listener;
+mod peek;
+mod permits;
+mod pool;
+mod registry;
+mod server;
+
+pub(crate) use server::Server;
+pub use server::{DrainReport, Handle};
