@@ -39,7 +39,7 @@
 //! - `relay`: the two copy threads, with copy and splice.
 //! - `log`: the per-connection line and rinetd's log formats.
 //! - `sys`: what std lacks: socket options, limits, scheduling.
-//! - `forwarder`, [`check`], `error`: the public entry points.
+//! - `forwarder`, [`check()`], `error`: the public entry points.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]

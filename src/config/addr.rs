@@ -132,7 +132,7 @@ fn split_host_port(text: &str) -> Result<(&str, &str), AddrError> {
 }
 
 /// Reads a host: an IPv4 literal, an IPv6 literal with or without brackets, or a DNS name.
-pub fn parse_host(text: &str) -> Result<Host, AddrError> {
+pub(crate) fn parse_host(text: &str) -> Result<Host, AddrError> {
     let bare = strip_brackets(text);
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(Host::Ip(ip));
@@ -181,7 +181,7 @@ fn looks_like_ipv4(text: &str) -> bool {
 }
 
 /// Reads a port: a number 0–65535 or a TCP service name from /etc/services; a `/tcp` suffix is accepted.
-pub fn parse_port(text: &str) -> Result<u16, AddrError> {
+pub(crate) fn parse_port(text: &str) -> Result<u16, AddrError> {
     let (name, proto) = match text.split_once('/') {
         Some((name, proto)) => (name, Some(proto)),
         None => (text, None),
@@ -208,7 +208,7 @@ pub fn parse_port(text: &str) -> Result<u16, AddrError> {
 }
 
 /// Looks a TCP service name (or alias) up in /etc/services, read once per process.
-pub fn service_port(name: &str) -> Option<u16> {
+pub(crate) fn service_port(name: &str) -> Option<u16> {
     static SERVICES: OnceLock<Vec<(String, u16)>> = OnceLock::new();
     let services = SERVICES.get_or_init(|| {
         std::fs::read_to_string("/etc/services")

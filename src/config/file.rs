@@ -37,7 +37,7 @@ use super::settings::Overrides;
 
 /// One forwarding rule: a rinetd line or a `route` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleDef {
+pub(crate) struct RuleDef {
     /// 1-based line number in the file.
     pub line: usize,
     /// Where to listen.
@@ -60,7 +60,7 @@ pub struct RuleDef {
 
 /// A parsed config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// `allow`/`deny` lines written before the first rule.
     pub global_acl: Vec<acl::Rule>,
     /// The forwarding rules, in file order.
@@ -75,7 +75,7 @@ pub struct ConfigFile {
 
 /// One problem in the file; Display is `FILE:LINE: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     /// The file, as given to [`parse`].
     pub path: PathBuf,
     /// 1-based line number.
@@ -94,7 +94,7 @@ impl std::error::Error for ConfigError {}
 
 /// Parses config file text (`path` is only used in error messages). Returns every
 /// error in the file, sorted by line, or the parsed file when there are none.
-pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
     let mut p = Parser {
         path,
         cfg: ConfigFile::default(),

@@ -175,8 +175,10 @@ mod tests {
             "route 127.0.0.1:1 127.0.0.1:2 idle_timeout=1m\nroute 127.0.0.1:3 127.0.0.1:4\n",
         )
         .unwrap();
-        let mut defaults = Settings::default();
-        defaults.idle_timeout = Some(Duration::from_secs(5));
+        let defaults = Settings {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..Settings::default()
+        };
         let config = Config::from_file(&path, &defaults).unwrap();
         assert_eq!(
             config.listeners[0].routes[0].idle_timeout,

@@ -38,7 +38,7 @@ impl fmt::Display for NamePatternError {
 impl std::error::Error for NamePatternError {}
 
 /// Lowercases a name and drops one trailing dot, the way patterns and lookups agree on.
-pub fn normalize_name(name: &str) -> String {
+pub(crate) fn normalize_name(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 

@@ -194,8 +194,10 @@ mod tests {
 
     #[test]
     fn caps_of_zero_and_routes_without_upstreams_are_refused() {
-        let mut config = Config::default();
-        config.max_connections = Some(0);
+        let mut config = Config {
+            max_connections: Some(0),
+            ..Config::default()
+        };
         let mut empty = route("code", Some("a.example"));
         empty.upstreams.clear();
         let mut l = listener(vec![empty]);

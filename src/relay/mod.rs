@@ -49,5 +49,7 @@ mod pump;
 pub(crate) mod splice;
 
 pub(crate) use connection::Connection;
-pub(crate) use outcome::{Direction, End, Flow, Outcome, Timeouts};
+#[cfg(test)]
+pub(crate) use outcome::{End, Flow};
+pub(crate) use outcome::{Outcome, Timeouts};
 pub(crate) use pump::relay;

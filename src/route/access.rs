@@ -7,7 +7,7 @@ use crate::config::acl::{Action, Rule};
 
 /// Which set of rules refused a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleSet {
+pub(crate) enum RuleSet {
     /// Rules written before the first forwarding rule.
     Global,
     /// Rules written after a forwarding rule, applying to it only.
@@ -25,7 +25,7 @@ impl fmt::Display for RuleSet {
 
 /// Why a client was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefusalReason {
+pub(crate) enum RefusalReason {
     /// This deny rule matched the client.
     Denied(Rule),
     /// The set has allow rules (this many) and none matched the client.
@@ -37,7 +37,7 @@ pub enum RefusalReason {
 
 /// A refused client: which set refused it and why. Display suits a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The set whose rules refused the client.
     pub set: RuleSet,
     /// The matching deny rule, or the count of allow rules none of which matched.
@@ -67,7 +67,7 @@ impl std::error::Error for Refusal {}
 /// there is at least one allow rule the client must match one of them ("not-allowed"
 /// otherwise), and a client matching any deny rule is refused ("denied"). Allows are
 /// checked before denies, as rinetd does, which only matters for which reason is reported.
-pub fn check(global: &[Rule], local: &[Rule], ip: IpAddr) -> Result<(), Refusal> {
+pub(crate) fn check(global: &[Rule], local: &[Rule], ip: IpAddr) -> Result<(), Refusal> {
     check_set(global, ip).map_err(|reason| Refusal {
         set: RuleSet::Global,
         reason,
@@ -104,10 +104,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    fn m(pat: &str, addr: &str) -> bool {
-        p(pat).matches(ip(addr))
     }
 
     fn rule(action: Action, pat: &str) -> Rule {

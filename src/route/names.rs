@@ -14,7 +14,7 @@ use crate::config::names::{normalize_name, NamePattern};
 
 /// Why a lookup picked its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MatchKind {
+pub(crate) enum MatchKind {
     /// The name matched an exact pattern.
     Exact,
     /// The name matched this wildcard pattern (printed form, e.g. `*.example.com`).
@@ -43,24 +43,15 @@ struct Entry<T> {
 /// The routing table for one listener: `(name pattern, alpn, value)` entries, where a
 /// `None` pattern is the default route (at most one per ALPN value).
 #[derive(Debug, Clone)]
-pub struct NameTable<T> {
+pub(crate) struct NameTable<T> {
     entries: Vec<Entry<T>>,
-}
-
-/// Describes an entry's pattern and ALPN, e.g. `*.example.com alpn=h2` or `default`.
-fn describe(pattern: Option<&NamePattern>, alpn: Option<&str>) -> String {
-    let name = pattern.map_or_else(|| "default".to_string(), |p| p.to_string());
-    match alpn {
-        Some(a) => format!("{name} alpn={a}"),
-        None => name,
-    }
 }
 
 impl<T> NameTable<T> {
     /// Builds a table; entry order matters only to break ties between several ALPN entries the
     /// client offered. Entries are expected to be distinct in (pattern, ALPN): the configuration
     /// refuses duplicates (`config::validate`), and here the first of two would win.
-    pub fn new(
+    pub(crate) fn new(
         entries: impl IntoIterator<Item = (Option<NamePattern>, Option<String>, T)>,
     ) -> Self {
         NameTable {
@@ -75,19 +66,13 @@ impl<T> NameTable<T> {
         }
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when the table has no entries.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Picks the entry for a client that sent `name` (SNI or Host, without port; `None`
     /// when it sent none) and offered `alpn_offered`. See the module docs for precedence.
-    pub fn lookup(&self, name: Option<&str>, alpn_offered: &[String]) -> Option<(&T, MatchKind)> {
+    pub(crate) fn lookup(
+        &self,
+        name: Option<&str>,
+        alpn_offered: &[String],
+    ) -> Option<(&T, MatchKind)> {
         self.pick(name, alpn_offered)
             .map(|(i, kind)| (&self.entries[i].value, kind))
     }
@@ -148,68 +133,6 @@ impl<T> NameTable<T> {
             .find(|(_, e)| offered(e))
             .or_else(|| same().find(|(_, e)| e.alpn.is_none()))
             .map(|(i, _)| i)
-    }
-
-    /// Says in words which entry `name` (empty = no name sent) with ALPN `alpn` would
-    /// get and why, for `--explain` and debugging.
-    pub fn explain(&self, name: &str, alpn: &[String]) -> String {
-        let name_opt = (!name.is_empty()).then_some(name);
-        let client = match name_opt {
-            Some(n) => format!("name '{}'", normalize_name(n)),
-            None => "no name".to_string(),
-        };
-        let offered = if alpn.is_empty() {
-            "no alpn".to_string()
-        } else {
-            format!("alpn {}", alpn.join(","))
-        };
-        let mut out = format!("{client}, {offered}: ");
-        match self.pick(name_opt, alpn) {
-            Some((i, kind)) => {
-                let e = &self.entries[i];
-                out.push_str(&format!(
-                    "entry {} ({}) by {kind}",
-                    i + 1,
-                    describe(e.pattern.as_ref(), e.alpn.as_deref())
-                ));
-                if e.alpn.is_some() {
-                    out.push_str(" with offered alpn");
-                }
-            }
-            None => out.push_str("no entry matches and there is no default route"),
-        }
-        out.push_str(&self.skipped_note(name_opt, alpn));
-        out
-    }
-
-    /// Lists the entries whose name matched but whose ALPN was not offered.
-    fn skipped_note(&self, name: Option<&str>, alpn: &[String]) -> String {
-        let name = name.map(normalize_name);
-        let skipped: Vec<String> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
-                let name_ok = match (&e.pattern, &name) {
-                    (None, _) => true,
-                    (Some(p), Some(n)) => p.matches_normalized(n),
-                    (Some(_), None) => false,
-                };
-                name_ok && e.alpn.as_ref().is_some_and(|a| !alpn.contains(a))
-            })
-            .map(|(i, e)| {
-                format!(
-                    "entry {} ({})",
-                    i + 1,
-                    describe(e.pattern.as_ref(), e.alpn.as_deref())
-                )
-            })
-            .collect();
-        if skipped.is_empty() {
-            String::new()
-        } else {
-            format!("; alpn not offered, skipped: {}", skipped.join(", "))
-        }
     }
 }
 
@@ -371,34 +294,7 @@ mod tests {
     #[test]
     fn empty_table_matches_nothing() {
         let t: NameTable<u8> = NameTable::new(Vec::new());
-        assert!(t.is_empty());
-        assert_eq!(t.len(), 0);
         assert!(t.lookup(Some("a"), &[]).is_none());
-        assert_eq!(
-            t.explain("a", &[]),
-            "name 'a', no alpn: no entry matches and there is no default route"
-        );
-    }
-
-    #[test]
-    fn explain_says_which_entry_and_why() {
-        let t = table(&[
-            (Some("a.example.com"), Some("acme-tls/1"), "acme"),
-            (Some("*.example.com"), None, "wild"),
-            (None, None, "default"),
-        ]);
-        assert_eq!(
-            t.explain("A.example.com", &alpn(&["h2"])),
-            "name 'a.example.com', alpn h2: entry 2 (*.example.com) by wildcard *.example.com; \
-             alpn not offered, skipped: entry 1 (a.example.com alpn=acme-tls/1)"
-        );
-        assert_eq!(
-            t.explain("a.example.com", &alpn(&["acme-tls/1"])),
-            "name 'a.example.com', alpn acme-tls/1: entry 1 (a.example.com alpn=acme-tls/1) by exact name with offered alpn"
-        );
-        assert_eq!(
-            t.explain("", &[]),
-            "no name, no alpn: entry 3 (default) by default route"
-        );
+        assert!(t.lookup(None, &[]).is_none());
     }
 }

@@ -30,8 +30,10 @@ pub(crate) struct Job {
     /// The client, registered.
     pub(crate) entry: Entry,
     /// The process-wide connection slot, held until the job ends.
+    #[allow(dead_code, reason = "held for its Drop, which gives the slot back")]
     pub(crate) permit: Permit,
     /// The listener's own slot, if it has a cap.
+    #[allow(dead_code, reason = "held for its Drop, which gives the slot back")]
     pub(crate) listener_permit: Option<Permit>,
     /// The bound address that accepted it.
     pub(crate) listener_addr: SocketAddr,

@@ -25,7 +25,7 @@ const THREADS_PER_CONNECTION: u64 = 2;
 /// Descriptors: the reserve, then the splice pipes' budget, then two per connection, so the pipes
 /// always fit and a pipe never takes the descriptor an `accept` needs. With 20,000 open files:
 /// 1,024 pipes (2,048 descriptors), and (20,000 - 64 - 2,048) / 2 = 8,944 connections.
-pub fn default_max_connections(open_files: u64, threads: u64) -> usize {
+pub(super) fn default_max_connections(open_files: u64, threads: u64) -> usize {
     let pipe_fds = splice::FDS_PER_PIPE * splice::pipe_budget(open_files);
     let by_fds = open_files.saturating_sub(RESERVED_FDS + pipe_fds) / FDS_PER_CONNECTION;
     let by_threads = threads.saturating_sub(RESERVED_THREADS) / THREADS_PER_CONNECTION;
@@ -34,7 +34,7 @@ pub fn default_max_connections(open_files: u64, threads: u64) -> usize {
 
 /// A fixed number of connection slots; the accept loop takes one before each `accept`.
 #[derive(Debug, Clone)]
-pub struct Permits {
+pub(super) struct Permits {
     /// Free slots, one token each; a bounded channel so waiting for one can be `select!`ed.
     free: Receiver<()>,
     /// Where a finished connection gives its slot back.
@@ -47,7 +47,7 @@ pub struct Permits {
 
 /// Wakes a poll loop through a socket when a slot is given back while it is paused.
 #[derive(Debug)]
-pub struct Waker {
+pub(super) struct Waker {
     /// Set by the accept loop when it stops polling a listener for lack of slots.
     paused: AtomicBool,
     /// Written to (one byte) to wake the accept loop's poll.
@@ -56,14 +56,14 @@ pub struct Waker {
 
 /// One connection slot; returned to the pool when dropped, on every path including a panic.
 #[derive(Debug)]
-pub struct Permit {
+pub(super) struct Permit {
     give_back: Sender<()>,
     waker: Option<Arc<Waker>>,
 }
 
 impl Permits {
     /// Creates `capacity` slots.
-    pub fn new(capacity: usize) -> Permits {
+    pub(super) fn new(capacity: usize) -> Permits {
         let (give_back, free) = bounded(capacity);
         for _ in 0..capacity {
             give_back
@@ -79,7 +79,7 @@ impl Permits {
     }
 
     /// Creates `capacity` slots whose return wakes a paused accept loop through `wake`.
-    pub fn with_waker(capacity: usize, wake: Arc<UnixStream>) -> Permits {
+    pub(super) fn with_waker(capacity: usize, wake: Arc<UnixStream>) -> Permits {
         Permits {
             waker: Some(Arc::new(Waker {
                 paused: AtomicBool::new(false),
@@ -91,7 +91,7 @@ impl Permits {
 
     /// Takes a slot, or marks the owner paused so that the next returned slot wakes it. Returns
     /// `None` when paused; the caller must stop polling until [`Permits::is_paused`] turns false.
-    pub fn take_or_pause(&self) -> Option<Permit> {
+    pub(super) fn take_or_pause(&self) -> Option<Permit> {
         if let Some(permit) = self.try_take() {
             return Some(permit);
         }
@@ -110,24 +110,24 @@ impl Permits {
     }
 
     /// True while the owner waits for a slot (after [`Permits::take_or_pause`] returned `None`).
-    pub fn is_paused(&self) -> bool {
+    pub(super) fn is_paused(&self) -> bool {
         self.waker
             .as_ref()
             .is_some_and(|w| w.paused.load(Ordering::SeqCst))
     }
 
     /// Takes a slot if one is free now.
-    pub fn try_take(&self) -> Option<Permit> {
+    pub(super) fn try_take(&self) -> Option<Permit> {
         self.free.try_recv().ok().map(|()| self.permit())
     }
 
     /// The channel to `select!` on when waiting for a slot; wrap what it yields with [`Permits::permit`].
-    pub fn receiver(&self) -> &Receiver<()> {
+    pub(super) fn receiver(&self) -> &Receiver<()> {
         &self.free
     }
 
     /// Wraps a token received from [`Permits::receiver`].
-    pub fn permit(&self) -> Permit {
+    pub(super) fn permit(&self) -> Permit {
         Permit {
             give_back: self.give_back.clone(),
             waker: self.waker.clone(),
@@ -135,12 +135,13 @@ impl Permits {
     }
 
     /// The number of slots.
-    pub fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.capacity
     }
 
+    #[cfg(test)]
     /// Slots in use now.
-    pub fn in_use(&self) -> usize {
+    pub(super) fn in_use(&self) -> usize {
         self.capacity - self.free.len()
     }
 }

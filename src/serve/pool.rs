@@ -16,18 +16,18 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 /// A unit of work: one connection's handling, or one direction of its relay.
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
+pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// How long an idle worker waits for a job before it exits.
-pub const IDLE_KEEP: Duration = Duration::from_secs(30);
+pub(super) const IDLE_KEEP: Duration = Duration::from_secs(30);
 
 /// Stack size of each worker. The copy loop and the connection handler are shallow; 256 KiB leaves
 /// room for glibc's getaddrinfo, which allocates on the stack. Only touched pages use memory.
-pub const STACK_SIZE: usize = 256 * 1024;
+pub(super) const STACK_SIZE: usize = 256 * 1024;
 
 /// A growable pool of worker threads.
 #[derive(Debug, Clone)]
-pub struct Pool {
+pub(super) struct Pool {
     inner: Arc<Inner>,
 }
 
@@ -51,7 +51,7 @@ impl Default for Pool {
 
 impl Pool {
     /// Creates an empty pool whose idle workers exit after `idle_keep`.
-    pub fn new(idle_keep: Duration) -> Pool {
+    pub(super) fn new(idle_keep: Duration) -> Pool {
         let (jobs_tx, jobs_rx) = bounded(0);
         Pool {
             inner: Arc::new(Inner {
@@ -65,15 +65,16 @@ impl Pool {
 
     /// Runs `job` on an idle worker, or on a new one. Fails only if no thread can be spawned; the
     /// job (and whatever it owns, such as the client socket) is then dropped.
-    pub fn execute(&self, job: Job) -> io::Result<()> {
+    pub(super) fn execute(&self, job: Job) -> io::Result<()> {
         match self.inner.jobs_tx.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => self.spawn(job),
         }
     }
 
+    #[cfg(test)]
     /// Live worker threads (busy or idle).
-    pub fn workers(&self) -> usize {
+    pub(super) fn workers(&self) -> usize {
         self.inner.workers.load(Ordering::Relaxed)
     }
 

@@ -10,7 +10,7 @@ use crate::relay::Connection;
 
 /// Every connection between accept and its last log line.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(super) struct Registry {
     live: Mutex<HashMap<u64, Arc<Connection>>>,
     /// Signalled whenever a connection leaves, for [`Registry::wait_empty`].
     left: Condvar,
@@ -20,7 +20,7 @@ pub struct Registry {
 
 /// A connection's place in the registry; dropping it (on every path, panics included) removes it.
 #[derive(Debug)]
-pub struct Entry {
+pub(super) struct Entry {
     registry: Arc<Registry>,
     /// The connection.
     pub conn: Arc<Connection>,
@@ -28,7 +28,7 @@ pub struct Entry {
 
 impl Registry {
     /// Adds an accepted client and returns its entry.
-    pub fn register(self: &Arc<Self>, peer: SocketAddr, client: TcpStream) -> Entry {
+    pub(super) fn register(self: &Arc<Self>, peer: SocketAddr, client: TcpStream) -> Entry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Arc::new(Connection::new(id, peer, client));
         self.lock().insert(id, Arc::clone(&conn));
@@ -39,17 +39,12 @@ impl Registry {
     }
 
     /// Connections alive now.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    /// True when no connection is alive.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Waits until every connection has ended, or `timeout` passes; true if all ended.
-    pub fn wait_empty(&self, timeout: Duration) -> bool {
+    pub(super) fn wait_empty(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut live = self.lock();
         while !live.is_empty() {
@@ -66,7 +61,7 @@ impl Registry {
     }
 
     /// Cuts every live connection; returns how many were still running.
-    pub fn cut_all(&self) -> usize {
+    pub(super) fn cut_all(&self) -> usize {
         let live: Vec<Arc<Connection>> = self.lock().values().cloned().collect();
         live.iter().filter(|conn| conn.cut()).count()
     }

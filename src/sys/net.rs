@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::sockopt;
-pub use rustix::event::PollFlags;
+pub(crate) use rustix::event::PollFlags;
 use rustix::event::{PollFd, Timespec};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
@@ -25,7 +25,7 @@ const KEEPALIVE_RETRIES: u32 = 4;
 /// Binds a listening socket with SO_REUSEADDR (so a restart does not fail on TIME_WAIT), set
 /// non-blocking for the accept loop's poll. TCP_NODELAY and keepalive are set here once: Linux
 /// copies them to every accepted socket, which saves five system calls per client.
-pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     tune_socket(&SockRef::from(&socket));
@@ -42,7 +42,11 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 /// The connect is blocking, bounded by SO_SNDTIMEO (Linux applies the send timeout to connect):
 /// two system calls where the non-blocking way takes seven (O_NONBLOCK on and off, a poll,
 /// SO_ERROR). The socket keeps that send timeout; the relay sets its own before copying.
-pub fn connect(addr: SocketAddr, src: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) fn connect(
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let deadline = Instant::now() + timeout;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if let Some(src) = src {
@@ -83,13 +87,13 @@ fn wait_connected(socket: &Socket, deadline: Instant) -> io::Result<()> {
 
 /// Gives a listener bound elsewhere (by an embedding program, or a service manager) the options
 /// [`bind_listener`] sets, so the sockets it accepts inherit them.
-pub fn tune_listener(listener: &TcpListener) {
+pub(crate) fn tune_listener(listener: &TcpListener) {
     tune_socket(&SockRef::from(listener));
 }
 
 /// TCP_NODELAY (the proxy must add no Nagle delay to small request/response writes) and keepalive.
 /// Failures are ignored: an option that cannot be set does not make the connection unusable.
-pub fn tune(stream: &TcpStream) {
+pub(crate) fn tune(stream: &TcpStream) {
     tune_socket(&SockRef::from(stream));
 }
 
@@ -104,12 +108,12 @@ fn tune_socket(socket: &SockRef<'_>) {
 
 /// Bounds how long one blocking write may wait, so a writer stuck on a peer that reads nothing can
 /// look at the idle deadline. `None` waits forever.
-pub fn set_send_timeout(stream: &TcpStream, timeout: Option<Duration>) {
+pub(crate) fn set_send_timeout(stream: &TcpStream, timeout: Option<Duration>) {
     let _ = stream.set_write_timeout(timeout.map(kernel_timeout));
 }
 
 /// Bounds how long one blocking read may wait, for the same reason. `None` waits forever.
-pub fn set_receive_timeout(stream: &TcpStream, timeout: Option<Duration>) {
+pub(crate) fn set_receive_timeout(stream: &TcpStream, timeout: Option<Duration>) {
     let _ = stream.set_read_timeout(timeout.map(kernel_timeout));
 }
 
@@ -121,13 +125,13 @@ fn kernel_timeout(timeout: Duration) -> Duration {
 /// Resets the connection now: the peer gets an RST, queued data is dropped, and every thread
 /// blocked on this socket wakes. `connect(AF_UNSPEC)` does this without closing the descriptor,
 /// which the other copy thread may still be using.
-pub fn abort(stream: &TcpStream) {
+pub(crate) fn abort(stream: &TcpStream) {
     let _ = rustix::net::connect_unspec(stream);
 }
 
 /// Waits until `fd` is ready for `events` (readable: data, end of stream or an error to collect;
 /// writable: a connect finished), or `deadline` passes (`Ok(false)`). Signals do not end the wait.
-pub fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Result<bool> {
+pub(crate) fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Result<bool> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -147,7 +151,7 @@ pub fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Re
 }
 
 /// True for errors that mean the peer reset or the connection is otherwise gone.
-pub fn is_reset(err: &io::Error) -> bool {
+pub(crate) fn is_reset(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionReset
