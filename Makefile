@@ -12,8 +12,13 @@ build:
 run: build
 	scripts/run-tutorial.sh target/release/tcp-router
 
+# Unit and integration tests, the doctests of every public item, and the examples: built, and the
+# embedding one run against its own echo upstream on loopback (it must drain without cutting).
 test:
 	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+	$(CARGO) build --examples
+	$(CARGO) run --quiet --example embed | tee /dev/stderr | grep -q ', 0 cut$$'
 
 bench: build
 	python3 bench/bench.py --router target/release/tcp-router $(BENCH_ARGS)

@@ -3,6 +3,8 @@
 /// Shared helpers: routers, upstreams, data and deadlines.
 mod util;
 
+/// The architecture rules of docs/design.md, read off the source.
+mod architecture;
 /// The binary: command line, exit codes, signals and draining.
 mod cli;
 /// The config file: listeners, allow/deny, idle limits, reload, --check.
