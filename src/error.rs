@@ -38,18 +38,18 @@ pub enum Error {
     },
     /// The configuration is invalid; each message is one complete line (with `FILE:LINE:` when from a file).
     Config(Vec<String>),
-    /// The log file (`logfile`) cannot be opened.
+    /// rinetd's log file (`logfile`) cannot be opened for appending.
     LogFile {
-        /// Its path.
+        /// The path as configured.
         path: std::path::PathBuf,
-        /// Why.
+        /// Why opening it failed (missing directory, permissions).
         source: io::Error,
     },
-    /// A system call needed at start-up failed (poll, socketpair, signals).
+    /// A system call needed to start or keep serving failed (poll, a socket pair, a thread).
     Setup {
-        /// What we were doing.
+        /// What was being done, as a phrase after "cannot": `poll the listeners`.
         what: &'static str,
-        /// The cause.
+        /// The system's error.
         source: io::Error,
     },
 }

@@ -15,6 +15,11 @@ use super::settings::Settings;
 /// Built-in default for `drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest connection cap accepted, process-wide or per listener: far above what a
+/// thread-per-connection process can hold (two threads each), and small enough that the slots
+/// themselves cost little.
+pub const MAX_CONNECTIONS_CAP: usize = 1 << 20;
+
 /// Everything tcp-router needs to serve: its listeners and the settings that apply to all of them.
 ///
 /// ```

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::Error;
 
-use super::model::{Config, Listener, Route};
+use super::model::{Config, Listener, Route, MAX_CONNECTIONS_CAP};
 use super::names::NamePattern;
 
 impl Config {
@@ -27,8 +27,11 @@ impl Config {
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
         let mut errors = Vec::new();
-        if self.max_connections == Some(0) {
-            errors.push("invalid max_connections '0': must be at least 1".to_string());
+        if let Some(why) = self.max_connections.and_then(bad_cap) {
+            errors.push(format!(
+                "invalid max_connections '{}': {why}",
+                self.max_connections.unwrap_or_default()
+            ));
         }
         errors.extend(duplicate_listeners(&self.listeners));
         for listener in &self.listeners {
@@ -39,6 +42,15 @@ impl Config {
         } else {
             Err(Error::Config(errors))
         }
+    }
+}
+
+/// Why a connection cap cannot be used, if it cannot.
+fn bad_cap(max: usize) -> Option<String> {
+    match max {
+        0 => Some("must be at least 1".into()),
+        n if n > MAX_CONNECTIONS_CAP => Some(format!("must be at most {MAX_CONNECTIONS_CAP}")),
+        _ => None,
     }
 }
 
@@ -60,11 +72,13 @@ fn duplicate_listeners(listeners: &[Listener]) -> Vec<String> {
 
 fn listener_errors(listener: &Listener) -> Vec<String> {
     let mut errors = Vec::new();
-    if listener.max_connections == Some(0) {
-        errors.push(format!(
-            "{}: invalid max_connections '0' for {}: must be at least 1",
-            listener.origin, listener.listen
-        ));
+    if let Some(max) = listener.max_connections {
+        if let Some(why) = bad_cap(max) {
+            errors.push(format!(
+                "{}: invalid max_connections '{max}' for {}: {why}",
+                listener.origin, listener.listen
+            ));
+        }
     }
     for route in &listener.routes {
         if route.upstreams.is_empty() {
@@ -205,7 +219,23 @@ mod tests {
         config.listeners.push(l);
         let found = errors(&config);
         assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found[0], "invalid max_connections '0': must be at least 1");
         assert!(found[2].contains("route sni=a.example on 127.0.0.1:443 has no upstream"));
+    }
+
+    #[test]
+    fn a_cap_too_large_to_hold_is_refused_not_allocated() {
+        let config = Config {
+            max_connections: Some(usize::MAX),
+            ..Config::default()
+        };
+        assert_eq!(
+            errors(&config),
+            [format!(
+                "invalid max_connections '{}': must be at most 1048576",
+                usize::MAX
+            )]
+        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub enum Version {
 /// Error for a string that names no PROXY protocol version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseVersionError {
-    /// The string that was given.
+    /// The text that names no version, as given.
     pub value: String,
 }
 

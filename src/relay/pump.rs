@@ -283,6 +283,21 @@ mod tests {
     }
 
     #[test]
+    fn socket_errors_are_classified_as_resets_or_errors() {
+        use io::ErrorKind::*;
+        for kind in [ConnectionReset, ConnectionAborted, BrokenPipe, NotConnected] {
+            assert_eq!(failure(&io::Error::from(kind)), End::Reset, "{kind:?}");
+        }
+        for kind in [TimedOut, PermissionDenied, OutOfMemory] {
+            assert_eq!(
+                failure(&io::Error::from(kind)),
+                End::Error(kind),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_direction_without_an_upstream_ends_as_not_connected() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

@@ -79,9 +79,8 @@ pub(crate) fn handle(job: Job) {
 }
 
 /// Relays until both directions end; the copy thread that ends last logs and releases.
-// Not inlined, nor is `connect`: the set-up's frames are gone before this thread settles into its
-// copy loop, so an idle connection's worker keeps one stack page fewer. The epilogue owns only a
-// box: a small closure, moved around by pointer.
+// Not inlined, nor is `connect`, and the epilogue owns one box: see "Two stack pages per idle
+// thread" in the relay's module doc.
 #[inline(never)]
 fn relay(ending: Box<Ending>, timeouts: Timeouts) {
     let conn = Arc::clone(&ending.job.entry.conn);
@@ -161,19 +160,12 @@ impl Ending {
             outcome.sent.bytes += peeked;
             outcome
         });
-        let rinetd_result = match &result {
-            Ok(outcome) if outcome.client_ended_first() => LogResult::DoneRemoteClosed,
-            Ok(_) => LogResult::DoneLocalClosed,
-            Err(Refused::Acl(refusal)) => LogResult::refused(refusal),
-            Err(Refused::NoUpstream) => LogResult::LocalConnectFailed,
-            Err(_) => LogResult::UnknownError,
-        };
+        let rinetd_result = rinetd_result(&result);
         summary.duration = job.entry.conn.started.elapsed();
         summary.result = result.map_err(|refused| refused.to_string());
         if log::log_enabled!(log::Level::Info) {
-            // Rendered here, not inside the logger: the two formatting passes then do not nest,
-            // which keeps a copy thread that logs within two stack pages (one page less per idle
-            // connection).
+            // Rendered here, not inside the logger, so the two formatting passes do not nest (see
+            // "Two stack pages per idle thread" in the relay's module doc).
             let line = summary.to_string();
             log::info!("{line}");
         }
@@ -201,6 +193,19 @@ impl Ending {
                 result: rinetd_result,
             });
         }
+    }
+}
+
+/// rinetd's word for how a connection ended: which side closed first, or why it was refused.
+fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
+    match result {
+        Ok(outcome) if outcome.client_ended_first() => LogResult::DoneRemoteClosed,
+        Ok(_) => LogResult::DoneLocalClosed,
+        Err(Refused::Acl(refusal)) => LogResult::refused(refusal),
+        Err(Refused::NoUpstream) => LogResult::LocalConnectFailed,
+        Err(
+            Refused::BadProxyHeader(_) | Refused::NoRoute | Refused::Peek(_) | Refused::Stopped,
+        ) => LogResult::UnknownError,
     }
 }
 
@@ -427,4 +432,104 @@ fn classify(
     } else {
         Status::Complete(FirstBytes::Other("not-tls-or-http"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::{End, Flow};
+    use std::time::Duration;
+
+    fn outcome(sent_ms: u64, received_ms: u64) -> Outcome {
+        let flow = |ms| Flow {
+            bytes: 1,
+            end: End::Eof,
+            ended: Duration::from_millis(ms),
+        };
+        Outcome {
+            sent: flow(sent_ms),
+            received: flow(received_ms),
+        }
+    }
+
+    #[test]
+    fn rinetd_results_say_who_closed_first_or_why_there_was_no_relay() {
+        assert_eq!(
+            rinetd_result(&Ok(outcome(1, 2))),
+            LogResult::DoneRemoteClosed
+        );
+        assert_eq!(
+            rinetd_result(&Ok(outcome(2, 1))),
+            LogResult::DoneLocalClosed
+        );
+        assert_eq!(
+            rinetd_result(&Err(Refused::NoUpstream)),
+            LogResult::LocalConnectFailed
+        );
+        assert_eq!(
+            rinetd_result(&Err(Refused::NoRoute)),
+            LogResult::UnknownError
+        );
+        assert_eq!(
+            rinetd_result(&Err(Refused::Peek("peek-timeout".into()))),
+            LogResult::UnknownError
+        );
+    }
+
+    #[test]
+    fn refusals_read_as_the_log_line_words() {
+        assert_eq!(Refused::NoRoute.to_string(), "no-route");
+        assert_eq!(Refused::NoUpstream.to_string(), "no-upstream");
+        assert_eq!(Refused::Stopped.to_string(), "stopped");
+        assert_eq!(
+            Refused::BadProxyHeader("peek-timeout".into()).to_string(),
+            "refused-no-proxy-header (peek-timeout)"
+        );
+    }
+
+    fn decided(buf: &[u8], by_sni: bool, by_host: bool) -> Option<String> {
+        match classify(buf, by_sni, by_host) {
+            Ok(Status::Complete(FirstBytes::Tls(hello))) => {
+                Some(format!("tls {:?}", hello.server_name))
+            }
+            Ok(Status::Complete(FirstBytes::Http(host))) => Some(format!("http {host:?}")),
+            Ok(Status::Complete(FirstBytes::Other(what))) => Some(what.to_string()),
+            Ok(Status::Partial) => None,
+            Err(never) => match never {},
+        }
+    }
+
+    #[test]
+    fn first_bytes_are_classified_for_the_tables_the_listener_has() {
+        let get = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        assert_eq!(
+            decided(get, true, true).as_deref(),
+            Some("http Some(\"a.example\")")
+        );
+        // A listener that routes TLS only does not read HTTP heads.
+        assert_eq!(
+            decided(get, true, false).as_deref(),
+            Some("not-tls-or-http")
+        );
+        assert_eq!(
+            decided(b"GE", false, true),
+            None,
+            "more bytes could make it HTTP"
+        );
+        assert_eq!(
+            decided(b"\x16\x03\x01", true, true),
+            None,
+            "a TLS record has begun"
+        );
+        assert_eq!(
+            decided(b"SSH-2.0-x\r\n", true, true).as_deref(),
+            Some("not-tls-or-http")
+        );
+        // A handshake record that holds a ServerHello, not a ClientHello.
+        let server_hello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
+        assert_eq!(
+            decided(&server_hello, true, false).as_deref(),
+            Some("malformed-tls")
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::config::MAX_CONNECTIONS_CAP;
 use crate::relay::splice;
 
 /// File descriptors kept aside for listeners, logs, DNS look-ups and the like.
@@ -29,7 +30,8 @@ pub(super) fn default_max_connections(open_files: u64, threads: u64) -> usize {
     let pipe_fds = splice::FDS_PER_PIPE * splice::pipe_budget(open_files);
     let by_fds = open_files.saturating_sub(RESERVED_FDS + pipe_fds) / FDS_PER_CONNECTION;
     let by_threads = threads.saturating_sub(RESERVED_THREADS) / THREADS_PER_CONNECTION;
-    by_fds.min(by_threads).clamp(1, usize::MAX as u64) as usize
+    let cap = MAX_CONNECTIONS_CAP as u64;
+    by_fds.min(by_threads).clamp(1, cap) as usize
 }
 
 /// A fixed number of connection slots; the accept loop takes one before each `accept`.
@@ -174,6 +176,10 @@ mod tests {
         assert_eq!(default_max_connections(20_000, 32_768), by_fds);
         assert_eq!(default_max_connections(1_000_000, 32_768), 16_352);
         assert_eq!(default_max_connections(10, 10), 1);
+        assert_eq!(
+            default_max_connections(u64::MAX, u64::MAX),
+            MAX_CONNECTIONS_CAP
+        );
     }
 
     #[test]
