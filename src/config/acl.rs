@@ -208,6 +208,16 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 impl Pattern {
     /// True when the client address `ip` matches this pattern. IPv4-mapped IPv6
     /// addresses are matched as their IPv4 address.
+    ///
+    /// ```
+    /// use tcp_router::config::Pattern;
+    ///
+    /// let lan: Pattern = "192.168.2.*".parse().unwrap();
+    /// assert!(lan.matches("192.168.2.40".parse().unwrap()));
+    /// assert!(lan.matches("::ffff:192.168.2.40".parse().unwrap()));
+    /// let block: Pattern = "2001:db8::/32".parse().unwrap();
+    /// assert!(!block.matches("2001:db9::1".parse().unwrap()));
+    /// ```
     pub fn matches(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         match self {

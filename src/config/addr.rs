@@ -18,6 +18,17 @@ pub enum Host {
 }
 
 /// A host and a port, e.g. `127.0.0.1:6379`, `[::1]:80`, `app1:http`.
+///
+/// ```
+/// use tcp_router::config::{Host, HostPort};
+///
+/// let upstream: HostPort = "[::1]:6379".parse().unwrap();
+/// assert_eq!(upstream.to_string(), "[::1]:6379");
+/// let named: HostPort = "Redis.internal:6379".parse().unwrap();
+/// assert_eq!(named.host, Host::Name("redis.internal".into()));
+/// let err = "::1:80".parse::<HostPort>().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid address '::1:80': an IPv6 address needs brackets, as in [::1]:80");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPort {
     /// Where to connect or bind.

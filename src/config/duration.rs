@@ -24,6 +24,15 @@ impl fmt::Display for DurationError {
 impl std::error::Error for DurationError {}
 
 /// Parses `250ms`, `5s`, `2m`, `1h`, `1.5s` or a plain number of seconds (`30`).
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_router::config::{format_duration, parse_duration};
+///
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(format_duration(parse_duration("120").unwrap()), "2m");
+/// assert!(parse_duration("5x").is_err());
+/// ```
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let err = || DurationError {
         original: text.to_string(),

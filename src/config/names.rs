@@ -94,6 +94,14 @@ impl NamePattern {
     }
 
     /// True when `name` matches; `name` is normalised first (lowercase, trailing dot).
+    ///
+    /// ```
+    /// use tcp_router::config::NamePattern;
+    ///
+    /// let any: NamePattern = "*.example.com".parse().unwrap();
+    /// assert!(any.matches("A.B.Example.COM."));
+    /// assert!(!any.matches("example.com"));
+    /// ```
     pub fn matches(&self, name: &str) -> bool {
         self.matches_normalized(&normalize_name(name))
     }

@@ -161,6 +161,17 @@ impl std::error::Error for ProxyError {}
 /// Both protocol versions carry one address family for both ends, so when
 /// the families differ the IPv4 address is sent as an IPv4-mapped IPv6
 /// address (`::ffff:a.b.c.d`). No v2 TLVs are added.
+///
+/// ```
+/// use tcp_router::proto::proxy::{encode, parse, ProxyHeader, Version};
+/// use tcp_router::proto::Status;
+///
+/// let (src, dst) = ("192.0.2.7:40000".parse().unwrap(), "198.51.100.1:443".parse().unwrap());
+/// let v1 = encode(Version::V1, src, dst);
+/// assert_eq!(v1, b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n");
+/// let v2 = encode(Version::V2, src, dst);
+/// assert_eq!(parse(&v2), Ok(Status::Complete((ProxyHeader::Tcp { src, dst }, v2.len()))));
+/// ```
 pub fn encode(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let addrs = match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => Addrs::V4(s, d),
