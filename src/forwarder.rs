@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::admin;
 use crate::config::{
     Action, Config, HostPort, Listener, NamePattern, Pattern, Route, Rule, Settings,
 };
@@ -87,6 +88,7 @@ impl<T: Address + ?Sized> Address for &T {
 #[derive(Debug)]
 pub struct Forwarder {
     server: Server,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl Forwarder {
@@ -145,9 +147,11 @@ impl Forwarder {
         sockets: Vec<Option<TcpListener>>,
     ) -> Result<Forwarder, Error> {
         config.validate()?;
-        Ok(Forwarder {
-            server: Server::bind(config, sockets)?,
-        })
+        let mut server = Server::bind(config, sockets)?;
+        let endpoint = admin::Endpoint::start(config, server.shared())?;
+        let admin_addr = endpoint.local_addr();
+        server.follow(Box::new(endpoint));
+        Ok(Forwarder { server, admin_addr })
     }
 
     /// The address of the first listener, as bound (with the real port when given port 0).
@@ -161,6 +165,11 @@ impl Forwarder {
     /// Every listener's address, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.server.local_addrs()
+    }
+
+    /// The admin endpoint's address as bound, if the configuration has one (as it was at start).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The cap on connections served at once: as configured, or derived from the process's
@@ -360,6 +369,16 @@ impl Builder {
     /// How long a graceful stop lets active connections finish (default 10 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Builder {
         self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// Serves the admin endpoint (metrics, readiness, live connections, a status page) on
+    /// `listen`; bind it to a loopback address unless others must reach it.
+    pub fn admin(mut self, listen: impl Address) -> Builder {
+        match listen.to_host_port() {
+            Ok(listen) => self.config.admin = Some(crate::config::Admin::new(listen)),
+            Err(e) => self.errors.push(format!("admin address: {e}")),
+        }
         self
     }
 

@@ -39,11 +39,13 @@
 //! - `relay`: the two copy threads, with copy and splice.
 //! - `log`: the per-connection line and rinetd's log formats.
 //! - `sys`: what std lacks: socket options, limits, scheduling.
+//! - `admin`: the admin endpoint (metrics, readiness, live connections, status page).
 //! - `forwarder`, [`check()`], `error`: the public entry points.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod admin;
 mod check;
 pub mod config;
 mod error;

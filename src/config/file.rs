@@ -71,6 +71,10 @@ pub(crate) struct ConfigFile {
     pub logcommon: bool,
     /// `pidlogfile PATH`.
     pub pidlogfile: Option<PathBuf>,
+    /// `admin ADDR PORT`: the admin endpoint, with the line it is on.
+    pub admin: Option<(HostPort, usize)>,
+    /// `admin_allow PATTERN` lines: who may ask the admin endpoint.
+    pub admin_allow: Vec<Pattern>,
 }
 
 /// One problem in the file; Display is `FILE:LINE: message`.
@@ -245,11 +249,15 @@ impl Parser<'_> {
             "logcommon" if toks.len() == 1 => self.cfg.logcommon = true,
             "logcommon" => self.err(n, "'logcommon' takes no value"),
             "route" => self.rule_result(n, route_rule(n, &toks)),
+            // Three fields: rinetd's forwarding rules have four or more, so a bind host named
+            // `admin` still reads as one.
+            "admin" if toks.len() <= 3 => self.admin_line(n, &toks),
+            "admin_allow" => self.admin_allow_line(n, &toks),
             _ if toks.len() < 4 => self.err(
                 n,
                 format!(
                     "unknown directive '{}' (expected '{USAGE_RINETD}', 'route', 'allow', 'deny', \
-                     'logfile', 'pidlogfile' or 'logcommon')",
+                     'logfile', 'pidlogfile', 'logcommon', 'admin' or 'admin_allow')",
                     first.text
                 ),
             ),
@@ -298,6 +306,44 @@ impl Parser<'_> {
                 }
             }
             AclTarget::Discard => {}
+        }
+    }
+
+    /// `admin ADDR PORT`, in rinetd's two fields for an address.
+    fn admin_line(&mut self, n: usize, toks: &[Token]) {
+        if toks.len() != 3 {
+            return self.err(
+                n,
+                "'admin' takes an address and a port: admin 127.0.0.1 9901",
+            );
+        }
+        if let Some((_, first)) = &self.cfg.admin {
+            let first = *first;
+            return self.err(n, format!("'admin' given twice (first on line {first})"));
+        }
+        let host = rinetd_host("admin address", toks[1].text);
+        let port = parse_port(toks[2].text).map_err(|e| format!("admin port: {e}"));
+        match (host, port) {
+            (Ok(host), Ok(port)) => self.cfg.admin = Some((HostPort { host, port }, n)),
+            (host, port) => {
+                for e in [host.err(), port.err()].into_iter().flatten() {
+                    self.err(n, e);
+                }
+            }
+        }
+    }
+
+    /// `admin_allow PATTERN`.
+    fn admin_allow_line(&mut self, n: usize, toks: &[Token]) {
+        if toks.len() != 2 {
+            return self.err(
+                n,
+                "'admin_allow' takes exactly one pattern: admin_allow PATTERN",
+            );
+        }
+        match toks[1].text.parse::<Pattern>() {
+            Ok(pattern) => self.cfg.admin_allow.push(pattern),
+            Err(e) => self.err(n, e.to_string()),
         }
     }
 
@@ -1079,11 +1125,29 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
     }
 
     #[test]
+    fn admin_lines() {
+        let cfg = ok("admin 127.0.0.1 9901\nadmin_allow 10.0.0.0/8\nadmin_allow 127.0.0.1\n");
+        assert_eq!(cfg.admin, Some((hp("127.0.0.1:9901"), 1)));
+        assert_eq!(cfg.admin_allow.len(), 2);
+        // Four fields: a rinetd rule whose bind host is named `admin`.
+        assert_eq!(ok("admin 80 127.0.0.1 8080").rules.len(), 1);
+        assert_eq!(
+            errs("admin 127.0.0.1 9901\nadmin ::1 9902"),
+            ["2: 'admin' given twice (first on line 1)"]
+        );
+        assert_eq!(
+            errs("admin 127.0.0.1"),
+            ["1: 'admin' takes an address and a port: admin 127.0.0.1 9901"]
+        );
+        assert!(errs("admin_allow 10.0.0.0/33")[0].contains("10.0.0.0/33"));
+    }
+
+    #[test]
     fn unknown_directives() {
         assert_eq!(
             err1("alow 1.2.3.4"),
             "1: unknown directive 'alow' (expected 'bindaddress bindport connectaddress connectport [src=ADDR]', \
-             'route', 'allow', 'deny', 'logfile', 'pidlogfile' or 'logcommon')"
+             'route', 'allow', 'deny', 'logfile', 'pidlogfile', 'logcommon', 'admin' or 'admin_allow')"
         );
         assert!(err1("ALLOW 1.2.3.4").starts_with("1: unknown directive 'ALLOW'"));
         assert!(err1("0.0.0.0 80 127.0.0.1").starts_with("1: unknown directive '0.0.0.0'"));

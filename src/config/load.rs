@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::duration::format_duration;
 use super::file::{self, RuleDef};
-use super::model::{Config, Listener, LogFile, Route};
+use super::model::{Admin, Config, Listener, LogFile, Route};
 use super::settings::Settings;
 
 impl Config {
@@ -30,6 +30,11 @@ impl Config {
                 common: file.logcommon,
             }),
             pid_file: file.pidlogfile,
+            admin: file.admin.map(|(listen, line)| Admin {
+                listen,
+                allow: file.admin_allow,
+                origin: format!("{}:{line}", path.display()),
+            }),
             ..Config::default()
         })
     }

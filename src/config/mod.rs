@@ -27,7 +27,9 @@ mod validate;
 pub use acl::{Action, Pattern, PatternError, Rule};
 pub use addr::{AddrError, Host, HostPort};
 pub use duration::{format_duration, parse_duration, parse_optional_duration, DurationError};
-pub use model::{Config, Listener, LogFile, Route, DEFAULT_DRAIN_TIMEOUT, MAX_CONNECTIONS_CAP};
+pub use model::{
+    Admin, Config, Listener, LogFile, Route, DEFAULT_DRAIN_TIMEOUT, MAX_CONNECTIONS_CAP,
+};
 pub use names::{NamePattern, NamePatternError};
 pub use settings::{
     Overrides, Settings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_PEEK_TIMEOUT,

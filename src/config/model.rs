@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::proto::proxy::Version;
 
-use super::acl::Rule;
+use super::acl::{Pattern, Rule};
 use super::addr::HostPort;
 use super::names::NamePattern;
 use super::settings::Settings;
@@ -42,12 +42,40 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// How long a graceful stop waits for active connections before cutting them.
     pub drain_timeout: Duration,
+    /// How long a graceful stop goes on accepting after readiness (`/ready`) turns to 503, so a
+    /// load balancer in front stops sending first; zero stops accepting at once.
+    pub shutdown_grace: Duration,
     /// Allow/deny rules for every listener, checked before a route's own.
     pub acl: Vec<Rule>,
     /// rinetd's `logfile` (and `logcommon`).
     pub logfile: Option<LogFile>,
     /// rinetd's `pidlogfile`: where the binary writes its process id. The library never writes it.
     pub pid_file: Option<PathBuf>,
+    /// The admin endpoint (metrics, readiness, live connections, a status page); off when `None`.
+    pub admin: Option<Admin>,
+}
+
+/// The admin endpoint: where it listens, and who may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Admin {
+    /// The address to bind (`--admin`, or `admin ADDR PORT` in the file).
+    pub listen: HostPort,
+    /// Clients allowed to ask (`--admin-allow`, `admin_allow`); everyone when empty. Others get 403.
+    pub allow: Vec<Pattern>,
+    /// Where it was configured, for messages.
+    pub origin: String,
+}
+
+impl Admin {
+    /// An admin endpoint on `listen`, open to every client that can reach it.
+    pub fn new(listen: HostPort) -> Admin {
+        Admin {
+            listen,
+            allow: Vec::new(),
+            origin: "code".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,9 +84,11 @@ impl Default for Config {
             listeners: Vec::new(),
             max_connections: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            shutdown_grace: Duration::ZERO,
             acl: Vec::new(),
             logfile: None,
             pid_file: None,
+            admin: None,
         }
     }
 }

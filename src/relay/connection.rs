@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::sys::net;
 
-use super::outcome::Timeouts;
+use super::outcome::{Direction, End, Timeouts};
 
 /// Whether a connection is still running, or why it was stopped from outside a copy loop's own
 /// end of stream: cut by a graceful stop, timed out by its idle or fin limit, or aborted by a
@@ -35,6 +35,36 @@ impl Stop {
     }
 }
 
+/// Bytes moved each way, counted while they move (not only at close, so a long transfer shows
+/// its progress). Each connection has its own; a route's are shared by all its connections.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    client_to_upstream: AtomicU64,
+    upstream_to_client: AtomicU64,
+}
+
+impl Traffic {
+    fn counter(&self, direction: Direction) -> &AtomicU64 {
+        match direction {
+            Direction::ClientToUpstream => &self.client_to_upstream,
+            Direction::UpstreamToClient => &self.upstream_to_client,
+        }
+    }
+
+    /// Counts `n` more bytes moved `direction`.
+    pub(crate) fn add(&self, direction: Direction, n: u64) {
+        self.counter(direction).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes moved `direction` so far.
+    pub(crate) fn get(&self, direction: Direction) -> u64 {
+        self.counter(direction).load(Ordering::Relaxed)
+    }
+}
+
+/// A direction that has not ended yet, in [`Connection::ends`].
+const OPEN: u8 = 0;
+
 /// Marks "not half-closed" in [`Connection::half_closed_ms`].
 const NEVER: u64 = u64::MAX;
 
@@ -57,6 +87,12 @@ pub(crate) struct Connection {
     half_closed_ms: AtomicU64,
     /// A [`Stop`]: running, or why the connection was stopped.
     stop: AtomicU8,
+    /// Bytes this connection moved each way.
+    traffic: Traffic,
+    /// Its route's counters too, once a route is chosen.
+    route_traffic: OnceLock<std::sync::Arc<Traffic>>,
+    /// How each direction ended ([`OPEN`] while it runs), client to upstream first.
+    ends: [AtomicU8; 2],
 }
 
 impl Connection {
@@ -71,7 +107,44 @@ impl Connection {
             last_activity_ms: AtomicU64::new(0),
             half_closed_ms: AtomicU64::new(NEVER),
             stop: AtomicU8::new(Stop::Running as u8),
+            traffic: Traffic::default(),
+            route_traffic: OnceLock::new(),
+            ends: [AtomicU8::new(OPEN), AtomicU8::new(OPEN)],
         }
+    }
+
+    /// Counts the bytes of this connection into `route` too, from now on.
+    pub(crate) fn count_into(&self, route: std::sync::Arc<Traffic>) {
+        let _ = self.route_traffic.set(route);
+    }
+
+    /// Counts `n` bytes moved `direction`, for the connection and its route.
+    pub(crate) fn count(&self, direction: Direction, n: u64) {
+        self.traffic.add(direction, n);
+        if let Some(route) = self.route_traffic.get() {
+            route.add(direction, n);
+        }
+    }
+
+    /// Bytes moved `direction` so far.
+    pub(crate) fn bytes(&self, direction: Direction) -> u64 {
+        self.traffic.get(direction)
+    }
+
+    /// Records how `direction` ended.
+    pub(crate) fn set_end(&self, direction: Direction, end: End) {
+        self.ends[direction as usize].store(end.code(), Ordering::Relaxed);
+    }
+
+    /// How `direction` ended, or `None` while it runs.
+    pub(crate) fn end(&self, direction: Direction) -> Option<End> {
+        End::from_code(self.ends[direction as usize].load(Ordering::Relaxed))
+    }
+
+    /// How long since bytes last moved either way.
+    pub(crate) fn idle(&self) -> Duration {
+        let last = self.at_ms(self.last_activity_ms.load(Ordering::Relaxed));
+        last.elapsed()
     }
 
     /// Attaches the connected upstream socket; if the connection was cut meanwhile, shuts it down.

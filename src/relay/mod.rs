@@ -48,8 +48,8 @@ mod pump;
 #[cfg(target_os = "linux")]
 pub(crate) mod splice;
 
-pub(crate) use connection::Connection;
+pub(crate) use connection::{Connection, Traffic};
 #[cfg(test)]
-pub(crate) use outcome::{End, Flow};
-pub(crate) use outcome::{Outcome, Timeouts};
+pub(crate) use outcome::Flow;
+pub(crate) use outcome::{Direction, End, Outcome, Timeouts};
 pub(crate) use pump::relay;

@@ -74,8 +74,63 @@ pub(crate) struct Timeouts {
 /// Which way bytes move: from the client to the upstream, or back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
-    ClientToUpstream,
-    UpstreamToClient,
+    ClientToUpstream = 0,
+    UpstreamToClient = 1,
+}
+
+impl Direction {
+    /// Both directions, client to upstream first.
+    pub(crate) const BOTH: [Direction; 2] =
+        [Direction::ClientToUpstream, Direction::UpstreamToClient];
+
+    /// The metric label: `client_to_upstream` or `upstream_to_client`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Direction::ClientToUpstream => "client_to_upstream",
+            Direction::UpstreamToClient => "upstream_to_client",
+        }
+    }
+}
+
+impl End {
+    /// Every kind of end, as the metrics count them (an error of any kind is one).
+    pub(crate) const KINDS: [&'static str; 6] =
+        ["eof", "reset", "timeout", "error", "shutdown", "panic"];
+
+    /// The index of this end's kind in [`End::KINDS`].
+    pub(crate) fn kind_index(self) -> usize {
+        match self {
+            End::Eof => 0,
+            End::Reset => 1,
+            End::Timeout => 2,
+            End::Error(_) => 3,
+            End::Shutdown => 4,
+            End::Panic => 5,
+        }
+    }
+
+    /// A non-zero code for an atomic, losing only an error's kind.
+    pub(crate) fn code(self) -> u8 {
+        self.kind_index() as u8 + 1
+    }
+
+    /// The end a [`End::code`] stands for; `None` for 0 (not ended).
+    pub(crate) fn from_code(code: u8) -> Option<End> {
+        Some(match code {
+            1 => End::Eof,
+            2 => End::Reset,
+            3 => End::Timeout,
+            4 => End::Error(io::ErrorKind::Other),
+            5 => End::Shutdown,
+            6 => End::Panic,
+            _ => return None,
+        })
+    }
+
+    /// The kind's name: the log line's word without an error's detail.
+    pub(crate) fn kind(self) -> &'static str {
+        End::KINDS[self.kind_index()]
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +154,24 @@ mod tests {
             End::Error(io::ErrorKind::TimedOut).to_string(),
             "error(timed out)"
         );
+    }
+
+    #[test]
+    fn ends_survive_their_code() {
+        for end in [
+            End::Eof,
+            End::Reset,
+            End::Timeout,
+            End::Shutdown,
+            End::Panic,
+        ] {
+            assert_eq!(End::from_code(end.code()), Some(end));
+        }
+        assert_eq!(
+            End::from_code(End::Error(io::ErrorKind::TimedOut).code()).map(End::kind),
+            Some("error")
+        );
+        assert_eq!(End::from_code(0), None);
     }
 
     #[test]

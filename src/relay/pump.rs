@@ -65,8 +65,10 @@ pub(crate) fn relay(
             end: End::Error(err.kind()),
             ended: conn.started.elapsed(),
         };
-        meeting.arrive(Direction::UpstreamToClient, flow);
-        meeting.arrive(Direction::ClientToUpstream, flow);
+        for direction in Direction::BOTH {
+            conn.set_end(direction, flow.end);
+            meeting.arrive(direction, flow);
+        }
         return;
     }
     let flow = pump_contained(conn, Direction::ClientToUpstream, &timeouts);
@@ -121,10 +123,13 @@ impl<F: FnOnce(Outcome)> Meeting<F> {
 /// [`pump`], with a panic reported as [`End::Panic`] (its guard has already reset both sockets),
 /// so the connection's epilogue still runs and its slot is released.
 fn pump_contained(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
-    catch_unwind(AssertUnwindSafe(|| pump(conn, direction, timeouts))).unwrap_or_else(|_| Flow {
-        bytes: 0,
-        end: End::Panic,
-        ended: conn.started.elapsed(),
+    catch_unwind(AssertUnwindSafe(|| pump(conn, direction, timeouts))).unwrap_or_else(|_| {
+        conn.set_end(direction, End::Panic);
+        Flow {
+            bytes: 0,
+            end: End::Panic,
+            ended: conn.started.elapsed(),
+        }
     })
 }
 
@@ -172,6 +177,7 @@ fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
         match moved {
             Ok(Moved::Bytes { n, full }) => {
                 bytes += n as u64;
+                conn.count(direction, n as u64);
                 eager = full;
                 receive_timeout.restore();
             }
@@ -191,6 +197,7 @@ fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
     // it, always ends later.
     let ended = conn.started.elapsed();
     let end = finish(conn, src, dst, end);
+    conn.set_end(direction, end);
     Flow { bytes, end, ended }
 }
 

@@ -164,6 +164,11 @@ fn move_with(
     move_through(&mut lease, src, dst, watch)
 }
 
+/// True once splice has moved bytes in this process (and so is in use for bulk chunks).
+pub(crate) fn in_use() -> bool {
+    SPLICE.load(Ordering::Relaxed) == WORKS
+}
+
 fn enabled() -> bool {
     match SPLICE.load(Ordering::Relaxed) {
         WORKS => true,

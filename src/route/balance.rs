@@ -52,6 +52,13 @@ impl Balancer {
         healthy.into_iter().chain(cooling).collect()
     }
 
+    /// How long upstream `index` is still cooling down after a failure, if it is.
+    pub(crate) fn cooling_for(&self, index: usize) -> Option<Duration> {
+        let until = self.cool_until_ms.get(index)?.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
     /// Upstream `index` answered: healthy again.
     pub(crate) fn succeeded(&self, index: usize) {
         self.cool_until_ms[index].store(0, Ordering::Relaxed);
@@ -85,7 +92,11 @@ mod tests {
             balancer.failed(i);
         }
         assert_eq!(balancer.order().len(), 3);
+        assert!(balancer
+            .cooling_for(2)
+            .is_some_and(|left| left <= COOL_DOWN));
         balancer.succeeded(2);
+        assert_eq!(balancer.cooling_for(2), None);
         assert_eq!(balancer.order()[0], 2);
     }
 

@@ -12,13 +12,14 @@ use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::proto::proxy::{self, ProxyHeader};
 use crate::proto::tls::{self, ClientHello};
 use crate::proto::{http, Status};
-use crate::relay::{self, Outcome, Timeouts};
+use crate::relay::{self, Direction, Outcome, Timeouts};
 use crate::route::access::{self, Refusal};
 use crate::route::names::MatchKind;
 use crate::sys::net;
 
 use super::connect::{self, Connected};
 use super::listener::{ListenerState, RouteState};
+use super::metrics;
 use super::peek::{self, PeekError};
 use super::permits::Permit;
 use super::pool::Pool;
@@ -161,6 +162,7 @@ impl Ending {
             outcome
         });
         let rinetd_result = rinetd_result(&result);
+        count_end(&job, route.as_deref(), &result);
         summary.duration = job.entry.conn.started.elapsed();
         summary.result = result.map_err(|refused| refused.to_string());
         if log::log_enabled!(log::Level::Info) {
@@ -196,6 +198,31 @@ impl Ending {
     }
 }
 
+/// Counts the connection's end for its route (or, refused before one was chosen, for the
+/// listener's `none`), and how each direction ended.
+fn count_end(job: &Job, route: Option<&RouteState>, result: &Result<Outcome, Refused>) {
+    let stats = route.map_or(&job.listener.unrouted, |route| &route.stats);
+    stats.ended(metrics_result(result));
+    if let Ok(outcome) = result {
+        stats.direction_ended(Direction::ClientToUpstream, outcome.sent.end);
+        stats.direction_ended(Direction::UpstreamToClient, outcome.received.end);
+    }
+}
+
+/// The metrics' word for how a connection ended.
+fn metrics_result(result: &Result<Outcome, Refused>) -> metrics::Ended {
+    match result {
+        Ok(_) => metrics::Ended::Forwarded,
+        Err(Refused::Acl(_)) => metrics::Ended::Refused,
+        Err(Refused::NoUpstream) => metrics::Ended::NoUpstream,
+        Err(Refused::NoRoute) => metrics::Ended::NoRoute,
+        Err(Refused::Peek { timeout: true, .. }) => metrics::Ended::PeekTimeout,
+        Err(Refused::Peek { .. }) => metrics::Ended::Error,
+        Err(Refused::BadProxyHeader(_)) => metrics::Ended::ProxyHeader,
+        Err(Refused::Stopped) => metrics::Ended::Stopped,
+    }
+}
+
 /// rinetd's word for how a connection ended: which side closed first, or why it was refused.
 fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
     match result {
@@ -204,7 +231,7 @@ fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
         Err(Refused::Acl(refusal)) => LogResult::refused(refusal),
         Err(Refused::NoUpstream) => LogResult::LocalConnectFailed,
         Err(
-            Refused::BadProxyHeader(_) | Refused::NoRoute | Refused::Peek(_) | Refused::Stopped,
+            Refused::BadProxyHeader(_) | Refused::NoRoute | Refused::Peek { .. } | Refused::Stopped,
         ) => LogResult::UnknownError,
     }
 }
@@ -215,7 +242,11 @@ enum Refused {
     BadProxyHeader(String),
     Acl(Refusal),
     NoRoute,
-    Peek(String),
+    /// Reading what routing needs failed: timed out, or for another reason.
+    Peek {
+        why: String,
+        timeout: bool,
+    },
     NoUpstream,
     Stopped,
 }
@@ -226,7 +257,7 @@ impl std::fmt::Display for Refused {
             Refused::BadProxyHeader(why) => write!(f, "refused-no-proxy-header ({why})"),
             Refused::Acl(refusal) => write!(f, "refused ({refusal})"),
             Refused::NoRoute => f.write_str("no-route"),
-            Refused::Peek(why) => write!(f, "{why}"),
+            Refused::Peek { why, .. } => write!(f, "{why}"),
             Refused::NoUpstream => f.write_str("no-upstream"),
             Refused::Stopped => f.write_str("stopped"),
         }
@@ -250,9 +281,16 @@ impl Session<'_> {
         let state = Arc::clone(&self.job.listener);
         let addrs = self.client_addrs(&state)?;
         self.summary.client = addrs.client;
+        let live = &self.job.entry.live;
+        let _ = live.client.set(addrs.client);
         access::check(&state.global_acl, &[], addrs.client.ip()).map_err(Refused::Acl)?;
         let route = self.choose_route(&state)?;
         self.route = Some(Arc::clone(&route));
+        let _ = live.route.set(Arc::clone(&route));
+        self.job
+            .entry
+            .conn
+            .count_into(Arc::clone(&route.stats.traffic));
         access::check(&[], &route.config.acl, addrs.client.ip()).map_err(Refused::Acl)?;
         let conn = &self.job.entry.conn;
         if conn.is_stopped() {
@@ -261,15 +299,20 @@ impl Session<'_> {
         let upstream = self.connect(&route)?;
         self.summary.upstream = Some((upstream.upstream.to_string(), upstream.addr));
         self.upstream_name = Some(upstream.upstream.clone());
+        let _ = live
+            .upstream
+            .set((upstream.upstream.to_string(), upstream.addr));
         net::tune(&upstream.stream);
         let preface = self.preface(&route, addrs);
         let sent_first = (&upstream.stream).write_all(&preface);
         conn.attach_upstream(upstream.stream);
-        if let Err(err) = sent_first {
-            log::warn!(
+        match sent_first {
+            // The client's own bytes count as relayed; the PROXY header is ours.
+            Ok(()) => conn.count(Direction::ClientToUpstream, self.peeked.len() as u64),
+            Err(err) => log::warn!(
                 "conn #{}: cannot send the first bytes upstream: {err}",
                 conn.id
-            );
+            ),
         }
         Ok(Timeouts {
             idle: route.config.idle_timeout,
@@ -313,7 +356,10 @@ impl Session<'_> {
                 state.config.peek_timeout,
                 |buf| classify(buf, router.routes_tls(), router.routes_http()),
             )
-            .map_err(|err: PeekError<std::convert::Infallible>| Refused::Peek(err.to_string()))?;
+            .map_err(|err: PeekError<std::convert::Infallible>| Refused::Peek {
+                why: err.to_string(),
+                timeout: matches!(err, PeekError::Timeout),
+            })?;
             self.route_by(first, state)
         } else {
             router.fallback()
@@ -471,7 +517,10 @@ mod tests {
             LogResult::UnknownError
         );
         assert_eq!(
-            rinetd_result(&Err(Refused::Peek("peek-timeout".into()))),
+            rinetd_result(&Err(Refused::Peek {
+                why: "peek-timeout".into(),
+                timeout: true
+            })),
             LogResult::UnknownError
         );
     }

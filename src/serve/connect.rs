@@ -5,12 +5,14 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::HostPort;
 use crate::sys::net;
 
 use super::listener::RouteState;
+use super::metrics::{Failure, UpstreamStats};
 
 /// Where a connect attempt went and why it failed.
 #[derive(Debug)]
@@ -51,16 +53,20 @@ pub(crate) struct Connected {
 fn connect_one(
     upstream: &HostPort,
     options: ConnectOptions,
+    stats: &UpstreamStats,
     failed: &mut Vec<Attempt>,
 ) -> Option<Connected> {
     let addrs = match upstream.resolve() {
         Ok(addrs) => addrs,
         Err(error) => {
-            failed.push(Attempt {
+            stats.attempts.fetch_add(1, Ordering::Relaxed);
+            let attempt = Attempt {
                 upstream: upstream.clone(),
                 addr: None,
                 error,
-            });
+            };
+            stats.failed(Failure::NotResolved, attempt.to_string());
+            failed.push(attempt);
             return None;
         }
     };
@@ -70,19 +76,26 @@ fn connect_one(
         if left.is_zero() {
             break;
         }
+        stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         match net::connect(addr, options.src, left) {
             Ok(stream) => {
+                stats.connected(started.elapsed());
                 return Some(Connected {
                     stream,
                     upstream: upstream.clone(),
                     addr,
-                })
+                });
             }
-            Err(error) => failed.push(Attempt {
-                upstream: upstream.clone(),
-                addr: Some(addr),
-                error,
-            }),
+            Err(error) => {
+                let attempt = Attempt {
+                    upstream: upstream.clone(),
+                    addr: Some(addr),
+                    error,
+                };
+                stats.failed(Failure::of(&attempt.error), attempt.to_string());
+                failed.push(attempt);
+            }
         }
     }
     None
@@ -106,7 +119,8 @@ pub(crate) fn connect(route: &RouteState, failed: &mut Vec<Attempt>) -> Option<C
     };
     for index in route.balancer.order() {
         let upstream = &route.config.upstreams[index];
-        match connect_one(upstream, options, failed) {
+        let stats = &route.upstream_stats[index];
+        match connect_one(upstream, options, stats, failed) {
             Some(connected) => {
                 route.balancer.succeeded(index);
                 return Some(connected);

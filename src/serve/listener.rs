@@ -9,6 +9,8 @@ use crate::config::{HostPort, Listener, Route, Rule};
 use crate::route::balance::Balancer;
 use crate::route::router::Router;
 
+use super::metrics::{ListenerStats, Metrics, RouteStats, UpstreamStats};
+
 /// A route ready to serve: as configured, with its upstreams' health marks.
 #[derive(Debug)]
 pub(crate) struct RouteState {
@@ -16,12 +18,24 @@ pub(crate) struct RouteState {
     pub(crate) config: Route,
     /// Round-robin cursor and cool-down marks of `config.upstreams`.
     pub(crate) balancer: Balancer,
+    /// The route's counters.
+    pub(crate) stats: Arc<RouteStats>,
+    /// Each upstream's counters, in the order of `config.upstreams`.
+    pub(crate) upstream_stats: Vec<Arc<UpstreamStats>>,
 }
 
 impl RouteState {
-    fn new(config: Route) -> RouteState {
+    fn new(config: Route, listener: &str, metrics: &Metrics) -> RouteState {
+        let label = config.label();
+        let upstream_stats = config
+            .upstreams
+            .iter()
+            .map(|u| metrics.upstream(listener, &label, &u.to_string()))
+            .collect();
         RouteState {
             balancer: Balancer::new(config.upstreams.len()),
+            stats: metrics.route(listener, &label),
+            upstream_stats,
             config,
         }
     }
@@ -49,19 +63,34 @@ pub(crate) struct ListenerState {
     pub(crate) router: Router,
     /// Allow/deny rules for every listener.
     pub(crate) global_acl: Arc<Vec<Rule>>,
+    /// The listener's counters.
+    pub(crate) stats: Arc<ListenerStats>,
+    /// The counters of its connections that end before a route is chosen (route label `none`).
+    pub(crate) unrouted: Arc<RouteStats>,
 }
 
+/// The route label of connections that ended before a route was chosen.
+pub(crate) const NO_ROUTE: &str = "none";
+
 impl ListenerState {
-    /// The run-time state of a listener from a validated configuration.
-    pub(crate) fn new(config: Listener, global_acl: Arc<Vec<Rule>>) -> ListenerState {
+    /// The run-time state of a listener from a validated configuration; its counters are found
+    /// (or made) in `metrics`.
+    pub(crate) fn new(
+        config: Listener,
+        global_acl: Arc<Vec<Rule>>,
+        metrics: &Metrics,
+    ) -> ListenerState {
+        let label = config.listen.to_string();
         let router = Router::new(&config.routes);
         let routes = config
             .routes
             .iter()
             .cloned()
-            .map(|r| Arc::new(RouteState::new(r)))
+            .map(|r| Arc::new(RouteState::new(r, &label, metrics)))
             .collect();
         ListenerState {
+            stats: metrics.listener(&label),
+            unrouted: metrics.route(&label, NO_ROUTE),
             config,
             routes,
             router,

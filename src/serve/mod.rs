@@ -17,12 +17,14 @@ mod backoff;
 mod bound;
 mod conn;
 mod connect;
-mod listener;
+pub(crate) mod listener;
+pub(crate) mod metrics;
 mod peek;
 mod permits;
 mod pool;
-mod registry;
+pub(crate) mod registry;
 mod server;
+pub(crate) mod status;
 
-pub(crate) use server::Server;
 pub use server::{DrainReport, Handle};
+pub(crate) use server::{Follower, Server};

@@ -36,7 +36,7 @@ pub(super) fn default_max_connections(open_files: u64, threads: u64) -> usize {
 
 /// A fixed number of connection slots; the accept loop takes one before each `accept`.
 #[derive(Debug, Clone)]
-pub(super) struct Permits {
+pub(crate) struct Permits {
     /// Free slots, one token each; a bounded channel so waiting for one can be `select!`ed.
     free: Receiver<()>,
     /// Where a finished connection gives its slot back.
@@ -137,7 +137,7 @@ impl Permits {
     }
 
     /// The number of slots.
-    pub(super) fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 

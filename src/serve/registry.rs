@@ -1,17 +1,37 @@
-//! Live connections: counted for the drain, reachable so a graceful stop can cut what is left.
+//! Live connections: counted for the drain, reachable so a graceful stop can cut what is left,
+//! and listed (with where they go) for the admin endpoint.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::relay::Connection;
 
+use super::listener::{ListenerState, RouteState};
+
+/// A live connection and what is known of it so far: set once each, as the connection learns it.
+#[derive(Debug)]
+pub(crate) struct Live {
+    /// The sockets and the relay's state.
+    pub(crate) conn: Arc<Connection>,
+    /// The listener that accepted it, as it was configured then.
+    pub(crate) listener: Arc<ListenerState>,
+    /// That listener's bound address.
+    pub(crate) listener_addr: SocketAddr,
+    /// The route taken, once chosen.
+    pub(crate) route: OnceLock<Arc<RouteState>>,
+    /// The client as tcp-router acts on it (after a PROXY header), once known.
+    pub(crate) client: OnceLock<SocketAddr>,
+    /// The upstream connected, as configured and as resolved.
+    pub(crate) upstream: OnceLock<(String, SocketAddr)>,
+}
+
 /// Every connection between accept and its last log line.
 #[derive(Debug, Default)]
-pub(super) struct Registry {
-    live: Mutex<HashMap<u64, Arc<Connection>>>,
+pub(crate) struct Registry {
+    live: Mutex<HashMap<u64, Arc<Live>>>,
     /// Signalled whenever a connection leaves, for [`Registry::wait_empty`].
     left: Condvar,
     /// The next connection id.
@@ -23,24 +43,48 @@ pub(super) struct Registry {
 pub(super) struct Entry {
     registry: Arc<Registry>,
     /// The connection.
-    pub conn: Arc<Connection>,
+    pub(super) conn: Arc<Connection>,
+    /// What is known of it, for the admin endpoint.
+    pub(super) live: Arc<Live>,
 }
 
 impl Registry {
-    /// Adds an accepted client and returns its entry.
-    pub(super) fn register(self: &Arc<Self>, peer: SocketAddr, client: TcpStream) -> Entry {
+    /// Adds a client accepted on `listener` (bound at `listener_addr`) and returns its entry.
+    pub(super) fn register(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        client: TcpStream,
+        listener: Arc<ListenerState>,
+        listener_addr: SocketAddr,
+    ) -> Entry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Arc::new(Connection::new(id, peer, client));
-        self.lock().insert(id, Arc::clone(&conn));
+        let live = Arc::new(Live {
+            conn: Arc::clone(&conn),
+            listener,
+            listener_addr,
+            route: OnceLock::new(),
+            client: OnceLock::new(),
+            upstream: OnceLock::new(),
+        });
+        self.lock().insert(id, Arc::clone(&live));
         Entry {
             registry: Arc::clone(self),
             conn,
+            live,
         }
     }
 
     /// Connections alive now.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// The live connections, oldest first.
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Live>> {
+        let mut all: Vec<Arc<Live>> = self.lock().values().cloned().collect();
+        all.sort_by_key(|live| live.conn.id);
+        all
     }
 
     /// Waits until every connection has ended, or `timeout` passes; true if all ended.
@@ -62,12 +106,12 @@ impl Registry {
 
     /// Cuts every live connection; returns how many were still running.
     pub(super) fn cut_all(&self) -> usize {
-        let live: Vec<Arc<Connection>> = self.lock().values().cloned().collect();
-        live.iter().filter(|conn| conn.cut()).count()
+        let live: Vec<Arc<Live>> = self.lock().values().cloned().collect();
+        live.iter().filter(|live| live.conn.cut()).count()
     }
 
     /// Locks the map; a panic elsewhere never leaves it unusable, since every update is one call.
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Live>>> {
         self.live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -93,12 +137,20 @@ mod tests {
         (stream, addr)
     }
 
+    fn register(registry: &Arc<Registry>) -> Entry {
+        let (stream, peer) = client();
+        let config = crate::config::Listener::new("127.0.0.1:1".parse().unwrap());
+        let metrics = super::super::metrics::Metrics::default();
+        let state = Arc::new(ListenerState::new(config, Arc::default(), &metrics));
+        registry.register(peer, stream, state, "127.0.0.1:1".parse().unwrap())
+    }
+
     #[test]
     fn entries_leave_on_drop_and_wake_the_drain() {
         let registry = Arc::new(Registry::default());
-        let (stream, peer) = client();
-        let entry = registry.register(peer, stream);
+        let entry = register(&registry);
         assert_eq!(registry.len(), 1);
+        assert_eq!(registry.snapshot()[0].conn.id, entry.conn.id);
         assert!(!registry.wait_empty(Duration::from_millis(1)));
         let waiter = {
             let registry = Arc::clone(&registry);
@@ -111,8 +163,7 @@ mod tests {
     #[test]
     fn cut_counts_each_connection_once() {
         let registry = Arc::new(Registry::default());
-        let (stream, peer) = client();
-        let _entry = registry.register(peer, stream);
+        let _entry = register(&registry);
         assert_eq!(registry.cut_all(), 1);
         assert_eq!(registry.cut_all(), 0);
     }

@@ -10,11 +10,12 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, unbounded, Receiver, RecvTimeoutError, Sender};
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -25,9 +26,10 @@ use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
 use super::conn::{self, Job};
 use super::listener::ListenerState;
+use super::metrics::Metrics;
 use super::permits::{self, Permit, Permits};
 use super::pool::Pool;
-use super::registry::Registry;
+use super::status::{Shared, HEARTBEAT};
 
 /// How long to wait for cut connections to log their last line before exiting anyway.
 const CUT_GRACE: Duration = Duration::from_secs(2);
@@ -60,17 +62,20 @@ enum Control {
 pub struct Handle {
     tx: Sender<Control>,
     wake: Arc<UnixStream>,
+    shared: Arc<Shared>,
 }
 
 impl Handle {
     /// Asks the forwarder to stop: accept nothing more, let active connections finish for the
     /// configured drain timeout, cut the rest, return its [`DrainReport`].
     pub fn stop(&self) {
+        self.shared.set_stopping();
         self.send(Control::Stop(None));
     }
 
     /// Like [`Handle::stop`], with `drain` instead of the configured drain timeout.
     pub fn stop_within(&self, drain: Duration) {
+        self.shared.set_stopping();
         self.send(Control::Stop(Some(drain)));
     }
 
@@ -90,6 +95,19 @@ impl Handle {
     }
 }
 
+/// Something beside the listeners that follows the configuration, such as the admin endpoint.
+/// On a reconfiguration it is first asked to get ready (binding what it needs, changing nothing
+/// yet), so a reload that cannot bind changes nothing; once the listeners have switched too it
+/// is told to switch, or else to drop what it got ready.
+pub(crate) trait Follower: Send + std::fmt::Debug {
+    /// Gets ready to serve `config`, or says why it cannot.
+    fn prepare(&mut self, config: &Config) -> Result<(), Error>;
+    /// Switches to what [`Follower::prepare`] got ready.
+    fn commit(&mut self);
+    /// Drops what [`Follower::prepare`] got ready.
+    fn abandon(&mut self);
+}
+
 /// How a graceful stop went: how many connections were active when it began, how many finished
 /// within the drain timeout, and how many had to be cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,17 +125,22 @@ pub struct DrainReport {
 pub(crate) struct Server {
     listening: Vec<Listening>,
     permits: Permits,
-    registry: Arc<Registry>,
+    /// Counters, live connections and state, shared with the admin endpoint.
+    shared: Arc<Shared>,
     pool: Pool,
     control_rx: Receiver<Control>,
     wake_rx: UnixStream,
     handle: Handle,
     drain_timeout: Duration,
+    /// After a stop request, how long to go on accepting (readiness already says no).
+    shutdown_grace: Duration,
     /// rinetd's log file, reopened at each reconfiguration (so a rotated file is let go).
     log_file: Option<Arc<LogSink>>,
     /// Listener indices that poll reported readable and that may have more clients queued.
     ready: VecDeque<usize>,
     accept_errors: ErrorBackoff,
+    /// What follows the configuration besides the listeners.
+    followers: Vec<Box<dyn Follower>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -152,25 +175,57 @@ impl Server {
         }
         let wake_tx = Arc::new(wake_tx);
         let log_file = open_log_file(config)?;
+        let permits = Permits::new(max);
+        let shared = Arc::new(Shared::new(Metrics::default(), permits.clone()));
         sockets.resize_with(config.listeners.len(), || None);
+        let states = listener_states(config, &shared.metrics);
         let mut listening = Vec::with_capacity(config.listeners.len());
-        for (state, socket) in listener_states(config).into_iter().zip(sockets) {
+        for (state, socket) in states.into_iter().zip(sockets) {
             listening.push(Listening::bind(state, socket, &wake_tx)?);
         }
         let (tx, control_rx) = unbounded();
-        Ok(Server {
+        let handle = Handle {
+            tx,
+            wake: wake_tx,
+            shared: Arc::clone(&shared),
+        };
+        let server = Server {
             listening,
-            permits: Permits::new(max),
-            registry: Arc::new(Registry::default()),
+            permits,
+            shared,
             pool: Pool::default(),
             control_rx,
             wake_rx,
-            handle: Handle { tx, wake: wake_tx },
+            handle,
             drain_timeout: config.drain_timeout,
+            shutdown_grace: config.shutdown_grace,
             log_file,
             ready: VecDeque::new(),
             accept_errors: ErrorBackoff::default(),
-        })
+            followers: Vec::new(),
+        };
+        server.publish_listeners();
+        Ok(server)
+    }
+
+    /// Adds something that follows every reconfiguration (see [`Follower`]).
+    pub(crate) fn follow(&mut self, follower: Box<dyn Follower>) {
+        self.followers.push(follower);
+    }
+
+    /// The state shared with watchers (the admin endpoint).
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Tells watchers which listeners are served now.
+    fn publish_listeners(&self) {
+        let views = self
+            .listening
+            .iter()
+            .map(|l| (l.addr, Arc::clone(&l.state)))
+            .collect();
+        self.shared.set_listeners(views);
     }
 
     /// The bound addresses, in configuration order (useful with port 0).
@@ -198,21 +253,35 @@ impl Server {
         Ok(self.drain(drain))
     }
 
-    /// Accepts until a stop request; returns its drain timeout, if it gave one.
+    /// Accepts until a stop request (and its grace period) is over; returns the stop's drain
+    /// timeout, if it gave one.
     fn accept_loop(&mut self) -> Result<Option<Duration>, Error> {
+        let mut stop: Option<(Instant, Option<Duration>)> = None;
         loop {
+            self.shared.beat();
             while let Ok(control) = self.control_rx.try_recv() {
                 if let Some(drain) = self.apply(control) {
+                    if stop.is_some() || self.shutdown_grace.is_zero() {
+                        return Ok(drain);
+                    }
+                    log::info!(
+                        "stopping: not ready; accepting for {:?} more before draining",
+                        self.shutdown_grace
+                    );
+                    stop = Some((Instant::now() + self.shutdown_grace, drain));
+                }
+            }
+            if let Some((deadline, drain)) = stop {
+                if Instant::now() >= deadline {
                     return Ok(drain);
                 }
             }
             if self.ready.is_empty() {
-                self.poll_listeners()?;
+                self.poll_listeners(stop.map(|(deadline, _)| deadline))?;
                 continue;
             }
-            match self.take_permit() {
-                Ok(permit) => self.accept_one(permit),
-                Err(drain) => return Ok(drain),
+            if let Some(permit) = self.take_permit() {
+                self.accept_one(permit);
             }
         }
     }
@@ -230,6 +299,7 @@ impl Server {
 
     fn reconfigure(&mut self, config: &Config) {
         let applied = config.validate().and_then(|()| self.switch_to(config));
+        self.shared.metrics.reloaded(applied.is_ok());
         match applied {
             Ok(()) => log::info!(
                 "reloaded: {} listener(s); established connections keep their old settings",
@@ -248,12 +318,21 @@ impl Server {
     /// removed ones close. Nothing changes unless every new listener could be bound.
     fn switch_to(&mut self, config: &Config) -> Result<(), Error> {
         let log_file = open_log_file(config)?;
-        bound::switch(
-            &mut self.listening,
-            listener_states(config),
-            &self.handle.wake,
-        )?;
+        for (i, follower) in self.followers.iter_mut().enumerate() {
+            if let Err(err) = follower.prepare(config) {
+                self.followers[..i].iter_mut().for_each(|f| f.abandon());
+                return Err(err);
+            }
+        }
+        let states = listener_states(config, &self.shared.metrics);
+        if let Err(err) = bound::switch(&mut self.listening, states, &self.handle.wake) {
+            self.followers.iter_mut().for_each(|f| f.abandon());
+            return Err(err);
+        }
+        self.followers.iter_mut().for_each(|f| f.commit());
+        self.publish_listeners();
         self.log_file = log_file;
+        self.shutdown_grace = config.shutdown_grace;
         for listening in &self.listening {
             listening.log();
         }
@@ -261,37 +340,35 @@ impl Server {
         Ok(())
     }
 
-    /// A free connection slot, waiting for one if all are busy; `Err` with the stop's drain
-    /// timeout if a stop came meanwhile.
-    fn take_permit(&mut self) -> Result<Permit, Option<Duration>> {
-        loop {
-            if let Some(permit) = self.permits.try_take() {
-                return Ok(permit);
-            }
-            log::debug!(
-                "all {} connection slots busy; accepting resumes when one ends",
-                self.permits.capacity()
-            );
-            select! {
-                recv(self.permits.receiver()) -> token => {
-                    // Cannot fail: `self.permits` owns a sender, so the channel stays connected.
-                    if token.is_ok() {
-                        return Ok(self.permits.permit());
-                    }
-                }
-                recv(self.control_rx) -> control => {
-                    if let Ok(control) = control {
-                        if let Some(drain) = self.apply(control) {
-                            return Err(drain);
-                        }
-                    }
-                }
-            }
+    /// A free connection slot, waiting for one (up to a heartbeat) if all are busy; `None` if
+    /// none came, or a control request did (it is put back for the loop to handle in order).
+    fn take_permit(&mut self) -> Option<Permit> {
+        if let Some(permit) = self.permits.try_take() {
+            return Some(permit);
         }
+        log::debug!(
+            "all {} connection slots busy; accepting resumes when one ends",
+            self.permits.capacity()
+        );
+        self.shared.set_paused(true);
+        let taken = select! {
+            // Cannot fail: `self.permits` owns a sender, so the channel stays connected.
+            recv(self.permits.receiver()) -> token => token.ok().map(|()| self.permits.permit()),
+            recv(self.control_rx) -> control => {
+                if let Ok(control) = control {
+                    let _ = self.handle.tx.send(control);
+                }
+                None
+            }
+            default(HEARTBEAT) => None,
+        };
+        self.shared.set_paused(false);
+        taken
     }
 
-    /// Waits until a listener has a client or a control request arrives.
-    fn poll_listeners(&mut self) -> Result<(), Error> {
+    /// Waits until a listener has a client or a control request arrives, or a heartbeat (or
+    /// `until`, if sooner) passes.
+    fn poll_listeners(&mut self, until: Option<Instant>) -> Result<(), Error> {
         let mut fds = Vec::with_capacity(self.listening.len() + 1);
         fds.push(PollFd::new(&self.wake_rx, PollFlags::IN));
         let mut indices = Vec::with_capacity(self.listening.len());
@@ -303,7 +380,15 @@ impl Server {
             fds.push(PollFd::new(&listening.socket, PollFlags::IN));
             indices.push(index);
         }
-        match poll(&mut fds, None) {
+        let mut wait = HEARTBEAT;
+        if let Some(until) = until {
+            wait = wait.min(until.saturating_duration_since(Instant::now()));
+        }
+        let timeout = Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        match poll(&mut fds, Some(&timeout)) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(errno) => {
                 return Err(Error::Setup {
@@ -371,10 +456,20 @@ impl Server {
         listener_permit: Option<Permit>,
     ) {
         let listening = &self.listening[index];
+        listening
+            .state
+            .stats
+            .accepted
+            .fetch_add(1, Ordering::Relaxed);
         // On Linux an accepted socket does not inherit O_NONBLOCK from the listener, so it is
         // blocking, as the relay's backpressure needs.
         let job = Job {
-            entry: self.registry.register(peer, stream),
+            entry: self.shared.registry.register(
+                peer,
+                stream,
+                Arc::clone(&listening.state),
+                listening.addr,
+            ),
             permit,
             listener_permit,
             listener_addr: listening.addr,
@@ -390,6 +485,7 @@ impl Server {
     /// Logs an accept failure (rate-limited) and waits before accepting again; a stop request ends
     /// the wait early.
     fn back_off(&mut self, addr: SocketAddr, err: io::Error) {
+        self.shared.metrics.accept_failed(&err);
         let delay = self.accept_errors.failed(addr, &err);
         match self.control_rx.recv_timeout(delay) {
             Ok(control) => {
@@ -404,11 +500,11 @@ impl Server {
     /// then cuts the rest.
     fn drain(self, drain_timeout: Duration) -> DrainReport {
         let Server {
-            listening,
-            registry,
-            ..
+            listening, shared, ..
         } = self;
         drop(listening);
+        shared.set_listeners(Vec::new());
+        let registry = &shared.registry;
         let active = registry.len();
         log::info!(
             "stopping: accepting no more clients; {active} active connection(s), waiting up to {:?}",
@@ -435,12 +531,12 @@ impl Server {
 }
 
 /// Builds the run-time state of every listener of `config`.
-fn listener_states(config: &Config) -> Vec<ListenerState> {
+fn listener_states(config: &Config, metrics: &Metrics) -> Vec<ListenerState> {
     let global_acl = Arc::new(config.acl.clone());
     config
         .listeners
         .iter()
-        .map(|listener| ListenerState::new(listener.clone(), Arc::clone(&global_acl)))
+        .map(|listener| ListenerState::new(listener.clone(), Arc::clone(&global_acl), metrics))
         .collect()
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use argh::FromArgs;
 use log::LevelFilter;
 use tcp_router::config::{
-    parse_duration, parse_optional_duration, Action, NamePattern, Overrides, Pattern, Rule,
+    parse_duration, parse_optional_duration, Action, Admin, NamePattern, Overrides, Pattern, Rule,
     Settings,
 };
 use tcp_router::process::Scheduler;
@@ -100,6 +100,18 @@ pub(crate) struct Args {
     #[argh(switch)]
     pub(crate) accept_proxy: bool,
 
+    /// serve the admin endpoint on ADDR (e.g. 127.0.0.1:9901): Prometheus metrics at /metrics, /ready, /health, /connections, /routes and a status page at /
+    #[argh(option)]
+    pub(crate) admin: Option<HostPort>,
+
+    /// allow only clients matching this CIDR or rinetd pattern to ask the admin endpoint; others get 403 (repeatable)
+    #[argh(option, from_str_fn(pattern_arg))]
+    pub(crate) admin_allow: Vec<Pattern>,
+
+    /// on SIGINT/SIGTERM, keep accepting this long after /ready turns 503, so a load balancer stops sending first (default 0s)
+    #[argh(option, from_str_fn(duration_arg), default = "Duration::ZERO")]
+    pub(crate) shutdown_grace: Duration,
+
     /// write the process id to this file (removed at exit), so `kill -HUP $(cat FILE)` works
     #[argh(option)]
     pub(crate) pid_file: Option<PathBuf>,
@@ -151,6 +163,18 @@ impl Args {
             max => config.max_connections = max,
         }
         config.drain_timeout = self.drain_timeout;
+        config.shutdown_grace = self.shutdown_grace;
+        if let Some(listen) = &self.admin {
+            let mut admin = Admin::new(listen.clone());
+            admin.origin = "command line".into();
+            config.admin = Some(admin);
+        }
+        if !self.admin_allow.is_empty() {
+            match &mut config.admin {
+                Some(admin) => admin.allow = self.admin_allow.clone(),
+                None => errors.push("--admin-allow needs an admin endpoint (--admin ADDR)".into()),
+            }
+        }
         if self.pid_file.is_some() {
             config.pid_file = self.pid_file.clone();
         }

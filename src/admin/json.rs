@@ -1,0 +1,151 @@
+//! `GET /connections` and `GET /routes`: who is connected, and what is configured with each
+//! upstream's state, as JSON (serde_json does the escaping: client addresses are ours, but route
+//! names and upstream names come from a config file).
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::config::{format_duration, Route};
+use crate::relay::Direction;
+use crate::serve::listener::{RouteState, NO_ROUTE};
+use crate::serve::metrics::Ended;
+use crate::serve::registry::Live;
+use crate::serve::status::Shared;
+
+/// Every live connection (at most `limit`, oldest first), and how many there are.
+pub(crate) fn connections(shared: &Shared, limit: Option<usize>) -> Value {
+    let all = shared.registry.snapshot();
+    let total = all.len();
+    let listed: Vec<Value> = all
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|live| connection(live))
+        .collect();
+    json!({ "total": total, "connections": listed })
+}
+
+fn connection(live: &Live) -> Value {
+    let conn = &live.conn;
+    let direction = |d: Direction| {
+        json!({
+            "state": conn.end(d).map_or("open", |end| end.kind()),
+            "bytes": conn.bytes(d),
+        })
+    };
+    json!({
+        "id": conn.id,
+        "listener": live.listener.config.listen.to_string(),
+        "listener_address": live.listener_addr.to_string(),
+        "route": live.route.get().map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label()),
+        "client": live.client.get().copied().unwrap_or(conn.peer).to_string(),
+        "upstream": live.upstream.get().map(|(name, addr)| json!({"name": name, "address": addr.to_string()})),
+        "client_to_upstream": direction(Direction::ClientToUpstream),
+        "upstream_to_client": direction(Direction::UpstreamToClient),
+        "age_seconds": seconds(conn.started.elapsed()),
+        "idle_seconds": seconds(conn.idle()),
+    })
+}
+
+/// The listeners being served, their routes with settings and counters, and each upstream's
+/// state.
+pub(crate) fn routes(shared: &Shared) -> Value {
+    let live = shared.registry.snapshot();
+    let listeners: Vec<Value> = shared
+        .listeners()
+        .iter()
+        .map(|(addr, state)| {
+            let active_for = |route: Option<&str>| {
+                live.iter()
+                    .filter(|l| l.listener_addr == *addr)
+                    .filter(|l| l.route.get().map(|r| r.config.label()).as_deref() == route)
+                    .count()
+            };
+            let routes: Vec<Value> = state
+                .routes
+                .iter()
+                .map(|route| {
+                    let label = route.config.label();
+                    route_json(route, active_for(Some(&label)))
+                })
+                .collect();
+            json!({
+                "listen": state.config.listen.to_string(),
+                "address": addr.to_string(),
+                "origin": state.config.origin,
+                "accept_proxy": state.config.accept_proxy,
+                "peek_timeout": format_duration(state.config.peek_timeout),
+                "max_connections": state.config.max_connections,
+                "accepted": state.stats.accepted.load(std::sync::atomic::Ordering::Relaxed),
+                "routing": active_for(None),
+                "routes": routes,
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "stopping": shared.is_stopping(),
+        "active": live.len(),
+        "max_connections": shared.permits.capacity(),
+        "listeners": listeners,
+    })
+}
+
+fn route_json(route: &RouteState, active: usize) -> Value {
+    let config: &Route = &route.config;
+    let ended: serde_json::Map<String, Value> = Ended::NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.to_string(), json!(route.stats.ended_count(i))))
+        .collect();
+    let upstreams: Vec<Value> = config
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, upstream)| {
+            let stats = &route.upstream_stats[i];
+            let last_error = stats.last_error();
+            json!({
+                "upstream": upstream.to_string(),
+                "cooling_down_for_seconds": route.balancer.cooling_for(i).map(seconds),
+                "attempts": stats.attempts.load(std::sync::atomic::Ordering::Relaxed),
+                "last_error": last_error.as_ref().map(|(text, _)| text.clone()),
+                "last_error_at": last_error.map(|(_, at)| timestamp(at)),
+            })
+        })
+        .collect();
+    let optional = |d: Option<Duration>| d.map_or_else(|| "off".to_string(), format_duration);
+    json!({
+        "route": config.label(),
+        "origin": config.origin,
+        "sni": config.sni.as_ref().map(ToString::to_string),
+        "host": config.host.as_ref().map(ToString::to_string),
+        "alpn": config.alpn,
+        "connect_timeout": format_duration(config.connect_timeout),
+        "idle_timeout": optional(config.idle_timeout),
+        "fin_timeout": optional(config.fin_timeout),
+        "proxy_protocol": config.proxy_protocol.map(|v| v.to_string()),
+        "src": config.src.map(|ip| ip.to_string()),
+        "active": active,
+        "bytes": {
+            "client_to_upstream": route.stats.traffic.get(Direction::ClientToUpstream),
+            "upstream_to_client": route.stats.traffic.get(Direction::UpstreamToClient),
+        },
+        "ended": ended,
+        "upstreams": upstreams,
+    })
+}
+
+/// Seconds with millisecond precision.
+fn seconds(d: Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// An RFC 3339 time in UTC.
+fn timestamp(at: SystemTime) -> String {
+    OffsetDateTime::from(at)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,220 @@
+//! The admin endpoint: metrics for Prometheus, readiness and liveness for whatever balances load
+//! in front, the live connections and routes as JSON, and a status page; on its own blocking
+//! threads, so nothing it does can delay the accept loop or a copy thread.
+//!
+//! - This file: the endpoint's life (bound at start, moved or removed by a reload) and its accept
+//!   thread; `client`: one admin client, bounded in time and size.
+//! - `http`: the request head and responses; `metrics`, `json`, `page.html`: what is served.
+//!
+//! It reads the server's shared state (`serve::status`) and changes nothing in it.
+
+mod client;
+mod http;
+mod json;
+mod metrics;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
+use std::thread;
+
+use rustix::event::{poll, PollFd, PollFlags};
+
+use crate::config::{Admin, Config, Pattern};
+use crate::error::Error;
+use crate::serve::status::Shared;
+use crate::serve::Follower;
+use crate::sys::net;
+
+/// Admin clients served at once; more are answered 503 and closed.
+const MAX_CLIENTS: usize = 8;
+
+/// The endpoint: running (or not), and what a reconfiguration got ready.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    shared: Arc<Shared>,
+    running: Option<Running>,
+    prepared: Option<Prepared>,
+}
+
+/// A bound endpoint and its accept thread.
+#[derive(Debug)]
+struct Running {
+    config: Admin,
+    addr: SocketAddr,
+    /// Who may ask; replaced in place when only the list changes.
+    allow: Arc<RwLock<Vec<Pattern>>>,
+    /// Its end of the stop socket pair: dropping it wakes the accept thread, which then exits.
+    #[allow(dead_code, reason = "held for its Drop, which stops the accept thread")]
+    stop: UnixStream,
+}
+
+/// What a reconfiguration will do to the endpoint.
+#[derive(Debug)]
+enum Prepared {
+    /// Same address: keep the socket, take the new allow list.
+    Keep(Vec<Pattern>),
+    /// A new address (bound already), or an endpoint where there was none.
+    Start(Admin, TcpListener),
+    /// No endpoint any more.
+    Stop,
+}
+
+impl Endpoint {
+    /// Binds the endpoint of `config`, if it has one, and starts serving it.
+    pub(crate) fn start(config: &Config, shared: Arc<Shared>) -> Result<Endpoint, Error> {
+        let mut endpoint = Endpoint {
+            shared,
+            running: None,
+            prepared: None,
+        };
+        if let Some(admin) = &config.admin {
+            let socket = bind(admin)?;
+            endpoint.run(admin.clone(), socket)?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The address the endpoint is bound to, if it runs.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().map(|r| r.addr)
+    }
+
+    fn run(&mut self, config: Admin, socket: TcpListener) -> Result<(), Error> {
+        let addr = socket.local_addr().map_err(|source| Error::Setup {
+            what: "read the admin endpoint's address",
+            source,
+        })?;
+        let (stop, stopped) = UnixStream::pair().map_err(|source| Error::Setup {
+            what: "create the admin endpoint's stop socket pair",
+            source,
+        })?;
+        let allow = Arc::new(RwLock::new(config.allow.clone()));
+        let shared = Arc::clone(&self.shared);
+        let thread_allow = Arc::clone(&allow);
+        thread::Builder::new()
+            .name("tcp-router-admin".into())
+            .spawn(move || accept_loop(socket, stopped, shared, thread_allow))
+            .map_err(|source| Error::Setup {
+                what: "start the admin endpoint's thread",
+                source,
+            })?;
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "admin endpoint on {addr} is reachable from other machines; bind it to a loopback \
+                 address or restrict it with --admin-allow"
+            );
+        }
+        log::info!("admin endpoint on http://{addr}/ (metrics at /metrics)");
+        self.running = Some(Running {
+            config,
+            addr,
+            allow,
+            stop,
+        });
+        Ok(())
+    }
+}
+
+impl Follower for Endpoint {
+    fn prepare(&mut self, config: &Config) -> Result<(), Error> {
+        let current = self.running.as_ref().map(|r| &r.config);
+        self.prepared = match (current, &config.admin) {
+            (None, None) => None,
+            (Some(_), None) => Some(Prepared::Stop),
+            (Some(now), Some(next)) if now.listen == next.listen => {
+                Some(Prepared::Keep(next.allow.clone()))
+            }
+            (_, Some(next)) => Some(Prepared::Start(next.clone(), bind(next)?)),
+        };
+        Ok(())
+    }
+
+    fn commit(&mut self) {
+        match self.prepared.take() {
+            None => {}
+            Some(Prepared::Keep(allow)) => {
+                if let Some(running) = &mut self.running {
+                    running.config.allow = allow.clone();
+                    *running
+                        .allow
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = allow;
+                }
+            }
+            Some(Prepared::Stop) => {
+                if let Some(old) = self.running.take() {
+                    log::info!("reload: closing the admin endpoint on {}", old.addr);
+                }
+            }
+            Some(Prepared::Start(config, socket)) => {
+                if let Some(old) = self.running.take() {
+                    log::info!("reload: moving the admin endpoint from {}", old.addr);
+                }
+                if let Err(err) = self.run(config, socket) {
+                    log::error!("reload: the admin endpoint could not start: {err}");
+                }
+            }
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.prepared = None;
+    }
+}
+
+/// Binds the endpoint's address; an address in use is an error like a listener's.
+fn bind(admin: &Admin) -> Result<TcpListener, Error> {
+    let addrs = admin
+        .listen
+        .resolve()
+        .map_err(|source| Error::ResolveListen {
+            addr: admin.listen.to_string(),
+            source,
+        })?;
+    let addr = addrs
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], admin.listen.port)));
+    net::bind_listener(addr).map_err(|source| Error::Bind { addr, source })
+}
+
+/// Accepts admin clients until the stop socket is written to or closed; each is served on a
+/// short-lived thread of its own, at most [`MAX_CLIENTS`] at once.
+fn accept_loop(
+    socket: TcpListener,
+    stopped: UnixStream,
+    shared: Arc<Shared>,
+    allow: Arc<RwLock<Vec<Pattern>>>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let mut fds = [
+            PollFd::new(&socket, PollFlags::IN),
+            PollFd::new(&stopped, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => {
+                log::error!("admin endpoint: poll failed: {errno}; the endpoint stops");
+                return;
+            }
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        if fds[0].revents().is_empty() {
+            continue;
+        }
+        match socket.accept() {
+            Ok((stream, peer)) => client::start(stream, peer, &shared, &allow, &active),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => {
+                log::warn!("admin endpoint: accept failed: {err}");
+                // A full fd table keeps the socket readable: do not spin on it.
+                thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
