@@ -2,42 +2,14 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
 use crate::util::*;
-
-/// A scratch directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tcp-router-test-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An upstream that greets with `banner`, then echoes.
 fn banner_upstream(banner: &'static str) -> Upstream {
@@ -98,7 +70,7 @@ fn served(mut client: TcpStream) -> bool {
 fn two_listeners_in_one_process() {
     let a = banner_upstream("A");
     let b = banner_upstream("B");
-    let dir = TempDir::new();
+    let dir = temp_dir("two");
     let file = dir.write(
         "two.conf",
         &format!(
@@ -120,8 +92,8 @@ fn two_listeners_in_one_process() {
 fn rinetd_allow_and_deny_by_source_address() {
     let one = banner_upstream("1");
     let two = banner_upstream("2");
-    let dir = TempDir::new();
-    let log = dir.0.join("rinetd.log");
+    let dir = temp_dir("rinetd");
+    let log = dir.join("rinetd.log");
     // Port 0: any free port, logged at start (a fixed port could be taken by a parallel test).
     let file = dir.write(
         "rinetd.conf",
@@ -174,7 +146,12 @@ fn rinetd_allow_and_deny_by_source_address() {
         .find(|l| l.contains("client=127.0.0.2") && l.contains("refused"))
         .expect("a refusal of 127.0.0.2 is logged");
     assert!(refusal.contains("deny 127.0.0.2"), "{refusal}");
-    let lines = std::fs::read_to_string(&log).unwrap();
+    // The logfile line of a connection is written just after its stderr line.
+    let log_lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("six lines in the rinetd logfile", || {
+        log_lines().lines().count() >= 6
+    });
+    let lines = log_lines();
     assert_eq!(lines.lines().count(), 6, "{lines}");
     assert_eq!(lines.matches("\tdenied").count(), 3, "{lines}");
     assert_eq!(lines.matches("\tnot-allowed").count(), 1, "{lines}");
@@ -201,46 +178,102 @@ fn command_line_deny_refuses_without_contacting_the_upstream() {
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }
 
-/// An idle connection is closed after idle_timeout; one with bytes moving in only one direction
-/// is kept alive.
+/// `idle_timeout=1s`: a connection with no bytes moving is closed once the timeout has passed
+/// (not sooner, and within three timeouts), logged as a timeout; a connection whose client
+/// uploads every 100 ms (bytes in one direction only; nothing ever comes back) is still served
+/// after three timeouts, and ends only when its client ends it, logged as end of stream.
 #[test]
 fn idle_timeout_closes_idle_but_not_busy_connections() {
-    let sink = upstream(|mut stream| {
+    const IDLE: Duration = Duration::from_secs(1);
+    // A tenth of the timeout: the test itself would have to stall for 0.9 s to look idle.
+    const KEEP_ALIVE: Duration = Duration::from_millis(100);
+    // The upstream reports every byte count it reads, so each keep-alive is known to have
+    // passed through the router.
+    let (got_tx, got_rx) = mpsc::channel::<usize>();
+    let got_tx = Mutex::new(got_tx);
+    let sink = upstream(move |mut stream| {
+        let got = got_tx.lock().unwrap().clone();
         let mut buf = [0u8; 64];
-        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            let _ = got.send(n);
+        }
     });
-    let dir = TempDir::new();
+    let dir = temp_dir("idle");
     let file = dir.write(
         "idle.conf",
-        &format!("route 127.0.0.1:0 {} idle_timeout=300ms\n", sink.addr),
+        &format!("route 127.0.0.1:0 {} idle_timeout=1s\n", sink.addr),
     );
     let mut router = Process::start(&["-c", &file]);
 
-    let mut busy = connect(router.addr);
+    // Timed from before the connect: the router's idle clock cannot start earlier.
+    let idle_since = Instant::now();
     let mut idle = connect(router.addr);
-    // Three idle periods of upload only: the busy connection must survive them all.
-    for _ in 0..9 {
+    let idle_client = idle.local_addr().unwrap();
+    let idle_closed = thread::spawn(move || {
+        let mut buf = [0u8; 1];
+        let read = idle.read(&mut buf);
+        (read.map_err(|e| e.kind()), idle_since.elapsed())
+    });
+
+    let busy_since = Instant::now();
+    let mut busy = connect(router.addr);
+    let busy_client = busy.local_addr().unwrap();
+    // Longest time from writing one keep-alive to the upstream confirming the next: at least as
+    // long as the router ever saw the connection quiet.
+    let mut longest_quiet = Duration::ZERO;
+    let mut last_write = Instant::now();
+    let closed_early = |longest_quiet: Duration, router: &mut Process| -> ! {
+        let open_for = busy_since.elapsed();
+        let line = router.wait_for_line(&format!("client={busy_client} "));
+        panic!(
+            "the busy connection was closed within {open_for:?}, its longest quiet time at most \
+             {longest_quiet:?}:\n{line}"
+        )
+    };
+    while busy_since.elapsed() < 3 * IDLE {
+        thread::sleep(KEEP_ALIVE);
+        let write = Instant::now();
         busy.write_all(b"tick").unwrap();
-        thread::sleep(Duration::from_millis(100));
+        let mut got = 0;
+        while got < 4 {
+            match got_rx.recv_timeout(PATIENCE) {
+                Ok(n) => got += n,
+                Err(_) => closed_early(longest_quiet, &mut router),
+            }
+        }
+        longest_quiet = longest_quiet.max(last_write.elapsed());
+        last_write = write;
     }
+    // Three timeouts on, the last keep-alive just went through. Straight away (no quiet time of
+    // the test's own making): nothing to read, no end of stream, no reset; then the client ends.
+    busy.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 1];
+    if !matches!(busy.read(&mut buf), Err(err) if err.kind() == ErrorKind::WouldBlock) {
+        closed_early(longest_quiet, &mut router);
+    }
+    busy.set_nonblocking(false).unwrap();
+    send_and_close(&mut busy, b"bye!");
+    assert_eq!(read_to_end(&mut busy), b"");
+
+    let (read, closed_after) = idle_closed.join().unwrap();
     assert_eq!(
-        idle.read(&mut buf).unwrap(),
-        0,
-        "the idle connection is closed"
+        read,
+        Ok(0),
+        "the idle connection ends with an end of stream"
     );
-    let line = router.wait_for_line("closed #");
+    assert!(
+        closed_after >= IDLE,
+        "idle connection closed after {closed_after:?}"
+    );
+    assert!(
+        closed_after < 3 * IDLE,
+        "idle connection closed after {closed_after:?}"
+    );
+    let line = router.wait_for_line(&format!("client={idle_client} "));
     assert!(line.contains("=timeout"), "{line}");
-    busy.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let err = busy
-        .read(&mut buf)
-        .expect_err("the busy connection is still open");
-    assert!(matches!(
-        err.kind(),
-        ErrorKind::WouldBlock | ErrorKind::TimedOut
-    ));
-    busy.write_all(b"still here").unwrap();
+    let line = router.wait_for_line(&format!("client={busy_client} "));
+    assert!(!line.contains("timeout"), "{line}");
+    assert!(line.contains("client_to_upstream=eof"), "{line}");
 }
 
 /// A half-closed connection whose other side stays silent is closed after fin_timeout.
@@ -266,31 +299,43 @@ fn fin_timeout_reaps_half_closed_connections() {
     assert!(line.contains("upstream_to_client=timeout"), "{line}");
 }
 
-/// A listener's max_connections holds its extra clients in its backlog until one ends.
+/// A listener's `max_connections=1` holds its second client in that listener's backlog while the
+/// first is open (the router does not accept it and its upstream is not contacted), even as the
+/// same process goes on serving another listener; when the first ends, the second is served.
 #[test]
 fn per_listener_max_connections() {
-    let up = banner_upstream("!");
-    let dir = TempDir::new();
+    let capped = banner_upstream("!");
+    let other = banner_upstream("B");
+    let dir = temp_dir("max");
     let file = dir.write(
         "max.conf",
-        &format!("route 127.0.0.1:0 {} max_connections=1\n", up.addr),
+        &format!(
+            "route 127.0.0.1:0 {} max_connections=1\nroute 127.0.0.2:0 {}\n",
+            capped.addr, other.addr
+        ),
     );
-    let router = Process::start(&["-c", &file]);
-    let mut first = connect(router.addr);
+    let mut router = Process::start(&["-c", &file]);
+    let to_capped = listener_addr(&mut router, &capped.addr.to_string());
+    let to_other = listener_addr(&mut router, &other.addr.to_string());
+
+    let mut first = connect(to_capped);
     assert_eq!(read_exact(&mut first, 1), b"!");
-    let mut second = connect(router.addr);
-    second
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut buf = [0u8; 1];
-    let err = second.read(&mut buf).expect_err("second client must wait");
-    assert!(matches!(
-        err.kind(),
-        ErrorKind::WouldBlock | ErrorKind::TimedOut
-    ));
+    let mut second = connect(to_capped);
+    second.write_all(b"waiting").unwrap();
+    // Until the second client is either queued (as it must be) or taken (which fails below).
+    wait_until("the second client in the backlog or accepted", || {
+        accept_queue(to_capped) == 1 || capped.accepted.load(Ordering::SeqCst) > 1
+    });
+    // The synchronisation point: the accept loop that would take the second client serves a
+    // client of the other listener, which connected after the second was queued.
+    assert_eq!(read_exact(&mut connect(to_other), 1), b"B");
+    assert_eq!(accept_queue(to_capped), 1, "the second client was accepted");
+    assert_eq!(capped.accepted.load(Ordering::SeqCst), 1);
+
     drop(first);
-    second.set_read_timeout(Some(PATIENCE)).unwrap();
     assert_eq!(read_exact(&mut second, 1), b"!");
+    assert_eq!(capped.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(accept_queue(to_capped), 0);
 }
 
 /// SIGHUP adds and removes listeners; a listener whose address did not change keeps its socket;
@@ -301,8 +346,8 @@ fn sighup_reload_adds_removes_and_keeps_live_transfers() {
     let a = banner_upstream("A");
     let b = echo_upstream();
     let c = banner_upstream("C");
-    let dir = TempDir::new();
-    let pid_file = dir.0.join("router.pid");
+    let dir = temp_dir("reload");
+    let pid_file = dir.join("router.pid");
     let v1 = format!(
         "pidlogfile {}\nroute 127.0.0.1:0 {}\nroute 127.0.0.2:0 {}\n",
         pid_file.display(),
@@ -362,7 +407,7 @@ fn sighup_reload_adds_removes_and_keeps_live_transfers() {
 /// --check prints a summary and exits 0, or prints every error as FILE:LINE: message and exits 2.
 #[test]
 fn check_reports_every_error_with_its_line() {
-    let dir = TempDir::new();
+    let dir = temp_dir("check");
     let good = dir.write(
         "good.conf",
         "allow 127.0.0.*\n127.0.0.1 8080 localhost 80\nroute 127.0.0.1:8443 127.0.0.1:1 sni=a.example.com\n",

@@ -1,26 +1,73 @@
 //! The tutorial's scenario, end to end: redis-cli talks to redis-server through tcp-router.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
 use std::time::Instant;
 
 use crate::util::*;
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// redis-server on 127.0.0.1 for one test, killed and reaped on drop.
+struct RedisServer {
+    child: Child,
+    addr: SocketAddr,
+    /// Holds the port until redis-server is gone (redis cannot be told to pick its own).
+    _port: ReservedPort,
 }
 
-struct RedisServer(Child);
+impl RedisServer {
+    /// Starts redis-server on a reserved port and returns once it has logged that it accepts
+    /// connections and has answered a PING over a socket; fails the test after [`PATIENCE`].
+    fn start() -> RedisServer {
+        let port = reserve_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let stdout = child.stdout.take().unwrap();
+        let server = RedisServer {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port.port)),
+            _port: port,
+        };
+        // redis-server logs to stdout; read it for its whole life so the pipe never fills.
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains("Ready to accept connections") => break,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("redis-server did not get ready:\n{}", seen.join("\n")),
+            }
+        }
+        let mut ping = connect(server.addr);
+        ping.write_all(b"PING\r\n").unwrap();
+        let mut pong = [0u8; 7];
+        ping.read_exact(&mut pong)
+            .expect("redis-server answers PING");
+        assert_eq!(&pong, b"+PONG\r\n");
+        server
+    }
+}
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -34,35 +81,18 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// PING -> PONG, SET then GET, through the binary exactly as `make run` starts it.
+/// PING -> PONG, SET then GET, from redis-cli to redis-server through the binary exactly as
+/// `make run` starts it.
 #[test]
 fn redis_cli_through_tcp_router() {
-    if !have("redis-server") || !have("redis-cli") {
-        eprintln!("SKIPPED redis_cli_through_tcp_router: redis-server or redis-cli not installed");
+    if skip_without(
+        "redis::redis_cli_through_tcp_router",
+        &["redis-server", "redis-cli"],
+    ) {
         return;
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _redis = RedisServer(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server"),
-    );
-    let deadline = Instant::now() + PATIENCE;
-    while redis_cli(port, &["PING"]) != "PONG" {
-        assert!(Instant::now() < deadline, "redis-server did not come up");
-        std::thread::yield_now();
-    }
-
-    let upstream = format!("127.0.0.1:{port}");
-    let router = Process::start(&["127.0.0.1:0", &upstream]);
+    let redis = RedisServer::start();
+    let router = Process::start(&["127.0.0.1:0", &redis.addr.to_string()]);
     let via = router.addr.port();
     assert_eq!(redis_cli(via, &["PING"]), "PONG");
     assert_eq!(redis_cli(via, &["SET", "tutorial", "day 15"]), "OK");

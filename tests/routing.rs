@@ -1,74 +1,29 @@
 //! Name routing (SNI, Host, ALPN) and PROXY protocol end to end, with real TLS peers where installed.
 //!
-//! openssl, curl and haproxy are used when they are on PATH; a test that needs a missing one says
-//! `SKIPPED <test>: <tool> not installed` on stderr and passes.
+//! openssl, curl and haproxy are used when they are on PATH; a test that needs a missing one
+//! records `SKIPPED: <test>: <tool> not installed` (stderr and target/skipped-tests.txt, see
+//! `util::skip`) and passes.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tcp_router::proto::proxy::Version;
 use tcp_router::proto::tls::parse_client_hello;
 use tcp_router::proto::Status;
+use tcp_router::Forwarder;
 
 use crate::util::*;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
-
-/// True if `tool` is an executable file in a directory of PATH.
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(tool)).is_ok_and(|m| {
-                use std::os::unix::fs::PermissionsExt;
-                m.is_file() && m.permissions().mode() & 0o111 != 0
-            })
-        })
-    })
-}
-
-/// True (after saying so on stderr) if one of `tools` is missing, so `test` should return.
-fn skip_without(test: &str, tools: &[&str]) -> bool {
-    match tools.iter().find(|tool| !on_path(tool)) {
-        Some(tool) => {
-            eprintln!("SKIPPED {test}: {tool} not installed");
-            true
-        }
-        None => false,
-    }
-}
-
-/// A directory under the system temp dir, unique to this process and call, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!(
-            "tcp-router-routing-{tag}-{}-{n}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child process killed and reaped on drop, so a failing test leaves nothing running.
 struct Kid(Child);
@@ -399,11 +354,11 @@ fn s(addr: SocketAddr) -> String {
 /// certificate; curl gets each backend's status page), and the log line names the SNI and route.
 #[test]
 fn two_tls_names_reach_two_backends() {
-    let test = "two_tls_names_reach_two_backends";
+    let test = "routing::two_tls_names_reach_two_backends";
     if skip_without(test, &["openssl"]) {
         return;
     }
-    let dir = TempDir::new("two-names");
+    let dir = temp_dir("two-names");
     let (key_a, cert_a) = self_signed(&dir, "a", "a.example.com");
     let (key_b, cert_b) = self_signed(&dir, "b", "*.b.example.com");
     let a = TlsServer::start(&key_a, &cert_a);
@@ -494,7 +449,7 @@ fn default_route_catches_no_sni_and_plain_clients() {
     assert!(line.contains("route=default"), "{line}");
 
     if skip_without(
-        "default_route_catches_no_sni_and_plain_clients (TLS part)",
+        "routing::default_route_catches_no_sni_and_plain_clients (TLS part)",
         &["openssl"],
     ) {
         assert_accepted(&named, 0, "named backend");
@@ -519,7 +474,10 @@ fn default_route_catches_no_sni_and_plain_clients() {
 /// openssl reports the alert by number (112).
 #[test]
 fn no_route_sends_unrecognized_name_alert() {
-    if skip_without("no_route_sends_unrecognized_name_alert", &["openssl"]) {
+    if skip_without(
+        "routing::no_route_sends_unrecognized_name_alert",
+        &["openssl"],
+    ) {
         return;
     }
     let hello = captured_hello();
@@ -556,7 +514,7 @@ fn no_route_sends_unrecognized_name_alert() {
 #[test]
 fn fragmented_client_hello_is_routed_and_replayed_exactly() {
     if skip_without(
-        "fragmented_client_hello_is_routed_and_replayed_exactly",
+        "routing::fragmented_client_hello_is_routed_and_replayed_exactly",
         &["openssl"],
     ) {
         return;
@@ -657,7 +615,10 @@ fn http_requests_are_routed_by_host() {
     assert!(line.contains("host=(none)"), "{line}");
     assert!(line.contains("route=default"), "{line}");
 
-    if skip_without("http_requests_are_routed_by_host (curl part)", &["curl"]) {
+    if skip_without(
+        "routing::http_requests_are_routed_by_host (curl part)",
+        &["curl"],
+    ) {
         return;
     }
     let out = run_tool(
@@ -676,7 +637,7 @@ fn http_requests_are_routed_by_host() {
 }
 
 /// On a listener with name routes, a client that sends nothing is closed after
-/// `--peek-timeout 200ms` (not sooner, and not after the 5s default), logged as `peek-timeout`,
+/// `--peek-timeout 200ms` (not sooner, and well before the 5s default), logged as `peek-timeout`,
 /// and no upstream, not even the default, is connected.
 #[test]
 fn silent_client_is_closed_after_the_peek_timeout() {
@@ -690,12 +651,13 @@ fn silent_client_is_closed_after_the_peek_timeout() {
         "--sni",
         &format!("a.example.com={}", named.addr),
     ]);
-    let mut client = connect(router.addr);
+    // Timed from before the connect: the router's peek deadline cannot start earlier.
     let start = Instant::now();
+    let mut client = connect(router.addr);
     assert_eq!(read_until_closed(&mut client), b"");
     let waited = start.elapsed();
     assert!(
-        waited >= Duration::from_millis(180),
+        waited >= Duration::from_millis(200),
         "closed after {waited:?}"
     );
     assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
@@ -732,15 +694,15 @@ fn v2_header(client: SocketAddr, router: SocketAddr) -> Vec<u8> {
     h
 }
 
-/// Sends `data` through a router started with `--proxy-protocol VERSION` on `listen`; returns
-/// what the upstream received, the client's address and the router's.
+/// Sends `data` through a router (in this process) on `listen` that sends a PROXY header of
+/// `version`; returns what the upstream received, the client's address and the router's.
 fn through_proxy_protocol(
     listen: &str,
-    version: &str,
+    version: Version,
     data: &[u8],
 ) -> (Vec<u8>, SocketAddr, SocketAddr) {
     let (up, rx) = recording_upstream();
-    let router = Process::start(&[listen, &s(up.addr), "--proxy-protocol", version]);
+    let router = start_router(proxy_protocol_config(listen, up.addr, version));
     let mut client = connect(router.addr);
     let client_addr = client.local_addr().unwrap();
     send_and_close(&mut client, data);
@@ -748,12 +710,25 @@ fn through_proxy_protocol(
     (rx.recv_timeout(PATIENCE).unwrap(), client_addr, router.addr)
 }
 
-/// `--proxy-protocol v1` and `v2` on an IPv4 listener: the upstream receives exactly
+/// A one-listener config on `listen` to `upstream`, sending a PROXY header of `version`.
+fn proxy_protocol_config(
+    listen: &str,
+    upstream: SocketAddr,
+    version: Version,
+) -> tcp_router::Config {
+    Forwarder::builder(listen)
+        .upstream(upstream)
+        .proxy_protocol(version)
+        .into_config()
+        .expect("a valid config")
+}
+
+/// PROXY protocol v1 and v2 out of an IPv4 listener: the upstream receives exactly
 /// `PROXY TCP4 127.0.0.1 127.0.0.1 CLIENTPORT ROUTERPORT\r\n`, or the 28-byte v2 header, then
 /// the client's bytes.
 #[test]
 fn proxy_protocol_out_ipv4() {
-    let (got, client, router) = through_proxy_protocol("127.0.0.1:0", "v1", b"hello v1");
+    let (got, client, router) = through_proxy_protocol("127.0.0.1:0", Version::V1, b"hello v1");
     let want = format!(
         "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\nhello v1",
         client.port(),
@@ -761,7 +736,7 @@ fn proxy_protocol_out_ipv4() {
     );
     assert_eq!(String::from_utf8_lossy(&got), want);
 
-    let (got, client, router) = through_proxy_protocol("127.0.0.1:0", "v2", b"hello v2");
+    let (got, client, router) = through_proxy_protocol("127.0.0.1:0", Version::V2, b"hello v2");
     let mut want = v2_header(client, router);
     assert_eq!(want.len(), 28);
     want.extend_from_slice(b"hello v2");
@@ -773,10 +748,10 @@ fn proxy_protocol_out_ipv4() {
 #[test]
 fn proxy_protocol_out_ipv6() {
     if TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("SKIPPED proxy_protocol_out_ipv6: ::1 not available");
+        skip("routing::proxy_protocol_out_ipv6", "::1 cannot be bound");
         return;
     }
-    let (got, client, router) = through_proxy_protocol("[::1]:0", "v1", b"hello v1");
+    let (got, client, router) = through_proxy_protocol("[::1]:0", Version::V1, b"hello v1");
     let want = format!(
         "PROXY TCP6 ::1 ::1 {} {}\r\nhello v1",
         client.port(),
@@ -784,7 +759,7 @@ fn proxy_protocol_out_ipv6() {
     );
     assert_eq!(String::from_utf8_lossy(&got), want);
 
-    let (got, client, router) = through_proxy_protocol("[::1]:0", "v2", b"hello v2");
+    let (got, client, router) = through_proxy_protocol("[::1]:0", Version::V2, b"hello v2");
     let mut want = v2_header(client, router);
     assert_eq!(want.len(), 52);
     want.extend_from_slice(b"hello v2");
@@ -899,16 +874,14 @@ fn accept_proxy_allow_deny_and_missing_header() {
 /// over the wildcard, the wildcard for another name under it, the default for anything else.
 #[test]
 fn check_explain_names_the_route() {
-    let dir = TempDir::new("explain");
-    let file = dir.join("router.conf");
-    std::fs::write(
-        &file,
+    let dir = temp_dir("explain");
+    let file = dir.write(
+        "router.conf",
         "route 127.0.0.1:8443 127.0.0.1:1 sni=www.example.com\n\
          route 127.0.0.1:8443 127.0.0.1:2 sni=*.example.com\n\
          route 127.0.0.1:8443 127.0.0.1:3\n",
-    )
-    .unwrap();
-    let file = file.to_str().unwrap();
+    );
+    let file = file.as_str();
     let cases = [
         ("www.example.com", "route sni=www.example.com (exact name)"),
         ("foo.example.com", "route sni=*.example.com (wildcard"),
@@ -929,61 +902,59 @@ fn check_explain_names_the_route() {
 // haproxy as a PROXY protocol backend
 // ---------------------------------------------------------------------------------------------
 
-/// haproxy with `accept-proxy` in front of an echo upstream: with `--proxy-protocol v2` the echo
-/// round trip works through it (haproxy drops a connection whose header it rejects); without
-/// a PROXY header the same setup fails: haproxy closes the connection and never connects to the
-/// echo upstream.
+/// haproxy with `accept-proxy` in front of an echo upstream: with a PROXY v2 header from the
+/// router the echo round trip works through it (haproxy drops a connection whose header it
+/// rejects); without a PROXY header the same setup fails: haproxy closes the connection and
+/// never connects to the echo upstream.
 #[test]
 fn haproxy_accepts_our_proxy_v2_header() {
-    if skip_without("haproxy_accepts_our_proxy_v2_header", &["haproxy"]) {
+    if skip_without("routing::haproxy_accepts_our_proxy_v2_header", &["haproxy"]) {
         return;
     }
     let echo = echo_upstream();
-    let dir = TempDir::new("haproxy");
-    let port = dead_addr().port();
-    let config = dir.join("haproxy.cfg");
-    std::fs::write(
-        &config,
-        format!(
+    let dir = temp_dir("haproxy");
+    // haproxy serves a socket that is already listening, handed over as its stdin (`fd@0`): no
+    // port to pick and release, and clients may connect before haproxy has even started (the
+    // kernel queues them), so there is nothing to wait for.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let haproxy = listener.local_addr().unwrap();
+    let config = dir.write(
+        "haproxy.cfg",
+        &format!(
             "global\n    maxconn 64\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 20s\n    timeout server 20s\n\
-             frontend fe\n    bind 127.0.0.1:{port} accept-proxy\n    default_backend be\n\
+             frontend fe\n    bind fd@0 accept-proxy\n    default_backend be\n\
              backend be\n    server echo {}\n",
             echo.addr
         ),
-    )
-    .unwrap();
+    );
     let log = dir.join("haproxy.log");
-    let _haproxy = Kid(Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&config)
-        .stdin(Stdio::null())
+    let mut haproxy_process = Kid(Command::new("haproxy")
+        .args(["-db", "-f", &config])
+        .stdin(Stdio::from(OwnedFd::from(listener)))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn haproxy"));
-    let haproxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(haproxy).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "haproxy did not listen:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        // Polling for the port: haproxy says nothing when it is ready.
-        thread::sleep(Duration::from_millis(10));
-    }
+    let haproxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let with = Process::start(&["127.0.0.1:0", &s(haproxy), "--proxy-protocol", "v2"]);
+    let with = start_router(proxy_protocol_config("127.0.0.1:0", haproxy, Version::V2));
     let mut client = connect(with.addr);
     client.write_all(b"ping through haproxy\n").unwrap();
-    assert_eq!(read_exact(&mut client, 21), b"ping through haproxy\n");
+    let mut echoed = vec![0u8; 21];
+    if let Err(err) = client.read_exact(&mut echoed) {
+        let exited = haproxy_process.0.try_wait().unwrap();
+        panic!(
+            "no echo through haproxy ({err}); haproxy exited: {exited:?}\n{}",
+            haproxy_log()
+        );
+    }
+    assert_eq!(echoed, b"ping through haproxy\n");
     send_and_close(&mut client, b"bye");
     assert_eq!(read_to_end(&mut client), b"bye");
     assert_accepted(&echo, 1, "echo upstream");
 
-    let without = Process::start(&["127.0.0.1:0", &s(haproxy)]);
+    let without = start_router(config_to(&[haproxy]));
     let got = send_chunks(without.addr, &[b"ping through haproxy\n"], false);
     assert_eq!(
         got, b"",

@@ -1303,6 +1303,9 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         assert_eq!(errs("route nope 127.0.0.1 x").len(), 3);
     }
 
+    /// Routes that differ by SNI, ALPN or Host, and one default per listener, may share a listen
+    /// address: the file is accepted, and each line becomes its own route on that address with
+    /// its own upstream, name pattern and ALPN, in file order.
     #[test]
     fn routes_may_share_a_listener_by_name_and_alpn() {
         let cfg = ok("\
@@ -1314,7 +1317,37 @@ route 0.0.0.0:443 127.0.0.1:8444 sni=a.example.com alpn=acme-tls/1
 route 0.0.0.0:80 192.0.2.1:80 host=a.example.com
 route 0.0.0.0:80 192.0.2.2:80
 ");
-        assert_eq!(cfg.rules.len(), 7);
+        let route = |line, listen, upstream, sni: &str, host: &str, alpn: &str| RuleDef {
+            line,
+            listen: hp(listen),
+            upstreams: vec![hp(upstream)],
+            acl: Vec::new(),
+            settings: Overrides::default(),
+            sni: (!sni.is_empty()).then(|| sni.parse().unwrap()),
+            host: (!host.is_empty()).then(|| host.parse().unwrap()),
+            alpn: (!alpn.is_empty()).then(|| alpn.to_string()),
+            rinetd: false,
+        };
+        assert_eq!(
+            cfg.rules,
+            [
+                route(1, "0.0.0.0:443", "192.0.2.1:443", "a.example.com", "", ""),
+                route(2, "0.0.0.0:443", "192.0.2.2:443", "*.example.com", "", ""),
+                route(3, "0.0.0.0:443", "192.0.2.3:443", "", "", ""),
+                route(4, "0.0.0.0:443", "127.0.0.1:8443", "", "", "acme-tls/1"),
+                route(
+                    5,
+                    "0.0.0.0:443",
+                    "127.0.0.1:8444",
+                    "a.example.com",
+                    "",
+                    "acme-tls/1"
+                ),
+                route(6, "0.0.0.0:80", "192.0.2.1:80", "", "a.example.com", ""),
+                route(7, "0.0.0.0:80", "192.0.2.2:80", "", "", ""),
+            ]
+        );
+        assert!(cfg.global_acl.is_empty());
     }
 
     #[test]

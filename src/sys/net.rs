@@ -207,9 +207,13 @@ mod tests {
 
     #[test]
     fn connect_reports_a_refusal_at_once() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
+        // Bound but never listening: connects are refused, and no other socket can take the port
+        // while this one holds it.
+        let holder = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        holder
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let addr = holder.local_addr().unwrap().as_socket().unwrap();
         let err = connect(addr, None, Duration::from_secs(30)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }

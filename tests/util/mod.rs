@@ -1,15 +1,19 @@
 //! Shared helpers: a router on an ephemeral port (library or binary), upstreams that echo, speak
-//! first or reset, deterministic random data and deadlines instead of sleeps.
+//! first or reset, addresses that refuse, scratch directories, visible skips, deterministic
+//! random data and deadlines instead of sleeps.
 
 #![allow(dead_code, reason = "each test module uses its own subset")]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
 
 use tcp_router::{Config, DrainReport, Forwarder, Handle, HostPort, Listener, Route};
 
@@ -105,10 +109,98 @@ pub fn echo_upstream() -> Upstream {
     })
 }
 
-/// An address where nothing listens (a port just released).
-pub fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// A loopback address that refuses connections for as long as it lives: a TCP socket bound to a
+/// port the kernel chose and never put in listen state, so a SYN to it is answered with a reset,
+/// and (bound without SO_REUSEADDR) no other socket can take the port meanwhile.
+pub struct DeadAddr {
+    pub addr: SocketAddr,
+    _socket: Socket,
+}
+
+/// An address where nothing listens and nothing can start listening while the guard lives.
+pub fn dead_addr() -> DeadAddr {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    DeadAddr {
+        addr,
+        _socket: socket,
+    }
+}
+
+/// A loopback port held for a server that cannot be told to pick its own (redis-server): a socket
+/// bound with SO_REUSEADDR and never listening. The kernel hands the port to no other socket that
+/// asks for port 0, while a server that sets SO_REUSEADDR itself (as redis-server does) can bind
+/// and listen on it. Keep the guard until the server is gone.
+pub struct ReservedPort {
+    pub port: u16,
+    _socket: Socket,
+}
+
+/// Reserves a free loopback port; see [`ReservedPort`].
+pub fn reserve_port() -> ReservedPort {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    ReservedPort {
+        port,
+        _socket: socket,
+    }
+}
+
+/// How many connections the kernel holds in the backlog of the listening socket bound to `addr`
+/// (handshake done, not yet accepted), from `/proc/net/tcp`: a listener's `rx_queue` there is its
+/// accept queue. Fails the test if no socket listens on `addr`.
+pub fn accept_queue(addr: SocketAddr) -> usize {
+    let table = if addr.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).expect("read the kernel's TCP table");
+    for row in text.lines().skip(1) {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        let (local, state, queues) = (fields[1], fields[3], fields[4]);
+        const LISTEN: &str = "0A";
+        if state == LISTEN && proc_net_addr(local) == Some(addr) {
+            let rx_queue = queues.split(':').nth(1).unwrap();
+            return usize::from_str_radix(rx_queue, 16).unwrap();
+        }
+    }
+    panic!("no socket listens on {addr} (per {table})")
+}
+
+/// Decodes an address as `/proc/net/tcp{,6}` prints it: the address's bytes in host order, as
+/// hex words, then `:` and the port in hex.
+fn proc_net_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(&ip[8 * i..8 * i + 8], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Waits until `done` holds, checking every millisecond, for state no event announces (the
+/// kernel's tables); fails the test naming `what` after [`PATIENCE`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Connects a test client with read and write timeouts, so a hang fails the test.
@@ -133,7 +225,98 @@ pub fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
     out
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*), different per seed.
+/// A scratch directory under the system temp dir, unique to this process and call, removed on
+/// drop.
+pub struct TempDir(PathBuf);
+
+/// A fresh scratch directory whose name contains `name`.
+pub fn temp_dir(name: &str) -> TempDir {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "tcp-router-test-{name}-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&path).expect("create temp dir");
+    TempDir(path)
+}
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path of `name` in this directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` in this directory; returns its path as a string, for argv.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// True if `tool` is an executable file in a directory of PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool)).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// Where every skip is also recorded, one line each: `target/skipped-tests.txt` (libtest captures
+/// a passing test's stderr, so `make test` shows this file instead).
+pub fn skip_file() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is inside the target directory")
+        .join("skipped-tests.txt")
+}
+
+/// Records that `test` (or the part of it named there) did not run because of `reason`: one line
+/// `SKIPPED: <test>: <reason>` on stderr and appended to [`skip_file`]. The test then returns.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("SKIPPED: {test}: {reason}\n");
+    eprint!("{line}");
+    // One write of one short line to a file opened for appending: lines from tests running at
+    // the same time do not interleave.
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_file())
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(err) = written {
+        eprintln!("cannot record the skip in {}: {err}", skip_file().display());
+    }
+}
+
+/// True (after recording the skip with [`skip`]) if one of `tools` is not on PATH, so `test`
+/// should return.
+pub fn skip_without(test: &str, tools: &[&str]) -> bool {
+    match tools.iter().find(|tool| !on_path(tool)) {
+        Some(tool) => {
+            skip(test, &format!("{tool} not installed"));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), different per seed. The only PRNG of the
+/// integration tests.
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
