@@ -26,7 +26,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "serve",
         &["config", "error", "log", "proto", "relay", "route", "sys"],
     ),
-    ("forwarder", &["config", "error", "proto", "serve"]),
+    (
+        "admin",
+        &["config", "error", "proto", "relay", "serve", "sys"],
+    ),
+    ("forwarder", &["admin", "config", "error", "proto", "serve"]),
 ];
 
 /// A source file as a module path: `src/config/file.rs` is `["config", "file"]`, a folder's
