@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HOST = "127.0.0.1"  # the only address this harness ever talks to
@@ -36,6 +37,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 
 ALL_PROXIES = ["direct", "tcp-router", "socat", "haproxy", "nginx", "rinetd", "redir"]
+# Variants of tcp-router, run only when asked for (--baseline, --with-admin).
+ROUTER_VARIANTS = ["tcp-router-base", "tcp-router-admin"]
 PEERS = ["socat", "haproxy", "nginx", "rinetd", "redir"]
 
 # tool -> Debian package(s) that provide it
@@ -569,25 +572,66 @@ class Direct(Proxy):
 class TcpRouter(Proxy):
     name = "tcp-router"
 
+    def binary(self):
+        return self.h.args.router
+
     def start(self, lp, up, workdir, tag):
-        argv = [self.h.args.router, "--log-level", self.h.args.router_log_level]
+        argv = [self.binary(), "--log-level", self.h.args.router_log_level]
         argv += self.h.args.router_arg
         argv += [f"{HOST}:{lp}", f"{HOST}:{up}"]
         return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
 
     def version(self):
-        rc, out, err = run_cmd([self.h.args.router, "--version"], 5)
+        rc, out, err = run_cmd([self.binary(), "--version"], 5)
         v = (out or err).strip().splitlines()
         v = v[0] if rc == 0 and v else "(no --version)"
         try:
-            mtime = datetime.datetime.fromtimestamp(os.path.getmtime(self.h.args.router))
-            v += f", binary {self.h.args.router} built {mtime:%Y-%m-%d %H:%M}"
+            mtime = datetime.datetime.fromtimestamp(os.path.getmtime(self.binary()))
+            v += f", binary {self.binary()} built {mtime:%Y-%m-%d %H:%M}"
         except OSError:
             pass
         rc, out, _ = run_cmd(["git", "-C", REPO_DIR, "log", "-1", "--format=%h %cd", "--date=short"], 5)
         if rc == 0 and out.strip():
             v += f", repo at {out.strip()}"
         return v
+
+
+class TcpRouterBase(TcpRouter):
+    """Another tcp-router binary (--baseline PATH), to compare two builds in one run."""
+
+    name = "tcp-router-base"
+
+    def binary(self):
+        return self.h.args.baseline
+
+
+class TcpRouterAdmin(TcpRouter):
+    """tcp-router with its admin endpoint on, scraped once a second (--with-admin)."""
+
+    name = "tcp-router-admin"
+
+    def start(self, lp, up, workdir, tag):
+        admin_port = free_port()
+        argv = [self.binary(), "--log-level", self.h.args.router_log_level]
+        argv += self.h.args.router_arg
+        argv += ["--admin", f"{HOST}:{admin_port}", f"{HOST}:{lp}", f"{HOST}:{up}"]
+        proc = Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
+        threading.Thread(target=scrape_while_alive, args=(proc, admin_port), daemon=True).start()
+        return proc
+
+
+def scrape_while_alive(proc, port):
+    """GETs /metrics once a second while `proc` runs, as a Prometheus server would."""
+    import urllib.request
+
+    url = f"http://{HOST}:{port}/metrics"
+    while proc.alive():
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                r.read()
+        except OSError:
+            pass
+        time.sleep(1.0)
 
 
 class Socat(Proxy):
@@ -719,7 +763,10 @@ class Redir(Proxy):
         return (out + err).strip().splitlines()[0] if (out + err).strip() else "?"
 
 
-PROXY_CLASSES = {c.name: c for c in (Direct, TcpRouter, Socat, Haproxy, Nginx, Rinetd, Redir)}
+PROXY_CLASSES = {
+    c.name: c
+    for c in (Direct, TcpRouter, TcpRouterBase, TcpRouterAdmin, Socat, Haproxy, Nginx, Rinetd, Redir)
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -783,9 +830,15 @@ class Harness:
         names = list(ALL_PROXIES)
         if a.skip_peers:
             names = ["direct", "tcp-router"]
+        variants = []
+        if a.baseline:
+            variants.append("tcp-router-base")
+        if a.with_admin:
+            variants.append("tcp-router-admin")
+        names[2:2] = variants
         if a.only:
             wanted = [n.strip() for n in a.only.split(",") if n.strip()]
-            bad = [n for n in wanted if n not in ALL_PROXIES]
+            bad = [n for n in wanted if n not in ALL_PROXIES + ROUTER_VARIANTS]
             if bad:
                 sys.exit(f"unknown proxy in --only: {', '.join(bad)} (known: {', '.join(ALL_PROXIES)})")
             names = [n for n in names if n in wanted or n == "direct"]
@@ -795,8 +848,8 @@ class Harness:
         """None if the proxy can run, else why not."""
         if name == "direct":
             return None
-        if name == "tcp-router":
-            r = self.args.router
+        if name.startswith("tcp-router"):
+            r = PROXY_CLASSES[name](self).binary()
             if not (os.path.isfile(r) and os.access(r, os.X_OK)):
                 return f"binary not found at {r} (build it with `cargo build --release`, or pass --router PATH)"
             return None
@@ -1112,7 +1165,7 @@ class Harness:
         Proc.stop_all()
         for pname, logs in self.proxy_logs.items():
             try:
-                self.log_summary[pname] = log_summary(logs, 12 if pname == "tcp-router" else 3)
+                self.log_summary[pname] = log_summary(logs, 12 if pname.startswith("tcp-router") else 3)
             except Exception as e:
                 self.log_summary[pname] = [f"- could not read the logs: {e}"]
         if self.args.keep_workdir:
@@ -1327,8 +1380,8 @@ def build_report(h):
     for n in h.notes:
         probs.append(f"- {n}")
     for p, stops in h.stops.items():
-        bad = [s for s in stops if s[3] or (p == "tcp-router" and s[1] != 0)]
-        if p == "tcp-router":
+        bad = [s for s in stops if s[3] or (p.startswith("tcp-router") and s[1] != 0)]
+        if p.startswith("tcp-router"):
             secs = [s[2] for s in stops]
             probs.append(f"- tcp-router stopped by SIGTERM {len(stops)} times: exit codes "
                          f"{sorted(set(s[1] for s in stops))}, {sum(1 for s in stops if s[3])} needed SIGKILL, "
@@ -1339,7 +1392,7 @@ def build_report(h):
     lines.extend(probs or ["- none"])
     for p in px:
         if p in h.log_summary:
-            lvl = f" (--log-level {a.router_log_level})" if p == "tcp-router" else ""
+            lvl = f" (--log-level {a.router_log_level})" if p.startswith("tcp-router") else ""
             lines.append("")
             lines.append(f"### {p} output{lvl}\n")
             lines.extend(h.log_summary[p])
@@ -1393,6 +1446,8 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="also write raw results as JSON here")
     p.add_argument("--router-log-level", default="warn", help="tcp-router --log-level during the run (default warn)")
     p.add_argument("--router-arg", action="append", default=[], help="extra argument for tcp-router (repeatable)")
+    p.add_argument("--baseline", help="another tcp-router binary, run as tcp-router-base beside tcp-router (compare two builds in one run)")
+    p.add_argument("--with-admin", action="store_true", help="also run tcp-router-admin: tcp-router with --admin, /metrics scraped once a second")
     p.add_argument("--duration", type=int, default=None, help="iperf3 -t seconds (default 5; 2 with --quick)")
     p.add_argument("--mem-conns", default=None, help="two idle-connection counts, e.g. 1000,4000 (default; 250,1000 with --quick)")
     p.add_argument("--max-minutes", type=float, default=60, help="abort the whole run after this long (default 60)")
