@@ -499,8 +499,13 @@ impl Server {
     /// Stops accepting (closing the listeners), waits for live connections up to `drain_timeout`,
     /// then cuts the rest.
     fn drain(self, drain_timeout: Duration) -> DrainReport {
+        // The followers (the admin endpoint) live until the drain is over: readiness says 503
+        // through all of it.
         let Server {
-            listening, shared, ..
+            listening,
+            shared,
+            followers: _followers,
+            ..
         } = self;
         drop(listening);
         shared.set_listeners(Vec::new());
