@@ -80,6 +80,9 @@ fn summary(config: &Config) -> String {
         if listener.accept_proxy {
             extras.push("accept_proxy".to_string());
         }
+        if listener.reuse_port {
+            extras.push("reuse_port".to_string());
+        }
         if let Some(max) = listener.max_connections {
             extras.push(format!("max_connections={max}"));
         }

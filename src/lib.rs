@@ -63,7 +63,7 @@ pub use check::check;
 pub use config::{Config, HostPort, Listener, Route};
 pub use error::Error;
 pub use forwarder::{Address, Builder, Forwarder, Running};
-pub use serve::{DrainReport, Handle};
+pub use serve::{DrainReport, Handle, Status};
 
 /// Process-wide settings, for the binary or an embedding program that opts in: the library
 /// itself never calls these.

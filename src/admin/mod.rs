@@ -177,7 +177,7 @@ fn bind(admin: &Admin) -> Result<TcpListener, Error> {
         .first()
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], admin.listen.port)));
-    net::bind_listener(addr).map_err(|source| Error::Bind { addr, source })
+    net::bind_listener(addr, false).map_err(|source| Error::Bind { addr, source })
 }
 
 /// Accepts admin clients until the stop socket is written to or closed; each is served on a

@@ -114,6 +114,17 @@ fn disagreements(
             first.line, b.listen
         ));
     }
+    let (ra, rb) = (
+        given.reuse_port.unwrap_or(false),
+        other.reuse_port.unwrap_or(false),
+    );
+    if ra != rb {
+        out.push(format!(
+            "{origin}: reuse_port={rb} disagrees with line {} (reuse_port={ra}) on listener {}; \
+             it is how the listener is bound, so routes sharing it must agree",
+            first.line, b.listen
+        ));
+    }
     if given.peek_timeout != other.peek_timeout {
         let show = |d: Option<Duration>| d.map_or_else(|| "unset".to_string(), format_duration);
         out.push(format!(

@@ -123,6 +123,9 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// Read a PROXY protocol header from each client first (a trusted load balancer in front).
     pub accept_proxy: bool,
+    /// Bind with SO_REUSEPORT: several processes may serve this address, the kernel spreading
+    /// new connections among them (and a new version can start beside the old one).
+    pub reuse_port: bool,
     /// Deadline for reading a ClientHello, HTTP head or PROXY header.
     pub peek_timeout: Duration,
     /// Cap on this listener's connections (clients beyond it wait in its backlog).
@@ -143,6 +146,7 @@ impl Listener {
             listen,
             routes: Vec::new(),
             accept_proxy: settings.accept_proxy,
+            reuse_port: settings.reuse_port,
             peek_timeout: settings.peek_timeout,
             max_connections: settings.max_connections,
             origin,

@@ -52,6 +52,9 @@ pub struct Settings {
     pub peek_timeout: Duration,
     /// Listener-wide: read a PROXY header from each client first (`accept_proxy`).
     pub accept_proxy: bool,
+    /// Listener-wide: bind with SO_REUSEPORT, so several processes can serve the address
+    /// (`reuse_port`).
+    pub reuse_port: bool,
     /// Listener-wide: cap on the listener's connections (`max_connections`).
     pub max_connections: Option<usize>,
 }
@@ -66,6 +69,7 @@ impl Default for Settings {
             proxy_protocol: None,
             peek_timeout: DEFAULT_PEEK_TIMEOUT,
             accept_proxy: false,
+            reuse_port: false,
             max_connections: None,
         }
     }
@@ -89,13 +93,15 @@ pub struct Overrides {
     pub peek_timeout: Option<Duration>,
     /// `accept_proxy=true|false`.
     pub accept_proxy: Option<bool>,
+    /// `reuse_port=true|false`.
+    pub reuse_port: Option<bool>,
     /// `max_connections=N`.
     pub max_connections: Option<usize>,
 }
 
 impl Overrides {
     /// The keys [`Overrides::set`] takes, in the order the docs list them.
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 9] = [
         "connect_timeout",
         "idle_timeout",
         "fin_timeout",
@@ -104,6 +110,7 @@ impl Overrides {
         "src",
         "proxy_protocol",
         "accept_proxy",
+        "reuse_port",
     ];
 
     /// Sets one setting from its `key` and textual `value`, as a `route` line writes them. The
@@ -133,13 +140,8 @@ impl Overrides {
                 let version = value.parse::<Version>();
                 self.proxy_protocol = Some(version.map_err(|_| invalid("expected v1 or v2"))?)
             }
-            "accept_proxy" => {
-                self.accept_proxy = Some(match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(invalid("expected true or false")),
-                })
-            }
+            "accept_proxy" => self.accept_proxy = Some(boolean(value).map_err(invalid)?),
+            "reuse_port" => self.reuse_port = Some(boolean(value).map_err(invalid)?),
             _ => return Err(format!("unknown key '{key}'")),
         }
         Ok(())
@@ -158,6 +160,7 @@ impl Settings {
             proxy_protocol: given.proxy_protocol.or(self.proxy_protocol),
             peek_timeout: given.peek_timeout.unwrap_or(self.peek_timeout),
             accept_proxy: given.accept_proxy.unwrap_or(self.accept_proxy),
+            reuse_port: given.reuse_port.unwrap_or(self.reuse_port),
             max_connections: given.max_connections.or(self.max_connections),
         }
     }
@@ -177,6 +180,15 @@ fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
 
 fn duration_or_off(value: &str) -> Result<Option<Duration>, String> {
     parse_optional_duration(value).map_err(|e| format!("{e}, or off"))
+}
+
+/// `true` or `false`.
+fn boolean(value: &str) -> Result<bool, &'static str> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected true or false"),
+    }
 }
 
 /// A whole number of at least 1.
@@ -215,7 +227,7 @@ mod tests {
         let mut given = Overrides::default();
         for (key, value) in Overrides::KEYS
             .iter()
-            .zip(["1s", "off", "2m", "3s", "10", "::1", "v1", "true"])
+            .zip(["1s", "off", "2m", "3s", "10", "::1", "v1", "true", "true"])
         {
             given
                 .set(key, value)

@@ -23,6 +23,9 @@ pub(crate) struct Listening {
     pub(crate) state: Arc<ListenerState>,
     /// The listener's own cap (`max_connections=` on its route), if any.
     pub(crate) limit: Option<Permits>,
+    /// Handed in already bound (by the service manager, or an embedding program) rather than
+    /// bound here: a reload may give it new routes but not close it.
+    pub(crate) adopted: bool,
 }
 
 impl Listening {
@@ -32,15 +35,17 @@ impl Listening {
         socket: Option<TcpListener>,
         wake: &Arc<UnixStream>,
     ) -> Result<Listening, Error> {
+        let adopted = socket.is_some();
         let (socket, addr) = match socket {
             Some(socket) => adopt(socket)?,
-            None => bind_socket(&state.config.listen)?,
+            None => bind_socket(&state.config.listen, state.config.reuse_port)?,
         };
         Ok(Listening {
             socket,
             addr,
             limit: limit(&state, wake),
             state: Arc::new(state),
+            adopted,
         })
     }
 
@@ -68,13 +73,26 @@ pub(crate) fn switch(
     wake: &Arc<UnixStream>,
 ) -> Result<(), Error> {
     let same = |l: &Listening, state: &ListenerState| l.state.config.listen == state.config.listen;
+    if let Some(kept) = current
+        .iter()
+        .find(|l| l.adopted && !states.iter().any(|state| same(l, state)))
+    {
+        return Err(Error::Config(vec![format!(
+            "listener {} was handed in already bound (by the service manager); a reload cannot \
+             remove it: keep it in the configuration, or restart",
+            kept.addr
+        )]));
+    }
     // First bind every new address; if one fails, nothing has changed yet.
     let mut fresh = Vec::with_capacity(states.len());
     for state in &states {
         if current.iter().any(|l| same(l, state)) {
             fresh.push(None);
         } else {
-            fresh.push(Some(bind_socket(&state.config.listen)?));
+            fresh.push(Some(bind_socket(
+                &state.config.listen,
+                state.config.reuse_port,
+            )?));
         }
     }
     let mut old: Vec<Option<Listening>> = std::mem::take(current).into_iter().map(Some).collect();
@@ -89,6 +107,7 @@ pub(crate) fn switch(
                 addr,
                 limit: limit(&state, wake),
                 state: Arc::new(state),
+                adopted: false,
             },
             (None, Some(mut kept)) => {
                 if kept.state.config.max_connections != state.config.max_connections {
@@ -107,7 +126,7 @@ pub(crate) fn switch(
 }
 
 /// Resolves and binds a listen address; returns the socket and the address actually bound.
-fn bind_socket(listen: &HostPort) -> Result<(TcpListener, SocketAddr), Error> {
+fn bind_socket(listen: &HostPort, reuse_port: bool) -> Result<(TcpListener, SocketAddr), Error> {
     let addrs = listen.resolve().map_err(|source| Error::ResolveListen {
         addr: listen.to_string(),
         source,
@@ -117,7 +136,8 @@ fn bind_socket(listen: &HostPort) -> Result<(TcpListener, SocketAddr), Error> {
         .first()
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], listen.port)));
-    let socket = net::bind_listener(addr).map_err(|source| Error::Bind { addr, source })?;
+    let socket =
+        net::bind_listener(addr, reuse_port).map_err(|source| Error::Bind { addr, source })?;
     let addr = socket.local_addr().unwrap_or(addr);
     Ok((socket, addr))
 }

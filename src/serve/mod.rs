@@ -26,5 +26,5 @@ pub(crate) mod registry;
 mod server;
 pub(crate) mod status;
 
-pub use server::{DrainReport, Handle};
+pub use server::{DrainReport, Handle, Status};
 pub(crate) use server::{Follower, Server};

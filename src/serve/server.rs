@@ -40,7 +40,8 @@ enum Control {
     /// Stop accepting, drain (for this long, or the configured drain timeout), return.
     Stop(Option<Duration>),
     /// Serve this configuration from now on.
-    Reconfigure(Box<Config>),
+    /// Serve this configuration from now on; the result goes back on the channel.
+    Reconfigure(Box<Config>, Sender<Result<(), Error>>),
 }
 
 /// Controls a running forwarder from any thread: stop it gracefully, or give it a new
@@ -79,13 +80,32 @@ impl Handle {
         self.send(Control::Stop(Some(drain)));
     }
 
-    /// Asks the forwarder to serve `config` from now on, as SIGHUP does for the binary: listeners
-    /// on unchanged addresses keep their sockets and take the new routes for new connections, new
-    /// addresses are bound, removed ones close; established connections keep their settings. If
-    /// a new address cannot be bound (or the configuration is invalid), nothing changes and the
-    /// reason is logged at error level.
-    pub fn reconfigure(&self, config: Config) {
-        self.send(Control::Reconfigure(Box::new(config)));
+    /// Serves `config` from now on, as SIGHUP does for the binary: listeners on unchanged
+    /// addresses keep their sockets and take the new routes for new connections, new addresses
+    /// are bound, removed ones close; established connections keep their settings. Returns once
+    /// the accept loop has switched, or why it did not: if the configuration is invalid or a new
+    /// address cannot be bound, nothing changes (and the reason is also logged at error level).
+    pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
+        let (reply, result) = crossbeam_channel::bounded(1);
+        self.send(Control::Reconfigure(Box::new(config), reply));
+        result.recv().unwrap_or_else(|_| {
+            Err(Error::Setup {
+                what: "reconfigure (the forwarder has stopped)",
+                source: io::Error::from(io::ErrorKind::NotConnected),
+            })
+        })
+    }
+
+    /// What the forwarder is doing now: for a service manager's status line, a watchdog, or a
+    /// health check of an embedding program.
+    pub fn status(&self) -> Status {
+        let listeners = self.shared.listeners();
+        Status {
+            stopping: self.shared.is_stopping(),
+            listeners: listeners.len(),
+            active: self.shared.registry.len(),
+            since_heartbeat: self.shared.since_heartbeat(),
+        }
     }
 
     fn send(&self, control: Control) {
@@ -93,6 +113,21 @@ impl Handle {
         // A full wake socket already has a wake-up pending; that is enough.
         let _ = (&*self.wake).write(&[1]);
     }
+}
+
+/// What a forwarder is doing, from [`Handle::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// A graceful stop has begun.
+    pub stopping: bool,
+    /// Listeners being served (0 once the drain has begun).
+    pub listeners: usize,
+    /// Connections open now.
+    pub active: usize,
+    /// How long since the accept loop last went round; it does so at least once a second while
+    /// it runs, so a large value means it is stuck (or has finished).
+    pub since_heartbeat: Duration,
 }
 
 /// Something beside the listeners that follows the configuration, such as the admin endpoint.
@@ -290,17 +325,17 @@ impl Server {
     fn apply(&mut self, control: Control) -> Option<Option<Duration>> {
         match control {
             Control::Stop(drain) => Some(drain),
-            Control::Reconfigure(config) => {
-                self.reconfigure(&config);
+            Control::Reconfigure(config, reply) => {
+                let _ = reply.send(self.reconfigure(&config));
                 None
             }
         }
     }
 
-    fn reconfigure(&mut self, config: &Config) {
+    fn reconfigure(&mut self, config: &Config) -> Result<(), Error> {
         let applied = config.validate().and_then(|()| self.switch_to(config));
         self.shared.metrics.reloaded(applied.is_ok());
-        match applied {
+        match &applied {
             Ok(()) => log::info!(
                 "reloaded: {} listener(s); established connections keep their old settings",
                 self.listening.len()
@@ -311,6 +346,7 @@ impl Server {
                 }
             }
         }
+        applied
     }
 
     /// Switches to `config`: listeners whose address is unchanged keep their socket (no re-bind,

@@ -25,9 +25,12 @@ const KEEPALIVE_RETRIES: u32 = 4;
 /// Binds a listening socket with SO_REUSEADDR (so a restart does not fail on TIME_WAIT), set
 /// non-blocking for the accept loop's poll. TCP_NODELAY and keepalive are set here once: Linux
 /// copies them to every accepted socket, which saves five system calls per client.
-pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     tune_socket(&SockRef::from(&socket));
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
@@ -168,7 +171,7 @@ mod tests {
     /// The accept path relies on this: options set on the listener reach accepted sockets.
     #[test]
     fn accepted_sockets_inherit_nodelay_and_keepalive() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let accepted = loop {
             match listener.accept() {

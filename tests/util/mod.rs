@@ -404,8 +404,28 @@ pub struct Process {
 impl Process {
     /// Starts the binary and waits until it logs its listening address.
     pub fn start(args: &[&str]) -> Process {
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut command = Command::new(bin());
+        command.args(args);
+        Process::start_command(command)
+    }
+
+    /// Starts `command` (the binary, or something that runs it) and waits until it logs its
+    /// listening address.
+    pub fn start_command(command: Command) -> Process {
+        let mut process = Process::spawn_command(command);
+        let line = process.wait_for_line("listening on ");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("address after 'listening on'");
+        process.addr = addr.parse().expect("listening address");
+        process
+    }
+
+    /// Starts `command` without waiting for anything; `addr` is unset.
+    pub fn spawn_command(mut command: Command) -> Process {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -421,20 +441,12 @@ impl Process {
                 }
             }
         });
-        let mut process = Process {
+        Process {
             child,
             lines,
             addr: "0.0.0.0:0".parse().unwrap(),
             seen: Vec::new(),
-        };
-        let line = process.wait_for_line("listening on ");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("address after 'listening on'");
-        process.addr = addr.parse().expect("listening address");
-        process
+        }
     }
 
     /// Waits for a stderr line containing `needle`; fails the test after [`PATIENCE`].

@@ -96,6 +96,10 @@ pub(crate) struct Args {
     #[argh(option, from_str_fn(version_arg))]
     pub(crate) proxy_protocol: Option<Version>,
 
+    /// bind every listener with SO_REUSEPORT, so several tcp-router processes can serve one address (the kernel spreads new connections among them)
+    #[argh(switch)]
+    pub(crate) reuse_port: bool,
+
     /// expect a PROXY protocol header (v1 or v2) from a trusted load balancer in front, and refuse clients without one
     #[argh(switch)]
     pub(crate) accept_proxy: bool,
@@ -197,6 +201,7 @@ impl Args {
         given.peek_timeout = self.peek_timeout;
         given.proxy_protocol = self.proxy_protocol;
         given.accept_proxy = self.accept_proxy.then_some(true);
+        given.reuse_port = self.reuse_port.then_some(true);
         given
     }
 

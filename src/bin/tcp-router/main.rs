@@ -2,7 +2,9 @@
 //! settings the library leaves alone (scheduling policy, open-files limit, signals, pid file),
 //! serve, and map the result to an exit code.
 
+mod activation;
 mod args;
+mod notify;
 mod pid_file;
 mod signals;
 
@@ -46,11 +48,17 @@ fn main() -> ExitCode {
 
 /// Serves until SIGINT or SIGTERM, then drains.
 fn run(args: Args) -> Result<(), Failure> {
+    // First, while this is the only thread: what the service manager passed is read (and its
+    // variables removed from the environment), and threads inherit the scheduling policy when
+    // they are created.
+    let passed = activation::take().map_err(Failure::Activation)?;
+    let notifier = notify::Notifier::from_env();
+    let watchdog = notify::watchdog_from_env();
     let config = args.load()?;
-    // First, while this is the only thread: threads inherit the policy when they are created.
     let scheduler = process::apply_scheduler(args.scheduler);
     let open_files = process::raise_open_files_limit();
-    let forwarder = Forwarder::from_config(&config)?;
+    let sockets = activation::assign(&config, passed).map_err(Failure::Activation)?;
+    let forwarder = Forwarder::from_config_with(&config, sockets)?;
     log::info!(
         "max connections: {} ({}; open-files limit {open_files}, thread limit {}); scheduler: {scheduler}",
         forwarder.max_connections(),
@@ -68,11 +76,16 @@ fn run(args: Args) -> Result<(), Failure> {
         })?),
         None => None,
     };
+    let handle = forwarder.handle();
     let reload: signals::Reload = Box::new(move || args.config.is_some().then(|| args.load()));
-    signals::install(forwarder.handle(), reload).map_err(|source| Error::Setup {
+    signals::install(handle.clone(), reload, notifier.clone()).map_err(|source| Error::Setup {
         what: "install signal handlers",
         source,
     })?;
+    if let Some(notifier) = notifier {
+        notifier.ready(&handle.status());
+        notify::keep_informed(notifier, handle, watchdog);
+    }
     forwarder.serve()?;
     Ok(())
 }
@@ -107,6 +120,8 @@ enum Failure {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// What the service manager passed cannot be used; one line per problem.
+    Activation(Vec<String>),
 }
 
 impl From<Error> for Failure {
@@ -121,7 +136,7 @@ impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
             Failure::Library(Error::Config(_) | Error::ResolveListen { .. }) => 2,
-            Failure::Library(_) | Failure::PidFile { .. } => 1,
+            Failure::Library(_) | Failure::PidFile { .. } | Failure::Activation(_) => 1,
         }
     }
 }
@@ -137,6 +152,10 @@ impl fmt::Display for Failure {
             Failure::PidFile { path, source } => {
                 write!(f, "cannot write pid file '{}'", path.display())?;
                 Some(source as &(dyn std::error::Error + 'static))
+            }
+            Failure::Activation(lines) => {
+                write!(f, "{}", lines.join("\n"))?;
+                None
             }
         };
         while let Some(cause) = source {

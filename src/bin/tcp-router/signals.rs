@@ -8,15 +8,24 @@
 use std::io;
 use std::thread;
 
+use std::sync::Arc;
+
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tcp_router::{Config, Error, Handle};
 
+use crate::notify::Notifier;
+
 /// Re-reads the configuration on SIGHUP; `None` when there is no file to re-read.
 pub(crate) type Reload = Box<dyn Fn() -> Option<Result<Config, Error>> + Send>;
 
-/// Starts the signal thread, which forwards signals to `handle`.
-pub(crate) fn install(handle: Handle, reload: Reload) -> io::Result<()> {
+/// Starts the signal thread, which forwards signals to `handle` and tells the service manager
+/// (through `notifier`, if any) what they start.
+pub(crate) fn install(
+    handle: Handle,
+    reload: Reload,
+    notifier: Option<Arc<Notifier>>,
+) -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     thread::Builder::new()
         .name("tcp-router-signals".into())
@@ -26,7 +35,13 @@ pub(crate) fn install(handle: Handle, reload: Reload) -> io::Result<()> {
                 match signal {
                     SIGHUP => {
                         log::info!("SIGHUP: reloading the configuration");
-                        reconfigure(&handle, &reload);
+                        if let Some(notifier) = &notifier {
+                            notifier.reloading();
+                        }
+                        let refused = reconfigure(&handle, &reload);
+                        if let Some(notifier) = &notifier {
+                            notifier.reloaded(refused.as_deref(), &handle.status());
+                        }
                     }
                     _ if stopping => {
                         log::warn!("{}: second stop signal, exiting now", name(signal));
@@ -38,6 +53,9 @@ pub(crate) fn install(handle: Handle, reload: Reload) -> io::Result<()> {
                             name(signal)
                         );
                         stopping = true;
+                        if let Some(notifier) = &notifier {
+                            notifier.stopping();
+                        }
                         handle.stop();
                     }
                 }
@@ -46,16 +64,31 @@ pub(crate) fn install(handle: Handle, reload: Reload) -> io::Result<()> {
     Ok(())
 }
 
-fn reconfigure(handle: &Handle, reload: &Reload) {
+/// Re-reads and applies the configuration; `Some(reason)` if it was refused (the first line of
+/// it), after logging every line.
+fn reconfigure(handle: &Handle, reload: &Reload) -> Option<String> {
     match reload() {
-        None => log::warn!("reload requested, but there is no config file to re-read; ignored"),
-        Some(Ok(config)) => handle.reconfigure(config),
+        None => {
+            log::warn!("reload requested, but there is no config file to re-read; ignored");
+            Some("no config file to re-read".into())
+        }
+        // The accept loop logs the outcome.
+        Some(Ok(config)) => handle.reconfigure(config).err().map(|err| first_line(&err)),
         Some(Err(err)) => {
             for line in err.to_string().lines() {
                 log::error!("reload refused, the running configuration stays: {line}");
             }
+            Some(first_line(&err))
         }
     }
+}
+
+fn first_line(err: &Error) -> String {
+    err.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn name(signal: i32) -> &'static str {

@@ -1,0 +1,140 @@
+//! Socket activation: listening sockets the service manager passes in (`LISTEN_FDS` from fd 3 on,
+//! for this process when `LISTEN_PID` says so, named by `LISTEN_FDNAMES`), each used for the
+//! listener whose address it is bound to instead of binding. The variables are removed from the
+//! environment once read, so nothing this process starts inherits them.
+
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::SockRef;
+use tcp_router::Config;
+
+/// The first descriptor the service manager passes.
+const FIRST_FD: usize = 3;
+
+/// A listening socket the service manager passed.
+#[derive(Debug)]
+pub(crate) struct Passed {
+    /// Its descriptor number and name, for messages: `fd 3 (web)`.
+    label: String,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Takes the sockets passed to this process, if any; every one must be a listening TCP socket.
+/// Call it before any thread starts: it changes the environment.
+pub(crate) fn take() -> Result<Vec<Passed>, Vec<String>> {
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|names| names.split(':').map(String::from).collect())
+        .unwrap_or_default();
+    let present = std::env::var_os("LISTEN_FDS").is_some();
+    // listenfd reads LISTEN_FDS and removes it and LISTEN_PID; the names are ours to remove.
+    let mut fds = if for_us {
+        listenfd::ListenFd::from_env()
+    } else {
+        listenfd::ListenFd::empty()
+    };
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDNAMES");
+    if present && !for_us {
+        log::debug!("LISTEN_FDS is set for another process (LISTEN_PID); ignored");
+    }
+    let mut passed = Vec::new();
+    let mut errors = Vec::new();
+    for index in 0..fds.len() {
+        let label = match names.get(index).filter(|n| !n.is_empty()) {
+            Some(name) => format!("fd {} ({name})", FIRST_FD + index),
+            None => format!("fd {}", FIRST_FD + index),
+        };
+        match take_one(&mut fds, index, &label) {
+            Ok(one) => passed.push(one),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(passed)
+    } else {
+        Err(errors)
+    }
+}
+
+fn take_one(fds: &mut listenfd::ListenFd, index: usize, label: &str) -> Result<Passed, String> {
+    let listener = match fds.take_tcp_listener(index) {
+        Ok(Some(listener)) => listener,
+        Ok(None) => return Err(format!("{label} from the service manager was already taken")),
+        Err(e) => {
+            return Err(format!(
+                "{label} from the service manager is not a TCP socket ({e}); pass ListenStream= sockets"
+            ))
+        }
+    };
+    if !SockRef::from(&listener).is_listener().unwrap_or(false) {
+        return Err(format!(
+            "{label} from the service manager is a TCP socket but not listening (Accept=yes is not supported)"
+        ));
+    }
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("{label} from the service manager: cannot read its address: {e}"))?;
+    Ok(Passed {
+        label: label.to_string(),
+        listener,
+        addr,
+    })
+}
+
+/// The passed socket for each listener of `config`, by the address it is bound to; a listener
+/// passed nothing binds as usual. A passed socket that no listener's address matches is an
+/// error: it would be served by nobody.
+pub(crate) fn assign(
+    config: &Config,
+    passed: Vec<Passed>,
+) -> Result<Vec<Option<TcpListener>>, Vec<String>> {
+    let mut left: Vec<Option<Passed>> = passed.into_iter().map(Some).collect();
+    let mut sockets = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let addrs = listener.listen.resolve().unwrap_or_default();
+        let found = left
+            .iter_mut()
+            .find(|p| p.as_ref().is_some_and(|p| addrs.contains(&p.addr)))
+            .and_then(Option::take);
+        match found {
+            Some(p) => {
+                log::info!(
+                    "listener {}: using {} from the service manager",
+                    listener.listen,
+                    p.label
+                );
+                sockets.push(Some(p.listener));
+            }
+            None => {
+                if !left.is_empty() {
+                    log::info!(
+                        "listener {}: not passed by the service manager; binding it",
+                        listener.listen
+                    );
+                }
+                sockets.push(None);
+            }
+        }
+    }
+    let unmatched: Vec<String> = left
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{} from the service manager is bound to {}, which is no listener's address in the configuration",
+                p.label, p.addr
+            )
+        })
+        .collect();
+    if unmatched.is_empty() {
+        Ok(sockets)
+    } else {
+        Err(unmatched)
+    }
+}
