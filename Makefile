@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: build run test bench scale lint static
+.PHONY: build run test bench scale lint static install deb check-packaging
 
 build:
 	$(CARGO) build --release
@@ -47,3 +47,63 @@ static:
 	@ldd target/$(MUSL)/release/tcp-router 2>&1 | grep -q 'not a dynamic executable' \
 		|| { echo "target/$(MUSL)/release/tcp-router is not static:"; ldd target/$(MUSL)/release/tcp-router; exit 1; }
 	@echo "static binary: target/$(MUSL)/release/tcp-router ($$(du -h target/$(MUSL)/release/tcp-router | cut -f1))"
+
+# Installs the release binary to $(DESTDIR)$(PREFIX)/bin, the manual pages (gzipped) to
+# share/man/man8 and man5, the systemd units to $(UNITDIR) with ExecStart= pointing at that
+# binary, and /etc/tcp-router/tcp-router.conf (every directive commented out) unless it exists.
+# `make install PREFIX=/usr DESTDIR=/tmp/stage` stages a tree; see scripts/install.sh.
+PREFIX  ?= /usr/local
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+install: build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" UNITDIR="$(UNITDIR)" scripts/install.sh target/release/tcp-router
+
+# target/debian/tcp-router_VERSION_ARCH.deb, of the static binary; if the musl target cannot be
+# had, of the release binary (then with the Depends dpkg-shlibdeps finds), saying so.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+DEB     := target/debian/tcp-router_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+
+deb:
+	@if $(MAKE) --no-print-directory static; then bin=target/$(MUSL)/release/tcp-router; \
+	else echo "make deb: no static binary; packaging target/release/tcp-router instead" >&2; \
+		$(CARGO) build --release || exit 1; bin=target/release/tcp-router; fi; \
+	scripts/build-deb.sh $$bin
+
+# The packaging checks CI runs: manual page markup; the units verified against a staged install
+# (a copy whose ExecStart= names the staged binary, and MANPATH for Documentation=, so no booted
+# systemd nor an installed binary is needed); their exposure score; the .deb's metadata and
+# contents, and lintian where installed. As root, and only where no tcp-router package is
+# installed already: install the .deb, run it, find its manual page, remove and purge it.
+PKG_CHECK := $(CURDIR)/target/check-packaging
+UNITS     := tcp-router.service tcp-router.socket tcp-router@.service
+
+check-packaging: deb
+	mandoc -Tlint -W warning man/tcp-router.8 man/tcp-router.conf.5
+	rm -rf $(PKG_CHECK) && mkdir -p $(PKG_CHECK)/units
+	$(MAKE) --no-print-directory install DESTDIR=$(PKG_CHECK)/root PREFIX=/usr >/dev/null
+	for unit in $(UNITS); do \
+		sed 's|/usr/bin/tcp-router|$(PKG_CHECK)/root/usr/bin/tcp-router|' \
+			$(PKG_CHECK)/root/usr/lib/systemd/system/$$unit >$(PKG_CHECK)/units/$$unit || exit 1; \
+	done
+	MANPATH=$(PKG_CHECK)/root/usr/share/man systemd-analyze verify \
+		$(PKG_CHECK)/units/tcp-router.service $(PKG_CHECK)/units/tcp-router.socket \
+		$(PKG_CHECK)/units/tcp-router@check.service
+	for unit in tcp-router.service tcp-router@.service; do \
+		out=$$(systemd-analyze security --offline=yes --threshold=15 deploy/systemd/$$unit) \
+			|| { echo "$$out"; echo "$$unit: exposure above 1.5"; exit 1; }; \
+		echo "$$out" | tail -n 1; \
+	done
+	dpkg-deb --info $(DEB)
+	dpkg-deb --contents $(DEB)
+	@if command -v lintian >/dev/null; then \
+		echo "lintian --fail-on error $(DEB)"; \
+		lintian --fail-on error $(DEB); \
+	else echo "check-packaging: lintian not installed; skipped (apt-get install lintian)"; fi
+	@if [ "$$(id -u)" != 0 ]; then echo "check-packaging: not root; dpkg -i/-r skipped"; \
+	elif dpkg-query -W tcp-router >/dev/null 2>&1; then \
+		echo "check-packaging: a tcp-router package is installed; dpkg -i/-r skipped"; \
+	else set -x; \
+		dpkg -i $(DEB) && tcp-router --version && man -w tcp-router \
+			&& dpkg -r tcp-router && ! test -e /usr/bin/tcp-router \
+			&& dpkg --purge tcp-router && ! test -e /etc/tcp-router; \
+	fi

@@ -11,9 +11,13 @@ mod cli;
 mod config_file;
 /// Upstream failures, failover and the connection cap.
 mod limits;
+/// The manual pages document every option of --help and every route key.
+mod manpages;
 /// The tutorial's own scenario with a real redis-server and redis-cli.
 mod redis;
 /// Bytes both ways: echo, server-first, half-close, resets, many concurrent streams.
 mod relay;
 /// SNI, Host and ALPN routing and PROXY protocol, with openssl and curl where installed.
 mod routing;
+/// Socket activation, readiness notification, the watchdog and SO_REUSEPORT.
+mod systemd;
