@@ -38,7 +38,7 @@ GIB = 1 << 30
 
 ALL_PROXIES = ["direct", "tcp-router", "socat", "haproxy", "nginx", "rinetd", "redir"]
 # Variants of tcp-router, run only when asked for (--baseline, --with-admin).
-ROUTER_VARIANTS = ["tcp-router-base", "tcp-router-admin"]
+ROUTER_VARIANTS = ["tcp-router-admin"]
 PEERS = ["socat", "haproxy", "nginx", "rinetd", "redir"]
 
 # tool -> Debian package(s) that provide it
@@ -596,13 +596,16 @@ class TcpRouter(Proxy):
         return v
 
 
-class TcpRouterBase(TcpRouter):
-    """Another tcp-router binary (--baseline PATH), to compare two builds in one run."""
+def baseline_class(name, path):
+    """A proxy class for another tcp-router build (--baseline NAME=PATH), to compare builds in one
+    run: it runs as `tcp-router-NAME`."""
 
-    name = "tcp-router-base"
+    class Baseline(TcpRouter):
+        def binary(self):
+            return path
 
-    def binary(self):
-        return self.h.args.baseline
+    Baseline.name = f"tcp-router-{name}"
+    return Baseline
 
 
 class TcpRouterAdmin(TcpRouter):
@@ -764,8 +767,7 @@ class Redir(Proxy):
 
 
 PROXY_CLASSES = {
-    c.name: c
-    for c in (Direct, TcpRouter, TcpRouterBase, TcpRouterAdmin, Socat, Haproxy, Nginx, Rinetd, Redir)
+    c.name: c for c in (Direct, TcpRouter, TcpRouterAdmin, Socat, Haproxy, Nginx, Rinetd, Redir)
 }
 
 
@@ -831,8 +833,12 @@ class Harness:
         if a.skip_peers:
             names = ["direct", "tcp-router"]
         variants = []
-        if a.baseline:
-            variants.append("tcp-router-base")
+        for spec in a.baseline:
+            name, _, path = spec.rpartition("=")
+            cls = baseline_class(name or "base", path)
+            PROXY_CLASSES[cls.name] = cls
+            ROUTER_VARIANTS.append(cls.name)
+            variants.append(cls.name)
         if a.with_admin:
             variants.append("tcp-router-admin")
         names[2:2] = variants
@@ -1446,7 +1452,7 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="also write raw results as JSON here")
     p.add_argument("--router-log-level", default="warn", help="tcp-router --log-level during the run (default warn)")
     p.add_argument("--router-arg", action="append", default=[], help="extra argument for tcp-router (repeatable)")
-    p.add_argument("--baseline", help="another tcp-router binary, run as tcp-router-base beside tcp-router (compare two builds in one run)")
+    p.add_argument("--baseline", action="append", default=[], metavar="[NAME=]PATH", help="another tcp-router build, run as tcp-router-NAME (default tcp-router-base) beside tcp-router (repeatable: compare builds in one run)")
     p.add_argument("--with-admin", action="store_true", help="also run tcp-router-admin: tcp-router with --admin, /metrics scraped once a second")
     p.add_argument("--duration", type=int, default=None, help="iperf3 -t seconds (default 5; 2 with --quick)")
     p.add_argument("--mem-conns", default=None, help="two idle-connection counts, e.g. 1000,4000 (default; 250,1000 with --quick)")

@@ -3,6 +3,9 @@
 /// Shared helpers: routers, upstreams, data and deadlines.
 mod util;
 
+/// The admin endpoint: metrics, readiness, live connections and routes, the status page; with
+/// curl, promtool and chromium where installed.
+mod admin;
 /// The architecture rules of docs/design.md, read off the source.
 mod architecture;
 /// The binary: command line, exit codes, signals and draining.

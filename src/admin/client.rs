@@ -18,6 +18,10 @@ use super::{json, metrics, MAX_CLIENTS};
 /// How long a client may take to send its request, and each write of the answer may wait.
 const DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long, and how much, an answered client may still send before it is closed.
+const LINGER: Duration = Duration::from_millis(100);
+const LINGER_BYTES: usize = 64 * 1024;
+
 /// A stalled accept loop: `/health` turns 503 when its heartbeat is older than this.
 const HEALTH_STALE: Duration = Duration::from_secs(5);
 
@@ -81,10 +85,26 @@ fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared, allow: &RwLock<Ve
     };
     let _ = (&stream).write_all(&response.to_bytes(head_only));
     let _ = stream.shutdown(Shutdown::Write);
-    // Read what the client still sends (briefly), so closing does not reset the answer away.
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    linger(&stream);
+}
+
+/// Reads what the client still sends for a moment (at most [`LINGER`] and [`LINGER_BYTES`]), so
+/// that closing with unread bytes does not reset the answer away before the client reads it; a
+/// client that keeps sending is simply closed after that.
+fn linger(stream: &TcpStream) {
+    let deadline = Instant::now() + LINGER;
     let mut sink = [0u8; 512];
-    while matches!((&stream).read(&mut sink), Ok(n) if n > 0) {}
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
+        }
+    }
 }
 
 fn allowed(allow: &RwLock<Vec<Pattern>>, peer: SocketAddr) -> bool {

@@ -556,10 +556,10 @@ impl Server {
             finished: active,
             cut: 0,
         };
-        if !registry.wait_empty(drain_timeout) {
+        if !wait_empty_beating(&shared, drain_timeout) {
             report.cut = registry.cut_all();
             report.finished = active.saturating_sub(report.cut);
-            registry.wait_empty(CUT_GRACE);
+            wait_empty_beating(&shared, CUT_GRACE);
         }
         log::info!(
             "stopped: {} connection(s) finished, {} cut after the {:?} drain timeout",
@@ -568,6 +568,22 @@ impl Server {
             drain_timeout
         );
         report
+    }
+}
+
+/// Waits until every connection has ended or `timeout` passes (true if all ended), in heartbeats:
+/// the process is busy draining, not stuck, and `/health` should say so.
+fn wait_empty_beating(shared: &Shared, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        shared.beat();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if shared.registry.wait_empty(left.min(HEARTBEAT)) {
+            return true;
+        }
+        if left <= HEARTBEAT {
+            return false;
+        }
     }
 }
 

@@ -1,0 +1,1499 @@
+//! The admin endpoint over real loopback sockets: Prometheus metrics that count exactly and add no
+//! series for what clients send, readiness through a graceful stop, live connections and routes
+//! as JSON, a request head bounded in size and time, an allow list, and the status page in a real
+//! browser; with curl, promtool and chromium where installed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tcp_router::proto::tls::parse_client_hello;
+use tcp_router::proto::Status;
+use tcp_router::Forwarder;
+
+use crate::util::*;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: the endpoint's address, a plain HTTP client, curl, the metrics text, upstreams
+// ---------------------------------------------------------------------------------------------
+
+/// The first stderr line containing `needle`: among those seen already, or the next one.
+fn line_with(router: &mut Process, needle: &str) -> String {
+    match router.seen.iter().find(|l| l.contains(needle)) {
+        Some(line) => line.clone(),
+        None => router.wait_for_line(needle),
+    }
+}
+
+/// The admin endpoint's address, from its `admin endpoint on http://ADDR/` line (logged before
+/// the listeners', so among the lines `Process::start` has seen already).
+fn admin_addr(router: &mut Process) -> SocketAddr {
+    const NEEDLE: &str = "admin endpoint on http://";
+    let line = line_with(router, NEEDLE);
+    line.split(NEEDLE)
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// The binary with `--admin 127.0.0.1:0` and `args`; returns it and the endpoint's address.
+fn start(args: &[&str]) -> (Process, SocketAddr) {
+    let mut all = vec!["--admin", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut router = Process::start(&all);
+    let admin = admin_addr(&mut router);
+    (router, admin)
+}
+
+/// An address as an argument.
+fn s(addr: SocketAddr) -> String {
+    addr.to_string()
+}
+
+/// An HTTP response as received: status, head (status line and headers) and body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// Parses a whole response: head, blank line, body.
+    fn parse(raw: &[u8]) -> Reply {
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of head in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8(raw[..end].to_vec()).expect("head is UTF-8");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        Reply {
+            status,
+            head,
+            body: raw[end + 4..].to_vec(),
+        }
+    }
+
+    /// The value of header `name` (case-insensitive), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("body is UTF-8")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}):\n{}", self.text()))
+    }
+}
+
+/// Reads until the peer closes; a reset after the answer counts as closed.
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == ErrorKind::ConnectionReset => return out,
+            Err(err) => panic!("read: {err}"),
+        }
+    }
+}
+
+/// Sends `request` as is on a new connection to `admin` and reads the whole answer.
+fn exchange(admin: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = connect(admin);
+    stream.write_all(request).unwrap();
+    let _ = stream.shutdown(Shutdown::Write);
+    Reply::parse(&read_until_closed(&mut stream))
+}
+
+/// `METHOD path` on a new connection; the body must be as long as Content-Length says (HEAD
+/// aside).
+fn request(admin: SocketAddr, method: &str, path: &str) -> Reply {
+    let reply = exchange(
+        admin,
+        format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\nUser-Agent: tests\r\n\r\n")
+            .as_bytes(),
+    );
+    if method != "HEAD" {
+        let length: usize = reply
+            .header("Content-Length")
+            .and_then(|l| l.parse().ok())
+            .expect("a Content-Length");
+        assert_eq!(length, reply.body.len(), "{method} {path}: {}", reply.head);
+    }
+    reply
+}
+
+fn get(admin: SocketAddr, path: &str) -> Reply {
+    request(admin, "GET", path)
+}
+
+/// `GET path` as JSON, which must be served with status 200.
+fn get_json(admin: SocketAddr, path: &str) -> Value {
+    let reply = get(admin, path);
+    assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
+    assert_eq!(reply.header("Content-Type"), Some("application/json"));
+    reply.json()
+}
+
+/// Polls `GET path` (JSON) until `done` holds for it; fails naming `what` after [`PATIENCE`].
+fn json_until(admin: SocketAddr, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let value = get_json(admin, path);
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting: {what}; last {path}:\n{value:#}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// curl with `args`, which must succeed (any HTTP status): its `-i` output parsed.
+fn curl(args: &[&str]) -> Reply {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Reply::parse(&out.stdout)
+}
+
+/// One sample of the text exposition.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// `GET /metrics`, parsed.
+struct Metrics {
+    text: String,
+    samples: Vec<Sample>,
+}
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| parse_sample(line).unwrap_or_else(|| panic!("bad sample line {line:?}")))
+            .collect();
+        Metrics {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |sample| {
+            sample.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| sample.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
+    /// The value of the one sample of `name` whose labels include `labels`, as a whole number.
+    fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let found: Vec<&Sample> = self.matching(name, labels).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected exactly one {name} with {labels:?}, found {found:?}\n{}",
+            self.text
+        );
+        whole(found[0].value)
+    }
+
+    /// The sum over every sample of `name` whose labels include `labels`.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.matching(name, labels).map(|s| whole(s.value)).sum()
+    }
+
+    /// Every series, as name and labels, without values.
+    fn series(&self) -> BTreeSet<String> {
+        self.samples
+            .iter()
+            .map(|s| format!("{}{:?}", s.name, s.labels))
+            .collect()
+    }
+}
+
+fn whole(value: f64) -> u64 {
+    assert!(
+        value >= 0.0 && value.fract() == 0.0,
+        "{value} is not a count"
+    );
+    value as u64
+}
+
+/// `name{key="value",...} value`, with the text format's escapes in label values.
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let name = line[..name_end].to_string();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(inner) = rest.strip_prefix('{') {
+        let mut chars = inner.char_indices();
+        loop {
+            let (start, c) = chars.next()?;
+            if c == '}' {
+                rest = &inner[start + 1..];
+                break;
+            }
+            if c == ',' {
+                continue;
+            }
+            let eq = inner[start..].find('=')? + start;
+            let key = inner[start..eq].to_string();
+            while chars.next()?.0 < eq + 1 {}
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    other => value.push(other),
+                }
+            }
+            labels.insert(key, value);
+        }
+    }
+    let value = rest.trim().split(' ').next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// `GET /metrics`, which must be served as the text format, version 0.0.4.
+fn metrics(admin: SocketAddr) -> Metrics {
+    let reply = get(admin, "/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    Metrics::parse(reply.text())
+}
+
+/// Polls `/metrics` until `done` holds; fails naming `what` after [`PATIENCE`].
+fn metrics_until(admin: SocketAddr, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let m = metrics(admin);
+        if done(&m) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting: {what}; last /metrics:\n{}",
+            m.text
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An upstream that reads exactly `expect` bytes from its one client, reports them, waits for a
+/// release, answers `answer`, waits for another, shuts down its write side and reads to the end.
+fn held_upstream(
+    expect: usize,
+    answer: Vec<u8>,
+) -> (Upstream, mpsc::Receiver<Vec<u8>>, mpsc::Sender<()>) {
+    let (got_tx, got_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let got_tx = Mutex::new(got_tx);
+    let release_rx = Mutex::new(release_rx);
+    let up = upstream(move |mut stream| {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut got = vec![0u8; expect];
+        if stream.read_exact(&mut got).is_err() {
+            return;
+        }
+        let _ = got_tx.lock().unwrap().send(got);
+        if release_rx.lock().unwrap().recv().is_err() {
+            return;
+        }
+        let _ = stream.write_all(&answer);
+        if release_rx.lock().unwrap().recv().is_err() {
+            return;
+        }
+        let _ = stream.shutdown(Shutdown::Write);
+        let _ = stream.read_to_end(&mut Vec::new());
+    });
+    (up, got_rx, release_tx)
+}
+
+/// Echoes until the client's end of stream, then keeps its own write side open until released
+/// (or the sender is dropped): a connection that stays half-closed.
+fn lingering_echo_upstream() -> (Upstream, mpsc::Sender<()>) {
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let up = upstream(move |mut stream| {
+        let mut reader = stream.try_clone().unwrap();
+        let _ = std::io::copy(&mut reader, &mut stream);
+        let _ = release_rx.lock().unwrap().recv();
+        let _ = stream.shutdown(Shutdown::Write);
+    });
+    (up, release_tx)
+}
+
+/// A client that sends `first`, is answered or closed, and reads until closed.
+fn one_shot(addr: SocketAddr, first: &[u8]) -> Vec<u8> {
+    let mut client = connect(addr);
+    client.write_all(first).unwrap();
+    read_until_closed(&mut client)
+}
+
+/// A minimal TLS 1.2-style ClientHello record with `name` in the server_name extension.
+fn client_hello(name: &str) -> Vec<u8> {
+    let name = name.as_bytes();
+    let mut server_name = Vec::new();
+    server_name.extend_from_slice(&(name.len() as u16 + 3).to_be_bytes());
+    server_name.push(0); // host_name
+    server_name.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    server_name.extend_from_slice(name);
+    let mut extensions = vec![0x00, 0x00]; // server_name
+    extensions.extend_from_slice(&(server_name.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(&server_name);
+    let mut body = vec![0x03, 0x03]; // legacy_version: TLS 1.2
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    body.extend_from_slice(&[0x01, 0x00]); // compression: null
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(body.len() as u16 + 4).to_be_bytes());
+    record.push(0x01); // ClientHello
+    record.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    record.extend_from_slice(&body);
+    record
+}
+
+/// A random host name of one to three labels, some letters in capitals, ending in `suffix`.
+fn random_name(seed: u64, suffix: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let bytes = random_bytes(seed, 64);
+    let labels = 1 + usize::from(bytes[0]) % 3;
+    let mut name = String::new();
+    for l in 0..labels {
+        let len = 1 + usize::from(bytes[1 + l]) % 20;
+        for i in 0..len {
+            let b = bytes[4 + l * 20 + i];
+            name.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+        }
+        name.push('.');
+    }
+    name.push_str(suffix);
+    name
+}
+
+// ---------------------------------------------------------------------------------------------
+// curl and promtool
+// ---------------------------------------------------------------------------------------------
+
+/// curl gets every endpoint with its status and content type (`/metrics`, `/ready`, `/health`,
+/// `/routes`, `/connections`, `/`, and HEAD), and `promtool check metrics` accepts the exposition
+/// after traffic has filled the connect-time histogram and a refused-connect series.
+#[test]
+fn curl_reads_every_endpoint_and_promtool_accepts_the_metrics() {
+    let test = "admin::curl_reads_every_endpoint_and_promtool_accepts_the_metrics";
+    if skip_without(test, &["curl"]) {
+        return;
+    }
+    let up = echo_upstream();
+    let dead = dead_addr();
+    let (router, admin) = start(&[
+        "127.0.0.1:0",
+        &s(up.addr),
+        "--host",
+        &format!("dead.example={}", dead.addr),
+    ]);
+    let router_addr = router.addr;
+    let mut client = connect(router_addr);
+    client.write_all(b"ping\n").unwrap();
+    assert_eq!(read_exact(&mut client, 5), b"ping\n");
+    drop(client);
+    one_shot(router_addr, b"GET / HTTP/1.1\r\nHost: dead.example\r\n\r\n");
+    let m = metrics_until(admin, "both connections ended", |m| {
+        m.sum("tcp_router_connections_ended_total", &[]) == 2
+    });
+    let default = [("route", "default")];
+    assert_eq!(
+        m.count(
+            "tcp_router_upstream_connect_duration_seconds_count",
+            &default
+        ),
+        1
+    );
+    assert_eq!(
+        m.count(
+            "tcp_router_upstream_connect_failures_total",
+            &[("route", "host=dead.example"), ("reason", "refused")]
+        ),
+        1
+    );
+
+    let url = |path: &str| format!("http://{admin}{path}");
+    let reply = curl(&[&url("/metrics")]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(reply
+        .text()
+        .contains("# TYPE tcp_router_upstream_connect_duration_seconds histogram\n"));
+    let exposition = reply.body;
+
+    let reply = curl(&[&url("/ready")]);
+    assert_eq!((reply.status, reply.text()), (200, "ready\n"));
+    let reply = curl(&[&url("/health")]);
+    assert_eq!((reply.status, reply.text()), (200, "ok\n"));
+    let reply = curl(&[&url("/routes")]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("Content-Type"), Some("application/json"));
+    assert_eq!(reply.json()["listeners"][0]["address"], s(router_addr));
+    let reply = curl(&[&url("/connections?limit=5")]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["total"], 0);
+    let reply = curl(&[&url("/")]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(reply.text().contains("<title>tcp-router</title>"));
+    let reply = curl(&["-I", &url("/metrics")]);
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.is_empty());
+    assert_eq!(reply.header("Cache-Control"), Some("no-store"));
+
+    if skip_without(&format!("{test} (promtool part)"), &["promtool"]) {
+        return;
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&exposition)
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting
+// ---------------------------------------------------------------------------------------------
+
+/// Known byte counts through two Host routes of one listener show up exactly in
+/// `tcp_router_relayed_bytes_total` while the connections are still open (the client's bytes,
+/// including the request head routing read first, before any answer; then the answer), and
+/// both directions once they closed, matching each connection's `closed #N` log line.
+#[test]
+fn relayed_bytes_are_exact_per_route_during_and_after_a_transfer() {
+    struct Leg {
+        route: &'static str,
+        request: Vec<u8>,
+        answer: Vec<u8>,
+    }
+    let leg = |route, host: &str, body_len, answer_len, seed| {
+        let mut request =
+            format!("POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {body_len}\r\n\r\n")
+                .into_bytes();
+        request.extend_from_slice(&random_bytes(seed, body_len));
+        Leg {
+            route,
+            request,
+            answer: random_bytes(seed + 1, answer_len),
+        }
+    };
+    let legs = [
+        leg("host=a.example", "a.example", 100_000, 250_000, 1),
+        leg("default", "other.example", 70_001, 33_333, 3),
+    ];
+    let held: Vec<_> = legs
+        .iter()
+        .map(|l| held_upstream(l.request.len(), l.answer.clone()))
+        .collect();
+    let (mut router, admin) = start(&[
+        "127.0.0.1:0",
+        &s(held[1].0.addr),
+        "--host",
+        &format!("a.example={}", held[0].0.addr),
+    ]);
+
+    let mut clients = Vec::new();
+    for (leg, (_, got, _)) in legs.iter().zip(&held) {
+        let mut client = connect(router.addr);
+        client.write_all(&leg.request).unwrap();
+        assert_eq!(
+            got.recv_timeout(PATIENCE).unwrap(),
+            leg.request,
+            "{}",
+            leg.route
+        );
+        clients.push(client);
+    }
+    let relayed = |m: &Metrics, route, direction| {
+        m.count(
+            "tcp_router_relayed_bytes_total",
+            &[
+                ("listener", "127.0.0.1:0"),
+                ("route", route),
+                ("direction", direction),
+            ],
+        )
+    };
+    let during = metrics_until(admin, "the client's bytes counted on both routes", |m| {
+        legs.iter()
+            .all(|l| relayed(m, l.route, "client_to_upstream") == l.request.len() as u64)
+    });
+    for leg in &legs {
+        let labels = [("route", leg.route)];
+        assert_eq!(during.count("tcp_router_connections_active", &labels), 1);
+        assert_eq!(relayed(&during, leg.route, "upstream_to_client"), 0);
+        assert_eq!(
+            during.sum("tcp_router_connections_ended_total", &labels),
+            0,
+            "{}: still open",
+            leg.route
+        );
+    }
+
+    for ((leg, (_, _, release)), client) in legs.iter().zip(&held).zip(&mut clients) {
+        release.send(()).unwrap();
+        assert_eq!(
+            read_exact(client, leg.answer.len()),
+            leg.answer,
+            "{}",
+            leg.route
+        );
+    }
+    let answered = metrics_until(admin, "the answers counted on both routes", |m| {
+        legs.iter()
+            .all(|l| relayed(m, l.route, "upstream_to_client") == l.answer.len() as u64)
+    });
+    for leg in &legs {
+        let labels = [("route", leg.route)];
+        assert_eq!(answered.count("tcp_router_connections_active", &labels), 1);
+        assert_eq!(
+            answered.sum("tcp_router_connections_ended_total", &labels),
+            0
+        );
+    }
+
+    for ((_, (_, _, release)), client) in legs.iter().zip(&held).zip(&mut clients) {
+        release.send(()).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        assert!(read_to_end(client).is_empty());
+    }
+    // A connection is counted as ended just before it leaves the live set: wait for both.
+    let after = metrics_until(admin, "both connections ended and left", |m| {
+        legs.iter().all(|l| {
+            m.count(
+                "tcp_router_connections_ended_total",
+                &[("route", l.route), ("result", "forwarded")],
+            ) == 1
+                && m.count("tcp_router_connections_active", &[("route", l.route)]) == 0
+        })
+    });
+    for leg in &legs {
+        let (sent, received) = (leg.request.len() as u64, leg.answer.len() as u64);
+        assert_eq!(relayed(&after, leg.route, "client_to_upstream"), sent);
+        assert_eq!(relayed(&after, leg.route, "upstream_to_client"), received);
+        for direction in ["client_to_upstream", "upstream_to_client"] {
+            let labels = [
+                ("route", leg.route),
+                ("direction", direction),
+                ("end", "eof"),
+            ];
+            assert_eq!(after.count("tcp_router_directions_ended_total", &labels), 1);
+        }
+        let line = line_with(&mut router, &format!(" route={} ", leg.route));
+        assert!(
+            line.contains(&format!(" sent={sent} received={received} ")),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        after.sum("tcp_router_relayed_bytes_total", &[("route", "none")]),
+        0
+    );
+    assert_eq!(
+        after.count(
+            "tcp_router_connections_accepted_total",
+            &[("listener", "127.0.0.1:0")]
+        ),
+        2
+    );
+}
+
+/// Refused connects to a dead upstream are counted by reason (`refused`) with each client as
+/// `no_upstream`, and clients turned away by `--deny` or by an `--allow` that excludes them as
+/// `refused` (before a route is chosen: route `none`), the upstream never contacted.
+#[test]
+fn connect_failures_and_refusals_are_counted() {
+    let dead = dead_addr();
+    let (router, admin) = start(&["127.0.0.1:0", &s(dead.addr)]);
+    for _ in 0..3 {
+        assert!(one_shot(router.addr, b"hello").is_empty());
+    }
+    let m = metrics_until(admin, "three clients ended", |m| {
+        m.sum("tcp_router_connections_ended_total", &[]) == 3
+    });
+    let upstream = [("route", "default"), ("upstream", &s(dead.addr))];
+    let reason = |r| {
+        let mut labels = upstream.to_vec();
+        labels.push(("reason", r));
+        m.count("tcp_router_upstream_connect_failures_total", &labels)
+    };
+    assert_eq!(reason("refused"), 3);
+    for other in ["timeout", "unreachable", "not_resolved", "error"] {
+        assert_eq!(reason(other), 0, "{other}");
+    }
+    assert_eq!(
+        m.count("tcp_router_upstream_connect_attempts_total", &upstream),
+        3
+    );
+    assert_eq!(
+        m.count(
+            "tcp_router_connections_ended_total",
+            &[("route", "default"), ("result", "no_upstream")]
+        ),
+        3
+    );
+    assert_eq!(
+        m.count(
+            "tcp_router_upstream_connect_duration_seconds_count",
+            &upstream
+        ),
+        0
+    );
+    assert_eq!(m.count("tcp_router_upstream_cooling_down", &upstream), 1);
+
+    let up = echo_upstream();
+    for rule in [["--deny", "127.0.0.1"], ["--allow", "10.0.0.0/8"]] {
+        let (router, admin) = start(&[rule[0], rule[1], "127.0.0.1:0", &s(up.addr)]);
+        for _ in 0..2 {
+            assert!(one_shot(router.addr, b"hello").is_empty());
+        }
+        let m = metrics_until(admin, "two clients ended", |m| {
+            m.sum("tcp_router_connections_ended_total", &[]) == 2
+        });
+        assert_eq!(
+            m.count(
+                "tcp_router_connections_ended_total",
+                &[("route", "none"), ("result", "refused")]
+            ),
+            2,
+            "{rule:?}"
+        );
+        assert_eq!(
+            m.count("tcp_router_upstream_connect_attempts_total", &[]),
+            0
+        );
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// 1,000 TLS clients with random server names (to an exact, a wildcard and the default route)
+/// add no series: the set of names and labels in `/metrics` is the same before and after, and
+/// each client was counted under the route its name took.
+#[test]
+fn random_sni_names_add_no_series() {
+    const CLIENTS: usize = 1000;
+    const THREADS: usize = 8;
+    let wild = echo_upstream();
+    let default = echo_upstream();
+    let exact = echo_upstream();
+    let (router, admin) = start(&[
+        "127.0.0.1:0",
+        &s(default.addr),
+        "--sni",
+        &format!("a.example.com={}", exact.addr),
+        "--sni",
+        &format!("*.example.org={}", wild.addr),
+    ]);
+    let names: Vec<String> = (0..CLIENTS)
+        .map(|i| {
+            let suffix = ["example.org", "b.example.com", "test"][i % 3];
+            random_name(i as u64, suffix)
+        })
+        .collect();
+    for name in &names {
+        match parse_client_hello(&client_hello(name)) {
+            Ok(Status::Complete(hello)) => {
+                assert_eq!(hello.server_name, Some(name.to_ascii_lowercase()))
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let before = metrics(admin).series();
+
+    let names = Arc::new(names);
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let names = Arc::clone(&names);
+            let addr = router.addr;
+            thread::spawn(move || {
+                for name in names.iter().skip(t).step_by(THREADS) {
+                    let hello = client_hello(name);
+                    let mut client = connect(addr);
+                    send_and_close(&mut client, &hello);
+                    assert_eq!(read_to_end(&mut client), hello, "{name}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let after = metrics_until(admin, "every client counted as ended", |m| {
+        m.sum("tcp_router_connections_ended_total", &[]) == CLIENTS as u64
+    });
+    let wild_clients = CLIENTS.div_ceil(3);
+    let forwarded = |route| {
+        after.count(
+            "tcp_router_connections_ended_total",
+            &[("route", route), ("result", "forwarded")],
+        )
+    };
+    assert_eq!(forwarded("sni=*.example.org"), wild_clients as u64);
+    assert_eq!(forwarded("default"), (CLIENTS - wild_clients) as u64);
+    assert_eq!(forwarded("sni=a.example.com"), 0);
+    assert_eq!(wild.accepted.load(Ordering::SeqCst), wild_clients);
+    assert_eq!(exact.accepted.load(Ordering::SeqCst), 0);
+
+    let after = after.series();
+    let added: Vec<_> = after.difference(&before).collect();
+    let removed: Vec<_> = before.difference(&after).collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "series added: {added:#?}\nseries removed: {removed:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness and the graceful stop
+// ---------------------------------------------------------------------------------------------
+
+/// With `--shutdown-grace 2s`, `/ready` turns 503 at SIGTERM while a transfer is held open; the
+/// listener still serves a new client during the grace, closes when the drain begins (not
+/// before the grace is over), and the held transfer then completes byte-exact and the process
+/// exits 0 with nothing cut.
+#[test]
+fn ready_turns_503_at_sigterm_while_the_grace_keeps_accepting_and_the_transfer_drains() {
+    let up = echo_upstream();
+    let (mut router, admin) = start(&[
+        "--shutdown-grace",
+        "2s",
+        "--drain-timeout",
+        "10s",
+        "127.0.0.1:0",
+        &s(up.addr),
+    ]);
+    let data = random_bytes(5, 1 << 20);
+    let half = data.len() / 2;
+    let mut held = connect(router.addr);
+    let (next_tx, next_rx) = mpsc::channel::<()>();
+    let writer = {
+        let mut held = held.try_clone().unwrap();
+        let data = data.clone();
+        thread::spawn(move || {
+            held.write_all(&data[..half]).unwrap();
+            next_rx.recv().unwrap();
+            held.write_all(&data[half..]).unwrap();
+            held.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut echoed = read_exact(&mut held, half);
+    let reply = get(admin, "/ready");
+    assert_eq!((reply.status, reply.text()), (200, "ready\n"));
+
+    router.signal("TERM");
+    let signalled = Instant::now();
+    router.wait_for_line("stopping: not ready; accepting for");
+    let reply = get(admin, "/ready");
+    assert_eq!((reply.status, reply.text()), (503, "stopping\n"));
+    assert_eq!(metrics(admin).count("tcp_router_stopping", &[]), 1);
+    assert_eq!(get_json(admin, "/routes")["stopping"], true);
+
+    let mut late = connect(router.addr);
+    send_and_close(&mut late, b"a client during the grace");
+    assert_eq!(read_to_end(&mut late), b"a client during the grace");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "served within the grace"
+    );
+
+    router.wait_for_line("stopping: accepting no more clients; 1 active connection(s)");
+    let grace = signalled.elapsed();
+    assert!(
+        grace >= Duration::from_millis(1900),
+        "drain began after {grace:?}"
+    );
+    let refused = TcpStream::connect(router.addr);
+    assert!(refused.is_err(), "the listener is closed while draining");
+    let reply = get(admin, "/ready");
+    assert_eq!(reply.status, 503, "still not ready while draining");
+
+    next_tx.send(()).unwrap();
+    echoed.extend(read_to_end(&mut held));
+    writer.join().unwrap();
+    assert_eq!(
+        checksum(&echoed),
+        checksum(&data),
+        "the held transfer is byte-exact"
+    );
+    let status = router.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    let log = router.rest_of_stderr().join("\n");
+    assert!(
+        log.contains("stopped: 1 connection(s) finished, 0 cut"),
+        "{log}"
+    );
+}
+
+/// The library: `Builder::admin` binds the endpoint and `admin_addr` says where (none without
+/// it); `/ready` is 503 from the moment `Handle::stop` is called while a connection drains, and
+/// the endpoint closes once the forwarder has stopped.
+#[test]
+fn the_library_serves_the_endpoint_at_admin_addr() {
+    let up = echo_upstream();
+    let plain = Forwarder::new("127.0.0.1:0", up.addr).unwrap();
+    assert_eq!(plain.admin_addr(), None);
+    drop(plain);
+
+    let forwarder = Forwarder::builder("127.0.0.1:0")
+        .upstream(up.addr)
+        .admin("127.0.0.1:0")
+        .drain_timeout(Duration::from_secs(10))
+        .bind()
+        .unwrap();
+    let admin = forwarder.admin_addr().expect("an admin address");
+    assert!(admin.ip().is_loopback() && admin.port() != 0, "{admin}");
+    let listen = forwarder.local_addr();
+    let handle = forwarder.handle();
+    let running = forwarder.spawn().unwrap();
+    assert_eq!(get(admin, "/ready").status, 200);
+    assert_eq!(get(admin, "/health").status, 200);
+
+    let mut client = connect(listen);
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact(&mut client, 4), b"ping");
+    handle.stop();
+    let reply = get(admin, "/ready");
+    assert_eq!((reply.status, reply.text()), (503, "stopping\n"));
+    json_until(admin, "/routes", "the drain began", |v| {
+        v["stopping"] == true && v["listeners"].as_array().is_some_and(Vec::is_empty)
+    });
+    assert_eq!(get_json(admin, "/connections")["total"], 1);
+    send_and_close(&mut client, b"bye");
+    assert_eq!(read_to_end(&mut client), b"bye");
+    let report = running.join().unwrap();
+    assert_eq!((report.active, report.finished, report.cut), (1, 1, 0));
+    wait_until("the admin endpoint closes", || {
+        TcpStream::connect(admin).is_err()
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request head: time, size, method, path
+// ---------------------------------------------------------------------------------------------
+
+/// An admin client that connects, says so on `connected`, then sends a request one byte a
+/// second, waiting for an answer between bytes; returns the answer and how long after connecting
+/// it began to arrive.
+fn slow_admin_client(admin: SocketAddr, connected: mpsc::Sender<()>) -> (Reply, Duration) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(admin).unwrap();
+    let _ = connected.send(());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    for &byte in b"GET /metrics HTTP/1.1\r\nHost: slow\r\n\r\n" {
+        if stream.write_all(&[byte]).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(err) => panic!("slow client: {err}"),
+        }
+    }
+    let answered = started.elapsed();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    got.extend(read_until_closed(&mut stream));
+    (Reply::parse(&got), answered)
+}
+
+/// A forwarded echo round trip on `stream`.
+fn round_trip(stream: &mut TcpStream, payload: &[u8]) -> Duration {
+    let started = Instant::now();
+    stream.write_all(payload).unwrap();
+    assert_eq!(read_exact(stream, payload.len()), payload);
+    started.elapsed()
+}
+
+/// Eight admin clients sending one byte a second hold every admin thread (a ninth is answered
+/// 503 at once), yet forwarded echo round trips, on an open connection and a new one, still
+/// complete promptly (under 1 s); each slow client gets 408 when its 5 s deadline passes.
+#[test]
+fn slow_admin_clients_delay_no_forwarded_byte() {
+    const ADMIN_THREADS: usize = 8;
+    let up = echo_upstream();
+    let (router, admin) = start(&["127.0.0.1:0", &s(up.addr)]);
+    let mut forwarded = connect(router.addr);
+    forwarded.set_nodelay(true).unwrap();
+    let payload = random_bytes(6, 512);
+    let baseline = (0..20)
+        .map(|_| round_trip(&mut forwarded, &payload))
+        .max()
+        .unwrap();
+
+    let (connected_tx, connected) = mpsc::channel();
+    let slow: Vec<_> = (0..ADMIN_THREADS)
+        .map(|_| {
+            let connected_tx = connected_tx.clone();
+            thread::spawn(move || slow_admin_client(admin, connected_tx))
+        })
+        .collect();
+    for _ in 0..ADMIN_THREADS {
+        connected.recv_timeout(PATIENCE).unwrap();
+    }
+    // Accepted (each taking its admin thread as it is) once none waits in the backlog; only
+    // then may another client ask, or it could take a slot a slow client needs.
+    wait_until("the admin endpoint accepts the slow clients", || {
+        accept_queue(admin) == 0
+    });
+    let reply = get(admin, "/ready");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(
+        reply.text().contains("too many admin clients"),
+        "{}",
+        reply.text()
+    );
+
+    let bound = Duration::from_secs(1);
+    let held = (0..20)
+        .map(|_| round_trip(&mut forwarded, &payload))
+        .max()
+        .unwrap();
+    assert!(held < bound, "round trip {held:?} (baseline {baseline:?})");
+    let mut fresh = connect(router.addr);
+    fresh.set_nodelay(true).unwrap();
+    let first = round_trip(&mut fresh, &payload);
+    assert!(first < bound, "first round trip of a new client {first:?}");
+    drop(fresh);
+
+    for client in slow {
+        let (reply, after) = client.join().unwrap();
+        assert_eq!(reply.status, 408, "{}", reply.text());
+        assert!(
+            after >= Duration::from_millis(4950) && after < Duration::from_secs(7),
+            "408 after {after:?}"
+        );
+    }
+    let again = Instant::now() + PATIENCE;
+    while get(admin, "/ready").status != 200 {
+        assert!(
+            Instant::now() < again,
+            "the admin threads were not given back"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(round_trip(&mut forwarded, &payload) < bound);
+}
+
+/// Eight clients that keep sending a byte every 20 ms after their request are cut off soon after
+/// their answer, well within the 5 s deadline, so they cannot lock the endpoint: another client
+/// is served again within 2 s.
+#[test]
+fn clients_that_keep_sending_do_not_hold_the_admin_threads() {
+    const ADMIN_THREADS: usize = 8;
+    let up = echo_upstream();
+    let (_router, admin) = start(&["127.0.0.1:0", &s(up.addr)]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (connected_tx, connected) = mpsc::channel();
+    let hogs: Vec<_> = (0..ADMIN_THREADS)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let connected_tx = connected_tx.clone();
+            thread::spawn(move || {
+                let mut stream = connect(admin);
+                stream
+                    .write_all(b"GET /ready HTTP/1.1\r\nHost: hog\r\n\r\n")
+                    .unwrap();
+                let _ = connected_tx.send(());
+                // Until the server closes its end for good, which makes a write fail (or, if the
+                // server never does, for well over the 5 s request deadline).
+                let began = Instant::now();
+                while !stop.load(Ordering::SeqCst) && began.elapsed() < Duration::from_secs(8) {
+                    if stream.write_all(b"x").is_err() {
+                        return true;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                false
+            })
+        })
+        .collect();
+    for _ in 0..ADMIN_THREADS {
+        connected.recv_timeout(PATIENCE).unwrap();
+    }
+    wait_until("the admin endpoint accepts the clients", || {
+        accept_queue(admin) == 0
+    });
+    let started = Instant::now();
+    let served = loop {
+        if get(admin, "/ready").status == 200 {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(2) {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    if !served {
+        stop.store(true, Ordering::SeqCst);
+    }
+    let still_connected = hogs
+        .into_iter()
+        .map(|hog| hog.join().unwrap())
+        .filter(|cut| !cut)
+        .count();
+    assert!(
+        served,
+        "the endpoint still answers 503 after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(still_connected, 0, "clients never cut off");
+}
+
+/// A request head over 8 KiB gets 431 (one just under it is served), POST and DELETE get 405
+/// with `Allow: GET, HEAD`, HEAD gets the headers with no body, an unknown path 404, a bad limit
+/// or something that is not HTTP 400.
+#[test]
+fn requests_outside_the_protocol_get_431_405_404_and_head_has_no_body() {
+    let up = echo_upstream();
+    let (_router, admin) = start(&["127.0.0.1:0", &s(up.addr)]);
+    let padded = |total: usize| {
+        let start = b"GET /ready HTTP/1.1\r\nX-Padding: ".to_vec();
+        let mut req = start.clone();
+        req.resize(total - 4, b'a');
+        req.extend_from_slice(b"\r\n\r\n");
+        req
+    };
+    let reply = exchange(admin, &padded(9 * 1024));
+    assert_eq!(reply.status, 431, "{}", reply.text());
+    let reply = exchange(admin, &padded(8 * 1024 - 16));
+    assert_eq!((reply.status, reply.text()), (200, "ready\n"));
+
+    for method in ["POST", "DELETE"] {
+        let reply = request(admin, method, "/metrics");
+        assert_eq!(reply.status, 405, "{method}");
+        assert_eq!(reply.header("Allow"), Some("GET, HEAD"), "{method}");
+    }
+
+    let full = get(admin, "/routes");
+    let head = request(admin, "HEAD", "/routes");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty(), "HEAD got a body: {:?}", head.text());
+    assert_eq!(head.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(full.body.len().to_string().as_str())
+    );
+
+    let reply = get(admin, "/no-such-page");
+    assert_eq!(reply.status, 404);
+    assert!(reply.text().contains("/metrics"), "{}", reply.text());
+    assert_eq!(get(admin, "/connections?limit=many").status, 400);
+    assert_eq!(exchange(admin, &client_hello("a.example")).status, 400);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who may ask
+// ---------------------------------------------------------------------------------------------
+
+/// `--admin-allow` refuses a client outside it with 403 and serves one inside (the flag
+/// repeats); the config file's `admin ADDR PORT` and `admin_allow` do the same, and a reload
+/// that changes only `admin_allow` keeps the endpoint's address and takes the new list.
+#[test]
+fn admin_allow_refuses_clients_outside_it() {
+    let test = "admin::admin_allow_refuses_clients_outside_it";
+    if skip_without(test, &["curl"]) {
+        return;
+    }
+    let up = echo_upstream();
+    let (_outside, admin) = start(&["--admin-allow", "10.0.0.0/8", "127.0.0.1:0", &s(up.addr)]);
+    for path in ["/metrics", "/ready", "/"] {
+        let reply = curl(&[&format!("http://{admin}{path}")]);
+        assert_eq!((reply.status, reply.text()), (403, "forbidden\n"), "{path}");
+    }
+    let (_inside, admin) = start(&[
+        "--admin-allow",
+        "10.0.0.0/8",
+        "--admin-allow",
+        "127.0.0.0/8",
+        "127.0.0.1:0",
+        &s(up.addr),
+    ]);
+    let reply = curl(&[&format!("http://{admin}/ready")]);
+    assert_eq!((reply.status, reply.text()), (200, "ready\n"));
+
+    let dir = temp_dir("admin-allow");
+    let file = |allow: &str| {
+        format!(
+            "admin 127.0.0.1 0\nadmin_allow {allow}\nroute 127.0.0.1:0 {}\n",
+            up.addr
+        )
+    };
+    let path = dir.write("router.conf", &file("10.0.0.0/8"));
+    let mut router = Process::start(&["-c", &path]);
+    let admin = admin_addr(&mut router);
+    assert_eq!(curl(&[&format!("http://{admin}/ready")]).status, 403);
+    dir.write("router.conf", &file("127.0.0.1"));
+    router.signal("HUP");
+    router.wait_for_line("reloaded: ");
+    let reply = curl(&[&format!("http://{admin}/routes")]);
+    assert_eq!(reply.status, 200);
+    let routes = reply.json();
+    let origin = routes["listeners"][0]["origin"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(origin.contains("router.conf"), "{origin}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live connections and routes
+// ---------------------------------------------------------------------------------------------
+
+/// `/connections` lists live connections oldest first with the id of their `closed #N` line,
+/// listener, route, client, upstream and each direction's state and bytes (a half-closed one
+/// shows `eof` one way, `open` the other); `?limit=1` lists one of two. `/routes` shows an
+/// upstream that refused in cool-down with its last error.
+#[test]
+fn connections_and_routes_show_the_live_state() {
+    let (up, release) = lingering_echo_upstream();
+    let dead = dead_addr();
+    let (mut router, admin) = start(&[
+        "127.0.0.1:0",
+        &s(up.addr),
+        "--host",
+        &format!("dead.example={}", dead.addr),
+    ]);
+    let mut first = connect(router.addr);
+    first.write_all(b"first client\n").unwrap();
+    assert_eq!(read_exact(&mut first, 13), b"first client\n");
+    let mut second = connect(router.addr);
+    second.write_all(b"second, a longer line\n").unwrap();
+    assert_eq!(read_exact(&mut second, 22), b"second, a longer line\n");
+
+    let expected = [(&first, 13), (&second, 22)];
+    let listing = json_until(
+        admin,
+        "/connections",
+        "both connections counted both ways",
+        |v| {
+            let listed = v["connections"].as_array().unwrap();
+            v["total"] == 2
+                && listed.len() == 2
+                && listed.iter().zip(expected).all(|(c, (_, bytes))| {
+                    c["client_to_upstream"]["bytes"] == bytes
+                        && c["upstream_to_client"]["bytes"] == bytes
+                })
+        },
+    );
+    let listed = listing["connections"].as_array().unwrap();
+    for (entry, (client, bytes)) in listed.iter().zip(expected) {
+        assert_eq!(
+            entry["client"],
+            s(client.local_addr().unwrap()),
+            "{entry:#}"
+        );
+        assert_eq!(entry["listener"], "127.0.0.1:0");
+        assert_eq!(entry["listener_address"], s(router.addr));
+        assert_eq!(entry["route"], "default");
+        assert_eq!(entry["upstream"]["name"], s(up.addr));
+        assert_eq!(entry["upstream"]["address"], s(up.addr));
+        for direction in ["client_to_upstream", "upstream_to_client"] {
+            assert_eq!(entry[direction]["state"], "open", "{entry:#}");
+            assert_eq!(entry[direction]["bytes"], bytes, "{entry:#}");
+        }
+        assert!(entry["age_seconds"].as_f64().unwrap() >= 0.0);
+        assert!(entry["idle_seconds"].as_f64().unwrap() >= 0.0);
+    }
+    let first_id = listed[0]["id"].as_u64().unwrap();
+    assert!(first_id < listed[1]["id"].as_u64().unwrap(), "oldest first");
+    let limited = get_json(admin, "/connections?limit=1");
+    assert_eq!(limited["total"], 2);
+    assert_eq!(limited["connections"].as_array().unwrap().len(), 1);
+    assert_eq!(limited["connections"][0]["id"], first_id);
+
+    first.shutdown(Shutdown::Write).unwrap();
+    json_until(
+        admin,
+        "/connections",
+        "the first client's direction ended",
+        |v| {
+            let c = &v["connections"][0];
+            c["id"] == first_id
+                && c["client_to_upstream"]["state"] == "eof"
+                && c["upstream_to_client"]["state"] == "open"
+        },
+    );
+    release.send(()).unwrap();
+    assert!(read_to_end(&mut first).is_empty());
+    let line = router.wait_for_line(&format!("closed #{first_id} "));
+    assert!(
+        line.contains(&format!("client={} ", first.local_addr().unwrap())),
+        "{line}"
+    );
+    assert!(line.contains(" sent=13 received=13 "), "{line}");
+    json_until(admin, "/connections", "one connection left", |v| {
+        v["total"] == 1
+    });
+
+    assert!(one_shot(router.addr, b"GET / HTTP/1.1\r\nHost: dead.example\r\n\r\n").is_empty());
+    router.wait_for_line("no-upstream");
+    let routes = get_json(admin, "/routes");
+    let listener = &routes["listeners"][0];
+    assert_eq!(listener["address"], s(router.addr));
+    assert_eq!(listener["listen"], "127.0.0.1:0");
+    assert_eq!(listener["accepted"], 3);
+    let route = |label: &str| {
+        listener["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == label)
+            .unwrap_or_else(|| panic!("no route {label} in {routes:#}"))
+            .clone()
+    };
+    let failing = route("host=dead.example");
+    assert_eq!(failing["ended"]["no_upstream"], 1);
+    let upstream = &failing["upstreams"][0];
+    assert_eq!(upstream["upstream"], s(dead.addr));
+    assert_eq!(upstream["attempts"], 1);
+    let cooling = upstream["cooling_down_for_seconds"]
+        .as_f64()
+        .expect("cooling down");
+    assert!(cooling > 0.0 && cooling <= 5.0, "{cooling}");
+    let error = upstream["last_error"].as_str().expect("a last error");
+    assert!(
+        error.contains(&s(dead.addr)) && error.contains("refused"),
+        "{error}"
+    );
+    let at = upstream["last_error_at"].as_str().expect("when");
+    assert!(at.contains('T') && at.ends_with('Z'), "{at}");
+
+    let default = route("default");
+    assert_eq!(default["active"], 1);
+    assert_eq!(default["ended"]["forwarded"], 1);
+    assert_eq!(default["bytes"]["client_to_upstream"], 13 + 22);
+    let healthy = &default["upstreams"][0];
+    assert_eq!(healthy["cooling_down_for_seconds"], Value::Null);
+    assert_eq!(healthy["last_error"], Value::Null);
+    assert_eq!(healthy["attempts"], 2);
+    let m = metrics(admin);
+    let cooling = |route| m.count("tcp_router_upstream_cooling_down", &[("route", route)]);
+    assert_eq!((cooling("host=dead.example"), cooling("default")), (1, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The status page in a real browser
+// ---------------------------------------------------------------------------------------------
+
+/// Headless chromium with `--dump-dom`, run for `url` with a fresh profile; returns the DOM
+/// after the page's scripts ran.
+fn chromium_dom(url: &str) -> String {
+    let profile = temp_dir("chromium");
+    let profile_arg = format!("--user-data-dir={}", profile.path().display());
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &profile_arg,
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        let _ = tx.send((out, err));
+    });
+    let Ok((dom, err)) = rx.recv_timeout(PATIENCE) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("chromium did not finish within {PATIENCE:?}");
+    };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "chromium: {status}\n{err}");
+    dom
+}
+
+/// The status page in headless chromium, while a connection on each route is live and bytes
+/// flow, renders both route labels, the upstreams (one cooling down after a refusal, its route
+/// failing over), the state, and each live connection's client and route.
+#[test]
+fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
+    let test = "admin::the_status_page_renders_routes_and_live_connections_in_a_browser";
+    if skip_without(test, &["chromium"]) {
+        return;
+    }
+    let default_up = echo_upstream();
+    let named_up = echo_upstream();
+    let dead = dead_addr();
+    let (router, admin) = start(&[
+        "127.0.0.1:0",
+        &s(default_up.addr),
+        "--host",
+        &format!("a.example={},{}", dead.addr, named_up.addr),
+    ]);
+    let request = b"GET /live HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let mut named = connect(router.addr);
+    named.write_all(request).unwrap();
+    assert_eq!(read_exact(&mut named, request.len()), request);
+    let busy = connect(router.addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let stop = Arc::clone(&stop);
+        let mut busy = busy.try_clone().unwrap();
+        thread::spawn(move || {
+            let chunk = random_bytes(7, 4096);
+            while !stop.load(Ordering::SeqCst) {
+                busy.write_all(&chunk).unwrap();
+                assert_eq!(read_exact(&mut busy, chunk.len()), chunk);
+                // Pacing, so the traffic does not starve the browser of the two cores.
+                thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+
+    let dom = chromium_dom(&format!("http://{admin}/"));
+    stop.store(true, Ordering::SeqCst);
+    traffic.join().unwrap();
+    busy.shutdown(Shutdown::Write).unwrap();
+
+    assert!(
+        dom.contains(r#"<span id="state" class="pill">serving</span>"#),
+        "{dom}"
+    );
+    for text in [
+        "<code>default</code>".to_string(),
+        "<code>host=a.example</code>".to_string(),
+        format!(
+            "<code>{}</code> <span class=\"pill\">up</span>",
+            default_up.addr
+        ),
+        format!(
+            "<code>{}</code> <span class=\"pill\">up</span>",
+            named_up.addr
+        ),
+        format!("<code>{}</code> <span class=\"pill bad\"", dead.addr),
+        "cooling down ".to_string(),
+        r#"<span class="muted" id="conn-count">(2)</span>"#.to_string(),
+    ] {
+        assert!(dom.contains(&text), "no {text:?} in the page:\n{dom}");
+    }
+    let rows: Vec<&str> = dom
+        .split(r#"<tr class="connection">"#)
+        .skip(1)
+        .map(|row| row.split("</tr>").next().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{dom}");
+    for (client, route, upstream) in [
+        (&named, "host=a.example", named_up.addr),
+        (&busy, "default", default_up.addr),
+    ] {
+        let client = format!("<code>{}</code>", client.local_addr().unwrap());
+        let row = rows
+            .iter()
+            .find(|row| row.contains(&client))
+            .unwrap_or_else(|| panic!("no row for {client}:\n{dom}"));
+        assert!(row.contains(&format!("<code>{route}</code>")), "{row}");
+        assert!(row.contains(&format!("<code>{upstream}</code>")), "{row}");
+        assert!(row.contains("open / open"), "{row}");
+    }
+}
