@@ -61,9 +61,7 @@ else
 		# a logfile goes there; pidlogfile is not needed (systemd knows the process).
 		#
 		EOF
-		sed -e 's|/var/log/tcp-router\.log|/var/log/tcp-router/tcp-router.log|' \
-			-e 's|docs/config\.md|tcp-router.conf(5)|' \
-			-e 's|^\([^#[:space:]]\)|#\1|' \
+		sed -e 's|^\([^#[:space:]]\)|#\1|' \
 			"$root/examples/tcp-router.conf"
 	} >"$work/tcp-router.conf"
 	install -D -m 0644 "$work/tcp-router.conf" "$conf"

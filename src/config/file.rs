@@ -106,6 +106,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<ConfigFile, Vec<ConfigErr
         acl_target: AclTarget::Global,
         logfile_line: None,
         pidlogfile_line: None,
+        admin_allow_line: None,
     };
     // A byte-order mark some editors write is not part of the first directive.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -113,6 +114,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<ConfigFile, Vec<ConfigErr
         p.line(i + 1, raw);
     }
     p.check_listeners();
+    p.check_admin();
     if p.errors.is_empty() {
         Ok(p.cfg)
     } else {
@@ -139,6 +141,8 @@ struct Parser<'a> {
     acl_target: AclTarget,
     logfile_line: Option<usize>,
     pidlogfile_line: Option<usize>,
+    /// The first `admin_allow` line, for the message when there is no `admin` line.
+    admin_allow_line: Option<usize>,
 }
 
 /// A field of a line; `start`/`end` are byte offsets in the comment-free line.
@@ -333,6 +337,17 @@ impl Parser<'_> {
         }
     }
 
+    /// An allow list without an endpoint would silently guard nothing.
+    fn check_admin(&mut self) {
+        if self.cfg.admin.is_none() && !self.cfg.admin_allow.is_empty() {
+            let line = self.admin_allow_line.unwrap_or(1);
+            self.err(
+                line,
+                "'admin_allow' without an 'admin ADDR PORT' line: it would restrict nothing",
+            );
+        }
+    }
+
     /// `admin_allow PATTERN`.
     fn admin_allow_line(&mut self, n: usize, toks: &[Token]) {
         if toks.len() != 2 {
@@ -341,6 +356,7 @@ impl Parser<'_> {
                 "'admin_allow' takes exactly one pattern: admin_allow PATTERN",
             );
         }
+        self.admin_allow_line.get_or_insert(n);
         match toks[1].text.parse::<Pattern>() {
             Ok(pattern) => self.cfg.admin_allow.push(pattern),
             Err(e) => self.err(n, e.to_string()),
@@ -1139,7 +1155,11 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             errs("admin 127.0.0.1"),
             ["1: 'admin' takes an address and a port: admin 127.0.0.1 9901"]
         );
-        assert!(errs("admin_allow 10.0.0.0/33")[0].contains("10.0.0.0/33"));
+        assert!(errs("admin 127.0.0.1 1\nadmin_allow 10.0.0.0/33")[0].contains("10.0.0.0/33"));
+        assert_eq!(
+            errs("route 127.0.0.1:1 127.0.0.1:2\nadmin_allow 10.0.0.0/8"),
+            ["2: 'admin_allow' without an 'admin ADDR PORT' line: it would restrict nothing"]
+        );
     }
 
     #[test]
@@ -1203,7 +1223,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         assert_eq!(
             e("colour=blue"),
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
-              max_connections, src, proxy_protocol, accept_proxy, sni, host, alpn)"]
+              max_connections, src, proxy_protocol, accept_proxy, reuse_port, sni, host, alpn)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),

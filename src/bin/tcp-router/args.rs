@@ -168,10 +168,13 @@ impl Args {
         }
         config.drain_timeout = self.drain_timeout;
         config.shutdown_grace = self.shutdown_grace;
+        // --admin moves the file's endpoint (keeping its allow list) or adds one.
         if let Some(listen) = &self.admin {
-            let mut admin = Admin::new(listen.clone());
+            let admin = config
+                .admin
+                .get_or_insert_with(|| Admin::new(listen.clone()));
+            admin.listen = listen.clone();
             admin.origin = "command line".into();
-            config.admin = Some(admin);
         }
         if !self.admin_allow.is_empty() {
             match &mut config.admin {
