@@ -26,7 +26,7 @@ test:
 	exit $$status
 	$(CARGO) test --doc
 	$(CARGO) build --examples
-	$(CARGO) run --quiet --example embed | tee /dev/stderr | grep -q ', 0 cut$$'
+	@out=$$($(CARGO) run --quiet --example embed) && echo "$$out" && echo "$$out" | grep -q ', 0 cut$$'
 
 bench: build
 	python3 bench/bench.py --router target/release/tcp-router $(BENCH_ARGS)
