@@ -5,15 +5,32 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh, empty directory under the system's temporary directory, unique to this process and
-/// call; `what` names it for whoever finds it left behind.
-pub(crate) fn temp_dir(what: &str) -> PathBuf {
+/// call, removed (with what is in it) when dropped; `what` names it for whoever finds one left
+/// by a killed test.
+pub(crate) fn temp_dir(what: &str) -> TempDir {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir =
         std::env::temp_dir().join(format!("tcp-router-unit-{}-{what}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+    TempDir(dir)
+}
+
+/// A scratch directory, removed when dropped.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A path inside the directory.
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Marsaglia's xorshift64: tiny, fast and reproducible across runs.
