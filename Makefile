@@ -8,7 +8,7 @@ build:
 	$(CARGO) build --release
 
 # The tutorial's example: 127.0.0.1:11000 -> 127.0.0.1:6379 (starts a throwaway redis-server if
-# none answers there and one is installed). Then, in another terminal: redis-cli -p 11000 PING
+# none answers there, installing it first as root with apt-get). Then: redis-cli -p 11000 PING
 run: build
 	scripts/run-tutorial.sh target/release/tcp-router
 

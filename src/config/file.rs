@@ -511,8 +511,8 @@ fn route_rule(n: usize, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
         )]);
     }
     let mut errors = Vec::new();
-    // Port 0 on a `route` listen address means "any free port" (logged at start), handy for
-    // tests and ad-hoc use; rinetd-style rules keep rinetd's refusal.
+    // Port 0 on a listen address means "any free port" (logged at start), handy for tests and
+    // ad-hoc use; rinetd-style bind ports take it too (rinetd refuses it).
     let listen = take(
         toks[1]
             .text

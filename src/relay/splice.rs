@@ -24,7 +24,7 @@
 //!
 //! Advantages:
 //! - No copy of the payload through user space: about 25-30% less proxy CPU per byte on loopback
-//!   bulk transfers (see the README), and no buffer memory while bytes move.
+//!   bulk transfers (docs/performance.md), and no buffer memory while bytes move.
 //! - The same blocking, one-chunk-at-a-time shape as the buffer path: flow control, byte counts,
 //!   half-close, resets and idle limits are untouched.
 //!

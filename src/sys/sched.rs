@@ -6,7 +6,7 @@
 //! the normal time-sharing policy without that wake-up preemption: a woken thread runs at once
 //! on an idle CPU, and otherwise at the next scheduling point. Same nice value, same fairness,
 //! no privilege needed. On the 2-core bench machine it raised PING/s at 50 connections by about
-//! 40 %, with single-connection latency unchanged (see the README's Performance section).
+//! 40 %, with single-connection latency unchanged (docs/performance.md).
 
 use std::fmt;
 

@@ -40,7 +40,7 @@ pub(crate) struct Args {
     #[argh(positional, arg_name = "LISTEN UPSTREAM")]
     pub(crate) addresses: Vec<String>,
 
-    /// config file: rinetd.conf syntax plus `route` lines (see README)
+    /// config file: rinetd.conf syntax plus `route` lines (see tcp-router.conf(5), docs/config.md)
     #[argh(option, short = 'c')]
     pub(crate) config: Option<PathBuf>,
 
