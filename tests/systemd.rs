@@ -41,6 +41,14 @@ fn knock(addr: SocketAddr) -> TcpStream {
     knocked.expect("connected")
 }
 
+/// Two loopback addresses nothing else will take while the ports are held.
+fn two_free_addresses() -> ([util::ReservedPort; 2], SocketAddr, SocketAddr) {
+    let held = [util::reserve_port(), util::reserve_port()];
+    let addr = |p: &util::ReservedPort| SocketAddr::from(([127, 0, 0, 1], p.port));
+    let (a, b) = (addr(&held[0]), addr(&held[1]));
+    (held, a, b)
+}
+
 /// Two addresses passed by systemd-socket-activate are used, not bound, and both forward.
 #[test]
 fn socket_activation_serves_the_passed_sockets() {
@@ -51,9 +59,7 @@ fn socket_activation_serves_the_passed_sockets() {
         return;
     }
     let up = echo_upstream();
-    let (a, b) = (util::reserve_port(), util::reserve_port());
-    let addr_a: SocketAddr = ([127, 0, 0, 1], a.port).into();
-    let addr_b: SocketAddr = ([127, 0, 0, 1], b.port).into();
+    let (_held, addr_a, addr_b) = two_free_addresses();
     let dir = util::temp_dir("activation");
     let config = dir.write(
         "tcp-router.conf",
@@ -91,9 +97,7 @@ fn socket_activation_refuses_what_it_cannot_use() {
         return;
     }
     let up = echo_upstream();
-    let (a, b) = (util::reserve_port(), util::reserve_port());
-    let addr_a: SocketAddr = ([127, 0, 0, 1], a.port).into();
-    let addr_b: SocketAddr = ([127, 0, 0, 1], b.port).into();
+    let (_held, addr_a, addr_b) = two_free_addresses();
     let dir = util::temp_dir("activation-errors");
     let config = dir.write("one.conf", &format!("route {addr_a} {}\n", up.addr));
     let mut process = Process::spawn_command(socket_activated(

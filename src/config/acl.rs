@@ -310,6 +310,26 @@ impl fmt::Display for Rule {
     }
 }
 
+/// `allow PATTERN`, for tests here and in `route::access`.
+#[cfg(test)]
+pub(crate) fn allow(pattern: &str) -> Rule {
+    test_rule(Action::Allow, pattern)
+}
+
+/// `deny PATTERN`, for tests here and in `route::access`.
+#[cfg(test)]
+pub(crate) fn deny(pattern: &str) -> Rule {
+    test_rule(Action::Deny, pattern)
+}
+
+#[cfg(test)]
+fn test_rule(action: Action, pattern: &str) -> Rule {
+    Rule {
+        action,
+        pattern: pattern.parse().unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,21 +344,6 @@ mod tests {
 
     fn m(pat: &str, addr: &str) -> bool {
         p(pat).matches(ip(addr))
-    }
-
-    fn rule(action: Action, pat: &str) -> Rule {
-        Rule {
-            action,
-            pattern: p(pat),
-        }
-    }
-
-    fn allow(pat: &str) -> Rule {
-        rule(Action::Allow, pat)
-    }
-
-    fn deny(pat: &str) -> Rule {
-        rule(Action::Deny, pat)
     }
 
     #[test]

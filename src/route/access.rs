@@ -96,29 +96,11 @@ fn check_set(rules: &[Rule], ip: IpAddr) -> Result<(), RefusalReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::acl::Pattern;
 
-    fn p(s: &str) -> Pattern {
-        s.parse().unwrap_or_else(|e| panic!("{e}"))
-    }
+    use crate::config::acl::{allow, deny};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    fn rule(action: Action, pat: &str) -> Rule {
-        Rule {
-            action,
-            pattern: p(pat),
-        }
-    }
-
-    fn allow(pat: &str) -> Rule {
-        rule(Action::Allow, pat)
-    }
-
-    fn deny(pat: &str) -> Rule {
-        rule(Action::Deny, pat)
     }
 
     #[test]
