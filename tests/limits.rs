@@ -102,3 +102,59 @@ fn max_connections_holds_clients_in_the_backlog() {
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(accept_queue(router.addr), 0);
 }
+
+/// Threads of a process, from /proc.
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// During a burst the pool grows to what the concurrency needs (two threads a connection, plus
+/// a few), not more, and a few seconds after it the surplus threads are gone again.
+#[test]
+fn threads_follow_the_load() {
+    use std::io::{Read, Write};
+    const CONNECTIONS: usize = 100;
+    let up = crate::util::echo_upstream();
+    let mut process = crate::util::Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    let pid = process.child.id();
+    let idle = threads_of(pid);
+    // Three waves of connections, each closed before the next opens.
+    let mut most = 0;
+    for wave in 0..3 {
+        let mut streams: Vec<_> = (0..CONNECTIONS)
+            .map(|_| crate::util::connect(process.addr))
+            .collect();
+        for (i, stream) in streams.iter_mut().enumerate() {
+            stream.write_all(&[wave, i as u8]).unwrap();
+        }
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let mut echo = [0u8; 2];
+            stream.read_exact(&mut echo).unwrap();
+            assert_eq!(echo, [wave, i as u8]);
+        }
+        most = most.max(threads_of(pid));
+        drop(streams);
+    }
+    // Two copy threads a connection; spares and threads on their way back allow a few more.
+    assert!(
+        most <= idle + 2 * CONNECTIONS + 16,
+        "{most} threads for {CONNECTIONS} connections (idle: {idle})"
+    );
+    // After the burst the surplus leaves within a few seconds; spares stay.
+    let burst_over = std::time::Instant::now();
+    crate::util::wait_until("the surplus threads to exit", || {
+        threads_of(pid) <= idle + 8
+    });
+    eprintln!(
+        "threads: {idle} idle, {most} at most for {CONNECTIONS} connections, back to {} after {:?}",
+        threads_of(pid),
+        burst_over.elapsed()
+    );
+    process.signal("TERM");
+    assert!(process.wait_exit().success());
+}

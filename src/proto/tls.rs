@@ -13,7 +13,9 @@
 //!   arrive within the first [`MAX_HELLO_BYTES`] bytes of the stream. So a
 //!   caller that reads up to `MAX_HELLO_BYTES` bytes always gets an answer
 //!   other than `Partial`.
-//! - Bytes after the ClientHello (in its last record or later) are ignored.
+//! - Bytes after the ClientHello (in its last record or later) are ignored,
+//!   but the record that holds the hello's last byte must have arrived whole:
+//!   until it has, the answer is `Partial`.
 //! - Duplicate extensions, or two `host_name` entries, are `Malformed`: a
 //!   router and a backend could otherwise disagree on the name.
 //! - An invalid host name in `server_name` is `Malformed`.
@@ -193,7 +195,10 @@ fn reassemble(wire: &[u8]) -> Result<Option<Cow<'_, [u8]>>, TlsError> {
             handshake.to_mut().extend_from_slice(fragment);
         }
         if message_complete(&handshake)? {
-            return Ok(Some(handshake));
+            // The record that holds the message's end must be whole too: a record header that
+            // announces more bytes than have arrived is waited for, not trusted, since what a
+            // backend sees is the record.
+            return Ok(complete_record.then_some(handshake));
         }
         // Each pass consumes a 5-byte header and a non-empty fragment, so the
         // loop ends; an incomplete record means the input ran out.
@@ -597,6 +602,42 @@ mod tests {
 
     fn small_msg() -> Vec<u8> {
         message(&[Ext::Sni("a.io"), Ext::Alpn(&["h2"])]).out
+    }
+
+    #[test]
+    fn a_record_that_announces_more_than_arrived_is_waited_for() {
+        // One record holding the hello and 40 bytes after it (another handshake message, say).
+        let msg = small_msg();
+        let mut body = msg.clone();
+        body.extend_from_slice(&[0x0b; 40]);
+        let wire = records(&body, &[]);
+        let hello_end = 5 + msg.len();
+        for n in hello_end..wire.len() {
+            assert_eq!(
+                parse_client_hello(&wire[..n]),
+                Ok(Status::Partial),
+                "{n} of {}",
+                wire.len()
+            );
+        }
+        let Ok(Status::Complete(hello)) = parse_client_hello(&wire) else {
+            panic!("the whole record decides");
+        };
+        assert_eq!(hello.server_name.as_deref(), Some("a.io"));
+    }
+
+    #[test]
+    fn a_fragmented_hello_waits_for_its_last_record() {
+        let msg = small_msg();
+        let mut body = msg.clone();
+        body.extend_from_slice(&[0x0b; 8]);
+        // The hello's second half, and the extra bytes, in a second record.
+        let wire = records(&body, &[msg.len() / 2]);
+        assert_eq!(
+            parse_client_hello(&wire[..wire.len() - 1]),
+            Ok(Status::Partial)
+        );
+        assert!(matches!(parse_client_hello(&wire), Ok(Status::Complete(_))));
     }
 
     fn small_expected() -> ClientHello {
