@@ -1,13 +1,11 @@
 //! The config file end to end: several listeners, rinetd allow/deny, idle limits, reload, --check.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-
-use socket2::{Domain, Socket, Type};
 
 use crate::util::*;
 
@@ -20,16 +18,7 @@ fn banner_upstream(banner: &'static str) -> Upstream {
     })
 }
 
-/// Connects from the loopback address 127.0.0.`last`.
-fn connect_from(last: u8, to: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let from = SocketAddr::from((Ipv4Addr::new(127, 0, 0, last), 0));
-    socket.bind(&from.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream
-}
+use crate::util::connect_from;
 
 /// The address logged for the listener whose log line contains `needle`.
 fn listener_addr(router: &mut Process, needle: &str) -> SocketAddr {

@@ -2,6 +2,7 @@
 //! clients in the backlog instead of dropping them.
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -123,7 +124,8 @@ fn threads_follow_the_load() {
     let mut process = crate::util::Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
     let pid = process.child.id();
     let idle = threads_of(pid);
-    // Three waves of connections, each closed before the next opens.
+    // Three waves of connections, each ended before the next opens: the second and third reuse
+    // the first one's threads.
     let mut most = 0;
     for wave in 0..3 {
         let mut streams: Vec<_> = (0..CONNECTIONS)
@@ -139,6 +141,10 @@ fn threads_follow_the_load() {
         }
         most = most.max(threads_of(pid));
         drop(streams);
+        // The next wave starts once this one has ended (its threads are back in the pool).
+        for _ in 0..CONNECTIONS {
+            process.wait_for_line("closed #");
+        }
     }
     // Two copy threads a connection; spares and threads on their way back allow a few more.
     assert!(
@@ -157,4 +163,179 @@ fn threads_follow_the_load() {
     );
     process.signal("TERM");
     assert!(process.wait_exit().success());
+}
+
+/// True if the router closes `stream` without a byte (a refusal), false if it echoes `data`.
+fn echoes(stream: &mut TcpStream, data: &[u8]) -> bool {
+    use std::io::{Read, Write};
+    if stream.write_all(data).is_err() {
+        return false;
+    }
+    let mut got = vec![0u8; data.len()];
+    stream.read_exact(&mut got).is_ok() && got == data
+}
+
+/// The admin endpoint's address, from the router's log.
+fn admin_addr(process: &mut crate::util::Process) -> SocketAddr {
+    let line = process
+        .seen
+        .iter()
+        .find(|l| l.contains("admin endpoint on http://"))
+        .cloned()
+        .unwrap_or_else(|| process.wait_for_line("admin endpoint on http://"));
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The body of a GET on the admin endpoint.
+fn admin_get(admin: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = crate::util::connect(admin);
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until the router has logged `n` lines containing `needle`.
+fn wait_for_lines(process: &mut crate::util::Process, needle: &str, n: usize) {
+    for _ in 0..n {
+        process.wait_for_line(needle);
+    }
+}
+
+/// One client holding its limit of silent connections (on a listener that routes by name, so
+/// they sit in the peek phase) is refused its next one, on that listener and on another, while
+/// a second client is served at once on both.
+#[test]
+fn one_client_cannot_take_every_slot() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("per-client");
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example peek_timeout=20s\nroute 127.0.0.1:0 {u} peek_timeout=20s\nroute 127.0.0.2:0 {u}\n",
+            u = up.addr
+        ),
+    );
+    let args = [
+        "-c",
+        &config,
+        "--max-connections-per-client",
+        "3",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    let mut router = crate::util::Process::start(&args);
+    let named = router.addr;
+    let admin = admin_addr(&mut router);
+    let line = router.wait_for_line("listening on ");
+    let plain: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(named, plain);
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| crate::util::connect_from(1, named))
+        .collect();
+    // Each counts once its worker has read who the client is; then it waits in the peek phase.
+    crate::util::wait_until("the three silent connections to be counted", || {
+        admin_get(admin, "/connections").contains("\"total\": 3")
+    });
+    // The fourth, on either listener, is refused at once.
+    let mut fourth = crate::util::connect_from(1, named);
+    assert!(!echoes(&mut fourth, b"x"), "a fourth connection was served");
+    let mut elsewhere = crate::util::connect_from(1, plain);
+    assert!(
+        !echoes(&mut elsewhere, b"x"),
+        "the client's limit is process-wide"
+    );
+    wait_for_lines(
+        &mut router,
+        "result=refused-client-limit (the client has 3 connections)",
+        2,
+    );
+    // Another client is served on both listeners, without waiting for the silent ones.
+    let started = std::time::Instant::now();
+    assert!(echoes(
+        &mut crate::util::connect_from(2, plain),
+        b"other client, plain"
+    ));
+    assert!(echoes(
+        &mut crate::util::connect_from(2, named),
+        b"GET / HTTP/1.0\r\n\r\n"
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The silent ones end: the client may connect again.
+    drop(silent);
+    crate::util::wait_until("the silent connections to end", || {
+        echoes(&mut crate::util::connect_from(1, plain), b"back")
+    });
+}
+
+/// At most --max-peeking connections of one listener may be choosing a route at once: slow or
+/// silent clients of one listener leave the other listeners' slots alone.
+#[test]
+fn silent_clients_of_one_listener_leave_room_for_the_others() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("peek-cap");
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example peek_timeout=20s\nroute 127.0.0.1:0 {u} peek_timeout=20s\nroute 127.0.0.2:0 {u}\n",
+            u = up.addr
+        ),
+    );
+    let args = [
+        "-c",
+        &config,
+        "--max-peeking",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    let mut router = crate::util::Process::start(&args);
+    let named = router.addr;
+    let admin = admin_addr(&mut router);
+    let line = router.wait_for_line("listening on ");
+    let plain: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _silent = [
+        crate::util::connect_from(3, named),
+        crate::util::connect_from(4, named),
+    ];
+    // Both are counted once their workers start reading them.
+    crate::util::wait_until("both silent clients to be in the peek phase", || {
+        admin_get(admin, "/connections").contains("\"total\": 2")
+    });
+    // A third client choosing a route on that listener is refused; the other listener serves.
+    let mut third = crate::util::connect_from(5, named);
+    assert!(!echoes(&mut third, b"x"));
+    router.wait_for_line(
+        "result=refused-peek-limit (2 connections of this listener are choosing a route)",
+    );
+    assert!(echoes(
+        &mut crate::util::connect_from(5, plain),
+        b"served elsewhere"
+    ));
 }

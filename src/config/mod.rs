@@ -28,7 +28,8 @@ pub use acl::{Action, Pattern, PatternError, Rule};
 pub use addr::{AddrError, Host, HostPort};
 pub use duration::{format_duration, parse_duration, parse_optional_duration, DurationError};
 pub use model::{
-    Admin, Config, Listener, LogFile, Route, DEFAULT_DRAIN_TIMEOUT, MAX_CONNECTIONS_CAP,
+    Admin, Config, Listener, LogFile, Route, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_DRAIN_TIMEOUT,
+    MAX_CONNECTIONS_CAP,
 };
 pub use names::{NamePattern, NamePatternError};
 pub use settings::{

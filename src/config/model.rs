@@ -20,6 +20,10 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// themselves cost little.
 pub const MAX_CONNECTIONS_CAP: usize = 1 << 20;
 
+/// Built-in default for `client_ipv6_prefix`: a /64 is one client, since one host usually has a
+/// whole /64 to pick addresses from.
+pub const DEFAULT_CLIENT_IPV6_PREFIX: u8 = 64;
+
 /// Everything tcp-router needs to serve: its listeners and the settings that apply to all of them.
 ///
 /// ```
@@ -49,6 +53,16 @@ pub struct Config {
     pub acl: Vec<Rule>,
     /// rinetd's `logfile` (and `logcommon`).
     pub logfile: Option<LogFile>,
+    /// Cap on one client's connections across all listeners (a client is an IPv4 address, or an
+    /// IPv6 network of `client_ipv6_prefix` bits; after a PROXY header, the client it names);
+    /// `None` is three quarters of the connection cap, so no client can take every slot.
+    pub max_connections_per_client: Option<usize>,
+    /// How many leading bits of an IPv6 address make one client (64: a /64 is one client).
+    pub client_ipv6_prefix: u8,
+    /// Cap on one listener's connections still sending what routing reads (a PROXY header, a
+    /// ClientHello, an HTTP head); `None` is a quarter of the connection cap, so slow or silent
+    /// clients of one listener leave slots for the others.
+    pub max_peeking: Option<usize>,
     /// rinetd's `pidlogfile`: where the binary writes its process id. The library never writes it.
     pub pid_file: Option<PathBuf>,
     /// The admin endpoint (metrics, readiness, live connections, a status page); off when `None`.
@@ -89,6 +103,9 @@ impl Default for Config {
             logfile: None,
             pid_file: None,
             admin: None,
+            max_connections_per_client: None,
+            client_ipv6_prefix: DEFAULT_CLIENT_IPV6_PREFIX,
+            max_peeking: None,
         }
     }
 }
@@ -178,6 +195,8 @@ pub struct Route {
     pub alpn: Option<String>,
     /// PROXY protocol header to send upstream.
     pub proxy_protocol: Option<Version>,
+    /// Cap on one client's connections to this route, besides the process-wide one.
+    pub max_connections_per_client: Option<usize>,
     /// Where it was configured, for messages.
     pub origin: String,
 }
@@ -201,6 +220,7 @@ impl Route {
             host: None,
             alpn: None,
             proxy_protocol: settings.proxy_protocol,
+            max_connections_per_client: settings.max_connections_per_client,
             origin,
         }
     }

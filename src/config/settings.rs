@@ -57,6 +57,8 @@ pub struct Settings {
     pub reuse_port: bool,
     /// Listener-wide: cap on the listener's connections (`max_connections`).
     pub max_connections: Option<usize>,
+    /// Cap on one client's connections to this route (`max_connections_per_client`).
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Default for Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             accept_proxy: false,
             reuse_port: false,
             max_connections: None,
+            max_connections_per_client: None,
         }
     }
 }
@@ -97,16 +100,19 @@ pub struct Overrides {
     pub reuse_port: Option<bool>,
     /// `max_connections=N`.
     pub max_connections: Option<usize>,
+    /// `max_connections_per_client=N`.
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Overrides {
     /// The keys [`Overrides::set`] takes, in the order the docs list them.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 10] = [
         "connect_timeout",
         "idle_timeout",
         "fin_timeout",
         "peek_timeout",
         "max_connections",
+        "max_connections_per_client",
         "src",
         "proxy_protocol",
         "accept_proxy",
@@ -135,6 +141,9 @@ impl Overrides {
             "idle_timeout" => self.idle_timeout = Some(duration_or_off(value).map_err(wrap)?),
             "fin_timeout" => self.fin_timeout = Some(duration_or_off(value).map_err(wrap)?),
             "max_connections" => self.max_connections = Some(count(value).map_err(invalid)?),
+            "max_connections_per_client" => {
+                self.max_connections_per_client = Some(count(value).map_err(invalid)?)
+            }
             "src" => self.src = Some(parse_ip(value).map_err(|why| invalid(&why))?),
             "proxy_protocol" => {
                 let version = value.parse::<Version>();
@@ -162,6 +171,9 @@ impl Settings {
             accept_proxy: given.accept_proxy.unwrap_or(self.accept_proxy),
             reuse_port: given.reuse_port.unwrap_or(self.reuse_port),
             max_connections: given.max_connections.or(self.max_connections),
+            max_connections_per_client: given
+                .max_connections_per_client
+                .or(self.max_connections_per_client),
         }
     }
 }
@@ -225,10 +237,9 @@ mod tests {
     #[test]
     fn every_key_parses() {
         let mut given = Overrides::default();
-        for (key, value) in Overrides::KEYS
-            .iter()
-            .zip(["1s", "off", "2m", "3s", "10", "::1", "v1", "true", "true"])
-        {
+        for (key, value) in Overrides::KEYS.iter().zip([
+            "1s", "off", "2m", "3s", "10", "4", "::1", "v1", "true", "true",
+        ]) {
             given
                 .set(key, value)
                 .unwrap_or_else(|e| panic!("{key}: {e}"));

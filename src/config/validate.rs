@@ -33,6 +33,26 @@ impl Config {
                 self.max_connections.unwrap_or_default()
             ));
         }
+        for (name, cap) in [
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
+            ("max_peeking", self.max_peeking),
+        ] {
+            if let Some(why) = cap.and_then(bad_cap) {
+                errors.push(format!(
+                    "invalid {name} '{}': {why}",
+                    cap.unwrap_or_default()
+                ));
+            }
+        }
+        if self.client_ipv6_prefix > 128 {
+            errors.push(format!(
+                "invalid client_ipv6_prefix '{}': at most 128",
+                self.client_ipv6_prefix
+            ));
+        }
         errors.extend(duplicate_listeners(&self.listeners));
         for listener in &self.listeners {
             errors.extend(listener_errors(listener));

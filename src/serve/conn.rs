@@ -17,6 +17,7 @@ use crate::route::access::{self, Refusal};
 use crate::route::names::MatchKind;
 use crate::sys::net;
 
+use super::clients::{ClientSlot, PeekSlot, PerClient};
 use super::connect::{self, Connected};
 use super::listener::{ListenerState, RouteState};
 use super::metrics;
@@ -28,6 +29,9 @@ use super::registry::Entry;
 /// What the accept loop hands to a worker for one client.
 #[derive(Debug)]
 pub(crate) struct Job {
+    /// What the accept loop decided under the per-client and peek-phase limits. Declared before
+    /// the permits, so its places are given back first when the job ends.
+    pub(crate) admission: Admission,
     /// The client, registered.
     pub(crate) entry: Entry,
     /// The process-wide connection slot, held until the job ends.
@@ -44,6 +48,28 @@ pub(crate) struct Job {
     pub(crate) pool: Pool,
     /// rinetd's log file, if configured (as it was at accept time).
     pub(crate) log_file: Option<Arc<LogSink>>,
+    /// The process-wide per-client limit.
+    pub(crate) per_client: Arc<PerClient>,
+}
+
+/// The accept loop's decision under the limits that one client, or one listener's slow clients,
+/// must not exceed: taken there, in accept order, so the count is exact.
+#[derive(Debug, Default)]
+pub(crate) struct Admission {
+    /// The client's place under the process-wide per-client limit (not yet taken on a listener
+    /// that reads a PROXY header: the client is known only after it).
+    pub(crate) client: Option<ClientSlot>,
+    /// A place in the listener's peek phase, if it reads anything before routing.
+    pub(crate) peeking: Option<PeekSlot>,
+    /// Why the client is refused, if it is: which limit, at what value.
+    pub(crate) refused: Option<Limit>,
+}
+
+/// Which limit refused a client, and its value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Limit {
+    Client(usize),
+    Peek(usize),
 }
 
 /// The client's addresses as tcp-router acts on them: from the socket, or from a PROXY header.
@@ -97,7 +123,7 @@ fn relay(ending: Box<Ending>, timeouts: Timeouts) {
 /// Everything before the relay: the connection's ending-to-be and its idle limits, or `None` if
 /// the client was refused (and is logged and closed).
 #[inline(never)]
-fn connect(job: Job) -> Option<(Box<Ending>, Timeouts)> {
+fn connect(mut job: Job) -> Option<(Box<Ending>, Timeouts)> {
     let conn = &job.entry.conn;
     // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
@@ -111,22 +137,25 @@ fn connect(job: Job) -> Option<(Box<Ending>, Timeouts)> {
         result: Err(String::new()),
     };
     let mut session = Session {
-        job: &job,
+        job: &mut job,
         summary: &mut summary,
         peeked: Vec::new(),
         route: None,
         upstream_name: None,
+        slots: Vec::new(),
     };
     let connected = session.connect_upstream();
     let route = session.route.take();
     let upstream_name = session.upstream_name.take();
     let peeked = session.peeked.len() as u64;
+    let slots = std::mem::take(&mut session.slots);
     let ending = Box::new(Ending {
         job,
         summary,
         route,
         upstream_name,
         peeked,
+        _slots: slots,
     });
     match connected {
         Ok(timeouts) => Some((ending, timeouts)),
@@ -145,6 +174,8 @@ struct Ending {
     upstream_name: Option<HostPort>,
     /// Bytes read from the client before connecting, sent upstream first.
     peeked: u64,
+    /// The client's places under the per-client limits, given back when the connection ends.
+    _slots: Vec<ClientSlot>,
 }
 
 impl Ending {
@@ -156,6 +187,7 @@ impl Ending {
             route,
             upstream_name,
             peeked,
+            _slots: slots,
         } = *self;
         let result = result.map(|mut outcome| {
             outcome.sent.bytes += peeked;
@@ -195,6 +227,10 @@ impl Ending {
                 result: rinetd_result,
             });
         }
+        // The client's places first, then (with `job`) the connection slots: a client let in
+        // because a slot came free must find its own places free too.
+        drop(slots);
+        drop(job);
     }
 }
 
@@ -220,6 +256,8 @@ fn metrics_result(result: &Result<Outcome, Refused>) -> metrics::Ended {
         Err(Refused::Peek { .. }) => metrics::Ended::Error,
         Err(Refused::BadProxyHeader(_)) => metrics::Ended::ProxyHeader,
         Err(Refused::Stopped) => metrics::Ended::Stopped,
+        Err(Refused::ClientLimit(_)) => metrics::Ended::ClientLimit,
+        Err(Refused::PeekLimit(_)) => metrics::Ended::PeekLimit,
     }
 }
 
@@ -231,7 +269,12 @@ fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
         Err(Refused::Acl(refusal)) => LogResult::refused(refusal),
         Err(Refused::NoUpstream) => LogResult::LocalConnectFailed,
         Err(
-            Refused::BadProxyHeader(_) | Refused::NoRoute | Refused::Peek { .. } | Refused::Stopped,
+            Refused::BadProxyHeader(_)
+            | Refused::NoRoute
+            | Refused::Peek { .. }
+            | Refused::Stopped
+            | Refused::ClientLimit(_)
+            | Refused::PeekLimit(_),
         ) => LogResult::UnknownError,
     }
 }
@@ -249,6 +292,10 @@ enum Refused {
     },
     NoUpstream,
     Stopped,
+    /// The client has this many connections already.
+    ClientLimit(usize),
+    /// This many of the listener's connections are choosing a route already.
+    PeekLimit(usize),
 }
 
 impl std::fmt::Display for Refused {
@@ -260,18 +307,27 @@ impl std::fmt::Display for Refused {
             Refused::Peek { why, .. } => write!(f, "{why}"),
             Refused::NoUpstream => f.write_str("no-upstream"),
             Refused::Stopped => f.write_str("stopped"),
+            Refused::ClientLimit(n) => {
+                write!(f, "refused-client-limit (the client has {n} connections)")
+            }
+            Refused::PeekLimit(n) => write!(
+                f,
+                "refused-peek-limit ({n} connections of this listener are choosing a route)"
+            ),
         }
     }
 }
 
 /// The state of one client while it is being served.
 struct Session<'a> {
-    job: &'a Job,
+    job: &'a mut Job,
     summary: &'a mut Summary,
     /// Bytes read from the client before connecting; sent upstream first, unchanged.
     peeked: Vec<u8>,
     route: Option<Arc<RouteState>>,
     upstream_name: Option<HostPort>,
+    /// The client's places under the per-client limits.
+    slots: Vec<ClientSlot>,
 }
 
 impl Session<'_> {
@@ -279,12 +335,31 @@ impl Session<'_> {
     /// Returns the route's idle limits for the relay.
     fn connect_upstream(&mut self) -> Result<Timeouts, Refused> {
         let state = Arc::clone(&self.job.listener);
+        match self.job.admission.refused {
+            Some(Limit::Client(n)) => return Err(Refused::ClientLimit(n)),
+            Some(Limit::Peek(n)) => return Err(Refused::PeekLimit(n)),
+            None => {}
+        }
         let addrs = self.client_addrs(&state)?;
         self.summary.client = addrs.client;
-        let live = &self.job.entry.live;
+        let live = Arc::clone(&self.job.entry.live);
         let _ = live.client.set(addrs.client);
+        if state.config.accept_proxy {
+            // Only now is the client known: the one the PROXY header names.
+            let per_client = &self.job.per_client;
+            let slot = per_client.take(addrs.client.ip());
+            self.slots
+                .push(slot.ok_or(Refused::ClientLimit(per_client.limit()))?);
+        }
         access::check(&state.global_acl, &[], addrs.client.ip()).map_err(Refused::Acl)?;
         let route = self.choose_route(&state)?;
+        // Routing has read what it needs: the listener's peek-phase place is free again.
+        drop(self.job.admission.peeking.take());
+        if let Some(per_route) = &route.per_client {
+            let slot = per_route.take(addrs.client.ip());
+            self.slots
+                .push(slot.ok_or(Refused::ClientLimit(per_route.limit()))?);
+        }
         self.route = Some(Arc::clone(&route));
         let _ = live.route.set(Arc::clone(&route));
         self.job

@@ -9,6 +9,7 @@ use crate::config::{HostPort, Listener, Route, Rule};
 use crate::route::balance::Balancer;
 use crate::route::router::Router;
 
+use super::clients::{Peeking, PerClient};
 use super::metrics::{ListenerStats, Metrics, RouteStats, UpstreamStats};
 
 /// A route ready to serve: as configured, with its upstreams' health marks.
@@ -22,10 +23,12 @@ pub(crate) struct RouteState {
     pub(crate) stats: Arc<RouteStats>,
     /// Each upstream's counters, in the order of `config.upstreams`.
     pub(crate) upstream_stats: Vec<Arc<UpstreamStats>>,
+    /// The route's own per-client limit (`max_connections_per_client=`), if it has one.
+    pub(crate) per_client: Option<Arc<PerClient>>,
 }
 
 impl RouteState {
-    fn new(config: Route, listener: &str, metrics: &Metrics) -> RouteState {
+    fn new(config: Route, listener: &str, metrics: &Metrics, v6_prefix: u8) -> RouteState {
         let label = config.label();
         let upstream_stats = config
             .upstreams
@@ -36,6 +39,9 @@ impl RouteState {
             balancer: Balancer::new(config.upstreams.len()),
             stats: metrics.route(listener, &label),
             upstream_stats,
+            per_client: config
+                .max_connections_per_client
+                .map(|limit| PerClient::new(limit, v6_prefix)),
             config,
         }
     }
@@ -67,6 +73,17 @@ pub(crate) struct ListenerState {
     pub(crate) stats: Arc<ListenerStats>,
     /// The counters of its connections that end before a route is chosen (route label `none`).
     pub(crate) unrouted: Arc<RouteStats>,
+    /// Its connections still sending what routing reads, capped.
+    pub(crate) peeking: Arc<Peeking>,
+}
+
+/// The limits a listener's state is built with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Connections of one listener in the peek phase at once.
+    pub(crate) max_peeking: usize,
+    /// Bits of an IPv6 address that make one client.
+    pub(crate) v6_prefix: u8,
 }
 
 /// The route label of connections that ended before a route was chosen.
@@ -79,6 +96,7 @@ impl ListenerState {
         config: Listener,
         global_acl: Arc<Vec<Rule>>,
         metrics: &Metrics,
+        limits: &Limits,
     ) -> ListenerState {
         let label = config.listen.to_string();
         let router = Router::new(&config.routes);
@@ -86,11 +104,12 @@ impl ListenerState {
             .routes
             .iter()
             .cloned()
-            .map(|r| Arc::new(RouteState::new(r, &label, metrics)))
+            .map(|r| Arc::new(RouteState::new(r, &label, metrics, limits.v6_prefix)))
             .collect();
         ListenerState {
             stats: metrics.listener(&label),
             unrouted: metrics.route(&label, NO_ROUTE),
+            peeking: Peeking::new(limits.max_peeking),
             config,
             routes,
             router,

@@ -25,11 +25,13 @@ pub(crate) enum Ended {
     ProxyHeader = 5,
     Stopped = 6,
     Error = 7,
+    ClientLimit = 8,
+    PeekLimit = 9,
 }
 
 impl Ended {
     /// The label values, indexed by the variant.
-    pub(crate) const NAMES: [&'static str; 8] = [
+    pub(crate) const NAMES: [&'static str; 10] = [
         "forwarded",
         "refused",
         "no_upstream",
@@ -38,6 +40,8 @@ impl Ended {
         "proxy_header",
         "stopped",
         "error",
+        "client_limit",
+        "peek_limit",
     ];
 }
 
@@ -89,7 +93,7 @@ pub(crate) struct RouteStats {
     /// Bytes relayed each way, counted while they move.
     pub(crate) traffic: Arc<Traffic>,
     /// Connections ended, by [`Ended`].
-    ended: [AtomicU64; 8],
+    ended: [AtomicU64; 10],
     /// Directions ended, client to upstream first, by [`End::KINDS`].
     directions: [[AtomicU64; 6]; 2],
 }

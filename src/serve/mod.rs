@@ -15,6 +15,7 @@
 
 mod backoff;
 mod bound;
+mod clients;
 mod conn;
 mod connect;
 pub(crate) mod listener;

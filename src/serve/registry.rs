@@ -141,7 +141,16 @@ mod tests {
         let (stream, peer) = client();
         let config = crate::config::Listener::new("127.0.0.1:1".parse().unwrap());
         let metrics = super::super::metrics::Metrics::default();
-        let state = Arc::new(ListenerState::new(config, Arc::default(), &metrics));
+        let limits = super::super::listener::Limits {
+            max_peeking: 1,
+            v6_prefix: 64,
+        };
+        let state = Arc::new(ListenerState::new(
+            config,
+            Arc::default(),
+            &metrics,
+            &limits,
+        ));
         registry.register(peer, stream, state, "127.0.0.1:1".parse().unwrap())
     }
 

@@ -24,12 +24,16 @@ use crate::sys::limits;
 
 use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
-use super::conn::{self, Job};
-use super::listener::ListenerState;
+use super::clients::PerClient;
+use super::conn::{self, Admission, Job, Limit};
+use super::listener::{Limits, ListenerState};
 use super::metrics::Metrics;
 use super::permits::{self, Permit, Permits};
 use super::pool::Pool;
 use super::status::{Shared, HEARTBEAT};
+
+/// Connection caps below this get no default per-client or peek-phase limit below the cap.
+const SMALL_CAP: usize = 64;
 
 /// How long to wait for cut connections to log their last line before exiting anyway.
 const CUT_GRACE: Duration = Duration::from_secs(2);
@@ -171,6 +175,8 @@ pub(crate) struct Server {
     shutdown_grace: Duration,
     /// rinetd's log file, reopened at each reconfiguration (so a rotated file is let go).
     log_file: Option<Arc<LogSink>>,
+    /// Connections per client, process-wide.
+    per_client: Arc<PerClient>,
     /// Listener indices that poll reported readable and that may have more clients queued.
     ready: VecDeque<usize>,
     accept_errors: ErrorBackoff,
@@ -213,7 +219,13 @@ impl Server {
         let permits = Permits::new(max);
         let shared = Arc::new(Shared::new(Metrics::default(), permits.clone()));
         sockets.resize_with(config.listeners.len(), || None);
-        let states = listener_states(config, &shared.metrics);
+        let (per_client, limits) = client_limits(config, max);
+        log::info!(
+            "per client at most {} connections; per listener at most {} choosing a route at once",
+            per_client.limit(),
+            limits.max_peeking
+        );
+        let states = listener_states(config, &shared.metrics, &limits);
         let mut listening = Vec::with_capacity(config.listeners.len());
         for (state, socket) in states.into_iter().zip(sockets) {
             listening.push(Listening::bind(state, socket, &wake_tx)?);
@@ -235,6 +247,7 @@ impl Server {
             drain_timeout: config.drain_timeout,
             shutdown_grace: config.shutdown_grace,
             log_file,
+            per_client,
             ready: VecDeque::new(),
             accept_errors: ErrorBackoff::default(),
             followers: Vec::new(),
@@ -360,7 +373,8 @@ impl Server {
                 return Err(err);
             }
         }
-        let states = listener_states(config, &self.shared.metrics);
+        let (per_client, limits) = client_limits(config, self.permits.capacity());
+        let states = listener_states(config, &self.shared.metrics, &limits);
         if let Err(err) = bound::switch(&mut self.listening, states, &self.handle.wake) {
             self.followers.iter_mut().for_each(|f| f.abandon());
             return Err(err);
@@ -369,6 +383,8 @@ impl Server {
         self.publish_listeners();
         self.log_file = log_file;
         self.shutdown_grace = config.shutdown_grace;
+        // Connections accepted from now on are counted afresh; those before keep their places.
+        self.per_client = per_client;
         for listening in &self.listening {
             listening.log();
         }
@@ -499,7 +515,9 @@ impl Server {
             .fetch_add(1, Ordering::Relaxed);
         // On Linux an accepted socket does not inherit O_NONBLOCK from the listener, so it is
         // blocking, as the relay's backpressure needs.
+        let admission = self.admit(&listening.state, peer);
         let job = Job {
+            admission,
             entry: self.shared.registry.register(
                 peer,
                 stream,
@@ -512,10 +530,35 @@ impl Server {
             listener: Arc::clone(&listening.state),
             pool: self.pool.clone(),
             log_file: self.log_file.clone(),
+            per_client: Arc::clone(&self.per_client),
         };
         if let Err(err) = self.pool.execute(Box::new(move || conn::handle(job))) {
             log::warn!("client {peer}: cannot start a worker thread: {err}; closing the client");
         }
+    }
+
+    /// Takes the client's places under the per-client and peek-phase limits, here in accept
+    /// order so the counts are exact; a refused client is still handed to a worker, which logs
+    /// and counts it like any other connection.
+    fn admit(&self, state: &ListenerState, peer: SocketAddr) -> Admission {
+        let mut admission = Admission::default();
+        // Behind a PROXY header the client is known only once the worker has read it.
+        if !state.config.accept_proxy {
+            match self.per_client.take(peer.ip()) {
+                Some(slot) => admission.client = Some(slot),
+                None => {
+                    admission.refused = Some(Limit::Client(self.per_client.limit()));
+                    return admission;
+                }
+            }
+        }
+        if state.config.accept_proxy || state.router.reads_first() {
+            match state.peeking.take() {
+                Some(slot) => admission.peeking = Some(slot),
+                None => admission.refused = Some(Limit::Peek(state.peeking.limit())),
+            }
+        }
+        admission
     }
 
     /// Logs an accept failure (rate-limited) and waits before accepting again; a stop request ends
@@ -588,13 +631,34 @@ fn wait_empty_beating(shared: &Shared, timeout: Duration) -> bool {
 }
 
 /// Builds the run-time state of every listener of `config`.
-fn listener_states(config: &Config, metrics: &Metrics) -> Vec<ListenerState> {
+fn listener_states(config: &Config, metrics: &Metrics, limits: &Limits) -> Vec<ListenerState> {
     let global_acl = Arc::new(config.acl.clone());
     config
         .listeners
         .iter()
-        .map(|listener| ListenerState::new(listener.clone(), Arc::clone(&global_acl), metrics))
+        .map(|listener| {
+            ListenerState::new(listener.clone(), Arc::clone(&global_acl), metrics, limits)
+        })
         .collect()
+}
+
+/// The per-client and peek-phase limits of `config` under a connection cap of `max`: as
+/// configured, else three quarters and a quarter of the cap, so that neither one client nor one
+/// listener's slow clients can take every slot, and ordinary use stays far below both. Under a
+/// cap below [`SMALL_CAP`] both default to the cap itself: there a client beyond it waits in the
+/// backlog as before, rather than being refused.
+fn client_limits(config: &Config, max: usize) -> (Arc<PerClient>, Limits) {
+    let (per_client, peeking) = if max < SMALL_CAP {
+        (max, max)
+    } else {
+        (max - max / 4, max / 4)
+    };
+    let per_client = config.max_connections_per_client.unwrap_or(per_client);
+    let limits = Limits {
+        max_peeking: config.max_peeking.unwrap_or(peeking),
+        v6_prefix: config.client_ipv6_prefix,
+    };
+    (PerClient::new(per_client, limits.v6_prefix), limits)
 }
 
 /// Opens rinetd's log file, if `config` has one.

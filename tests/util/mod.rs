@@ -507,6 +507,17 @@ impl Drop for Process {
     }
 }
 
+/// Connects from the loopback address 127.0.0.`last`.
+pub fn connect_from(last: u8, to: SocketAddr) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let from = SocketAddr::from((std::net::Ipv4Addr::new(127, 0, 0, last), 0));
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
 /// Runs the binary to completion with `args`; returns (exit code, stderr).
 pub fn run_bin(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())

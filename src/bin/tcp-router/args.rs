@@ -68,6 +68,18 @@ pub(crate) struct Args {
     #[argh(option)]
     pub(crate) max_connections: Option<usize>,
 
+    /// most connections one client may hold at once, across all listeners (an IPv4 address, or an IPv6 /64; after a PROXY header, the client it names); more are refused (default: three quarters of --max-connections)
+    #[argh(option)]
+    pub(crate) max_connections_per_client: Option<usize>,
+
+    /// how many leading bits of an IPv6 address make one client for --max-connections-per-client (default 64)
+    #[argh(option, default = "tcp_router::config::DEFAULT_CLIENT_IPV6_PREFIX")]
+    pub(crate) client_ipv6_prefix: u8,
+
+    /// most connections of one listener still sending what routing reads (a PROXY header, a ClientHello, an HTTP head); more are refused (default: a quarter of --max-connections)
+    #[argh(option)]
+    pub(crate) max_peeking: Option<usize>,
+
     /// on SIGINT/SIGTERM, how long active connections may take to finish before they are cut (default 10s)
     #[argh(option, from_str_fn(duration_arg), default = "Duration::from_secs(10)")]
     pub(crate) drain_timeout: Duration,
@@ -167,6 +179,9 @@ impl Args {
             max => config.max_connections = max,
         }
         config.drain_timeout = self.drain_timeout;
+        config.max_connections_per_client = self.max_connections_per_client;
+        config.client_ipv6_prefix = self.client_ipv6_prefix;
+        config.max_peeking = self.max_peeking;
         config.shutdown_grace = self.shutdown_grace;
         // --admin moves the file's endpoint (keeping its allow list) or adds one.
         if let Some(listen) = &self.admin {
