@@ -339,3 +339,151 @@ fn silent_clients_of_one_listener_leave_room_for_the_others() {
         b"served elsewhere"
     ));
 }
+
+/// Open descriptors of a process, from /proc.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Sets the soft limit of one resource of a running process with util-linux's prlimit (the
+/// hard limit stays, so the soft one can be raised again).
+fn set_limit(pid: u32, resource: &str, value: usize) {
+    set_limit_as(&[], pid, resource, value);
+}
+
+/// [`set_limit`], run through `setpriv` with `as_user` (changing another user's process's limits
+/// needs CAP_SYS_RESOURCE, which a test machine may not give even to root).
+fn set_limit_as(as_user: &[&str], pid: u32, resource: &str, value: usize) {
+    let mut command = if as_user.is_empty() {
+        std::process::Command::new("prlimit")
+    } else {
+        let mut command = std::process::Command::new("setpriv");
+        command.args(as_user).arg("--").arg("prlimit");
+        command
+    };
+    let status = command
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--{resource}={value}:"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --{resource}={value}:");
+}
+
+/// With the open-files limit lowered to leave room for three connections, a fourth is refused
+/// or waits (logged), the three go on echoing, and once the limit is lifted new clients are
+/// served again.
+#[test]
+fn running_out_of_descriptors_costs_only_what_is_over_the_limit() {
+    if crate::util::skip_without(
+        "limits::running_out_of_descriptors_costs_only_what_is_over_the_limit",
+        &["prlimit"],
+    ) {
+        return;
+    }
+    let up = echo_upstream();
+    let mut router = crate::util::Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    let pid = router.child.id();
+    // Splice pipes come and go with bulk chunks; these small echoes never take one.
+    set_limit(pid, "nofile", fds_of(pid) + 6);
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect(router.addr)).collect();
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert!(
+            echoes(stream, format!("held {i}").as_bytes()),
+            "connection {i}"
+        );
+    }
+    // Over the limit: the client waits in the backlog while accept fails, or is closed when the
+    // upstream connect cannot get a descriptor; either way it is logged.
+    let mut over = connect(router.addr);
+    let _ = over.set_read_timeout(Some(Duration::from_millis(300)));
+    assert!(
+        !echoes(&mut over, b"over"),
+        "a connection beyond the limit was served"
+    );
+    let logged = router.wait_for_line("Too many open files");
+    assert!(logged.contains("[WARN]"), "{logged}");
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert!(
+            echoes(stream, format!("still {i}").as_bytes()),
+            "held {i} after the limit"
+        );
+    }
+    let hard = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(String::from))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4096);
+    set_limit(pid, "nofile", hard);
+    drop(over);
+    wait_until("a new client to be served once the limit is lifted", || {
+        let mut stream = connect(router.addr);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        echoes(&mut stream, b"recovered")
+    });
+}
+
+/// With thread creation failing (RLIMIT_NPROC, for a process not run as root: root is exempt),
+/// a connection beyond the limit is closed and logged, the others go on echoing, and once the
+/// limit is lifted new clients are served again.
+#[test]
+fn running_out_of_threads_costs_only_what_is_over_the_limit() {
+    if crate::util::skip_without(
+        "limits::running_out_of_threads_costs_only_what_is_over_the_limit",
+        &["prlimit", "setpriv"],
+    ) {
+        return;
+    }
+    let up = echo_upstream();
+    // As nobody, so that RLIMIT_NPROC applies (it counts every thread of that user).
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .args(nobody)
+        .arg("--")
+        .arg(crate::util::bin())
+        .args(["127.0.0.1:0", &up.addr.to_string()]);
+    let mut router = crate::util::Process::start_command(command);
+    let pid = router.child.id();
+    let threads = threads_of(pid);
+    // Room for two connections: two copy threads each.
+    set_limit_as(&nobody, pid, "nproc", threads + 4);
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect(router.addr)).collect();
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert!(
+            echoes(stream, format!("held {i}").as_bytes()),
+            "connection {i}"
+        );
+    }
+    let mut over = connect(router.addr);
+    let _ = over.set_read_timeout(Some(Duration::from_secs(2)));
+    assert!(
+        !echoes(&mut over, b"over"),
+        "a connection beyond the limit was served"
+    );
+    let logged = router.wait_for_line("cannot start a");
+    assert!(logged.contains("[WARN]"), "{logged}");
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert!(
+            echoes(stream, format!("still {i}").as_bytes()),
+            "held {i} after the limit"
+        );
+    }
+    let hard = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max processes"))
+        .and_then(|l| l.split_whitespace().nth(3).map(String::from))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(threads + 64);
+    set_limit_as(&nobody, pid, "nproc", hard);
+    drop(over);
+    wait_until("a new client to be served once the limit is lifted", || {
+        let mut stream = connect(router.addr);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        echoes(&mut stream, b"recovered")
+    });
+}

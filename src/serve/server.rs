@@ -27,7 +27,7 @@ use super::bound::{self, Listening};
 use super::clients::PerClient;
 use super::conn::{self, Admission, Job, Limit};
 use super::listener::{Limits, ListenerState};
-use super::metrics::Metrics;
+use super::metrics::{Ended, Metrics};
 use super::permits::{self, Permit, Permits};
 use super::pool::Pool;
 use super::status::{Shared, HEARTBEAT};
@@ -532,7 +532,10 @@ impl Server {
             log_file: self.log_file.clone(),
             per_client: Arc::clone(&self.per_client),
         };
+        let unrouted = Arc::clone(&listening.state.unrouted);
         if let Err(err) = self.pool.execute(Box::new(move || conn::handle(job))) {
+            // Thread creation failed (RLIMIT_NPROC, memory): this client is closed; the rest go on.
+            unrouted.ended(Ended::Error);
             log::warn!("client {peer}: cannot start a worker thread: {err}; closing the client");
         }
     }
