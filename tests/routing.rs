@@ -668,6 +668,85 @@ fn silent_client_is_closed_after_the_peek_timeout() {
     assert_accepted(&default, 0, "default backend");
 }
 
+/// A TLS record header that announces more than the client sends is waited for, not trusted:
+/// the hello inside it is not routed by its name. At the client's end of stream (and, for a
+/// client that stays silent after it, at the peek deadline) the connection goes to the default
+/// route with every byte it sent, unchanged; the named backend sees nothing.
+#[test]
+fn an_incomplete_record_goes_to_the_default_route_with_its_bytes() {
+    // A whole ClientHello for a.example.com, in a record that claims 40 bytes more.
+    let mut hello = client_hello_record("a.example.com");
+    let claimed = u16::from_be_bytes([hello[3], hello[4]]) + 40;
+    hello[3..5].copy_from_slice(&claimed.to_be_bytes());
+    for (half_close, peek) in [(true, "5s"), (false, "300ms")] {
+        let (named, _rx) = recording_upstream();
+        let (default, drx) = recording_upstream();
+        let mut router = Process::start(&[
+            "127.0.0.1:0",
+            &s(default.addr),
+            "--peek-timeout",
+            peek,
+            "--sni",
+            &format!("a.example.com={}", named.addr),
+        ]);
+        let mut client = connect(router.addr);
+        client.write_all(&hello).unwrap();
+        if half_close {
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        if !half_close {
+            // Silent after its incomplete record: routed once the peek deadline passes; then
+            // the client ends, so the backend's recording ends too.
+            wait_until("the default backend to be connected", || {
+                default.accepted.load(std::sync::atomic::Ordering::SeqCst) == 1
+            });
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let why = if half_close {
+            "incomplete-at-end-of-stream"
+        } else {
+            "incomplete-at-peek-timeout"
+        };
+        let line = router.wait_for_line("closed #1 ");
+        let got = drx
+            .recv_timeout(PATIENCE)
+            .expect("the default backend is used");
+        assert_eq!(got, hello, "every byte, unchanged");
+        assert!(line.contains(&format!("first-bytes={why}")), "{line}");
+        assert_accepted(&named, 0, "named backend");
+    }
+}
+
+/// A minimal TLS record holding a ClientHello with one server name.
+fn client_hello_record(name: &str) -> Vec<u8> {
+    let mut sni = vec![0];
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name.as_bytes());
+    let mut list = (sni.len() as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&sni);
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&list);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x11; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]);
+    body.extend_from_slice(&[1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut message = vec![1];
+    message.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    message.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    record.extend_from_slice(&message);
+    assert!(matches!(
+        parse_client_hello(&record),
+        Ok(Status::Complete(hello)) if hello.server_name.as_deref() == Some(name)
+    ));
+    record
+}
+
 // ---------------------------------------------------------------------------------------------
 // PROXY protocol
 // ---------------------------------------------------------------------------------------------

@@ -430,12 +430,26 @@ impl Session<'_> {
                 &mut self.peeked,
                 state.config.peek_timeout,
                 |buf| classify(buf, router.routes_tls(), router.routes_http()),
-            )
-            .map_err(|err: PeekError<std::convert::Infallible>| Refused::Peek {
-                why: err.to_string(),
-                timeout: matches!(err, PeekError::Timeout),
-            })?;
-            self.route_by(first, state)
+            );
+            match first {
+                Ok(first) => self.route_by(first, state),
+                // Some bytes came, but not a whole hello or head, before the deadline or the
+                // client's end of stream: like anything that is not TLS or HTTP, it goes to the
+                // default route (what was read is sent on unchanged), or is closed without one.
+                Err(err @ (PeekError::Timeout | PeekError::Closed)) if !self.peeked.is_empty() => {
+                    let what = match err {
+                        PeekError::Timeout => "incomplete-at-peek-timeout",
+                        _ => "incomplete-at-end-of-stream",
+                    };
+                    self.route_by(FirstBytes::Other(what), state)
+                }
+                Err(err) => {
+                    return Err(Refused::Peek {
+                        why: err.to_string(),
+                        timeout: matches!(err, PeekError::Timeout),
+                    })
+                }
+            }
         } else {
             router.fallback()
         };
