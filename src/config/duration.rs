@@ -42,19 +42,48 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let scale = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
+    let nanos_per_unit: u128 = match unit {
+        "ms" => 1_000_000,
+        "" | "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => return Err(err()),
     };
-    // Only plain decimal digits: f64's parser would also take "inf" or "1e3".
-    if number.is_empty() || number.starts_with('.') || number.matches('.').count() > 1 {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    // Only plain decimal digits, with at least one before the point ("1e3" and "inf" are not
+    // durations), read exactly: no float rounding, so a whole number of milliseconds parses to
+    // exactly that, and what `format_duration` writes reads back the same.
+    if whole.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
         return Err(err());
     }
-    let value: f64 = number.parse().map_err(|_| err())?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| err())
+    let nanos = exact_nanos(whole, fraction, nanos_per_unit).ok_or_else(err)?;
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| err())?;
+    Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
+}
+
+/// `whole.fraction` units of `nanos_per_unit` nanoseconds, in whole nanoseconds (digits past a
+/// nanosecond are dropped); `None` if it overflows.
+fn exact_nanos(whole: &str, fraction: &str, nanos_per_unit: u128) -> Option<u128> {
+    let mut nanos = whole
+        .bytes()
+        .try_fold(0u128, |n, b| {
+            n.checked_mul(10)?.checked_add(u128::from(b - b'0'))
+        })?
+        .checked_mul(nanos_per_unit)?;
+    let mut place = nanos_per_unit;
+    for b in fraction.bytes() {
+        place /= 10;
+        if place == 0 {
+            break;
+        }
+        nanos = nanos.checked_add(u128::from(b - b'0') * place)?;
+    }
+    Some(nanos)
 }
 
 /// Parses a duration that may be switched off with `off` (or `0`); `None` means off.
@@ -122,5 +151,30 @@ mod tests {
         for text in ["250ms", "5s", "2m", "1h", "90s"] {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
+    }
+
+    // Regression, found by the fuzz target `durations` (inputs `4588186.6`, `6666666.6`,
+    // `1844674407375161.5` and more): the number used to be read as an f64 and multiplied by the
+    // unit, so from about 52 days on a whole number of milliseconds did not always parse to
+    // exactly that many, and format_duration's output did not parse back to the value it showed.
+    #[test]
+    fn whole_milliseconds_parse_exactly_and_round_trip() {
+        let days_53 = parse_duration("4588186.6").unwrap();
+        assert_eq!(days_53, Duration::from_millis(4_588_186_600));
+        assert_eq!(format_duration(days_53), "4588186600ms");
+        assert_eq!(parse_duration("4588186600ms"), Ok(days_53));
+        for text in ["6666666.6", "5050515.10", "1844674407375161.5"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{text}");
+        }
+        assert_eq!(
+            parse_duration("0.0000000001s"),
+            Ok(Duration::ZERO),
+            "below a nanosecond"
+        );
+        assert!(
+            parse_duration("99999999999999999999999h").is_err(),
+            "overflow is an error"
+        );
     }
 }
