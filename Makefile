@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: build run test bench scale lint static install deb check-packaging
+.PHONY: build run test bench scale soak lint static install deb check-packaging
 
 build:
 	$(CARGO) build --release
@@ -34,6 +34,12 @@ bench: build
 # 8,000 concurrent connections held through tcp-router, all echoing correctly.
 scale: build
 	python3 bench/scale.py --router target/release/tcp-router --connections $(or $(CONNECTIONS),8000)
+
+# A mixed workload through one tcp-router for DURATION seconds (default 600): every byte, every
+# connection's end, the log lines and the metrics checked; resources back to the idle baseline at
+# the end. Exits non-zero on any unexpected outcome. See soak/README.md.
+soak: build
+	python3 soak/soak.py --router target/release/tcp-router --duration $(or $(DURATION),600) $(SOAK_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -226,6 +226,11 @@ impl Connection {
                 .compare_exchange(NEVER, now, Ordering::SeqCst, Ordering::SeqCst);
     }
 
+    /// Whether one direction has already ended with a half-close.
+    pub(crate) fn is_half_closed(&self) -> bool {
+        self.half_closed_ms.load(Ordering::SeqCst) != NEVER
+    }
+
     /// When the connection expires if no more bytes move, under `timeouts`.
     pub(crate) fn deadline(&self, timeouts: &Timeouts) -> Option<Instant> {
         let last = self.last_activity_ms.load(Ordering::Relaxed);

@@ -188,7 +188,7 @@ fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
                 Ok(budget) => receive_timeout.shorten(budget),
                 Err(Expired) => break End::Timeout,
             },
-            Ok(Moved::Eof) => break End::Eof,
+            Ok(Moved::Eof) => break end_of_stream(conn, src),
             Err(ChunkError::Stalled) => break End::Timeout,
             Err(ChunkError::Read(err)) | Err(ChunkError::Write(err)) => break failure(&err),
         }
@@ -199,6 +199,20 @@ fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
     let end = finish(conn, src, dst, end);
     conn.set_end(direction, end);
     Flow { bytes, end, ended }
+}
+
+/// What a read of zero bytes means. Linux hands a received reset to one system call only: if the
+/// thread writing to this socket took it, the read here sees end of stream, and passing that on as
+/// a half-close would turn the peer's reset into a clean FIN. A reset leaves the socket closed (no
+/// peer address), a FIN does not; once this side has sent its own FIN the socket may close
+/// normally, so the check applies only before the first half-close.
+fn end_of_stream(conn: &Connection, src: &TcpStream) -> End {
+    let reset = matches!(src.peer_addr(), Err(err) if err.kind() == io::ErrorKind::NotConnected);
+    if reset && !conn.is_half_closed() {
+        End::Reset
+    } else {
+        End::Eof
+    }
 }
 
 fn failure(err: &io::Error) -> End {
@@ -254,8 +268,10 @@ fn finish(conn: &Connection, src: &TcpStream, dst: &TcpStream, end: End) -> End 
     match end {
         End::Eof if !conn.is_stopped() => {
             // Half-close: the destination's peer sees end of stream, the other direction goes on.
-            let _ = dst.shutdown(Shutdown::Write);
+            // Marked first, so the other direction, whose peer may answer this FIN with its own
+            // (which closes the socket), reads that as the end of stream it is.
             conn.mark_half_closed();
+            let _ = dst.shutdown(Shutdown::Write);
             End::Eof
         }
         End::Timeout if conn.set_stop(Stop::TimedOut) => {
