@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: build run test bench scale soak lint static install deb check-packaging
+.PHONY: build run test bench scale soak lint static install deb check-packaging fuzz-ci
 
 build:
 	$(CARGO) build --release
@@ -113,3 +113,31 @@ check-packaging: deb
 			&& dpkg -r tcp-router && ! test -e /usr/bin/tcp-router \
 			&& dpkg --purge tcp-router && ! test -e /etc/tcp-router; \
 	fi
+
+# Every fuzz target (fuzz/README.md) for FUZZ_SECONDS each, starting from its corpus in
+# fuzz/corpus/TARGET (where what it finds is added), all built first so the time is fuzzing;
+# installs cargo-fuzz if missing. No sanitizer: the crate has no unsafe code, and the ASan build
+# is slower to build and to run. A crash (a panic or a failed assertion) fails the run once all
+# targets have run; its input is in fuzz/artifacts/TARGET/, the log in FUZZ_LOGS/TARGET.log.
+FUZZ_TARGETS := sni http_host proxy_protocol config_file route_keys durations addresses
+FUZZ_SECONDS ?= 30
+FUZZ_FLAGS   := --sanitizer none
+FUZZ_LOGS    := fuzz/target/fuzz-ci
+
+fuzz-ci:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build $(FUZZ_FLAGS)
+	@mkdir -p $(FUZZ_LOGS); failed=; \
+	for t in $(FUZZ_TARGETS); do \
+		dict=; if [ -f fuzz/dicts/$$t.dict ]; then dict=-dict=fuzz/dicts/$$t.dict; fi; \
+		if RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_FLAGS) $$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $$dict \
+			>$(FUZZ_LOGS)/$$t.log 2>&1; then \
+			echo "fuzz $$t: ok, $$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_LOGS)/$$t.log) runs in $(FUZZ_SECONDS) s, corpus $$(ls fuzz/corpus/$$t | wc -l) files"; \
+		else \
+			echo "fuzz $$t: FAILED (log: $(FUZZ_LOGS)/$$t.log)"; sed -n '/panicked at\|ERROR: libFuzzer/,/^stack backtrace:/p' $(FUZZ_LOGS)/$$t.log | head -n 12; \
+			sed -n '/^Failing input:/,/^Minimize/p' $(FUZZ_LOGS)/$$t.log; \
+			failed="$$failed $$t"; \
+		fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets that crashed:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi
