@@ -871,9 +871,9 @@ class Conn:
             self.bad(f"log first={f['first']}, expected {sorted(self.first)}")
 
 
-# The outcomes of tcp-router's reset race (see soak/README.md, "Known issue"): a reset that both
-# copy threads of a connection meet at once is sometimes passed on as a FIN first, and logged as
-# eof. --tolerate reset-as-fin counts connections whose only problems are these as "known".
+# The outcomes of the reset race the soak found (see soak/README.md, "Found by the soak and
+# fixed"): a reset that both copy threads of a connection met at once was sometimes passed on as
+# a FIN first, and logged as eof; kept to check older builds. --tolerate reset-as-fin counts connections whose only problems are these as "known".
 RESET_AS_FIN_KINDS = {"client-reset-mid", "upstream-reset-mid"}
 RESET_AS_FIN_PROBLEMS = (
     "an end of stream (FIN) where a reset was expected",
@@ -2224,7 +2224,7 @@ class Soak:
                    f"warn/error lines: {self.n_unexplained}")
         tolerated = "tolerated (--tolerate reset-as-fin)" if "reset-as-fin" in self.args.tolerate \
             else "counted as unexpected"
-        out.append(f"known tcp-router issue, a reset passed on as a FIN first (logged eof): "
+        out.append(f"a reset passed on as a FIN first (the race fixed in end_of_stream): "
                    f"{self.reset_as_fin} connection(s), {tolerated}")
         out.append(f"metrics: {self.metrics_report}")
         out.append(f"resources: {self.resource_report}")
