@@ -212,13 +212,14 @@ fn wait_for_lines(process: &mut crate::util::Process, needle: &str, n: usize) {
     }
 }
 
-/// One client holding its limit of silent connections (on a listener that routes by name, so
-/// they sit in the peek phase) is refused its next one, on that listener and on another, while
-/// a second client is served at once on both.
-#[test]
-fn one_client_cannot_take_every_slot() {
-    let up = echo_upstream();
-    let dir = crate::util::temp_dir("per-client");
+/// Starts tcp-router with `limits`, a listener that routes by name (20 s peek deadline), a plain
+/// one on 127.0.0.1 and another on 127.0.0.2, all to `up`, and its admin endpoint. Returns the
+/// process, the name-routing and plain 127.0.0.1 listeners, and the admin address.
+fn start_name_and_plain_listeners(
+    dir: &crate::util::TempDir,
+    up: &crate::util::Upstream,
+    limits: &[&str],
+) -> (crate::util::Process, SocketAddr, SocketAddr, SocketAddr) {
     let config = dir.write(
         "t.conf",
         &format!(
@@ -226,14 +227,9 @@ fn one_client_cannot_take_every_slot() {
             u = up.addr
         ),
     );
-    let args = [
-        "-c",
-        &config,
-        "--max-connections-per-client",
-        "3",
-        "--admin",
-        "127.0.0.1:0",
-    ];
+    let mut args = vec!["-c", config.as_str()];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["--admin", "127.0.0.1:0"]);
     let mut router = crate::util::Process::start(&args);
     let named = router.addr;
     let admin = admin_addr(&mut router);
@@ -245,6 +241,18 @@ fn one_client_cannot_take_every_slot() {
         .unwrap()
         .parse()
         .unwrap();
+    (router, named, plain, admin)
+}
+
+/// One client holding its limit of silent connections (on a listener that routes by name, so
+/// they sit in the peek phase) is refused its next one, on that listener and on another, while
+/// a second client is served at once on both.
+#[test]
+fn one_client_cannot_take_every_slot() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("per-client");
+    let (mut router, named, plain, admin) =
+        start_name_and_plain_listeners(&dir, &up, &["--max-connections-per-client", "3"]);
     assert_ne!(named, plain);
     let silent: Vec<TcpStream> = (0..3)
         .map(|_| crate::util::connect_from(1, named))
@@ -294,32 +302,8 @@ fn one_client_cannot_take_every_slot() {
 fn silent_clients_of_one_listener_leave_room_for_the_others() {
     let up = echo_upstream();
     let dir = crate::util::temp_dir("peek-cap");
-    let config = dir.write(
-        "t.conf",
-        &format!(
-            "route 127.0.0.1:0 {u} sni=a.example peek_timeout=20s\nroute 127.0.0.1:0 {u} peek_timeout=20s\nroute 127.0.0.2:0 {u}\n",
-            u = up.addr
-        ),
-    );
-    let args = [
-        "-c",
-        &config,
-        "--max-peeking",
-        "2",
-        "--admin",
-        "127.0.0.1:0",
-    ];
-    let mut router = crate::util::Process::start(&args);
-    let named = router.addr;
-    let admin = admin_addr(&mut router);
-    let line = router.wait_for_line("listening on ");
-    let plain: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut router, named, plain, admin) =
+        start_name_and_plain_listeners(&dir, &up, &["--max-peeking", "2"]);
     let _silent = [
         crate::util::connect_from(3, named),
         crate::util::connect_from(4, named),
