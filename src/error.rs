@@ -52,6 +52,8 @@ pub enum Error {
         /// The system's error.
         source: io::Error,
     },
+    /// A live upgrade's hand-off did not happen; the text says why (one line).
+    Upgrade(String),
 }
 
 impl fmt::Display for Error {
@@ -64,6 +66,7 @@ impl fmt::Display for Error {
             Error::Config(lines) => f.write_str(&lines.join("\n")),
             Error::Setup { what, .. } => write!(f, "cannot {what}"),
             Error::LogFile { path, .. } => write!(f, "cannot open log file '{}'", path.display()),
+            Error::Upgrade(why) => f.write_str(why),
         }
     }
 }
@@ -75,7 +78,7 @@ impl StdError for Error {
             | Error::ResolveListen { source, .. }
             | Error::Setup { source, .. }
             | Error::LogFile { source, .. } => Some(source),
-            Error::Config(_) => None,
+            Error::Config(_) | Error::Upgrade(_) => None,
         }
     }
 }

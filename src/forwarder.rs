@@ -15,8 +15,9 @@ use crate::config::{
     Action, Config, HostPort, Listener, NamePattern, Pattern, Route, Rule, Settings,
 };
 use crate::error::Error;
+use crate::handoff::Channel;
 use crate::proto::proxy::Version;
-use crate::serve::{DrainReport, Handle, Server};
+use crate::serve::{DrainReport, Handle, Server, TakenOver};
 
 /// Something that names a `host:port`: a string such as `"127.0.0.1:6379"`, `"[::1]:80"` or
 /// `"db.internal:5432"`, a [`SocketAddr`], or a [`HostPort`].
@@ -148,10 +149,23 @@ impl Forwarder {
     ) -> Result<Forwarder, Error> {
         config.validate()?;
         let mut server = Server::bind(config, sockets)?;
-        let endpoint = admin::Endpoint::start(config, server.shared())?;
+        let endpoint = admin::Endpoint::start_with(config, server.shared(), None)?;
         let admin_addr = endpoint.local_addr();
         server.follow(Box::new(endpoint));
         Ok(Forwarder { server, admin_addr })
+    }
+
+    /// The live upgrade's new side: takes every listener and established connection from the
+    /// old process at the other end of `channel` (see [`Handle::hand_off`]), binds the
+    /// listeners of `config` it did not offer, and starts the connections at once. Accepting
+    /// begins with [`Forwarder::serve`]. On `Err` the old process keeps serving everything.
+    pub fn take_over(config: &Config, channel: Channel) -> Result<(Forwarder, TakenOver), Error> {
+        config.validate()?;
+        let (mut server, taken, admin_socket) = Server::take_over(config, channel)?;
+        let endpoint = admin::Endpoint::start_with(config, server.shared(), admin_socket)?;
+        let admin_addr = endpoint.local_addr();
+        server.follow(Box::new(endpoint));
+        Ok((Forwarder { server, admin_addr }, taken))
     }
 
     /// The address of the first listener, as bound (with the real port when given port 0).

@@ -50,6 +50,7 @@ mod check;
 pub mod config;
 mod error;
 mod forwarder;
+mod handoff;
 mod log;
 pub mod proto;
 mod relay;
@@ -64,6 +65,14 @@ pub use config::{Config, HostPort, Listener, Route};
 pub use error::Error;
 pub use forwarder::{Address, Builder, Forwarder, Running};
 pub use serve::{DrainReport, Handle, Status};
+
+/// The live upgrade: a running process hands its listeners and every established connection to a
+/// new one (see docs/operations.md). The binary drives it on SIGUSR2; the calls are here for a
+/// program that embeds tcp-router and wants the same.
+pub mod upgrade {
+    pub use crate::handoff::{Channel, Rendezvous, CHANNEL_ENV, VERSION, VERSION_ENV};
+    pub use crate::serve::{HandedOff, TakenOver};
+}
 
 /// Process-wide settings, for the binary or an embedding program that opts in: the library
 /// itself never calls these.

@@ -48,6 +48,8 @@ struct Running {
     /// Its end of the stop socket pair: dropping it wakes the accept thread, which then exits.
     #[allow(dead_code, reason = "held for its Drop, which stops the accept thread")]
     stop: UnixStream,
+    /// The listening socket, for a live upgrade to hand over.
+    socket: TcpListener,
 }
 
 /// What a reconfiguration will do to the endpoint.
@@ -62,15 +64,23 @@ enum Prepared {
 }
 
 impl Endpoint {
-    /// Binds the endpoint of `config`, if it has one, and starts serving it.
-    pub(crate) fn start(config: &Config, shared: Arc<Shared>) -> Result<Endpoint, Error> {
+    /// Binds the endpoint of `config`, if it has one (or adopts `socket`, already bound and
+    /// listening: handed over by a live upgrade), and starts serving it.
+    pub(crate) fn start_with(
+        config: &Config,
+        shared: Arc<Shared>,
+        socket: Option<TcpListener>,
+    ) -> Result<Endpoint, Error> {
         let mut endpoint = Endpoint {
             shared,
             running: None,
             prepared: None,
         };
         if let Some(admin) = &config.admin {
-            let socket = bind(admin)?;
+            let socket = match socket {
+                Some(socket) => socket,
+                None => bind(admin)?,
+            };
             endpoint.run(admin.clone(), socket)?;
         }
         Ok(endpoint)
@@ -88,6 +98,11 @@ impl Endpoint {
         })?;
         let (stop, stopped) = UnixStream::pair().map_err(|source| Error::Setup {
             what: "create the admin endpoint's stop socket pair",
+            source,
+        })?;
+        // Kept for a live upgrade to hand over; the accept thread has its own.
+        let kept = socket.try_clone().map_err(|source| Error::Setup {
+            what: "duplicate the admin endpoint's socket",
             source,
         })?;
         let allow = Arc::new(RwLock::new(config.allow.clone()));
@@ -112,6 +127,7 @@ impl Endpoint {
             addr,
             allow,
             stop,
+            socket: kept,
         });
         Ok(())
     }
@@ -161,6 +177,10 @@ impl Follower for Endpoint {
 
     fn abandon(&mut self) {
         self.prepared = None;
+    }
+
+    fn listening(&self) -> Option<&TcpListener> {
+        self.running.as_ref().map(|running| &running.socket)
     }
 }
 

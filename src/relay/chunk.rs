@@ -32,6 +32,9 @@ pub(crate) enum Moved {
     WouldBlock,
     /// The source reached end of stream.
     Eof,
+    /// A wait for bytes was interrupted because the connection is being handed over: nothing
+    /// was read.
+    Parked,
 }
 
 /// Why a chunk could not be moved.
@@ -43,6 +46,31 @@ pub(crate) enum ChunkError {
     Write(io::Error),
     /// The destination accepted nothing until the connection's deadline passed.
     Stalled,
+    /// A write was interrupted because the connection is being handed over.
+    Parked(Parked),
+}
+
+/// Where a chunk stopped when its write was interrupted for a hand-off: how many of its bytes
+/// reached the destination, and the rest, in order, which nobody has written yet.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Parked {
+    /// Bytes of the chunk written.
+    pub(crate) moved: usize,
+    /// Bytes of the chunk read but not written.
+    pub(crate) pending: Vec<u8>,
+}
+
+impl ChunkError {
+    /// For a chunk of `n` bytes: a write parked with its pending bytes moved the rest.
+    pub(crate) fn of_chunk(self, n: usize) -> ChunkError {
+        match self {
+            ChunkError::Parked(parked) => ChunkError::Parked(Parked {
+                moved: n - parked.pending.len(),
+                pending: parked.pending,
+            }),
+            other => other,
+        }
+    }
 }
 
 /// Lets the copy loop report progress and ask whether it may keep waiting on a stalled write.
@@ -51,6 +79,11 @@ pub(crate) trait Watch {
     fn progress(&self);
     /// Still within the connection's idle limits?
     fn may_wait(&self) -> bool;
+    /// Is the connection being handed over? An interrupted wait then stops at a safe point
+    /// instead of trying again.
+    fn parking(&self) -> bool {
+        false
+    }
 }
 
 /// Moves one chunk through a buffer borrowed from the free list: the path for every chunk that
@@ -79,12 +112,13 @@ pub(crate) fn move_through(
             Ok((0, _)) => return Ok(Moved::Eof),
             Ok((n, _)) => break n,
             Err(rustix::io::Errno::AGAIN) => return Ok(Moved::WouldBlock),
+            Err(rustix::io::Errno::INTR) if watch.parking() => return Ok(Moved::Parked),
             Err(rustix::io::Errno::INTR) => continue,
             Err(errno) => return Err(ChunkError::Read(errno.into())),
         }
     };
     watch.progress();
-    write_all(dst, &buffer[..n], watch)?;
+    write_all(dst, &buffer[..n], watch).map_err(|err| err.of_chunk(n))?;
     Ok(Moved::Bytes {
         n,
         full: n == buffer.len(),
@@ -93,7 +127,8 @@ pub(crate) fn move_through(
 
 /// Writes all of `data`, waiting as long as the connection's idle limits allow. The socket's send
 /// timeout (set by the copy loop from its tick) makes a stalled write return now and then, so the
-/// deadline is checked without a timer thread.
+/// deadline is checked without a timer thread. Interrupted for a hand-off, it stops with what is
+/// left of `data` ([`ChunkError::Parked`], `moved` 0).
 pub(crate) fn write_all(
     dst: &TcpStream,
     mut data: &[u8],
@@ -106,10 +141,21 @@ pub(crate) fn write_all(
                 data = &data[n..];
                 watch.progress();
             }
+            Err(err) if parks(&err, watch) => {
+                return Err(ChunkError::Parked(Parked {
+                    moved: 0,
+                    pending: data.to_vec(),
+                }))
+            }
             Err(err) => retry_write(err, watch)?,
         }
     }
     Ok(())
+}
+
+/// An interrupted write while the connection is being handed over: stop at a safe point.
+pub(crate) fn parks(err: &io::Error, watch: &dyn Watch) -> bool {
+    err.kind() == io::ErrorKind::Interrupted && watch.parking()
 }
 
 /// What a failed blocking write (or splice out of a pipe) means: `Ok` to try again after a signal,

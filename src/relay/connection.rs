@@ -4,11 +4,12 @@
 //! bytes move.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::sys::net;
+use crate::sys::wake::ThreadId;
 
 use super::outcome::{Direction, End, Timeouts};
 
@@ -93,6 +94,61 @@ pub(crate) struct Connection {
     route_traffic: OnceLock<std::sync::Arc<Traffic>>,
     /// How each direction ended ([`OPEN`] while it runs), client to upstream first.
     ends: [AtomicU8; 2],
+    /// Milliseconds after `started` when each direction ended.
+    ended_ms: [AtomicU64; 2],
+    /// Where the copy threads stop for a hand-off.
+    park: Park,
+}
+
+/// The meeting point of a connection's copy threads with a hand-off (the live upgrade). While no
+/// hand-off runs it costs one atomic load per chunk moved and a lock at each copy thread's start
+/// and end.
+#[derive(Debug, Default)]
+struct Park {
+    /// Set while a hand-off wants the copy threads stopped at a safe point.
+    requested: AtomicBool,
+    state: Mutex<ParkState>,
+    /// Signalled when a copy thread parks, and when the verdict comes.
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ParkState {
+    /// The copy thread of each direction while it is inside its copy loop, to be woken.
+    threads: [Option<ThreadId>; 2],
+    /// Each parked direction's bytes read but not written yet.
+    parked: [Option<Vec<u8>>; 2],
+    verdict: Verdict,
+}
+
+/// What a parked copy thread is told.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not yet: stay parked.
+    #[default]
+    Wait,
+    /// The hand-off did not happen: carry on, writing the pending bytes first.
+    Resume,
+    /// Another process owns the connection now: return without touching the sockets.
+    Release,
+}
+
+/// How a parked copy thread goes on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resumed {
+    /// Carry on; the bytes it had pending are still its to write.
+    Resume(Vec<u8>),
+    /// Handed over: return at once.
+    Released,
+}
+
+/// One direction of a connection stopped for a hand-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Its copy thread is parked, holding these bytes read but not written.
+    Parked(Vec<u8>),
+    /// It had ended already, this way, this many milliseconds after the start.
+    Ended(End, u64),
 }
 
 impl Connection {
@@ -110,6 +166,43 @@ impl Connection {
             traffic: Traffic::default(),
             route_traffic: OnceLock::new(),
             ends: [AtomicU8::new(OPEN), AtomicU8::new(OPEN)],
+            ended_ms: [AtomicU64::new(0), AtomicU64::new(0)],
+            park: Park::default(),
+        }
+    }
+
+    /// A connection another process handed over: started `elapsed` ago, bytes last moved at
+    /// `activity_ms`, first direction ended at `half_closed_ms`, with `traffic` bytes moved each
+    /// way (client to upstream first).
+    pub(crate) fn adopted(id: u64, peer: SocketAddr, client: TcpStream, past: Past) -> Connection {
+        let conn = Connection::new(id, peer, client);
+        let now = Instant::now();
+        let conn = Connection {
+            started: now
+                .checked_sub(Duration::from_millis(past.elapsed_ms))
+                .unwrap_or(now),
+            ..conn
+        };
+        conn.last_activity_ms
+            .store(past.activity_ms, Ordering::Relaxed);
+        if let Some(half) = past.half_closed_ms {
+            conn.half_closed_ms.store(half, Ordering::SeqCst);
+        }
+        for direction in Direction::BOTH {
+            conn.traffic
+                .add(direction, past.traffic[direction as usize]);
+        }
+        conn
+    }
+
+    /// What another process needs to carry on this connection's clocks and counters.
+    pub(crate) fn past(&self) -> Past {
+        let half = self.half_closed_ms.load(Ordering::SeqCst);
+        Past {
+            elapsed_ms: self.elapsed_ms(),
+            activity_ms: self.last_activity_ms.load(Ordering::Relaxed),
+            half_closed_ms: (half != NEVER).then_some(half),
+            traffic: Direction::BOTH.map(|d| self.bytes(d)),
         }
     }
 
@@ -133,7 +226,14 @@ impl Connection {
 
     /// Records how `direction` ended.
     pub(crate) fn set_end(&self, direction: Direction, end: End) {
-        self.ends[direction as usize].store(end.code(), Ordering::Relaxed);
+        self.ended_ms[direction as usize].store(self.elapsed_ms(), Ordering::Relaxed);
+        self.ends[direction as usize].store(end.code(), Ordering::SeqCst);
+    }
+
+    /// Records how `direction` ended, `ms` after the start (a connection handed over).
+    pub(crate) fn set_ended_at(&self, direction: Direction, end: End, ms: u64) {
+        self.ended_ms[direction as usize].store(ms, Ordering::Relaxed);
+        self.ends[direction as usize].store(end.code(), Ordering::SeqCst);
     }
 
     /// How `direction` ended, or `None` while it runs.
@@ -262,6 +362,135 @@ impl Connection {
             }
         }
         Ok(budget)
+    }
+}
+
+/// A connection's clocks and counters as another process hands them over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Past {
+    /// Milliseconds since it was accepted.
+    pub(crate) elapsed_ms: u64,
+    /// When bytes last moved, in milliseconds after the start.
+    pub(crate) activity_ms: u64,
+    /// When the first direction ended, if one has.
+    pub(crate) half_closed_ms: Option<u64>,
+    /// Bytes moved each way, client to upstream first.
+    pub(crate) traffic: [u64; 2],
+}
+
+/// The hand-off's side of [`Park`]: ask the copy threads to stop, wake them, see where they
+/// stopped, then release them or let them carry on.
+impl Connection {
+    fn park_state(&self) -> MutexGuard<'_, ParkState> {
+        self.park
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks both copy threads to stop at their next safe point.
+    pub(crate) fn request_park(&self) {
+        self.park_state().verdict = Verdict::Wait;
+        self.park.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Wakes every copy thread that is inside its loop and not parked yet, out of the call it
+    /// is blocked in. Repeated until they have parked: a thread about to block misses a signal
+    /// that comes just before.
+    pub(crate) fn poke(&self) {
+        let state = self.park_state();
+        for (thread, parked) in state.threads.iter().zip(&state.parked) {
+            if let (Some(thread), None) = (thread, parked) {
+                // Under the lock: the thread cannot leave its loop (and end) meanwhile.
+                let _ = thread.wake();
+            }
+        }
+    }
+
+    /// Where each direction stopped, once every direction has either parked or ended (and at
+    /// least one has parked, and the connection was not stopped); `None` until then.
+    pub(crate) fn settled(&self) -> Option<[Settled; 2]> {
+        if self.is_stopped() {
+            return None;
+        }
+        let state = self.park_state();
+        let settled = Direction::BOTH.map(|d| match (&state.parked[d as usize], self.end(d)) {
+            (Some(pending), _) => Some(Settled::Parked(pending.clone())),
+            (None, Some(end)) => Some(Settled::Ended(
+                end,
+                self.ended_ms[d as usize].load(Ordering::Relaxed),
+            )),
+            (None, None) => None,
+        });
+        let any_parked = state.parked.iter().any(Option::is_some);
+        match settled {
+            [Some(a), Some(b)] if any_parked => Some([a, b]),
+            _ => None,
+        }
+    }
+
+    /// The hand-off is over for this connection: parked threads return at once (`release`) or
+    /// carry on; threads not parked yet carry on without stopping.
+    pub(crate) fn end_park(&self, release: bool) {
+        let mut state = self.park_state();
+        state.verdict = if release {
+            Verdict::Release
+        } else {
+            Verdict::Resume
+        };
+        self.park.requested.store(false, Ordering::SeqCst);
+        drop(state);
+        self.park.changed.notify_all();
+    }
+}
+
+/// The copy threads' side of [`Park`].
+impl Connection {
+    /// True while a hand-off wants the copy threads stopped.
+    pub(crate) fn park_requested(&self) -> bool {
+        self.park.requested.load(Ordering::Relaxed)
+    }
+
+    /// Registers the calling thread as `direction`'s copy thread, so a hand-off can wake it;
+    /// dropping the guard (on every path) unregisters it.
+    pub(crate) fn enter(&self, direction: Direction) -> Inside<'_> {
+        self.park_state().threads[direction as usize] = Some(ThreadId::current());
+        Inside {
+            conn: self,
+            direction,
+        }
+    }
+
+    /// Stops `direction` at a safe point holding `pending` (read, not written) until the
+    /// hand-off decides.
+    pub(crate) fn park(&self, direction: Direction, pending: Vec<u8>) -> Resumed {
+        let mut state = self.park_state();
+        state.parked[direction as usize] = Some(pending);
+        self.park.changed.notify_all();
+        while state.verdict == Verdict::Wait && self.park_requested() {
+            state = match self.park.changed.wait(state) {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+        }
+        let pending = state.parked[direction as usize].take().unwrap_or_default();
+        match state.verdict {
+            Verdict::Release => Resumed::Released,
+            Verdict::Wait | Verdict::Resume => Resumed::Resume(pending),
+        }
+    }
+}
+
+/// A copy thread inside its loop (see [`Connection::enter`]).
+#[derive(Debug)]
+pub(crate) struct Inside<'a> {
+    conn: &'a Connection,
+    direction: Direction,
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.conn.park_state().threads[self.direction as usize] = None;
     }
 }
 

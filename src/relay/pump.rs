@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::sys::net;
 
-use super::chunk::{ChunkError, Moved, Watch};
-use super::connection::{Connection, Expired, Stop};
+use super::chunk::{self, ChunkError, Moved, Watch};
+use super::connection::{Connection, Expired, Resumed, Stop};
 use super::copy;
 use super::outcome::{Direction, End, Flow, Outcome, Timeouts};
 
@@ -28,16 +28,47 @@ impl Watch for Watcher<'_> {
     fn may_wait(&self) -> bool {
         !self.conn.is_stopped() && self.conn.wait_budget(self.timeouts).is_ok()
     }
-}
 
-/// The shortest idle limit: how often a blocked read or write must wake up to look at the
-/// deadline.
-fn tick(timeouts: &Timeouts) -> Option<Duration> {
-    match (timeouts.idle, timeouts.fin) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    fn parking(&self) -> bool {
+        self.conn.park_requested()
     }
 }
+
+/// The socket timeout of a connection without idle limits. Not for a deadline: a socket with a
+/// timeout returns `EINTR` when its thread is signalled (see `sys::wake`), which is how a hand-off
+/// brings a blocked copy thread to a safe point. Waking once an hour costs an idle connection
+/// nothing measurable.
+const QUIET_TICK: Duration = Duration::from_secs(3600);
+
+/// The shortest idle limit: how often a blocked read or write must wake up to look at the
+/// deadline ([`QUIET_TICK`] without limits).
+fn tick(timeouts: &Timeouts) -> Duration {
+    match (timeouts.idle, timeouts.fin) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(QUIET_TICK),
+    }
+}
+
+/// Where a direction starts: at the beginning, or where another process left it.
+#[derive(Debug, Default)]
+pub(crate) enum Carried {
+    /// Running: bytes it has moved so far (not counting what `serve` sent before the relay),
+    /// and bytes read but not yet written, to be written first.
+    Open { bytes: u64, pending: Vec<u8> },
+    /// Ended already: its result.
+    Ended(Flow),
+    /// A fresh connection.
+    #[default]
+    Fresh,
+}
+
+/// How a relay ended: both directions' results, or handed over to another process (nothing more
+/// is to be done with the connection here: no log line, no shutdown).
+pub(crate) type Relayed = Result<Outcome, HandedOver>;
+
+/// The connection now belongs to another process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandedOver;
 
 /// Relays between the client and the attached upstream until both directions end, then calls
 /// `done` with both results. This thread copies client to upstream; the other direction runs on
@@ -47,32 +78,66 @@ pub(crate) fn relay(
     conn: &Arc<Connection>,
     timeouts: Timeouts,
     spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
-    done: impl FnOnce(Outcome) + Send + 'static,
+    done: impl FnOnce(Relayed) + Send + 'static,
+) {
+    resume(
+        conn,
+        timeouts,
+        [Carried::Fresh, Carried::Fresh],
+        spawn,
+        done,
+    );
+}
+
+/// [`relay`] for a connection that may have run elsewhere: each direction starts as `carried`
+/// says (client to upstream first); one that has ended gets no thread.
+pub(crate) fn resume(
+    conn: &Arc<Connection>,
+    timeouts: Timeouts,
+    carried: [Carried; 2],
+    spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
+    done: impl FnOnce(Relayed) + Send + 'static,
 ) {
     let meeting = Arc::new(Meeting::new(done));
-    let other = Arc::clone(conn);
-    let other_meeting = Arc::clone(&meeting);
-    let spawned = spawn(Box::new(move || {
-        let flow = pump_contained(&other, Direction::UpstreamToClient, &timeouts);
-        other_meeting.arrive(Direction::UpstreamToClient, flow);
-    }));
-    if let Err(err) = spawned {
-        log::warn!("conn #{}: cannot start a copy thread: {err}", conn.id);
-        conn.set_stop(Stop::Aborted);
-        conn.abort_both();
-        let flow = Flow {
-            bytes: 0,
-            end: End::Error(err.kind()),
-            ended: conn.started.elapsed(),
-        };
-        for direction in Direction::BOTH {
-            conn.set_end(direction, flow.end);
-            meeting.arrive(direction, flow);
+    let [sent, received] = carried;
+    let mut open = Vec::with_capacity(2);
+    for (direction, carried) in [
+        (Direction::ClientToUpstream, sent),
+        (Direction::UpstreamToClient, received),
+    ] {
+        match carried {
+            Carried::Ended(flow) => meeting.arrive(direction, Ok(flow)),
+            carried => open.push((direction, carried)),
         }
-        return;
     }
-    let flow = pump_contained(conn, Direction::ClientToUpstream, &timeouts);
-    meeting.arrive(Direction::ClientToUpstream, flow);
+    let here = open.pop();
+    if let Some((direction, carried)) = open.pop() {
+        let other = Arc::clone(conn);
+        let other_meeting = Arc::clone(&meeting);
+        let spawned = spawn(Box::new(move || {
+            let flow = pump_contained(&other, direction, &timeouts, carried);
+            other_meeting.arrive(direction, flow);
+        }));
+        if let Err(err) = spawned {
+            log::warn!("conn #{}: cannot start a copy thread: {err}", conn.id);
+            conn.set_stop(Stop::Aborted);
+            conn.abort_both();
+            let flow = Flow {
+                bytes: 0,
+                end: End::Error(err.kind()),
+                ended: conn.started.elapsed(),
+            };
+            for direction in Direction::BOTH {
+                conn.set_end(direction, flow.end);
+                meeting.arrive(direction, Ok(flow));
+            }
+            return;
+        }
+    }
+    if let Some((direction, carried)) = here {
+        let flow = pump_contained(conn, direction, &timeouts, carried);
+        meeting.arrive(direction, flow);
+    }
 }
 
 /// Where the two copy threads of a connection leave their results; the second to arrive takes
@@ -82,12 +147,12 @@ struct Meeting<F> {
 }
 
 struct MeetingState<F> {
-    sent: Option<Flow>,
-    received: Option<Flow>,
+    sent: Option<Result<Flow, HandedOver>>,
+    received: Option<Result<Flow, HandedOver>>,
     done: Option<F>,
 }
 
-impl<F: FnOnce(Outcome)> Meeting<F> {
+impl<F: FnOnce(Relayed)> Meeting<F> {
     fn new(done: F) -> Meeting<F> {
         Meeting {
             state: Mutex::new(MeetingState {
@@ -99,20 +164,19 @@ impl<F: FnOnce(Outcome)> Meeting<F> {
     }
 
     /// Leaves one direction's result; runs `done` (on this thread) if the other is already in.
-    fn arrive(&self, direction: Direction, flow: Flow) {
+    fn arrive(&self, direction: Direction, flow: Result<Flow, HandedOver>) {
         let ready = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match direction {
                 Direction::ClientToUpstream => state.sent = Some(flow),
                 Direction::UpstreamToClient => state.received = Some(flow),
             }
-            match (state.sent, state.received) {
-                (Some(sent), Some(received)) => state
-                    .done
-                    .take()
-                    .map(|done| (done, Outcome { sent, received })),
-                _ => None,
-            }
+            let relayed = match (state.sent, state.received) {
+                (Some(Ok(sent)), Some(Ok(received))) => Ok(Outcome { sent, received }),
+                (Some(_), Some(_)) => Err(HandedOver),
+                _ => return,
+            };
+            state.done.take().map(|done| (done, relayed))
         };
         if let Some((done, outcome)) = ready {
             done(outcome);
@@ -122,14 +186,22 @@ impl<F: FnOnce(Outcome)> Meeting<F> {
 
 /// [`pump`], with a panic reported as [`End::Panic`] (its guard has already reset both sockets),
 /// so the connection's epilogue still runs and its slot is released.
-fn pump_contained(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
-    catch_unwind(AssertUnwindSafe(|| pump(conn, direction, timeouts))).unwrap_or_else(|_| {
+fn pump_contained(
+    conn: &Connection,
+    direction: Direction,
+    timeouts: &Timeouts,
+    carried: Carried,
+) -> Result<Flow, HandedOver> {
+    catch_unwind(AssertUnwindSafe(|| {
+        pump(conn, direction, timeouts, carried)
+    }))
+    .unwrap_or_else(|_| {
         conn.set_end(direction, End::Panic);
-        Flow {
+        Ok(Flow {
             bytes: 0,
             end: End::Panic,
             ended: conn.started.elapsed(),
-        }
+        })
     })
 }
 
@@ -146,29 +218,48 @@ impl Drop for AbortOnPanic<'_> {
 }
 
 /// Copies one direction until it ends, then applies the half-close or reset rules. Without an
-/// attached upstream there is nothing to copy: the direction ends as not connected.
-fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
+/// attached upstream there is nothing to copy: the direction ends as not connected. A hand-off
+/// stops it at a safe point (see [`park`]); handed over, it returns [`HandedOver`] and leaves the
+/// sockets as they are.
+fn pump(
+    conn: &Connection,
+    direction: Direction,
+    timeouts: &Timeouts,
+    carried: Carried,
+) -> Result<Flow, HandedOver> {
     let _guard = AbortOnPanic(conn);
     let Some(upstream) = conn.upstream() else {
-        return Flow {
+        return Ok(Flow {
             bytes: 0,
             end: End::Error(io::ErrorKind::NotConnected),
             ended: conn.started.elapsed(),
-        };
+        });
     };
     let (src, dst) = match direction {
         Direction::ClientToUpstream => (&conn.client, upstream),
         Direction::UpstreamToClient => (upstream, &conn.client),
     };
+    let _inside = conn.enter(direction);
     let watcher = Watcher { conn, timeouts };
     // Each socket is read by one copy thread and written by the other, so each thread sets the
-    // timeouts of the two halves it uses.
+    // timeouts of the two halves it uses. There is always a timeout (see `QUIET_TICK`).
     let tick = tick(timeouts);
-    net::set_send_timeout(dst, tick);
+    net::set_send_timeout(dst, Some(tick));
     let mut receive_timeout = ReceiveTimeout::new(src, tick);
-    let mut bytes = 0u64;
+    let (mut bytes, mut pending) = match carried {
+        Carried::Open { bytes, pending } => (bytes, pending),
+        Carried::Ended(flow) => return Ok(flow),
+        Carried::Fresh => (0, Vec::new()),
+    };
     let mut eager = false;
     let end = loop {
+        if !pending.is_empty() || conn.park_requested() {
+            match write_pending(conn, direction, dst, &watcher, &mut bytes, pending) {
+                Ok(()) => pending = Vec::new(),
+                Err(Stopped::HandedOver) => return Err(HandedOver),
+                Err(Stopped::Failed(err)) => break chunk_end(err),
+            }
+        }
         let moved = if eager {
             copy::move_chunk(src, dst, &watcher)
         } else {
@@ -188,9 +279,17 @@ fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
                 Ok(budget) => receive_timeout.shorten(budget),
                 Err(Expired) => break End::Timeout,
             },
+            // Parks at the top of the loop.
+            Ok(Moved::Parked) => {}
+            Err(ChunkError::Parked(parked)) => {
+                bytes += parked.moved as u64;
+                conn.count(direction, parked.moved as u64);
+                pending = parked.pending;
+                // Parks at the top of the loop even if the request is already withdrawn, so
+                // the pending bytes are written before anything else.
+            }
             Ok(Moved::Eof) => break end_of_stream(conn, src),
-            Err(ChunkError::Stalled) => break End::Timeout,
-            Err(ChunkError::Read(err)) | Err(ChunkError::Write(err)) => break failure(&err),
+            Err(err) => break chunk_end(err),
         }
     };
     // Taken before `finish` passes the end on, so the other direction, which may end because of
@@ -198,7 +297,60 @@ fn pump(conn: &Connection, direction: Direction, timeouts: &Timeouts) -> Flow {
     let ended = conn.started.elapsed();
     let end = finish(conn, src, dst, end);
     conn.set_end(direction, end);
-    Flow { bytes, end, ended }
+    Ok(Flow { bytes, end, ended })
+}
+
+/// Why a direction stopped while it had bytes to write first.
+enum Stopped {
+    HandedOver,
+    Failed(ChunkError),
+}
+
+/// Writes the bytes a direction read but has not written, after parking if a hand-off wants it
+/// (see [`Connection::park`]): they go first, in order, whichever process writes them.
+fn write_pending(
+    conn: &Connection,
+    direction: Direction,
+    dst: &TcpStream,
+    watcher: &Watcher<'_>,
+    bytes: &mut u64,
+    mut pending: Vec<u8>,
+) -> Result<(), Stopped> {
+    loop {
+        if conn.park_requested() {
+            match conn.park(direction, pending) {
+                Resumed::Released => return Err(Stopped::HandedOver),
+                Resumed::Resume(back) => pending = back,
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match chunk::write_all(dst, &pending, watcher) {
+            Ok(()) => {
+                *bytes += pending.len() as u64;
+                conn.count(direction, pending.len() as u64);
+                return Ok(());
+            }
+            Err(ChunkError::Parked(parked)) => {
+                let moved = pending.len() - parked.pending.len();
+                *bytes += moved as u64;
+                conn.count(direction, moved as u64);
+                pending = parked.pending;
+            }
+            Err(err) => return Err(Stopped::Failed(err)),
+        }
+    }
+}
+
+/// How a failed chunk ends its direction.
+fn chunk_end(err: ChunkError) -> End {
+    match err {
+        ChunkError::Stalled => End::Timeout,
+        ChunkError::Read(err) | ChunkError::Write(err) => failure(&err),
+        // Not an end: the callers handle a park before this.
+        ChunkError::Parked(_) => End::Error(io::ErrorKind::Interrupted),
+    }
 }
 
 /// What a read of zero bytes means. Linux hands a received reset to one system call only: if the
@@ -228,29 +380,29 @@ fn failure(err: &io::Error) -> End {
 /// timeout); shortened to the exact time left once a wait has ended without bytes.
 struct ReceiveTimeout<'a> {
     socket: &'a TcpStream,
-    tick: Option<Duration>,
+    tick: Duration,
     current: Option<Duration>,
 }
 
 impl<'a> ReceiveTimeout<'a> {
-    fn new(socket: &'a TcpStream, tick: Option<Duration>) -> ReceiveTimeout<'a> {
+    fn new(socket: &'a TcpStream, tick: Duration) -> ReceiveTimeout<'a> {
         let mut timeout = ReceiveTimeout {
             socket,
             tick,
             current: None,
         };
-        timeout.set(tick);
+        timeout.set(Some(tick));
         timeout
     }
 
     /// Back to the tick after bytes moved (a system call only if it was shortened).
     fn restore(&mut self) {
-        self.set(self.tick);
+        self.set(Some(self.tick));
     }
 
     /// The next wait lasts at most `budget` (`None`: as long as the tick).
     fn shorten(&mut self, budget: Option<Duration>) {
-        self.set(budget.or(self.tick));
+        self.set(Some(budget.unwrap_or(self.tick)));
     }
 
     fn set(&mut self, timeout: Option<Duration>) {
@@ -300,9 +452,9 @@ mod tests {
     fn the_tick_is_the_shortest_limit() {
         let t = |idle, fin| Timeouts { idle, fin };
         let s = Duration::from_secs;
-        assert_eq!(tick(&t(None, None)), None);
-        assert_eq!(tick(&t(Some(s(3)), None)), Some(s(3)));
-        assert_eq!(tick(&t(Some(s(3)), Some(s(2)))), Some(s(2)));
+        assert_eq!(tick(&t(None, None)), QUIET_TICK);
+        assert_eq!(tick(&t(Some(s(3)), None)), s(3));
+        assert_eq!(tick(&t(Some(s(3)), Some(s(2)))), s(2));
     }
 
     #[test]
@@ -326,7 +478,157 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let peer = client.local_addr().unwrap();
         let conn = Connection::new(1, peer, client);
-        let flow = pump(&conn, Direction::ClientToUpstream, &Timeouts::default());
-        assert_eq!(flow.end, End::Error(io::ErrorKind::NotConnected));
+        let flow = pump(
+            &conn,
+            Direction::ClientToUpstream,
+            &Timeouts::default(),
+            Carried::Fresh,
+        );
+        assert_eq!(flow.unwrap().end, End::Error(io::ErrorKind::NotConnected));
+    }
+}
+
+#[cfg(test)]
+mod park_tests {
+    //! A hand-off's safe point: copy threads blocked in `recv` or in a write stop where they are,
+    //! holding what they read and did not write, and then either carry on or return.
+
+    use super::*;
+    use crate::relay::Settled;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    /// A relayed connection over loopback: the test holds the client's and the upstream's far
+    /// ends; the relay runs on threads of its own and reports on `done`.
+    struct Relayed {
+        conn: Arc<Connection>,
+        client: TcpStream,
+        upstream: TcpStream,
+        done: mpsc::Receiver<Result<Outcome, HandedOver>>,
+    }
+
+    fn relayed() -> Relayed {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (client_side, peer) = listener.accept().unwrap();
+        let upstream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (upstream_far, _) = listener.accept().unwrap();
+        let conn = Arc::new(Connection::new(1, peer, client_side));
+        conn.attach_upstream(upstream);
+        let (tx, done) = mpsc::channel();
+        let relay_conn = Arc::clone(&conn);
+        std::thread::spawn(move || {
+            relay(
+                &relay_conn,
+                Timeouts::default(),
+                |task| std::thread::Builder::new().spawn(task).map(drop),
+                move |relayed| tx.send(relayed).unwrap(),
+            )
+        });
+        Relayed {
+            conn,
+            client,
+            upstream: upstream_far,
+            done,
+        }
+    }
+
+    /// Asks for a park and wakes the threads until both directions have stopped.
+    fn park(conn: &Connection) -> [Settled; 2] {
+        conn.request_park();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(settled) = conn.settled() {
+                return settled;
+            }
+            assert!(Instant::now() < deadline, "the copy threads did not park");
+            conn.poke();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn echo_once(r: &mut Relayed, message: &[u8]) {
+        r.client.write_all(message).unwrap();
+        let mut got = vec![0; message.len()];
+        r.upstream.read_exact(&mut got).unwrap();
+        assert_eq!(got, message);
+    }
+
+    #[test]
+    fn idle_threads_park_in_recv_and_carry_on_when_resumed() {
+        let mut r = relayed();
+        echo_once(&mut r, b"before");
+        let settled = park(&r.conn);
+        assert_eq!(
+            settled,
+            [Settled::Parked(Vec::new()), Settled::Parked(Vec::new())]
+        );
+        r.conn.end_park(false);
+        echo_once(&mut r, b"after");
+        drop(r.client);
+        drop(r.upstream);
+        let outcome = r
+            .done
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome.sent.bytes, 11);
+    }
+
+    #[test]
+    fn a_blocked_write_parks_with_its_bytes_and_a_released_relay_leaves_the_sockets_open() {
+        let mut r = relayed();
+        // The upstream reads nothing, so the copy thread ends up blocked writing to it.
+        let sender = {
+            let mut client = r.client.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let chunk = vec![7u8; 64 * 1024];
+                let mut sent = 0u64;
+                while client.write_all(&chunk).is_ok() {
+                    sent += chunk.len() as u64;
+                    if sent >= 64 << 20 {
+                        break;
+                    }
+                }
+                sent
+            })
+        };
+        // Wait until the relay has moved bytes and is stuck.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.conn.bytes(Direction::ClientToUpstream) == 0 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let settled = park(&r.conn);
+        let Settled::Parked(pending) = &settled[0] else {
+            panic!("{settled:?}")
+        };
+        r.conn.end_park(true);
+        assert_eq!(
+            r.done.recv_timeout(Duration::from_secs(10)).unwrap(),
+            Err(HandedOver)
+        );
+        // Nothing was shut down: the upstream's far end gets every byte moved so far (and no
+        // end of stream), the parked bytes are the ones that follow.
+        let moved = r.conn.bytes(Direction::ClientToUpstream) as usize;
+        r.upstream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            match r.upstream.read(&mut buf) {
+                Ok(0) => panic!("the upstream saw an end of stream"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(got.len(), moved);
+        assert!(got.iter().chain(pending).all(|&b| b == 7));
+        drop(r.client);
+        drop(r.conn);
+        let _ = sender.join();
     }
 }

@@ -12,7 +12,7 @@ use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::proto::proxy::{self, ProxyHeader};
 use crate::proto::tls::{self, ClientHello};
 use crate::proto::{http, Status};
-use crate::relay::{self, Direction, Outcome, Timeouts};
+use crate::relay::{self, Carried, Direction, HandedOver, Outcome, Timeouts};
 use crate::route::access::{self, Refusal};
 use crate::route::names::MatchKind;
 use crate::sys::net;
@@ -116,7 +116,7 @@ fn relay(ending: Box<Ending>, timeouts: Timeouts) {
         &conn,
         timeouts,
         |task| pool.execute(task),
-        move |outcome| ending.finish(Ok(outcome)),
+        move |relayed| ending.relayed(relayed),
     );
 }
 
@@ -179,6 +179,15 @@ struct Ending {
 }
 
 impl Ending {
+    /// The relay is over: logs and releases the connection, or, handed over to a new process
+    /// (which logs it at its close), only releases it.
+    fn relayed(self: Box<Self>, relayed: Result<Outcome, HandedOver>) {
+        match relayed {
+            Ok(outcome) => self.finish(Ok(outcome)),
+            Err(HandedOver) => drop(self),
+        }
+    }
+
     /// Logs the connection (the info line and rinetd's logfile), then releases it.
     fn finish(self: Box<Self>, result: Result<Outcome, Refused>) {
         let Ending {
@@ -231,6 +240,77 @@ impl Ending {
         // because a slot came free must find its own places free too.
         drop(slots);
         drop(job);
+    }
+}
+
+/// A connection another process handed over, ready to carry on here.
+pub(super) struct Adopted {
+    ending: Box<Ending>,
+    timeouts: Timeouts,
+    carried: [Carried; 2],
+}
+
+/// Where an adopted connection's log line and counters come from.
+pub(super) struct Inherited {
+    /// What its log line says, as the old process knew it.
+    pub(super) summary: Summary,
+    pub(super) route: Option<Arc<RouteState>>,
+    pub(super) upstream_name: Option<HostPort>,
+    pub(super) peeked: u64,
+    pub(super) slots: Vec<ClientSlot>,
+    pub(super) timeouts: Timeouts,
+    pub(super) carried: [Carried; 2],
+}
+
+impl Adopted {
+    /// Wraps `job` (its entry holds the adopted connection, its upstream attached) with what
+    /// the old process passed on.
+    pub(super) fn new(job: Job, inherited: Inherited) -> Adopted {
+        let Inherited {
+            summary,
+            route,
+            upstream_name,
+            peeked,
+            slots,
+            timeouts,
+            carried,
+        } = inherited;
+        if let Some(route) = &route {
+            job.entry.conn.count_into(Arc::clone(&route.stats.traffic));
+        }
+        Adopted {
+            ending: Box::new(Ending {
+                job,
+                summary,
+                route,
+                upstream_name,
+                peeked,
+                _slots: slots,
+            }),
+            timeouts,
+            carried,
+        }
+    }
+
+    /// Starts its copy threads (one per direction still open) on the pool; the one that ends
+    /// last logs it, with the bytes of its whole life.
+    pub(super) fn start(self) -> std::io::Result<()> {
+        let pool = self.ending.job.pool.clone();
+        pool.clone().execute(Box::new(move || {
+            let Adopted {
+                ending,
+                timeouts,
+                carried,
+            } = self;
+            let conn = Arc::clone(&ending.job.entry.conn);
+            relay::resume(
+                &conn,
+                timeouts,
+                carried,
+                |task| pool.execute(task),
+                move |relayed| ending.relayed(relayed),
+            );
+        }))
     }
 }
 
@@ -389,10 +469,15 @@ impl Session<'_> {
                 conn.id
             ),
         }
-        Ok(Timeouts {
+        let timeouts = Timeouts {
             idle: route.config.idle_timeout,
             fin: route.config.fin_timeout,
-        })
+        };
+        if let Some(name) = &self.summary.name {
+            let _ = live.name.set(name.clone());
+        }
+        let _ = live.relaying.set((self.peeked.len() as u64, timeouts));
+        Ok(timeouts)
     }
 
     /// Reads the PROXY header of a trusted front if the listener expects one.

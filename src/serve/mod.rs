@@ -18,6 +18,7 @@ mod bound;
 mod clients;
 mod conn;
 mod connect;
+mod handoff;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 mod peek;
@@ -27,5 +28,6 @@ pub(crate) mod registry;
 mod server;
 pub(crate) mod status;
 
+pub use handoff::{HandedOff, TakenOver};
 pub use server::{DrainReport, Handle, Status};
 pub(crate) use server::{Follower, Server};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::relay::Connection;
+use crate::relay::{Connection, Timeouts};
 
 use super::listener::{ListenerState, RouteState};
 
@@ -26,6 +26,10 @@ pub(crate) struct Live {
     pub(crate) client: OnceLock<SocketAddr>,
     /// The upstream connected, as configured and as resolved.
     pub(crate) upstream: OnceLock<(String, SocketAddr)>,
+    /// What the client asked for (`sni=…`, `host=…`), once read.
+    pub(crate) name: OnceLock<String>,
+    /// Bytes read from the client before the relay, and the relay's idle limits, once relaying.
+    pub(crate) relaying: OnceLock<(u64, Timeouts)>,
 }
 
 /// Every connection between accept and its last log line.
@@ -59,6 +63,26 @@ impl Registry {
     ) -> Entry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Arc::new(Connection::new(id, peer, client));
+        self.insert(conn, listener, listener_addr)
+    }
+
+    /// Adds a connection another process handed over (with its id).
+    pub(super) fn adopt(
+        self: &Arc<Self>,
+        conn: Connection,
+        listener: Arc<ListenerState>,
+        listener_addr: SocketAddr,
+    ) -> Entry {
+        self.next_id.fetch_max(conn.id, Ordering::Relaxed);
+        self.insert(Arc::new(conn), listener, listener_addr)
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        conn: Arc<Connection>,
+        listener: Arc<ListenerState>,
+        listener_addr: SocketAddr,
+    ) -> Entry {
         let live = Arc::new(Live {
             conn: Arc::clone(&conn),
             listener,
@@ -66,13 +90,25 @@ impl Registry {
             route: OnceLock::new(),
             client: OnceLock::new(),
             upstream: OnceLock::new(),
+            name: OnceLock::new(),
+            relaying: OnceLock::new(),
         });
-        self.lock().insert(id, Arc::clone(&live));
+        self.lock().insert(conn.id, Arc::clone(&live));
         Entry {
             registry: Arc::clone(self),
             conn,
             live,
         }
+    }
+
+    /// The id the next connection would get, minus one: ids go on from here in a new process.
+    pub(super) fn last_id(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Continues numbering after `last` (the old process's last id).
+    pub(super) fn continue_after(&self, last: u64) {
+        self.next_id.fetch_max(last, Ordering::Relaxed);
     }
 
     /// Connections alive now.

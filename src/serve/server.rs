@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::handoff::Channel;
 use crate::log::rinetd::LogSink;
 use crate::sys::limits;
 
@@ -26,6 +28,7 @@ use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
 use super::clients::PerClient;
 use super::conn::{self, Admission, Job, Limit};
+use super::handoff::{self, HandedOff, TakenOver};
 use super::listener::{Limits, ListenerState};
 use super::metrics::{Ended, Metrics};
 use super::permits::{self, Permit, Permits};
@@ -43,9 +46,19 @@ const CUT_GRACE: Duration = Duration::from_secs(2);
 enum Control {
     /// Stop accepting, drain (for this long, or the configured drain timeout), return.
     Stop(Option<Duration>),
-    /// Serve this configuration from now on.
     /// Serve this configuration from now on; the result goes back on the channel.
     Reconfigure(Box<Config>, Sender<Result<(), Error>>),
+    /// Hand everything to the new process at the other end of the channel (the live upgrade).
+    HandOff(Box<Channel>, Sender<Result<HandedOff, Error>>),
+}
+
+/// Why the accept loop ended.
+#[derive(Debug)]
+enum Exit {
+    /// A stop request, with its drain timeout if it gave one.
+    Stop(Option<Duration>),
+    /// Everything was handed to a new process.
+    HandedOff,
 }
 
 /// Controls a running forwarder from any thread: stop it gracefully, or give it a new
@@ -112,6 +125,22 @@ impl Handle {
         }
     }
 
+    /// Hands every listener and established connection to the new process at the other end of
+    /// `channel` (started with [`upgrade::CHANNEL_ENV`](crate::upgrade::CHANNEL_ENV) naming a
+    /// [`Rendezvous`](crate::upgrade::Rendezvous), and running
+    /// [`Forwarder::take_over`](crate::Forwarder::take_over)). Returns once the new process has
+    /// started; the forwarder then returns from serving, with nothing left to drain. On `Err`
+    /// nothing changed: the forwarder goes on serving everything it served.
+    pub fn hand_off(&self, channel: Channel) -> Result<HandedOff, Error> {
+        let (reply, result) = crossbeam_channel::bounded(1);
+        self.send(Control::HandOff(Box::new(channel), reply));
+        result.recv().unwrap_or_else(|_| {
+            Err(Error::Upgrade(
+                "the forwarder stopped before the hand-off".into(),
+            ))
+        })
+    }
+
     fn send(&self, control: Control) {
         let _ = self.tx.send(control);
         // A full wake socket already has a wake-up pending; that is enough.
@@ -145,6 +174,10 @@ pub(crate) trait Follower: Send + std::fmt::Debug {
     fn commit(&mut self);
     /// Drops what [`Follower::prepare`] got ready.
     fn abandon(&mut self);
+    /// Its listening socket, for a live upgrade to hand over.
+    fn listening(&self) -> Option<&TcpListener> {
+        None
+    }
 }
 
 /// How a graceful stop went: how many connections were active when it began, how many finished
@@ -256,6 +289,41 @@ impl Server {
         Ok(server)
     }
 
+    /// The live upgrade's new side (see `handoff`): takes the listening sockets the old process
+    /// at the other end of `channel` offers, binds what it did not offer, then takes its
+    /// connections and starts them. Also returns the admin endpoint's socket, if offered.
+    pub(crate) fn take_over(
+        config: &Config,
+        channel: Channel,
+    ) -> Result<(Server, TakenOver, Option<TcpListener>), Error> {
+        let offer = handoff::receive_offer(&channel)?;
+        let listeners = offer.listeners.len() + usize::from(offer.admin.is_some());
+        let sockets = handoff::assign(config, offer.listeners);
+        let server = match Server::bind(config, sockets) {
+            Ok(server) => server,
+            Err(err) => {
+                let reason = err
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = channel.send(&handoff::refusal(reason), &[]);
+                return Err(err);
+            }
+        };
+        server.shared.registry.continue_after(offer.next_id);
+        let adopter = handoff::Adopter {
+            listening: &server.listening,
+            shared: &server.shared,
+            pool: &server.pool,
+            log_file: &server.log_file,
+            per_client: &server.per_client,
+        };
+        let taken = handoff::take_connections(&adopter, channel, listeners)?;
+        Ok((server, taken, offer.admin))
+    }
+
     /// Adds something that follows every reconfiguration (see [`Follower`]).
     pub(crate) fn follow(&mut self, follower: Box<dyn Follower>) {
         self.followers.push(follower);
@@ -291,26 +359,55 @@ impl Server {
         self.permits.capacity()
     }
 
-    /// Accepts and serves clients until stopped, then drains.
+    /// Accepts and serves clients until stopped, then drains (or, handed over, returns at once).
     pub(crate) fn run(mut self) -> Result<DrainReport, Error> {
         for listening in &self.listening {
             listening.log();
         }
-        let drain = self.accept_loop()?;
-        let drain = drain.unwrap_or(self.drain_timeout);
-        Ok(self.drain(drain))
+        match self.accept_loop()? {
+            Exit::Stop(drain) => {
+                let drain = drain.unwrap_or(self.drain_timeout);
+                Ok(self.drain(drain))
+            }
+            Exit::HandedOff => {
+                // The released copy threads leave at once; wait for them so none is cut short.
+                wait_empty_beating(&self.shared, CUT_GRACE);
+                Ok(DrainReport::default())
+            }
+        }
     }
 
-    /// Accepts until a stop request (and its grace period) is over; returns the stop's drain
-    /// timeout, if it gave one.
-    fn accept_loop(&mut self) -> Result<Option<Duration>, Error> {
+    /// The live upgrade's old side (see `handoff`): runs on the accept loop, which accepts
+    /// nothing meanwhile.
+    fn hand_off(&mut self, channel: Channel) -> Result<HandedOff, Error> {
+        let listeners: Vec<(SocketAddr, BorrowedFd<'_>)> = self
+            .listening
+            .iter()
+            .map(|l| (l.addr, l.socket.as_fd()))
+            .collect();
+        let admin = self
+            .followers
+            .iter()
+            .find_map(|f| f.listening())
+            .and_then(|socket| Some((socket.local_addr().ok()?, socket.as_fd())));
+        handoff::give(channel, &listeners, admin, &self.shared)
+    }
+
+    /// Accepts until a stop request (and its grace period) is over, or everything was handed
+    /// over.
+    fn accept_loop(&mut self) -> Result<Exit, Error> {
         let mut stop: Option<(Instant, Option<Duration>)> = None;
         loop {
             self.shared.beat();
             while let Ok(control) = self.control_rx.try_recv() {
-                if let Some(drain) = self.apply(control) {
+                let drain = match self.apply(control) {
+                    None => continue,
+                    Some(Exit::HandedOff) => return Ok(Exit::HandedOff),
+                    Some(Exit::Stop(drain)) => drain,
+                };
+                {
                     if stop.is_some() || self.shutdown_grace.is_zero() {
-                        return Ok(drain);
+                        return Ok(Exit::Stop(drain));
                     }
                     log::info!(
                         "stopping: not ready; accepting for {:?} more before draining",
@@ -321,7 +418,7 @@ impl Server {
             }
             if let Some((deadline, drain)) = stop {
                 if Instant::now() >= deadline {
-                    return Ok(drain);
+                    return Ok(Exit::Stop(drain));
                 }
             }
             if self.ready.is_empty() {
@@ -334,13 +431,24 @@ impl Server {
         }
     }
 
-    /// Applies a control request; `Some` means stop, with its drain timeout if it gave one.
-    fn apply(&mut self, control: Control) -> Option<Option<Duration>> {
+    /// Applies a control request; `Some` means the accept loop ends.
+    fn apply(&mut self, control: Control) -> Option<Exit> {
         match control {
-            Control::Stop(drain) => Some(drain),
+            Control::Stop(drain) => Some(Exit::Stop(drain)),
             Control::Reconfigure(config, reply) => {
                 let _ = reply.send(self.reconfigure(&config));
                 None
+            }
+            Control::HandOff(channel, reply) => {
+                let result = self.hand_off(*channel);
+                let handed = result.is_ok();
+                if let Err(err) = &result {
+                    log::error!("upgrade failed: {err}; still serving everything");
+                    // Clients queued meanwhile are accepted now.
+                    self.ready.extend(0..self.listening.len());
+                }
+                let _ = reply.send(result);
+                handed.then_some(Exit::HandedOff)
             }
         }
     }

@@ -7,12 +7,14 @@ mod args;
 mod notify;
 mod pid_file;
 mod signals;
+mod upgrade;
 
 use std::error::Error as _;
 use std::fmt;
 use std::io::LineWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use argh::FromArgs;
 use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
@@ -54,11 +56,18 @@ fn run(args: Args) -> Result<(), Failure> {
     let passed = activation::take().map_err(Failure::Activation)?;
     let notifier = notify::Notifier::from_env();
     let watchdog = notify::watchdog_from_env();
+    let predecessor = upgrade::predecessor_from_env();
     let config = args.load()?;
     let scheduler = process::apply_scheduler(args.scheduler);
     let open_files = process::raise_open_files_limit();
-    let sockets = activation::assign(&config, passed).map_err(Failure::Activation)?;
-    let forwarder = Forwarder::from_config_with(&config, sockets)?;
+    let forwarder = match &predecessor {
+        // Started by a live upgrade: everything comes from the old process.
+        Some(path) => take_over(&config, path)?,
+        None => {
+            let sockets = activation::assign(&config, passed).map_err(Failure::Activation)?;
+            Forwarder::from_config_with(&config, sockets)?
+        }
+    };
     log::info!(
         "max connections: {} ({}; open-files limit {open_files}, thread limit {}); scheduler: {scheduler}",
         forwarder.max_connections(),
@@ -77,17 +86,51 @@ fn run(args: Args) -> Result<(), Failure> {
         None => None,
     };
     let handle = forwarder.handle();
+    let upgrader = upgrade::Upgrader::new(handle.clone(), notifier.clone());
     let reload: signals::Reload = Box::new(move || args.config.is_some().then(|| args.load()));
-    signals::install(handle.clone(), reload, notifier.clone()).map_err(|source| Error::Setup {
+    signals::install(
+        handle.clone(),
+        reload,
+        notifier.clone(),
+        Arc::clone(&upgrader),
+    )
+    .map_err(|source| Error::Setup {
         what: "install signal handlers",
         source,
     })?;
     if let Some(notifier) = notifier {
-        notifier.ready(&handle.status());
+        if predecessor.is_some() {
+            notifier.taken_over(&handle.status());
+        } else {
+            notifier.ready(&handle.status());
+        }
         notify::keep_informed(notifier, handle, watchdog);
     }
     forwarder.serve()?;
+    upgrader.finish();
+    if upgrader.handed_over() {
+        // The pid file names the new process now.
+        std::mem::forget(_pid_file);
+    }
     Ok(())
+}
+
+/// A live upgrade's new process: takes every listener and connection from the old one, and
+/// waits until it has let go (so the pid file and the service manager follow this process).
+fn take_over(config: &tcp_router::Config, path: &std::path::Path) -> Result<Forwarder, Failure> {
+    let channel = upgrade::connect(path)?;
+    let (forwarder, taken) = Forwarder::take_over(config, channel).map_err(|err| match err {
+        Error::Upgrade(why) => Error::Upgrade(format!("upgrade failed: {why}")),
+        other => other,
+    })?;
+    log::info!(
+        "upgrade: took over {} listening socket(s) and {} connection(s) from pid {}",
+        taken.listeners,
+        taken.connections,
+        std::os::unix::process::parent_id()
+    );
+    taken.wait_released(std::time::Duration::from_secs(5));
+    Ok(forwarder)
 }
 
 /// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.

@@ -16,6 +16,8 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Notifier {
     socket: UnixDatagram,
+    /// `NOTIFY_SOCKET` as it was given, for a new process started by a live upgrade.
+    target: String,
 }
 
 impl Notifier {
@@ -26,7 +28,10 @@ impl Notifier {
         std::env::remove_var("NOTIFY_SOCKET");
         let target = target.to_string_lossy().into_owned();
         match connect(&target) {
-            Ok(socket) => Some(Arc::new(Notifier { socket })),
+            Ok(socket) => Some(Arc::new(Notifier {
+                socket,
+                target: target.clone(),
+            })),
             Err(err) => {
                 log::warn!("NOTIFY_SOCKET={target}: cannot connect: {err}; not notifying");
                 None
@@ -63,6 +68,26 @@ impl Notifier {
             None => status_line(status),
         };
         self.send(&["READY=1".into(), line]);
+    }
+
+    /// `NOTIFY_SOCKET` for a process this one starts (a live upgrade's new process).
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// After a live upgrade handed everything over: `pid` is the main process now.
+    pub(crate) fn main_pid(&self, pid: u32) {
+        self.send(&[format!("MAINPID={pid}")]);
+    }
+
+    /// A live upgrade's new process, once the old one has let go: this is the main process,
+    /// and ready.
+    pub(crate) fn taken_over(&self, status: &Status) {
+        self.send(&[
+            format!("MAINPID={}", std::process::id()),
+            "READY=1".into(),
+            status_line(status),
+        ]);
     }
 
     /// `STOPPING=1`: a graceful stop has begun.

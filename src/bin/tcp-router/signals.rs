@@ -1,4 +1,5 @@
-//! Signals: SIGINT and SIGTERM stop gracefully (a second one exits at once), SIGHUP reloads.
+//! Signals: SIGINT and SIGTERM stop gracefully (a second one exits at once), SIGHUP reloads,
+//! SIGUSR2 upgrades (starts the binary on disk and hands everything to it).
 //!
 //! signal-hook rather than ctrlc: ctrlc's `termination` feature hands SIGINT, SIGTERM and SIGHUP to
 //! one handler, so it cannot tell "stop" from "reload". signal-hook's iterator runs a plain thread
@@ -10,11 +11,12 @@ use std::thread;
 
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use tcp_router::{Config, Error, Handle};
 
 use crate::notify::Notifier;
+use crate::upgrade::Upgrader;
 
 /// Re-reads the configuration on SIGHUP; `None` when there is no file to re-read.
 pub(crate) type Reload = Box<dyn Fn() -> Option<Result<Config, Error>> + Send>;
@@ -25,14 +27,20 @@ pub(crate) fn install(
     handle: Handle,
     reload: Reload,
     notifier: Option<Arc<Notifier>>,
+    upgrader: Arc<Upgrader>,
 ) -> io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?;
     thread::Builder::new()
         .name("tcp-router-signals".into())
         .spawn(move || {
             let mut stopping = false;
             for signal in signals.forever() {
                 match signal {
+                    SIGUSR2 if stopping => log::warn!("SIGUSR2: stopping already; not upgrading"),
+                    SIGUSR2 => {
+                        log::info!("SIGUSR2: upgrading to the binary on disk");
+                        upgrader.start();
+                    }
                     SIGHUP => {
                         log::info!("SIGHUP: reloading the configuration");
                         if let Some(notifier) = &notifier {

@@ -1,0 +1,183 @@
+//! The live upgrade's hand-off channel: how an old process and the new one it started find each
+//! other, and the messages they exchange ([`wire`]). What moves, and in which order, is
+//! `serve::handoff`'s; this part only carries it.
+//!
+//! The old process listens on a Unix socket in a directory of its own (mode 0700, under
+//! `$XDG_RUNTIME_DIR` or the temporary directory), names it to the new process in
+//! [`CHANNEL_ENV`], and accepts only the process it started (by `SO_PEERCRED`).
+
+pub(crate) mod wire;
+
+use std::fs;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::sys::fd_pass;
+
+use wire::Message;
+pub use wire::VERSION;
+
+/// The environment variable that tells a new process where its predecessor waits.
+pub const CHANNEL_ENV: &str = "TCP_ROUTER_UPGRADE";
+
+/// For tests of a version mismatch: the hand-off version this process claims to speak.
+pub const VERSION_ENV: &str = "TCP_ROUTER_HANDOFF_VERSION";
+
+/// A connected hand-off channel, to the old process or to the new one.
+#[derive(Debug)]
+pub struct Channel {
+    inner: fd_pass::Channel,
+    /// The peer's process id, when this end accepted it.
+    peer_pid: Option<u32>,
+}
+
+/// Where an old process waits for the new one: a private directory with the channel's socket,
+/// removed when dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_router::upgrade::{Channel, Rendezvous};
+///
+/// let rendezvous = Rendezvous::new()?;
+/// let _new = Channel::connect(rendezvous.path())?;
+/// let old = rendezvous.accept(Duration::from_secs(5))?.expect("connected");
+/// assert_eq!(old.peer_pid(), Some(std::process::id()));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Rendezvous {
+    dir: PathBuf,
+    path: PathBuf,
+    listener: fd_pass::ChannelListener,
+}
+
+impl Rendezvous {
+    /// Creates the directory and starts listening.
+    pub fn new() -> io::Result<Rendezvous> {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
+            "tcp-router-upgrade-{}-{}",
+            std::process::id(),
+            nonce()
+        ));
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let path = dir.join("channel");
+        match fd_pass::ChannelListener::bind(&path) {
+            Ok(listener) => Ok(Rendezvous {
+                dir,
+                path,
+                listener,
+            }),
+            Err(err) => {
+                let _ = fs::remove_dir(&dir);
+                Err(err)
+            }
+        }
+    }
+
+    /// The socket's path, for [`CHANNEL_ENV`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits up to `timeout` for a process to connect; `None` if none did.
+    pub fn accept(&self, timeout: Duration) -> io::Result<Option<Channel>> {
+        Ok(self.listener.accept(timeout)?.map(|(inner, pid)| Channel {
+            inner,
+            peer_pid: Some(pid),
+        }))
+    }
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// A few random-enough bits for a directory name that no one can guess in advance (the
+/// directory's mode is what protects it; this only avoids collisions).
+fn nonce() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+}
+
+impl Channel {
+    /// Connects to the old process waiting at `path`.
+    pub fn connect(path: &Path) -> io::Result<Channel> {
+        Ok(Channel {
+            inner: fd_pass::Channel::connect(path)?,
+            peer_pid: None,
+        })
+    }
+
+    /// The peer's process id, known on the accepting end.
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.peer_pid
+    }
+
+    /// Both ends of a channel, for tests.
+    #[cfg(test)]
+    pub(crate) fn pair() -> (Channel, Channel) {
+        let (a, b) = fd_pass::Channel::pair().expect("a socket pair");
+        (
+            Channel {
+                inner: a,
+                peer_pid: None,
+            },
+            Channel {
+                inner: b,
+                peer_pid: None,
+            },
+        )
+    }
+
+    /// Sends `message` with `fds` attached.
+    pub(crate) fn send(&self, message: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {
+        self.inner
+            .send(&message.encode(), fds)
+            .map_err(|err| upgrade_error(format!("cannot send the {}: {err}", message.name())))
+    }
+
+    /// Receives the next message and its descriptors, waiting up to `timeout`.
+    pub(crate) fn recv(&self, timeout: Duration) -> Result<(Message, Vec<OwnedFd>), Error> {
+        match self.inner.recv(Some(timeout)) {
+            Ok(Some((bytes, fds))) => Message::decode(&bytes)
+                .map(|message| (message, fds))
+                .map_err(|err| upgrade_error(err.to_string())),
+            Ok(None) => Err(upgrade_error("the other process closed the channel".into())),
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => Err(upgrade_error(format!(
+                "the other process sent nothing for {timeout:?}"
+            ))),
+            Err(err) => Err(upgrade_error(format!("cannot receive: {err}"))),
+        }
+    }
+
+    /// Waits until the other end closes the channel (anything it still sends is ignored).
+    pub fn wait_closed(&self) {
+        while let Ok(Some(_)) = self.inner.recv(None) {}
+    }
+}
+
+/// The hand-off version this process speaks: [`VERSION`], unless [`VERSION_ENV`] says otherwise
+/// (to test how a mismatch is refused).
+pub(crate) fn our_version() -> u32 {
+    std::env::var(VERSION_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(VERSION)
+}
+
+pub(crate) fn upgrade_error(why: String) -> Error {
+    Error::Upgrade(why)
+}

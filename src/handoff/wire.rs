@@ -1,0 +1,523 @@
+//! The hand-off's messages and their encoding: plain values in, bytes out, and back, with every
+//! malformed input an error (never a panic). Each message is one packet of the channel, starting
+//! with [`MAGIC`] and a kind byte; the two first messages carry the sender's [`VERSION`], so two
+//! versions that cannot understand each other say so before anything moves.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The hand-off protocol's version. Raised whenever a message changes.
+pub const VERSION: u32 = 1;
+
+/// The first bytes of every message.
+pub(crate) const MAGIC: &[u8; 4] = b"TRHO";
+
+/// The most bytes a direction may carry (a copy buffer or a pipe, with room to spare).
+pub(crate) const MAX_PENDING: usize = 256 * 1024;
+
+/// One message of the hand-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Message {
+    /// New to old, first: who it is and which version it speaks.
+    Hello { version: u32, pid: u32 },
+    /// Old to new: its version, the next connection id, and the listening sockets (attached, in
+    /// this order).
+    Offer {
+        version: u32,
+        next_id: u64,
+        listeners: Vec<Offered>,
+    },
+    /// New to old: it has its listeners and configuration and can take the connections.
+    Ready,
+    /// Either way: cannot go on, and why.
+    Refuse { reason: String },
+    /// Old to new: one connection; its client and upstream sockets are attached, in this order.
+    Conn(Box<ConnState>),
+    /// Old to new: that was every connection; start.
+    Commit { connections: u32 },
+    /// New to old: started; the old process must not touch anything it handed over.
+    Started,
+}
+
+/// What a listening socket was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A listener of the configuration.
+    Listener,
+    /// The admin endpoint.
+    Admin,
+}
+
+/// A listening socket offered, by its role and bound address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Offered {
+    pub(crate) role: Role,
+    pub(crate) addr: SocketAddr,
+}
+
+/// A connection's state, as the new process needs it to carry on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConnState {
+    pub(crate) id: u64,
+    /// The client socket's peer.
+    pub(crate) peer: SocketAddr,
+    /// The client as tcp-router acts on it (after a PROXY header).
+    pub(crate) client: SocketAddr,
+    /// The bound address of the listener that accepted it.
+    pub(crate) listener: SocketAddr,
+    /// Its route's label, when its listener has several.
+    pub(crate) route: Option<String>,
+    /// The upstream as configured and as connected.
+    pub(crate) upstream_name: String,
+    pub(crate) upstream_addr: SocketAddr,
+    /// What the client asked for (`sni=…`, `host=…`), for the log line.
+    pub(crate) name: Option<String>,
+    /// Bytes read from the client before the relay (and sent upstream first).
+    pub(crate) peeked: u64,
+    pub(crate) elapsed_ms: u64,
+    pub(crate) activity_ms: u64,
+    pub(crate) half_closed_ms: Option<u64>,
+    /// Bytes moved each way, client to upstream first (peeked bytes included).
+    pub(crate) traffic: [u64; 2],
+    pub(crate) idle_timeout_ms: Option<u64>,
+    pub(crate) fin_timeout_ms: Option<u64>,
+    /// Each direction, client to upstream first.
+    pub(crate) directions: [DirectionState; 2],
+}
+
+/// Where one direction stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DirectionState {
+    /// Running; these bytes were read and not yet written, and go first.
+    Open { pending: Vec<u8> },
+    /// Ended, this way (the relay's end code), this long after the start.
+    Ended { end: u8, ms: u64 },
+}
+
+/// Why bytes are not a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Malformed(pub(crate) &'static str);
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed hand-off message: {}", self.0)
+    }
+}
+
+const HELLO: u8 = 1;
+const OFFER: u8 = 2;
+const READY: u8 = 3;
+const REFUSE: u8 = 4;
+const CONN: u8 = 5;
+const COMMIT: u8 = 6;
+const STARTED: u8 = 7;
+
+impl Message {
+    /// The message as bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Writer(MAGIC.to_vec());
+        match self {
+            Message::Hello { version, pid } => {
+                out.u8(HELLO);
+                out.u32(*version);
+                out.u32(*pid);
+            }
+            Message::Offer {
+                version,
+                next_id,
+                listeners,
+            } => {
+                out.u8(OFFER);
+                out.u32(*version);
+                out.u64(*next_id);
+                out.u32(listeners.len() as u32);
+                for offered in listeners {
+                    out.u8(match offered.role {
+                        Role::Listener => 0,
+                        Role::Admin => 1,
+                    });
+                    out.addr(offered.addr);
+                }
+            }
+            Message::Ready => out.u8(READY),
+            Message::Refuse { reason } => {
+                out.u8(REFUSE);
+                out.bytes(reason.as_bytes());
+            }
+            Message::Conn(state) => {
+                out.u8(CONN);
+                out.conn(state);
+            }
+            Message::Commit { connections } => {
+                out.u8(COMMIT);
+                out.u32(*connections);
+            }
+            Message::Started => out.u8(STARTED),
+        }
+        out.0
+    }
+
+    /// Reads one message; anything else than exactly one well-formed message is an error.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Message, Malformed> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC {
+            return Err(Malformed("not a hand-off message"));
+        }
+        let message = match r.u8()? {
+            HELLO => Message::Hello {
+                version: r.u32()?,
+                pid: r.u32()?,
+            },
+            OFFER => {
+                let version = r.u32()?;
+                if version != VERSION {
+                    // Nothing after the version is ours to read.
+                    return Ok(Message::Offer {
+                        version,
+                        next_id: 0,
+                        listeners: Vec::new(),
+                    });
+                }
+                let next_id = r.u64()?;
+                let count = r.u32()? as usize;
+                if count > crate::sys::fd_pass::MAX_FDS {
+                    return Err(Malformed("too many listeners"));
+                }
+                let mut listeners = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let role = match r.u8()? {
+                        0 => Role::Listener,
+                        1 => Role::Admin,
+                        _ => return Err(Malformed("unknown socket role")),
+                    };
+                    listeners.push(Offered {
+                        role,
+                        addr: r.addr()?,
+                    });
+                }
+                Message::Offer {
+                    version,
+                    next_id,
+                    listeners,
+                }
+            }
+            READY => Message::Ready,
+            REFUSE => Message::Refuse {
+                reason: r.string()?,
+            },
+            CONN => Message::Conn(Box::new(r.conn()?)),
+            COMMIT => Message::Commit {
+                connections: r.u32()?,
+            },
+            STARTED => Message::Started,
+            _ => return Err(Malformed("unknown message kind")),
+        };
+        if !r.0.is_empty() {
+            return Err(Malformed("bytes after the message"));
+        }
+        Ok(message)
+    }
+
+    /// The message's name, for errors: "expected Ready, got Conn".
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Offer { .. } => "offer",
+            Message::Ready => "ready",
+            Message::Refuse { .. } => "refusal",
+            Message::Conn(_) => "connection",
+            Message::Commit { .. } => "commit",
+            Message::Started => "started",
+        }
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                self.u64(v);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                self.bytes(v.as_bytes());
+            }
+            None => self.u8(0),
+        }
+    }
+    fn addr(&mut self, addr: SocketAddr) {
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                self.u8(4);
+                self.0.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                self.u8(6);
+                self.0.extend_from_slice(&ip.octets());
+            }
+        }
+        self.0.extend_from_slice(&addr.port().to_be_bytes());
+    }
+    fn conn(&mut self, c: &ConnState) {
+        self.u64(c.id);
+        self.addr(c.peer);
+        self.addr(c.client);
+        self.addr(c.listener);
+        self.opt_str(c.route.as_deref());
+        self.bytes(c.upstream_name.as_bytes());
+        self.addr(c.upstream_addr);
+        self.opt_str(c.name.as_deref());
+        self.u64(c.peeked);
+        self.u64(c.elapsed_ms);
+        self.u64(c.activity_ms);
+        self.opt_u64(c.half_closed_ms);
+        self.u64(c.traffic[0]);
+        self.u64(c.traffic[1]);
+        self.opt_u64(c.idle_timeout_ms);
+        self.opt_u64(c.fin_timeout_ms);
+        for direction in &c.directions {
+            match direction {
+                DirectionState::Open { pending } => {
+                    self.u8(0);
+                    self.bytes(pending);
+                }
+                DirectionState::Ended { end, ms } => {
+                    self.u8(1);
+                    self.u8(*end);
+                    self.u64(*ms);
+                }
+            }
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        if self.0.len() < n {
+            return Err(Malformed("message cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn flag(&mut self) -> Result<bool, Malformed> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Malformed("bad option flag")),
+        }
+    }
+    fn opt_u64(&mut self) -> Result<Option<u64>, Malformed> {
+        Ok(if self.flag()? {
+            Some(self.u64()?)
+        } else {
+            None
+        })
+    }
+    fn bytes(&mut self, max: usize) -> Result<&'a [u8], Malformed> {
+        let len = self.u32()? as usize;
+        if len > max {
+            return Err(Malformed("field too long"));
+        }
+        self.take(len)
+    }
+    fn string(&mut self) -> Result<String, Malformed> {
+        String::from_utf8(self.bytes(4096)?.to_vec()).map_err(|_| Malformed("text not UTF-8"))
+    }
+    fn opt_string(&mut self) -> Result<Option<String>, Malformed> {
+        Ok(if self.flag()? {
+            Some(self.string()?)
+        } else {
+            None
+        })
+    }
+    fn addr(&mut self) -> Result<SocketAddr, Malformed> {
+        let ip = match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+            _ => return Err(Malformed("bad address family")),
+        };
+        let port = u16::from_be_bytes(self.array()?);
+        Ok(SocketAddr::new(ip, port))
+    }
+    fn direction(&mut self) -> Result<DirectionState, Malformed> {
+        Ok(match self.u8()? {
+            0 => DirectionState::Open {
+                pending: self.bytes(MAX_PENDING)?.to_vec(),
+            },
+            1 => DirectionState::Ended {
+                end: self.u8()?,
+                ms: self.u64()?,
+            },
+            _ => return Err(Malformed("bad direction state")),
+        })
+    }
+    fn conn(&mut self) -> Result<ConnState, Malformed> {
+        Ok(ConnState {
+            id: self.u64()?,
+            peer: self.addr()?,
+            client: self.addr()?,
+            listener: self.addr()?,
+            route: self.opt_string()?,
+            upstream_name: self.string()?,
+            upstream_addr: self.addr()?,
+            name: self.opt_string()?,
+            peeked: self.u64()?,
+            elapsed_ms: self.u64()?,
+            activity_ms: self.u64()?,
+            half_closed_ms: self.opt_u64()?,
+            traffic: [self.u64()?, self.u64()?],
+            idle_timeout_ms: self.opt_u64()?,
+            fin_timeout_ms: self.opt_u64()?,
+            directions: [self.direction()?, self.direction()?],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::XorShift as Rng;
+
+    fn conn_state(rng: &mut Rng) -> ConnState {
+        let pending: Vec<u8> = (0..rng.below(3000)).map(|_| rng.byte()).collect();
+        ConnState {
+            id: rng.next_u64(),
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            client: "[::1]:40001".parse().unwrap(),
+            listener: "127.0.0.1:11000".parse().unwrap(),
+            route: (rng.below(2) == 0).then(|| "sni=a.example".to_string()),
+            upstream_name: "localhost:6379".into(),
+            upstream_addr: "127.0.0.1:6379".parse().unwrap(),
+            name: Some("sni=a.example match=exact".into()),
+            peeked: rng.next_u64() % 1000,
+            elapsed_ms: rng.next_u64(),
+            activity_ms: rng.next_u64(),
+            half_closed_ms: (rng.below(2) == 0).then(|| rng.next_u64()),
+            traffic: [rng.next_u64(), rng.next_u64()],
+            idle_timeout_ms: None,
+            fin_timeout_ms: Some(300_000),
+            directions: [
+                DirectionState::Open { pending },
+                DirectionState::Ended { end: 1, ms: 42 },
+            ],
+        }
+    }
+
+    fn every_kind(rng: &mut Rng) -> Vec<Message> {
+        vec![
+            Message::Hello {
+                version: VERSION,
+                pid: 4242,
+            },
+            Message::Offer {
+                version: VERSION,
+                next_id: 17,
+                listeners: vec![
+                    Offered {
+                        role: Role::Listener,
+                        addr: "0.0.0.0:11000".parse().unwrap(),
+                    },
+                    Offered {
+                        role: Role::Admin,
+                        addr: "[::1]:9900".parse().unwrap(),
+                    },
+                ],
+            },
+            Message::Ready,
+            Message::Refuse {
+                reason: "bad config".into(),
+            },
+            Message::Conn(Box::new(conn_state(rng))),
+            Message::Commit { connections: 3 },
+            Message::Started,
+        ]
+    }
+
+    #[test]
+    fn every_message_reads_back_as_written() {
+        let mut rng = Rng::new(12);
+        for _ in 0..50 {
+            for message in every_kind(&mut rng) {
+                let bytes = message.encode();
+                assert_eq!(Message::decode(&bytes), Ok(message));
+            }
+        }
+    }
+
+    #[test]
+    fn every_cut_or_extended_message_is_an_error_not_a_panic() {
+        let mut rng = Rng::new(13);
+        for message in every_kind(&mut rng) {
+            let bytes = message.encode();
+            for len in 0..bytes.len() {
+                assert!(
+                    Message::decode(&bytes[..len]).is_err(),
+                    "{message:?} cut at {len}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Message::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn random_bytes_after_the_magic_never_panic() {
+        let mut rng = Rng::new(14);
+        for _ in 0..20_000 {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend((0..rng.below(80)).map(|_| rng.byte()));
+            let _ = Message::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn an_offer_of_another_version_still_reads_its_version() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(OFFER);
+        bytes.extend_from_slice(&999u32.to_be_bytes());
+        bytes.extend_from_slice(b"whatever a later version sends");
+        match Message::decode(&bytes) {
+            Ok(Message::Offer { version, .. }) => assert_eq!(version, 999),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,643 @@
+//! The live upgrade, both sides: the old process offers its listeners, brings every connection
+//! to a safe point and sends each one's sockets and state; the new one takes them and carries on.
+//!
+//! The order is what makes it safe:
+//! 1. Hello (new → old, with its version) and offer (old → new: the listening sockets). From the
+//!    moment it takes the request the old process accepts nothing; clients wait in the kernel's
+//!    accept queues, which both processes now share.
+//! 2. Ready (new → old): the new process has validated its configuration and adopted or bound
+//!    every listener, but accepts nothing yet.
+//! 3. The old process asks every connection's copy threads to park (`relay::Connection::park`):
+//!    a thread blocked in `recv` or in a write is woken with a signal and stops where it is,
+//!    holding the bytes it had read and not written. Connections still choosing a route or
+//!    connecting finish that first.
+//! 4. One message per connection (its two sockets attached), then commit; the new process
+//!    answers started before it touches any of them, and only then does the old one let its
+//!    threads go (they return without touching the sockets) and close its copies.
+//!
+//! Until started, every failure leaves the old process as it was: its parked threads carry on
+//! (writing what they held first), its listeners are polled again.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, HostPort};
+use crate::error::Error;
+use crate::handoff::wire::{ConnState, DirectionState, Message, Offered, Role, VERSION};
+use crate::handoff::{our_version, upgrade_error, Channel};
+use crate::log::line::Summary;
+use crate::relay::{Carried, Connection, Direction, End, Flow, Past, Settled, Timeouts};
+
+use super::bound::Listening;
+use super::clients::PerClient;
+use super::conn::{Adopted, Inherited, Job};
+use super::pool::Pool;
+use super::registry::{Live, Registry};
+use super::status::Shared;
+use crate::log::rinetd::LogSink;
+
+/// What the new process needs of its server to adopt connections.
+pub(super) struct Adopter<'a> {
+    pub(super) listening: &'a [Listening],
+    pub(super) shared: &'a Shared,
+    pub(super) pool: &'a Pool,
+    pub(super) log_file: &'a Option<Arc<LogSink>>,
+    pub(super) per_client: &'a Arc<PerClient>,
+}
+
+impl Adopter<'_> {
+    /// The listener bound to `addr`, or the first one.
+    fn listening_for(&self, addr: SocketAddr) -> Option<&Listening> {
+        self.listening
+            .iter()
+            .find(|l| l.addr == addr)
+            .or_else(|| self.listening.first())
+    }
+}
+
+/// How long each side waits for the other's next message while nothing slow is expected.
+const STEP: Duration = Duration::from_secs(10);
+
+/// How long the new process may take to start and be ready (configuration, binding).
+const START: Duration = Duration::from_secs(30);
+
+/// How long connections may take to reach a safe point (those still choosing a route or
+/// connecting upstream finish that first; the peek and connect timeouts bound it).
+const QUIESCE: Duration = Duration::from_secs(15);
+
+/// What an old process handed over.
+#[derive(Debug)]
+pub struct HandedOff {
+    /// The new process's id.
+    pub pid: u32,
+    /// Listening sockets handed over (the admin endpoint's included).
+    pub listeners: usize,
+    /// Established connections handed over.
+    pub connections: usize,
+    /// Held until dropped: the new process waits for it to close before it tells the service
+    /// manager it is the main process.
+    #[allow(dead_code, reason = "held for its Drop, which closes the channel")]
+    channel: Channel,
+}
+
+/// What a new process took over.
+#[derive(Debug)]
+pub struct TakenOver {
+    /// Listening sockets taken over (the admin endpoint's included).
+    pub listeners: usize,
+    /// Established connections taken over.
+    pub connections: usize,
+    channel: Channel,
+}
+
+impl TakenOver {
+    /// Waits (up to `timeout`) until the old process has let go of everything and closed the
+    /// channel; after that it has told the service manager who the main process is.
+    pub fn wait_released(self, timeout: Duration) {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        let channel = self.channel;
+        let waiter = std::thread::Builder::new()
+            .name("tcp-router-upgrade".into())
+            .spawn(move || {
+                channel.wait_closed();
+                let _ = done.send(());
+            });
+        if waiter.is_ok() {
+            let _ = wait.recv_timeout(timeout);
+        }
+    }
+}
+
+// ----- the old process -------------------------------------------------------------------------
+
+/// The old side: offers `listeners` (and the admin endpoint's socket), then every connection of
+/// `shared`. Returns once the new process has started; on `Err` everything here carries on.
+pub(super) fn give(
+    channel: Channel,
+    listeners: &[(SocketAddr, BorrowedFd<'_>)],
+    admin: Option<(SocketAddr, BorrowedFd<'_>)>,
+    shared: &Shared,
+) -> Result<HandedOff, Error> {
+    let pid = channel.peer_pid().unwrap_or(0);
+    let (hello, _) = channel.recv(START)?;
+    match hello {
+        Message::Hello { version, .. } if version == VERSION => {}
+        Message::Hello { version, .. } => {
+            let reason = format!(
+                "the new process speaks hand-off version {version}, this one version {VERSION}"
+            );
+            let _ = channel.send(
+                &Message::Refuse {
+                    reason: reason.clone(),
+                },
+                &[],
+            );
+            return Err(upgrade_error(reason));
+        }
+        other => return Err(unexpected("hello", &other)),
+    }
+    let mut offered: Vec<Offered> = listeners
+        .iter()
+        .map(|(addr, _)| Offered {
+            role: Role::Listener,
+            addr: *addr,
+        })
+        .collect();
+    let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, fd)| *fd).collect();
+    if let Some((addr, fd)) = admin {
+        offered.push(Offered {
+            role: Role::Admin,
+            addr,
+        });
+        fds.push(fd);
+    }
+    let offer = Message::Offer {
+        version: VERSION,
+        next_id: shared.registry.last_id(),
+        listeners: offered,
+    };
+    channel.send(&offer, &fds)?;
+    match channel.recv(START)?.0 {
+        Message::Ready => {}
+        Message::Refuse { reason } => {
+            return Err(upgrade_error(format!("the new process refused: {reason}")))
+        }
+        other => return Err(unexpected("ready", &other)),
+    }
+    let parked = match quiesce(&shared.registry, || shared.is_stopping()) {
+        Ok(parked) => parked,
+        Err(why) => {
+            let _ = channel.send(
+                &Message::Refuse {
+                    reason: why.clone(),
+                },
+                &[],
+            );
+            resume_all(&shared.registry);
+            return Err(upgrade_error(why));
+        }
+    };
+    match send_connections(&channel, &parked) {
+        Ok(()) => {}
+        Err(err) => {
+            resume_all(&shared.registry);
+            return Err(err);
+        }
+    }
+    for (live, _) in &parked {
+        live.conn.end_park(true);
+    }
+    Ok(HandedOff {
+        pid,
+        listeners: fds.len(),
+        connections: parked.len(),
+        channel,
+    })
+}
+
+/// A connection at its safe point, with where each direction stopped.
+type ParkedConn = (Arc<Live>, [Settled; 2]);
+
+/// Sends every parked connection, commits, and waits for the new process to start.
+fn send_connections(channel: &Channel, parked: &[ParkedConn]) -> Result<(), Error> {
+    for (live, settled) in parked {
+        let state = conn_state(live, settled)?;
+        let Some(upstream) = live.conn.upstream() else {
+            return Err(upgrade_error(format!(
+                "conn #{} has no upstream socket",
+                live.conn.id
+            )));
+        };
+        channel.send(
+            &Message::Conn(Box::new(state)),
+            &[live.conn.client.as_fd(), upstream.as_fd()],
+        )?;
+    }
+    channel.send(
+        &Message::Commit {
+            connections: parked.len() as u32,
+        },
+        &[],
+    )?;
+    match channel.recv(STEP)?.0 {
+        Message::Started => Ok(()),
+        Message::Refuse { reason } => Err(upgrade_error(format!(
+            "the new process refused the connections: {reason}"
+        ))),
+        other => Err(unexpected("started", &other)),
+    }
+}
+
+/// Asks every connection to park and waits until each has (or has ended); the parked ones with
+/// where each direction stopped.
+fn quiesce(registry: &Registry, stopping: impl Fn() -> bool) -> Result<Vec<ParkedConn>, String> {
+    let started = Instant::now();
+    for live in registry.snapshot() {
+        live.conn.request_park();
+    }
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let mut parked = Vec::new();
+        let mut waiting = 0;
+        for live in registry.snapshot() {
+            match live.conn.settled() {
+                Some(settled) => parked.push((live, settled)),
+                None => {
+                    live.conn.poke();
+                    waiting += 1;
+                }
+            }
+        }
+        if waiting == 0 {
+            log::debug!(
+                "upgrade: {} connection(s) at a safe point after {:?}",
+                parked.len(),
+                started.elapsed()
+            );
+            return Ok(parked);
+        }
+        if stopping() {
+            return Err("a stop was requested meanwhile".into());
+        }
+        if started.elapsed() > QUIESCE {
+            return Err(format!(
+                "{waiting} connection(s) did not reach a safe point within {QUIESCE:?} \
+                 (still choosing a route or connecting upstream)"
+            ));
+        }
+        // Woken threads park within microseconds; a thread that missed its signal gets
+        // another at the next round.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// The hand-off did not happen: every parked thread carries on.
+fn resume_all(registry: &Registry) {
+    for live in registry.snapshot() {
+        live.conn.end_park(false);
+    }
+}
+
+/// A parked connection's state for the new process.
+fn conn_state(live: &Live, settled: &[Settled; 2]) -> Result<ConnState, Error> {
+    let conn = &live.conn;
+    let missing = || upgrade_error(format!("conn #{} is not relaying yet", conn.id));
+    let (upstream_name, upstream_addr) = live.upstream.get().ok_or_else(missing)?.clone();
+    let (peeked, timeouts) = *live.relaying.get().ok_or_else(missing)?;
+    let past = conn.past();
+    let directions = settled.clone().map(|settled| match settled {
+        Settled::Parked(pending) => DirectionState::Open { pending },
+        Settled::Ended(end, ms) => DirectionState::Ended {
+            end: end.code(),
+            ms,
+        },
+    });
+    Ok(ConnState {
+        id: conn.id,
+        peer: conn.peer,
+        client: live.client.get().copied().unwrap_or(conn.peer),
+        listener: live.listener_addr,
+        route: live.route.get().map(|route| route.config.label()),
+        upstream_name,
+        upstream_addr,
+        name: live.name.get().cloned(),
+        peeked,
+        elapsed_ms: past.elapsed_ms,
+        activity_ms: past.activity_ms,
+        half_closed_ms: past.half_closed_ms,
+        traffic: past.traffic,
+        idle_timeout_ms: timeouts.idle.map(|d| d.as_millis() as u64),
+        fin_timeout_ms: timeouts.fin.map(|d| d.as_millis() as u64),
+        directions,
+    })
+}
+
+/// A refusal to send the other side.
+pub(super) fn refusal(reason: String) -> Message {
+    Message::Refuse { reason }
+}
+
+fn unexpected(wanted: &str, got: &Message) -> Error {
+    upgrade_error(format!(
+        "expected the {wanted} message, got the {}",
+        got.name()
+    ))
+}
+
+// ----- the new process -------------------------------------------------------------------------
+
+/// What the old process offered: its listening sockets by address, and its admin endpoint's.
+pub(super) struct Offer {
+    pub(super) next_id: u64,
+    pub(super) listeners: Vec<(SocketAddr, TcpListener)>,
+    pub(super) admin: Option<TcpListener>,
+}
+
+/// The new side, first step: says hello and receives the listening sockets.
+pub(super) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
+    let ours = our_version();
+    channel.send(
+        &Message::Hello {
+            version: ours,
+            pid: std::process::id(),
+        },
+        &[],
+    )?;
+    let (message, fds) = channel.recv(STEP)?;
+    let (next_id, offered) = match message {
+        Message::Offer {
+            version,
+            next_id,
+            listeners,
+        } if version == ours => (next_id, listeners),
+        Message::Offer { version, .. } => {
+            return Err(upgrade_error(format!(
+                "the old process speaks hand-off version {version}, this one version {ours}"
+            )))
+        }
+        Message::Refuse { reason } => {
+            return Err(upgrade_error(format!("the old process refused: {reason}")))
+        }
+        other => return Err(unexpected("offer", &other)),
+    };
+    if fds.len() != offered.len() {
+        return Err(upgrade_error(format!(
+            "the offer names {} sockets but carries {}",
+            offered.len(),
+            fds.len()
+        )));
+    }
+    let mut offer = Offer {
+        next_id,
+        listeners: Vec::new(),
+        admin: None,
+    };
+    for (offered, fd) in offered.into_iter().zip(fds) {
+        let socket = TcpListener::from(fd);
+        match offered.role {
+            Role::Listener => offer.listeners.push((offered.addr, socket)),
+            Role::Admin => offer.admin = Some(socket),
+        }
+    }
+    Ok(offer)
+}
+
+/// The sockets offered for each listener of `config`, by bound address; a listener offered
+/// nothing is bound as usual, an offered socket no listener wants is closed (logged).
+pub(super) fn assign(
+    config: &Config,
+    offered: Vec<(SocketAddr, TcpListener)>,
+) -> Vec<Option<TcpListener>> {
+    let mut left: Vec<Option<(SocketAddr, TcpListener)>> = offered.into_iter().map(Some).collect();
+    let sockets = config
+        .listeners
+        .iter()
+        .map(|listener| {
+            let addrs = listener.listen.resolve().unwrap_or_default();
+            let wanted = |addr: &SocketAddr| {
+                addrs.contains(addr)
+                    || (listener.listen.port == 0 && addrs.iter().any(|a| a.ip() == addr.ip()))
+            };
+            left.iter_mut()
+                .find(|o| o.as_ref().is_some_and(|(addr, _)| wanted(addr)))
+                .and_then(Option::take)
+                .map(|(_, socket)| socket)
+        })
+        .collect();
+    for (addr, _) in left.into_iter().flatten() {
+        log::warn!("upgrade: the old process listened on {addr}, which the configuration no longer has; closing it");
+    }
+    sockets
+}
+
+/// The new side, second step: says ready, takes every connection, and on commit starts them.
+pub(super) fn take_connections(
+    server: &Adopter<'_>,
+    channel: Channel,
+    listeners: usize,
+) -> Result<TakenOver, Error> {
+    channel.send(&Message::Ready, &[])?;
+    let mut adopted = Vec::new();
+    loop {
+        // The old process may take a while to bring its connections to a safe point.
+        let (message, fds) = channel.recv(QUIESCE + START)?;
+        match message {
+            Message::Conn(state) => adopted.push(adopt(server, &state, fds)?),
+            Message::Commit { connections } if connections as usize == adopted.len() => break,
+            Message::Commit { connections } => {
+                return Err(upgrade_error(format!(
+                    "the old process committed {connections} connections but sent {}",
+                    adopted.len()
+                )))
+            }
+            Message::Refuse { reason } => {
+                return Err(upgrade_error(format!("the old process gave up: {reason}")))
+            }
+            other => return Err(unexpected("connection", &other)),
+        }
+    }
+    // Said before anything is touched: from here on the old process lets go.
+    channel.send(&Message::Started, &[])?;
+    let connections = adopted.len();
+    for one in adopted {
+        if let Err(err) = one.start() {
+            log::warn!("upgrade: cannot start a copy thread for a connection taken over: {err}; closing it");
+        }
+    }
+    Ok(TakenOver {
+        listeners,
+        connections,
+        channel,
+    })
+}
+
+/// Builds one connection from its state and sockets (nothing starts yet).
+fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<Adopted, Error> {
+    let [client, upstream]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        upgrade_error(format!(
+            "conn #{} came with {} sockets, not 2",
+            state.id,
+            fds.len()
+        ))
+    })?;
+    let (client, upstream) = (TcpStream::from(client), TcpStream::from(upstream));
+    let listening = server.listening_for(state.listener).ok_or_else(|| {
+        upgrade_error("the configuration has no listener for the connections".into())
+    })?;
+    let listener = Arc::clone(&listening.state);
+    let route = state.route.as_ref().and_then(|label| {
+        listener
+            .routes
+            .iter()
+            .find(|route| route.config.label() == *label)
+            .cloned()
+    });
+    if route.is_none() {
+        log::warn!(
+            "upgrade: conn #{}: its route {:?} is not in the configuration any more; counted as unrouted",
+            state.id,
+            state.route.as_deref().unwrap_or("")
+        );
+    }
+    let past = Past {
+        elapsed_ms: state.elapsed_ms,
+        activity_ms: state.activity_ms,
+        half_closed_ms: state.half_closed_ms,
+        traffic: state.traffic,
+    };
+    let conn = Connection::adopted(state.id, state.peer, client, past);
+    conn.attach_upstream(upstream);
+    let carried = carried(&conn, state);
+    let entry = server
+        .shared
+        .registry
+        .adopt(conn, Arc::clone(&listener), listening.addr);
+    let live = &entry.live;
+    let _ = live.client.set(state.client);
+    let _ = live
+        .upstream
+        .set((state.upstream_name.clone(), state.upstream_addr));
+    if let Some(name) = &state.name {
+        let _ = live.name.set(name.clone());
+    }
+    if let Some(route) = &route {
+        let _ = live.route.set(Arc::clone(route));
+    }
+    let timeouts = Timeouts {
+        idle: state.idle_timeout_ms.map(Duration::from_millis),
+        fin: state.fin_timeout_ms.map(Duration::from_millis),
+    };
+    let _ = live.relaying.set((state.peeked, timeouts));
+    let mut slots = Vec::new();
+    slots.extend(server.per_client.take(state.client.ip()));
+    if let Some(per_route) = route.as_ref().and_then(|r| r.per_client.as_ref()) {
+        slots.extend(per_route.take(state.client.ip()));
+    }
+    // Slots beyond a cap the new configuration lowered are still taken: the connection is live.
+    let permits = &server.shared.permits;
+    let permit = permits.try_take().unwrap_or_else(|| permits.permit());
+    let listener_permit = listening
+        .limit
+        .as_ref()
+        .map(|limit| limit.try_take().unwrap_or_else(|| limit.permit()));
+    let summary = Summary {
+        id: state.id,
+        client: state.client,
+        listener: listening.addr,
+        upstream: Some((state.upstream_name.clone(), state.upstream_addr)),
+        route: route
+            .as_ref()
+            .filter(|_| listener.routes.len() > 1)
+            .map(|r| r.config.label()),
+        name: state.name.clone(),
+        duration: Duration::ZERO,
+        result: Err(String::new()),
+    };
+    let job = Job {
+        admission: Default::default(),
+        entry,
+        permit,
+        listener_permit,
+        listener_addr: listening.addr,
+        listener,
+        pool: server.pool.clone(),
+        log_file: server.log_file.clone(),
+        per_client: Arc::clone(server.per_client),
+    };
+    Ok(Adopted::new(
+        job,
+        Inherited {
+            summary,
+            route,
+            upstream_name: state.upstream_name.parse::<HostPort>().ok(),
+            peeked: state.peeked,
+            slots,
+            timeouts,
+            carried,
+        },
+    ))
+}
+
+/// Where each direction of a connection taken over starts; an ended one is recorded as ended.
+fn carried(conn: &Connection, state: &ConnState) -> [Carried; 2] {
+    Direction::BOTH.map(|direction| {
+        let index = direction as usize;
+        // The relay counts its own bytes; the peeked ones were sent before it.
+        let bytes = match direction {
+            Direction::ClientToUpstream => state.traffic[index].saturating_sub(state.peeked),
+            Direction::UpstreamToClient => state.traffic[index],
+        };
+        match &state.directions[index] {
+            DirectionState::Open { pending } => Carried::Open {
+                bytes,
+                pending: pending.clone(),
+            },
+            DirectionState::Ended { end, ms } => {
+                let end = End::from_code(*end).unwrap_or(End::Eof);
+                conn.set_ended_at(direction, end, *ms);
+                Carried::Ended(Flow {
+                    bytes,
+                    end,
+                    ended: Duration::from_millis(*ms),
+                })
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::metrics::Metrics;
+    use crate::serve::permits::Permits;
+
+    fn shared() -> Shared {
+        Shared::new(Metrics::default(), Permits::new(4))
+    }
+
+    #[test]
+    fn another_version_is_refused_on_both_sides() {
+        let (old, new) = Channel::pair();
+        let peer = std::thread::spawn(move || {
+            new.send(
+                &Message::Hello {
+                    version: 999,
+                    pid: 1,
+                },
+                &[],
+            )
+            .unwrap();
+            new.recv(STEP).unwrap().0
+        });
+        let err = give(old, &[], None, &shared()).unwrap_err();
+        assert!(err.to_string().contains("version 999"), "{err}");
+        match peer.join().unwrap() {
+            Message::Refuse { reason } => assert!(reason.contains("version 999"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_process_that_refuses_or_vanishes_changes_nothing() {
+        for refuse in [true, false] {
+            let (old, new) = Channel::pair();
+            let peer = std::thread::spawn(move || {
+                let offer = receive_offer(&new).unwrap();
+                assert!(offer.listeners.is_empty());
+                if refuse {
+                    new.send(&refusal("bad config".into()), &[]).unwrap();
+                }
+            });
+            let err = give(old, &[], None, &shared()).unwrap_err().to_string();
+            peer.join().unwrap();
+            if refuse {
+                assert!(err.contains("refused: bad config"), "{err}");
+            } else {
+                assert!(err.contains("closed the channel"), "{err}");
+            }
+        }
+    }
+}
