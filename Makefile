@@ -28,6 +28,8 @@ test:
 	$(CARGO) build --examples
 	@out=$$($(CARGO) run --quiet --example embed) && echo "$$out" && echo "$$out" | grep -q ', 0 cut$$'
 
+# Side by side with direct loopback, the shape's floor (bench/floor/relay.c, compiled by bench.py
+# with $CC, default cc, -O2 -pthread; BENCH_ARGS=--skip-floor without one) and Debian's forwarders.
 bench: build
 	python3 bench/bench.py --router target/release/tcp-router $(BENCH_ARGS)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark harness for tcp-router: compares it side by side with no proxy ("direct") and with
+"""Benchmark harness for tcp-router: compares it side by side with no proxy ("direct"), with the
+shape's floor (bench/floor/relay.c, the leanest C relay in tcp-router's shape, built here) and with
 the TCP forwarders Debian packages (socat, haproxy, nginx stream, rinetd, redir), all on loopback.
 
 Run `python3 bench/bench.py --help`, and see bench/README.md for what each figure means.
@@ -20,6 +21,7 @@ import re
 import resource
 import select
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -36,10 +38,18 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 
-ALL_PROXIES = ["direct", "tcp-router", "socat", "haproxy", "nginx", "rinetd", "redir"]
+ALL_PROXIES = ["direct", "floor", "tcp-router", "tcp-router-quiet", "socat", "haproxy", "nginx", "rinetd", "redir"]
 # Variants of tcp-router, run only when asked for (--baseline, --with-admin).
 ROUTER_VARIANTS = ["tcp-router-admin"]
+# Variants of the floor, run only when asked for (--floor-log, --floor-small-tls).
+FLOOR_VARIANTS = ["floor-log", "floor-small-tls"]
 PEERS = ["socat", "haproxy", "nginx", "rinetd", "redir"]
+FLOOR_SOURCE = os.path.join(BENCH_DIR, "floor", "relay.c")
+# glibc reserves static TLS for modules dlopen'ed later (glibc.rtld.optional_static_tls, and some
+# per namespace, glibc.rtld.nns); with its thread block that fills a thread's top stack page, so
+# a thread's frames start on a second page. The floor loads nothing later, so floor-small-tls
+# runs it with neither reserve: one stack page per thread.
+SMALL_TLS_TUNABLES = "glibc.rtld.optional_static_tls=0:glibc.rtld.nns=1"
 
 # tool -> Debian package(s) that provide it
 PACKAGES = {
@@ -383,7 +393,7 @@ class Proc:
 
     registry = []
 
-    def __init__(self, name, argv, logpath, cwd=None):
+    def __init__(self, name, argv, logpath, cwd=None, env=None):
         self.name = name
         self.argv = argv
         self.logpath = logpath
@@ -394,6 +404,7 @@ class Proc:
             stdout=self.logf,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env=env,
             start_new_session=True,
         )
         self.pgid = self.p.pid
@@ -569,14 +580,49 @@ class Direct(Proxy):
     name = "direct"
 
 
+class Floor(Proxy):
+    """The shape's floor: bench/floor/relay.c, built by the harness (Harness.build_floor) into
+    its work directory. The reference every run shows tcp-router against."""
+
+    name = "floor"
+    relay_args = []
+    env = None
+
+    def start(self, lp, up, workdir, tag):
+        argv = [self.h.floor_binary] + self.relay_args + [str(lp), HOST, str(up)]
+        env = dict(os.environ, **self.env) if self.env else None
+        return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"), env=env)
+
+    def version(self):
+        return self.h.floor_version
+
+
+class FloorLog(Floor):
+    """The floor with its one log line per connection (--floor-log), against tcp-router at info."""
+
+    name = "floor-log"
+    relay_args = ["--log"]
+
+
+class FloorSmallTls(Floor):
+    """The floor under glibc tunables that drop its reserve of static TLS (--floor-small-tls):
+    one stack page per thread instead of two."""
+
+    name = "floor-small-tls"
+    env = {"GLIBC_TUNABLES": SMALL_TLS_TUNABLES}
+
+
 class TcpRouter(Proxy):
     name = "tcp-router"
 
     def binary(self):
         return self.h.args.router
 
+    def log_level(self):
+        return self.h.args.router_log_level
+
     def start(self, lp, up, workdir, tag):
-        argv = [self.binary(), "--log-level", self.h.args.router_log_level]
+        argv = [self.binary(), "--log-level", self.log_level()]
         argv += self.h.args.router_arg
         argv += [f"{HOST}:{lp}", f"{HOST}:{up}"]
         return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
@@ -608,6 +654,17 @@ def baseline_class(name, path):
     return Baseline
 
 
+class TcpRouterQuiet(TcpRouter):
+    """tcp-router with --log-level off, beside tcp-router at --router-log-level (default info,
+    tcp-router's own default): what the per-connection log line costs, and the column to hold
+    against peers and a floor that log nothing."""
+
+    name = "tcp-router-quiet"
+
+    def log_level(self):
+        return "off"
+
+
 class TcpRouterAdmin(TcpRouter):
     """tcp-router with its admin endpoint on, scraped once a second (--with-admin)."""
 
@@ -615,7 +672,7 @@ class TcpRouterAdmin(TcpRouter):
 
     def start(self, lp, up, workdir, tag):
         admin_port = free_port()
-        argv = [self.binary(), "--log-level", self.h.args.router_log_level]
+        argv = [self.binary(), "--log-level", self.log_level()]
         argv += self.h.args.router_arg
         argv += ["--admin", f"{HOST}:{admin_port}", f"{HOST}:{lp}", f"{HOST}:{up}"]
         proc = Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
@@ -767,8 +824,15 @@ class Redir(Proxy):
 
 
 PROXY_CLASSES = {
-    c.name: c for c in (Direct, TcpRouter, TcpRouterAdmin, Socat, Haproxy, Nginx, Rinetd, Redir)
+    c.name: c
+    for c in (Direct, Floor, FloorLog, FloorSmallTls, TcpRouter, TcpRouterQuiet, TcpRouterAdmin,
+              Socat, Haproxy, Nginx, Rinetd, Redir)
 }
+
+
+def router_log_level(args, name):
+    """The --log-level a tcp-router column runs at."""
+    return "off" if name == "tcp-router-quiet" else args.router_log_level
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,6 +861,9 @@ class Harness:
         self.elapsed = 0.0
         self.incomplete = None
         self.hung = {}  # proxy -> consecutive cases that timed out
+        self.floor_binary = None
+        self.floor_version = ""
+        self.cases = list(CASES)
 
     # ----- setup -----
 
@@ -828,10 +895,11 @@ class Harness:
                 log(f"apt-get install failed (rc={rc}):\n{err[-2000:]}")
 
     def select_proxies(self):
+        """direct; the floor (unless --skip-floor) and its variants asked for; tcp-router, and
+        tcp-router-quiet beside it when the floor runs; the other tcp-router builds asked for;
+        the peers (unless --skip-peers). --only keeps direct and the floor, and what it names
+        (tcp-router-quiet comes with tcp-router while the floor runs)."""
         a = self.args
-        names = list(ALL_PROXIES)
-        if a.skip_peers:
-            names = ["direct", "tcp-router"]
         variants = []
         for spec in a.baseline:
             name, _, path = spec.rpartition("=")
@@ -841,19 +909,62 @@ class Harness:
             variants.append(cls.name)
         if a.with_admin:
             variants.append("tcp-router-admin")
-        names[2:2] = variants
+        floors = []
+        if not a.skip_floor:
+            floors = ["floor"] + (["floor-log"] if a.floor_log else []) + (["floor-small-tls"] if a.floor_small_tls else [])
+        names = ["direct"] + floors + ["tcp-router"] + (["tcp-router-quiet"] if floors else []) + variants
+        if not a.skip_peers:
+            names += PEERS
         if a.only:
-            wanted = [n.strip() for n in a.only.split(",") if n.strip()]
-            bad = [n for n in wanted if n not in ALL_PROXIES + ROUTER_VARIANTS]
+            wanted = {n.strip() for n in a.only.split(",") if n.strip()}
+            known = ALL_PROXIES + ROUTER_VARIANTS + FLOOR_VARIANTS
+            bad = sorted(n for n in wanted if n not in known)
             if bad:
-                sys.exit(f"unknown proxy in --only: {', '.join(bad)} (known: {', '.join(ALL_PROXIES)})")
-            names = [n for n in names if n in wanted or n == "direct"]
+                sys.exit(f"unknown proxy in --only: {', '.join(bad)} (known: {', '.join(known)})")
+            if a.skip_floor and any(n.startswith("floor") for n in wanted):
+                sys.exit("--only names a floor column, but --skip-floor leaves the floor out")
+            keep = wanted | {"direct"} | ({"floor"} if floors else set())
+            if "tcp-router" in wanted and floors:
+                keep.add("tcp-router-quiet")
+            # what --only names runs, even a peer with --skip-peers or a floor variant without its flag
+            order = ["direct", "floor"] + FLOOR_VARIANTS + ["tcp-router", "tcp-router-quiet"] + variants + PEERS
+            names = [n for n in order if n in keep]
         return names
+
+    def build_floor(self):
+        """Compiles bench/floor/relay.c into the work directory with `$CC -O2 -pthread` (CC
+        from the environment, else cc, gcc or clang). Exits with a clear message if there is no
+        C compiler or the build fails: the floor is the reference of every run, so a run
+        without it is only made on purpose (--skip-floor)."""
+        cc = shlex.split(os.environ.get("CC", "")) or next(([c] for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+        if not cc or not shutil.which(cc[0]):
+            sys.exit(
+                f"error: no C compiler found ({'CC=' + os.environ['CC'] if os.environ.get('CC') else 'cc, gcc, clang'}) "
+                f"to build the floor relay, {FLOOR_SOURCE}. Install one (apt-get install -y gcc), "
+                "or run without the floor column: --skip-floor"
+            )
+        out = os.path.join(self.workdir, "floor-relay")
+        argv = cc + ["-O2", "-pthread", "-o", out, FLOOR_SOURCE]
+        rc, so, se = run_cmd(argv, 120)
+        if rc != 0 or not os.access(out, os.X_OK):
+            sys.exit(f"error: building the floor relay failed (`{' '.join(argv)}`, rc={rc}):\n{(se or so).strip()[-2000:]}\n"
+                     "(or run without it: --skip-floor)")
+        _, vo, ve = run_cmd(cc + ["--version"], 10)
+        ccv = ((vo or ve).strip().splitlines() or ["?"])[0]
+        import hashlib
+
+        with open(FLOOR_SOURCE, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        self.floor_binary = out
+        self.floor_version = f"bench/floor/relay.c sha256 {digest}, `{' '.join(cc)} -O2 -pthread` ({ccv})"
+        log(f"built the floor relay: {' '.join(argv)}")
 
     def check_proxy(self, name):
         """None if the proxy can run, else why not."""
         if name == "direct":
             return None
+        if name.startswith("floor"):
+            return None if self.floor_binary else "not built"
         if name.startswith("tcp-router"):
             r = PROXY_CLASSES[name](self).binary()
             if not (os.path.isfile(r) and os.access(r, os.X_OK)):
@@ -1053,7 +1164,7 @@ class Harness:
         if not self.wait_closed([hp], 30):
             return {"error": f"{count_live_on([hp])} connections to the holder still open before the case"}
         time.sleep(0.5)
-        pss0 = group_memory_kib(proc.pgid)[0] if proc else 0
+        pss0, rss0 = group_memory_kib(proc.pgid) if proc else (0, 0)
         avail0, kern0 = mem_settled()
         socks = []
         errors = []
@@ -1097,6 +1208,7 @@ class Harness:
             if proc is not None:
                 pss1, rss1 = group_memory_kib(proc.pgid)
                 res["pss_kib_per_conn"] = (pss1 - pss0) / n
+                res["rss_kib_per_conn"] = (rss1 - rss0) / n
                 res["threads"] = group_threads(proc.pgid)
                 res["procs"] = len(group_pids(proc.pgid))
                 if not proc.alive():
@@ -1131,6 +1243,8 @@ class Harness:
         for t in ("iperf3", "redis-server", "redis-benchmark"):
             if not shutil.which(t):
                 sys.exit(f"error: `{t}` is needed (apt-get install -y {' '.join(PACKAGES[t])})")
+        if any(n.startswith("floor") for n in names):
+            self.build_floor()
         proxies = []
         for n in names:
             why = self.check_proxy(n)
@@ -1171,7 +1285,7 @@ class Harness:
         Proc.stop_all()
         for pname, logs in self.proxy_logs.items():
             try:
-                self.log_summary[pname] = log_summary(logs, 12 if pname.startswith("tcp-router") else 3)
+                self.log_summary[pname] = log_summary(logs, 12 if pname.startswith(("tcp-router", "floor")) else 3)
             except Exception as e:
                 self.log_summary[pname] = [f"- could not read the logs: {e}"]
         if self.args.keep_workdir:
@@ -1270,14 +1384,18 @@ def build_report(h):
             gib = sum(R[(r, c, p)]["bytes"] for c in ("bulk1", "bulk8", "bulkR") if "gbps" in R.get((r, c, p), {})) / GIB
             if gib > 0:
                 per_rep.append(cpu / gib)
-        return summarize(per_rep, 2) or "FAILED"
+        if not per_rep:
+            return "FAILED" if any(fails(c, p) for c in ("bulk1", "bulk8", "bulkR")) else "—"
+        return summarize(per_rep, 2)
 
     def minus_direct_cell(case, p, key):
         """Per repetition: the proxy's figure minus direct's in the same repetition (or direct's
         median if direct failed there); then median [min–max]."""
         dvals = values(case, "direct", key)
         if p == "direct":
-            return f"(baseline {summarize(dvals, 1)})" if dvals else "FAILED"
+            if dvals:
+                return f"(baseline {summarize(dvals, 1)})"
+            return "FAILED" if fails(case, p) else "—"
         per_rep = []
         for r in reps:
             pr = R.get((r, case, p), {})
@@ -1306,30 +1424,100 @@ def build_report(h):
         out += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(out)
 
+    def floor_cells(case, p, key, digits, minus_direct):
+        """Against the floor: for the connection rate the proxy's median and its ratio to the
+        floor's; for memory, per repetition the proxy's figure minus the floor's in the same
+        repetition (median [min–max], KiB), and the ratio of the medians (for MemAvailable and
+        kernel both taken minus direct's)."""
+        vals, fvals = values(case, p, key), values(case, "floor", key)
+        errs = fails(case, p)
+        if not vals:
+            return "FAILED" if errs else "—"
+        if minus_direct:
+            dvals = values(case, "direct", key)
+            dmed = statistics.median(dvals) if dvals else 0.0
+
+            def net(r, q):
+                v = R.get((r, case, q), {}).get(key)
+                if v is None:
+                    return None
+                base = R.get((r, case, "direct"), {}).get(key)
+                return v - (dmed if base is None else base)
+
+            vals = [v for v in (net(r, p) for r in reps) if v is not None]
+            fvals = [v for v in (net(r, "floor") for r in reps) if v is not None]
+        if p == "floor":
+            s = summarize(vals, digits)
+        elif not fvals:
+            s = summarize(vals, digits) + " (floor FAILED)"
+        elif key == "rps":
+            s = f"{summarize(vals, digits)} ({statistics.median(vals) / statistics.median(fvals):.2f}×)"
+        else:
+            diffs = []
+            for r in reps:
+                v = R.get((r, case, p), {}).get(key)
+                f = R.get((r, case, "floor"), {}).get(key)
+                if v is not None and f is not None:
+                    diffs.append(v - f)  # direct's baseline cancels out within a repetition
+            fmed = statistics.median(fvals)
+            s = (f"+{summarize(diffs, digits)}" if diffs else "?").replace("+-", "−")
+            if fmed > 0:
+                s += f" ({statistics.median(vals) / fmed:.2f}×)"
+        if errs:
+            s += f" ({len(errs)} failed)"
+        return s
+
+    def table(header, rows):
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
+
+    def columns(specs):
+        """The (header, case, cell function) specs of the cases this run selected; [] if none."""
+        return [sp for sp in specs if sp[1] in ran]
+
+    def build(cols):
+        return table(["proxy"] + [c[0] for c in cols], [[f"**{p}**"] + [c[2](p) for c in cols] for p in px])
+
+    ran = {c[0] for c in h.cases}
     nA, nB = h.mem_ns
-    t1 = table(
-        ["proxy", "1 stream Gbit/s", "8 streams Gbit/s", "reverse Gbit/s", "proxy CPU-s per GiB"],
-        [[f"**{p}**", cell("bulk1", p, "gbps", 2, True), cell("bulk8", p, "gbps", 2, True),
-          cell("bulkR", p, "gbps", 2, True), cpu_cell(p)] for p in px],
-    )
-    t2 = table(
-        ["proxy", "PING/s, 1 conn", "p50 / p99 ms, 1 conn", "PING/s, 50 conns", "p50 / p99 ms, 50 conns",
-         "new conns/s (-k 0, 50 clients)"],
-        [[f"**{p}**", cell("rr1", p, "rps", 0, True),
-          f"{cell('rr1', p, 'p50_ms', 3, False)} / {cell('rr1', p, 'p99_ms', 3, False)}",
-          cell("rr50", p, "rps", 0, True),
-          f"{cell('rr50', p, 'p50_ms', 3, False)} / {cell('rr50', p, 'p99_ms', 3, False)}",
-          cell("conn50", p, "rps", 0, True)] for p in px],
-    )
-    t3 = table(
-        ["proxy", f"PSS @{nA:,}", f"MemAvailable @{nA:,}", f"kernel @{nA:,}",
-         f"PSS @{nB:,}", f"MemAvailable @{nB:,}", f"kernel @{nB:,}"],
-        [[f"**{p}**"] + [x for c in ("memA", "memB") for x in (
-            pss_cell(c, p),
-            minus_direct_cell(c, p, "avail_drop_kib_per_conn"),
-            minus_direct_cell(c, p, "kernel_kib_per_conn"))]
-         for p in px],
-    )
+    n_of = {"memA": nA, "memB": nB}
+    bulk_cols = columns([
+        ("1 stream Gbit/s", "bulk1", lambda p: cell("bulk1", p, "gbps", 2, True)),
+        ("8 streams Gbit/s", "bulk8", lambda p: cell("bulk8", p, "gbps", 2, True)),
+        ("reverse Gbit/s", "bulkR", lambda p: cell("bulkR", p, "gbps", 2, True)),
+    ])
+    if bulk_cols:
+        bulk_cols.append(("proxy CPU-s per GiB", "bulk", cpu_cell))
+    rr_cols = columns([
+        ("PING/s, 1 conn", "rr1", lambda p: cell("rr1", p, "rps", 0, True)),
+        ("p50 / p99 ms, 1 conn", "rr1",
+         lambda p: f"{cell('rr1', p, 'p50_ms', 3, False)} / {cell('rr1', p, 'p99_ms', 3, False)}"),
+        ("PING/s, 50 conns", "rr50", lambda p: cell("rr50", p, "rps", 0, True)),
+        ("p50 / p99 ms, 50 conns", "rr50",
+         lambda p: f"{cell('rr50', p, 'p50_ms', 3, False)} / {cell('rr50', p, 'p99_ms', 3, False)}"),
+        ("new conns/s (-k 0, 50 clients)", "conn50", lambda p: cell("conn50", p, "rps", 0, True)),
+    ])
+    mem_cols = columns([
+        sp
+        for c in ("memA", "memB")
+        for sp in (
+            (f"PSS @{n_of[c]:,}", c, lambda p, c=c: pss_cell(c, p)),
+            (f"MemAvailable @{n_of[c]:,}", c, lambda p, c=c: minus_direct_cell(c, p, "avail_drop_kib_per_conn")),
+            (f"kernel @{n_of[c]:,}", c, lambda p, c=c: minus_direct_cell(c, p, "kernel_kib_per_conn")),
+        )
+    ])
+    floor_cols = columns([("new conns/s (-k 0, 50)", "conn50", lambda p: floor_cells("conn50", p, "rps", 0, False))] + [
+        sp
+        for c in ("memA", "memB")
+        for sp in (
+            (f"PSS @{n_of[c]:,}", c, lambda p, c=c: floor_cells(c, p, "pss_kib_per_conn", 1, False)),
+            (f"MemAvailable @{n_of[c]:,}", c, lambda p, c=c: floor_cells(c, p, "avail_drop_kib_per_conn", 1, True)),
+            (f"kernel @{n_of[c]:,}", c, lambda p, c=c: floor_cells(c, p, "kernel_kib_per_conn", 1, True)),
+        )
+    ])
+    floor_rows = [p for p in px if p not in ("direct",)]
+    show_floor = "floor" in px and floor_cols
 
     cpu = "?"
     m = re.search(r"^model name\s*:\s*(.+)$", read_file("/proc/cpuinfo", ""), re.M)
@@ -1350,30 +1538,50 @@ def build_report(h):
                  f"idle connections {nA:,} and {nB:,}; took {h.elapsed / 60:.1f} min"
                  + (" (--quick)" if a.quick else ""))
     lines.append("- versions: " + "; ".join(f"{k} {v}" for k, v in h.versions.items()))
-    if "tcp-router" in px:
-        extra = " ".join(a.router_arg)
-        lines.append(f"- tcp-router run as: `tcp-router --log-level {a.router_log_level} {extra + ' ' if extra else ''}LISTEN UPSTREAM`")
+    extra = " ".join(a.router_arg)
+    for p in px:
+        if p in ("tcp-router", "tcp-router-quiet"):
+            lines.append(f"- {p} run as: `tcp-router --log-level {router_log_level(a, p)} {extra + ' ' if extra else ''}LISTEN UPSTREAM`")
+        elif p.startswith("floor"):
+            cls = PROXY_CLASSES[p]
+            env = " ".join(f"{k}={v}" for k, v in (cls.env or {}).items())
+            lines.append(f"- {p} run as: `{env + ' ' if env else ''}floor-relay {' '.join(cls.relay_args) + ' ' if cls.relay_args else ''}LISTEN_PORT {HOST} UPSTREAM_PORT`")
     lines.append("")
     lines.append("Cells: median [min–max] over the repetitions; (N×) = median relative to direct. "
                  "Everything on loopback, client, proxy and server sharing the same cores.")
     lines.append("")
-    lines.append("## Bulk throughput (iperf3)\n")
-    lines.append(t1)
-    lines.append("")
-    lines.append("## Request/response and new connections (redis-benchmark PING)\n")
-    lines.append(t2)
-    lines.append("")
-    lines.append("## Memory per idle connection (KiB per connection)\n")
-    lines.append(t3)
-    lines.append("")
-    lines.append("PSS: growth of the proxy's own processes (all of them, proportional set size). "
-                 "MemAvailable: drop of the whole machine's available memory with the connections "
-                 "open through the proxy, minus the same drop direct: what the proxy costs the "
-                 "machine, kernel included (its two sockets, thread stacks, page tables). kernel: "
-                 "the same difference for Slab+KernelStack+PageTables only, less disturbed by other "
-                 "programs. Direct's row shows its own baseline (client and upstream sockets). "
-                 "MemAvailable is machine-wide: on a busy machine it is noisy. See bench/README.md.")
-    lines.append("")
+    if bulk_cols:
+        lines.append("## Bulk throughput (iperf3)\n")
+        lines.append(build(bulk_cols))
+        lines.append("")
+    if rr_cols:
+        lines.append("## Request/response and new connections (redis-benchmark PING)\n")
+        lines.append(build(rr_cols))
+        lines.append("")
+    if mem_cols:
+        lines.append("## Memory per idle connection (KiB per connection)\n")
+        lines.append(build(mem_cols))
+        lines.append("")
+        lines.append("PSS: growth of the proxy's own processes (all of them, proportional set size; for a "
+                     "single process the same as its RSS growth). "
+                     "MemAvailable: drop of the whole machine's available memory with the connections "
+                     "open through the proxy, minus the same drop direct: what the proxy costs the "
+                     "machine, kernel included (its two sockets, thread stacks, page tables). kernel: "
+                     "the same difference for Slab+KernelStack+PageTables only, less disturbed by other "
+                     "programs. Direct's row shows its own baseline (client and upstream sockets). "
+                     "MemAvailable is machine-wide: on a busy machine it is noisy. See bench/README.md.")
+        lines.append("")
+    if show_floor:
+        lines.append("## Against the floor (the leanest relay in tcp-router's shape, bench/floor/relay.c)\n")
+        lines.append(table(["proxy"] + [c[0] for c in floor_cols],
+                           [[f"**{p}**"] + [c[2](p) for c in floor_cols] for p in floor_rows]))
+        lines.append("")
+        lines.append("The floor's row: its own figures (MemAvailable and kernel minus direct's, as above). "
+                     "Other rows: new connections/s as median (ratio to the floor's median); memory as "
+                     "+KiB per connection over the floor (per repetition, the proxy's figure minus the "
+                     "floor's in the same repetition: median [min–max]) and (ratio of the medians). "
+                     "See bench/README.md, *The floor*.")
+        lines.append("")
     # problems
     probs = []
     for p, why in h.skipped.items():
@@ -1389,7 +1597,7 @@ def build_report(h):
         bad = [s for s in stops if s[3] or (p.startswith("tcp-router") and s[1] != 0)]
         if p.startswith("tcp-router"):
             secs = [s[2] for s in stops]
-            probs.append(f"- tcp-router stopped by SIGTERM {len(stops)} times: exit codes "
+            probs.append(f"- {p} stopped by SIGTERM {len(stops)} times: exit codes "
                          f"{sorted(set(s[1] for s in stops))}, {sum(1 for s in stops if s[3])} needed SIGKILL, "
                          f"time to exit median {statistics.median(secs):.2f}s, max {max(secs):.2f}s")
         elif bad:
@@ -1398,7 +1606,7 @@ def build_report(h):
     lines.extend(probs or ["- none"])
     for p in px:
         if p in h.log_summary:
-            lvl = f" (--log-level {a.router_log_level})" if p.startswith("tcp-router") else ""
+            lvl = f" (--log-level {router_log_level(a, p)})" if p.startswith("tcp-router") else ""
             lines.append("")
             lines.append(f"### {p} output{lvl}\n")
             lines.extend(h.log_summary[p])
@@ -1438,19 +1646,22 @@ def parse_args(argv):
         os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO_DIR, "target"), "release", "tcp-router"
     )
     p = argparse.ArgumentParser(
-        description="Benchmark tcp-router against direct loopback and Debian's TCP forwarders.",
+        description="Benchmark tcp-router against direct loopback, the shape's floor (bench/floor/relay.c) and Debian's TCP forwarders.",
         epilog="See bench/README.md.",
     )
     p.add_argument("--router", default=default_router, help=f"tcp-router binary (default {default_router})")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="1 repetition, short runs, fewer connections: a smoke test")
-    p.add_argument("--only", help="comma-separated proxies to run (direct is always included): " + ",".join(ALL_PROXIES[1:]))
+    p.add_argument("--only", help="comma-separated proxies to run (direct and the floor are always included): " + ",".join(ALL_PROXIES[1:] + FLOOR_VARIANTS))
     p.add_argument("--cases", help="comma-separated cases to run (default all): " + ",".join(c[0] for c in CASES))
-    p.add_argument("--skip-peers", action="store_true", help="only direct and tcp-router")
+    p.add_argument("--skip-peers", action="store_true", help="no peers: only direct, the floor and tcp-router (at --router-log-level and off)")
+    p.add_argument("--skip-floor", action="store_true", help="leave out the floor (bench/floor/relay.c, built with cc) and tcp-router-quiet")
+    p.add_argument("--floor-log", action="store_true", help="also run floor-log: the floor with its one log line per connection")
+    p.add_argument("--floor-small-tls", action="store_true", help=f"also run floor-small-tls: the floor with GLIBC_TUNABLES={SMALL_TLS_TUNABLES} (one stack page per thread)")
     p.add_argument("--no-install", action="store_true", help="never run apt-get")
     p.add_argument("--out", default=os.path.join(BENCH_DIR, "results.md"), help="Markdown report (default bench/results.md)")
     p.add_argument("--json", default=None, help="also write raw results as JSON here")
-    p.add_argument("--router-log-level", default="warn", help="tcp-router --log-level during the run (default warn)")
+    p.add_argument("--router-log-level", default="info", help="tcp-router --log-level during the run (default info, tcp-router's own default; tcp-router-quiet runs at off)")
     p.add_argument("--router-arg", action="append", default=[], help="extra argument for tcp-router (repeatable)")
     p.add_argument("--baseline", action="append", default=[], metavar="[NAME=]PATH", help="another tcp-router build, run as tcp-router-NAME (default tcp-router-base) beside tcp-router (repeatable: compare builds in one run)")
     p.add_argument("--with-admin", action="store_true", help="also run tcp-router-admin: tcp-router with --admin, /metrics scraped once a second")
