@@ -371,3 +371,56 @@ fn a_reload_keeps_a_handed_in_listener() {
     });
     running.stop_within(Duration::from_secs(1)).unwrap();
 }
+
+/// A live upgrade under Type=notify: the old process names the new one as the main process
+/// (`MAINPID=`), the new one says so too and `READY=1` once the old one has let go, and a
+/// connection open across it keeps working.
+#[test]
+fn an_upgrade_tells_the_service_manager_the_new_main_pid() {
+    let up = echo_upstream();
+    let notify = Notifications::at_path();
+    let dir = util::temp_dir("notify-upgrade");
+    let config = dir.write("t.conf", &format!("route 127.0.0.1:0 {}\n", up.addr));
+    let mut process = Process::start_command(notified_binary(&notify, &["-c", &config]));
+    assert!(notify.next_event().contains("READY=1\n"));
+    let mut open = TcpStream::connect(process.addr).unwrap();
+    open.set_read_timeout(Some(PATIENCE)).unwrap();
+    round_trip(&mut open, b"before");
+
+    process.signal("USR2");
+    let named = notify.next_event();
+    let new_pid: u32 = named
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("MAINPID= from the old process: {named:?}"));
+    assert_ne!(new_pid, process.child.id());
+    let ready = notify.next_event();
+    assert!(
+        ready.contains(&format!("MAINPID={new_pid}\n")) && ready.contains("READY=1\n"),
+        "{ready:?}"
+    );
+    assert!(process.wait_exit().success(), "the old process exits 0");
+    round_trip(&mut open, b"after");
+    echoes_through(process.addr, b"a new client");
+    drop(open);
+
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &new_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(notify.next_event().starts_with("STOPPING=1\n"));
+    let deadline = Instant::now() + PATIENCE;
+    while std::path::Path::new(&format!("/proc/{new_pid}")).exists() {
+        assert!(Instant::now() < deadline, "the new process did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn round_trip(stream: &mut TcpStream, text: &[u8]) {
+    stream.write_all(text).unwrap();
+    let mut back = vec![0; text.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, text);
+}
