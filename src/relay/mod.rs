@@ -21,6 +21,18 @@
 //!   the socket's own receive or send timeout (the shortest limit, "the tick"), so no timer
 //!   thread is needed.
 //!
+//! # A safe point for a hand-off
+//!
+//! A live upgrade moves a connection to another process only while neither copy thread is
+//! inside a read or a write. `Connection::request_park` asks; `Connection::poke` wakes each
+//! thread out of the `recv` or blocking write it sleeps in (a thread-directed signal, see
+//! `sys::wake`; the sockets always carry a timeout so the call returns `EINTR`); the thread
+//! parks at the top of its loop holding the bytes it had read and not written
+//! (`ChunkError::Parked`, a splice pipe emptied into it). Then `Connection::end_park` either
+//! releases it (it returns [`HandedOver`] without touching the sockets) or lets it resume,
+//! writing what it held first. The new process starts each direction where the old one left it
+//! (`Carried`).
+//!
 //! # Two stack pages per idle thread
 //!
 //! An idle connection costs, besides its kernel state, the stack pages its two threads have
