@@ -53,6 +53,9 @@ pub(crate) enum Role {
 pub(crate) struct Offered {
     pub(crate) role: Role,
     pub(crate) addr: SocketAddr,
+    /// Handed in already bound (by the service manager) rather than bound by tcp-router: the
+    /// new process keeps it whatever a reload says, as the old one did.
+    pub(crate) handed_in: bool,
 }
 
 /// A connection's state, as the new process needs it to carry on.
@@ -136,6 +139,7 @@ impl Message {
                         Role::Listener => 0,
                         Role::Admin => 1,
                     });
+                    out.u8(u8::from(offered.handed_in));
                     out.addr(offered.addr);
                 }
             }
@@ -190,9 +194,11 @@ impl Message {
                         1 => Role::Admin,
                         _ => return Err(Malformed("unknown socket role")),
                     };
+                    let handed_in = r.flag()?;
                     listeners.push(Offered {
                         role,
                         addr: r.addr()?,
+                        handed_in,
                     });
                 }
                 Message::Offer {
@@ -454,10 +460,12 @@ mod tests {
                     Offered {
                         role: Role::Listener,
                         addr: "0.0.0.0:11000".parse().unwrap(),
+                        handed_in: true,
                     },
                     Offered {
                         role: Role::Admin,
                         addr: "[::1]:9900".parse().unwrap(),
+                        handed_in: false,
                     },
                 ],
             },

@@ -116,7 +116,7 @@ impl TakenOver {
 /// `shared`. Returns once the new process has started; on `Err` everything here carries on.
 pub(super) fn give(
     channel: Channel,
-    listeners: &[(SocketAddr, BorrowedFd<'_>)],
+    listeners: &[(SocketAddr, BorrowedFd<'_>, bool)],
     admin: Option<(SocketAddr, BorrowedFd<'_>)>,
     shared: &Shared,
 ) -> Result<HandedOff, Error> {
@@ -140,16 +140,18 @@ pub(super) fn give(
     }
     let mut offered: Vec<Offered> = listeners
         .iter()
-        .map(|(addr, _)| Offered {
+        .map(|(addr, _, handed_in)| Offered {
             role: Role::Listener,
             addr: *addr,
+            handed_in: *handed_in,
         })
         .collect();
-    let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, fd)| *fd).collect();
+    let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, fd, _)| *fd).collect();
     if let Some((addr, fd)) = admin {
         offered.push(Offered {
             role: Role::Admin,
             addr,
+            handed_in: false,
         });
         fds.push(fd);
     }
@@ -329,11 +331,19 @@ fn unexpected(wanted: &str, got: &Message) -> Error {
 
 // ----- the new process -------------------------------------------------------------------------
 
-/// What the old process offered: its listening sockets by address, and its admin endpoint's.
+/// What the old process offered: its listening sockets by address (and whether the service
+/// manager handed them in), and its admin endpoint's.
 pub(super) struct Offer {
     pub(super) next_id: u64,
-    pub(super) listeners: Vec<(SocketAddr, TcpListener)>,
+    pub(super) listeners: Vec<OfferedSocket>,
     pub(super) admin: Option<TcpListener>,
+}
+
+/// A listening socket offered.
+pub(super) struct OfferedSocket {
+    pub(super) addr: SocketAddr,
+    pub(super) socket: TcpListener,
+    pub(super) handed_in: bool,
 }
 
 /// The new side, first step: says hello and receives the listening sockets.
@@ -378,7 +388,11 @@ pub(super) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
     for (offered, fd) in offered.into_iter().zip(fds) {
         let socket = TcpListener::from(fd);
         match offered.role {
-            Role::Listener => offer.listeners.push((offered.addr, socket)),
+            Role::Listener => offer.listeners.push(OfferedSocket {
+                addr: offered.addr,
+                socket,
+                handed_in: offered.handed_in,
+            }),
             Role::Admin => offer.admin = Some(socket),
         }
     }
@@ -387,28 +401,28 @@ pub(super) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
 
 /// The sockets offered for each listener of `config`, by bound address; a listener offered
 /// nothing is bound as usual, an offered socket no listener wants is closed (logged).
-pub(super) fn assign(
-    config: &Config,
-    offered: Vec<(SocketAddr, TcpListener)>,
-) -> Vec<Option<TcpListener>> {
-    let mut left: Vec<Option<(SocketAddr, TcpListener)>> = offered.into_iter().map(Some).collect();
+pub(super) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option<OfferedSocket>> {
+    let mut left: Vec<Option<OfferedSocket>> = offered.into_iter().map(Some).collect();
     let sockets = config
         .listeners
         .iter()
         .map(|listener| {
             let addrs = listener.listen.resolve().unwrap_or_default();
+            // Port 0 was bound to some free port: the same address with any port is it.
             let wanted = |addr: &SocketAddr| {
                 addrs.contains(addr)
                     || (listener.listen.port == 0 && addrs.iter().any(|a| a.ip() == addr.ip()))
             };
             left.iter_mut()
-                .find(|o| o.as_ref().is_some_and(|(addr, _)| wanted(addr)))
+                .find(|o| o.as_ref().is_some_and(|o| wanted(&o.addr)))
                 .and_then(Option::take)
-                .map(|(_, socket)| socket)
         })
         .collect();
-    for (addr, _) in left.into_iter().flatten() {
-        log::warn!("upgrade: the old process listened on {addr}, which the configuration no longer has; closing it");
+    for unwanted in left.into_iter().flatten() {
+        log::warn!(
+            "upgrade: the old process listened on {}, which the configuration no longer has; closing it",
+            unwanted.addr
+        );
     }
     sockets
 }

@@ -298,8 +298,13 @@ impl Server {
     ) -> Result<(Server, TakenOver, Option<TcpListener>), Error> {
         let offer = handoff::receive_offer(&channel)?;
         let listeners = offer.listeners.len() + usize::from(offer.admin.is_some());
-        let sockets = handoff::assign(config, offer.listeners);
-        let server = match Server::bind(config, sockets) {
+        let assigned = handoff::assign(config, offer.listeners);
+        let handed_in: Vec<bool> = assigned
+            .iter()
+            .map(|o| o.as_ref().is_some_and(|o| o.handed_in))
+            .collect();
+        let sockets = assigned.into_iter().map(|o| o.map(|o| o.socket)).collect();
+        let mut server = match Server::bind(config, sockets) {
             Ok(server) => server,
             Err(err) => {
                 let reason = err
@@ -312,6 +317,11 @@ impl Server {
                 return Err(err);
             }
         };
+        // Bound by the old process is as good as bound here; only the service manager's
+        // sockets stay beyond a reload's reach.
+        for (listening, handed_in) in server.listening.iter_mut().zip(handed_in) {
+            listening.adopted = handed_in;
+        }
         server.shared.registry.continue_after(offer.next_id);
         let adopter = handoff::Adopter {
             listening: &server.listening,
@@ -380,10 +390,10 @@ impl Server {
     /// The live upgrade's old side (see `handoff`): runs on the accept loop, which accepts
     /// nothing meanwhile.
     fn hand_off(&mut self, channel: Channel) -> Result<HandedOff, Error> {
-        let listeners: Vec<(SocketAddr, BorrowedFd<'_>)> = self
+        let listeners: Vec<(SocketAddr, BorrowedFd<'_>, bool)> = self
             .listening
             .iter()
-            .map(|l| (l.addr, l.socket.as_fd()))
+            .map(|l| (l.addr, l.socket.as_fd(), l.adopted))
             .collect();
         let admin = self
             .followers
