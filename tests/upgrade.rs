@@ -45,9 +45,17 @@ const STALL: Duration = Duration::from_secs(300);
 const BULK: u64 = 512 << 20;
 /// The bulk transfer is written and checksummed one chunk at a time.
 const CHUNK: usize = 1 << 20;
-/// How far the bulk transfer may go before the first upgrade, and before the second.
+/// How far the bulk transfer's readers may go before the first upgrade, and before the second;
+/// the writers may go [`AHEAD`] further, more than every buffer between them holds (two sockets'
+/// send and receive buffers, at most 4 and 32 MiB here, and the router's pipe), so they stall
+/// on full buffers before the gate.
 const FIRST_STAGE: u64 = 128 << 20;
 const SECOND_STAGE: u64 = 320 << 20;
+const AHEAD: u64 = 128 << 20;
+/// How long the writers must make no progress to count as stalled on full buffers.
+const STALLED: Duration = Duration::from_millis(200);
+/// Bytes at least in flight each way (past the readers, written by the writers) at each upgrade.
+const PENDING: u64 = 2 << 20;
 /// Seeds of the two directions' streams (chunk `i` is `random_bytes(SEED + i, CHUNK)`).
 const CLIENT_SEED: u64 = 1 << 40;
 const UPSTREAM_SEED: u64 = 2 << 40;
@@ -636,19 +644,18 @@ fn answering_after_release(answer: Vec<u8>) -> (Upstream, Receiver<Vec<u8>>, Sen
 // The bulk transfer: 512 MiB each way at once, in stages the test opens
 // ---------------------------------------------------------------------------------------------
 
-/// How many bytes each end of the bulk connection may have written: the test opens it stage by
-/// stage, so the transfer is surely still running at each upgrade.
+/// How far the bulk connection's ends may go (as a byte count), opened stage by stage by the test.
 struct Gate {
     open_to: Mutex<u64>,
     opened: Condvar,
 }
 
 impl Gate {
-    fn new(bytes: u64) -> Arc<Gate> {
-        Arc::new(Gate {
+    fn new(bytes: u64) -> Gate {
+        Gate {
             open_to: Mutex::new(bytes),
             opened: Condvar::new(),
-        })
+        }
     }
 
     fn open_to(&self, bytes: u64) {
@@ -656,17 +663,133 @@ impl Gate {
         self.opened.notify_all();
     }
 
-    /// Waits until `bytes` may have been written; an error after [`STALL`].
-    fn wait_for(&self, bytes: u64) -> Result<(), String> {
+    /// Waits until the gate is open to at least `bytes`, and returns how far it is open; an
+    /// error after [`STALL`].
+    fn wait_for(&self, bytes: u64) -> Result<u64, String> {
         let open_to = self.open_to.lock().unwrap();
-        let (_open_to, waited) = self
+        let (open_to, waited) = self
             .opened
             .wait_timeout_while(open_to, STALL, |open_to| *open_to < bytes)
             .unwrap();
         if waited.timed_out() {
             return Err(format!("the gate stayed below {bytes} bytes for {STALL:?}"));
         }
-        Ok(())
+        Ok(*open_to)
+    }
+}
+
+/// One end of the bulk connection.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Client,
+    Upstream,
+}
+
+impl End {
+    /// The first seed of the stream this end writes.
+    fn seed(self) -> u64 {
+        match self {
+            End::Client => CLIENT_SEED,
+            End::Upstream => UPSTREAM_SEED,
+        }
+    }
+}
+
+/// Bytes one end has written (whole chunks the kernel took) and read.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// The bulk transfer's state, shared by its two ends and the test: both directions move alike.
+/// Writers stay behind `write` and readers behind `read`; with `read` below `write`, the readers
+/// stop while the writers go on until every buffer between them is full, so bytes are pending
+/// in the router (and in the sockets) when the test upgrades it.
+struct Bulk {
+    write: Gate,
+    read: Gate,
+    client: Counts,
+    upstream: Counts,
+}
+
+impl Bulk {
+    fn new(read: u64, write: u64) -> Arc<Bulk> {
+        Arc::new(Bulk {
+            write: Gate::new(write),
+            read: Gate::new(read),
+            client: Counts::default(),
+            upstream: Counts::default(),
+        })
+    }
+
+    fn counts(&self, end: End) -> &Counts {
+        match end {
+            End::Client => &self.client,
+            End::Upstream => &self.upstream,
+        }
+    }
+
+    /// Lets the readers go to `read` bytes and the writers to `write`.
+    fn open_to(&self, read: u64, write: u64) {
+        self.read.open_to(read);
+        self.write.open_to(write);
+    }
+
+    /// Bytes in flight each way (sent by one end, not yet read by the other): client to
+    /// upstream, upstream to client.
+    fn in_flight(&self) -> (u64, u64) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
+        (
+            load(&self.client.sent).saturating_sub(load(&self.upstream.received)),
+            load(&self.upstream.sent).saturating_sub(load(&self.client.received)),
+        )
+    }
+
+    /// True once both readers are at `read` and at least `pending` more bytes are in flight
+    /// each way.
+    fn held_at(&self, read: u64, pending: u64) -> bool {
+        let got = |end: End| self.counts(end).received.load(Ordering::SeqCst);
+        let (up, down) = self.in_flight();
+        got(End::Client) == read && got(End::Upstream) == read && up >= pending && down >= pending
+    }
+
+    /// True once neither writer has made progress for [`STALLED`]: every buffer between the
+    /// ends is full, the router's own included. `last` is the previous sample and when it
+    /// changed. (No event says that nothing moves; the relay's slow-reader test samples too.)
+    fn writers_stalled(&self, last: &mut ((u64, u64), Instant)) -> bool {
+        let sent = (
+            self.client.sent.load(Ordering::SeqCst),
+            self.upstream.sent.load(Ordering::SeqCst),
+        );
+        if sent != last.0 {
+            *last = (sent, Instant::now());
+        }
+        last.1.elapsed() >= STALLED
+    }
+
+    /// Waits until the readers are at `read`, bytes are in flight each way and the writers have
+    /// stalled on full buffers.
+    fn wait_until_held(&self, router: &mut Router, read: u64) {
+        let mut last = ((0, 0), Instant::now());
+        router.wait_for(
+            &format!(
+                "the bulk transfer to be held at {} MiB, buffers full",
+                read >> 20
+            ),
+            || self.held_at(read, PENDING) && self.writers_stalled(&mut last),
+        );
+    }
+
+    /// What the bulk counters say, for messages.
+    fn describe(&self) -> String {
+        let counts = |end: End| {
+            let counts = self.counts(end);
+            let sent = counts.sent.load(Ordering::SeqCst);
+            let received = counts.received.load(Ordering::SeqCst);
+            format!("{end:?} sent {sent}, received {received}")
+        };
+        format!("{}; {}", counts(End::Client), counts(End::Upstream))
     }
 }
 
@@ -677,27 +800,25 @@ struct Ends {
     received: (u64, u64),
 }
 
-/// One end of the bulk connection: writes [`BULK`] bytes of the stream of `seed` as far as
-/// `gate` lets it, then ends its direction; meanwhile reads the other direction to its end,
-/// counting into `received`.
-fn bulk_end(
-    stream: TcpStream,
-    seed: u64,
-    gate: Arc<Gate>,
-    received: Arc<AtomicU64>,
-) -> Result<Ends, String> {
+/// One end of the bulk connection: writes [`BULK`] bytes of its own stream as far as the write
+/// gate lets it, then ends its direction; meanwhile reads the other direction, as far as the read
+/// gate lets it, to its end.
+fn bulk_end(stream: TcpStream, end: End, bulk: Arc<Bulk>) -> Result<Ends, String> {
     stream.set_read_timeout(Some(STALL)).unwrap();
     stream.set_write_timeout(Some(STALL)).unwrap();
     let mut writer = stream.try_clone().unwrap();
+    let writing = Arc::clone(&bulk);
     let sender = thread::spawn(move || -> Result<(u64, u64), String> {
         let mut sum = Checksum::new();
         for i in 0..BULK / CHUNK as u64 {
-            gate.wait_for((i + 1) * CHUNK as u64)?;
-            let chunk = random_bytes(seed + i, CHUNK);
+            writing.write.wait_for((i + 1) * CHUNK as u64)?;
+            let chunk = random_bytes(end.seed() + i, CHUNK);
             sum.update(&chunk);
             writer
                 .write_all(&chunk)
                 .map_err(|e| format!("write after {i} MiB: {e}"))?;
+            let sent = &writing.counts(end).sent;
+            sent.fetch_add(CHUNK as u64, Ordering::SeqCst);
         }
         writer
             .shutdown(Shutdown::Write)
@@ -707,17 +828,20 @@ fn bulk_end(
     let mut reader = stream;
     let mut sum = Checksum::new();
     let mut buf = vec![0u8; 256 << 10];
+    let received = &bulk.counts(end).received;
     loop {
-        match reader.read(&mut buf) {
+        let got = received.load(Ordering::SeqCst);
+        // At the end of the stream the gate is open to all of it: one more read finds the end
+        // (or bytes that should not be there, which the checksum then counts).
+        let open_to = bulk.read.wait_for((got + 1).min(BULK))?;
+        let room = open_to.saturating_sub(got).clamp(1, buf.len() as u64) as usize;
+        match reader.read(&mut buf[..room]) {
             Ok(0) => break,
             Ok(n) => {
                 sum.update(&buf[..n]);
                 received.fetch_add(n as u64, Ordering::SeqCst);
             }
-            Err(e) => {
-                let got = received.load(Ordering::SeqCst);
-                return Err(format!("read after {got} bytes: {e}"));
-            }
+            Err(e) => return Err(format!("read after {got} bytes: {e}")),
         }
     }
     let sent = sender
@@ -729,38 +853,26 @@ fn bulk_end(
     })
 }
 
-/// The bulk connection's upstream: [`bulk_end`] with the upstream's seed; reports its ends.
-fn bulk_upstream(
-    gate: &Arc<Gate>,
-    received: &Arc<AtomicU64>,
-) -> (Upstream, Receiver<Result<Ends, String>>) {
+/// The bulk connection's upstream ([`bulk_end`] on each connection); reports its ends.
+fn bulk_upstream(bulk: &Arc<Bulk>) -> (Upstream, Receiver<Result<Ends, String>>) {
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    let (gate, received) = (Arc::clone(gate), Arc::clone(received));
+    let bulk = Arc::clone(bulk);
     let up = upstream(move |stream| {
-        let ends = bulk_end(
-            stream,
-            UPSTREAM_SEED,
-            Arc::clone(&gate),
-            Arc::clone(&received),
-        );
+        let ends = bulk_end(stream, End::Upstream, Arc::clone(&bulk));
         let _ = tx.lock().unwrap().send(ends);
     });
     (up, rx)
 }
 
 /// The bulk connection's client, on its own thread: its address, and its ends when done.
-fn bulk_client(
-    addr: SocketAddr,
-    gate: &Arc<Gate>,
-    received: &Arc<AtomicU64>,
-) -> (SocketAddr, Receiver<Result<Ends, String>>) {
+fn bulk_client(addr: SocketAddr, bulk: &Arc<Bulk>) -> (SocketAddr, Receiver<Result<Ends, String>>) {
     let stream = connect_to(addr, STALL);
     let local = stream.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
-    let (gate, received) = (Arc::clone(gate), Arc::clone(received));
+    let bulk = Arc::clone(bulk);
     thread::spawn(move || {
-        let _ = tx.send(bulk_end(stream, CLIENT_SEED, gate, received));
+        let _ = tx.send(bulk_end(stream, End::Client, bulk));
     });
     (local, rx)
 }
@@ -1074,6 +1186,28 @@ fn reversed(text: &str) -> String {
     text.chars().rev().collect()
 }
 
+/// Asserts the bulk transfer is still held at `stage` with bytes in flight after `upgrade`: the
+/// readers were stopped all through it, so those bytes were pending when the connection moved.
+fn assert_held_through(bulk: &Bulk, stage: u64, upgrade: &Upgrade) {
+    let (up, down) = bulk.in_flight();
+    eprintln!(
+        "upgrade from pid {} to {}: bulk held at {} MiB, {} KiB in flight to the upstream, {} KiB \
+         to the client",
+        upgrade.old,
+        upgrade.new,
+        stage >> 20,
+        up >> 10,
+        down >> 10
+    );
+    assert!(
+        bulk.held_at(stage, PENDING),
+        "the bulk transfer after the upgrade from pid {} to {}: {}",
+        upgrade.old,
+        upgrade.new,
+        bulk.describe()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------------------------
@@ -1090,10 +1224,8 @@ fn upgrade_moves_every_connection() {
     tcp_router::process::raise_open_files_limit();
 
     let echo = echo_upstream();
-    let gate = Gate::new(FIRST_STAGE);
-    let by_client = Arc::new(AtomicU64::new(0));
-    let by_upstream = Arc::new(AtomicU64::new(0));
-    let (bulk, bulk_upstream_end) = bulk_upstream(&gate, &by_upstream);
+    let bulk = Bulk::new(FIRST_STAGE, FIRST_STAGE + AHEAD);
+    let (bulk_up, bulk_upstream_end) = bulk_upstream(&bulk);
     let answer = random_bytes(0xA45E, ANSWER_LEN);
     let (half, request_rx, release) = answering_after_release(answer.clone());
     let tls = if skip_without(&format!("{TEST} (TLS part)"), &["openssl"]) {
@@ -1111,7 +1243,7 @@ fn upgrade_moves_every_connection() {
     let [echo_listen, bulk_listen, half_listen, tls_listen] = held.each_ref().map(listen_addr);
     let mut config = format!(
         "route {echo_listen} {}\nroute {bulk_listen} {}\nroute {half_listen} {}\n",
-        echo.addr, bulk.addr, half.addr
+        echo.addr, bulk_up.addr, half.addr
     );
     if let Some(tls) = &tls {
         config.push_str(&format!("route {tls_listen} {} sni={TLS_NAME}\n", tls.addr));
@@ -1138,40 +1270,20 @@ fn upgrade_moves_every_connection() {
         let text = "said before the upgrades";
         assert_eq!(client.say(text), reversed(text));
     }
-    let (bulk_client_addr, bulk_client_end) = bulk_client(bulk_listen, &gate, &by_client);
-    let moved = || {
-        (
-            by_client.load(Ordering::SeqCst),
-            by_upstream.load(Ordering::SeqCst),
-        )
-    };
-    router.wait_for("the bulk transfer to be under way both ways", || {
-        let (down, up) = moved();
-        down >= FIRST_STAGE / 2 && up >= FIRST_STAGE / 2
-    });
+    let (bulk_client_addr, bulk_client_end) = bulk_client(bulk_listen, &bulk);
+    bulk.wait_until_held(&mut router, FIRST_STAGE);
     // Every long-lived connection is open: their close lines can only come after this.
     let opened = router.mark();
 
     let first = router.upgrade();
-    let (down, up) = moved();
-    assert!(
-        down < BULK && up < BULK,
-        "the bulk transfer was over by the first upgrade"
-    );
-    gate.open_to(SECOND_STAGE);
-    router.wait_for("the bulk transfer to go on after the first upgrade", || {
-        let (down, up) = moved();
-        down >= FIRST_STAGE + (32 << 20) && up >= FIRST_STAGE + (32 << 20)
-    });
+    assert_held_through(&bulk, FIRST_STAGE, &first);
+    bulk.open_to(SECOND_STAGE, SECOND_STAGE + AHEAD);
+    bulk.wait_until_held(&mut router, SECOND_STAGE);
     // A new file at the binary's path: the second upgrade must start it, not the file running.
     router.install(Path::new(bin()));
     let second = router.upgrade();
     assert_eq!(second.old, first.new);
-    let (down, up) = moved();
-    assert!(
-        down < BULK && up < BULK,
-        "the bulk transfer was over by the second upgrade"
-    );
+    assert_held_through(&bulk, SECOND_STAGE, &second);
 
     let served = churn.successes();
     router.wait_for("the last process to serve new connections", || {
@@ -1198,7 +1310,7 @@ fn upgrade_moves_every_connection() {
     for stream in &mut idle {
         assert!(read_to_end(stream).is_empty());
     }
-    gate.open_to(BULK);
+    bulk.open_to(BULK, BULK);
     let client_end = router.poll_until("the bulk transfer's client to finish", |_| {
         bulk_result(&bulk_client_end, "client")
     });
