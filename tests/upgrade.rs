@@ -132,7 +132,7 @@ impl Router {
         become_subreaper();
         let dir = temp_dir(name);
         let binary = dir.join("tcp-router");
-        std::fs::copy(bin(), &binary).expect("copy the binary into the scratch directory");
+        copy_by_child(Path::new(bin()), &binary);
         let config = PathBuf::from(dir.write("tcp-router.conf", config));
         let pid_file = dir.join("tcp-router.pid");
         let mut command = Command::new(&binary);
@@ -363,19 +363,20 @@ impl Router {
         );
     }
 
-    /// Renames a copy of `file` over the binary: what the next upgrade must start.
+    /// Renames a copy of `file` (a new file, even if `file` is what runs) over the binary: what
+    /// the next upgrade must start.
     fn install(&self, file: &Path) {
         let new = self.dir.join("tcp-router.new");
-        std::fs::copy(file, &new).expect("copy the new binary");
+        copy_by_child(file, &new);
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::rename(&new, &self.binary).expect("rename the new binary over the old");
     }
 
-    /// Renames a shell script with `text` over the binary.
+    /// Renames a shell script with `text` over the binary. The text is written to a file that is
+    /// never executed, and copied from there (see [`copy_by_child`]).
     fn install_script(&self, text: &str) {
-        let new = self.dir.join("tcp-router.new");
-        std::fs::write(&new, text).expect("write the script");
-        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&new, &self.binary).expect("rename the script over the binary");
+        let source = self.dir.write("script.sh", text);
+        self.install(Path::new(&source));
     }
 
     /// The `closed #` lines at or after index `from` of the connections in `keys`, every one of
@@ -442,6 +443,20 @@ impl Drop for Router {
             }
         }
     }
+}
+
+/// Copies `from` to `to` with cp(1). A file that will be executed is never written by the test
+/// process itself: a process another test thread forks meanwhile would hold the descriptor open
+/// for writing until it execs, and executing the file then fails with ETXTBSY.
+fn copy_by_child(from: &Path, to: &Path) {
+    let mut cp = Kid(Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn cp"));
+    let status = wait_kid(&mut cp, "cp");
+    assert!(status.success(), "cp {} {}", from.display(), to.display());
 }
 
 /// Makes the test process the subreaper of its descendants: a router process whose parent
