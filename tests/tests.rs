@@ -24,3 +24,6 @@ mod relay;
 mod routing;
 /// Socket activation, readiness notification, the watchdog and SO_REUSEPORT.
 mod systemd;
+/// Live upgrade on SIGUSR2: listeners and established connections move to a new process; a
+/// failed upgrade leaves the old one serving.
+mod upgrade;
