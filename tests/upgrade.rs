@@ -489,25 +489,6 @@ fn pid_in(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// State and parent of `pid`, from /proc/PID/stat (after the command name, which may hold
-/// spaces and parentheses).
-fn stat_of(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let parent = fields.next()?.parse().ok()?;
-    Some((state, parent))
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    stat_of(pid).map(|(_, parent)| parent)
-}
-
-/// True while `pid` runs (exists and is not a zombie).
-fn alive(pid: u32) -> bool {
-    stat_of(pid).is_some_and(|(state, _)| state != 'Z')
-}
-
 /// True if `pid` has a handler for `signal` (its bit in SigCgt of /proc/PID/status).
 fn catches(pid: u32, signal: u32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {

@@ -537,3 +537,22 @@ pub fn send_and_close(stream: &mut TcpStream, data: &[u8]) {
     stream.write_all(data).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
 }
+
+/// State and parent of `pid`, from /proc/PID/stat (after the command name, which may hold
+/// spaces and parentheses).
+pub fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_of(pid).map(|(_, parent)| parent)
+}
+
+/// True while `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    stat_of(pid).is_some_and(|(state, _)| state != 'Z')
+}

@@ -118,6 +118,8 @@ fn run(args: Args) -> Result<(), Failure> {
 /// A live upgrade's new process: takes every listener and connection from the old one, and
 /// waits until it has let go (so the pid file and the service manager follow this process).
 fn take_over(config: &tcp_router::Config, path: &std::path::Path) -> Result<Forwarder, Failure> {
+    // The old process started this one and waits for it: still the parent now, not later.
+    let old_pid = std::os::unix::process::parent_id();
     let channel = upgrade::connect(path)?;
     let (forwarder, taken) = Forwarder::take_over(config, channel).map_err(|err| match err {
         Error::Upgrade(why) => Error::Upgrade(format!("upgrade failed: {why}")),
@@ -127,7 +129,7 @@ fn take_over(config: &tcp_router::Config, path: &std::path::Path) -> Result<Forw
         "upgrade: took over {} listening socket(s) and {} connection(s) from pid {}",
         taken.listeners,
         taken.connections,
-        std::os::unix::process::parent_id()
+        old_pid
     );
     taken.wait_released(std::time::Duration::from_secs(5));
     Ok(forwarder)
