@@ -1483,3 +1483,105 @@ fn upgrade_failure_keeps_the_old_process_serving() {
     }
     router.stop();
 }
+
+/// A GET on the admin endpoint at `addr`, its whole answer.
+fn admin_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = connect_to(addr, PATIENT);
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&read_to_end(&mut stream)).into_owned()
+}
+
+/// A metric's value in a /metrics answer, summed over its labels.
+fn metric(answer: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = answer
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The rest of what a live upgrade must get right: the admin endpoint is served by the new
+/// process (its own counters, the moved connection counted as active); a second SIGUSR2 while
+/// one runs is ignored; SIGTERM while connections are still being brought to a safe point ends
+/// the upgrade, and the old process then drains everything itself.
+#[test]
+fn upgrade_moves_the_admin_endpoint_and_a_stop_wins_over_an_upgrade() {
+    let echo = echo_upstream();
+    let (held, held_sni, held_admin) = (reserve_port(), reserve_port(), reserve_port());
+    let (listen, sni_listen, admin) = (
+        listen_addr(&held),
+        listen_addr(&held_sni),
+        listen_addr(&held_admin),
+    );
+    let config = format!(
+        "route {listen} {up}\nroute {sni_listen} {up} sni=a.example\nadmin {ip} {port}\n",
+        up = echo.addr,
+        ip = admin.ip(),
+        port = admin.port()
+    );
+    let mut router = Router::start("upgrade-edges", &config, 2);
+    let mut open = connect_to(listen, PATIENT);
+    echo_once(&mut open, b"before\n");
+    let first_start = metric(&admin_get(admin, "/metrics"), "process_start_time_seconds");
+
+    let upgrade = router.upgrade();
+    echo_once(&mut open, b"moved\n");
+    let metrics = admin_get(admin, "/metrics");
+    assert_eq!(
+        metric(&metrics, "tcp_router_connections_active"),
+        Some(1.0),
+        "the moved connection, counted by the new process:\n{metrics}"
+    );
+    assert!(
+        metric(&metrics, "process_start_time_seconds") >= first_start,
+        "{metrics}"
+    );
+    let connections = admin_get(admin, "/connections");
+    assert!(connections.contains("\"id\":"), "{connections}");
+
+    // A client that sends nothing holds its connection in the peek phase (up to the peek
+    // timeout): the upgrade waits for it, which leaves time for the signals below.
+    let silent = connect_to(sni_listen, PATIENT);
+    router.wait_for("the silent client to be accepted", || {
+        metric(
+            &admin_get(admin, "/metrics"),
+            "tcp_router_connections_active",
+        ) == Some(2.0)
+    });
+    let from = router.mark();
+    signal(upgrade.new, "USR2");
+    router.line_after(from, &[STARTING], "the upgrade's first line");
+    // The new process logs its limits once it has its listeners, just before it says ready.
+    router.line_after(from, &["per client at most"], "the new process to be ready");
+    signal(upgrade.new, "USR2");
+    router.line_after(
+        from,
+        &["already under way; ignored"],
+        "the second SIGUSR2 ignored",
+    );
+    signal(upgrade.new, "TERM");
+    let (_, failed) = router.line_after(from, &[FAILED, HANDED_OVER], "the upgrade to end");
+    assert!(failed.contains("stop was requested"), "{failed}");
+    router.line_after(from, &["stopping: accepting no more clients"], "the drain");
+    // The old process drains everything: the connection it kept still works meanwhile.
+    echo_once(&mut open, b"drained by the old process\n");
+    close_cleanly(&mut open);
+    drop(silent);
+    assert_eq!(
+        router.wait_exit(upgrade.new),
+        Ended::Code(0),
+        "{}",
+        router.tail()
+    );
+}
