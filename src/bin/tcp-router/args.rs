@@ -26,8 +26,11 @@ use tcp_router::{Config, Error, HostPort, Listener, Route};
     example = "Serve a rinetd.conf (and check it first):\n  $ tcp-router --check -c /etc/rinetd.conf && tcp-router -c /etc/rinetd.conf",
     example = "Two TLS sites on one port by SNI, everything else to a default; nothing is decrypted:\n  $ tcp-router 0.0.0.0:443 --sni a.example.com=10.0.0.1:443 --sni '*.example.org'=10.0.0.2:443 10.0.0.3:443",
     example = "Which route would a name take?\n  $ tcp-router -c router.conf --check --explain www.example.org",
-    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Durations: 250ms, 5s, 2m, 1h or plain seconds; 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config.",
-    error_code(0, "success, including a graceful stop on SIGINT or SIGTERM"),
+    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Durations: 250ms, 5s, 2m, 1h or plain seconds; 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
+    error_code(
+        0,
+        "success, including a graceful stop on SIGINT or SIGTERM, and the old process after an upgrade on SIGUSR2"
+    ),
     error_code(1, "runtime failure, e.g. a listen address in use or not permitted"),
     error_code(2, "invalid command line or configuration"),
     error_code(
