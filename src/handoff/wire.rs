@@ -146,7 +146,7 @@ impl Message {
             Message::Ready => out.u8(READY),
             Message::Refuse { reason } => {
                 out.u8(REFUSE);
-                out.bytes(reason.as_bytes());
+                out.bytes(clip(reason, MAX_TEXT).as_bytes());
             }
             Message::Conn(state) => {
                 out.u8(CONN);
@@ -253,6 +253,18 @@ pub(crate) fn decode_round_trip(bytes: &[u8]) -> bool {
         message.name()
     );
     true
+}
+
+/// The longest text field a message may carry.
+const MAX_TEXT: usize = 4096;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 struct Writer(Vec<u8>);
@@ -382,7 +394,7 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
     fn string(&mut self) -> Result<String, Malformed> {
-        String::from_utf8(self.bytes(4096)?.to_vec()).map_err(|_| Malformed("text not UTF-8"))
+        String::from_utf8(self.bytes(MAX_TEXT)?.to_vec()).map_err(|_| Malformed("text not UTF-8"))
     }
     fn opt_string(&mut self) -> Result<Option<String>, Malformed> {
         Ok(if self.flag()? {
@@ -541,6 +553,19 @@ mod tests {
             let mut bytes = MAGIC.to_vec();
             bytes.extend((0..rng.below(80)).map(|_| rng.byte()));
             let _ = Message::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn a_long_reason_arrives_cut_at_a_character_not_refused() {
+        let reason = "é".repeat(3000);
+        let bytes = Message::Refuse { reason }.encode();
+        match Message::decode(&bytes) {
+            Ok(Message::Refuse { reason }) => {
+                assert!(reason.len() <= MAX_TEXT && reason.len() > MAX_TEXT - 2);
+                assert!(reason.chars().all(|c| c == 'é'));
+            }
+            other => panic!("{other:?}"),
         }
     }
 

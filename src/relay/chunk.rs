@@ -99,7 +99,10 @@ pub(crate) fn move_through_buffer(
     result
 }
 
-/// Reads once into `buffer` (with `flags`), then writes all of it to `dst`.
+/// Reads once into `buffer` (with `flags`), then writes all of it to `dst`. Inlined into the
+/// copy loop: an idle copy thread waits in it, and every frame counts (see "Two stack pages per
+/// idle thread" in the relay's module doc).
+#[inline(always)]
 pub(crate) fn move_through(
     buffer: &mut [u8],
     flags: RecvFlags,

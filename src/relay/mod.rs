@@ -38,7 +38,7 @@
 //! An idle connection costs, besides its kernel state, the stack pages its two threads have
 //! touched. Each thread keeps two: the top page (glibc's thread block and std's thread start)
 //! and one below it with the copy loop waiting in `recv`. Keeping it at two is deliberate:
-//! - The wait buffer is [`WAIT_BUFFER_SIZE`](copy::WAIT_BUFFER_SIZE) (2 KiB) on the stack; the
+//! - The wait buffer is [`WAIT_BUFFER_SIZE`](copy::WAIT_BUFFER_SIZE) (1.5 KiB) on the stack; the
 //!   64 KiB buffer and the splice pipe are borrowed only while bytes move, so an idle
 //!   connection holds no heap buffer either.
 //! - The worker that set the connection up (PROXY header, peek, upstream connect) does so in

@@ -86,7 +86,7 @@ fn run(args: Args) -> Result<(), Failure> {
         None => None,
     };
     let handle = forwarder.handle();
-    let upgrader = upgrade::Upgrader::new(handle.clone(), notifier.clone());
+    let upgrader = upgrade::Upgrader::new(handle.clone(), notifier.clone(), watchdog);
     let reload: signals::Reload = Box::new(move || args.config.is_some().then(|| args.load()));
     signals::install(
         handle.clone(),

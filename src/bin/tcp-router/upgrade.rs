@@ -31,6 +31,8 @@ pub(crate) struct Upgrader {
     /// The arguments after the program name.
     args: Vec<OsString>,
     notifier: Option<Arc<Notifier>>,
+    /// The watchdog interval the service manager asked for, passed on to the new process.
+    watchdog: Option<Duration>,
     handle: Handle,
     busy: AtomicBool,
     /// Set once everything was handed over: the pid file is the new process's now.
@@ -40,7 +42,11 @@ pub(crate) struct Upgrader {
 
 impl Upgrader {
     /// Records how this process was started. Call it at start, before the binary may change.
-    pub(crate) fn new(handle: Handle, notifier: Option<Arc<Notifier>>) -> Arc<Upgrader> {
+    pub(crate) fn new(
+        handle: Handle,
+        notifier: Option<Arc<Notifier>>,
+        watchdog: Option<Duration>,
+    ) -> Arc<Upgrader> {
         let mut argv = std::env::args_os();
         let argv0 = argv.next().map(PathBuf::from);
         let exe = std::env::current_exe()
@@ -52,6 +58,7 @@ impl Upgrader {
             exe,
             args: argv.collect(),
             notifier,
+            watchdog,
             handle,
             busy: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
@@ -117,8 +124,13 @@ impl Upgrader {
             Rendezvous::new().map_err(|err| format!("cannot create the hand-off socket: {err}"))?;
         let mut command = Command::new(&self.exe);
         command.args(&self.args).env(CHANNEL_ENV, rendezvous.path());
+        // What this process took out of its environment at start, the new one needs too
+        // (without WATCHDOG_PID, which would name this process).
         if let Some(notifier) = &self.notifier {
             command.env("NOTIFY_SOCKET", notifier.target());
+        }
+        if let Some(watchdog) = self.watchdog {
+            command.env("WATCHDOG_USEC", watchdog.as_micros().to_string());
         }
         let mut child = command
             .spawn()
