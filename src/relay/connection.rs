@@ -116,9 +116,17 @@ struct Park {
 struct ParkState {
     /// The copy thread of each direction while it is inside its copy loop, to be woken.
     threads: [Option<ThreadId>; 2],
-    /// Each parked direction's bytes read but not written yet.
-    parked: [Option<Vec<u8>>; 2],
+    /// Each parked direction's bytes read but not written yet; allocated by the first thread to
+    /// park, so a connection no hand-off touched does not carry it.
+    parked: Option<Box<[Option<Vec<u8>>; 2]>>,
     verdict: Verdict,
+}
+
+impl ParkState {
+    /// The bytes direction `index` parked with, if it has parked.
+    fn pending(&self, index: usize) -> Option<&Vec<u8>> {
+        self.parked.as_ref()?[index].as_ref()
+    }
 }
 
 /// What a parked copy thread is told.
@@ -399,8 +407,8 @@ impl Connection {
     /// that comes just before.
     pub(crate) fn poke(&self) {
         let state = self.park_state();
-        for (thread, parked) in state.threads.iter().zip(&state.parked) {
-            if let (Some(thread), None) = (thread, parked) {
+        for (index, thread) in state.threads.iter().enumerate() {
+            if let (Some(thread), None) = (thread, state.pending(index)) {
                 // Under the lock: the thread cannot leave its loop (and end) meanwhile.
                 let _ = thread.wake();
             }
@@ -414,7 +422,7 @@ impl Connection {
             return None;
         }
         let state = self.park_state();
-        let settled = Direction::BOTH.map(|d| match (&state.parked[d as usize], self.end(d)) {
+        let settled = Direction::BOTH.map(|d| match (state.pending(d as usize), self.end(d)) {
             (Some(pending), _) => Some(Settled::Parked(pending.clone())),
             (None, Some(end)) => Some(Settled::Ended(
                 end,
@@ -422,7 +430,7 @@ impl Connection {
             )),
             (None, None) => None,
         });
-        let any_parked = state.parked.iter().any(Option::is_some);
+        let any_parked = (0..2).any(|index| state.pending(index).is_some());
         match settled {
             [Some(a), Some(b)] if any_parked => Some([a, b]),
             _ => None,
@@ -465,7 +473,7 @@ impl Connection {
     /// hand-off decides.
     pub(crate) fn park(&self, direction: Direction, pending: Vec<u8>) -> Resumed {
         let mut state = self.park_state();
-        state.parked[direction as usize] = Some(pending);
+        state.parked.get_or_insert_with(Default::default)[direction as usize] = Some(pending);
         self.park.changed.notify_all();
         while state.verdict == Verdict::Wait && self.park_requested() {
             state = match self.park.changed.wait(state) {
@@ -473,7 +481,11 @@ impl Connection {
                 Err(poisoned) => poisoned.into_inner(),
             };
         }
-        let pending = state.parked[direction as usize].take().unwrap_or_default();
+        let pending = state
+            .parked
+            .as_mut()
+            .and_then(|parked| parked[direction as usize].take())
+            .unwrap_or_default();
         match state.verdict {
             Verdict::Release => Resumed::Released,
             Verdict::Wait | Verdict::Resume => Resumed::Resume(pending),

@@ -213,3 +213,10 @@ mod tests {
         assert_eq!(registry.cut_all(), 0);
     }
 }
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!("Connection {} Live {} Job {}", std::mem::size_of::<crate::relay::Connection>(), std::mem::size_of::<super::Live>(), std::mem::size_of::<super::super::conn::Job>());
+    }
+}

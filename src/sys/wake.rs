@@ -11,6 +11,7 @@
 //! enters the call; the caller repeats it until the thread says it has stopped.
 
 use std::io;
+use std::num::NonZeroUsize;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
@@ -20,21 +21,25 @@ use nix::sys::signal::Signal;
 /// The signal that wakes a thread.
 const WAKE: Signal = Signal::SIGURG;
 
-/// A thread that can be woken, as `pthread_self` names it.
+/// A thread that can be woken, as `pthread_self` names it. Kept as an integer: `pthread_t` is
+/// an integer under glibc but a pointer under musl, which would make the connection that holds
+/// it neither `Send` nor `Sync`; and never zero, so an `Option` of it costs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ThreadId(Pthread);
+pub(crate) struct ThreadId(NonZeroUsize);
 
 impl ThreadId {
     /// The calling thread.
     pub(crate) fn current() -> ThreadId {
-        ThreadId(pthread_self())
+        let raw = pthread_self() as usize;
+        // A running thread's id is never 0 under glibc or musl (it is its control block).
+        ThreadId(NonZeroUsize::new(raw).unwrap_or(NonZeroUsize::MIN))
     }
 
     /// Interrupts the system call the thread is blocked in, if any. The caller must know the
     /// thread is still running (it has not returned from the code that registered it).
     pub(crate) fn wake(self) -> io::Result<()> {
         install()?;
-        pthread_kill(self.0, WAKE).map_err(io::Error::from)
+        pthread_kill(self.0.get() as Pthread, WAKE).map_err(io::Error::from)
     }
 }
 

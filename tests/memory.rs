@@ -1,0 +1,69 @@
+//! What an idle connection costs in memory, pinned by a bound on the process's RSS (a bound on
+//! memory, not on time): a third stack page per copy thread, a heap buffer held while idle, or a
+//! per-connection allocation grown by kilobytes would break it. The figures behind the bound are
+//! in docs/performance.md ("Memory: two stack pages per thread").
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::util::{self, echo_upstream, Process, PATIENCE};
+
+/// Idle connections held open.
+const IDLE: usize = 500;
+
+/// RSS each may add, in KiB, with glibc (two stack pages per thread are 16 KiB; the rest is
+/// heap). Measured about 20.5 KiB in release builds, 21 in the test profile.
+const MAX_KIB_PER_CONNECTION: u64 = 24;
+
+/// A field of /proc/PID/status, in the unit it is given in (kB for VmRSS).
+fn status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.trim().split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Opens a connection through `process` and waits for one echo, so both copy threads have run.
+fn idle_connection(process: &Process) -> TcpStream {
+    let mut stream = util::connect(process.addr);
+    stream.write_all(b"PING\r\n").unwrap();
+    let mut back = [0u8; 6];
+    stream.read_exact(&mut back).unwrap();
+    stream
+}
+
+/// Waits until the router runs `threads` threads: each connection's second copy thread has
+/// started and settled in its wait.
+fn wait_for_threads(pid: u32, threads: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    while status_field(pid, "Threads:") < threads {
+        assert!(Instant::now() < deadline, "the router never ran {threads} threads");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_idle_connection_costs_two_stack_pages_per_thread_and_little_heap() {
+    let up = echo_upstream();
+    let process = Process::start(&["127.0.0.1:0", &up.addr.to_string(), "--log-level", "warn"]);
+    let pid = process.child.id();
+    // Warm up: the accept loop, the pool's spares, splice's pipes and the allocator's first
+    // arenas are there before the baseline, as they are in a running service.
+    let warm: Vec<TcpStream> = (0..20).map(|_| idle_connection(&process)).collect();
+    drop(warm);
+    let base_threads = status_field(pid, "Threads:");
+    let base = status_field(pid, "VmRSS:");
+    let idle: Vec<TcpStream> = (0..IDLE).map(|_| idle_connection(&process)).collect();
+    wait_for_threads(pid, base_threads + IDLE as u64);
+    let rss = status_field(pid, "VmRSS:");
+    let per_connection = rss.saturating_sub(base) / IDLE as u64;
+    assert!(
+        per_connection <= MAX_KIB_PER_CONNECTION,
+        "{per_connection} KiB of RSS per idle connection ({base} KiB before {IDLE} connections, \
+         {rss} KiB with them), more than {MAX_KIB_PER_CONNECTION}"
+    );
+    eprintln!("memory: {per_connection} KiB of RSS per idle connection ({base} -> {rss} KiB)");
+    drop(idle);
+}
