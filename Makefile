@@ -25,6 +25,8 @@ test:
 	fi; \
 	exit $$status
 	$(CARGO) test --doc
+	$(CARGO) build --release
+	TCP_ROUTER_MEMORY_BIN=target/release/tcp-router $(CARGO) test --test integration memory
 	$(CARGO) build --examples
 	@out=$$($(CARGO) run --quiet --example embed) && echo "$$out" && echo "$$out" | grep -q ', 0 cut$$'
 

@@ -12,16 +12,33 @@ use crate::util::{self, echo_upstream, Process, PATIENCE};
 /// Idle connections held open.
 const IDLE: usize = 500;
 
-/// RSS each may add, in KiB, with glibc (two stack pages per thread are 16 KiB; the rest is
-/// heap). Measured about 20.5 KiB in release builds, 21 in the test profile.
-const MAX_KIB_PER_CONNECTION: u64 = 24;
+/// The binary to measure: the release build when `make test` names it here (what users run;
+/// its frames are what the stack-page budget is about), else the test profile's.
+const BINARY_ENV: &str = "TCP_ROUTER_MEMORY_BIN";
+
+/// RSS each idle connection may add, in KiB, with glibc: two stack pages per copy thread are
+/// 16 KiB, the rest is heap. Measured 19.8 KiB here for the release build (20.7 with 1,000
+/// connections and no warm-up in the bench), so a third page on one of the threads (+4 KiB) or
+/// a buffer held while idle breaks it (checked: with the 2 KiB wait buffer that gave the set-up
+/// worker a third page, 23.8 KiB).
+const MAX_KIB_RELEASE: f64 = 22.0;
+
+/// The same for the test profile's build, whose less inlined frames give the worker that set
+/// the connection up a third page: measured 24.7 KiB.
+const MAX_KIB_TEST_PROFILE: f64 = 28.0;
 
 /// A field of /proc/PID/status, in the unit it is given in (kB for VmRSS).
 fn status_field(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
     status
         .lines()
-        .find_map(|line| line.strip_prefix(field)?.trim().split_whitespace().next()?.parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
@@ -39,15 +56,24 @@ fn idle_connection(process: &Process) -> TcpStream {
 fn wait_for_threads(pid: u32, threads: u64) {
     let deadline = Instant::now() + PATIENCE;
     while status_field(pid, "Threads:") < threads {
-        assert!(Instant::now() < deadline, "the router never ran {threads} threads");
+        assert!(
+            Instant::now() < deadline,
+            "the router never ran {threads} threads"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 #[test]
 fn an_idle_connection_costs_two_stack_pages_per_thread_and_little_heap() {
+    let (binary, max) = match std::env::var(BINARY_ENV) {
+        Ok(binary) => (binary, MAX_KIB_RELEASE),
+        Err(_) => (util::bin().to_string(), MAX_KIB_TEST_PROFILE),
+    };
     let up = echo_upstream();
-    let process = Process::start(&["127.0.0.1:0", &up.addr.to_string(), "--log-level", "warn"]);
+    let mut command = std::process::Command::new(&binary);
+    command.args(["127.0.0.1:0", &up.addr.to_string()]);
+    let process = Process::start_command(command);
     let pid = process.child.id();
     // Warm up: the accept loop, the pool's spares, splice's pipes and the allocator's first
     // arenas are there before the baseline, as they are in a running service.
@@ -58,12 +84,14 @@ fn an_idle_connection_costs_two_stack_pages_per_thread_and_little_heap() {
     let idle: Vec<TcpStream> = (0..IDLE).map(|_| idle_connection(&process)).collect();
     wait_for_threads(pid, base_threads + IDLE as u64);
     let rss = status_field(pid, "VmRSS:");
-    let per_connection = rss.saturating_sub(base) / IDLE as u64;
+    let per_connection = rss.saturating_sub(base) as f64 / IDLE as f64;
     assert!(
-        per_connection <= MAX_KIB_PER_CONNECTION,
-        "{per_connection} KiB of RSS per idle connection ({base} KiB before {IDLE} connections, \
-         {rss} KiB with them), more than {MAX_KIB_PER_CONNECTION}"
+        per_connection <= max,
+        "{binary}: {per_connection} KiB of RSS per idle connection ({base} KiB before {IDLE} \
+         connections, {rss} KiB with them), more than {max}"
     );
-    eprintln!("memory: {per_connection} KiB of RSS per idle connection ({base} -> {rss} KiB)");
+    eprintln!(
+        "memory: {binary}: {per_connection} KiB of RSS per idle connection ({base} -> {rss} KiB)"
+    );
     drop(idle);
 }

@@ -14,10 +14,10 @@ mod cli;
 mod config_file;
 /// Upstream failures, failover and the connection cap.
 mod limits;
-/// What an idle connection costs in memory, bounded from /proc.
-mod memory;
 /// The manual pages document every option of --help and every route key.
 mod manpages;
+/// What an idle connection costs in memory, bounded from /proc.
+mod memory;
 /// The tutorial's own scenario with a real redis-server and redis-cli.
 mod redis;
 /// Bytes both ways: echo, server-first, half-close, resets, many concurrent streams.

@@ -75,8 +75,6 @@ pub(crate) struct ConnState {
     pub(crate) upstream_addr: SocketAddr,
     /// What the client asked for (`sni=…`, `host=…`), for the log line.
     pub(crate) name: Option<String>,
-    /// Bytes read from the client before the relay (and sent upstream first).
-    pub(crate) peeked: u64,
     pub(crate) elapsed_ms: u64,
     pub(crate) activity_ms: u64,
     pub(crate) half_closed_ms: Option<u64>,
@@ -323,7 +321,6 @@ impl Writer {
         self.bytes(c.upstream_name.as_bytes());
         self.addr(c.upstream_addr);
         self.opt_str(c.name.as_deref());
-        self.u64(c.peeked);
         self.u64(c.elapsed_ms);
         self.u64(c.activity_ms);
         self.opt_u64(c.half_closed_ms);
@@ -434,7 +431,6 @@ impl<'a> Reader<'a> {
             upstream_name: self.string()?,
             upstream_addr: self.addr()?,
             name: self.opt_string()?,
-            peeked: self.u64()?,
             elapsed_ms: self.u64()?,
             activity_ms: self.u64()?,
             half_closed_ms: self.opt_u64()?,
@@ -462,7 +458,6 @@ mod tests {
             upstream_name: "localhost:6379".into(),
             upstream_addr: "127.0.0.1:6379".parse().unwrap(),
             name: Some("sni=a.example match=exact".into()),
-            peeked: rng.next_u64() % 1000,
             elapsed_ms: rng.next_u64(),
             activity_ms: rng.next_u64(),
             half_closed_ms: (rng.below(2) == 0).then(|| rng.next_u64()),

@@ -94,10 +94,12 @@ pub(crate) struct Connection {
     route_traffic: OnceLock<std::sync::Arc<Traffic>>,
     /// How each direction ended ([`OPEN`] while it runs), client to upstream first.
     ends: [AtomicU8; 2],
-    /// Milliseconds after `started` when each direction ended.
-    ended_ms: [AtomicU64; 2],
-    /// Where the copy threads stop for a hand-off.
-    park: Park,
+    /// The copy thread of each direction while it is inside its copy loop, for a hand-off to
+    /// wake; under a lock, so it is never woken after it has left.
+    threads: Mutex<[Option<ThreadId>; 2]>,
+    /// Where the copy threads stop for a hand-off: made by the first hand-off that asks, so a
+    /// connection none touched carries an empty slot.
+    park: OnceLock<Box<Park>>,
 }
 
 /// The meeting point of a connection's copy threads with a hand-off (the live upgrade). While no
@@ -114,19 +116,12 @@ struct Park {
 
 #[derive(Debug, Default)]
 struct ParkState {
-    /// The copy thread of each direction while it is inside its copy loop, to be woken.
-    threads: [Option<ThreadId>; 2],
-    /// Each parked direction's bytes read but not written yet; allocated by the first thread to
-    /// park, so a connection no hand-off touched does not carry it.
-    parked: Option<Box<[Option<Vec<u8>>; 2]>>,
+    /// Each parked direction's bytes read but not written yet.
+    parked: [Option<Vec<u8>>; 2],
+    /// The idle limits the copy threads run under, left by the first to park (the new process
+    /// carries them on).
+    timeouts: Option<Timeouts>,
     verdict: Verdict,
-}
-
-impl ParkState {
-    /// The bytes direction `index` parked with, if it has parked.
-    fn pending(&self, index: usize) -> Option<&Vec<u8>> {
-        self.parked.as_ref()?[index].as_ref()
-    }
 }
 
 /// What a parked copy thread is told.
@@ -174,8 +169,8 @@ impl Connection {
             traffic: Traffic::default(),
             route_traffic: OnceLock::new(),
             ends: [AtomicU8::new(OPEN), AtomicU8::new(OPEN)],
-            ended_ms: [AtomicU64::new(0), AtomicU64::new(0)],
-            park: Park::default(),
+            threads: Mutex::new([None, None]),
+            park: OnceLock::new(),
         }
     }
 
@@ -234,13 +229,6 @@ impl Connection {
 
     /// Records how `direction` ended.
     pub(crate) fn set_end(&self, direction: Direction, end: End) {
-        self.ended_ms[direction as usize].store(self.elapsed_ms(), Ordering::Relaxed);
-        self.ends[direction as usize].store(end.code(), Ordering::SeqCst);
-    }
-
-    /// Records how `direction` ended, `ms` after the start (a connection handed over).
-    pub(crate) fn set_ended_at(&self, direction: Direction, end: End, ms: u64) {
-        self.ended_ms[direction as usize].store(ms, Ordering::Relaxed);
         self.ends[direction as usize].store(end.code(), Ordering::SeqCst);
     }
 
@@ -389,50 +377,60 @@ pub(crate) struct Past {
 /// The hand-off's side of [`Park`]: ask the copy threads to stop, wake them, see where they
 /// stopped, then release them or let them carry on.
 impl Connection {
-    fn park_state(&self) -> MutexGuard<'_, ParkState> {
-        self.park
-            .state
+    fn threads(&self) -> MutexGuard<'_, [Option<ThreadId>; 2]> {
+        self.threads
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The park, made on first use.
+    fn park_slot(&self) -> &Park {
+        self.park.get_or_init(Box::default)
+    }
+
     /// Asks both copy threads to stop at their next safe point.
     pub(crate) fn request_park(&self) {
-        self.park_state().verdict = Verdict::Wait;
-        self.park.requested.store(true, Ordering::SeqCst);
+        let park = self.park_slot();
+        lock(&park.state).verdict = Verdict::Wait;
+        park.requested.store(true, Ordering::SeqCst);
     }
 
     /// Wakes every copy thread that is inside its loop and not parked yet, out of the call it
     /// is blocked in. Repeated until they have parked: a thread about to block misses a signal
     /// that comes just before.
     pub(crate) fn poke(&self) {
-        let state = self.park_state();
-        for (index, thread) in state.threads.iter().enumerate() {
-            if let (Some(thread), None) = (thread, state.pending(index)) {
+        let threads = self.threads();
+        let state = lock(&self.park_slot().state);
+        for (thread, parked) in threads.iter().zip(&state.parked) {
+            if let (Some(thread), None) = (thread, parked) {
                 // Under the lock: the thread cannot leave its loop (and end) meanwhile.
                 let _ = thread.wake();
             }
         }
     }
 
-    /// Where each direction stopped, once every direction has either parked or ended (and at
-    /// least one has parked, and the connection was not stopped); `None` until then.
-    pub(crate) fn settled(&self) -> Option<[Settled; 2]> {
+    /// Where each direction stopped, and the idle limits they ran under, once every direction
+    /// has either parked or ended (and at least one has parked, and the connection was not
+    /// stopped); `None` until then. A direction that ended before ended with a half-close, and
+    /// at its time.
+    pub(crate) fn settled(&self) -> Option<([Settled; 2], Timeouts)> {
         if self.is_stopped() {
             return None;
         }
-        let state = self.park_state();
-        let settled = Direction::BOTH.map(|d| match (state.pending(d as usize), self.end(d)) {
+        let state = lock(&self.park_slot().state);
+        let half = self.half_closed_ms.load(Ordering::SeqCst);
+        let ended_ms = if half == NEVER {
+            self.elapsed_ms()
+        } else {
+            half
+        };
+        let settled = Direction::BOTH.map(|d| match (&state.parked[d as usize], self.end(d)) {
             (Some(pending), _) => Some(Settled::Parked(pending.clone())),
-            (None, Some(end)) => Some(Settled::Ended(
-                end,
-                self.ended_ms[d as usize].load(Ordering::Relaxed),
-            )),
+            (None, Some(end)) => Some(Settled::Ended(end, ended_ms)),
             (None, None) => None,
         });
-        let any_parked = (0..2).any(|index| state.pending(index).is_some());
-        match settled {
-            [Some(a), Some(b)] if any_parked => Some([a, b]),
+        match (settled, state.timeouts) {
+            ([Some(a), Some(b)], Some(timeouts)) => Some(([a, b], timeouts)),
             _ => None,
         }
     }
@@ -440,15 +438,18 @@ impl Connection {
     /// The hand-off is over for this connection: parked threads return at once (`release`) or
     /// carry on; threads not parked yet carry on without stopping.
     pub(crate) fn end_park(&self, release: bool) {
-        let mut state = self.park_state();
+        let Some(park) = self.park.get() else {
+            return;
+        };
+        let mut state = lock(&park.state);
         state.verdict = if release {
             Verdict::Release
         } else {
             Verdict::Resume
         };
-        self.park.requested.store(false, Ordering::SeqCst);
+        park.requested.store(false, Ordering::SeqCst);
         drop(state);
-        self.park.changed.notify_all();
+        park.changed.notify_all();
     }
 }
 
@@ -456,41 +457,54 @@ impl Connection {
 impl Connection {
     /// True while a hand-off wants the copy threads stopped.
     pub(crate) fn park_requested(&self) -> bool {
-        self.park.requested.load(Ordering::Relaxed)
+        self.park
+            .get()
+            .is_some_and(|park| park.requested.load(Ordering::Relaxed))
     }
 
     /// Registers the calling thread as `direction`'s copy thread, so a hand-off can wake it;
     /// dropping the guard (on every path) unregisters it.
     pub(crate) fn enter(&self, direction: Direction) -> Inside<'_> {
-        self.park_state().threads[direction as usize] = Some(ThreadId::current());
+        self.threads()[direction as usize] = Some(ThreadId::current());
         Inside {
             conn: self,
             direction,
         }
     }
 
-    /// Stops `direction` at a safe point holding `pending` (read, not written) until the
-    /// hand-off decides.
-    pub(crate) fn park(&self, direction: Direction, pending: Vec<u8>) -> Resumed {
-        let mut state = self.park_state();
-        state.parked.get_or_insert_with(Default::default)[direction as usize] = Some(pending);
-        self.park.changed.notify_all();
+    /// Stops `direction`, which runs under `timeouts`, at a safe point holding `pending` (read,
+    /// not written) until the hand-off decides.
+    pub(crate) fn park(
+        &self,
+        direction: Direction,
+        pending: Vec<u8>,
+        timeouts: Timeouts,
+    ) -> Resumed {
+        let park = self.park_slot();
+        let mut state = lock(&park.state);
+        state.parked[direction as usize] = Some(pending);
+        state.timeouts = Some(timeouts);
+        park.changed.notify_all();
         while state.verdict == Verdict::Wait && self.park_requested() {
-            state = match self.park.changed.wait(state) {
+            state = match park.changed.wait(state) {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
         }
-        let pending = state
-            .parked
-            .as_mut()
-            .and_then(|parked| parked[direction as usize].take())
-            .unwrap_or_default();
+        let pending = state.parked[direction as usize].take().unwrap_or_default();
         match state.verdict {
             Verdict::Release => Resumed::Released,
             Verdict::Wait | Verdict::Resume => Resumed::Resume(pending),
         }
     }
+}
+
+/// Locks `mutex`; a panic elsewhere never leaves the park unusable, since every update is one
+/// assignment.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A copy thread inside its loop (see [`Connection::enter`]).
@@ -502,7 +516,7 @@ pub(crate) struct Inside<'a> {
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        self.conn.park_state().threads[self.direction as usize] = None;
+        self.conn.threads()[self.direction as usize] = None;
     }
 }
 

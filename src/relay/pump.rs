@@ -49,17 +49,14 @@ fn tick(timeouts: &Timeouts) -> Duration {
     }
 }
 
-/// Where a direction starts: at the beginning, or where another process left it.
-#[derive(Debug, Default)]
+/// Where a direction starts when another process left it.
+#[derive(Debug)]
 pub(crate) enum Carried {
-    /// Running: bytes it has moved so far (not counting what `serve` sent before the relay),
-    /// and bytes read but not yet written, to be written first.
+    /// Running: bytes it has moved so far, and bytes read but not yet written, to be written
+    /// first.
     Open { bytes: u64, pending: Vec<u8> },
     /// Ended already: its result.
     Ended(Flow),
-    /// A fresh connection.
-    #[default]
-    Fresh,
 }
 
 /// How a relay ended: both directions' results, or handed over to another process (nothing more
@@ -83,40 +80,34 @@ pub(crate) fn relay(
     spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
     done: impl FnOnce(Relayed) + Send + 'static,
 ) {
-    resume(
-        conn,
-        timeouts,
-        [Carried::Fresh, Carried::Fresh],
-        spawn,
-        done,
-    );
+    resume(conn, timeouts, [None, None], spawn, done);
 }
 
 /// [`relay`] for a connection that may have run elsewhere: each direction starts as `carried`
-/// says (client to upstream first); one that has ended gets no thread.
+/// says (client to upstream first; `None` from the start); one that has ended gets no thread.
+/// Boxed, so a fresh connection's second copy thread carries 8 bytes for it, not a whole state.
 pub(crate) fn resume(
     conn: &Arc<Connection>,
     timeouts: Timeouts,
-    carried: [Carried; 2],
+    carried: [Option<Box<Carried>>; 2],
     spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
     done: impl FnOnce(Relayed) + Send + 'static,
 ) {
     let meeting = Arc::new(Meeting::new(done));
-    let [sent, received] = carried;
-    let mut open = Vec::with_capacity(2);
-    for (direction, carried) in [
-        (Direction::ClientToUpstream, sent),
-        (Direction::UpstreamToClient, received),
-    ] {
-        match carried {
-            Carried::Ended(flow) => meeting.arrive(direction, Ok(flow)),
-            carried => open.push((direction, carried)),
+    // Directions still to run, client to upstream first: it runs on this thread, the other on
+    // a new one.
+    let mut open: [Option<(Direction, Option<Box<Carried>>)>; 2] = [None, None];
+    for (direction, carried) in Direction::BOTH.into_iter().zip(carried) {
+        match carried.map(|c| *c) {
+            Some(Carried::Ended(flow)) => meeting.arrive(direction, Ok(flow)),
+            carried => {
+                let slot = if open[0].is_none() { 0 } else { 1 };
+                open[slot] = Some((direction, carried.map(Box::new)));
+            }
         }
     }
-    // Client to upstream on this thread, the other direction on a new one, as `relay` does.
-    let mut open = open.into_iter();
-    let here = open.next();
-    if let Some((direction, carried)) = open.next() {
+    let [here, there] = open;
+    if let Some((direction, carried)) = there {
         let other = Arc::clone(conn);
         let other_meeting = Arc::clone(&meeting);
         let spawned = spawn(Box::new(move || {
@@ -195,7 +186,7 @@ fn pump_contained(
     conn: &Connection,
     direction: Direction,
     timeouts: &Timeouts,
-    carried: Carried,
+    carried: Option<Box<Carried>>,
 ) -> Result<Flow, HandedOver> {
     catch_unwind(AssertUnwindSafe(|| {
         pump(conn, direction, timeouts, carried)
@@ -230,7 +221,7 @@ fn pump(
     conn: &Connection,
     direction: Direction,
     timeouts: &Timeouts,
-    carried: Carried,
+    carried: Option<Box<Carried>>,
 ) -> Result<Flow, HandedOver> {
     let _guard = AbortOnPanic(conn);
     let Some(upstream) = conn.upstream() else {
@@ -251,10 +242,10 @@ fn pump(
     let tick = tick(timeouts);
     net::set_send_timeout(dst, Some(tick));
     let mut receive_timeout = ReceiveTimeout::new(src, tick);
-    let (mut bytes, mut pending) = match carried {
-        Carried::Open { bytes, pending } => (bytes, pending),
-        Carried::Ended(flow) => return Ok(flow),
-        Carried::Fresh => (0, Vec::new()),
+    let (mut bytes, mut pending) = match carried.map(|c| *c) {
+        Some(Carried::Open { bytes, pending }) => (bytes, pending),
+        Some(Carried::Ended(flow)) => return Ok(flow),
+        None => (0, Vec::new()),
     };
     let mut eager = false;
     let end = loop {
@@ -326,7 +317,7 @@ fn write_pending(
 ) -> Result<(), Stopped> {
     loop {
         if conn.park_requested() {
-            match conn.park(direction, pending) {
+            match conn.park(direction, pending, *watcher.timeouts) {
                 Resumed::Released => return Err(Stopped::HandedOver),
                 Resumed::Resume(back) => pending = back,
             }
@@ -490,7 +481,7 @@ mod tests {
             &conn,
             Direction::ClientToUpstream,
             &Timeouts::default(),
-            Carried::Fresh,
+            None,
         );
         assert_eq!(flow.unwrap().end, End::Error(io::ErrorKind::NotConnected));
     }
@@ -548,7 +539,7 @@ mod park_tests {
         conn.request_park();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(settled) = conn.settled() {
+            if let Some((settled, _)) = conn.settled() {
                 return settled;
             }
             assert!(Instant::now() < deadline, "the copy threads did not park");

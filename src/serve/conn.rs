@@ -247,7 +247,7 @@ impl Ending {
 pub(super) struct Adopted {
     ending: Box<Ending>,
     timeouts: Timeouts,
-    carried: [Carried; 2],
+    carried: [Option<Box<Carried>>; 2],
 }
 
 /// Where an adopted connection's log line and counters come from.
@@ -259,7 +259,7 @@ pub(super) struct Inherited {
     pub(super) peeked: u64,
     pub(super) slots: Vec<ClientSlot>,
     pub(super) timeouts: Timeouts,
-    pub(super) carried: [Carried; 2],
+    pub(super) carried: [Option<Box<Carried>>; 2],
 }
 
 impl Adopted {
@@ -474,9 +474,8 @@ impl Session<'_> {
             fin: route.config.fin_timeout,
         };
         if let Some(name) = &self.summary.name {
-            let _ = live.name.set(name.clone());
+            let _ = live.name.set(name.as_str().into());
         }
-        let _ = live.relaying.set((self.peeked.len() as u64, timeouts));
         Ok(timeouts)
     }
 

@@ -200,7 +200,7 @@ pub(super) fn give(
 }
 
 /// A connection at its safe point, with where each direction stopped.
-type ParkedConn = (Arc<Live>, [Settled; 2]);
+type ParkedConn = (Arc<Live>, ([Settled; 2], Timeouts));
 
 /// Sends every parked connection, commits, and waits for the new process to start.
 fn send_connections(channel: &Channel, parked: &[ParkedConn]) -> Result<(), Error> {
@@ -284,11 +284,11 @@ fn resume_all(registry: &Registry) {
 }
 
 /// A parked connection's state for the new process.
-fn conn_state(live: &Live, settled: &[Settled; 2]) -> Result<ConnState, Error> {
+fn conn_state(live: &Live, parked: &([Settled; 2], Timeouts)) -> Result<ConnState, Error> {
     let conn = &live.conn;
+    let (settled, timeouts) = parked;
     let missing = || upgrade_error(format!("conn #{} is not relaying yet", conn.id));
     let (upstream_name, upstream_addr) = live.upstream.get().ok_or_else(missing)?.clone();
-    let (peeked, timeouts) = *live.relaying.get().ok_or_else(missing)?;
     let past = conn.past();
     let directions = settled.clone().map(|settled| match settled {
         Settled::Parked(pending) => DirectionState::Open { pending },
@@ -305,8 +305,7 @@ fn conn_state(live: &Live, settled: &[Settled; 2]) -> Result<ConnState, Error> {
         route: live.route.get().map(|route| route.config.label()),
         upstream_name,
         upstream_addr,
-        name: live.name.get().cloned(),
-        peeked,
+        name: live.name.get().map(|name| name.to_string()),
         elapsed_ms: past.elapsed_ms,
         activity_ms: past.activity_ms,
         half_closed_ms: past.half_closed_ms,
@@ -515,7 +514,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
         .upstream
         .set((state.upstream_name.clone(), state.upstream_addr));
     if let Some(name) = &state.name {
-        let _ = live.name.set(name.clone());
+        let _ = live.name.set(name.as_str().into());
     }
     if let Some(route) = &route {
         let _ = live.route.set(Arc::clone(route));
@@ -524,7 +523,6 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
         idle: state.idle_timeout_ms.map(Duration::from_millis),
         fin: state.fin_timeout_ms.map(Duration::from_millis),
     };
-    let _ = live.relaying.set((state.peeked, timeouts));
     let mut slots = Vec::new();
     slots.extend(server.per_client.take(state.client.ip()));
     if let Some(per_route) = route.as_ref().and_then(|r| r.per_client.as_ref()) {
@@ -567,7 +565,8 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
             summary,
             route,
             upstream_name: state.upstream_name.parse::<HostPort>().ok(),
-            peeked: state.peeked,
+            // Counted in the relay's bytes from here on (see `carried`).
+            peeked: 0,
             slots,
             timeouts,
             carried,
@@ -576,27 +575,25 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
 }
 
 /// Where each direction of a connection taken over starts; an ended one is recorded as ended.
-fn carried(conn: &Connection, state: &ConnState) -> [Carried; 2] {
+fn carried(conn: &Connection, state: &ConnState) -> [Option<Box<Carried>>; 2] {
     Direction::BOTH.map(|direction| {
         let index = direction as usize;
-        // The relay counts its own bytes; the peeked ones were sent before it.
-        let bytes = match direction {
-            Direction::ClientToUpstream => state.traffic[index].saturating_sub(state.peeked),
-            Direction::UpstreamToClient => state.traffic[index],
-        };
+        // Whole-life counts, the bytes read before the relay (a peeked ClientHello) included:
+        // the log line's `sent=` is the same either way.
+        let bytes = state.traffic[index];
         match &state.directions[index] {
-            DirectionState::Open { pending } => Carried::Open {
+            DirectionState::Open { pending } => Some(Box::new(Carried::Open {
                 bytes,
                 pending: pending.clone(),
-            },
+            })),
             DirectionState::Ended { end, ms } => {
                 let end = End::from_code(*end).unwrap_or(End::Eof);
-                conn.set_ended_at(direction, end, *ms);
-                Carried::Ended(Flow {
+                conn.set_end(direction, end);
+                Some(Box::new(Carried::Ended(Flow {
                     bytes,
                     end,
                     ended: Duration::from_millis(*ms),
-                })
+                })))
             }
         }
     })

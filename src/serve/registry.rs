@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::relay::{Connection, Timeouts};
+use crate::relay::Connection;
 
 use super::listener::{ListenerState, RouteState};
 
@@ -26,10 +26,8 @@ pub(crate) struct Live {
     pub(crate) client: OnceLock<SocketAddr>,
     /// The upstream connected, as configured and as resolved.
     pub(crate) upstream: OnceLock<(String, SocketAddr)>,
-    /// What the client asked for (`sni=…`, `host=…`), once read.
-    pub(crate) name: OnceLock<String>,
-    /// Bytes read from the client before the relay, and the relay's idle limits, once relaying.
-    pub(crate) relaying: OnceLock<(u64, Timeouts)>,
+    /// What the client asked for (`sni=…`, `host=…`), once read: for a live upgrade to pass on.
+    pub(crate) name: OnceLock<Box<str>>,
 }
 
 /// Every connection between accept and its last log line.
@@ -91,7 +89,6 @@ impl Registry {
             client: OnceLock::new(),
             upstream: OnceLock::new(),
             name: OnceLock::new(),
-            relaying: OnceLock::new(),
         });
         self.lock().insert(conn.id, Arc::clone(&live));
         Entry {
@@ -217,6 +214,11 @@ mod tests {
 mod size_probe {
     #[test]
     fn sizes() {
-        eprintln!("Connection {} Live {} Job {}", std::mem::size_of::<crate::relay::Connection>(), std::mem::size_of::<super::Live>(), std::mem::size_of::<super::super::conn::Job>());
+        eprintln!(
+            "Connection {} Live {} Job {}",
+            std::mem::size_of::<crate::relay::Connection>(),
+            std::mem::size_of::<super::Live>(),
+            std::mem::size_of::<super::super::conn::Job>()
+        );
     }
 }
