@@ -1653,6 +1653,7 @@ class Soak:
         self.ctl = threading.Lock()  # one reload or upgrade at a time
         self.upgrade_gate = threading.Lock()  # held by the warm checkpoint: no upgrade in it
         self.upgrading = False
+        self.load_deadline = math.inf  # when the load ends
         self.up_cv = threading.Condition()
         self.upg = None  # the upgrade under way: what the log said of it so far
         self.upgrades = []  # the upgrades done: dicts
@@ -2202,7 +2203,10 @@ class Soak:
         in the warm checkpoint)."""
         while not self.stop_load.wait(self.args.upgrade_every):
             with self.upgrade_gate, self.ctl:
-                if self.stop_load.is_set():
+                # None in the load's last SECONDS: the last process, the one whose counters are
+                # compared in full, serves at least that long
+                if (self.stop_load.is_set()
+                        or time.monotonic() + self.args.upgrade_every > self.load_deadline):
                     break
                 if self.upgrade() == "broken":
                     self.log("upgrades stopped: the last one left the soak unsure who serves")
@@ -2482,6 +2486,7 @@ class Soak:
         for w in workers:
             w.start()
         t_load = time.monotonic()
+        self.load_deadline = t_load + a.duration
         next_note = t_load + 10
         paused = 0.0
         checkpoint = t_load + a.duration / 3 if a.duration >= 120 else None
@@ -2492,6 +2497,7 @@ class Soak:
                 t_pause = time.monotonic()
                 self.warm_checkpoint()
                 paused = time.monotonic() - t_pause
+                self.load_deadline = t_load + a.duration + paused
             rc = self.router_gone()
             if rc is not None:
                 self.harness_problem(f"tcp-router (pid {self.pid}) exited during the run "
