@@ -954,7 +954,7 @@ LISTENER_GONE_RE = re.compile(r"log listener=(\S+), connected to \S+$")
 def is_listener_gone(s, c):
     if c.extra is None or c.extra.name != "listener" or not c.problems or c.zone is None:
         return False
-    if c.zone[1] <= c.created_gen:  # no hand-over in its life
+    if c.zone[1] <= c.created_gen and c.zone[2] is None:  # no hand-over in its life
         return False
     for p in c.problems:
         m = LISTENER_GONE_RE.fullmatch(p)
@@ -1660,7 +1660,7 @@ class Soak:
         self.upgrades_failed = 0
         self.usr2_sent = 0
         self.reloads_to = {}  # pid -> SIGHUPs sent to it
-        self.old_checks = 0  # counters of old processes compared just before their upgrade
+        self.old_checks = 0  # counters compared just before and after an upgrade
         self.baseline0 = None
         self.warm_pid = None
         self.reset_log_state()
@@ -2314,11 +2314,11 @@ class Soak:
                  f"{time.monotonic() - t0:.2f}s")
         return "ok"
 
-    def check_reloads(self, series, pid, what, report):
+    def check_reloads(self, series, pid, what, report, at_upgrade=True):
         """The reload counters of `pid` against the SIGHUPs sent to it."""
         want = self.reloads_to.get(pid, 0)
         for name in ("tcp_router_reloads_total", "tcp_router_reloads_succeeded_total"):
-            self.old_checks += 1
+            self.old_checks += at_upgrade
             got = series.get((name, ()))
             if got is None or int(got) != want:
                 report(f"{name} of {what}: {got}, SIGHUPs sent to it: {want}")
@@ -2632,7 +2632,8 @@ class Soak:
             if not a <= g <= b:
                 differ.append(f"{name}{dict(zip(fields, k))}: tcp-router {g}, generator "
                               + (f"{a}" if a == b else f"between {a} and {b}"))
-        self.check_reloads(series, self.pid, f"pid {self.pid} at the end", differ.append)
+        self.check_reloads(series, self.pid, f"pid {self.pid} at the end", differ.append,
+                           at_upgrade=False)
         compared += 2
         fails = family(series, "tcp_router_upstream_connect_failures_total", ("reason",))
         warns = self.warn_by_gen.get(self.log_gen, {})
@@ -2661,7 +2662,7 @@ class Soak:
         out = f"{compared} counters compared with the generator's, {len(differ)} differ"
         if self.log_gen:
             out += (f" (the last process's: {what}; byte counters bounded on {bounded} series; "
-                    f"{self.old_checks} reload counters of processes compared at their upgrades)")
+                    f"{self.old_checks} reload counters compared just before and after the upgrades)")
         return out
 
     def last_process_shares(self, series, differ):
