@@ -15,6 +15,7 @@ the resources came back, 1 otherwise, 2 if the harness itself could not start.
 """
 
 import argparse
+import calendar
 import errno
 import math
 import os
@@ -373,6 +374,52 @@ def free_port(used):
         used.add(port)
         return port
     raise RuntimeError("no free loopback port")
+
+
+SIGNALS_CAUGHT = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+def caught(pid):
+    """True once the process catches SIGHUP, SIGINT, SIGTERM and SIGUSR2 (SigCgt): sent before,
+    SIGHUP or SIGUSR2 would kill it (tcp-router writes its pid file before it installs them)."""
+    m = re.search(r"^SigCgt:\s+([0-9a-fA-F]+)", read_text(f"/proc/{pid}/status"), re.M)
+    mask = int(m.group(1), 16) if m else 0
+    return all(mask & (1 << (int(s) - 1)) for s in SIGNALS_CAUGHT)
+
+
+def pid_in(path):
+    try:
+        return int(read_text(path).strip())
+    except ValueError:
+        return None
+
+
+def become_subreaper():
+    """prctl(PR_SET_CHILD_SUBREAPER): a process started by an upgrade is re-parented to the soak
+    when the process that started it exits, so its exit status can be read with waitpid."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        err = ctypes.get_errno()
+        raise RuntimeError(f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+LOG_TIME_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z ")
+
+
+def log_time(line):
+    """The time stamp tcp-router puts at the start of a line, in seconds (UTC), or None."""
+    m = LOG_TIME_RE.match(line)
+    if not m:
+        return None
+    whole = calendar.timegm(tuple(int(x) for x in m.groups()[:6]) + (0, 0, 0))
+    return whole + (float("0." + m.group(7)) if m.group(7) else 0.0)
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2) if n else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,6 +811,12 @@ class Conn:
         self.upstream_addr = None
         self.log_sent = self.log_received = 0
         self.log_ends = None
+        # which tcp-router process the connection belongs to (see Soak.account): how many
+        # hand-overs the log had shown when it started, and where its close line came
+        self.created_gen = soak.log_gen
+        self.metric_label = None  # the listener label of its end and bytes, if not self.label
+        self.zone = None  # (position among the close lines, process generation, upgrade window)
+        self.log_id = None  # the id of its close line
 
     def bad(self, msg):
         self.problems.append(msg)
@@ -887,6 +940,27 @@ def is_reset_as_fin(c):
     return (c.kind in RESET_AS_FIN_KINDS and c.problems
             and all(any(t in p for t in RESET_AS_FIN_PROBLEMS) for p in c.problems)
             and any("log client_to_upstream=" in p for p in c.problems))
+
+
+# A tcp-router bug the upgrade soak found: a connection whose listener a reload had removed
+# (the reloaded-listener-long kind outlives the removal) and that an upgrade then moved is given
+# to the new process's first listener (`Adopter::listening_for` in src/serve/handoff.rs falls
+# back to it): logged as listener=<the first listener> and counted under that listener's route
+# of the same label. --tolerate listener-gone-at-upgrade counts the connections whose only
+# problem is this as "known", and expects their counters under the first listener.
+LISTENER_GONE_RE = re.compile(r"log listener=(\S+), connected to \S+$")
+
+
+def is_listener_gone(s, c):
+    if c.extra is None or c.extra.name != "listener" or not c.problems or c.zone is None:
+        return False
+    if c.zone[1] <= c.created_gen and c.zone[2] is None:  # no hand-over in its life
+        return False
+    for p in c.problems:
+        m = LISTENER_GONE_RE.fullmatch(p)
+        if not m or m.group(1) != s.t["plain"].addr:
+            return False
+    return True
 
 
 def _within(got, want):
@@ -1435,6 +1509,86 @@ KINDS = {
 }
 
 
+def parse_metrics(text):
+    """/metrics as {(name, sorted label pairs): value}, and the number of duplicate series."""
+    series = {}
+    dups = 0
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if not m:
+            continue
+        labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
+        key = (m.group(1), labels)
+        if key in series:
+            dups += 1
+        series[key] = float(m.group(3))
+    return series, dups
+
+
+def family(series, name, fields):
+    """The series of one metric summed by the values of `fields`."""
+    out = {}
+    for (n, labels), v in series.items():
+        if n == name:
+            d = dict(labels)
+            k = tuple(d.get(f) for f in fields)
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# what connections should have added to one tcp-router process's counters
+
+
+def _add(d, k, n=1):
+    d[k] = d.get(k, 0) + n
+
+
+class Share:
+    """One connection's part of the counters: (listener label, route, result), the directions'
+    ends and bytes; `id` is its close line's id (None without one)."""
+
+    __slots__ = ("label", "ended", "dirs", "bytes", "id", "seq", "gen", "attempt")
+
+    def __init__(self, c, zone):
+        self.label = c.label  # where it was accepted
+        label = c.metric_label or c.label  # where it ended
+        self.ended = (label, c.route, c.metric_result)
+        self.dirs, self.bytes = [], []
+        if c.relay and c.log_ends is not None:
+            for d, n, e in (("client_to_upstream", c.log_sent, c.log_ends[0]),
+                            ("upstream_to_client", c.log_received, c.log_ends[1])):
+                self.bytes.append(((label, c.route, d), n))
+                self.dirs.append((label, c.route, d, end_kind(e)))
+        self.id = c.log_id
+        self.seq, self.gen, self.attempt = zone
+
+
+class Tally:
+    """The sum of many connections' shares."""
+
+    def __init__(self):
+        self.n = 0
+        self.min_id = None
+        self.ended, self.dirs, self.bytes, self.accepted = {}, {}, {}, {}
+
+    def add(self, sh, closed=True, accepted=True, byte_counts=True):
+        if closed:
+            self.n += 1
+            _add(self.ended, sh.ended)
+            for k in sh.dirs:
+                _add(self.dirs, k)
+            if sh.id is not None and (self.min_id is None or sh.id < self.min_id):
+                self.min_id = sh.id
+        if accepted:
+            _add(self.accepted, (sh.label,))
+        if byte_counts:
+            for k, n in sh.bytes:
+                _add(self.bytes, k, n)
+
+
 # ---------------------------------------------------------------------------------------------
 # the soak
 
@@ -1467,12 +1621,15 @@ class Soak:
         self.stats = {}  # kind -> [conns, unexpected, c2u bytes, u2c bytes]
         self.problems = []  # (kind, id, key, problem), the first 1000
         self.n_problems = 0
-        self.m_bytes = {}
-        self.m_ended = {}
-        self.m_dir = {}
-        self.m_accepted = {}
+        # what the connections should have added to the counters of the process they belong to:
+        # by process generation (0 the first, n after the n-th hand-over in the log) the sum for
+        # connections that surely belong to it alone, and the connections whose process only
+        # the end can tell (started before a hand-over, or logged during one) one by one
+        self.fresh = {}  # generation -> Tally
+        self.records = []  # Share
         self.long_running = 0
         self.reset_as_fin = 0  # connections showing tcp-router's reset race
+        self.listener_gone = 0  # connections showing the listener an upgrade gave them
         self.reset_as_fin_examples = []
         self.gate = threading.Event()  # workers start connections only while it is set
         self.gate.set()
@@ -1486,6 +1643,42 @@ class Soak:
         self.extras = {"listener": Extra("listener"), "route": Extra("route")}
         self.hellos = {}
         self.routerlog = None
+        # the router's processes: the first one is our child (self.proc); one started by an
+        # upgrade is re-parented to us (a child subreaper) when the one that started it exits
+        self.pid = None  # the process serving now: every signal and /proc read goes to it
+        self.pids = []  # every process, in order
+        self.exit_status = {}  # pid -> exit status, once reaped
+        self.reap_lock = threading.Lock()
+        self.pid_file = None
+        self.ctl = threading.Lock()  # one reload or upgrade at a time
+        self.upgrade_gate = threading.Lock()  # held by the warm checkpoint: no upgrade in it
+        self.upgrading = False
+        self.load_deadline = math.inf  # when the load ends
+        self.up_cv = threading.Condition()
+        self.upg = None  # the upgrade under way: what the log said of it so far
+        self.upgrades = []  # the upgrades done: dicts
+        self.upgrades_failed = 0
+        self.usr2_sent = 0
+        self.reloads_to = {}  # pid -> SIGHUPs sent to it
+        self.old_checks = 0  # counters compared just before and after an upgrade
+        self.baseline0 = None
+        self.warm_pid = None
+        self.reset_log_state()
+
+    def reset_log_state(self):
+        """What read_log learns from one start of tcp-router on."""
+        self.log_gen = 0  # hand-overs the log has shown so far
+        self.log_window = None  # the upgrade attempt whose hand-over is under way in the log
+        self.log_attempts = 0
+        self.failed_attempts = set()
+        self.gen_attempt = {}  # generation -> the attempt that started it
+        self.took_conns = {}  # generation -> connections it took over (its took-over line)
+        self.close_seq = 0
+        self.max_id = 0
+        self.ids_seen = bytearray(1 << 16)  # close lines per connection id (at most 255)
+        self.dup_ids = 0
+        self.listen_count = {}  # generation -> listening lines
+        self.warn_by_gen = {}  # generation -> {warning kind: count}
 
     # ----- small shared services
 
@@ -1545,7 +1738,6 @@ class Soak:
                         self.pending[k] = c
                         c.key = k
                         self.live[c.id] = c
-                        self.m_accepted[c.label] = self.m_accepted.get(c.label, 0) + 1
                         return s
                 held.append(s)
             raise RuntimeError("no client port free of pending log lines")
@@ -1703,9 +1895,17 @@ class Soak:
     def start_router(self):
         self.routerlog = os.path.join(self.workdir, "tcp-router.log")
         argv = [self.args.router, "-c", self.conf, "--log-level", "info"]
+        if self.args.upgrade_every > 0:
+            self.pid_file = os.path.join(self.workdir, "tcp-router.pid")
+            argv += ["--pid-file", self.pid_file]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
+        self.pid = self.proc.pid
+        self.pids = [self.pid]
+        self.reloads_to = {self.pid: 0}
         self.listening = {}
+        with self.lock:
+            self.reset_log_state()
         self.reader = threading.Thread(target=self.read_log, args=(self.proc,), daemon=True)
         self.reader.start()
         base = {v for k, v in self.ports.items() if k != "admin"}
@@ -1730,39 +1930,94 @@ class Soak:
         return False
 
     def stop_router(self, grace=15):
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return p.returncode if p else None
+        """SIGTERM to the process serving now; its exit status (None if it would not go)."""
+        if self.proc is None:
+            return None
+        pid = self.pid
+        rc = self.poll_exit(pid)
+        if rc is not None:
+            return rc
         try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=5)
+            os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        return p.returncode
+        rc = self.wait_exit(pid, grace)
+        if rc is None:
+            self.kill_all()
+            rc = self.wait_exit(pid, 5)
+        return rc
+
+    def poll_exit(self, pid):
+        """The exit status of one of the router's processes (as subprocess gives it: negative for
+        a signal), or None while it runs. The first is our child; a later one is once the
+        process that started it has exited (we are a child subreaper)."""
+        with self.reap_lock:
+            if pid in self.exit_status:
+                return self.exit_status[pid]
+            if pid == self.proc.pid:
+                rc = self.proc.poll()
+            else:
+                try:
+                    got, status = os.waitpid(pid, os.WNOHANG)
+                    rc = os.waitstatus_to_exitcode(status) if got == pid else None
+                except ChildProcessError:  # not (yet) our child: its parent runs
+                    rc = None if os.path.exists(f"/proc/{pid}") else "unknown (not our child)"
+            if rc is not None:
+                self.exit_status[pid] = rc
+            return rc
+
+    def wait_exit(self, pid, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.poll_exit(pid)
+            if rc is not None or time.monotonic() >= deadline:
+                return rc
+            time.sleep(0.01)
+
+    def kill_all(self):
+        """SIGKILL to the router's process group (every process an upgrade started is in it)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     LISTEN_RE = re.compile(r"\[INFO\] listening on 127\.0\.0\.1:(\d+) -> (.*)$")
     EXPECTED_WARN = re.compile(
         r"\[WARN\] conn #\d+ from \S+: (connect to \S+: (Connection refused|connection timed out"
         r"|timed out).*|no upstream reachable .*)$", re.I)
+    HANDED_RE = re.compile(r"\[INFO\] upgrade: handed over to pid (\d+): (\d+) listening "
+                           r"socket\(s\), (\d+) connection\(s\); exiting$")
+    TOOK_RE = re.compile(r"\[INFO\] upgrade: took over (\d+) listening socket\(s\) and (\d+) "
+                         r"connection\(s\) from pid (\d+)$")
 
     def read_log(self, proc):
-        """tcp-router's stderr: kept in a file, its lines matched to connections, reloads and
-        listeners noted, unexplained warnings and errors collected."""
+        """tcp-router's stderr, which every process an upgrade starts inherits: kept in a file,
+        its lines matched to connections, reloads, upgrades and listeners noted, unexplained
+        warnings and errors collected."""
         with open(self.routerlog, "ab") as out:
             for raw in proc.stderr:
                 out.write(raw)
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if "] closed #" in line:
                     m = re.search(r" client=(\S+) ", line)
+                    i = re.search(r"\] closed #(\d+) ", line)
+                    cid = int(i.group(1)) if i else None
                     with self.lock:
+                        self.close_seq += 1
+                        zone = (self.close_seq, self.log_gen, self.log_window)
+                        twice = cid is not None and self.note_id(cid)
                         c = self.pending.pop(m.group(1), None) if m else None
                         if c is None and len(self.orphans) < 1000:
                             self.orphans.append(line)
                         if c is None:
                             self.n_orphans += 1
+                        else:
+                            c.zone, c.log_id = zone, cid
+                    if twice:
+                        self.add_problem("(log)", cid, "-", f"connection #{cid} logged closed "
+                                         f"more than once; again: {line}")
                     if c is not None:
                         c.log = line
                         c.log_ev.set()
@@ -1770,11 +2025,16 @@ class Soak:
                 m = self.LISTEN_RE.search(line)
                 if m:
                     port, routes = int(m.group(1)), m.group(2)
+                    with self.lock:
+                        _add(self.listen_count, self.log_gen)
                     if routes == self.upstreams["E"].addr:
                         self.extra_port_seen = port
                     else:
                         self.listening[port] = routes
                     continue
+                if "] upgrade: " in line or "] upgrade failed:" in line or "] SIGUSR2: " in line:
+                    if self.upgrade_line(line):
+                        continue
                 if "[INFO] reloaded:" in line or "reload refused" in line:
                     with self.reload_cv:
                         if "reload refused" in line:
@@ -1789,11 +2049,70 @@ class Soak:
                         k = "no upstream reachable" if "no upstream" in line else (
                             "connect refused" if "refused" in line.lower() else "connect timed out")
                         with self.lock:
-                            self.warn_counts[k] = self.warn_counts.get(k, 0) + 1
+                            _add(self.warn_counts, k)
+                            _add(self.warn_by_gen.setdefault(self.log_gen, {}), k)
                     else:
                         self.unexplained(line)
                 elif "[ERROR]" in line:
                     self.unexplained(line)
+
+    def note_id(self, cid):
+        """(lock held) Counts a close line of connection `cid`; True if it had one already."""
+        if cid >= len(self.ids_seen):
+            self.ids_seen.extend(bytes(max(cid + 1, 2 * len(self.ids_seen)) - len(self.ids_seen)))
+        n = self.ids_seen[cid]
+        self.ids_seen[cid] = min(255, n + 1)
+        self.max_id = max(self.max_id, cid)
+        if n:
+            self.dup_ids += 1
+        return n > 0
+
+    def upgrade_line(self, line):
+        """The lines of an upgrade, from the old process (`SIGUSR2:`, `upgrade: starting`,
+        `handed over`, `upgrade failed`) and the new one (`took over`). Between `starting` and the
+        first of `handed over` and `took over` a close line may be either process's: the old one
+        logs its last before it sends the connections, the new one its first once it has them.
+        After that first line, every line is the new process's. True if the line is handled."""
+        t = log_time(line)
+        ev = None
+        if "] SIGUSR2: upgrading" in line:
+            return True
+        if "] upgrade: starting " in line:
+            with self.lock:
+                self.log_attempts += 1
+                self.log_window = self.log_attempts
+            ev = ("starting", t)
+        elif self.HANDED_RE.search(line) or self.TOOK_RE.search(line):
+            m = self.HANDED_RE.search(line)
+            with self.lock:
+                if self.log_window is not None:  # the first of the two: the new process's now
+                    self.gen_attempt[self.log_gen + 1] = self.log_window
+                    self.log_gen += 1
+                    self.log_window = None
+                gen = self.log_gen
+                if not m:
+                    self.took_conns[gen] = int(self.TOOK_RE.search(line).group(2))
+            if m:
+                ev = ("handed", (int(m.group(1)), int(m.group(2)), int(m.group(3)), t, gen))
+            else:
+                m = self.TOOK_RE.search(line)
+                ev = ("took", (int(m.group(1)), int(m.group(2)), int(m.group(3)), t, gen))
+        elif "] upgrade failed:" in line:
+            with self.lock:
+                if self.log_window is not None:
+                    self.failed_attempts.add(self.log_window)
+                    self.log_window = None
+            self.unexplained(line)
+            ev = ("failed", line)
+        else:
+            return False  # a warning (`an upgrade is already under way`, ...): unexplained
+        with self.up_cv:
+            if self.upg is None or ev[0] in self.upg:
+                self.unexplained(f"an upgrade line the soak did not ask for: {line}")
+            else:
+                self.upg[ev[0]] = ev[1]
+            self.up_cv.notify_all()
+        return True
 
     def unexplained(self, line):
         with self.lock:
@@ -1807,8 +2126,9 @@ class Soak:
         with self.reload_cv:
             before = self.reloaded + self.reload_refused
             self.extra_port_seen = None
-            self.proc.send_signal(signal.SIGHUP)
+            os.kill(self.pid, signal.SIGHUP)
             self.reloads_sent += 1
+            _add(self.reloads_to, self.pid)
             ok = self.reload_cv.wait_for(lambda: self.reloaded + self.reload_refused > before, 15)
         if not ok or self.reload_refused:
             self.harness_problem(f"reload ({why}) not confirmed by tcp-router within 15s")
@@ -1816,6 +2136,12 @@ class Soak:
         return True
 
     def toggle(self, which, add):
+        """Adds or removes an extra; no upgrade meanwhile, so the config file, the process the
+        SIGHUP goes to and the port read from its log stay together."""
+        with self.ctl:
+            self._toggle(which, add)
+
+    def _toggle(self, which, add):
         ex = self.extras[which]
         if add:
             if ex.state != "absent":
@@ -1867,6 +2193,141 @@ class Soak:
             which, add = steps[i % len(steps)]
             i += 1
             self.toggle(which, add)
+
+    # ----- live upgrades
+
+    UPGRADE_WAIT = 60  # s for the hand-over lines: tcp-router's own limits add up to less
+
+    def upgrader(self):
+        """SIGUSR2 every --upgrade-every seconds while the load runs (not during a reload, nor
+        in the warm checkpoint)."""
+        while not self.stop_load.wait(self.args.upgrade_every):
+            with self.upgrade_gate, self.ctl:
+                # None in the load's last SECONDS: the last process, the one whose counters are
+                # compared in full, serves at least that long
+                if (self.stop_load.is_set()
+                        or time.monotonic() + self.args.upgrade_every > self.load_deadline):
+                    break
+                if self.upgrade() == "broken":
+                    self.log("upgrades stopped: the last one left the soak unsure who serves")
+                    break
+
+    def upgrade(self, idle=False):
+        """One live upgrade of the process serving now: SIGUSR2, then its `handed over` and the
+        new process's `took over` lines, the old process's exit (status 0), the pid file naming
+        the new process, its signal handlers, its listeners and admin endpoint; from then on
+        everything goes to the new pid. "ok", "failed" (the old one still serves) or "broken"
+        (no knowing who serves)."""
+        old = self.pid
+        try:  # the old process's counters, the last time they can be read
+            series, _ = parse_metrics(self.scrape("/metrics"))
+            self.check_reloads(series, old, f"pid {old} just before its upgrade",
+                               lambda d: self.add_problem("(metrics)", "-", f"pid {old}", d))
+        except OSError as e:
+            self.harness_problem(f"admin scrape of pid {old} before its upgrade failed: {e}")
+        res = resources(old)
+        with self.up_cv:
+            self.upg = upg = {}
+            self.upgrading = True
+        try:
+            return self._upgrade(old, upg, res, idle)
+        finally:
+            with self.up_cv:
+                self.upg = None
+                self.upgrading = False
+
+    def _upgrade(self, old, upg, res, idle):
+        t0 = time.monotonic()
+        ex = self.extras["listener"]
+        n_listen = len(self.t) - 1 + (ex.state != "absent")  # routing listeners in the config
+        self.extra_port_seen = None
+        os.kill(old, signal.SIGUSR2)
+        self.usr2_sent += 1
+        with self.up_cv:
+            done = self.up_cv.wait_for(
+                lambda: "failed" in upg or ("handed" in upg and "took" in upg), self.UPGRADE_WAIT)
+        if "failed" in upg:
+            self.upgrades_failed += 1
+            self.harness_problem(f"the upgrade of pid {old} failed: {upg['failed']}")
+            if self.wait_exit(old, 1) is not None:
+                self.harness_problem(f"pid {old} gone after its failed upgrade")
+                return "broken"
+            return "failed"
+        if not done:
+            self.harness_problem(f"the upgrade of pid {old}: no `handed over` and `took over` "
+                                 f"lines within {self.UPGRADE_WAIT}s (seen: {sorted(upg)})")
+            return "broken"
+        new, h_listen, h_conns, t_handed, gen = upg["handed"]
+        t_listen, t_conns, t_from, _, _ = upg["took"]
+
+        def bad(msg):
+            self.add_problem("(upgrade)", "-", f"pid {old}->{new}", msg)
+
+        if t_from != old:
+            bad(f"the new process says it took over from pid {t_from}")
+        if (t_listen, t_conns) != (h_listen, h_conns):
+            bad(f"handed over {h_listen} listening socket(s) and {h_conns} connection(s), "
+                f"took over {t_listen} and {t_conns}")
+        if h_listen != n_listen + 1:  # and the admin endpoint's
+            bad(f"{h_listen} listening sockets handed over, the config has {n_listen + 1}")
+        rc = self.wait_exit(old, 15)
+        if rc != 0:
+            bad(f"pid {old} exited with status {rc} after handing over, expected 0"
+                if rc is not None else f"pid {old} still runs 15s after handing over")
+        for what, ok in (("the pid file to name it", lambda: pid_in(self.pid_file) == new),
+                         ("it to catch SIGHUP, SIGINT, SIGTERM and SIGUSR2", lambda: caught(new)),
+                         (f"its {n_listen} `listening on` lines",
+                          lambda: self.listen_count.get(gen, 0) >= n_listen)):
+            deadline = time.monotonic() + 15
+            while not ok() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if not ok():
+                bad(f"waited 15s for {what}")
+        self.pid = new
+        self.pids.append(new)
+        self.reloads_to[new] = 0
+        with self.lock:  # those of processes before the old one cannot be the last one's
+            self.records = [r for r in self.records if r.gen >= self.log_gen - 1]
+        if ex.state != "absent" and self.extra_port_seen != ex.port:
+            bad(f"the extra listener was on port {ex.port}, the new process listens on "
+                f"{self.extra_port_seen}")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                series, _ = parse_metrics(self.scrape("/metrics"))
+                self.check_reloads(series, new, f"pid {new} just after its take-over", bad)
+                break
+            except OSError as e:
+                if time.monotonic() >= deadline:
+                    self.harness_problem(f"the admin endpoint of pid {new} did not answer: {e}")
+                    break
+                time.sleep(0.05)
+        pause = (t_handed - upg["starting"]) if upg.get("starting") and t_handed else None
+        if pause is None:
+            bad("no time stamps on the `upgrade: starting` and `handed over` lines")
+        self.upgrades.append({
+            "old": old, "new": new, "idle": idle, "conns": h_conns, "pause": pause,
+            "rss_old": res["rss"] if res else None, "took": time.monotonic() - t0})
+        self.log(f"upgrade {len(self.upgrades)}{' (idle)' if idle else ''}: pid {old} -> {new}, "
+                 f"{h_conns} connection(s) handed over, pause "
+                 f"{pause * 1000 if pause is not None else float('nan'):.1f} ms; followed after "
+                 f"{time.monotonic() - t0:.2f}s")
+        return "ok"
+
+    def check_reloads(self, series, pid, what, report, at_upgrade=True):
+        """The reload counters of `pid` against the SIGHUPs sent to it."""
+        want = self.reloads_to.get(pid, 0)
+        for name in ("tcp_router_reloads_total", "tcp_router_reloads_succeeded_total"):
+            self.old_checks += at_upgrade
+            got = series.get((name, ()))
+            if got is None or int(got) != want:
+                report(f"{name} of {what}: {got}, SIGHUPs sent to it: {want}")
+
+    def router_gone(self):
+        """The exit status of the process serving now, if it exited other than by an upgrade."""
+        if self.upgrading:
+            return None
+        return self.poll_exit(self.pid)
 
     # ----- load
 
@@ -1948,26 +2409,33 @@ class Soak:
                 self.reset_as_fin_examples = (self.reset_as_fin_examples + [c.log])[:5]
                 if "reset-as-fin" in self.args.tolerate:
                     c.problems = []
+            if is_listener_gone(self, c):
+                self.listener_gone += 1
+                if "listener-gone-at-upgrade" in self.args.tolerate:
+                    c.problems = []
+                    c.metric_label = self.t["plain"].label
             if c.problems:
                 st[1] += 1
                 for p in c.problems:
                     self._problem(c.kind, c.id, c.key, p)
             if c.label is None:
                 return
-            route = c.route
-            self.m_ended[(c.label, route, c.metric_result)] = \
-                self.m_ended.get((c.label, route, c.metric_result), 0) + 1
-            if c.relay and c.log_ends is not None:
-                for d, n, e in (("client_to_upstream", c.log_sent, c.log_ends[0]),
-                                ("upstream_to_client", c.log_received, c.log_ends[1])):
-                    k = (c.label, route, d)
-                    self.m_bytes[k] = self.m_bytes.get(k, 0) + n
-                    k = (c.label, route, d, end_kind(e))
-                    self.m_dir[k] = self.m_dir.get(k, 0) + 1
+            # Whose counters it is in. Started after the log showed hand-over n (so once
+            # process n-1 accepted nothing more) and logged by process n outside a hand-over:
+            # surely accepted, relayed and closed by process n alone, summed. Otherwise (it
+            # lived through a hand-over, or its close line came while one was under way) kept
+            # one by one until the end, when the last process's counters tell (check_metrics).
+            sh = Share(c, c.zone or (None, self.log_gen, None))
+            if sh.attempt is None and sh.gen == c.created_gen:
+                self.fresh.setdefault(sh.gen, Tally()).add(sh)
+            elif sh.gen >= self.log_gen - 1:  # older ones cannot be the last process's
+                self.records.append(sh)
+            for g in [g for g in self.fresh if g < self.log_gen]:
+                del self.fresh[g]
 
     def sampler(self):
         while not self.closing.wait(1.0):
-            r = resources(self.proc.pid)
+            r = resources(self.pid)
             if r:
                 for k in self.peak:
                     self.peak[k] = max(self.peak[k], r[k])
@@ -1981,20 +2449,44 @@ class Soak:
 
     def run(self):
         a = self.args
+        if a.upgrade_every > 0:
+            become_subreaper()
         self.start()
-        self.log(f"tcp-router pid {self.proc.pid} on {len(self.t) - 1} listeners; "
+        self.log(f"tcp-router pid {self.pid} on {len(self.t) - 1} listeners; "
                  f"work dir {self.workdir}")
         time.sleep(1.0)
-        self.baseline = resources(self.proc.pid)
+        self.baseline = self.baseline0 = resources(self.pid)
         self.log(f"idle baseline: {fmt_res(self.baseline)}")
+        upgrader = None
+        if a.upgrade_every > 0:
+            # The last process is one an upgrade started: its baseline is that of such a
+            # process, idle. It must hold what the first one held, no more.
+            deadline = time.monotonic() + 10
+            while not caught(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with self.ctl:
+                ok = self.upgrade(idle=True) == "ok"
+            if ok:
+                time.sleep(1.0)
+                self.baseline = resources(self.pid)
+                self.log(f"idle baseline after an idle upgrade: {fmt_res(self.baseline)}")
+                for k in ("socket", "pipe", "other"):
+                    if self.baseline[k] != self.baseline0[k]:
+                        self.add_problem("(upgrade)", "-", "idle", f"{k} fds {self.baseline[k]} "
+                                         f"in the idle process an upgrade started, "
+                                         f"{self.baseline0[k]} in the first one")
+                upgrader = threading.Thread(target=self.upgrader, daemon=True)
         threading.Thread(target=self.sampler, daemon=True).start()
         reloader = threading.Thread(target=self.reloader, daemon=True)
         reloader.start()
+        if upgrader:
+            upgrader.start()
         workers = [threading.Thread(target=self.worker, args=(i,), daemon=True)
                    for i in range(a.workers)]
         for w in workers:
             w.start()
         t_load = time.monotonic()
+        self.load_deadline = t_load + a.duration
         next_note = t_load + 10
         paused = 0.0
         checkpoint = t_load + a.duration / 3 if a.duration >= 120 else None
@@ -2005,16 +2497,19 @@ class Soak:
                 t_pause = time.monotonic()
                 self.warm_checkpoint()
                 paused = time.monotonic() - t_pause
-            if self.proc.poll() is not None:
-                self.harness_problem(
-                    f"tcp-router exited during the run (status {self.proc.returncode})")
+                self.load_deadline = t_load + a.duration + paused
+            rc = self.router_gone()
+            if rc is not None:
+                self.harness_problem(f"tcp-router (pid {self.pid}) exited during the run "
+                                     f"(status {rc})")
                 break
             if time.monotonic() >= next_note:
                 next_note += 10
                 with self.lock:
                     n = sum(v[0] for v in self.stats.values())
                     bad = sum(v[1] for v in self.stats.values())
-                self.log(f"{n} connections checked, {bad} unexpected, {self.reloaded} reloads")
+                ups = f", {len(self.upgrades)} upgrades" if a.upgrade_every > 0 else ""
+                self.log(f"{n} connections checked, {bad} unexpected, {self.reloaded} reloads{ups}")
         self.stop_load.set()
         self.load_time = time.monotonic() - t_load - paused
         self.log("load stopped; waiting for the connections under way")
@@ -2023,6 +2518,10 @@ class Soak:
             if w.is_alive():
                 self.harness_problem("a client thread did not finish")
         reloader.join(30)
+        if upgrader:
+            upgrader.join(self.UPGRADE_WAIT + 60)
+            if upgrader.is_alive():
+                self.harness_problem("the upgrader thread did not finish")
         for which in ("listener", "route"):  # back to the configuration of the baseline
             self.toggle(which, False)
         time.sleep(0.2)
@@ -2030,7 +2529,12 @@ class Soak:
 
     def warm_checkpoint(self):
         """A pause a third of the way in: no connections, then the resources once threads are
-        back to baseline + spares. The end is compared with this too (growth while warm)."""
+        back to baseline + spares. The end is compared with this too (growth while warm). No
+        upgrade starts meanwhile."""
+        with self.upgrade_gate:
+            self._warm_checkpoint()
+
+    def _warm_checkpoint(self):
         self.log("warm checkpoint: pausing the load")
         with self.lock:
             self.gate.clear()
@@ -2045,12 +2549,13 @@ class Soak:
         limit = self.baseline["threads"] + SPARES
         deadline = time.monotonic() + self.args.settle
         while time.monotonic() < deadline:
-            r = resources(self.proc.pid)
+            r = resources(self.pid)
             if r and r["threads"] <= limit:
                 break
             time.sleep(0.25)
         time.sleep(0.5)
-        self.warm = resources(self.proc.pid)
+        self.warm = resources(self.pid)
+        self.warm_pid = self.pid
         self.log(f"warm checkpoint: {fmt_res(self.warm)}; resuming")
         self.gate.set()
 
@@ -2063,12 +2568,30 @@ class Soak:
         for k, rec in self.leftover_slots:
             self.add_problem("(upstream)", "-", str(k), f"upstream record never claimed: "
                              f"{rec.server} {rec.op} err={rec.err}")
+        self.log_report = self.check_ids()
         self.metrics_report = self.check_metrics()
         self.resource_report = self.check_resources()
+        pid = self.pid
         rc = self.stop_router()
-        self.stop_report = f"tcp-router stopped with status {rc} on SIGTERM"
+        self.stop_report = f"tcp-router (pid {pid}) stopped with status {rc} on SIGTERM"
         if rc != 0:
             self.harness_problem(self.stop_report)
+        for p in self.pids:
+            if self.poll_exit(p) is None:
+                self.harness_problem(f"tcp-router pid {p} still runs at the end")
+
+    def check_ids(self):
+        """Every connection id, from 1 on and across the processes, logged closed exactly once."""
+        with self.lock:
+            seen = self.ids_seen[1:self.max_id + 1]
+            n, top, dups = self.close_seq, self.max_id, self.dup_ids
+        missing = [i + 1 for i, v in enumerate(seen) if v == 0]
+        if missing:
+            self.add_problem("(log)", "-", "-",
+                             f"{len(missing)} connection id(s) up to #{top} never logged closed, "
+                             f"e.g. {', '.join(f'#{i}' for i in missing[:10])}")
+        return (f"{n} close lines, ids #1..#{top}: {len(missing)} never logged, {dups} logged more "
+                f"than once")
 
     # ----- metrics
 
@@ -2083,56 +2606,43 @@ class Soak:
         except OSError as e:
             self.harness_problem(f"final admin scrape failed: {e}")
             return "not scraped"
-        series = {}
-        dups = 0
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            m = re.match(r"(\w+)(?:\{(.*)\})? (\S+)$", line)
-            if not m:
-                continue
-            labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
-            key = (m.group(1), labels)
-            if key in series:
-                dups += 1
-            series[key] = float(m.group(3))
-
-        def family(name, fields):
-            out = {}
-            for (n, labels), v in series.items():
-                if n == name:
-                    d = dict(labels)
-                    k = tuple(d.get(f) for f in fields)
-                    out[k] = out.get(k, 0) + v
-            return out
-
+        series, dups = parse_metrics(text)
         differ = []
         compared = 0
-        for name, fields, want in (
-            ("tcp_router_relayed_bytes_total", ("listener", "route", "direction"), self.m_bytes),
-            ("tcp_router_connections_ended_total", ("listener", "route", "result"), self.m_ended),
-            ("tcp_router_directions_ended_total", ("listener", "route", "direction", "end"), self.m_dir),
-            ("tcp_router_connections_accepted_total", ("listener",),
-             {(k,): v for k, v in self.m_accepted.items()}),
+        want, lo, hi, what = self.last_process_shares(series, differ)
+        for name, fields, w in (
+            ("tcp_router_connections_ended_total", ("listener", "route", "result"), want.ended),
+            ("tcp_router_directions_ended_total", ("listener", "route", "direction", "end"),
+             want.dirs),
+            ("tcp_router_connections_accepted_total", ("listener",), want.accepted),
         ):
-            got = family(name, fields)
-            for k in sorted(set(got) | set(want), key=str):
+            got = family(series, name, fields)
+            for k in sorted(set(got) | set(w), key=str):
                 compared += 1
-                if int(got.get(k, 0)) != want.get(k, 0):
+                if int(got.get(k, 0)) != w.get(k, 0):
                     differ.append(f"{name}{dict(zip(fields, k))}: tcp-router {int(got.get(k, 0))}, "
-                                  f"generator {want.get(k, 0)}")
-        for name, want in (("tcp_router_reloads_total", self.reloads_sent),
-                           ("tcp_router_reloads_succeeded_total", self.reloads_sent)):
+                                  f"generator {w.get(k, 0)}")
+        name, fields = "tcp_router_relayed_bytes_total", ("listener", "route", "direction")
+        got = family(series, name, fields)
+        bounded = 0
+        for k in sorted(set(got) | set(hi), key=str):
             compared += 1
-            if int(series.get((name, ()), -1)) != want:
-                differ.append(f"{name}: tcp-router {series.get((name, ()))}, generator {want}")
-        fails = family("tcp_router_upstream_connect_failures_total", ("reason",))
+            g, a, b = int(got.get(k, 0)), lo.get(k, 0), hi.get(k, 0)
+            bounded += a != b
+            if not a <= g <= b:
+                differ.append(f"{name}{dict(zip(fields, k))}: tcp-router {g}, generator "
+                              + (f"{a}" if a == b else f"between {a} and {b}"))
+        self.check_reloads(series, self.pid, f"pid {self.pid} at the end", differ.append,
+                           at_upgrade=False)
+        compared += 2
+        fails = family(series, "tcp_router_upstream_connect_failures_total", ("reason",))
+        warns = self.warn_by_gen.get(self.log_gen, {})
         for reason, warn in (("refused", "connect refused"), ("timeout", "connect timed out")):
             compared += 1
-            if int(fails.get((reason,), 0)) != self.warn_counts.get(warn, 0):
+            if int(fails.get((reason,), 0)) != warns.get(warn, 0):
                 differ.append(f"tcp_router_upstream_connect_failures_total{{reason={reason}}}: "
-                              f"{int(fails.get((reason,), 0))}, warning lines: "
-                              f"{self.warn_counts.get(warn, 0)}")
+                              f"{int(fails.get((reason,), 0))}, warning lines of the process: "
+                              f"{warns.get(warn, 0)}")
         compared += 1
         n_dead = self.stats.get("no-upstream", [0])[0]
         n_warn = self.warn_counts.get("no upstream reachable", 0)
@@ -2149,7 +2659,71 @@ class Soak:
             differ.append(f"{dups} duplicate series in /metrics")
         for d in differ:
             self.add_problem("(metrics)", "-", "-", d)
-        return f"{compared} counters compared with the generator's, {len(differ)} differ"
+        out = f"{compared} counters compared with the generator's, {len(differ)} differ"
+        if self.log_gen:
+            out += (f" (the last process's: {what}; byte counters bounded on {bounded} series; "
+                    f"{self.old_checks} reload counters compared just before and after the upgrades)")
+        return out
+
+    def last_process_shares(self, series, differ):
+        """What the connections should have added to the counters of the process serving now,
+        the one whose counters can be read at the end (each process's start from zero).
+
+        Generation F = the hand-overs in the log. Its process closed: the connections summed in
+        fresh[F], the records logged after its hand-over, and some of the records logged during
+        it: the old process logs its last close line before it sends the connections, the new
+        one its first after, so those of the new process are the last ones of that window. Its
+        own total of connections ended says how many. It accepted the connections whose ids
+        follow the old process's last (ids go on across processes): those of fresh[F], and the
+        records with an id above B = the highest id minus its total accepted. The others were
+        handed over to it: it counted their ends, but only the bytes it moved, which the log's
+        whole-life counts bound from above. Returns the expected Tally, the bytes' lower and
+        upper bounds, and a summary."""
+        F = self.log_gen
+        total = lambda name: int(sum(v for (n, _), v in series.items() if n == name))
+        n_closed = total("tcp_router_connections_ended_total")
+        n_accepted = total("tcp_router_connections_accepted_total")
+        handed_in = self.took_conns.get(F, 0)
+        with self.lock:
+            fresh = self.fresh.get(F) or Tally()
+            recs = list(self.records)
+            top = self.max_id
+        attempt = self.gen_attempt.get(F)
+        mine = [r for r in recs if r.gen == F and (r.attempt is None
+                                                  or r.attempt in self.failed_attempts)]
+        window = sorted((r for r in recs if attempt is not None and r.attempt == attempt),
+                        key=lambda r: r.seq)
+        k = n_closed - fresh.n - len(mine)
+        if not 0 <= k <= len(window):
+            differ.append(f"the last process ended {n_closed} connections; the log gives it "
+                          f"{fresh.n + len(mine)} and up to {len(window)} more")
+            k = min(max(k, 0), len(window))
+        closed = mine + window[len(window) - k:]
+        B = top - n_accepted
+        accepted = [r for r in closed if r.id is None or r.id > B]
+        handed = [r for r in closed if r.id is not None and r.id <= B]
+        if F and n_closed != n_accepted + handed_in:
+            differ.append(f"the last process ended {n_closed} connections, accepted {n_accepted} "
+                          f"and took over {handed_in}")
+        if fresh.n + len(accepted) != n_accepted or (fresh.min_id is not None
+                                                      and fresh.min_id <= B):
+            differ.append(f"the last process accepted {n_accepted} connections, so ids "
+                          f"#{B + 1}..#{top}; the log gives it {fresh.n + len(accepted)} of them "
+                          f"(lowest id of those surely its own: {fresh.min_id})")
+        want = Tally()
+        want.ended, want.dirs = dict(fresh.ended), dict(fresh.dirs)
+        want.accepted, want.bytes = dict(fresh.accepted), dict(fresh.bytes)
+        for r in closed:
+            want.add(r, accepted=False, byte_counts=False)
+        for r in accepted:
+            want.add(r, closed=False)
+        lo, hi = want.bytes, dict(want.bytes)
+        for r in handed:
+            for key, n in r.bytes:
+                _add(hi, key, n)
+        what = (f"pid {self.pid}, {n_closed} connections ended: {handed_in} taken over "
+                f"({len(handed)} found in the log), {n_accepted} accepted")
+        return want, lo, hi, what
 
     # ----- resources
 
@@ -2165,7 +2739,7 @@ class Soak:
         t0 = time.monotonic()
         last = None
         while time.monotonic() - t0 < self.args.settle:
-            last = resources(self.proc.pid)
+            last = resources(self.pid)
             if last and all(last[k] <= v for k, v in limits.items()):
                 break
             time.sleep(0.25)
@@ -2177,7 +2751,8 @@ class Soak:
         growth = ""
         if self.warm:
             g_limit = self.warm["rss"] + self.args.growth_margin * 1024
-            growth = (f"; RSS at the warm checkpoint {self.warm['rss'] / 1024:.1f} MiB, "
+            other = "" if self.warm_pid == self.pid else f" (pid {self.warm_pid})"
+            growth = (f"; RSS at the warm checkpoint{other} {self.warm['rss'] / 1024:.1f} MiB, "
                       f"end {last['rss'] / 1024:.1f} (limit {g_limit / 1024:.1f})")
             if last["rss"] > g_limit:
                 self.add_problem("(resources)", "-", "-",
@@ -2188,7 +2763,14 @@ class Soak:
                              f"{k} {last[k]} above the limit {limits[k]} (baseline {b[k]}) "
                              f"{self.args.settle:.0f}s after the load")
         self.final_res = last
-        return (f"idle baseline -> end ({took:.1f}s after the last connection): "
+        whose = ""
+        if self.baseline is not self.baseline0:
+            b0 = self.baseline0
+            whose = (f" (pid {self.pid}; the baseline is that of a process an idle upgrade "
+                     f"started; the first process's: threads {b0['threads']}, sockets "
+                     f"{b0['socket']}, pipes {b0['pipe']}, other fds {b0['other']}, RSS "
+                     f"{b0['rss'] / 1024:.1f} MiB)")
+        return (f"idle baseline -> end ({took:.1f}s after the last connection{whose}): "
                 f"threads {b['threads']} -> {last['threads']} (limit {limits['threads']}), "
                 f"sockets {b['socket']} -> {last['socket']}, pipes {b['pipe']} -> {last['pipe']} "
                 f"(limit {limits['pipe']}), other fds {b['other']} -> {last['other']}, "
@@ -2226,6 +2808,16 @@ class Soak:
             else "counted as unexpected"
         out.append(f"a reset passed on as a FIN first (the race fixed in end_of_stream): "
                    f"{self.reset_as_fin} connection(s), {tolerated}")
+        if self.args.upgrade_every > 0:
+            tolerated = ("tolerated (--tolerate listener-gone-at-upgrade)"
+                         if "listener-gone-at-upgrade" in self.args.tolerate
+                         else "counted as unexpected")
+            out.append(f"moved by an upgrade after a reload removed its listener, logged and "
+                       f"counted under the first listener: {self.listener_gone} connection(s), "
+                       f"{tolerated}")
+        if self.args.upgrade_every > 0:
+            out.append(self.upgrade_summary())
+        out.append(f"log: {self.log_report}")
         out.append(f"metrics: {self.metrics_report}")
         out.append(f"resources: {self.resource_report}")
         out.append(f"peak during the run: threads {self.peak['threads']}, fds {self.peak['fds']}, "
@@ -2252,18 +2844,44 @@ class Soak:
                     f.write(line + "\n")
         return n_bad
 
+    def upgrade_summary(self):
+        ups = [u for u in self.upgrades if not u["idle"]]
+        idle = len(self.upgrades) - len(ups)
+
+        def mmm(xs, fmt):
+            xs = [x for x in xs if x is not None]
+            if not xs:
+                return "-"
+            return "/".join(fmt(x) for x in (min(xs), median(xs), max(xs)))
+
+        ms = lambda x: f"{x * 1000:.1f}"
+        codes = [self.exit_status.get(u["old"]) for u in self.upgrades]
+        exited = sum(rc == 0 for rc in codes)
+        return (f"upgrades: {len(ups)} under load (every {self.args.upgrade_every:g}s) + {idle} "
+                f"idle at the start, {self.usr2_sent} SIGUSR2s, {self.upgrades_failed} failed; pause "
+                f"(`upgrade: starting` to `handed over`) min/median/max "
+                f"{mmm([u['pause'] for u in ups], ms)} ms; connections handed over "
+                f"{mmm([u['conns'] for u in ups], str)}; old processes exited 0: {exited} of "
+                f"{len(codes)}; {len(self.pids)} processes in all")
+
     def unexpected_count(self):
         return self.n_problems + self.n_orphans + self.n_unexplained + len(self.harness_problems)
 
     def cleanup(self, keep):
         self.closing.set()
         self.stop_load.set()
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=5)
+        if self.proc is not None:
+            alive = [p for p in self.pids if self.poll_exit(p) is None]
+            if alive:
+                self.kill_all()
+                for p in alive:
+                    self.wait_exit(p, 5)
+            if self.args.upgrade_every > 0:  # a process an unfinished upgrade started
+                try:
+                    while os.waitpid(-1, os.WNOHANG)[0]:
+                        pass
+                except ChildProcessError:
+                    pass
         for s in [getattr(self, n, None) for n in ("filler", "blackhole", "refused_sock")]:
             if s is not None:
                 s.close()
@@ -2305,6 +2923,9 @@ def main():
                     help="new connections per second at most (default 150)")
     ap.add_argument("--reload-every", type=float, default=2.5,
                     help="seconds between reloads (default 2.5)")
+    ap.add_argument("--upgrade-every", type=float, default=0, metavar="SECONDS",
+                    help="a live upgrade (SIGUSR2) every SECONDS during the load, the soak "
+                         "following each new process (default 0: none)")
     ap.add_argument("--rss-margin", type=float, default=24,
                     help="MiB of RSS above the idle baseline allowed at the end (default 24)")
     ap.add_argument("--growth-margin", type=float, default=8,
@@ -2312,11 +2933,14 @@ def main():
                          "more) and the end (default 8)")
     ap.add_argument("--settle", type=float, default=10,
                     help="seconds the resources may take to come back (default 10)")
-    ap.add_argument("--tolerate", action="append", default=[], choices=["reset-as-fin"],
+    ap.add_argument("--tolerate", action="append", default=[],
+                    choices=["reset-as-fin", "listener-gone-at-upgrade"],
                     help="count the connections that show this known tcp-router issue as known, "
                          "not unexpected (see soak/README.md); default: none")
     ap.add_argument("--keep", action="store_true", help="keep the work dir even on success")
     a = ap.parse_args()
+    if a.upgrade_every < 0:
+        ap.error("--upgrade-every must be 0 (off) or more")
     if a.seed is None:
         a.seed = int(time.time()) % 100000
     if not (os.path.isfile(a.router) and os.access(a.router, os.X_OK)):
