@@ -30,9 +30,13 @@ use crate::handoff::{our_version, upgrade_error, Channel};
 use crate::log::line::Summary;
 use crate::relay::{Carried, Connection, Direction, End, Flow, Past, Settled, Timeouts};
 
+use std::cell::RefCell;
+
 use super::bound::Listening;
 use super::clients::PerClient;
 use super::conn::{Adopted, Inherited, Job};
+use super::listener::{Limits, ListenerState};
+use super::permits::Permits;
 use super::pool::Pool;
 use super::registry::{Live, Registry};
 use super::status::Shared;
@@ -45,15 +49,40 @@ pub(super) struct Adopter<'a> {
     pub(super) pool: &'a Pool,
     pub(super) log_file: &'a Option<Arc<LogSink>>,
     pub(super) per_client: &'a Arc<PerClient>,
+    /// Listeners a reload removed while some of their connections went on: each connection
+    /// keeps its own listener's address (in its log line and its counters), with no route.
+    pub(super) gone: RefCell<Vec<Arc<ListenerState>>>,
 }
 
 impl Adopter<'_> {
-    /// The listener bound to `addr`, or the first one.
-    fn listening_for(&self, addr: SocketAddr) -> Option<&Listening> {
-        self.listening
-            .iter()
-            .find(|l| l.addr == addr)
-            .or_else(|| self.listening.first())
+    /// The run-time state of the listener bound to `addr`, and its own connection cap; for an
+    /// address no listener has any more, a state of its own with no routes.
+    fn listener_for(&self, id: u64, addr: SocketAddr) -> (Arc<ListenerState>, Option<&Permits>) {
+        if let Some(listening) = self.listening.iter().find(|l| l.addr == addr) {
+            return (Arc::clone(&listening.state), listening.limit.as_ref());
+        }
+        let mut gone = self.gone.borrow_mut();
+        let label = HostPort::from(addr);
+        if let Some(state) = gone.iter().find(|state| state.config.listen == label) {
+            return (Arc::clone(state), None);
+        }
+        log::warn!(
+            "upgrade: conn #{id}: its listener {addr} is not in the configuration any more (a \
+             reload removed it); it goes on, counted under that address with no route"
+        );
+        let limits = Limits {
+            max_peeking: 0,
+            v6_prefix: 64,
+        };
+        let config = crate::config::Listener::new(label);
+        let state = Arc::new(ListenerState::new(
+            config,
+            Arc::default(),
+            &self.shared.metrics,
+            &limits,
+        ));
+        gone.push(Arc::clone(&state));
+        (state, None)
     }
 }
 
@@ -232,45 +261,71 @@ fn send_connections(channel: &Channel, parked: &[ParkedConn]) -> Result<(), Erro
     }
 }
 
-/// Asks every connection to park and waits until each has (or has ended); the parked ones with
-/// where each direction stopped.
+/// Brings every connection to a safe point, in two steps so established connections stop only
+/// for the last few milliseconds: first, with nothing parked, wait until every connection still
+/// choosing a route or connecting has begun relaying (or ended); then ask all of them to park
+/// and wait until each has. Returns the parked ones with where each direction stopped.
 fn quiesce(registry: &Registry, stopping: impl Fn() -> bool) -> Result<Vec<ParkedConn>, String> {
     let started = Instant::now();
+    wait_rounds(&stopping, started, "began relaying", || {
+        registry
+            .snapshot()
+            .iter()
+            .filter(|live| live.upstream.get().is_none())
+            .count()
+    })?;
+    let setting_up = started.elapsed();
     for live in registry.snapshot() {
         live.conn.request_park();
     }
-    let mut pause = Duration::from_micros(200);
-    loop {
-        let mut parked = Vec::new();
+    let mut parked = Vec::new();
+    wait_rounds(&stopping, Instant::now(), "reached a safe point", || {
+        parked.clear();
         let mut waiting = 0;
         for live in registry.snapshot() {
             match live.conn.settled() {
                 Some(settled) => parked.push((live, settled)),
                 None => {
+                    // A thread that missed its signal gets another at the next round.
                     live.conn.poke();
                     waiting += 1;
                 }
             }
         }
-        if waiting == 0 {
-            log::debug!(
-                "upgrade: {} connection(s) at a safe point after {:?}",
-                parked.len(),
-                started.elapsed()
-            );
-            return Ok(parked);
+        waiting
+    })?;
+    log::debug!(
+        "upgrade: {} connection(s) at a safe point after {:?} ({:?} waiting for connections \
+         still setting up)",
+        parked.len(),
+        started.elapsed(),
+        setting_up
+    );
+    Ok(parked)
+}
+
+/// Calls `waiting` in rounds, shortly apart, until it says 0; fails on a stop request, or after
+/// [`QUIESCE`] from `since` (naming how many connections had not `what`).
+fn wait_rounds(
+    stopping: &impl Fn() -> bool,
+    since: Instant,
+    what: &str,
+    mut waiting: impl FnMut() -> usize,
+) -> Result<(), String> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let left = waiting();
+        if left == 0 {
+            return Ok(());
         }
         if stopping() {
             return Err("a stop was requested meanwhile".into());
         }
-        if started.elapsed() > QUIESCE {
+        if since.elapsed() > QUIESCE {
             return Err(format!(
-                "{waiting} connection(s) did not reach a safe point within {QUIESCE:?} \
-                 (still choosing a route or connecting upstream)"
+                "{left} connection(s) had not {what} within {QUIESCE:?}"
             ));
         }
-        // Woken threads park within microseconds; a thread that missed its signal gets
-        // another at the next round.
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(10));
     }
@@ -477,10 +532,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
         ))
     })?;
     let (client, upstream) = (TcpStream::from(client), TcpStream::from(upstream));
-    let listening = server.listening_for(state.listener).ok_or_else(|| {
-        upgrade_error("the configuration has no listener for the connections".into())
-    })?;
-    let listener = Arc::clone(&listening.state);
+    let (listener, limit) = server.listener_for(state.id, state.listener);
     let route = state.route.as_ref().and_then(|label| {
         listener
             .routes
@@ -488,7 +540,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
             .find(|route| route.config.label() == *label)
             .cloned()
     });
-    if route.is_none() {
+    if route.is_none() && !listener.routes.is_empty() {
         log::warn!(
             "upgrade: conn #{}: its route {:?} is not in the configuration any more; counted as unrouted",
             state.id,
@@ -507,7 +559,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
     let entry = server
         .shared
         .registry
-        .adopt(conn, Arc::clone(&listener), listening.addr);
+        .adopt(conn, Arc::clone(&listener), state.listener);
     let live = &entry.live;
     let _ = live.client.set(state.client);
     let _ = live
@@ -531,14 +583,11 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
     // Slots beyond a cap the new configuration lowered are still taken: the connection is live.
     let permits = &server.shared.permits;
     let permit = permits.try_take().unwrap_or_else(|| permits.permit());
-    let listener_permit = listening
-        .limit
-        .as_ref()
-        .map(|limit| limit.try_take().unwrap_or_else(|| limit.permit()));
+    let listener_permit = limit.map(|limit| limit.try_take().unwrap_or_else(|| limit.permit()));
     let summary = Summary {
         id: state.id,
         client: state.client,
-        listener: listening.addr,
+        listener: state.listener,
         upstream: Some((state.upstream_name.clone(), state.upstream_addr)),
         route: route
             .as_ref()
@@ -553,7 +602,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
         entry,
         permit,
         listener_permit,
-        listener_addr: listening.addr,
+        listener_addr: state.listener,
         listener,
         pool: server.pool.clone(),
         log_file: server.log_file.clone(),

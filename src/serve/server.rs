@@ -329,6 +329,7 @@ impl Server {
             pool: &server.pool,
             log_file: &server.log_file,
             per_client: &server.per_client,
+            gone: Default::default(),
         };
         let taken = handoff::take_connections(&adopter, channel, listeners)?;
         Ok((server, taken, offer.admin))

@@ -78,13 +78,6 @@ fn run(args: Args) -> Result<(), Failure> {
         },
         process::thread_limit()
     );
-    let _pid_file = match &config.pid_file {
-        Some(path) => Some(PidFile::write(path).map_err(|source| Failure::PidFile {
-            path: path.clone(),
-            source,
-        })?),
-        None => None,
-    };
     let handle = forwarder.handle();
     let upgrader = upgrade::Upgrader::new(handle.clone(), notifier.clone(), watchdog);
     let reload: signals::Reload = Box::new(move || args.config.is_some().then(|| args.load()));
@@ -98,6 +91,15 @@ fn run(args: Args) -> Result<(), Failure> {
         what: "install signal handlers",
         source,
     })?;
+    // Written once the signals are handled: `kill -HUP $(cat FILE)` must never find the default
+    // action (which would end the process).
+    let _pid_file = match &config.pid_file {
+        Some(path) => Some(PidFile::write(path).map_err(|source| Failure::PidFile {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
     if let Some(notifier) = notifier {
         if predecessor.is_some() {
             notifier.taken_over(&handle.status());
