@@ -1585,3 +1585,41 @@ fn upgrade_moves_the_admin_endpoint_and_a_stop_wins_over_an_upgrade() {
         router.tail()
     );
 }
+
+/// A connection that outlived its listener (a reload removed it) keeps that listener's address
+/// when an upgrade moves it: in the new process's warning and in its close line.
+#[test]
+fn a_connection_whose_listener_was_removed_keeps_its_listener_across_an_upgrade() {
+    let echo = echo_upstream();
+    let (held_kept, held_removed) = (reserve_port(), reserve_port());
+    let (kept, removed) = (listen_addr(&held_kept), listen_addr(&held_removed));
+    let config = format!("route {kept} {up}\nroute {removed} {up}\n", up = echo.addr);
+    let mut router = Router::start("upgrade-gone-listener", &config, 2);
+    let mut open = connect_to(removed, PATIENT);
+    echo_once(&mut open, b"before the reload\n");
+
+    std::fs::write(&router.config, format!("route {kept} {}\n", echo.addr)).unwrap();
+    let from = router.mark();
+    signal(router.pid(), "HUP");
+    router.line_after(
+        from,
+        &[&format!("closing listener {removed}")],
+        "the reload",
+    );
+    echo_once(&mut open, b"after the reload\n");
+
+    let upgrade = router.upgrade();
+    let (_, warning) = router.line_after(
+        from,
+        &["is not in the configuration any more"],
+        "the warning",
+    );
+    assert!(warning.contains(&removed.to_string()), "{warning}");
+    echo_once(&mut open, b"after the upgrade\n");
+    close_cleanly(&mut open);
+    let key = Key::of_stream(&open, removed);
+    let lines = router.close_lines(upgrade.handed_over_at, &[key]);
+    let line = &lines[0][0].1;
+    assert!(line.contains(&format!(" listener={removed} ")), "{line}");
+    router.stop();
+}
