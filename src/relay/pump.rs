@@ -215,7 +215,7 @@ impl Drop for AbortOnPanic<'_> {
 
 /// Copies one direction until it ends, then applies the half-close or reset rules. Without an
 /// attached upstream there is nothing to copy: the direction ends as not connected. A hand-off
-/// stops it at a safe point (see [`park`]); handed over, it returns [`HandedOver`] and leaves the
+/// stops it at a safe point (see [`Connection::park`]); handed over, it returns [`HandedOver`] and leaves the
 /// sockets as they are.
 fn pump(
     conn: &Connection,
