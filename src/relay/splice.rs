@@ -718,6 +718,90 @@ mod tests {
         assert_eq!(pool.free.lock().unwrap().len(), 1);
     }
 
+    /// A connection being handed over: an interrupted write parks.
+    struct Parking;
+
+    impl Watch for Parking {
+        fn progress(&self) {}
+        fn may_wait(&self) -> bool {
+            true
+        }
+        fn parking(&self) -> bool {
+            true
+        }
+    }
+
+    /// The numbered stream the tests below send: byte `i` is `i % 251`.
+    fn numbered(from: usize, n: usize) -> Vec<u8> {
+        (from..from + n).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_parked_drain_hands_over_what_the_pipe_holds_in_order() {
+        let mut p = pairs();
+        let pool = Pool::new(1, PIPE_SIZE);
+        // Nobody reads b_peer yet, so the drain blocks; a send timeout makes a signal interrupt
+        // it (see sys::wake), as the copy loop's sockets always have one.
+        crate::sys::net::set_send_timeout(&p.b, Some(std::time::Duration::from_secs(3600)));
+        let mut a_peer = p.a_peer.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < 64 << 20 {
+                if a_peer.write_all(&numbered(sent, 1 << 16)).is_err() {
+                    break;
+                }
+                sent += 1 << 16;
+            }
+        });
+        // Wakes this thread out of the blocked splice until it has parked.
+        let me = crate::sys::wake::ThreadId::current();
+        let parked_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let waker = {
+            let parked_flag = std::sync::Arc::clone(&parked_flag);
+            std::thread::spawn(move || {
+                while !parked_flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    let _ = me.wake();
+                }
+            })
+        };
+        let mut moved = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let parked = loop {
+            assert!(std::time::Instant::now() < deadline, "never parked");
+            wait_readable(&p.a);
+            BULK.set(true);
+            match move_with(&pool, &p.a, &p.b, &Parking) {
+                Some(Ok(Moved::Bytes { n, .. })) => moved += n,
+                Some(Ok(_)) | None => {}
+                Some(Err(ChunkError::Parked(parked))) => break parked,
+                Some(Err(err)) => panic!("{err:?}"),
+            }
+        };
+        parked_flag.store(true, Ordering::SeqCst);
+        waker.join().unwrap();
+        moved += parked.moved;
+        assert!(
+            !parked.pending.is_empty(),
+            "the pipe held bytes when it parked"
+        );
+        // What reached b, then what the pipe held, is the stream's beginning, in order.
+        let mut got = read_exactly(&mut p.b_peer, moved);
+        got.extend_from_slice(&parked.pending);
+        assert!(
+            got == numbered(0, got.len()),
+            "bytes lost, repeated or reordered"
+        );
+        assert_eq!(
+            pool.free.lock().unwrap().len(),
+            1,
+            "the emptied pipe went back"
+        );
+        crate::sys::net::abort(&p.a);
+        drop(p);
+        let _ = writer.join();
+    }
+
     /// Gives up on the first stalled tick, as a connection past its idle limit does.
     struct Impatient(std::sync::atomic::AtomicUsize);
 
