@@ -1512,20 +1512,21 @@ fn metric(answer: &str, name: &str) -> Option<f64> {
 }
 
 /// The rest of what a live upgrade must get right: the admin endpoint is served by the new
-/// process (its own counters, the moved connection counted as active); a second SIGUSR2 while
-/// one runs is ignored; SIGTERM while connections are still being brought to a safe point ends
-/// the upgrade, and the old process then drains everything itself.
+/// process (its own counters, the moved connection counted as active); a connection still
+/// choosing its route (half an HTTP head read) moves with what was read and is routed by the new
+/// process; a second SIGUSR2 while one runs is ignored; SIGTERM while the new process is still
+/// starting ends the upgrade, and the old process then drains everything itself.
 #[test]
 fn upgrade_moves_the_admin_endpoint_and_a_stop_wins_over_an_upgrade() {
     let echo = echo_upstream();
-    let (held, held_sni, held_admin) = (reserve_port(), reserve_port(), reserve_port());
-    let (listen, sni_listen, admin) = (
+    let (held, held_host, held_admin) = (reserve_port(), reserve_port(), reserve_port());
+    let (listen, host_listen, admin) = (
         listen_addr(&held),
-        listen_addr(&held_sni),
+        listen_addr(&held_host),
         listen_addr(&held_admin),
     );
     let config = format!(
-        "route {listen} {up}\nroute {sni_listen} {up} sni=a.example\nadmin {ip} {port}\n",
+        "route {listen} {up}\nroute {host_listen} {up} host=a.example\nadmin {ip} {port}\n",
         up = echo.addr,
         ip = admin.ip(),
         port = admin.port()
@@ -1550,40 +1551,53 @@ fn upgrade_moves_the_admin_endpoint_and_a_stop_wins_over_an_upgrade() {
     let connections = admin_get(admin, "/connections");
     assert!(connections.contains("\"id\":"), "{connections}");
 
-    // A client that sends nothing holds its connection in the peek phase (up to the peek
-    // timeout): the upgrade waits for it, which leaves time for the signals below.
-    let silent = connect_to(sni_listen, PATIENT);
-    router.wait_for("the silent client to be accepted", || {
+    // Half a request head: the connection is still choosing its route when the upgrade comes.
+    let (head, tail) = (&b"GET / HTTP/1.1\r\nHo"[..], &b"st: a.example\r\n\r\n"[..]);
+    let mut choosing = connect_to(host_listen, PATIENT);
+    choosing.write_all(head).unwrap();
+    router.wait_for("the half-sent head to be accepted", || {
         metric(
             &admin_get(admin, "/metrics"),
             "tcp_router_connections_active",
         ) == Some(2.0)
     });
+    let second = router.upgrade();
+    assert_ne!(second.old, upgrade.old);
+    choosing.write_all(tail).unwrap();
+    let whole = [head, tail].concat();
+    let mut back = vec![0; whole.len()];
+    choosing.read_exact(&mut back).unwrap();
+    assert_eq!(back, whole, "the upstream got the head as sent, in order");
+    close_cleanly(&mut choosing);
+    let key = Key::of_stream(&choosing, host_listen);
+    let lines = router.close_lines(second.handed_over_at, &[key]);
+    let line = &lines[0][0].1;
+    assert!(
+        line.contains("host=a.example") && line.contains(&format!(" sent={} ", whole.len())),
+        "{line}"
+    );
+
+    // A new binary that takes its time starting holds the upgrade while the signals come.
+    router.install_script("#!/bin/sh\nexec sleep 60\n");
+    let pid = second.new;
+    router.wait_until_it_catches_usr2(pid);
     let from = router.mark();
-    signal(upgrade.new, "USR2");
+    signal(pid, "USR2");
     router.line_after(from, &[STARTING], "the upgrade's first line");
-    // The new process logs its limits once it has its listeners, just before it says ready.
-    router.line_after(from, &["per client at most"], "the new process to be ready");
-    signal(upgrade.new, "USR2");
+    signal(pid, "USR2");
     router.line_after(
         from,
         &["already under way; ignored"],
         "the second SIGUSR2 ignored",
     );
-    signal(upgrade.new, "TERM");
+    signal(pid, "TERM");
     let (_, failed) = router.line_after(from, &[FAILED, HANDED_OVER], "the upgrade to end");
     assert!(failed.contains("stop was requested"), "{failed}");
     router.line_after(from, &["stopping: accepting no more clients"], "the drain");
     // The old process drains everything: the connection it kept still works meanwhile.
     echo_once(&mut open, b"drained by the old process\n");
     close_cleanly(&mut open);
-    drop(silent);
-    assert_eq!(
-        router.wait_exit(upgrade.new),
-        Ended::Code(0),
-        "{}",
-        router.tail()
-    );
+    assert_eq!(router.wait_exit(pid), Ended::Code(0), "{}", router.tail());
 }
 
 /// A connection that outlived its listener (a reload removed it) keeps that listener's address

@@ -33,6 +33,8 @@ pub(crate) enum Message {
     Refuse { reason: String },
     /// Old to new: one connection; its client and upstream sockets are attached, in this order.
     Conn(Box<ConnState>),
+    /// Old to new: one connection still choosing its route; its client socket is attached.
+    Setup(Box<SetupState>),
     /// Old to new: that was every connection; start.
     Commit { connections: u32 },
     /// New to old: started; the old process must not touch anything it handed over.
@@ -86,6 +88,20 @@ pub(crate) struct ConnState {
     pub(crate) directions: [DirectionState; 2],
 }
 
+/// A connection that had not chosen its route yet: the new process serves it from the start,
+/// reading first what the old one had read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SetupState {
+    pub(crate) id: u64,
+    /// The client socket's peer.
+    pub(crate) peer: SocketAddr,
+    /// The bound address of the listener that accepted it.
+    pub(crate) listener: SocketAddr,
+    pub(crate) elapsed_ms: u64,
+    /// The client's bytes read so far (a PROXY header included).
+    pub(crate) read: Vec<u8>,
+}
+
 /// Where one direction stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DirectionState {
@@ -112,6 +128,7 @@ const REFUSE: u8 = 4;
 const CONN: u8 = 5;
 const COMMIT: u8 = 6;
 const STARTED: u8 = 7;
+const SETUP: u8 = 8;
 
 impl Message {
     /// The message as bytes.
@@ -149,6 +166,14 @@ impl Message {
             Message::Conn(state) => {
                 out.u8(CONN);
                 out.conn(state);
+            }
+            Message::Setup(state) => {
+                out.u8(SETUP);
+                out.u64(state.id);
+                out.addr(state.peer);
+                out.addr(state.listener);
+                out.u64(state.elapsed_ms);
+                out.bytes(&state.read);
             }
             Message::Commit { connections } => {
                 out.u8(COMMIT);
@@ -210,6 +235,13 @@ impl Message {
                 reason: r.string()?,
             },
             CONN => Message::Conn(Box::new(r.conn()?)),
+            SETUP => Message::Setup(Box::new(SetupState {
+                id: r.u64()?,
+                peer: r.addr()?,
+                listener: r.addr()?,
+                elapsed_ms: r.u64()?,
+                read: r.bytes(MAX_PENDING)?.to_vec(),
+            })),
             COMMIT => Message::Commit {
                 connections: r.u32()?,
             },
@@ -230,6 +262,7 @@ impl Message {
             Message::Ready => "ready",
             Message::Refuse { .. } => "refusal",
             Message::Conn(_) => "connection",
+            Message::Setup(_) => "connection setting up",
             Message::Commit { .. } => "commit",
             Message::Started => "started",
         }
@@ -498,6 +531,13 @@ mod tests {
                 reason: "bad config".into(),
             },
             Message::Conn(Box::new(conn_state(rng))),
+            Message::Setup(Box::new(SetupState {
+                id: 9,
+                peer: "[::1]:5000".parse().unwrap(),
+                listener: "127.0.0.1:443".parse().unwrap(),
+                elapsed_ms: 1500,
+                read: b"\x16\x03\x01\x00".to_vec(),
+            })),
             Message::Commit { connections: 3 },
             Message::Started,
         ]

@@ -118,6 +118,8 @@ struct Park {
 struct ParkState {
     /// Each parked direction's bytes read but not written yet.
     parked: [Option<Vec<u8>>; 2],
+    /// Parked before the relay, while choosing a route: the client's bytes read so far.
+    setting_up: Option<Vec<u8>>,
     /// The idle limits the copy threads run under, left by the first to park (the new process
     /// carries them on).
     timeouts: Option<Timeouts>,
@@ -143,6 +145,15 @@ pub(crate) enum Resumed {
     Resume(Vec<u8>),
     /// Handed over: return at once.
     Released,
+}
+
+/// Where a connection stopped for a hand-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Halted {
+    /// Relaying: where each direction stopped, and the idle limits they run under.
+    Relaying([Settled; 2], Timeouts),
+    /// Still choosing a route, having read these bytes of the client's.
+    SettingUp(Vec<u8>),
 }
 
 /// One direction of a connection stopped for a hand-off.
@@ -401,6 +412,9 @@ impl Connection {
     pub(crate) fn poke(&self) {
         let threads = self.threads();
         let state = lock(&self.park_slot().state);
+        if state.setting_up.is_some() {
+            return;
+        }
         for (thread, parked) in threads.iter().zip(&state.parked) {
             if let (Some(thread), None) = (thread, parked) {
                 // Under the lock: the thread cannot leave its loop (and end) meanwhile.
@@ -409,15 +423,17 @@ impl Connection {
         }
     }
 
-    /// Where each direction stopped, and the idle limits they ran under, once every direction
-    /// has either parked or ended (and at least one has parked, and the connection was not
-    /// stopped); `None` until then. A direction that ended before ended with a half-close, and
-    /// at its time.
-    pub(crate) fn settled(&self) -> Option<([Settled; 2], Timeouts)> {
+    /// Where the connection stopped: while choosing a route, or relaying with every direction
+    /// either parked or ended (at least one parked); `None` until then, or if it was stopped.
+    /// A direction that ended before ended with a half-close, and at its time.
+    pub(crate) fn settled(&self) -> Option<Halted> {
         if self.is_stopped() {
             return None;
         }
         let state = lock(&self.park_slot().state);
+        if let Some(read) = &state.setting_up {
+            return Some(Halted::SettingUp(read.clone()));
+        }
         let half = self.half_closed_ms.load(Ordering::SeqCst);
         let ended_ms = if half == NEVER {
             self.elapsed_ms()
@@ -430,7 +446,7 @@ impl Connection {
             (None, None) => None,
         });
         match (settled, state.timeouts) {
-            ([Some(a), Some(b)], Some(timeouts)) => Some(([a, b], timeouts)),
+            ([Some(a), Some(b)], Some(timeouts)) => Some(Halted::Relaying([a, b], timeouts)),
             _ => None,
         }
     }
@@ -495,6 +511,28 @@ impl Connection {
         match state.verdict {
             Verdict::Release => Resumed::Released,
             Verdict::Wait | Verdict::Resume => Resumed::Resume(pending),
+        }
+    }
+}
+
+impl Connection {
+    /// Stops the thread choosing this connection's route at a safe point, having read `read`
+    /// of the client's bytes, until the hand-off decides.
+    pub(crate) fn park_setup(&self, read: Vec<u8>) -> Resumed {
+        let park = self.park_slot();
+        let mut state = lock(&park.state);
+        state.setting_up = Some(read);
+        park.changed.notify_all();
+        while state.verdict == Verdict::Wait && self.park_requested() {
+            state = match park.changed.wait(state) {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+        }
+        state.setting_up = None;
+        match state.verdict {
+            Verdict::Release => Resumed::Released,
+            Verdict::Wait | Verdict::Resume => Resumed::Resume(Vec::new()),
         }
     }
 }

@@ -60,7 +60,7 @@ mod pump;
 #[cfg(target_os = "linux")]
 pub(crate) mod splice;
 
-pub(crate) use connection::{Connection, Past, Settled, Traffic};
+pub(crate) use connection::{Connection, Halted, Past, Resumed, Settled, Traffic};
 pub(crate) use outcome::Flow;
 pub(crate) use outcome::{Direction, End, Outcome, Timeouts};
 pub(crate) use pump::{relay, resume, Carried, HandedOver};

@@ -539,7 +539,7 @@ mod park_tests {
         conn.request_park();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some((settled, _)) = conn.settled() {
+            if let Some(crate::relay::Halted::Relaying(settled, _)) = conn.settled() {
                 return settled;
             }
             assert!(Instant::now() < deadline, "the copy threads did not park");

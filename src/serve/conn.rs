@@ -12,7 +12,7 @@ use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::proto::proxy::{self, ProxyHeader};
 use crate::proto::tls::{self, ClientHello};
 use crate::proto::{http, Status};
-use crate::relay::{self, Carried, Direction, HandedOver, Outcome, Timeouts};
+use crate::relay::{self, Carried, Direction, HandedOver, Outcome, Resumed, Timeouts};
 use crate::route::access::{self, Refusal};
 use crate::route::names::MatchKind;
 use crate::sys::net;
@@ -65,6 +65,33 @@ pub(crate) struct Admission {
     pub(crate) refused: Option<Limit>,
 }
 
+/// Takes a client's places under the per-client and peek-phase limits; a refused client is still
+/// handed to a worker, which logs and counts it like any other connection.
+pub(super) fn admit(
+    per_client: &Arc<PerClient>,
+    state: &ListenerState,
+    peer: SocketAddr,
+) -> Admission {
+    let mut admission = Admission::default();
+    // Behind a PROXY header the client is known only once the worker has read it.
+    if !state.config.accept_proxy {
+        match per_client.take(peer.ip()) {
+            Some(slot) => admission.client = Some(slot),
+            None => {
+                admission.refused = Some(Limit::Client(per_client.limit()));
+                return admission;
+            }
+        }
+    }
+    if state.config.accept_proxy || state.router.reads_first() {
+        match state.peeking.take() {
+            Some(slot) => admission.peeking = Some(slot),
+            None => admission.refused = Some(Limit::Peek(state.peeking.limit())),
+        }
+    }
+    admission
+}
+
 /// Which limit refused a client, and its value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Limit {
@@ -100,7 +127,13 @@ enum FirstBytes {
 /// is released when the connection's last copy thread has logged it, or when this returns or
 /// unwinds without a relay.
 pub(crate) fn handle(job: Job) {
-    if let Some((ending, timeouts)) = connect(job) {
+    handle_from(job, Vec::new());
+}
+
+/// [`handle`] for a client whose first bytes were read already (by the old process of a live
+/// upgrade, before it had chosen a route): routing reads them first.
+pub(super) fn handle_from(job: Job, read: Vec<u8>) {
+    if let Some((ending, timeouts)) = connect(job, read) {
         relay(ending, timeouts);
     }
 }
@@ -123,7 +156,7 @@ fn relay(ending: Box<Ending>, timeouts: Timeouts) {
 /// Everything before the relay: the connection's ending-to-be and its idle limits, or `None` if
 /// the client was refused (and is logged and closed).
 #[inline(never)]
-fn connect(mut job: Job) -> Option<(Box<Ending>, Timeouts)> {
+fn connect(mut job: Job, read: Vec<u8>) -> Option<(Box<Ending>, Timeouts)> {
     let conn = &job.entry.conn;
     // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
@@ -139,7 +172,8 @@ fn connect(mut job: Job) -> Option<(Box<Ending>, Timeouts)> {
     let mut session = Session {
         job: &mut job,
         summary: &mut summary,
-        peeked: Vec::new(),
+        peeked: read,
+        proxy_header: Vec::new(),
         route: None,
         upstream_name: None,
         slots: Vec::new(),
@@ -188,8 +222,12 @@ impl Ending {
         }
     }
 
-    /// Logs the connection (the info line and rinetd's logfile), then releases it.
+    /// Logs the connection (the info line and rinetd's logfile), then releases it; one a live
+    /// upgrade moved is only released (the new process logs it).
     fn finish(self: Box<Self>, result: Result<Outcome, Refused>) {
+        if let Err(Refused::HandedOver) = result {
+            return;
+        }
         let Ending {
             job,
             mut summary,
@@ -335,7 +373,7 @@ fn metrics_result(result: &Result<Outcome, Refused>) -> metrics::Ended {
         Err(Refused::Peek { timeout: true, .. }) => metrics::Ended::PeekTimeout,
         Err(Refused::Peek { .. }) => metrics::Ended::Error,
         Err(Refused::BadProxyHeader(_)) => metrics::Ended::ProxyHeader,
-        Err(Refused::Stopped) => metrics::Ended::Stopped,
+        Err(Refused::Stopped | Refused::HandedOver) => metrics::Ended::Stopped,
         Err(Refused::ClientLimit(_)) => metrics::Ended::ClientLimit,
         Err(Refused::PeekLimit(_)) => metrics::Ended::PeekLimit,
     }
@@ -353,6 +391,7 @@ fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
             | Refused::NoRoute
             | Refused::Peek { .. }
             | Refused::Stopped
+            | Refused::HandedOver
             | Refused::ClientLimit(_)
             | Refused::PeekLimit(_),
         ) => LogResult::UnknownError,
@@ -372,6 +411,8 @@ enum Refused {
     },
     NoUpstream,
     Stopped,
+    /// A live upgrade moved it, before it had chosen a route, to the new process, which logs it.
+    HandedOver,
     /// The client has this many connections already.
     ClientLimit(usize),
     /// This many of the listener's connections are choosing a route already.
@@ -387,6 +428,7 @@ impl std::fmt::Display for Refused {
             Refused::Peek { why, .. } => write!(f, "{why}"),
             Refused::NoUpstream => f.write_str("no-upstream"),
             Refused::Stopped => f.write_str("stopped"),
+            Refused::HandedOver => f.write_str("handed-over"),
             Refused::ClientLimit(n) => {
                 write!(f, "refused-client-limit (the client has {n} connections)")
             }
@@ -404,6 +446,8 @@ struct Session<'a> {
     summary: &'a mut Summary,
     /// Bytes read from the client before connecting; sent upstream first, unchanged.
     peeked: Vec<u8>,
+    /// The PROXY header read, if any (not sent upstream).
+    proxy_header: Vec<u8>,
     route: Option<Arc<RouteState>>,
     upstream_name: Option<HostPort>,
     /// The client's places under the per-client limits.
@@ -479,6 +523,34 @@ impl Session<'_> {
         Ok(timeouts)
     }
 
+    /// Reads the client's first bytes into `peeked` until `decide` decides (see
+    /// [`peek::read_until`]), for at most `timeout`. A live upgrade may stop it at a safe point:
+    /// the bytes read so far are offered with the connection; `Err(PeekError::Parked)` if it was
+    /// handed over, else the read goes on.
+    fn peek<T, E>(
+        &mut self,
+        timeout: std::time::Duration,
+        decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
+    ) -> Result<T, PeekError<E>> {
+        let conn = Arc::clone(&self.job.entry.conn);
+        // Registered, so a hand-off can wake this thread out of its wait.
+        let _inside = conn.enter(Direction::ClientToUpstream);
+        let deadline = std::time::Instant::now() + timeout;
+        let parking = || conn.park_requested();
+        loop {
+            match peek::read_until(&conn.client, &mut self.peeked, deadline, &parking, &decide) {
+                Err(PeekError::Parked) => {
+                    let mut read = self.proxy_header.clone();
+                    read.extend_from_slice(&self.peeked);
+                    if conn.park_setup(read) == Resumed::Released {
+                        return Err(PeekError::Parked);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Reads the PROXY header of a trusted front if the listener expects one.
     fn client_addrs(&mut self, state: &ListenerState) -> Result<Addrs, Refused> {
         let conn = &self.job.entry.conn;
@@ -489,11 +561,14 @@ impl Session<'_> {
         if !state.config.accept_proxy {
             return Ok(socket);
         }
-        let timeout = state.config.peek_timeout;
-        let header = peek::read_until(&conn.client, &mut self.peeked, timeout, proxy::parse)
-            .map_err(|err| Refused::BadProxyHeader(err.to_string()))?;
+        let header = match self.peek(state.config.peek_timeout, proxy::parse) {
+            Err(PeekError::Parked) => return Err(Refused::HandedOver),
+            other => other.map_err(|err| Refused::BadProxyHeader(err.to_string()))?,
+        };
         let (header, used) = header;
-        self.peeked.drain(..used);
+        // Kept: a live upgrade that moves the connection before it has chosen its route hands
+        // over the bytes read so far, header included, and the new process reads them again.
+        self.proxy_header = self.peeked.drain(..used).collect();
         Ok(match header {
             ProxyHeader::Tcp { src, dst } => Addrs {
                 client: src,
@@ -508,15 +583,12 @@ impl Session<'_> {
     fn choose_route(&mut self, state: &ListenerState) -> Result<Arc<RouteState>, Refused> {
         let router = &state.router;
         let found = if router.reads_first() {
-            let conn = &self.job.entry.conn;
-            let first = peek::read_until(
-                &conn.client,
-                &mut self.peeked,
-                state.config.peek_timeout,
-                |buf| classify(buf, router.routes_tls(), router.routes_http()),
-            );
+            let first = self.peek(state.config.peek_timeout, |buf| {
+                classify(buf, router.routes_tls(), router.routes_http())
+            });
             match first {
                 Ok(first) => self.route_by(first, state),
+                Err(PeekError::Parked) => return Err(Refused::HandedOver),
                 // Some bytes came, but not a whole hello or head, before the deadline or the
                 // client's end of stream: like anything that is not TLS or HTTP, it goes to the
                 // default route (what was read is sent on unchanged), or is closed without one.

@@ -25,16 +25,18 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, HostPort};
 use crate::error::Error;
-use crate::handoff::wire::{ConnState, DirectionState, Message, Offered, Role, VERSION};
+use crate::handoff::wire::{
+    ConnState, DirectionState, Message, Offered, Role, SetupState, VERSION,
+};
 use crate::handoff::{our_version, upgrade_error, Channel};
 use crate::log::line::Summary;
-use crate::relay::{Carried, Connection, Direction, End, Flow, Past, Settled, Timeouts};
+use crate::relay::{Carried, Connection, Direction, End, Flow, Halted, Past, Settled, Timeouts};
 
 use std::cell::RefCell;
 
 use super::bound::Listening;
 use super::clients::PerClient;
-use super::conn::{Adopted, Inherited, Job};
+use super::conn::{self, Adopted, Inherited, Job};
 use super::listener::{Limits, ListenerState};
 use super::permits::Permits;
 use super::pool::Pool;
@@ -228,13 +230,30 @@ pub(super) fn give(
     })
 }
 
-/// A connection at its safe point, with where each direction stopped.
-type ParkedConn = (Arc<Live>, ([Settled; 2], Timeouts));
+/// A connection at its safe point, and where it stopped.
+type ParkedConn = (Arc<Live>, Halted);
 
 /// Sends every parked connection, commits, and waits for the new process to start.
 fn send_connections(channel: &Channel, parked: &[ParkedConn]) -> Result<(), Error> {
-    for (live, settled) in parked {
-        let state = conn_state(live, settled)?;
+    for (live, halted) in parked {
+        let (settled, timeouts) = match halted {
+            Halted::Relaying(settled, timeouts) => (settled, timeouts),
+            Halted::SettingUp(read) => {
+                let setup = SetupState {
+                    id: live.conn.id,
+                    peer: live.conn.peer,
+                    listener: live.listener_addr,
+                    elapsed_ms: live.conn.past().elapsed_ms,
+                    read: read.clone(),
+                };
+                channel.send(
+                    &Message::Setup(Box::new(setup)),
+                    &[live.conn.client.as_fd()],
+                )?;
+                continue;
+            }
+        };
+        let state = conn_state(live, &(settled.clone(), *timeouts))?;
         let Some(upstream) = live.conn.upstream() else {
             return Err(upgrade_error(format!(
                 "conn #{} has no upstream socket",
@@ -262,17 +281,27 @@ fn send_connections(channel: &Channel, parked: &[ParkedConn]) -> Result<(), Erro
 }
 
 /// Brings every connection to a safe point, in two steps so established connections stop only
-/// for the last few milliseconds: first, with nothing parked, wait until every connection still
-/// choosing a route or connecting has begun relaying (or ended); then ask all of them to park
-/// and wait until each has. Returns the parked ones with where each direction stopped.
+/// for the last few milliseconds: first, with nothing relaying parked, stop the connections
+/// still choosing a route where they are (they move with what they have read), and wait for
+/// those connecting upstream to begin relaying (or end); then ask all of them to park and wait
+/// until each has. Returns the parked ones with where each stopped.
 fn quiesce(registry: &Registry, stopping: impl Fn() -> bool) -> Result<Vec<ParkedConn>, String> {
     let started = Instant::now();
-    wait_rounds(&stopping, started, "began relaying", || {
-        registry
-            .snapshot()
-            .iter()
-            .filter(|live| live.upstream.get().is_none())
-            .count()
+    let setting_up = |live: &Live| {
+        live.upstream.get().is_none() && !matches!(live.conn.settled(), Some(Halted::SettingUp(_)))
+    };
+    for live in registry.snapshot() {
+        if setting_up(&live) {
+            live.conn.request_park();
+        }
+    }
+    wait_rounds(&stopping, started, "begun relaying", || {
+        let mut waiting = 0;
+        for live in registry.snapshot().iter().filter(|live| setting_up(live)) {
+            live.conn.poke();
+            waiting += 1;
+        }
+        waiting
     })?;
     let setting_up = started.elapsed();
     for live in registry.snapshot() {
@@ -493,7 +522,8 @@ pub(super) fn take_connections(
         // The old process may take a while to bring its connections to a safe point.
         let (message, fds) = channel.recv(QUIESCE + START)?;
         match message {
-            Message::Conn(state) => adopted.push(adopt(server, &state, fds)?),
+            Message::Conn(state) => adopted.push(Taken::Relaying(adopt(server, &state, fds)?)),
+            Message::Setup(state) => adopted.push(adopt_setup(server, &state, fds)?),
             Message::Commit { connections } if connections as usize == adopted.len() => break,
             Message::Commit { connections } => {
                 return Err(upgrade_error(format!(
@@ -511,7 +541,7 @@ pub(super) fn take_connections(
     channel.send(&Message::Started, &[])?;
     let connections = adopted.len();
     for one in adopted {
-        if let Err(err) = one.start() {
+        if let Err(err) = one.start(server.pool) {
             log::warn!("upgrade: cannot start a copy thread for a connection taken over: {err}; closing it");
         }
     }
@@ -520,6 +550,64 @@ pub(super) fn take_connections(
         connections,
         channel,
     })
+}
+
+/// A connection taken over, ready to start.
+enum Taken {
+    /// Relaying: its copy threads carry on.
+    Relaying(Adopted),
+    /// Still choosing its route: served from the start, reading first what was read.
+    SettingUp(Job, Vec<u8>),
+}
+
+impl Taken {
+    fn start(self, pool: &Pool) -> std::io::Result<()> {
+        match self {
+            Taken::Relaying(adopted) => adopted.start(),
+            Taken::SettingUp(job, read) => {
+                pool.execute(Box::new(move || conn::handle_from(job, read)))
+            }
+        }
+    }
+}
+
+/// Builds a connection that was still choosing its route (nothing starts yet): its client, the
+/// bytes read so far, and fresh places under this process's limits.
+fn adopt_setup(
+    server: &Adopter<'_>,
+    state: &SetupState,
+    fds: Vec<OwnedFd>,
+) -> Result<Taken, Error> {
+    let [client]: [OwnedFd; 1] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        upgrade_error(format!(
+            "conn #{} came with {} sockets, not 1",
+            state.id,
+            fds.len()
+        ))
+    })?;
+    let (listener, limit) = server.listener_for(state.id, state.listener);
+    let past = Past {
+        elapsed_ms: state.elapsed_ms,
+        ..Past::default()
+    };
+    let conn = Connection::adopted(state.id, state.peer, TcpStream::from(client), past);
+    let entry = server
+        .shared
+        .registry
+        .adopt(conn, Arc::clone(&listener), state.listener);
+    let permits = &server.shared.permits;
+    let job = Job {
+        admission: conn::admit(server.per_client, &listener, state.peer),
+        entry,
+        permit: permits.try_take().unwrap_or_else(|| permits.permit()),
+        listener_permit: limit.map(|limit| limit.try_take().unwrap_or_else(|| limit.permit())),
+        listener_addr: state.listener,
+        listener,
+        pool: server.pool.clone(),
+        log_file: server.log_file.clone(),
+        per_client: Arc::clone(server.per_client),
+    };
+    Ok(Taken::SettingUp(job, state.read.clone()))
 }
 
 /// Builds one connection from its state and sockets (nothing starts yet).

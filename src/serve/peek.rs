@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::proto::{http, tls, Status};
 use crate::sys::net;
@@ -35,6 +35,8 @@ pub(crate) enum PeekError<E> {
     Io(io::Error),
     /// The reader refused the bytes.
     Invalid(E),
+    /// A hand-off (the live upgrade) interrupted the wait: what was read is in the buffer.
+    Parked,
 }
 
 impl<E: fmt::Display> fmt::Display for PeekError<E> {
@@ -45,19 +47,21 @@ impl<E: fmt::Display> fmt::Display for PeekError<E> {
             PeekError::TooLarge => write!(f, "too-large (over {PEEK_CAP} bytes)"),
             PeekError::Io(err) => write!(f, "read-error ({err})"),
             PeekError::Invalid(err) => write!(f, "invalid ({err})"),
+            PeekError::Parked => f.write_str("handed-over"),
         }
     }
 }
 
 /// Appends to `buf` what the client sends until `decide` returns Complete or an error, reading
-/// only what is needed and never more than [`PEEK_CAP`] bytes in all.
+/// only what is needed and never more than [`PEEK_CAP`] bytes in all. A wait interrupted by a
+/// signal while `parking` says so ends with [`PeekError::Parked`] (see `sys::wake`).
 pub(crate) fn read_until<T, E>(
     stream: &TcpStream,
     buf: &mut Vec<u8>,
-    timeout: Duration,
+    deadline: Instant,
+    parking: &dyn Fn() -> bool,
     decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
 ) -> Result<T, PeekError<E>> {
-    let deadline = Instant::now() + timeout;
     loop {
         if !buf.is_empty() {
             match decide(buf) {
@@ -69,7 +73,7 @@ pub(crate) fn read_until<T, E>(
         if buf.len() >= PEEK_CAP {
             return Err(PeekError::TooLarge);
         }
-        wait_readable(stream, deadline)?;
+        wait_readable(stream, deadline, parking)?;
         let start = buf.len();
         buf.resize(PEEK_CAP, 0);
         let read = (&*stream).read(&mut buf[start..]);
@@ -83,11 +87,22 @@ pub(crate) fn read_until<T, E>(
     }
 }
 
-fn wait_readable<E>(stream: &TcpStream, deadline: Instant) -> Result<(), PeekError<E>> {
-    match net::wait_until(stream, net::PollFlags::IN, deadline) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(PeekError::Timeout),
-        Err(err) => Err(PeekError::Io(err)),
+fn wait_readable<E>(
+    stream: &TcpStream,
+    deadline: Instant,
+    parking: &dyn Fn() -> bool,
+) -> Result<(), PeekError<E>> {
+    loop {
+        if parking() {
+            return Err(PeekError::Parked);
+        }
+        match net::wait_once(stream, net::PollFlags::IN, deadline) {
+            Ok(Some(true)) => return Ok(()),
+            Ok(Some(false)) => return Err(PeekError::Timeout),
+            // Interrupted: a hand-off asking, or another signal.
+            Ok(None) => {}
+            Err(err) => return Err(PeekError::Io(err)),
+        }
     }
 }
 
@@ -96,6 +111,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
+    use std::time::Duration;
 
     fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -121,7 +137,14 @@ mod tests {
             client
         });
         let mut buf = Vec::new();
-        let at = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap();
+        let at = read_until(
+            &server,
+            &mut buf,
+            Instant::now() + Duration::from_secs(10),
+            &|| false,
+            line,
+        )
+        .unwrap();
         assert_eq!(at, 5);
         assert!(buf.starts_with(b"hello\n"));
         drop(writer.join());
@@ -131,10 +154,24 @@ mod tests {
     fn silent_clients_time_out_and_closers_are_noticed() {
         let (client, server) = pair();
         let mut buf = Vec::new();
-        let err = read_until(&server, &mut buf, Duration::from_millis(20), line).unwrap_err();
+        let err = read_until(
+            &server,
+            &mut buf,
+            Instant::now() + Duration::from_millis(20),
+            &|| false,
+            line,
+        )
+        .unwrap_err();
         assert!(matches!(err, PeekError::Timeout));
         drop(client);
-        let err = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap_err();
+        let err = read_until(
+            &server,
+            &mut buf,
+            Instant::now() + Duration::from_secs(10),
+            &|| false,
+            line,
+        )
+        .unwrap_err();
         assert!(matches!(err, PeekError::Closed));
     }
 
@@ -143,7 +180,14 @@ mod tests {
         let (mut client, server) = pair();
         client.write_all(b"!").unwrap();
         let mut buf = Vec::new();
-        let err = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap_err();
+        let err = read_until(
+            &server,
+            &mut buf,
+            Instant::now() + Duration::from_secs(10),
+            &|| false,
+            line,
+        )
+        .unwrap_err();
         assert!(matches!(err, PeekError::Invalid("bang")));
         let (mut client, server) = pair();
         let big = vec![b'a'; PEEK_CAP + 10];
@@ -152,7 +196,14 @@ mod tests {
             client
         });
         let mut buf = Vec::new();
-        let err = read_until(&server, &mut buf, Duration::from_secs(10), line).unwrap_err();
+        let err = read_until(
+            &server,
+            &mut buf,
+            Instant::now() + Duration::from_secs(10),
+            &|| false,
+            line,
+        )
+        .unwrap_err();
         assert!(matches!(err, PeekError::TooLarge));
         assert_eq!(buf.len(), PEEK_CAP);
         drop(writer.join());

@@ -27,7 +27,7 @@ use crate::sys::limits;
 use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
 use super::clients::PerClient;
-use super::conn::{self, Admission, Job, Limit};
+use super::conn::{self, Admission, Job};
 use super::handoff::{self, HandedOff, TakenOver};
 use super::listener::{Limits, ListenerState};
 use super::metrics::{Ended, Metrics};
@@ -663,24 +663,7 @@ impl Server {
     /// order so the counts are exact; a refused client is still handed to a worker, which logs
     /// and counts it like any other connection.
     fn admit(&self, state: &ListenerState, peer: SocketAddr) -> Admission {
-        let mut admission = Admission::default();
-        // Behind a PROXY header the client is known only once the worker has read it.
-        if !state.config.accept_proxy {
-            match self.per_client.take(peer.ip()) {
-                Some(slot) => admission.client = Some(slot),
-                None => {
-                    admission.refused = Some(Limit::Client(self.per_client.limit()));
-                    return admission;
-                }
-            }
-        }
-        if state.config.accept_proxy || state.router.reads_first() {
-            match state.peeking.take() {
-                Some(slot) => admission.peeking = Some(slot),
-                None => admission.refused = Some(Limit::Peek(state.peeking.limit())),
-            }
-        }
-        admission
+        conn::admit(&self.per_client, state, peer)
     }
 
     /// Logs an accept failure (rate-limited) and waits before accepting again; a stop request ends

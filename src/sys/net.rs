@@ -153,6 +153,32 @@ pub(crate) fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) ->
     }
 }
 
+/// Like [`wait_until`], but a signal ends the wait: `Ok(None)` when it interrupted it, so the
+/// caller can look at why (poll is never restarted after a signal handler, signal(7)).
+pub(crate) fn wait_once(
+    fd: impl AsFd,
+    events: PollFlags,
+    deadline: Instant,
+) -> io::Result<Option<bool>> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Some(false));
+        }
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as i64,
+        };
+        let mut fds = [PollFd::new(&fd, events)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => continue,
+            Ok(_) => return Ok(Some(true)),
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
 /// True for errors that mean the peer reset or the connection is otherwise gone.
 pub(crate) fn is_reset(err: &io::Error) -> bool {
     matches!(

@@ -135,7 +135,7 @@ impl Upgrader {
         let mut child = command
             .spawn()
             .map_err(|err| format!("cannot start {}: {err}", self.exe.display()))?;
-        let channel = match wait_for(&rendezvous, &mut child) {
+        let channel = match wait_for(&rendezvous, &mut child, &self.handle) {
             Ok(channel) => channel,
             Err(why) => {
                 stop(&mut child);
@@ -171,10 +171,17 @@ impl Upgrader {
     }
 }
 
-/// Waits for the new process to connect, or to exit first.
-fn wait_for(rendezvous: &Rendezvous, child: &mut Child) -> Result<Channel, String> {
+/// Waits for the new process to connect, or to exit first, or for a stop request.
+fn wait_for(
+    rendezvous: &Rendezvous,
+    child: &mut Child,
+    handle: &Handle,
+) -> Result<Channel, String> {
     let deadline = Instant::now() + START;
     loop {
+        if handle.status().stopping {
+            return Err("a stop was requested meanwhile".into());
+        }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!(
                 "the new process exited ({status}) before taking over"
