@@ -1561,7 +1561,10 @@ class Share:
             for d, n, e in (("client_to_upstream", c.log_sent, c.log_ends[0]),
                             ("upstream_to_client", c.log_received, c.log_ends[1])):
                 self.bytes.append(((label, c.route, d), n))
-                self.dirs.append((label, c.route, d, end_kind(e)))
+                # No route, no directions series (a connection an upgrade moved after a reload
+                # removed its listener ends with none).
+                if c.route != "none":
+                    self.dirs.append((label, c.route, d, end_kind(e)))
         self.id = c.log_id
         self.seq, self.gen, self.attempt = zone
 
@@ -1613,6 +1616,7 @@ class Soak:
         self.unexpected_lines = []  # warn/error lines that no kind explains (the first 1000)
         self.n_unexplained = 0
         self.warn_counts = {}
+        self.gone_ids = set()  # ids of connections an upgrade moved after their listener went
         self.reloaded = 0
         self.reload_refused = 0
         self.reload_cv = threading.Condition()
@@ -1990,7 +1994,7 @@ class Soak:
     # A reloaded-listener-long connection moved by an upgrade after a reload removed its listener:
     # the new process says it keeps the listener's address, with no route.
     GONE_LISTENER_WARN = re.compile(
-        r"\[WARN\] upgrade: conn #\d+: its listener \S+ is not in the configuration any more")
+        r"\[WARN\] upgrade: conn #(\d+): its listener \S+ is not in the configuration any more")
     HANDED_RE = re.compile(r"\[INFO\] upgrade: handed over to pid (\d+): (\d+) listening "
                            r"socket\(s\), (\d+) connection\(s\); exiting$")
     TOOK_RE = re.compile(r"\[INFO\] upgrade: took over (\d+) listening socket\(s\) and (\d+) "
@@ -2036,9 +2040,12 @@ class Soak:
                     else:
                         self.listening[port] = routes
                     continue
-                if self.GONE_LISTENER_WARN.search(line):
+                m = self.GONE_LISTENER_WARN.search(line)
+                if m:
                     with self.lock:
                         _add(self.warn_counts, "listener gone at an upgrade")
+                        # Counted from then on under its listener's label with no route.
+                        self.gone_ids.add(int(m.group(1)))
                     continue
                 if "] upgrade: " in line or "] upgrade failed:" in line or "] SIGUSR2: " in line:
                     if self.upgrade_line(line):
@@ -2417,6 +2424,8 @@ class Soak:
                 self.reset_as_fin_examples = (self.reset_as_fin_examples + [c.log])[:5]
                 if "reset-as-fin" in self.args.tolerate:
                     c.problems = []
+            if c.log_id in self.gone_ids:
+                c.route = "none"
             if is_listener_gone(self, c):
                 self.listener_gone += 1
                 if "listener-gone-at-upgrade" in self.args.tolerate:

@@ -70,6 +70,9 @@ pub(crate) struct ConnState {
     pub(crate) client: SocketAddr,
     /// The bound address of the listener that accepted it.
     pub(crate) listener: SocketAddr,
+    /// That listener's address as configured (its metrics label), for a connection whose
+    /// listener a reload removed.
+    pub(crate) listen: String,
     /// Its route's label, when its listener has several.
     pub(crate) route: Option<String>,
     /// The upstream as configured and as connected.
@@ -350,6 +353,7 @@ impl Writer {
         self.addr(c.peer);
         self.addr(c.client);
         self.addr(c.listener);
+        self.bytes(c.listen.as_bytes());
         self.opt_str(c.route.as_deref());
         self.bytes(c.upstream_name.as_bytes());
         self.addr(c.upstream_addr);
@@ -460,6 +464,7 @@ impl<'a> Reader<'a> {
             peer: self.addr()?,
             client: self.addr()?,
             listener: self.addr()?,
+            listen: self.string()?,
             route: self.opt_string()?,
             upstream_name: self.string()?,
             upstream_addr: self.addr()?,
@@ -487,6 +492,7 @@ mod tests {
             peer: "127.0.0.1:40000".parse().unwrap(),
             client: "[::1]:40001".parse().unwrap(),
             listener: "127.0.0.1:11000".parse().unwrap(),
+            listen: "localhost:11000".into(),
             route: (rng.below(2) == 0).then(|| "sni=a.example".to_string()),
             upstream_name: "localhost:6379".into(),
             upstream_addr: "127.0.0.1:6379".parse().unwrap(),

@@ -57,21 +57,29 @@ pub(super) struct Adopter<'a> {
 }
 
 impl Adopter<'_> {
-    /// The run-time state of the listener bound to `addr`, and its own connection cap; for an
-    /// address no listener has any more, a state of its own with no routes.
-    fn listener_for(&self, id: u64, addr: SocketAddr) -> (Arc<ListenerState>, Option<&Permits>) {
+    /// The run-time state of the listener bound to `addr` (configured as `listen`), and its own
+    /// connection cap; for an address no listener has any more, a state of its own with no
+    /// routes.
+    fn listener_for(
+        &self,
+        id: u64,
+        addr: SocketAddr,
+        listen: Option<&str>,
+    ) -> (Arc<ListenerState>, Option<&Permits>) {
         if let Some(listening) = self.listening.iter().find(|l| l.addr == addr) {
             return (Arc::clone(&listening.state), listening.limit.as_ref());
-        }
-        let mut gone = self.gone.borrow_mut();
-        let label = HostPort::from(addr);
-        if let Some(state) = gone.iter().find(|state| state.config.listen == label) {
-            return (Arc::clone(state), None);
         }
         log::warn!(
             "upgrade: conn #{id}: its listener {addr} is not in the configuration any more (a \
              reload removed it); it goes on, counted under that address with no route"
         );
+        let mut gone = self.gone.borrow_mut();
+        let label = listen
+            .and_then(|listen| listen.parse::<HostPort>().ok())
+            .unwrap_or_else(|| HostPort::from(addr));
+        if let Some(state) = gone.iter().find(|state| state.config.listen == label) {
+            return (Arc::clone(state), None);
+        }
         let limits = Limits {
             max_peeking: 0,
             v6_prefix: 64,
@@ -386,6 +394,7 @@ fn conn_state(live: &Live, parked: &([Settled; 2], Timeouts)) -> Result<ConnStat
         peer: conn.peer,
         client: live.client.get().copied().unwrap_or(conn.peer),
         listener: live.listener_addr,
+        listen: live.listener.config.listen.to_string(),
         route: live.route.get().map(|route| route.config.label()),
         upstream_name,
         upstream_addr,
@@ -585,7 +594,7 @@ fn adopt_setup(
             fds.len()
         ))
     })?;
-    let (listener, limit) = server.listener_for(state.id, state.listener);
+    let (listener, limit) = server.listener_for(state.id, state.listener, None);
     let past = Past {
         elapsed_ms: state.elapsed_ms,
         ..Past::default()
@@ -620,7 +629,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
         ))
     })?;
     let (client, upstream) = (TcpStream::from(client), TcpStream::from(upstream));
-    let (listener, limit) = server.listener_for(state.id, state.listener);
+    let (listener, limit) = server.listener_for(state.id, state.listener, Some(&state.listen));
     let route = state.route.as_ref().and_then(|label| {
         listener
             .routes
