@@ -7,13 +7,17 @@
 //!    accept queues, which both processes now share.
 //! 2. Ready (new → old): the new process has validated its configuration and adopted or bound
 //!    every listener, but accepts nothing yet.
-//! 3. The old process asks every connection's copy threads to park (`relay::Connection::park`):
-//!    a thread blocked in `recv` or in a write is woken with a signal and stops where it is,
-//!    holding the bytes it had read and not written. Connections still choosing a route or
-//!    connecting finish that first.
-//! 4. One message per connection (its two sockets attached), then commit; the new process
-//!    answers started before it touches any of them, and only then does the old one let its
-//!    threads go (they return without touching the sockets) and close its copies.
+//! 3. The old process stops the connections still choosing a route where they are (waiting for
+//!    a ClientHello, a Host header or a PROXY header: `relay::Connection::park_setup`, with the
+//!    bytes read so far) and waits for those connecting upstream to begin relaying. Then it asks
+//!    every connection's copy threads to park (`relay::Connection::park`): a thread blocked in
+//!    `recv` or in a write is woken with a signal and stops where it is, holding the bytes it
+//!    had read and not written.
+//! 4. One message per connection (its sockets attached), then commit; the new process answers
+//!    started before it touches any of them, and only then does the old one let its threads go
+//!    (they return without touching the sockets) and close its copies. A connection that was
+//!    choosing its route is served from the start by the new process, reading first what the
+//!    old one had read.
 //!
 //! Until started, every failure leaves the old process as it was: its parked threads carry on
 //! (writing what they held first), its listeners are polled again.
@@ -102,8 +106,8 @@ const STEP: Duration = Duration::from_secs(10);
 /// How long the new process may take to start and be ready (configuration, binding).
 const START: Duration = Duration::from_secs(30);
 
-/// How long connections may take to reach a safe point (those still choosing a route or
-/// connecting upstream finish that first; the peek and connect timeouts bound it).
+/// How long connections may take to reach a safe point (those connecting upstream finish that
+/// first; the connect timeouts bound it).
 const QUIESCE: Duration = Duration::from_secs(15);
 
 /// What an old process handed over.
