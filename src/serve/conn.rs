@@ -216,10 +216,7 @@ impl Ending {
     /// The relay is over: logs and releases the connection, or, handed over to a new process
     /// (which logs it at its close), only releases it.
     fn relayed(self: Box<Self>, relayed: Result<Outcome, HandedOver>) {
-        match relayed {
-            Ok(outcome) => self.finish(Ok(outcome)),
-            Err(HandedOver) => drop(self),
-        }
+        self.finish(relayed.map_err(|HandedOver| Refused::HandedOver));
     }
 
     /// Logs the connection (the info line and rinetd's logfile), then releases it; one a live

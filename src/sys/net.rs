@@ -136,19 +136,8 @@ pub(crate) fn abort(stream: &TcpStream) {
 /// writable: a connect finished), or `deadline` passes (`Ok(false)`). Signals do not end the wait.
 pub(crate) fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Result<bool> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(false);
-        }
-        let timeout = Timespec {
-            tv_sec: left.as_secs() as i64,
-            tv_nsec: left.subsec_nanos() as i64,
-        };
-        let mut fds = [PollFd::new(&fd, events)];
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-            Ok(_) => return Ok(true),
-            Err(errno) => return Err(errno.into()),
+        if let Some(ready) = wait_once(&fd, events, deadline)? {
+            return Ok(ready);
         }
     }
 }
