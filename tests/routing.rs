@@ -4,11 +4,11 @@
 //! records `SKIPPED: <test>: <tool> not installed` (stderr and target/skipped-tests.txt, see
 //! `util::skip`) and passes.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, OnceLock};
 use std::thread;
@@ -24,16 +24,6 @@ use crate::util::*;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
-
-/// A child process killed and reaped on drop, so a failing test leaves nothing running.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What a tool run to completion printed.
 struct ToolOutput {
@@ -104,48 +94,6 @@ fn self_signed(dir: &TempDir, file_tag: &str, cn: &str) -> (PathBuf, PathBuf) {
     );
     assert!(out.success, "openssl req failed:\n{}", out.both());
     (key, cert)
-}
-
-/// `openssl s_server -www` on 127.0.0.1 with its own port, ready once it said `ACCEPT`.
-struct TlsServer {
-    addr: SocketAddr,
-    _kid: Kid,
-}
-
-impl TlsServer {
-    fn start(key: &Path, cert: &Path) -> TlsServer {
-        let mut kid = Kid(Command::new("openssl")
-            .args(["s_server", "-accept", "127.0.0.1:0", "-www"])
-            .arg("-key")
-            .arg(key)
-            .arg("-cert")
-            .arg(cert)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn openssl s_server"));
-        let stdout = kid.0.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keeps reading for the server's whole life, so its output can never fill the pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("s_server printed no ACCEPT line");
-            if let Some(addr) = line.strip_prefix("ACCEPT ") {
-                break addr.trim().parse().expect("s_server's ACCEPT address");
-            }
-        };
-        TlsServer { addr, _kid: kid }
-    }
 }
 
 /// `openssl s_client -brief` through `addr` asking for `name`; returns what it printed.
@@ -361,8 +309,8 @@ fn two_tls_names_reach_two_backends() {
     let dir = temp_dir("two-names");
     let (key_a, cert_a) = self_signed(&dir, "a", "a.example.com");
     let (key_b, cert_b) = self_signed(&dir, "b", "*.b.example.com");
-    let a = TlsServer::start(&key_a, &cert_a);
-    let b = TlsServer::start(&key_b, &cert_b);
+    let a = TlsServer::start(&key_a, &cert_a, &["-www"]);
+    let b = TlsServer::start(&key_b, &cert_b, &["-www"]);
     let mut router = Process::start(&[
         "127.0.0.1:0",
         "--sni",

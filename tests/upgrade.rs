@@ -21,7 +21,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -1024,16 +1024,6 @@ impl Churn {
 // TLS: openssl s_server behind an SNI route, openssl s_client in front
 // ---------------------------------------------------------------------------------------------
 
-/// A child process killed and reaped on drop, so a failing test leaves nothing running.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits for `kid` to exit; fails naming `what` after [`PATIENT`].
 fn wait_kid(kid: &mut Kid, what: &str) -> ExitStatus {
     let deadline = Instant::now() + PATIENT;
@@ -1051,7 +1041,7 @@ fn wait_kid(kid: &mut Kid, what: &str) -> ExitStatus {
 /// fresh self-signed certificate for [`TLS_NAME`], for one connection.
 struct TlsBackend {
     addr: SocketAddr,
-    _server: Kid,
+    _server: TlsServer,
     _dir: TempDir,
 }
 
@@ -1073,37 +1063,9 @@ impl TlsBackend {
             .spawn()
             .expect("spawn openssl req"));
         assert!(wait_kid(&mut req, "openssl req").success(), "openssl req");
-        let mut server = Kid(Command::new("openssl")
-            .args([
-                "s_server",
-                "-rev",
-                "-naccept",
-                "1",
-                "-accept",
-                "127.0.0.1:0",
-            ])
-            .arg("-key")
-            .arg(&key)
-            .arg("-cert")
-            .arg(&cert)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn openssl s_server"));
-        let lines = lines_of(server.0.stdout.take().unwrap());
-        let deadline = Instant::now() + PATIENT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .expect("an ACCEPT line from s_server");
-            if let Some(addr) = line.strip_prefix("ACCEPT ") {
-                break addr.trim().parse().expect("s_server's ACCEPT address");
-            }
-        };
+        let server = TlsServer::start(&key, &cert, &["-rev", "-naccept", "1"]);
         TlsBackend {
-            addr,
+            addr: server.addr,
             _server: server,
             _dir: dir,
         }

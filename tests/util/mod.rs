@@ -556,3 +556,57 @@ pub fn parent_of(pid: u32) -> Option<u32> {
 pub fn alive(pid: u32) -> bool {
     stat_of(pid).is_some_and(|(state, _)| state != 'Z')
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+pub struct Kid(pub std::process::Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `openssl s_server` on 127.0.0.1 with its own port (`mode`: `-www`, or `-rev` and the like),
+/// ready once it said `ACCEPT`.
+pub struct TlsServer {
+    pub addr: SocketAddr,
+    _kid: Kid,
+}
+
+impl TlsServer {
+    pub fn start(key: &Path, cert: &Path, mode: &[&str]) -> TlsServer {
+        let mut kid = Kid(Command::new("openssl")
+            .args(["s_server", "-accept", "127.0.0.1:0"])
+            .args(mode)
+            .arg("-key")
+            .arg(key)
+            .arg("-cert")
+            .arg(cert)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_server"));
+        let stdout = kid.0.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keeps reading for the server's whole life, so its output can never fill the pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("s_server printed no ACCEPT line");
+            if let Some(addr) = line.strip_prefix("ACCEPT ") {
+                break addr.trim().parse().expect("s_server's ACCEPT address");
+            }
+        };
+        TlsServer { addr, _kid: kid }
+    }
+}
