@@ -7,7 +7,6 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, OnceLock};
@@ -75,25 +74,6 @@ fn run_tool(command: &mut Command, stdin: &[u8]) -> ToolOutput {
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     }
-}
-
-/// Makes a self-signed EC key and certificate for `cn`; returns (key, cert).
-fn self_signed(dir: &TempDir, file_tag: &str, cn: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(&format!("{file_tag}-key.pem"));
-    let cert = dir.join(&format!("{file_tag}-cert.pem"));
-    let out = run_tool(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec"])
-            .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .args(["-days", "1", "-subj", &format!("/CN={cn}")]),
-        b"",
-    );
-    assert!(out.success, "openssl req failed:\n{}", out.both());
-    (key, cert)
 }
 
 /// `openssl s_client -brief` through `addr` asking for `name`; returns what it printed.

@@ -1024,19 +1024,6 @@ impl Churn {
 // TLS: openssl s_server behind an SNI route, openssl s_client in front
 // ---------------------------------------------------------------------------------------------
 
-/// Waits for `kid` to exit; fails naming `what` after [`PATIENT`].
-fn wait_kid(kid: &mut Kid, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + PATIENT;
-    loop {
-        if let Some(status) = kid.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "{what} did not exit in time");
-        // Polling the child's status: there is no portable blocking wait with a timeout.
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// `openssl s_server -rev` (each line it receives comes back reversed) on 127.0.0.1 with a
 /// fresh self-signed certificate for [`TLS_NAME`], for one connection.
 struct TlsBackend {
@@ -1048,21 +1035,7 @@ struct TlsBackend {
 impl TlsBackend {
     fn start() -> TlsBackend {
         let dir = temp_dir("upgrade-tls");
-        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-        let mut req = Kid(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec"])
-            .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .args(["-days", "1", "-subj", &format!("/CN={TLS_NAME}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn openssl req"));
-        assert!(wait_kid(&mut req, "openssl req").success(), "openssl req");
+        let (key, cert) = self_signed(&dir, "backend", TLS_NAME);
         let server = TlsServer::start(&key, &cert, &["-rev", "-naccept", "1"]);
         TlsBackend {
             addr: server.addr,

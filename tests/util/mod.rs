@@ -610,3 +610,41 @@ impl TlsServer {
         TlsServer { addr, _kid: kid }
     }
 }
+
+/// Waits for `kid` to exit; fails naming `what` after a minute (generous: a copy or an
+/// `openssl req` takes milliseconds).
+pub fn wait_kid(kid: &mut Kid, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = kid.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not exit in time");
+        // Polling the child's status: there is no portable blocking wait with a timeout.
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Makes a self-signed EC key and certificate for `cn` in `dir`; returns (key, cert).
+pub fn self_signed(dir: &TempDir, file_tag: &str, cn: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(&format!("{file_tag}-key.pem"));
+    let cert = dir.join(&format!("{file_tag}-cert.pem"));
+    let mut req = Kid(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "1", "-subj", &format!("/CN={cn}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn openssl req"));
+    assert!(
+        wait_kid(&mut req, "openssl req").success(),
+        "openssl req failed for {cn}"
+    );
+    (key, cert)
+}
