@@ -100,7 +100,7 @@ pub(crate) fn move_through_buffer(
 }
 
 /// Reads once into `buffer` (with `flags`), then writes all of it to `dst`. Inlined into the
-/// copy loop: an idle copy thread waits in it, and every frame counts (see "Two stack pages per
+/// copy loop: an idle copy thread waits in it, and every frame counts (see "One stack page per
 /// idle thread" in the relay's module doc).
 #[inline(always)]
 pub(crate) fn move_through(

@@ -16,13 +16,12 @@ use super::chunk::{self, ChunkError, Moved, Watch};
 #[cfg(target_os = "linux")]
 use super::splice;
 
-/// Size of the stack buffer a copy thread waits with: a typical request or reply fits (a Redis
-/// command, an HTTP request head, most TLS handshake messages; a bigger one is drained at once
-/// through the 64 KiB path), yet the copy loop's frames stay within the thread's second stack
-/// page. 1.5 KiB since the live upgrade's safe point added about 300 bytes to the frames: at
-/// 2 KiB the worker that set a connection up touched a third page (25.0 instead of 20.6 KiB RSS
-/// per idle connection).
-pub(crate) const WAIT_BUFFER_SIZE: usize = 1536;
+/// Size of the stack buffer a copy thread waits with: a Redis command or reply, a small HTTP
+/// request, a TLS record header and most small messages fit; a bigger one fills it and the rest
+/// is drained at once through the 64 KiB path (two more system calls). Small so the copy loop's
+/// frames stay in the thread's first stack page under musl: at 1.5 KiB each copy thread kept
+/// two pages (18.3 instead of 10.3 KiB RSS per idle connection with the static build).
+pub(crate) const WAIT_BUFFER_SIZE: usize = 512;
 
 /// Reads what `src` has (without blocking) and writes all of it to `dst` (blocking, so a slow
 /// reader slows the sender down instead of growing memory). On Linux the bytes go through a

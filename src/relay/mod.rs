@@ -33,24 +33,25 @@
 //! writing what it held first. The new process starts each direction where the old one left it
 //! (`Carried`).
 //!
-//! # Two stack pages per idle thread
+//! # One stack page per idle thread
 //!
 //! An idle connection costs, besides its kernel state, the stack pages its two threads have
-//! touched. Each thread keeps two: the top page (glibc's thread block and std's thread start)
-//! and one below it with the copy loop waiting in `recv`. Keeping it at two is deliberate:
-//! - The wait buffer is [`WAIT_BUFFER_SIZE`](copy::WAIT_BUFFER_SIZE) (1.5 KiB) on the stack; the
-//!   64 KiB buffer and the splice pipe are borrowed only while bytes move, so an idle
+//! touched, and a thread keeps every page it has ever touched. The copy loop's frames are made
+//! to fit in the page below the thread's block (musl's is small; glibc's thread block and static
+//! TLS fill its top page, so there it is two pages, as for any C program):
+//! - Neither direction runs on the thread that set the connection up: `serve` hands both to a
+//!   pool of copy threads that run nothing else (see [`relay`]), so the set-up's deep frames
+//!   (PROXY header, peek, upstream connect, DNS) never touch a copy thread's stack.
+//! - The wait buffer is [`WAIT_BUFFER_SIZE`](copy::WAIT_BUFFER_SIZE) (512 bytes) on the stack;
+//!   the 64 KiB buffer and the splice pipe are borrowed only while bytes move, so an idle
 //!   connection holds no heap buffer either.
-//! - The worker that set the connection up (PROXY header, peek, upstream connect) does so in
-//!   frames that are gone before it settles into its copy loop: `serve::conn` keeps `connect`
-//!   and `relay` apart and not inlined.
 //! - The thread that ends second logs the connection; the log line is rendered into a `String`
 //!   before the logger formats its header, so the two formatting passes do not nest, and
 //!   durations are printed with integer arithmetic rather than float formatting (the deepest code
 //!   in a log line). The epilogue it runs owns one box, moved by pointer.
 //!
-//! Measured on the 2-core bench machine: 24.1 → 20.2 KiB RSS per idle connection when the
-//! worker's third page went (docs/performance.md).
+//! Measured with the static (musl) build, 1,000 idle connections: 18.3 → 10.3 KiB RSS per idle
+//! connection, copy threads at one stack page instead of two (docs/performance.md).
 
 mod chunk;
 mod connection;

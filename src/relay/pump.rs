@@ -68,16 +68,18 @@ pub(crate) type Relayed = Result<Outcome, HandedOver>;
 pub(crate) struct HandedOver;
 
 /// Relays between the client and the attached upstream until both directions end, then calls
-/// `done` with both results. This thread copies client to upstream; the other direction runs on
-/// the thread `spawn` starts (a pool worker). Whichever copy thread ends second calls `done`, so
-/// the first one is free at once (back to the pool) and no thread waits for the other.
-// Inlined: a frame less between the pool worker and its copy loop (see "Two stack pages per
-// idle thread" in the module doc).
-#[inline(always)]
+/// `done` with both results. Each direction runs on a thread `spawn` starts (a pool worker of
+/// the copy pool); this thread returns at once. Whichever copy thread ends second calls `done`,
+/// so the first one is free at once (back to the pool) and no thread waits for the other.
+///
+/// Neither direction runs on the calling thread: the thread that set the connection up (PROXY
+/// header, peek, upstream connect, log) touched stack pages the copy loop does not need, and a
+/// copy thread keeps every page it has touched for as long as the connection is idle (see "One
+/// stack page per idle thread" in the module doc).
 pub(crate) fn relay(
     conn: &Arc<Connection>,
     timeouts: Timeouts,
-    spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
+    spawn: impl Fn(Box<dyn FnOnce() + Send>) -> io::Result<()>,
     done: impl FnOnce(Relayed) + Send + 'static,
 ) {
     resume(conn, timeouts, [None, None], spawn, done);
@@ -85,54 +87,57 @@ pub(crate) fn relay(
 
 /// [`relay`] for a connection that may have run elsewhere: each direction starts as `carried`
 /// says (client to upstream first; `None` from the start); one that has ended gets no thread.
-/// Boxed, so a fresh connection's second copy thread carries 8 bytes for it, not a whole state.
+/// Boxed, so a fresh connection's copy threads carry 8 bytes for it, not a whole state.
 pub(crate) fn resume(
     conn: &Arc<Connection>,
     timeouts: Timeouts,
     carried: [Option<Box<Carried>>; 2],
-    spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> io::Result<()>,
+    spawn: impl Fn(Box<dyn FnOnce() + Send>) -> io::Result<()>,
     done: impl FnOnce(Relayed) + Send + 'static,
 ) {
     let meeting = Arc::new(Meeting::new(done));
-    // Directions still to run, client to upstream first: it runs on this thread, the other on
-    // a new one.
-    let mut open: [Option<(Direction, Option<Box<Carried>>)>; 2] = [None, None];
+    // Set once a direction's thread could not be started: that direction, and every one after
+    // it, arrives with this instead of running.
+    let mut failed: Option<Flow> = None;
     for (direction, carried) in Direction::BOTH.into_iter().zip(carried) {
-        match carried.map(|c| *c) {
-            Some(Carried::Ended(flow)) => meeting.arrive(direction, Ok(flow)),
-            carried => {
-                let slot = if open[0].is_none() { 0 } else { 1 };
-                open[slot] = Some((direction, carried.map(Box::new)));
-            }
-        }
-    }
-    let [here, there] = open;
-    if let Some((direction, carried)) = there {
-        let other = Arc::clone(conn);
-        let other_meeting = Arc::clone(&meeting);
-        let spawned = spawn(Box::new(move || {
-            let flow = pump_contained(&other, direction, &timeouts, carried);
-            other_meeting.arrive(direction, flow);
-        }));
-        if let Err(err) = spawned {
-            log::warn!("conn #{}: cannot start a copy thread: {err}", conn.id);
-            conn.set_stop(Stop::Aborted);
-            conn.abort_both();
-            let flow = Flow {
-                bytes: 0,
-                end: End::Error(err.kind()),
-                ended: conn.started.elapsed(),
-            };
-            for direction in Direction::BOTH {
-                conn.set_end(direction, flow.end);
+        let carried = match carried.map(|c| *c) {
+            Some(Carried::Ended(flow)) => {
                 meeting.arrive(direction, Ok(flow));
+                continue;
             }
-            return;
+            carried => carried.map(Box::new),
+        };
+        if failed.is_none() {
+            let run_conn = Arc::clone(conn);
+            let run_meeting = Arc::clone(&meeting);
+            let spawned = spawn(Box::new(move || {
+                let flow = pump_contained(&run_conn, direction, &timeouts, carried);
+                run_meeting.arrive(direction, flow);
+            }));
+            match spawned {
+                Ok(()) => continue,
+                Err(err) => failed = Some(abort_unstarted(conn, &err)),
+            }
+        }
+        if let Some(flow) = failed {
+            conn.set_end(direction, flow.end);
+            meeting.arrive(direction, Ok(flow));
         }
     }
-    if let Some((direction, carried)) = here {
-        let flow = pump_contained(conn, direction, &timeouts, carried);
-        meeting.arrive(direction, flow);
+}
+
+/// A copy thread could not be started: the connection is reset on both sides (a direction
+/// already running wakes on it and ends by itself), and the directions that never ran end with
+/// this flow.
+#[cold]
+fn abort_unstarted(conn: &Connection, err: &io::Error) -> Flow {
+    log::warn!("conn #{}: cannot start a copy thread: {err}", conn.id);
+    conn.set_stop(Stop::Aborted);
+    conn.abort_both();
+    Flow {
+        bytes: 0,
+        end: End::Error(err.kind()),
+        ended: conn.started.elapsed(),
     }
 }
 

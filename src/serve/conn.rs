@@ -44,8 +44,9 @@ pub(crate) struct Job {
     pub(crate) listener_addr: SocketAddr,
     /// The listener's configuration at accept time.
     pub(crate) listener: Arc<ListenerState>,
-    /// Where the second copy thread comes from.
-    pub(crate) pool: Pool,
+    /// Where the copy threads come from: a pool of their own, whose threads run nothing but
+    /// copy loops, so an idle one has touched only the pages a copy loop needs.
+    pub(crate) copy_pool: Pool,
     /// rinetd's log file, if configured (as it was at accept time).
     pub(crate) log_file: Option<Arc<LogSink>>,
     /// The process-wide per-client limit.
@@ -139,12 +140,11 @@ pub(super) fn handle_from(job: Job, read: Vec<u8>) {
 }
 
 /// Relays until both directions end; the copy thread that ends last logs and releases.
-// Not inlined, nor is `connect`, and the epilogue owns one box: see "Two stack pages per idle
-// thread" in the relay's module doc.
+// The epilogue owns one box: see "One stack page per idle thread" in the relay's module doc.
 #[inline(never)]
 fn relay(ending: Box<Ending>, timeouts: Timeouts) {
     let conn = Arc::clone(&ending.job.entry.conn);
-    let pool = ending.job.pool.clone();
+    let pool = ending.job.copy_pool.clone();
     relay::relay(
         &conn,
         timeouts,
@@ -243,7 +243,7 @@ impl Ending {
         summary.result = result.map_err(|refused| refused.to_string());
         if log::log_enabled!(log::Level::Info) {
             // Rendered here, not inside the logger, so the two formatting passes do not nest (see
-            // "Two stack pages per idle thread" in the relay's module doc).
+            // "One stack page per idle thread" in the relay's module doc).
             let line = summary.to_string();
             log::info!("{line}");
         }
@@ -327,25 +327,23 @@ impl Adopted {
         }
     }
 
-    /// Starts its copy threads (one per direction still open) on the pool; the one that ends
-    /// last logs it, with the bytes of its whole life.
-    pub(super) fn start(self) -> std::io::Result<()> {
-        let pool = self.ending.job.pool.clone();
-        pool.clone().execute(Box::new(move || {
-            let Adopted {
-                ending,
-                timeouts,
-                carried,
-            } = self;
-            let conn = Arc::clone(&ending.job.entry.conn);
-            relay::resume(
-                &conn,
-                timeouts,
-                carried,
-                |task| pool.execute(task),
-                move |relayed| ending.relayed(relayed),
-            );
-        }))
+    /// Starts its copy threads (one per direction still open) on the copy pool; the one that
+    /// ends last logs it, with the bytes of its whole life.
+    pub(super) fn start(self) {
+        let Adopted {
+            ending,
+            timeouts,
+            carried,
+        } = self;
+        let conn = Arc::clone(&ending.job.entry.conn);
+        let pool = ending.job.copy_pool.clone();
+        relay::resume(
+            &conn,
+            timeouts,
+            carried,
+            |task| pool.execute(task),
+            move |relayed| ending.relayed(relayed),
+        );
     }
 }
 

@@ -52,7 +52,10 @@ use crate::log::rinetd::LogSink;
 pub(super) struct Adopter<'a> {
     pub(super) listening: &'a [Listening],
     pub(super) shared: &'a Shared,
+    /// Where connections still choosing a route are set up.
     pub(super) pool: &'a Pool,
+    /// Where adopted connections' copy threads come from.
+    pub(super) copy_pool: &'a Pool,
     pub(super) log_file: &'a Option<Arc<LogSink>>,
     pub(super) per_client: &'a Arc<PerClient>,
     /// Listeners a reload removed while some of their connections went on: each connection
@@ -555,7 +558,9 @@ pub(super) fn take_connections(
     let connections = adopted.len();
     for one in adopted {
         if let Err(err) = one.start(server.pool) {
-            log::warn!("upgrade: cannot start a copy thread for a connection taken over: {err}; closing it");
+            log::warn!(
+                "upgrade: cannot start a worker for a connection taken over: {err}; closing it"
+            );
         }
     }
     Ok(TakenOver {
@@ -574,9 +579,14 @@ enum Taken {
 }
 
 impl Taken {
+    /// Starts its threads. A copy thread that cannot be started resets its connection and says
+    /// so (see `relay::resume`); a set-up worker that cannot is the error.
     fn start(self, pool: &Pool) -> std::io::Result<()> {
         match self {
-            Taken::Relaying(adopted) => adopted.start(),
+            Taken::Relaying(adopted) => {
+                adopted.start();
+                Ok(())
+            }
             Taken::SettingUp(job, read) => {
                 pool.execute(Box::new(move || conn::handle_from(job, read)))
             }
@@ -616,7 +626,7 @@ fn adopt_setup(
         listener_permit: limit.map(|limit| limit.try_take().unwrap_or_else(|| limit.permit())),
         listener_addr: state.listener,
         listener,
-        pool: server.pool.clone(),
+        copy_pool: server.copy_pool.clone(),
         log_file: server.log_file.clone(),
         per_client: Arc::clone(server.per_client),
     };
@@ -705,7 +715,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
         listener_permit,
         listener_addr: state.listener,
         listener,
-        pool: server.pool.clone(),
+        copy_pool: server.copy_pool.clone(),
         log_file: server.log_file.clone(),
         per_client: Arc::clone(server.per_client),
     };

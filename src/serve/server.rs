@@ -199,7 +199,10 @@ pub(crate) struct Server {
     permits: Permits,
     /// Counters, live connections and state, shared with the admin endpoint.
     shared: Arc<Shared>,
+    /// Where each accepted client is set up (PROXY header, peek, route, upstream connect).
     pool: Pool,
+    /// Where the copy threads run; see `Job::copy_pool`.
+    copy_pool: Pool,
     control_rx: Receiver<Control>,
     wake_rx: UnixStream,
     handle: Handle,
@@ -274,6 +277,7 @@ impl Server {
             permits,
             shared,
             pool: Pool::default(),
+            copy_pool: Pool::default(),
             control_rx,
             wake_rx,
             handle,
@@ -327,6 +331,7 @@ impl Server {
             listening: &server.listening,
             shared: &server.shared,
             pool: &server.pool,
+            copy_pool: &server.copy_pool,
             log_file: &server.log_file,
             per_client: &server.per_client,
             gone: Default::default(),
@@ -647,7 +652,7 @@ impl Server {
             listener_permit,
             listener_addr: listening.addr,
             listener: Arc::clone(&listening.state),
-            pool: self.pool.clone(),
+            copy_pool: self.copy_pool.clone(),
             log_file: self.log_file.clone(),
             per_client: Arc::clone(&self.per_client),
         };
