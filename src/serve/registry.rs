@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,12 @@ pub(crate) struct Live {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     live: Mutex<HashMap<u64, Arc<Live>>>,
-    /// Signalled whenever a connection leaves, for [`Registry::wait_empty`].
+    /// Signalled when a connection leaves while [`Registry::wait_empty`] waits.
     left: Condvar,
+    /// Threads in [`Registry::wait_empty`]; changed and read only under `live`'s lock, so a
+    /// leaving connection signals exactly when someone may be waiting (a notify is a system call
+    /// even with no waiter, and every connection leaves once).
+    waiters: AtomicUsize,
     /// The next connection id.
     next_id: AtomicU64,
 }
@@ -129,10 +133,12 @@ impl Registry {
             if left.is_zero() {
                 return false;
             }
+            self.waiters.fetch_add(1, Ordering::Relaxed);
             live = match self.left.wait_timeout(live, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
         true
     }
@@ -153,8 +159,12 @@ impl Registry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.conn.id);
-        self.registry.left.notify_all();
+        let mut live = self.registry.lock();
+        live.remove(&self.conn.id);
+        if self.registry.waiters.load(Ordering::Relaxed) > 0 {
+            self.registry.left.notify_all();
+        }
+        drop(live);
     }
 }
 
@@ -198,6 +208,12 @@ mod tests {
             let registry = Arc::clone(&registry);
             std::thread::spawn(move || registry.wait_empty(Duration::from_secs(10)))
         };
+        // Dropped only once the drain waits, so the wake-up (not the first look) is tested.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while registry.waiters.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "the drain never waited");
+            std::thread::yield_now();
+        }
         drop(entry);
         assert!(waiter.join().unwrap());
     }
@@ -208,17 +224,5 @@ mod tests {
         let _entry = register(&registry);
         assert_eq!(registry.cut_all(), 1);
         assert_eq!(registry.cut_all(), 0);
-    }
-}
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "Connection {} Live {} Job {}",
-            std::mem::size_of::<crate::relay::Connection>(),
-            std::mem::size_of::<super::Live>(),
-            std::mem::size_of::<super::super::conn::Job>()
-        );
     }
 }
