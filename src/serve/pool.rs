@@ -1,24 +1,37 @@
-//! Worker threads that run connection jobs; idle workers are reused, and new ones spawned on demand.
+//! Worker threads that run connection jobs; idle workers are reused, newest first, and new ones
+//! spawned on demand.
 //!
-//! The hand-off is a zero-capacity (rendezvous) crossbeam channel: `try_send` succeeds only when a
-//! worker is idle and waiting, so a job never queues behind a busy worker. When none is idle, a new
-//! worker is spawned with the job; when one is just about to wait (it has finished a job and is on
-//! its way back), the job waits for it briefly instead, so the pool grows to what the concurrency
-//! needs rather than overshooting while workers return. Idle workers beyond [`SPARES`] exit after
-//! [`IDLE_KEEP`], so a burst's threads (and their stack pages) are gone a few seconds after it;
-//! the spares wait longer for the next connections. Each job runs under `catch_unwind`: a panic
-//! costs that job only.
+//! Each worker has a slot for one job, allocated by the thread that spawns it. A worker that has
+//! finished a job pushes its slot onto the pool's idle stack and parks. [`Pool::execute`] pops the
+//! newest idle worker under the stack's lock, stores the job in its slot (under that same lock)
+//! and unparks it; when none is idle it spawns a worker with the job as its first. A job never
+//! queues behind a busy worker, and `execute` never waits for one.
+//!
+//! Newest first (LIFO) hands work to the threads whose stack pages and caches are still warm, and
+//! leaves the longest-idle workers at the bottom of the stack, untouched, so they time out: under a
+//! steady load the pool shrinks to what the concurrency needs. Idle workers beyond [`SPARES`] exit
+//! after [`IDLE_KEEP`], so a burst's threads (and their stack pages) are gone a few seconds after
+//! it; the spares wait longer for the next connections. A worker whose wait ran out takes the
+//! stack's lock to leave; if it is no longer on the stack, `execute` popped it and its job is
+//! already in the slot, so it runs that job instead.
+//!
+//! A worker is on the stack exactly while it can take a job: a job stored in its slot is found
+//! whether or not the worker has parked yet. The rendezvous channel this replaced counted a worker
+//! idle some time before it could receive, which is why a job used to wait briefly (1 ms) for a
+//! worker on its way back rather than spawn another; with the stack there is no such window, so
+//! that wait is gone.
+//!
+//! The wait itself is a `park_timeout` loop a few frames deep that allocates nothing. Each job runs
+//! under `catch_unwind`: a panic costs that job only.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
-
-use crossbeam_channel::{
-    bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError,
-};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 /// A unit of work: one connection's handling, or one direction of its relay.
 pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -32,9 +45,6 @@ pub(super) const SPARES: usize = 8;
 /// How long a spare waits before it looks again whether it is still needed.
 const SPARE_KEEP: Duration = Duration::from_secs(30);
 
-/// How long a job waits for a worker that is on its way back to wait for jobs.
-const HANDOFF_WAIT: Duration = Duration::from_millis(1);
-
 /// Stack size of each worker. The copy loop and the connection handler are shallow; 256 KiB leaves
 /// room for glibc's getaddrinfo, which allocates on the stack. Only touched pages use memory.
 pub(super) const STACK_SIZE: usize = 256 * 1024;
@@ -45,18 +55,39 @@ pub(super) struct Pool {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    /// Rendezvous sender: succeeds only when a worker is blocked in `recv`.
-    jobs_tx: Sender<Job>,
-    /// Shared by all workers.
-    jobs_rx: Receiver<Job>,
-    /// Live worker threads, for reports and tests.
+    /// Idle workers, the most recently idle at the back. A deque, not a `Vec`: the worker that
+    /// times out and leaves is usually the longest idle, near the front, and a deque removes there
+    /// by shifting only the few before it, not the whole stack, while `execute` waits for the
+    /// lock. Its capacity is kept at least the number of live workers by [`Pool::spawn`], so a
+    /// worker's push never reallocates on the worker's thread.
+    idle: Mutex<VecDeque<Idle>>,
+    /// Live worker threads. Incremented only under the `idle` lock, which the capacity bound above
+    /// relies on; decremented when a worker exits.
     workers: AtomicUsize,
-    /// Workers waiting for a job, or about to (counted before they wait).
-    idle: AtomicUsize,
-    /// Idle time after which a worker exits.
+    /// Idle time after which a worker beyond the spares exits.
     idle_keep: Duration,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner")
+            .field("workers", &self.workers.load(Ordering::Relaxed))
+            .field("idle_keep", &self.idle_keep)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An entry on the idle stack: where to put the job, and whom to wake.
+struct Idle {
+    slot: Arc<Slot>,
+    thread: Thread,
+}
+
+/// One worker's hand-off place. Empty while the worker is listed idle; `execute` fills it under
+/// the `idle` lock, at the moment it takes the worker off the stack.
+struct Slot {
+    job: Mutex<Option<Job>>,
 }
 
 impl Default for Pool {
@@ -68,13 +99,10 @@ impl Default for Pool {
 impl Pool {
     /// Creates an empty pool whose idle workers exit after `idle_keep`.
     pub(super) fn new(idle_keep: Duration) -> Pool {
-        let (jobs_tx, jobs_rx) = bounded(0);
         Pool {
             inner: Arc::new(Inner {
-                jobs_tx,
-                jobs_rx,
+                idle: Mutex::new(VecDeque::new()),
                 workers: AtomicUsize::new(0),
-                idle: AtomicUsize::new(0),
                 idle_keep,
             }),
         }
@@ -83,19 +111,18 @@ impl Pool {
     /// Runs `job` on an idle worker, or on a new one. Fails only if no thread can be spawned; the
     /// job (and whatever it owns, such as the client socket) is then dropped.
     pub(super) fn execute(&self, job: Job) -> io::Result<()> {
-        let job = match self.inner.jobs_tx.try_send(job) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => job,
-        };
-        if self.inner.idle.load(Ordering::SeqCst) == 0 {
+        let mut idle = lock(&self.inner.idle);
+        let Some(worker) = idle.pop_back() else {
+            drop(idle);
             return self.spawn(job);
-        }
-        match self.inner.jobs_tx.send_timeout(job, HANDOFF_WAIT) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(job)) | Err(SendTimeoutError::Disconnected(job)) => {
-                self.spawn(job)
-            }
-        }
+        };
+        // Stored before the lock is released: a worker whose wait ran out and finds itself off
+        // the stack relies on its job being there already.
+        let previous = lock(&worker.slot.job).replace(job);
+        debug_assert!(previous.is_none(), "an idle worker's slot held a job");
+        drop(idle);
+        worker.thread.unpark();
+        Ok(())
     }
 
     #[cfg(test)]
@@ -105,14 +132,26 @@ impl Pool {
     }
 
     fn spawn(&self, first: Job) -> io::Result<()> {
+        let slot = Arc::new(Slot {
+            job: Mutex::new(None),
+        });
+        {
+            let mut idle = lock(&self.inner.idle);
+            let live = self.inner.workers.fetch_add(1, Ordering::Relaxed) + 1;
+            // Every live worker can be on the stack at once, so room for all of them, reserved
+            // here on the spawning thread, is what keeps `push_back` in `run_worker` from
+            // allocating. `reserve` grows geometrically; the capacity stays after a burst (one
+            // entry is two pointers).
+            let room = live.saturating_sub(idle.len());
+            idle.reserve(room);
+        }
         let inner = Arc::clone(&self.inner);
-        inner.workers.fetch_add(1, Ordering::Relaxed);
         let spawned = thread::Builder::new()
             .name("tcp-router-worker".into())
             .stack_size(STACK_SIZE)
             .spawn(move || {
                 let _count = WorkerCount(&inner);
-                run_worker(first, &inner);
+                run_worker(first, &slot, &inner);
             });
         if spawned.is_err() {
             self.inner.workers.fetch_sub(1, Ordering::Relaxed);
@@ -130,38 +169,75 @@ impl Drop for WorkerCount<'_> {
     }
 }
 
-fn run_worker(first: Job, inner: &Inner) {
-    run_contained(first);
-    let mut keep = inner.idle_keep;
-    // Counted idle from here until a job comes (or the worker leaves).
-    inner.idle.fetch_add(1, Ordering::SeqCst);
+fn run_worker(first: Job, slot: &Arc<Slot>, inner: &Inner) {
+    // A clone of the handle std made when it spawned this thread: no allocation.
+    let me = thread::current();
+    let mut job = first;
     loop {
-        match inner.jobs_rx.recv_timeout(keep) {
-            Ok(job) => {
-                inner.idle.fetch_sub(1, Ordering::SeqCst);
-                run_contained(job);
-                keep = inner.idle_keep;
-                inner.idle.fetch_add(1, Ordering::SeqCst);
+        run_contained(job);
+        lock(&inner.idle).push_back(Idle {
+            slot: Arc::clone(slot),
+            thread: me.clone(),
+        });
+        job = match wait_for_job(slot, inner) {
+            Some(job) => job,
+            None => return,
+        };
+    }
+}
+
+/// Waits, listed idle, for a job; `None` when this worker is to exit (it is then off the stack).
+fn wait_for_job(slot: &Arc<Slot>, inner: &Inner) -> Option<Job> {
+    let mut keep = inner.idle_keep;
+    loop {
+        if let Some(job) = park_for_job(slot, keep) {
+            return Some(job);
+        }
+        let mut idle = lock(&inner.idle);
+        match idle.iter().position(|w| Arc::ptr_eq(&w.slot, slot)) {
+            // Popped by `execute` after the wait ran out: it stored the job under this lock, so
+            // the job is there now (it is never `None` here; were it, leaving would lose nothing).
+            None => {
+                drop(idle);
+                return lock(&slot.job).take();
             }
-            Err(RecvTimeoutError::Timeout) if !retire(inner) => keep = SPARE_KEEP,
-            Err(RecvTimeoutError::Timeout) => return,
-            Err(RecvTimeoutError::Disconnected) => {
-                inner.idle.fetch_sub(1, Ordering::SeqCst);
-                return;
+            Some(at) if idle.len() > SPARES => {
+                idle.remove(at);
+                return None;
+            }
+            // A spare: it keeps its place on the stack and looks again later.
+            Some(_) => keep = SPARE_KEEP,
+        }
+    }
+}
+
+/// Parks until the slot holds a job or `keep` has passed. Wakes without a job are expected: a
+/// stale unpark from an earlier hand-off (the worker found that job before the unpark came), or
+/// one from whatever a job used that parks this thread too, such as a channel.
+fn park_for_job(slot: &Slot, keep: Duration) -> Option<Job> {
+    // A `keep` too long to add to now is a wait without end.
+    let deadline = Instant::now().checked_add(keep);
+    loop {
+        if let Some(job) = lock(&slot.job).take() {
+            return Some(job);
+        }
+        match deadline {
+            None => thread::park(),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                thread::park_timeout(left);
             }
         }
     }
 }
 
-/// An idle worker whose wait ran out leaves if more than [`SPARES`] are idle (it is then no
-/// longer counted as idle); otherwise it stays on as a spare.
-fn retire(inner: &Inner) -> bool {
-    inner
-        .idle
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |idle| {
-            (idle > SPARES).then(|| idle - 1)
-        })
-        .is_ok()
+/// Nothing panics while holding the pool's locks (jobs run outside them), so a poisoned lock
+/// still guards consistent data.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs a job so that its panic ends the job, not the worker or the process. The panic itself is
@@ -173,29 +249,88 @@ fn run_contained(job: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::unbounded;
+    use crossbeam_channel::{unbounded, Receiver, Sender};
+    use std::sync::atomic::AtomicU8;
+    use std::thread::ThreadId;
+
+    /// Workers listed on the idle stack.
+    fn idle(pool: &Pool) -> usize {
+        lock(&pool.inner.idle).len()
+    }
+
+    /// Polls `done` until it holds, failing the test after a generous deadline.
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A job that reports the thread it runs on.
+    fn report(to: &Sender<ThreadId>) -> Job {
+        let to = to.clone();
+        Box::new(move || to.send(thread::current().id()).unwrap())
+    }
+
+    /// A job that reports its thread, then holds that worker until `gate` says go (or closes).
+    fn report_and_hold(to: &Sender<ThreadId>, gate: Receiver<()>) -> Job {
+        let to = to.clone();
+        Box::new(move || {
+            to.send(thread::current().id()).unwrap();
+            let _ = gate.recv_timeout(Duration::from_secs(10));
+        })
+    }
+
+    fn recv<T>(rx: &Receiver<T>) -> T {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    }
 
     #[test]
     fn idle_workers_are_reused() {
         let pool = Pool::new(Duration::from_secs(5));
         let (done_tx, done_rx) = unbounded();
-        let tx = done_tx.clone();
-        pool.execute(Box::new(move || tx.send(thread::current().id()).unwrap()))
-            .unwrap();
-        let first = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        // The rendezvous send succeeds as soon as that worker waits for its next job.
-        let mut job: Job = Box::new(move || done_tx.send(thread::current().id()).unwrap());
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while let Err(TrySendError::Full(back)) = pool.inner.jobs_tx.try_send(job) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "worker never became idle"
-            );
-            job = back;
-            thread::yield_now();
-        }
-        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(first));
+        pool.execute(report(&done_tx)).unwrap();
+        let first = recv(&done_rx);
+        wait_until("the worker is idle", || idle(&pool) == 1);
+        pool.execute(report(&done_tx)).unwrap();
+        assert_eq!(recv(&done_rx), first);
         assert_eq!(pool.workers(), 1);
+    }
+
+    #[test]
+    fn the_newest_idle_worker_is_reused_first() {
+        let pool = Pool::new(Duration::from_secs(5));
+        let (id_tx, id_rx) = unbounded();
+        let mut gates = Vec::new();
+        let mut started = Vec::new();
+        for _ in 0..3 {
+            let (go_tx, go_rx) = unbounded();
+            pool.execute(report_and_hold(&id_tx, go_rx)).unwrap();
+            // Each job holds its worker, so the next one spawns another.
+            started.push(recv(&id_rx));
+            gates.push(go_tx);
+        }
+        assert_eq!(pool.workers(), 3);
+        // Released one at a time, they become idle in this order; the last is the newest.
+        for (n, gate) in gates.iter().enumerate() {
+            gate.send(()).unwrap();
+            wait_until("the released worker is idle", || idle(&pool) == n + 1);
+        }
+        // Held again, one job each: newest idle first, the longest idle last. The gates stay open
+        // to the end, so each job keeps its worker busy and the next must take another.
+        let mut holds = Vec::new();
+        for expected in started.iter().rev() {
+            let (go_tx, go_rx) = unbounded();
+            pool.execute(report_and_hold(&id_tx, go_rx)).unwrap();
+            assert_eq!(recv(&id_rx), *expected, "not the newest idle worker");
+            holds.push(go_tx);
+        }
+        assert_eq!(
+            pool.workers(),
+            3,
+            "a job spawned a worker while one was idle"
+        );
     }
 
     #[test]
@@ -208,8 +343,27 @@ mod tests {
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(7));
     }
 
-    /// Runs `n` jobs at once (each waits until all have started), then lets them finish.
-    fn burst(pool: &Pool, n: usize) {
+    #[test]
+    fn a_panicking_job_does_not_kill_its_worker() {
+        let pool = Pool::new(Duration::from_secs(5));
+        let (id_tx, id_rx) = unbounded();
+        let tx = id_tx.clone();
+        pool.execute(Box::new(move || {
+            tx.send(thread::current().id()).unwrap();
+            panic!("test panic");
+        }))
+        .unwrap();
+        let panicked_on = recv(&id_rx);
+        wait_until("the worker is idle again", || idle(&pool) == 1);
+        pool.execute(report(&id_tx)).unwrap();
+        assert_eq!(recv(&id_rx), panicked_on);
+        assert_eq!(pool.workers(), 1);
+    }
+
+    /// Runs `n` jobs at once (each waits until all have started), then lets them finish. Returns
+    /// the live workers counted while all `n` were running: counted after they finish, some could
+    /// already have left on a loaded machine.
+    fn burst(pool: &Pool, n: usize) -> usize {
         let started = Arc::new(std::sync::Barrier::new(n + 1));
         let (done_tx, done_rx) = unbounded();
         for _ in 0..n {
@@ -217,14 +371,19 @@ mod tests {
             let done_tx = done_tx.clone();
             pool.execute(Box::new(move || {
                 started.wait();
+                // Held until the workers are counted.
+                started.wait();
                 done_tx.send(()).unwrap();
             }))
             .unwrap();
         }
         started.wait();
+        let running = pool.workers();
+        started.wait();
         for _ in 0..n {
             done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
         }
+        running
     }
 
     fn wait_for_workers(pool: &Pool, most: usize) {
@@ -242,29 +401,82 @@ mod tests {
     #[test]
     fn surplus_idle_workers_exit_and_spares_stay() {
         let pool = Pool::new(Duration::from_millis(50));
-        burst(&pool, 40);
-        assert!(pool.workers() >= 40);
+        assert!(burst(&pool, 40) >= 40);
         wait_for_workers(&pool, SPARES);
         // The spares stay: they wait much longer than the surplus did.
         thread::sleep(Duration::from_millis(200));
         assert_eq!(pool.workers(), SPARES);
+        assert_eq!(idle(&pool), SPARES);
     }
 
     #[test]
     fn a_second_burst_reuses_the_first_bursts_workers() {
         let pool = Pool::new(Duration::from_secs(5));
         burst(&pool, 30);
-        // Wait until every worker of the first burst is back and waiting for jobs.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while pool.inner.idle.load(Ordering::SeqCst) < pool.workers() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "workers never came back"
-            );
-            thread::yield_now();
-        }
+        wait_until("every worker is back", || idle(&pool) == pool.workers());
         let before = pool.workers();
         burst(&pool, 30);
         assert_eq!(pool.workers(), before, "the second burst spawned workers");
+    }
+
+    /// Runs `per_thread` jobs from each of `threads` threads at once and checks that every job ran
+    /// exactly once. Every `hold_every`th job holds its worker a little, so the pool grows past
+    /// the spares and surplus workers keep leaving while jobs arrive.
+    fn run_each_once(pool: &Pool, threads: usize, per_thread: usize, hold_every: usize) {
+        let total = threads * per_thread;
+        let runs: Arc<Vec<AtomicU8>> = Arc::new((0..total).map(|_| AtomicU8::new(0)).collect());
+        let done = Arc::new(AtomicUsize::new(0));
+        thread::scope(|scope| {
+            for t in 0..threads {
+                let (runs, done) = (Arc::clone(&runs), Arc::clone(&done));
+                scope.spawn(move || {
+                    for i in t * per_thread..(t + 1) * per_thread {
+                        let (runs, done) = (Arc::clone(&runs), Arc::clone(&done));
+                        pool.execute(Box::new(move || {
+                            if i % hold_every == 0 {
+                                thread::sleep(Duration::from_micros(200));
+                            }
+                            runs[i].fetch_add(1, Ordering::Relaxed);
+                            done.fetch_add(1, Ordering::Release);
+                        }))
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        wait_until("every job has run", || {
+            done.load(Ordering::Acquire) >= total
+        });
+        assert_eq!(done.load(Ordering::Acquire), total);
+        let wrong: Vec<(usize, u8)> = runs
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .enumerate()
+            .filter(|&(_, n)| n != 1)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "jobs not run exactly once (job, runs): {wrong:?}"
+        );
+        // No worker is lost or stuck: each either comes back to the stack or leaves.
+        wait_until("every worker is back", || idle(pool) == pool.workers());
+    }
+
+    #[test]
+    fn a_job_handed_over_as_the_wait_runs_out_still_runs() {
+        // With no idle time at all, every worker's wait runs out as soon as it is listed, so
+        // hand-offs keep meeting workers on their way off the stack, spares included (a spare
+        // that runs a job starts its next wait with `idle_keep` again).
+        let pool = Pool::new(Duration::ZERO);
+        for _ in 0..20 {
+            run_each_once(&pool, 4, 1000, 64);
+        }
+        wait_for_workers(&pool, SPARES);
+    }
+
+    #[test]
+    fn concurrent_executes_all_run_exactly_once() {
+        let pool = Pool::new(Duration::from_secs(5));
+        run_each_once(&pool, 8, 2000, 16);
     }
 }
