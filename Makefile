@@ -26,7 +26,10 @@ test:
 	exit $$status
 	$(CARGO) test --doc
 	$(CARGO) build --release
-	TCP_ROUTER_MEMORY_BIN=target/release/tcp-router $(CARGO) test --test integration memory
+	TCP_ROUTER_MEMORY_BIN=target/release/tcp-router $(CARGO) test --test integration memory::an_idle_connection_costs
+	@if $(MAKE) --no-print-directory static; then \
+		TCP_ROUTER_MEMORY_STATIC_BIN=target/$(MUSL)/release/tcp-router $(CARGO) test --test integration memory::an_idle_connection_of_the_static_build -- --ignored; \
+	else echo "make test: no static build (the musl target cannot be added); its memory bound is not checked" >&2; fi
 	$(CARGO) build --examples
 	@out=$$($(CARGO) run --quiet --example embed) && echo "$$out" && echo "$$out" | grep -q ', 0 cut$$'
 
