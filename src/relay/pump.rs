@@ -361,13 +361,14 @@ fn chunk_end(err: ChunkError) -> End {
 /// thread writing to this socket took it, the read here sees end of stream, and passing that on as
 /// a half-close would turn the peer's reset into a clean FIN. A reset leaves the socket closed (no
 /// peer address), a FIN does not; once this side has sent its own FIN the socket may close
-/// normally, so the check applies only before the first half-close.
+/// normally, so the check (a system call) is made only before the first half-close.
 fn end_of_stream(conn: &Connection, src: &TcpStream) -> End {
-    let reset = matches!(src.peer_addr(), Err(err) if err.kind() == io::ErrorKind::NotConnected);
-    if reset && !conn.is_half_closed() {
-        End::Reset
-    } else {
-        End::Eof
+    if conn.is_half_closed() {
+        return End::Eof;
+    }
+    match src.peer_addr() {
+        Err(err) if err.kind() == io::ErrorKind::NotConnected => End::Reset,
+        _ => End::Eof,
     }
 }
 

@@ -18,6 +18,7 @@ use crate::route::names::MatchKind;
 use crate::sys::net;
 
 use super::clients::{ClientSlot, PeekSlot, PerClient};
+use super::closer::Closer;
 use super::connect::{self, Connected};
 use super::listener::{ListenerState, RouteState};
 use super::metrics;
@@ -44,6 +45,8 @@ pub(crate) struct Job {
     pub(crate) listener_addr: SocketAddr,
     /// The listener's configuration at accept time.
     pub(crate) listener: Arc<ListenerState>,
+    /// Where the connection is logged and released once relayed (see `closer`).
+    pub(crate) closer: Option<Closer>,
     /// Where the copy threads come from: a pool of their own, whose threads run nothing but
     /// copy loops, so an idle one has touched only the pages a copy loop needs.
     pub(crate) copy_pool: Pool,
@@ -215,8 +218,19 @@ struct Ending {
 impl Ending {
     /// The relay is over: logs and releases the connection, or, handed over to a new process
     /// (which logs it at its close), only releases it.
+    ///
+    /// This runs on the copy thread that ended second; a connection that is logged ends on the
+    /// closing thread instead, so the log line's deep frames stay off copy threads (see
+    /// `closer`). Without one (it could not be started), here.
     fn relayed(self: Box<Self>, relayed: Result<Outcome, HandedOver>) {
-        self.finish(relayed.map_err(|HandedOver| Refused::HandedOver));
+        let result = relayed.map_err(|HandedOver| Refused::HandedOver);
+        let logged = log::log_enabled!(log::Level::Info) || self.job.log_file.is_some();
+        let Some(closer) = self.job.closer.clone().filter(|_| logged && result.is_ok()) else {
+            return self.finish(result);
+        };
+        if let Err(here) = closer.close(Box::new(move || self.finish(result))) {
+            here();
+        }
     }
 
     /// Logs the connection (the info line and rinetd's logfile), then releases it; one a live

@@ -40,6 +40,7 @@ use std::cell::RefCell;
 
 use super::bound::Listening;
 use super::clients::PerClient;
+use super::closer::Closer;
 use super::conn::{self, Adopted, Inherited, Job};
 use super::listener::{Limits, ListenerState};
 use super::permits::Permits;
@@ -56,6 +57,8 @@ pub(super) struct Adopter<'a> {
     pub(super) pool: &'a Pool,
     /// Where adopted connections' copy threads come from.
     pub(super) copy_pool: &'a Pool,
+    /// Where they are logged and released.
+    pub(super) closer: &'a Option<Closer>,
     pub(super) log_file: &'a Option<Arc<LogSink>>,
     pub(super) per_client: &'a Arc<PerClient>,
     /// Listeners a reload removed while some of their connections went on: each connection
@@ -626,6 +629,7 @@ fn adopt_setup(
         listener_permit: limit.map(|limit| limit.try_take().unwrap_or_else(|| limit.permit())),
         listener_addr: state.listener,
         listener,
+        closer: server.closer.clone(),
         copy_pool: server.copy_pool.clone(),
         log_file: server.log_file.clone(),
         per_client: Arc::clone(server.per_client),
@@ -715,6 +719,7 @@ fn adopt(server: &Adopter<'_>, state: &ConnState, fds: Vec<OwnedFd>) -> Result<A
         listener_permit,
         listener_addr: state.listener,
         listener,
+        closer: server.closer.clone(),
         copy_pool: server.copy_pool.clone(),
         log_file: server.log_file.clone(),
         per_client: Arc::clone(server.per_client),

@@ -16,6 +16,7 @@
 mod backoff;
 mod bound;
 mod clients;
+mod closer;
 mod conn;
 mod connect;
 mod handoff;

@@ -27,6 +27,7 @@ use crate::sys::limits;
 use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
 use super::clients::PerClient;
+use super::closer::Closer;
 use super::conn::{self, Admission, Job};
 use super::handoff::{self, HandedOff, TakenOver};
 use super::listener::{Limits, ListenerState};
@@ -203,6 +204,8 @@ pub(crate) struct Server {
     pool: Pool,
     /// Where the copy threads run; see `Job::copy_pool`.
     copy_pool: Pool,
+    /// Where relayed connections are logged and released; `None` if its thread could not start.
+    closer: Option<Closer>,
     control_rx: Receiver<Control>,
     wake_rx: UnixStream,
     handle: Handle,
@@ -278,6 +281,7 @@ impl Server {
             shared,
             pool: Pool::default(),
             copy_pool: Pool::default(),
+            closer: start_closer(),
             control_rx,
             wake_rx,
             handle,
@@ -332,6 +336,7 @@ impl Server {
             shared: &server.shared,
             pool: &server.pool,
             copy_pool: &server.copy_pool,
+            closer: &server.closer,
             log_file: &server.log_file,
             per_client: &server.per_client,
             gone: Default::default(),
@@ -652,6 +657,7 @@ impl Server {
             listener_permit,
             listener_addr: listening.addr,
             listener: Arc::clone(&listening.state),
+            closer: self.closer.clone(),
             copy_pool: self.copy_pool.clone(),
             log_file: self.log_file.clone(),
             per_client: Arc::clone(&self.per_client),
@@ -792,4 +798,13 @@ fn assert_send_sync() {
     sync::<Handle>();
     send::<Server>();
     send::<Job>();
+}
+
+/// The closing thread, or `None` (connections then end on their copy threads) if it cannot start.
+fn start_closer() -> Option<Closer> {
+    Closer::start()
+        .map_err(|err| {
+            log::warn!("cannot start the closing thread: {err}; copy threads log instead")
+        })
+        .ok()
 }
