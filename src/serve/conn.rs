@@ -228,9 +228,7 @@ impl Ending {
         let Some(closer) = self.job.closer.clone().filter(|_| logged && result.is_ok()) else {
             return self.finish(result);
         };
-        if let Err(here) = closer.close(Box::new(move || self.finish(result))) {
-            here();
-        }
+        closer.close(Box::new(move || self.finish(result)));
     }
 
     /// Logs the connection (the info line and rinetd's logfile), then releases it; one a live
