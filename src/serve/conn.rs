@@ -219,13 +219,12 @@ impl Ending {
     /// The relay is over: logs and releases the connection, or, handed over to a new process
     /// (which logs it at its close), only releases it.
     ///
-    /// This runs on the copy thread that ended second; a connection that is logged ends on the
-    /// closing thread instead, so the log line's deep frames stay off copy threads (see
-    /// `closer`). Without one (it could not be started), here.
+    /// This runs on the copy thread that ended second; the connection ends on the closing thread
+    /// instead, so the log line's deep frames stay off copy threads (see `closer`). Without one
+    /// (it could not be started), and for a connection handed over, here.
     fn relayed(self: Box<Self>, relayed: Result<Outcome, HandedOver>) {
         let result = relayed.map_err(|HandedOver| Refused::HandedOver);
-        let logged = log::log_enabled!(log::Level::Info) || self.job.log_file.is_some();
-        let Some(closer) = self.job.closer.clone().filter(|_| logged && result.is_ok()) else {
+        let Some(closer) = self.job.closer.clone().filter(|_| result.is_ok()) else {
             return self.finish(result);
         };
         closer.close(Box::new(move || self.finish(result)));
