@@ -41,7 +41,9 @@ MIB = 1 << 20
 
 IO_TIMEOUT = 30.0  # any single socket operation; hitting it is an unexpected outcome
 RECORD_WAIT = 20.0  # how long a client waits for its upstream's record and its log line
-SPARES = 8  # idle workers tcp-router keeps (src/serve/pool.rs)
+# Idle threads tcp-router keeps after load: 8 spares in each of its two pools (set-up workers,
+# copy threads; src/serve/pool.rs) and the closing thread (src/serve/closer.rs).
+SPARES = 2 * 8 + 1
 PIPE_FDS_KEPT = 2 * 64  # free splice pipes tcp-router keeps (src/relay/splice.rs), 2 fds each
 
 # ---------------------------------------------------------------------------------------------
