@@ -361,14 +361,19 @@ fn chunk_end(err: ChunkError) -> End {
 /// thread writing to this socket took it, the read here sees end of stream, and passing that on as
 /// a half-close would turn the peer's reset into a clean FIN. A reset leaves the socket closed (no
 /// peer address), a FIN does not; once this side has sent its own FIN the socket may close
-/// normally, so the check (a system call) is made only before the first half-close.
+/// normally, so a missing peer means a reset only if no half-close came before the look. Once
+/// half-closed, the look (a system call) is skipped; otherwise the mark is read again after it,
+/// because the other direction may half-close while it runs and the socket then close normally
+/// (a FIN taken for a reset: seen in the soak, `bulk-both`).
 fn end_of_stream(conn: &Connection, src: &TcpStream) -> End {
     if conn.is_half_closed() {
         return End::Eof;
     }
-    match src.peer_addr() {
-        Err(err) if err.kind() == io::ErrorKind::NotConnected => End::Reset,
-        _ => End::Eof,
+    let no_peer = matches!(src.peer_addr(), Err(err) if err.kind() == io::ErrorKind::NotConnected);
+    if no_peer && !conn.is_half_closed() {
+        End::Reset
+    } else {
+        End::Eof
     }
 }
 
