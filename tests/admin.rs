@@ -1452,11 +1452,11 @@ fn page_while_cooling(
             asked.elapsed() >= left,
             "{dead} shown up within its cool-down ({left:?} left when chromium started):\n{dom}"
         );
-        for short in 0.. {
+        for tried in 0.. {
             if cooling_for(admin, dead).is_some() {
                 break;
             }
-            assert!(short < 4, "{dead} was not tried by {short} new clients");
+            assert!(tried < 4, "{dead} was not tried by {tried} new clients");
             let mut short = connect(router);
             short.write_all(request).unwrap();
             assert_eq!(read_exact(&mut short, request.len()), request);
