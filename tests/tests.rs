@@ -12,6 +12,8 @@ mod architecture;
 mod cli;
 /// The config file: listeners, allow/deny, idle limits, reload, --check.
 mod config_file;
+/// A peer's last words before its reset: every byte, then the reset.
+mod last_words;
 /// Upstream failures, failover and the connection cap.
 mod limits;
 /// The manual pages document every option of --help and every route key.

@@ -100,6 +100,10 @@ pub(crate) struct Connection {
     /// Where the copy threads stop for a hand-off: made by the first hand-off that asks, so a
     /// connection none touched carries an empty slot.
     park: OnceLock<Box<Park>>,
+    /// Where a direction that met a reset on a write waits for the other to end (see
+    /// `relay::finish`); signalled only once the connection is aborted.
+    ending: Mutex<()>,
+    ended: Condvar,
 }
 
 /// The meeting point of a connection's copy threads with a hand-off (the live upgrade). While no
@@ -182,6 +186,8 @@ impl Connection {
             ends: [AtomicU8::new(OPEN), AtomicU8::new(OPEN)],
             threads: Mutex::new([None, None]),
             park: OnceLock::new(),
+            ending: Mutex::new(()),
+            ended: Condvar::new(),
         }
     }
 
@@ -238,9 +244,35 @@ impl Connection {
         self.traffic.get(direction)
     }
 
-    /// Records how `direction` ended.
+    /// Records how `direction` ended. Once the connection is aborted, the other direction may be
+    /// waiting for this ([`Connection::wait_for_end`]): it is told.
     pub(crate) fn set_end(&self, direction: Direction, end: End) {
         self.ends[direction as usize].store(end.code(), Ordering::SeqCst);
+        if self.stop() == Stop::Aborted {
+            let _held = lock(&self.ending);
+            self.ended.notify_all();
+        }
+    }
+
+    /// Waits until `direction` has ended, or `deadline` passes (`None`). Only for an aborted
+    /// connection: [`Connection::set_end`] signals only then. Both the end and the stop are
+    /// sequentially consistent, so either this sees the end or the end's writer sees the stop.
+    pub(crate) fn wait_for_end(&self, direction: Direction, deadline: Instant) -> Option<End> {
+        let mut held = lock(&self.ending);
+        loop {
+            if let Some(end) = End::from_code(self.ends[direction as usize].load(Ordering::SeqCst))
+            {
+                return Some(end);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            held = match self.ended.wait_timeout(held, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 
     /// How `direction` ended, or `None` while it runs.

@@ -3,8 +3,8 @@
 //! connected, the upstream's) and plain values ([`Timeouts`]), and reports an [`Outcome`]; it
 //! knows nothing of routes, names or configuration.
 //!
-//! - `pump`: the two copy threads and the rules below; `connection`: the state they share;
-//!   `outcome`: what they report.
+//! - `pump`: the two copy threads; `finish`: how a direction ends and what its end does to the
+//!   sockets (the rules below); `connection`: the state they share; `outcome`: what they report.
 //! - `copy`: one chunk at a time, waiting in a small stack buffer, then draining bulk bytes
 //!   through `splice` (Linux, pooled pipes; probed, used, and on refusal turned off for good)
 //!   or through a pooled 64 KiB buffer (`chunk`, which both paths share).
@@ -15,7 +15,9 @@
 //! - End of stream from A: shut down the write half of B (the peer of B sees a FIN) and keep
 //!   copying B to A. The connection is done when both directions are done.
 //! - A reset or error on either socket: reset the other side too (an RST, not a FIN, so the peer
-//!   learns that the stream did not end cleanly) and wake the other thread at once.
+//!   learns that the stream did not end cleanly), but only after the last words: every byte the
+//!   failed peer sent before its reset is read and written on, and has left the other socket,
+//!   first (bounded by [`RESET_LINGER`](finish::RESET_LINGER); see `finish`).
 //! - No bytes moving in either direction for the idle limit (or, once half-closed, for the fin
 //!   limit): close both sides with a FIN and report `timeout`. A blocked read or write wakes on
 //!   the socket's own receive or send timeout (the shortest limit, "the tick"), so no timer
@@ -56,6 +58,7 @@
 mod chunk;
 mod connection;
 pub(crate) mod copy;
+mod finish;
 mod outcome;
 mod pump;
 #[cfg(target_os = "linux")]

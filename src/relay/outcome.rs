@@ -83,6 +83,14 @@ impl Direction {
     pub(crate) const BOTH: [Direction; 2] =
         [Direction::ClientToUpstream, Direction::UpstreamToClient];
 
+    /// The direction the other way.
+    pub(crate) fn other(self) -> Direction {
+        match self {
+            Direction::ClientToUpstream => Direction::UpstreamToClient,
+            Direction::UpstreamToClient => Direction::ClientToUpstream,
+        }
+    }
+
     /// The metric label: `client_to_upstream` or `upstream_to_client`.
     pub(crate) fn name(self) -> &'static str {
         match self {

@@ -2,7 +2,7 @@
 //! half-close or reset rules, and leaves its result; the second to finish runs the epilogue.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use crate::sys::net;
 use super::chunk::{self, ChunkError, Moved, Watch};
 use super::connection::{Connection, Expired, Resumed, Stop};
 use super::copy;
+use super::finish::{chunk_end, end_of_stream, finish, Side};
 use super::outcome::{Direction, End, Flow, Outcome, Timeouts};
 
 /// A copy thread's view of its connection, for the copy loop.
@@ -253,7 +254,7 @@ fn pump(
         None => (0, Vec::new()),
     };
     let mut eager = false;
-    let end = loop {
+    let (end, side) = loop {
         if !pending.is_empty() || conn.park_requested() {
             match write_pending(conn, direction, dst, &watcher, &mut bytes, pending) {
                 Ok(()) => pending = Vec::new(),
@@ -278,7 +279,7 @@ fn pump(
                 // The receive timeout passed: the deadline may have moved (the other direction
                 // moved bytes, or ended), so wait exactly what is left.
                 Ok(budget) => receive_timeout.shorten(budget),
-                Err(Expired) => break End::Timeout,
+                Err(Expired) => break (End::Timeout, Side::Source),
             },
             // Parks at the top of the loop.
             Ok(Moved::Parked) => {}
@@ -289,15 +290,14 @@ fn pump(
                 // Parks at the top of the loop even if the request is already withdrawn, so
                 // the pending bytes are written before anything else.
             }
-            Ok(Moved::Eof) => break end_of_stream(conn, src),
+            Ok(Moved::Eof) => break (end_of_stream(conn, src), Side::Source),
             Err(err) => break chunk_end(err),
         }
     };
     // Taken before `finish` passes the end on, so the other direction, which may end because of
     // it, always ends later.
     let ended = conn.started.elapsed();
-    let end = finish(conn, src, dst, end);
-    conn.set_end(direction, end);
+    let end = finish(conn, direction, (src, dst), end, side);
     Ok(Flow { bytes, end, ended })
 }
 
@@ -347,44 +347,6 @@ fn write_pending(
     }
 }
 
-/// How a failed chunk ends its direction.
-fn chunk_end(err: ChunkError) -> End {
-    match err {
-        ChunkError::Stalled => End::Timeout,
-        ChunkError::Read(err) | ChunkError::Write(err) => failure(&err),
-        // Not an end: the callers handle a park before this.
-        ChunkError::Parked(_) => End::Error(io::ErrorKind::Interrupted),
-    }
-}
-
-/// What a read of zero bytes means. Linux hands a received reset to one system call only: if the
-/// thread writing to this socket took it, the read here sees end of stream, and passing that on as
-/// a half-close would turn the peer's reset into a clean FIN. A reset leaves the socket closed (no
-/// peer address), a FIN does not; once this side has sent its own FIN the socket may close
-/// normally, so a missing peer means a reset only if no half-close came before the look. Once
-/// half-closed, the look (a system call) is skipped; otherwise the mark is read again after it,
-/// because the other direction may half-close while it runs and the socket then close normally
-/// (a FIN taken for a reset: seen in the soak, `bulk-both`).
-fn end_of_stream(conn: &Connection, src: &TcpStream) -> End {
-    if conn.is_half_closed() {
-        return End::Eof;
-    }
-    let no_peer = matches!(src.peer_addr(), Err(err) if err.kind() == io::ErrorKind::NotConnected);
-    if no_peer && !conn.is_half_closed() {
-        End::Reset
-    } else {
-        End::Eof
-    }
-}
-
-fn failure(err: &io::Error) -> End {
-    if net::is_reset(err) {
-        End::Reset
-    } else {
-        End::Error(err.kind())
-    }
-}
-
 /// The receive timeout of a copy thread's source socket, which bounds a blocking wait so the thread
 /// can look at the idle deadline. Normally the shortest idle limit (the same tick as the send
 /// timeout); shortened to the exact time left once a wait has ended without bytes.
@@ -423,37 +385,6 @@ impl<'a> ReceiveTimeout<'a> {
     }
 }
 
-/// Applies the end of one direction to the sockets, and says how it ended. If something else
-/// stopped the connection first (a cut, a timeout or a failure in the other direction), that is
-/// what this direction reports.
-fn finish(conn: &Connection, src: &TcpStream, dst: &TcpStream, end: End) -> End {
-    match end {
-        End::Eof if !conn.is_stopped() => {
-            // Half-close: the destination's peer sees end of stream, the other direction goes on.
-            // Marked first, so the other direction, whose peer may answer this FIN with its own
-            // (which closes the socket), reads that as the end of stream it is.
-            conn.mark_half_closed();
-            let _ = dst.shutdown(Shutdown::Write);
-            End::Eof
-        }
-        End::Timeout if conn.set_stop(Stop::TimedOut) => {
-            conn.shutdown_both();
-            End::Timeout
-        }
-        End::Reset | End::Error(_) | End::Panic if conn.set_stop(Stop::Aborted) => {
-            // Pass the failure on as a reset, and wake the thread copying the other way.
-            net::abort(dst);
-            net::abort(src);
-            end
-        }
-        _ => match conn.stop() {
-            Stop::TimedOut => End::Timeout,
-            Stop::Running => end,
-            Stop::Cut | Stop::Aborted => End::Shutdown,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,21 +396,6 @@ mod tests {
         assert_eq!(tick(&t(None, None)), QUIET_TICK);
         assert_eq!(tick(&t(Some(s(3)), None)), s(3));
         assert_eq!(tick(&t(Some(s(3)), Some(s(2)))), s(2));
-    }
-
-    #[test]
-    fn socket_errors_are_classified_as_resets_or_errors() {
-        use io::ErrorKind::*;
-        for kind in [ConnectionReset, ConnectionAborted, BrokenPipe, NotConnected] {
-            assert_eq!(failure(&io::Error::from(kind)), End::Reset, "{kind:?}");
-        }
-        for kind in [TimedOut, PermissionDenied, OutOfMemory] {
-            assert_eq!(
-                failure(&io::Error::from(kind)),
-                End::Error(kind),
-                "{kind:?}"
-            );
-        }
     }
 
     #[test]

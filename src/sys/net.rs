@@ -132,6 +132,17 @@ pub(crate) fn abort(stream: &TcpStream) {
     let _ = rustix::net::connect_unspec(stream);
 }
 
+/// Resets the connection once every byte written to `stream` has been sent, or at `deadline`
+/// whatever is still queued. With `TCP_NOTSENT_LOWAT` at 1 the socket polls writable only when
+/// nothing written is still unsent; a socket already closed or shut down for writing polls ready
+/// at once (what it holds after a FIN cannot be seen this way).
+pub(crate) fn abort_once_sent(stream: &TcpStream, deadline: Instant) {
+    if SockRef::from(stream).set_tcp_notsent_lowat(1).is_ok() {
+        let _ = wait_until(stream, PollFlags::OUT, deadline);
+    }
+    abort(stream);
+}
+
 /// Waits until `fd` is ready for `events` (readable: data, end of stream or an error to collect;
 /// writable: a connect finished), or `deadline` passes (`Ok(false)`). Signals do not end the wait.
 pub(crate) fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Result<bool> {

@@ -157,22 +157,65 @@ pub fn reserve_port() -> ReservedPort {
 /// (handshake done, not yet accepted), from `/proc/net/tcp`: a listener's `rx_queue` there is its
 /// accept queue. Fails the test if no socket listens on `addr`.
 pub fn accept_queue(addr: SocketAddr) -> usize {
+    const LISTEN: &str = "0A";
+    tcp_table_row(addr, |local, _, state| {
+        state == LISTEN && local == Some(addr)
+    })
+    .unwrap_or_else(|| panic!("no socket listens on {addr}"))
+    .rx_queue
+}
+
+/// Bytes `stream` has written that its peer has not acknowledged yet (the socket's `tx_queue` in
+/// `/proc/net/tcp`); 0 once the socket is closed.
+pub fn send_queue(stream: &TcpStream) -> usize {
+    tcp_row(stream).map_or(0, |row| row.tx_queue)
+}
+
+/// True once `stream`'s peer has sent its FIN and this side has not closed yet (the socket's
+/// state in `/proc/net/tcp` is CLOSE_WAIT).
+pub fn peer_has_half_closed(stream: &TcpStream) -> bool {
+    const CLOSE_WAIT: u8 = 0x08;
+    tcp_row(stream).is_some_and(|row| row.state == CLOSE_WAIT)
+}
+
+/// `stream`'s row of the kernel's TCP table, while it has one.
+fn tcp_row(stream: &TcpStream) -> Option<TcpRow> {
+    let (local, remote) = (stream.local_addr().ok()?, stream.peer_addr().ok()?);
+    tcp_table_row(local, |l, r, _| l == Some(local) && r == Some(remote))
+}
+
+/// What the tests read of a row of the kernel's TCP table.
+struct TcpRow {
+    state: u8,
+    tx_queue: usize,
+    rx_queue: usize,
+}
+
+/// The first row of the kernel's TCP table for `addr`'s family that `pick` chooses from its local
+/// address, remote address and state (as printed, in hex).
+fn tcp_table_row(
+    addr: SocketAddr,
+    pick: impl Fn(Option<SocketAddr>, Option<SocketAddr>, &str) -> bool,
+) -> Option<TcpRow> {
     let table = if addr.is_ipv4() {
         "/proc/net/tcp"
     } else {
         "/proc/net/tcp6"
     };
     let text = std::fs::read_to_string(table).expect("read the kernel's TCP table");
-    for row in text.lines().skip(1) {
+    text.lines().skip(1).find_map(|row| {
         let fields: Vec<&str> = row.split_whitespace().collect();
-        let (local, state, queues) = (fields[1], fields[3], fields[4]);
-        const LISTEN: &str = "0A";
-        if state == LISTEN && proc_net_addr(local) == Some(addr) {
-            let rx_queue = queues.split(':').nth(1).unwrap();
-            return usize::from_str_radix(rx_queue, 16).unwrap();
+        let (local, remote, state, queues) = (fields[1], fields[2], fields[3], fields[4]);
+        if !pick(proc_net_addr(local), proc_net_addr(remote), state) {
+            return None;
         }
-    }
-    panic!("no socket listens on {addr} (per {table})")
+        let (tx, rx) = queues.split_once(':')?;
+        Some(TcpRow {
+            state: u8::from_str_radix(state, 16).ok()?,
+            tx_queue: usize::from_str_radix(tx, 16).ok()?,
+            rx_queue: usize::from_str_radix(rx, 16).ok()?,
+        })
+    })
 }
 
 /// Decodes an address as `/proc/net/tcp{,6}` prints it: the address's bytes in host order, as
