@@ -17,6 +17,7 @@ the resources came back, 1 otherwise, 2 if the harness itself could not start.
 import argparse
 import calendar
 import errno
+import fcntl
 import math
 import os
 import random
@@ -28,6 +29,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import traceback
@@ -195,7 +197,49 @@ class Reader:
             return
         if data:
             raise Unexpected(f"{what}: data where a reset was expected")
+        if reset_taken_by_a_write(self.s):
+            return
         raise Unexpected(f"{what}: an end of stream (FIN) where a reset was expected")
+
+
+def reset_taken_by_a_write(sock):
+    """After a read of 0 bytes: True if the socket was reset, not ended with a FIN. Linux reports
+    a reset to one system call only; when another thread's write on the socket took it, the read
+    sees end of stream, but the socket has no peer any more, which a FIN does not do."""
+    try:
+        sock.getpeername()
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
+def wait_sent(sock):
+    """Waits until the peer has acknowledged everything written to sock (SIOCOUTQ 0): closing
+    with unread input sends a reset, and a reset throws away what the sender still holds."""
+    deadline = time.monotonic() + IO_TIMEOUT
+    while struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]:
+        if time.monotonic() > deadline:
+            raise Unexpected("the last words never left the send queue")
+        time.sleep(0.001)
+
+
+def keep_sending(sock, limit=64 * MIB):
+    """Sends filler until the connection fails (or `limit` bytes); returns a thread and a
+    one-element list holding the count so far."""
+    count = [0]
+
+    def run():
+        filler = bytes(16384)
+        try:
+            while count[0] < limit:
+                sock.sendall(filler)
+                count[0] += len(filler)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, count
 
 
 def rst_close(sock):
@@ -601,15 +645,24 @@ def op_both(sock, r, rec, n, m, off_in, off_out):
     t = threading.Thread(target=sender, daemon=True)
     t.start()
     try:
-        chk = r.read_verify(off_in, n)
-        rec.got = chk.n
-        chk.verdict("upstream")
-        r.expect_eof("upstream, after the client's bytes")
-        rec.end = "eof"
+        read_the_clients_bytes(r, rec, off_in, n, "eof")
     finally:
         t.join(IO_TIMEOUT)
     if failure:
         raise Unexpected(failure[0])
+
+
+def read_the_clients_bytes(r, rec, off, n, end):
+    """Reads and checks the client's n bytes from off, then the end that must follow them: "eof"
+    (a FIN) or "reset"."""
+    chk = r.read_verify(off, n)
+    rec.got = chk.n
+    chk.verdict("upstream")
+    if end == "eof":
+        r.expect_eof("upstream, after the client's bytes")
+    else:
+        r.expect_reset("upstream, after the client's last words")
+    rec.end = end
 
 
 def op_rr(sock, r, rec, off):
@@ -675,6 +728,27 @@ def op_rstm(sock, r, rec, n, k, off):
     return "rst"
 
 
+def op_lastu(sock, r, rec, m, off):
+    """The client keeps sending; we answer m bytes and close with its input unread, so our kernel
+    sends a reset (Redis after a protocol error). Only once our bytes have left: a reset throws
+    away what the sender still holds, over a direct connection too."""
+    sock.recv(1, socket.MSG_PEEK)
+    rec.sent = send_pattern(sock, off, m)
+    wait_sent(sock)
+    rec.end = "reset-sent"
+
+
+def op_lastc(sock, r, rec, m, off):
+    """We keep sending; the client sends m bytes and closes with ours unread: we read all m, then
+    the reset."""
+    t, count = keep_sending(sock)
+    try:
+        read_the_clients_bytes(r, rec, off, m, "reset")
+    finally:
+        t.join(IO_TIMEOUT)
+        rec.sent = count[0]
+
+
 def op_idle(sock, r, rec):
     """One line, then silence until tcp-router's idle timeout closes us (a FIN)."""
     sock.sendall(b"HI\n")
@@ -686,6 +760,7 @@ def op_idle(sock, r, rec):
 SERVICE_OPS = {
     "up": op_up, "down": op_down, "both": op_both, "rr": op_rr, "rstc": op_rstc,
     "rstcm": op_rstcm, "rstu": op_rstu, "rstm": op_rstm, "idle": op_idle,
+    "lastu": op_lastu, "lastc": op_lastc,
 }
 
 
@@ -1186,6 +1261,49 @@ def k_rst_up_mid(s, c, rng):
         c.ends.add(("eof", "reset"))
 
 
+def last_words_connection(s, c, rng, op):
+    """Connects for a last-words kind and sends its SOAK line; returns the reader, the size of the
+    last words and their pattern offset."""
+    m = log_uniform(rng, 1, 256 * 1024)
+    off = rng.randrange(BLOCK_LEN)
+    r = c.connect(s.t["plain"])
+    c.servers = {"A", "B"}
+    c.header(r, f"{op} {m} {off}")
+    return r, m, off
+
+
+def k_last_words_up(s, c, rng):
+    """The upstream answers m bytes and closes with the client's input unread: the client reads
+    all m bytes, then the reset."""
+    r, m, off = last_words_connection(s, c, rng, "lastu")
+    hdr = c.sent
+    t, count = keep_sending(c.sock)
+    try:
+        chk = r.read_verify(off, m)
+        c.received += m
+        chk.verdict("client")
+        r.expect_reset("client, after the upstream's last words")
+    finally:
+        t.join(IO_TIMEOUT)
+    c.exp_sent = (hdr, hdr + count[0])
+    c.up_got, c.up_sent, c.up_end = 0, m, "reset-sent"
+    c.ends = {("reset", "shutdown"), ("shutdown", "reset")}
+
+
+def k_last_words_client(s, c, rng):
+    """The client sends m bytes and closes with the upstream's bytes unread: the upstream reads
+    all m bytes, then the reset."""
+    _, m, off = last_words_connection(s, c, rng, "lastc")
+    c.sock.recv(1, socket.MSG_PEEK)
+    send_pattern(c.sock, off, m)
+    c.sent += m
+    wait_sent(c.sock)
+    c.sock.close()
+    c.exp_received = (0, 64 * MIB)
+    c.up_got, c.up_sent, c.up_end = m, (0, 64 * MIB), "reset"
+    c.ends = {("reset", "shutdown"), ("shutdown", "reset")}
+
+
 def k_banner(s, c, rng, pp=False):
     """A server-first protocol: the upstream speaks first, the client only after the banner;
     the upstream closes first."""
@@ -1489,6 +1607,8 @@ KINDS = {
     "client-reset-mid": (k_rst_client_mid, 1, True),
     "upstream-reset": (k_rst_up, 2, False),
     "upstream-reset-mid": (k_rst_up_mid, 2, True),
+    "upstream-last-words": (k_last_words_up, 2, False),
+    "client-last-words": (k_last_words_client, 2, False),
     "server-first": (k_banner, 2, False),
     "server-first-proxy-v1": (k_banner_pp, 2, False),
     "tls-sni-alpn": (k_tls, 5, False),

@@ -86,9 +86,26 @@ fn answer_and_close_unread(mut stream: TcpStream, n: usize, last: &[u8]) {
 /// Answers `last` and closes, with input unread.
 fn answer_and_close(mut stream: TcpStream, last: &[u8]) {
     stream.write_all(last).unwrap();
-    wait_until("the last words left the send queue", || {
-        send_queue(&stream) == 0
-    });
+    if last.len() > SENT_AT_ONCE {
+        wait_until_sent(&stream);
+    }
+}
+
+/// Last words this short leave the send queue as they are written (one segment on loopback, to a
+/// reader with room), so the sender closes at once, as Redis does.
+const SENT_AT_ONCE: usize = 4096;
+
+/// Waits until `stream`'s send queue is empty, looking as often as it can so the close follows as
+/// closely as it would in a real server.
+fn wait_until_sent(stream: &TcpStream) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while send_queue(stream) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last words never left"
+        );
+        thread::yield_now();
+    }
 }
 
 /// Runs `one` for [`CONNECTIONS`] connections, [`AT_ONCE`] at a time, and returns the failures
@@ -288,6 +305,97 @@ fn a_clients_last_megabyte_before_its_reset_reaches_the_upstream() {
         }
     }
     assert_none_failed(&failures, BULK_CONNECTIONS);
+}
+
+/// Writes filler to `stream` until its peer socket holds [`STUCK`] bytes its program has not
+/// read, then `last`, and waits until all of it has left this socket: the peer's reader is then
+/// busy elsewhere (blocked writing to someone who does not read) with the last words queued
+/// behind the filler. Returns the filler's length: a few MiB, as the relay's socket to the one
+/// who does not read grows its send buffer first.
+fn queue_behind_a_stuck_reader(stream: &mut TcpStream, last: &[u8]) -> usize {
+    let filler = [b'f'; 64 * 1024];
+    let mut sent = 0;
+    while peer_unread(stream) < STUCK {
+        stream.write_all(&filler).unwrap();
+        sent += filler.len();
+    }
+    stream.write_all(last).unwrap();
+    wait_until_sent(stream);
+    sent
+}
+
+/// Unread bytes at the relay's socket that show its reader is stuck, not just late.
+const STUCK: usize = 32 * 1024;
+
+/// Rounds of the deterministic cases below.
+const ROUNDS: usize = 10;
+
+/// The forward case with the reset arriving while the relay's reader of the upstream is blocked
+/// writing to a client that reads nothing yet: the upstream's filler and last line wait in the
+/// relay's socket, the reset comes, and only then does the client read. Before the fix every
+/// round lost the line.
+#[test]
+fn an_upstreams_last_line_queued_behind_a_stuck_reader_reaches_the_client() {
+    let (closed_tx, closed) = mpsc::channel();
+    let closed_tx = std::sync::Mutex::new(closed_tx);
+    let up = upstream(move |mut stream| {
+        let mut first = [0u8; READ_FIRST];
+        stream.read_exact(&mut first).unwrap();
+        let filler = queue_behind_a_stuck_reader(&mut stream, ERROR_LINE);
+        drop(stream);
+        closed_tx.lock().unwrap().send(filler).unwrap();
+    });
+    let router = start_router(config_to(&[up.addr]));
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        let mut client = connect(router.addr);
+        let writer = keep_writing(&client, 8 << 20);
+        let filler = closed.recv_timeout(PATIENCE).unwrap();
+        let (got, ending) = read_until_end(&mut client);
+        writer.join().unwrap();
+        let mut want = vec![b'f'; filler];
+        want.extend_from_slice(ERROR_LINE);
+        if let Err(failure) = check(got, ending, &want) {
+            failures.push(format!("round {round}: {failure}"));
+        }
+    }
+    assert_none_failed(&failures, ROUNDS);
+}
+
+/// The mirror: the client's filler and last line wait in the relay's socket while the relay's
+/// reader of the client is blocked writing to an upstream that reads nothing yet; the client
+/// closes (a reset); only then does the upstream read.
+#[test]
+fn a_clients_last_line_queued_behind_a_stuck_reader_reaches_the_upstream() {
+    let (start_tx, start) = mpsc::channel::<usize>();
+    let start = std::sync::Mutex::new(start);
+    let (heard_tx, heard) = mpsc::channel();
+    let heard_tx = std::sync::Mutex::new(heard_tx);
+    let up = upstream(move |mut stream| {
+        let writer = keep_writing(&stream, 8 << 20);
+        let filler = start.lock().unwrap().recv_timeout(PATIENCE).unwrap();
+        let heard = read_until_end(&mut stream);
+        drop(stream);
+        writer.join().unwrap();
+        heard_tx.lock().unwrap().send((filler, heard)).unwrap();
+    });
+    let router = start_router(config_to(&[up.addr]));
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        let mut client = connect(router.addr);
+        let mut first = [0u8; READ_FIRST];
+        client.read_exact(&mut first).unwrap();
+        let filler = queue_behind_a_stuck_reader(&mut client, b"QUIT\r\n");
+        drop(client);
+        start_tx.send(filler).unwrap();
+        let (filler, (got, ending)) = heard.recv_timeout(PATIENCE).unwrap();
+        let mut want = vec![b'f'; filler];
+        want.extend_from_slice(b"QUIT\r\n");
+        if let Err(failure) = check(got, ending, &want) {
+            failures.push(format!("round {round}: {failure}"));
+        }
+    }
+    assert_none_failed(&failures, ROUNDS);
 }
 
 /// Over a direct connection the same exchanges always keep their last words: the tests above

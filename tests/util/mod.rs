@@ -171,6 +171,16 @@ pub fn send_queue(stream: &TcpStream) -> usize {
     tcp_row(stream).map_or(0, |row| row.tx_queue)
 }
 
+/// Bytes that `stream`'s peer socket (its other end, in this network namespace) has received and
+/// its program has not read yet (that socket's `rx_queue` in `/proc/net/tcp`); 0 if it is gone.
+pub fn peer_unread(stream: &TcpStream) -> usize {
+    let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
+        return 0;
+    };
+    tcp_table_row(remote, |l, r, _| l == Some(remote) && r == Some(local))
+        .map_or(0, |row| row.rx_queue)
+}
+
 /// True once `stream`'s peer has sent its FIN and this side has not closed yet (the socket's
 /// state in `/proc/net/tcp` is CLOSE_WAIT).
 pub fn peer_has_half_closed(stream: &TcpStream) -> bool {
