@@ -398,6 +398,55 @@ fn a_clients_last_line_queued_behind_a_stuck_reader_reaches_the_upstream() {
     assert_none_failed(&failures, ROUNDS);
 }
 
+/// A reset during a half-close: the upstream sends its answer and its FIN to a client that reads
+/// nothing yet, so the relay holds the tail of the answer and the FIN for the client; then the
+/// upstream resets. The client, reading only once the reset has reached the relay, gets the whole
+/// answer before the reset.
+#[test]
+fn an_answer_before_the_upstreams_fin_reaches_the_client_when_the_upstream_then_resets() {
+    const ANSWER: usize = 256 * 1024;
+    let (go_tx, go) = mpsc::channel::<()>();
+    let go = std::sync::Mutex::new(go);
+    let (reset_tx, reset) = mpsc::channel::<()>();
+    let reset_tx = std::sync::Mutex::new(reset_tx);
+    let up = upstream(move |mut stream| {
+        let mut first = [0u8; READ_FIRST];
+        stream.read_exact(&mut first).unwrap();
+        stream.write_all(&random_bytes(7, ANSWER)).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        go.lock().unwrap().recv_timeout(PATIENCE).unwrap();
+        let (local, relay) = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+        drop(stream);
+        wait_until("the reset reaches the relay", || {
+            !tcp_socket_exists(relay, local)
+        });
+        reset_tx.lock().unwrap().send(()).unwrap();
+    });
+    let router = start_router(config_to(&[up.addr]));
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        let mut client = connect(router.addr);
+        let writer = keep_writing(&client, 8 << 20);
+        wait_until("the relay's FIN to the client", || {
+            peer_has_sent_its_fin(&client)
+        });
+        go_tx.send(()).unwrap();
+        reset.recv_timeout(PATIENCE).unwrap();
+        let (got, ending) = read_until_end(&mut client);
+        writer.join().unwrap();
+        // The FIN before the reset was passed on as it came, so the client may read it first.
+        let ending = if ending == Ending::Fin {
+            Ending::Reset
+        } else {
+            ending
+        };
+        if let Err(failure) = check(got, ending, &random_bytes(7, ANSWER)) {
+            failures.push(format!("round {round}: {failure}"));
+        }
+    }
+    assert_none_failed(&failures, ROUNDS);
+}
+
 /// Over a direct connection the same exchanges always keep their last words: the tests above
 /// measure the router, not the kernel.
 #[test]

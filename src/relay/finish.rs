@@ -9,13 +9,13 @@
 //! reports the reset. Through the relay the same must hold, so a reset is passed on to a socket
 //! only once nothing more will be written to it:
 //! - The direction that reads from the peer that reset has read all it sent (a read returns queued
-//!   bytes before the reset) and written it on. It waits until those bytes have left the other
-//!   socket's send queue, then resets that socket.
+//!   bytes before the reset) and written it on. It waits until the other side has acknowledged
+//!   those bytes (`sys::net::abort_once_sent`), then resets that socket.
 //! - The direction that met the reset on a write cannot deliver what it holds, and must not touch
 //!   the socket it reads either: the other direction is still writing the peer's last words into
 //!   it. It waits for the other direction to end and leaves the reset to it; if that direction had
 //!   already ended with a half-close, it passes the reset on itself, once the bytes before the FIN
-//!   have left.
+//!   (and the FIN) have been acknowledged.
 //!
 //! Both waits end at [`RESET_LINGER`] at the latest, after which both sockets are reset whatever
 //! is still queued: a peer that never reads cannot hold a connection open.

@@ -132,13 +132,23 @@ pub(crate) fn abort(stream: &TcpStream) {
     let _ = rustix::net::connect_unspec(stream);
 }
 
-/// Resets the connection once every byte written to `stream` has been sent, or at `deadline`
-/// whatever is still queued. With `TCP_NOTSENT_LOWAT` at 1 the socket polls writable only when
-/// nothing written is still unsent; a socket already closed or shut down for writing polls ready
-/// at once (what it holds after a FIN cannot be seen this way).
+/// Resets the connection once the peer has acknowledged every byte written to `stream` (and a FIN
+/// sent before), or at `deadline` whatever is still queued. The wait is on an event while bytes
+/// are still unsent (with `TCP_NOTSENT_LOWAT` at 1 the socket polls writable only once nothing
+/// written is unsent), then on the kernel's count of unacknowledged bytes (`sys::diag`), looked at
+/// again after 1, 2, 4, ... 50 ms; where the kernel does not answer that, the poll alone decides.
 pub(crate) fn abort_once_sent(stream: &TcpStream, deadline: Instant) {
     if SockRef::from(stream).set_tcp_notsent_lowat(1).is_ok() {
         let _ = wait_until(stream, PollFlags::OUT, deadline);
+    }
+    let mut pause = Duration::from_millis(1);
+    while matches!(super::diag::unacknowledged(stream), Ok(n) if n > 0) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
     abort(stream);
 }

@@ -181,6 +181,23 @@ pub fn peer_unread(stream: &TcpStream) -> usize {
         .map_or(0, |row| row.rx_queue)
 }
 
+/// True while the kernel's TCP table has a socket from `local` to `remote` (a reset removes it).
+pub fn tcp_socket_exists(local: SocketAddr, remote: SocketAddr) -> bool {
+    tcp_table_row(local, |l, r, _| l == Some(local) && r == Some(remote)).is_some()
+}
+
+/// True once `stream`'s peer socket (its other end, in this network namespace) has sent its FIN
+/// and not had it acknowledged, with bytes before it still unacknowledged too (its state in
+/// `/proc/net/tcp` is FIN_WAIT1).
+pub fn peer_has_sent_its_fin(stream: &TcpStream) -> bool {
+    const FIN_WAIT1: u8 = 0x04;
+    let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
+        return false;
+    };
+    tcp_table_row(remote, |l, r, _| l == Some(remote) && r == Some(local))
+        .is_some_and(|row| row.state == FIN_WAIT1)
+}
+
 /// True once `stream`'s peer has sent its FIN and this side has not closed yet (the socket's
 /// state in `/proc/net/tcp` is CLOSE_WAIT).
 pub fn peer_has_half_closed(stream: &TcpStream) -> bool {
