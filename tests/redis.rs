@@ -111,7 +111,7 @@ fn redis_protocol_errors_reach_the_client_before_its_reset() {
     ) {
         return;
     }
-    const EACH: usize = 40;
+    const EACH: usize = 100;
     let redis = RedisServer::start();
     let router = start_router(config_to(&[redis.addr]));
     for (name, addr) in [
