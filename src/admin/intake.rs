@@ -27,8 +27,10 @@ use super::client::{self, DEADLINE, LINGER, LINGER_BYTES};
 use super::http::{self, Refusal, Request, Response};
 
 /// Requests answered at once, each on a thread: room for a scraper, a status page and probes
-/// together with a margin (20 clients asking at once are all answered).
-pub(super) const MAX_ANSWERING: usize = 32;
+/// together with a wide margin. A thread keeps its place until the client has closed (or its
+/// linger is over), and a client that asks again at once may find its last thread not yet
+/// gone, so 20 clients asking in a loop can hold about twice their number.
+pub(super) const MAX_ANSWERING: usize = 64;
 
 /// Clients whose request head is still arriving; when more come, the one that has waited
 /// longest is sent `408` and closed.
