@@ -961,6 +961,27 @@ fn allow_deny_sees_the_header_address_only_from_a_trusted_balancer() {
     assert!(line.contains("client=192.0.2.8:5001 "), "{line}");
 }
 
+/// On a dual-stack listener (`[::]`), where the system shows IPv4 clients as ::ffff:a.b.c.d,
+/// `--accept-proxy-from 127.0.0.2` still trusts 127.0.0.2, and a stranger refused at accept is
+/// logged in IPv4 form.
+#[test]
+fn trusted_senders_match_and_strangers_log_as_ipv4_on_a_dual_stack_listener() {
+    let (up, rx) = recording_upstream();
+    let mut router = Process::start(&["[::]:0", &s(up.addr), "--accept-proxy-from", "127.0.0.2"]);
+    let port = router.addr.port();
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let header = b"PROXY TCP4 192.0.2.8 127.0.0.1 5000 80\r\ndata";
+    assert_eq!(send_from(3, to, header), b"");
+    let line = router.wait_for_line("closed #1 ");
+    assert!(line.contains("client=127.0.0.3:"), "{line}");
+    assert!(line.contains("result=refused-untrusted-proxy"), "{line}");
+    assert_eq!(send_from(2, to, header), b"");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"data");
+    assert!(router
+        .wait_for_line("closed #2 ")
+        .contains("client=192.0.2.8:5000 "));
+}
+
 /// A bare `--accept-proxy` (no trusted list) still serves, and warns at start that any sender
 /// can choose the client address.
 #[test]

@@ -177,7 +177,7 @@ fn connect(mut job: Job, read: Vec<u8>) -> Option<(Box<Ending>, Timeouts)> {
     // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
         id: conn.id,
-        client: conn.peer,
+        client: canonical(conn.peer),
         listener: job.listener_addr,
         upstream: None,
         route: None,
