@@ -77,8 +77,15 @@ fn summary(config: &Config) -> String {
     }
     for listener in &config.listeners {
         let mut extras = Vec::new();
-        if listener.accept_proxy {
-            extras.push("accept_proxy".to_string());
+        if listener.accept_proxy && listener.accept_proxy_from.is_empty() {
+            extras.push("accept_proxy (from any sender)".to_string());
+        } else if listener.accept_proxy {
+            let trusted: Vec<String> = listener
+                .accept_proxy_from
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            extras.push(format!("accept_proxy_from={}", trusted.join(",")));
         }
         if listener.reuse_port {
             extras.push("reuse_port".to_string());

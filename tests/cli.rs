@@ -228,3 +228,65 @@ fn threads_run_under_the_chosen_scheduler() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files the process writes
+// ---------------------------------------------------------------------------------------------
+
+/// The router started through `sh` with `umask 000` (exec keeps the process id).
+fn start_with_umask_000(args: &[&str]) -> Process {
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "umask 000; exec \"$0\" \"$@\"", bin()])
+        .args(args);
+    Process::start_command(command)
+}
+
+/// A symlink planted at the pid file's path is replaced, not written through (its target keeps
+/// its bytes), and the file is mode 0644 even under `umask 000`.
+#[test]
+fn the_pid_file_replaces_a_planted_symlink_and_is_0644_under_umask_000() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = echo_upstream();
+    let dir = temp_dir("pid-file-link");
+    let victim = dir.write("victim", "precious\n");
+    let pid_file = dir.join("router.pid");
+    std::os::unix::fs::symlink(&victim, &pid_file).unwrap();
+    let pid_arg = pid_file.display().to_string();
+    let upstream = up.addr.to_string();
+    let router = start_with_umask_000(&["--pid-file", &pid_arg, "127.0.0.1:0", &upstream]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let meta = std::fs::symlink_metadata(&pid_file).unwrap();
+    assert!(meta.file_type().is_file(), "{:?}", meta.file_type());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", router.child.id())
+    );
+}
+
+/// A second instance started with the same pid file takes it over; when the first exits it
+/// leaves the file (it names the second), and the second removes it at its own exit.
+#[test]
+fn a_first_instance_leaves_a_pid_file_that_names_another_process() {
+    let up = echo_upstream();
+    let dir = temp_dir("pid-file-two");
+    let pid_file = dir.join("router.pid");
+    let pid_arg = pid_file.display().to_string();
+    let upstream = up.addr.to_string();
+    let args = ["--pid-file", &pid_arg, "127.0.0.1:0", &upstream];
+    let mut first = Process::start(&args);
+    let mut second = Process::start(&args);
+    let names_second = format!("{}\n", second.child.id());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), names_second);
+    first.signal("TERM");
+    assert!(first.wait_exit().success());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).ok(),
+        Some(names_second),
+        "the first instance removed the second's pid file"
+    );
+    second.signal("TERM");
+    assert!(second.wait_exit().success());
+    assert!(!pid_file.exists(), "the second left its own pid file");
+}

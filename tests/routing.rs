@@ -873,6 +873,126 @@ fn accept_proxy_allow_deny_and_missing_header() {
     assert_accepted(&up, 1, "upstream");
 }
 
+/// Sends `data` from 127.0.0.`last`, half-closes, and reads until the router closes (a write
+/// the router refused before reading may fail: it is not the test's point).
+fn send_from(last: u8, addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut client = connect_from(last, addr);
+    let _ = client.write_all(data);
+    let _ = client.shutdown(Shutdown::Write);
+    read_until_closed(&mut client)
+}
+
+/// `--accept-proxy-from 127.0.0.2`: a client from 127.0.0.3 whose header claims 192.0.2.8 is
+/// refused at accept and logged `refused-untrusted-proxy` with its own address, and never
+/// reaches the upstream; the trusted sender's client is served as the header names it.
+#[test]
+fn a_strangers_proxy_header_is_refused() {
+    let (up, rx) = recording_upstream();
+    let mut router = Process::start(&[
+        "127.0.0.1:0",
+        &s(up.addr),
+        "--accept-proxy-from",
+        "127.0.0.2",
+    ]);
+    let claimed = b"PROXY TCP4 192.0.2.8 127.0.0.1 5000 80\r\ndata";
+    assert_eq!(send_from(3, router.addr, claimed), b"");
+    let line = router.wait_for_line("closed #1 ");
+    assert!(line.contains("client=127.0.0.3:"), "{line}");
+    assert!(line.contains("result=refused-untrusted-proxy"), "{line}");
+    assert_accepted(&up, 0, "a stranger's header");
+
+    assert_eq!(send_from(2, router.addr, claimed), b"");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"data");
+    let line = router.wait_for_line("closed #2 ");
+    assert!(line.contains("client=192.0.2.8:5000 "), "{line}");
+    assert!(
+        !router.seen.iter().any(|l| l.contains("from any sender")),
+        "warned though a trusted list is given"
+    );
+}
+
+/// The config file's `accept_proxy_from=127.0.0.2` with a global `allow 192.0.2.8`: allow/deny
+/// sees the address a trusted balancer's header names (its client 192.0.2.8 is served, 192.0.2.9
+/// refused, though the balancer's own address is not allowed), while a stranger claiming the
+/// allowed 192.0.2.8 is refused; the header's TCP6 `::ffff:192.0.2.8` is logged as IPv4.
+#[test]
+fn allow_deny_sees_the_header_address_only_from_a_trusted_balancer() {
+    let (up, rx) = recording_upstream();
+    let dir = temp_dir("accept-proxy-from");
+    let file = dir.write(
+        "router.conf",
+        &format!(
+            "allow 192.0.2.8\nroute 127.0.0.1:0 {} accept_proxy_from=127.0.0.2\n",
+            up.addr
+        ),
+    );
+    let mut router = Process::start(&["-c", &file]);
+    let header = |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 5000 80\r\ndata");
+    assert_eq!(
+        send_from(2, router.addr, header("192.0.2.8").as_bytes()),
+        b""
+    );
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"data");
+    assert!(router
+        .wait_for_line("closed #1 ")
+        .contains("client=192.0.2.8:5000 "));
+
+    assert_eq!(
+        send_from(2, router.addr, header("192.0.2.9").as_bytes()),
+        b""
+    );
+    let line = router.wait_for_line("closed #2 ");
+    assert!(line.contains("client=192.0.2.9:5000 "), "{line}");
+    assert!(line.contains("result=refused ("), "{line}");
+
+    assert_eq!(
+        send_from(4, router.addr, header("192.0.2.8").as_bytes()),
+        b""
+    );
+    let line = router.wait_for_line("closed #3 ");
+    assert!(line.contains("client=127.0.0.4:"), "{line}");
+    assert!(line.contains("result=refused-untrusted-proxy"), "{line}");
+    assert_accepted(&up, 1, "only the allowed client of the balancer");
+
+    let mapped = b"PROXY TCP6 ::ffff:192.0.2.8 ::ffff:127.0.0.1 5001 80\r\ndata";
+    assert_eq!(send_from(2, router.addr, mapped), b"");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"data");
+    let line = router.wait_for_line("closed #4 ");
+    assert!(line.contains("client=192.0.2.8:5001 "), "{line}");
+}
+
+/// On a dual-stack listener (`[::]`), where the system shows IPv4 clients as ::ffff:a.b.c.d,
+/// `--accept-proxy-from 127.0.0.2` still trusts 127.0.0.2, and a stranger refused at accept is
+/// logged in IPv4 form.
+#[test]
+fn trusted_senders_match_and_strangers_log_as_ipv4_on_a_dual_stack_listener() {
+    let (up, rx) = recording_upstream();
+    let mut router = Process::start(&["[::]:0", &s(up.addr), "--accept-proxy-from", "127.0.0.2"]);
+    let port = router.addr.port();
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let header = b"PROXY TCP4 192.0.2.8 127.0.0.1 5000 80\r\ndata";
+    assert_eq!(send_from(3, to, header), b"");
+    let line = router.wait_for_line("closed #1 ");
+    assert!(line.contains("client=127.0.0.3:"), "{line}");
+    assert!(line.contains("result=refused-untrusted-proxy"), "{line}");
+    assert_eq!(send_from(2, to, header), b"");
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), b"data");
+    assert!(router
+        .wait_for_line("closed #2 ")
+        .contains("client=192.0.2.8:5000 "));
+}
+
+/// A bare `--accept-proxy` (no trusted list) still serves, and warns at start that any sender
+/// can choose the client address.
+#[test]
+fn a_bare_accept_proxy_warns_at_start() {
+    let up = echo_upstream();
+    let mut router = Process::start(&["--accept-proxy", "127.0.0.1:0", &s(up.addr)]);
+    let line = router.wait_for_line("from any sender");
+    assert!(line.contains("WARN") || line.contains("warn"), "{line}");
+    assert!(line.contains("--accept-proxy-from"), "{line}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // --check --explain
 // ---------------------------------------------------------------------------------------------

@@ -1572,3 +1572,76 @@ fn a_connection_whose_listener_was_removed_keeps_its_listener_across_an_upgrade(
     assert!(line.contains(&format!(" listener={removed} ")), "{line}");
     router.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The new process checks where it connects
+// ---------------------------------------------------------------------------------------------
+
+/// A listening hand-off socket at `dir/channel`, as an old process would make it (SEQPACKET).
+fn handoff_listener(dir: &Path) -> (socket2::Socket, PathBuf) {
+    let path = dir.join("channel");
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None)
+        .expect("a SEQPACKET socket");
+    socket
+        .bind(&socket2::SockAddr::unix(&path).unwrap())
+        .unwrap();
+    socket.listen(1).unwrap();
+    (socket, path)
+}
+
+/// The binary started as a live upgrade's new process (`TCP_ROUTER_UPGRADE=channel`) through
+/// `sh`, so that `sh`, not the test, is its parent.
+fn start_as_new_process(channel: &Path, upstream: SocketAddr) -> Process {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "\"$0\" \"$@\"; exit $?", bin()])
+        .args(["127.0.0.1:0", &upstream.to_string()])
+        .env("TCP_ROUTER_UPGRADE", channel);
+    Process::spawn_command(command)
+}
+
+/// A new process refuses a rendezvous directory that is not its own user's with mode 0700 (mode
+/// 0755; as root, also one owned by nobody), though an old process seems to listen there; it
+/// exits 1 naming the directory and why, before connecting.
+#[test]
+fn a_new_process_refuses_a_rendezvous_directory_others_could_enter_or_own() {
+    let up = echo_upstream();
+    let scratch = temp_dir("rendezvous-dirs");
+    let mut cases = vec![("open", 0o755, None, "mode 0755")];
+    if rustix::process::geteuid().is_root() {
+        cases.push(("foreign", 0o700, Some(65534), "owned by uid 65534"));
+    }
+    for (name, mode, owner, why) in cases {
+        let dir = scratch.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let (_listener, channel) = handoff_listener(&dir);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&dir, Some(uid), None).unwrap();
+        }
+        let mut new = start_as_new_process(&channel, up.addr);
+        let line = new.wait_for_line("rendezvous directory");
+        assert!(line.contains(why), "{name}: {line}");
+        assert!(line.contains(&dir.display().to_string()), "{name}: {line}");
+        assert_eq!(new.wait_exit().code(), Some(1), "{name}");
+    }
+}
+
+/// A new process whose rendezvous directory is private but whose listener is not its parent
+/// (the test listens; `sh` started the process) refuses to take over from it, and exits 1.
+#[test]
+fn a_new_process_refuses_a_peer_that_is_not_its_parent() {
+    let up = echo_upstream();
+    let scratch = temp_dir("rendezvous-peer");
+    let dir = scratch.join("private");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (_listener, channel) = handoff_listener(&dir);
+    let mut new = start_as_new_process(&channel, up.addr);
+    let line = new.wait_for_line("not this process's parent");
+    assert!(
+        line.contains(&format!("is pid {}", std::process::id())),
+        "{line}"
+    );
+    assert_eq!(new.wait_exit().code(), Some(1));
+}

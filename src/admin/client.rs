@@ -1,26 +1,24 @@
-//! One admin client: its request read within a deadline and a size cap, answered, and closed. A
-//! slow or hostile client holds one admin thread (of a few) for the deadline at most.
+//! One admin client's answer, on a thread of its own: written within a deadline per write, then
+//! the client is read from for a moment and closed. Its request was read by the accept thread
+//! (`intake`), so a slow or hostile client holds a thread only while it is slow to read.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::thread;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Pattern;
-use crate::proto::Status;
 use crate::serve::status::Shared;
 
-use super::http::{self, Refusal, Request, Response};
-use super::{json, metrics, MAX_CLIENTS};
+use super::http::{self, Request, Response};
+use super::{json, metrics};
 
 /// How long a client may take to send its request, and each write of the answer may wait.
-const DEADLINE: Duration = Duration::from_secs(5);
+pub(super) const DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long, and how much, an answered client may still send before it is closed.
-const LINGER: Duration = Duration::from_millis(100);
-const LINGER_BYTES: usize = 64 * 1024;
+pub(super) const LINGER: Duration = Duration::from_millis(100);
+pub(super) const LINGER_BYTES: usize = 64 * 1024;
 
 /// A stalled accept loop: `/health` turns 503 when its heartbeat is older than this.
 const HEALTH_STALE: Duration = Duration::from_secs(5);
@@ -28,38 +26,19 @@ const HEALTH_STALE: Duration = Duration::from_secs(5);
 /// The status page, self-contained: no external scripts, fonts or styles.
 const PAGE: &str = include_str!("page.html");
 
-/// Serves `stream` on a thread of its own, or answers 503 at once when [`MAX_CLIENTS`] are busy.
-pub(super) fn start(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Arc<Shared>,
-    allow: &Arc<RwLock<Vec<Pattern>>>,
-    active: &Arc<AtomicUsize>,
-) {
-    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-        active.fetch_sub(1, Ordering::SeqCst);
-        let busy = Response::text(503, "too many admin clients; try again");
-        let _ = stream.set_nonblocking(true);
-        let _ = (&stream).write(&busy.to_bytes(false));
-        return;
-    }
-    let slot = Slot(Arc::clone(active));
-    let shared = Arc::clone(shared);
-    let allow = Arc::clone(allow);
-    let spawned = thread::Builder::new()
-        .name("tcp-router-admin-client".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            let _slot = slot;
-            serve(stream, peer, &shared, &allow);
-        });
-    if let Err(err) = spawned {
-        log::warn!("admin endpoint: cannot start a thread for {peer}: {err}");
+/// One answering thread's place among a few; given back when dropped.
+pub(super) struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A place among `max`, if one is free.
+    pub(super) fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        if count.fetch_add(1, Ordering::SeqCst) >= max {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot(Arc::clone(count)))
     }
 }
-
-/// One admin client's place among the [`MAX_CLIENTS`]; given back when dropped.
-struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -67,23 +46,13 @@ impl Drop for Slot {
     }
 }
 
-fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared, allow: &RwLock<Vec<Pattern>>) {
-    // Accepted from a non-blocking listener; Linux does not pass O_NONBLOCK on, but be sure.
+/// Answers `request` on `stream`, then lingers and closes.
+pub(super) fn respond(stream: TcpStream, request: &Request, shared: &Shared) {
+    // Non-blocking while the accept thread read the request; blocking, with a deadline, here.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(DEADLINE));
-    let (response, head_only) = match read_request(&stream) {
-        Ok(request) if !allowed(allow, peer) => {
-            log::debug!(
-                "admin endpoint: {peer} is not allowed ({} {})",
-                request.method,
-                request.path
-            );
-            (Response::text(403, "forbidden"), request.method == "HEAD")
-        }
-        Ok(request) => (answer(&request, shared), request.method == "HEAD"),
-        Err(refused) => (refused, false),
-    };
-    let _ = (&stream).write_all(&response.to_bytes(head_only));
+    let response = answer(request, shared);
+    let _ = (&stream).write_all(&response.to_bytes(request.method == "HEAD"));
     let _ = stream.shutdown(Shutdown::Write);
     linger(&stream);
 }
@@ -107,50 +76,8 @@ fn linger(stream: &TcpStream) {
     }
 }
 
-fn allowed(allow: &RwLock<Vec<Pattern>>, peer: SocketAddr) -> bool {
-    let allow = allow
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    allow.is_empty() || allow.iter().any(|p| p.matches(peer.ip()))
-}
-
-/// Reads the request head within [`DEADLINE`] and [`http::MAX_REQUEST`] bytes; the error is the
-/// response to send.
-fn read_request(stream: &TcpStream) -> Result<Request, Response> {
-    let deadline = Instant::now() + DEADLINE;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        match http::parse_request(&buf) {
-            Ok(Status::Complete(request)) => return Ok(request),
-            Ok(Status::Partial) => {}
-            Err(Refusal::Malformed) => return Err(Response::text(400, "bad request")),
-            Err(Refusal::TooLarge) => return Err(Response::text(431, "request head too large")),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Response::text(408, "request timeout"));
-        }
-        let _ = stream.set_read_timeout(Some(left));
-        match (&*stream).read(&mut chunk) {
-            Ok(0) => return Err(Response::text(400, "closed before a whole request")),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(Response::text(408, "request timeout"))
-            }
-            Err(_) => return Err(Response::text(400, "read error")),
-        }
-    }
-}
-
 /// The answer to a well-formed request.
-fn answer(request: &Request, shared: &Shared) -> Response {
+pub(super) fn answer(request: &Request, shared: &Shared) -> Response {
     if request.method != "GET" && request.method != "HEAD" {
         let mut response = Response::text(405, "only GET and HEAD");
         response.headers.push("Allow: GET, HEAD".into());

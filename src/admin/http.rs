@@ -109,6 +109,14 @@ impl Response {
         Response::new(status, "text/plain; charset=utf-8", format!("{line}\n"))
     }
 
+    /// Every answering thread is busy: `429` with `Retry-After`, which says "ask again" where a
+    /// `503` would say "unhealthy".
+    pub(crate) fn busy() -> Response {
+        let mut response = Response::text(429, "too many admin clients; try again");
+        response.headers.push("Retry-After: 1".into());
+        response
+    }
+
     /// The bytes to send: the head, and the body unless the request was `HEAD`.
     pub(crate) fn to_bytes(&self, head_only: bool) -> Vec<u8> {
         let mut head = String::new();
@@ -141,6 +149,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Unknown",

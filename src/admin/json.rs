@@ -76,6 +76,9 @@ pub(crate) fn routes(shared: &Shared) -> Value {
                 "address": addr.to_string(),
                 "origin": state.config.origin,
                 "accept_proxy": state.config.accept_proxy,
+                "accept_proxy_from": (state.config.accept_proxy_from.iter())
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
                 "peek_timeout": format_duration(state.config.peek_timeout),
                 "max_connections": state.config.max_connections,
                 "accepted": state.stats.accepted.load(std::sync::atomic::Ordering::Relaxed),

@@ -2,33 +2,29 @@
 //! in front, the live connections and routes as JSON, and a status page; on its own blocking
 //! threads, so nothing it does can delay the accept loop or a copy thread.
 //!
-//! - This file: the endpoint's life (bound at start, moved or removed by a reload) and its accept
-//!   thread; `client`: one admin client, bounded in time and size.
+//! - This file: the endpoint's life (bound at start, moved or removed by a reload); `intake`: its
+//!   accept thread, which refuses strangers at once and reads every request head in one poll
+//!   loop; `client`: one request's answer, on a thread of its own.
 //! - `http`: the request head and responses; `metrics`, `json`, `page.html`: what is served.
 //!
 //! It reads the server's shared state (`serve::status`) and changes nothing in it.
 
 mod client;
 mod http;
+mod intake;
 mod json;
 mod metrics;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::thread;
-
-use rustix::event::{poll, PollFd, PollFlags};
 
 use crate::config::{Admin, Config, Pattern};
 use crate::error::Error;
 use crate::serve::status::Shared;
 use crate::serve::Follower;
 use crate::sys::net;
-
-/// Admin clients served at once; more are answered 503 and closed.
-const MAX_CLIENTS: usize = 8;
 
 /// The endpoint: running (or not), and what a reconfiguration got ready.
 #[derive(Debug)]
@@ -110,7 +106,7 @@ impl Endpoint {
         let thread_allow = Arc::clone(&allow);
         thread::Builder::new()
             .name("tcp-router-admin".into())
-            .spawn(move || accept_loop(socket, stopped, shared, thread_allow))
+            .spawn(move || intake::run(socket, stopped, shared, thread_allow))
             .map_err(|source| Error::Setup {
                 what: "start the admin endpoint's thread",
                 source,
@@ -198,43 +194,4 @@ fn bind(admin: &Admin) -> Result<TcpListener, Error> {
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], admin.listen.port)));
     net::bind_listener(addr, false).map_err(|source| Error::Bind { addr, source })
-}
-
-/// Accepts admin clients until the stop socket is written to or closed; each is served on a
-/// short-lived thread of its own, at most [`MAX_CLIENTS`] at once.
-fn accept_loop(
-    socket: TcpListener,
-    stopped: UnixStream,
-    shared: Arc<Shared>,
-    allow: Arc<RwLock<Vec<Pattern>>>,
-) {
-    let active = Arc::new(AtomicUsize::new(0));
-    loop {
-        let mut fds = [
-            PollFd::new(&socket, PollFlags::IN),
-            PollFd::new(&stopped, PollFlags::IN),
-        ];
-        match poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(errno) => {
-                log::error!("admin endpoint: poll failed: {errno}; the endpoint stops");
-                return;
-            }
-        }
-        if !fds[1].revents().is_empty() {
-            return;
-        }
-        if fds[0].revents().is_empty() {
-            continue;
-        }
-        match socket.accept() {
-            Ok((stream, peer)) => client::start(stream, peer, &shared, &allow, &active),
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(err) => {
-                log::warn!("admin endpoint: accept failed: {err}");
-                // A full fd table keeps the socket readable: do not spin on it.
-                thread::sleep(std::time::Duration::from_millis(50));
-            }
-        }
-    }
 }

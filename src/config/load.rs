@@ -114,6 +114,13 @@ fn disagreements(
             first.line, b.listen
         ));
     }
+    if given.accept_proxy_from != other.accept_proxy_from {
+        out.push(format!(
+            "{origin}: accept_proxy_from disagrees with line {} on listener {}; routes sharing a \
+             listener must give the same list because the proxy header is read before routing",
+            first.line, b.listen
+        ));
+    }
     let (ra, rb) = (
         given.reuse_port.unwrap_or(false),
         other.reuse_port.unwrap_or(false),
@@ -221,6 +228,11 @@ mod tests {
         );
         assert!(err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example max_connections=1\nroute 0.0.0.0:443 192.0.2.2:443 max_connections=2")
             .starts_with("2: max_connections=2 differs from max_connections=1"));
+        assert_eq!(
+            err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy_from=10.0.0.5\nroute 0.0.0.0:443 192.0.2.2:443 accept_proxy_from=10.0.0.6"),
+            "2: accept_proxy_from disagrees with line 1 on listener 0.0.0.0:443; routes sharing a \
+             listener must give the same list because the proxy header is read before routing"
+        );
     }
 
     #[test]

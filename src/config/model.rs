@@ -140,6 +140,9 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// Read a PROXY protocol header from each client first (a trusted load balancer in front).
     pub accept_proxy: bool,
+    /// Who may send that header: a client from anywhere else is refused at accept, before a
+    /// byte is read. Empty: anyone (warned at start).
+    pub accept_proxy_from: Vec<Pattern>,
     /// Bind with SO_REUSEPORT: several processes may serve this address, the kernel spreading
     /// new connections among them (and a new version can start beside the old one).
     pub reuse_port: bool,
@@ -163,6 +166,7 @@ impl Listener {
             listen,
             routes: Vec::new(),
             accept_proxy: settings.accept_proxy,
+            accept_proxy_from: settings.accept_proxy_from.clone(),
             reuse_port: settings.reuse_port,
             peek_timeout: settings.peek_timeout,
             max_connections: settings.max_connections,

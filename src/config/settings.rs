@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::proto::proxy::Version;
 
+use super::acl::Pattern;
 use super::addr::parse_ip;
 use super::duration::{parse_duration, parse_optional_duration};
 
@@ -52,6 +53,9 @@ pub struct Settings {
     pub peek_timeout: Duration,
     /// Listener-wide: read a PROXY header from each client first (`accept_proxy`).
     pub accept_proxy: bool,
+    /// Listener-wide: the senders trusted to send a PROXY header (`accept_proxy_from`); anyone
+    /// else is refused at accept. Empty: every sender is trusted (warned at start).
+    pub accept_proxy_from: Vec<Pattern>,
     /// Listener-wide: bind with SO_REUSEPORT, so several processes can serve the address
     /// (`reuse_port`).
     pub reuse_port: bool,
@@ -71,6 +75,7 @@ impl Default for Settings {
             proxy_protocol: None,
             peek_timeout: DEFAULT_PEEK_TIMEOUT,
             accept_proxy: false,
+            accept_proxy_from: Vec::new(),
             reuse_port: false,
             max_connections: None,
             max_connections_per_client: None,
@@ -96,6 +101,9 @@ pub struct Overrides {
     pub peek_timeout: Option<Duration>,
     /// `accept_proxy=true|false`.
     pub accept_proxy: Option<bool>,
+    /// `accept_proxy_from=PATTERN[,PATTERN...]`; giving it sets `accept_proxy` too, unless that is
+    /// given.
+    pub accept_proxy_from: Option<Vec<Pattern>>,
     /// `reuse_port=true|false`.
     pub reuse_port: Option<bool>,
     /// `max_connections=N`.
@@ -106,7 +114,7 @@ pub struct Overrides {
 
 impl Overrides {
     /// The keys [`Overrides::set`] takes, in the order the docs list them.
-    pub const KEYS: [&'static str; 10] = [
+    pub const KEYS: [&'static str; 11] = [
         "connect_timeout",
         "idle_timeout",
         "fin_timeout",
@@ -116,6 +124,7 @@ impl Overrides {
         "src",
         "proxy_protocol",
         "accept_proxy",
+        "accept_proxy_from",
         "reuse_port",
     ];
 
@@ -150,6 +159,10 @@ impl Overrides {
                 self.proxy_protocol = Some(version.map_err(|_| invalid("expected v1 or v2"))?)
             }
             "accept_proxy" => self.accept_proxy = Some(boolean(value).map_err(invalid)?),
+            "accept_proxy_from" => {
+                self.accept_proxy_from = Some(patterns(value).map_err(|why| invalid(&why))?);
+                self.accept_proxy.get_or_insert(true);
+            }
             "reuse_port" => self.reuse_port = Some(boolean(value).map_err(invalid)?),
             _ => return Err(format!("unknown key '{key}'")),
         }
@@ -169,6 +182,9 @@ impl Settings {
             proxy_protocol: given.proxy_protocol.or(self.proxy_protocol),
             peek_timeout: given.peek_timeout.unwrap_or(self.peek_timeout),
             accept_proxy: given.accept_proxy.unwrap_or(self.accept_proxy),
+            accept_proxy_from: (given.accept_proxy_from.as_ref())
+                .unwrap_or(&self.accept_proxy_from)
+                .clone(),
             reuse_port: given.reuse_port.unwrap_or(self.reuse_port),
             max_connections: given.max_connections.or(self.max_connections),
             max_connections_per_client: given
@@ -201,6 +217,14 @@ fn boolean(value: &str) -> Result<bool, &'static str> {
         "false" => Ok(false),
         _ => Err("expected true or false"),
     }
+}
+
+/// Comma-separated allow/deny patterns (CIDR blocks or rinetd wildcards), at least one.
+pub(crate) fn patterns(value: &str) -> Result<Vec<Pattern>, String> {
+    value
+        .split(',')
+        .map(|one| one.parse::<Pattern>().map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// A whole number of at least 1.
@@ -238,7 +262,17 @@ mod tests {
     fn every_key_parses() {
         let mut given = Overrides::default();
         for (key, value) in Overrides::KEYS.iter().zip([
-            "1s", "off", "2m", "3s", "10", "4", "::1", "v1", "true", "true",
+            "1s",
+            "off",
+            "2m",
+            "3s",
+            "10",
+            "4",
+            "::1",
+            "v1",
+            "true",
+            "10.0.0.0/8,192.0.2.7",
+            "true",
         ]) {
             given
                 .set(key, value)
@@ -247,6 +281,25 @@ mod tests {
         assert_eq!(given.max_connections, Some(10));
         assert_eq!(given.src, Some("::1".parse().unwrap()));
         assert_eq!(given.proxy_protocol, Some(Version::V1));
+        assert_eq!(given.accept_proxy_from.map(|list| list.len()), Some(2));
+    }
+
+    #[test]
+    fn a_trusted_list_turns_accept_proxy_on_unless_it_is_given() {
+        let mut given = Overrides::default();
+        given.set("accept_proxy_from", "10.0.0.0/8").unwrap();
+        assert_eq!(given.accept_proxy, Some(true));
+        let mut off = Overrides::default();
+        off.set("accept_proxy", "false").unwrap();
+        off.set("accept_proxy_from", "10.0.0.0/8").unwrap();
+        assert_eq!(off.accept_proxy, Some(false));
+        let err = Overrides::default()
+            .set("accept_proxy_from", "10.0.0.0/8,")
+            .unwrap_err();
+        assert!(
+            err.starts_with("invalid accept_proxy_from '10.0.0.0/8,': "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,14 +4,17 @@
 //!
 //! The old process listens on a Unix socket in a directory of its own (mode 0700, under
 //! `$XDG_RUNTIME_DIR` or the temporary directory), names it to the new process in
-//! [`CHANNEL_ENV`], and accepts only the process it started (by `SO_PEERCRED`).
+//! [`CHANNEL_ENV`], and accepts only the process it started (by `SO_PEERCRED`). The new process
+//! connects only through a directory of its own user with mode 0700, to a peer of its own user,
+//! and learns the peer's process id (to check it is its parent): a directory another user owns
+//! or could enter, or substituted beneath it, is refused.
 
 pub(crate) mod wire;
 
 use std::fs;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -113,15 +116,27 @@ fn nonce() -> u64 {
 }
 
 impl Channel {
-    /// Connects to the old process waiting at `path`.
+    /// Connects to the old process waiting at `path`, whose directory must be this user's own
+    /// with mode 0700, and whose listener must run as this user; the peer's process id is then
+    /// [`Channel::peer_pid`].
     pub fn connect(path: &Path) -> io::Result<Channel> {
+        let uid = rustix::process::geteuid().as_raw();
+        check_private_dir(path.parent().unwrap_or(Path::new(".")), uid)?;
+        let inner = fd_pass::Channel::connect(path)?;
+        let (pid, peer_uid) = inner.peer()?;
+        if peer_uid != uid {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("the process listening there runs as uid {peer_uid}, not {uid}"),
+            ));
+        }
         Ok(Channel {
-            inner: fd_pass::Channel::connect(path)?,
-            peer_pid: None,
+            inner,
+            peer_pid: Some(pid),
         })
     }
 
-    /// The peer's process id, known on the accepting end.
+    /// The peer's process id (from `SO_PEERCRED`).
     pub fn peer_pid(&self) -> Option<u32> {
         self.peer_pid
     }
@@ -166,6 +181,33 @@ impl Channel {
     /// Waits until the other end closes the channel (anything it still sends is ignored).
     pub fn wait_closed(&self) {
         while let Ok(Some(_)) = self.inner.recv(None) {}
+    }
+}
+
+/// Refuses a rendezvous directory that is not this user's own (`uid`) with mode 0700: another
+/// user who could enter it, or who owns it, could put a listener of their own there.
+fn check_private_dir(dir: &Path, uid: u32) -> io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    let mode = meta.mode() & 0o7777;
+    let why = if !meta.file_type().is_dir() {
+        Some("not a directory".to_string())
+    } else if meta.uid() != uid {
+        Some(format!("owned by uid {}", meta.uid()))
+    } else if mode != 0o700 {
+        Some(format!("mode {mode:04o}"))
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the rendezvous directory {} is {why}; expected a directory of uid {uid} with \
+                 mode 0700",
+                dir.display()
+            ),
+        )),
     }
 }
 

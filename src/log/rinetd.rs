@@ -16,6 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -164,12 +165,22 @@ pub(crate) struct LogSink {
 }
 
 impl LogSink {
-    /// Opens (creating if needed) the log file for appending.
+    /// Opens (creating if needed) the log file for appending. A symbolic link at the path is
+    /// not followed (`O_NOFOLLOW`): an error, so that whoever can write the log's directory
+    /// cannot make the process (often root) append to a file of their choosing.
     pub(crate) fn open(config: &LogFile) -> io::Result<LogSink> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&config.path)?;
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&config.path)
+            .map_err(|err| match err.raw_os_error() {
+                Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is a symbolic link, which is not followed; name the file itself",
+                ),
+                _ => err,
+            })?;
         Ok(LogSink {
             file: Mutex::new(file),
             common: config.common,
@@ -313,6 +324,18 @@ mod tests {
         sink.write(&record(at(1), LogResult::Denied));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_log_path_is_not_followed() {
+        let dir = crate::test_support::temp_dir("rinetd-log-link");
+        let target = dir.join("victim");
+        std::fs::write(&target, "precious\n").unwrap();
+        let path = dir.join("log");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = LogSink::open(&LogFile::new(&path)).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     }
 
     #[test]

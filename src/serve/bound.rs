@@ -61,6 +61,15 @@ impl Listening {
             self.addr,
             self.state.describe()
         );
+        let config = &self.state.config;
+        if config.accept_proxy && config.accept_proxy_from.is_empty() {
+            log::warn!(
+                "listener {} takes a PROXY header from any sender, so any client can choose the \
+                 address allow/deny and the limits see; name the load balancers with \
+                 --accept-proxy-from (accept_proxy_from=)",
+                self.addr
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::HostPort;
+use crate::config::{HostPort, Pattern};
 use crate::log::line::Summary;
 use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::proto::proxy::{self, ProxyHeader};
@@ -77,6 +77,10 @@ pub(super) fn admit(
     peer: SocketAddr,
 ) -> Admission {
     let mut admission = Admission::default();
+    if state.config.accept_proxy && !trusts_proxy_from(&state.config.accept_proxy_from, peer) {
+        admission.refused = Some(Limit::UntrustedProxy);
+        return admission;
+    }
     // Behind a PROXY header the client is known only once the worker has read it.
     if !state.config.accept_proxy {
         match per_client.take(peer.ip()) {
@@ -96,11 +100,20 @@ pub(super) fn admit(
     admission
 }
 
+/// Whether a listener that reads PROXY headers takes one from `peer`: from anyone when no
+/// trusted sender is named (warned at start), else only from those named.
+fn trusts_proxy_from(trusted: &[Pattern], peer: SocketAddr) -> bool {
+    let ip = peer.ip().to_canonical();
+    trusted.is_empty() || trusted.iter().any(|pattern| pattern.matches(ip))
+}
+
 /// Which limit refused a client, and its value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Limit {
     Client(usize),
     Peek(usize),
+    /// The listener reads PROXY headers, and this sender is not one it trusts with them.
+    UntrustedProxy,
 }
 
 /// The client's addresses as tcp-router acts on them: from the socket, or from a PROXY header.
@@ -164,7 +177,7 @@ fn connect(mut job: Job, read: Vec<u8>) -> Option<(Box<Ending>, Timeouts)> {
     // The client socket already has TCP_NODELAY and keepalive, inherited from the listener.
     let mut summary = Summary {
         id: conn.id,
-        client: conn.peer,
+        client: canonical(conn.peer),
         listener: job.listener_addr,
         upstream: None,
         route: None,
@@ -378,7 +391,7 @@ fn metrics_result(result: &Result<Outcome, Refused>) -> metrics::Ended {
         Err(Refused::NoRoute) => metrics::Ended::NoRoute,
         Err(Refused::Peek { timeout: true, .. }) => metrics::Ended::PeekTimeout,
         Err(Refused::Peek { .. }) => metrics::Ended::Error,
-        Err(Refused::BadProxyHeader(_)) => metrics::Ended::ProxyHeader,
+        Err(Refused::BadProxyHeader(_) | Refused::UntrustedProxy) => metrics::Ended::ProxyHeader,
         Err(Refused::Stopped | Refused::HandedOver) => metrics::Ended::Stopped,
         Err(Refused::ClientLimit(_)) => metrics::Ended::ClientLimit,
         Err(Refused::PeekLimit(_)) => metrics::Ended::PeekLimit,
@@ -394,6 +407,7 @@ fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
         Err(Refused::NoUpstream) => LogResult::LocalConnectFailed,
         Err(
             Refused::BadProxyHeader(_)
+            | Refused::UntrustedProxy
             | Refused::NoRoute
             | Refused::Peek { .. }
             | Refused::Stopped
@@ -408,6 +422,8 @@ fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
 #[derive(Debug)]
 enum Refused {
     BadProxyHeader(String),
+    /// The listener reads PROXY headers only from senders it trusts, and this is not one.
+    UntrustedProxy,
     Acl(Refusal),
     NoRoute,
     /// Reading what routing needs failed: timed out, or for another reason.
@@ -429,6 +445,9 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refused::BadProxyHeader(why) => write!(f, "refused-no-proxy-header ({why})"),
+            Refused::UntrustedProxy => {
+                f.write_str("refused-untrusted-proxy (not a trusted PROXY header sender)")
+            }
             Refused::Acl(refusal) => write!(f, "refused ({refusal})"),
             Refused::NoRoute => f.write_str("no-route"),
             Refused::Peek { why, .. } => write!(f, "{why}"),
@@ -468,6 +487,7 @@ impl Session<'_> {
         match self.job.admission.refused {
             Some(Limit::Client(n)) => return Err(Refused::ClientLimit(n)),
             Some(Limit::Peek(n)) => return Err(Refused::PeekLimit(n)),
+            Some(Limit::UntrustedProxy) => return Err(Refused::UntrustedProxy),
             None => {}
         }
         let addrs = self.client_addrs(&state)?;
@@ -576,9 +596,10 @@ impl Session<'_> {
         // over the bytes read so far, header included, and the new process reads them again.
         self.proxy_header = self.peeked.drain(..used).collect();
         Ok(match header {
+            // A TCP6 header may name an IPv4 client as ::ffff:a.b.c.d: act on it as IPv4.
             ProxyHeader::Tcp { src, dst } => Addrs {
-                client: src,
-                destination: Some(dst),
+                client: canonical(src),
+                destination: Some(canonical(dst)),
             },
             // LOCAL: the front's own health check; UNKNOWN: it does not know. Use the socket.
             ProxyHeader::Local | ProxyHeader::Unknown => socket,

@@ -76,6 +76,13 @@ impl Channel {
         Channel::tuned(fd)
     }
 
+    /// The process id and user id of the peer, as the kernel recorded them when it connected
+    /// or listened (`SO_PEERCRED`).
+    pub(crate) fn peer(&self) -> io::Result<(u32, u32)> {
+        let cred = rustix::net::sockopt::socket_peercred(&self.fd)?;
+        Ok((cred.pid.as_raw_nonzero().get() as u32, cred.uid.as_raw()))
+    }
+
     /// Both ends of a channel within this process (for tests).
     #[cfg(test)]
     pub(crate) fn pair() -> io::Result<(Channel, Channel)> {

@@ -119,6 +119,10 @@ pub(crate) struct Args {
     #[argh(switch)]
     pub(crate) accept_proxy: bool,
 
+    /// trust a PROXY header only from these senders (CIDR blocks or rinetd patterns, comma-separated); implies --accept-proxy, and clients from anywhere else are refused
+    #[argh(option, from_str_fn(patterns_arg))]
+    pub(crate) accept_proxy_from: Option<Vec<Pattern>>,
+
     /// serve the admin endpoint on ADDR (e.g. 127.0.0.1:9901): Prometheus metrics at /metrics, /ready, /health, /connections, /routes and a status page at /
     #[argh(option)]
     pub(crate) admin: Option<HostPort>,
@@ -222,6 +226,10 @@ impl Args {
         given.peek_timeout = self.peek_timeout;
         given.proxy_protocol = self.proxy_protocol;
         given.accept_proxy = self.accept_proxy.then_some(true);
+        if let Some(trusted) = &self.accept_proxy_from {
+            given.accept_proxy = Some(true);
+            given.accept_proxy_from = Some(trusted.clone());
+        }
         given.reuse_port = self.reuse_port.then_some(true);
         given
     }
@@ -302,6 +310,10 @@ fn optional_duration_arg(text: &str) -> Result<Option<Duration>, String> {
 
 fn pattern_arg(text: &str) -> Result<Pattern, String> {
     text.parse::<Pattern>().map_err(|e| e.to_string())
+}
+
+fn patterns_arg(text: &str) -> Result<Vec<Pattern>, String> {
+    text.split(',').map(pattern_arg).collect()
 }
 
 fn version_arg(text: &str) -> Result<Version, String> {

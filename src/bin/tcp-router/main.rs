@@ -93,7 +93,7 @@ fn run(args: Args) -> Result<(), Failure> {
     })?;
     // Written once the signals are handled: `kill -HUP $(cat FILE)` must never find the default
     // action (which would end the process).
-    let _pid_file = match &config.pid_file {
+    let pid_file = match &config.pid_file {
         Some(path) => Some(PidFile::write(path).map_err(|source| Failure::PidFile {
             path: path.clone(),
             source,
@@ -110,9 +110,9 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     forwarder.serve()?;
     upgrader.finish();
-    if upgrader.handed_over() {
+    if let Some(pid_file) = pid_file.filter(|_| upgrader.handed_over()) {
         // The pid file names the new process now.
-        std::mem::forget(_pid_file);
+        pid_file.keep();
     }
     Ok(())
 }

@@ -241,12 +241,23 @@ pub(crate) fn predecessor_from_env() -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-/// Connects to the old process waiting at `path`.
+/// Connects to the old process waiting at `path`, which must be this process's parent (it
+/// started this one and waits for it): anything else listening there is refused.
 pub(crate) fn connect(path: &std::path::Path) -> Result<Channel, Error> {
-    Channel::connect(path).map_err(|err| {
+    let channel = Channel::connect(path).map_err(|err| {
         Error::Upgrade(format!(
             "cannot reach the old process at {}: {err}",
             path.display()
         ))
-    })
+    })?;
+    let parent = std::os::unix::process::parent_id();
+    match channel.peer_pid() {
+        Some(pid) if pid == parent => Ok(channel),
+        peer => Err(Error::Upgrade(format!(
+            "the process listening at {} is pid {}, not this process's parent (pid {parent}); \
+             refusing to take over from it",
+            path.display(),
+            peer.map_or_else(|| "unknown".to_string(), |pid| pid.to_string())
+        ))),
+    }
 }
