@@ -9,7 +9,7 @@ use crate::config::{HostPort, Listener, Route, Rule};
 use crate::route::balance::Balancer;
 use crate::route::router::Router;
 
-use super::clients::{Peeking, PerClient};
+use super::clients::{self, Peeking, PerClient};
 use super::metrics::{ListenerStats, Metrics, RouteStats, UpstreamStats};
 
 /// A route ready to serve: as configured, with its upstreams' health marks.
@@ -73,17 +73,34 @@ pub(crate) struct ListenerState {
     pub(crate) stats: Arc<ListenerStats>,
     /// The counters of its connections that end before a route is chosen (route label `none`).
     pub(crate) unrouted: Arc<RouteStats>,
-    /// Its connections still sending what routing reads, capped.
+    /// Its connections still sending what routing reads, capped, with a share per client.
     pub(crate) peeking: Arc<Peeking>,
+    /// One client's share of the listener's own cap, when that cap is below the process's and
+    /// no `--max-connections-per-client` was given.
+    pub(crate) per_client: Option<Arc<PerClient>>,
 }
 
 /// The limits a listener's state is built with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// Connections of one listener in the peek phase at once.
-    pub(crate) max_peeking: usize,
+    /// The process-wide connection cap.
+    pub(crate) max_connections: usize,
+    /// `--max-peeking`, if given: every listener's peek budget; else a quarter of its cap.
+    pub(crate) max_peeking: Option<usize>,
+    /// `--max-connections-per-client`, if given; else each listener with a cap of its own lets
+    /// one client hold three quarters of it.
+    pub(crate) max_per_client: Option<usize>,
     /// Bits of an IPv6 address that make one client.
     pub(crate) v6_prefix: u8,
+}
+
+impl Limits {
+    /// The smallest cap that applies to `listener`'s connections: the process's or its own.
+    pub(crate) fn cap_of(&self, listener: &Listener) -> usize {
+        listener
+            .max_connections
+            .map_or(self.max_connections, |own| own.min(self.max_connections))
+    }
 }
 
 /// The route label of connections that ended before a route was chosen.
@@ -106,15 +123,39 @@ impl ListenerState {
             .cloned()
             .map(|r| Arc::new(RouteState::new(r, &label, metrics, limits.v6_prefix)))
             .collect();
+        let cap = limits.cap_of(&config);
+        let budget = limits
+            .max_peeking
+            .unwrap_or_else(|| clients::peek_budget(cap));
+        let per_client = (limits.max_per_client.is_none() && cap < limits.max_connections)
+            .then(|| PerClient::new(clients::client_share(cap), limits.v6_prefix));
         ListenerState {
             stats: metrics.listener(&label),
             unrouted: metrics.route(&label, NO_ROUTE),
-            peeking: Peeking::new(limits.max_peeking),
+            peeking: Peeking::new(budget, clients::peek_share(budget), limits.v6_prefix),
+            per_client,
             config,
             routes,
             router,
             global_acl,
         }
+    }
+
+    /// What one client may hold here, for the `listening on` line: its share of the listener's
+    /// own cap, and of the peek phase if the listener reads before routing.
+    pub(crate) fn describe_limits(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(per_client) = &self.per_client {
+            parts.push(format!("{} per client", per_client.limit()));
+        }
+        if self.config.accept_proxy || self.router.reads_first() {
+            parts.push(format!(
+                "{} choosing a route at once, {} per client",
+                self.peeking.limit(),
+                self.peeking.per_client()
+            ));
+        }
+        parts.join("; ")
     }
 
     /// One line per route, `[label] upstreams`, or just the upstreams for a lone default route.
