@@ -381,10 +381,6 @@ fn one_address_cannot_take_a_routes_cap() {
     let mut router = crate::util::Process::start(&["-c", config.as_str()]);
     let named = router.addr;
     let line = router.wait_for_line("listening on 127.0.0.2:");
-    assert!(
-        line.contains("(max 10 connections; 8 per client)"),
-        "{line}"
-    );
     let plain: SocketAddr = crate::util::listening_addr(&line);
     let _silent: Vec<TcpStream> = (0..10)
         .map(|_| crate::util::connect_from(7, named))
@@ -409,6 +405,10 @@ fn one_address_cannot_take_a_routes_cap() {
         echoes_promptly(&mut crate::util::connect_from(8, plain), b"other"),
         "a client of the plain listener waited or was refused"
     );
+    assert!(
+        line.contains("(max 10 connections; 8 per client)"),
+        "{line}"
+    );
 }
 
 /// 300 silent clients from 300 addresses fill a listener's peek budget (100 under
@@ -425,7 +425,8 @@ fn a_flood_of_silent_addresses_does_not_starve_prompt_clients() {
     let _silent: Vec<TcpStream> = (0..300)
         .map(|n| crate::util::connect_from_ip(address(n), named))
         .collect();
-    wait_for_lines(&mut router, "result=evicted-peek-full", 200);
+    // Each one past the budget evicts the longest-waiting one (or, were it refused, says so).
+    wait_for_lines(&mut router, "-peek-", 200);
     let served = (0..10)
         .filter(|n| {
             let mut prompt =
@@ -636,7 +637,6 @@ fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap();
-    assert_eq!(cap, 112, "(400 - 64) / 3: {line}");
     let named: SocketAddr = crate::util::listening_addr(&router.wait_for_line("listening on "));
     let admin = admin_addr(&mut router);
     // Four addresses, so no client's share (half of the peek budget) is the limit.
@@ -669,4 +669,35 @@ fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
         .cloned()
         .collect();
     assert_eq!(served, cap, "dropped: {dropped:?}");
+    assert_eq!(cap, 112, "(400 - 64) / 3: {line}");
+}
+
+/// The peek deadline is one per connection, from accept: a PROXY header sent late does not start
+/// it again, so a client that sends nothing after its header is closed at the deadline (1 s),
+/// not a deadline after the header (1.6 s).
+#[test]
+fn the_peek_deadline_counts_from_accept_not_from_the_proxy_header() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("peek-deadline");
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example accept_proxy=true peek_timeout=1s\n\
+             route 127.0.0.1:0 {u} accept_proxy=true peek_timeout=1s\n",
+            u = up.addr
+        ),
+    );
+    let mut router = crate::util::Process::start(&["-c", config.as_str()]);
+    let mut client = connect(router.addr);
+    let since = Instant::now();
+    // The client's own delay is the case itself: its header comes 600 ms after accept.
+    thread::sleep(Duration::from_millis(600));
+    client
+        .write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1234 443\r\n")
+        .unwrap();
+    assert_eq!(read_to_end(&mut client), b"");
+    let took = since.elapsed();
+    let line = router.wait_for_line("result=");
+    assert!(line.contains("result=peek-timeout"), "{line}");
+    assert!(took < Duration::from_millis(1400), "closed after {took:?}");
 }
