@@ -324,14 +324,27 @@ impl PeekSlot {
     pub(crate) fn peeking(&self) -> &Peeking {
         &self.peeking
     }
-}
 
-impl Drop for PeekSlot {
-    fn drop(&mut self) {
+    /// Leaves the peek phase (routing has read what it needs); `Some` if the connection was
+    /// evicted before it could, and its socket is shut down for reading.
+    pub(crate) fn release(self) -> Option<Evicted> {
+        // Out of the table first: from then on nothing can evict it, so the mark read after is
+        // final.
+        self.leave();
+        self.evicted()
+    }
+
+    fn leave(&self) {
         let mut table = self.peeking.lock();
         if let Some(waiting) = table.waiting.remove(&self.seq) {
             table.forget(waiting.key);
         }
+    }
+}
+
+impl Drop for PeekSlot {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -480,5 +493,15 @@ mod tests {
         assert_eq!(peeking.evict_all(Evicted::Stopping), 2);
         assert_eq!([a.evicted(), b.evicted()], [Some(Evicted::Stopping); 2]);
         assert_eq!(peeking.evict_all(Evicted::Stopping), 0);
+    }
+
+    #[test]
+    fn a_place_released_cannot_be_evicted_and_says_if_it_was() {
+        let peeking = Peeking::new(1, 1, 64);
+        let first = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        assert_eq!(first.release(), None);
+        let second = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let _third = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        assert_eq!(second.release(), Some(Evicted::ForNewcomer));
     }
 }

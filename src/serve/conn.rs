@@ -519,8 +519,17 @@ impl Session<'_> {
         }
         access::check(&state.global_acl, &[], addrs.client.ip()).map_err(Refused::Acl)?;
         let route = self.choose_route(&state)?;
-        // Routing has read what it needs: the listener's peek-phase place is free again.
-        drop(self.job.admission.peeking.take());
+        // Routing has read what it needs: the listener's peek-phase place is free again, unless
+        // it was taken meanwhile (its socket is shut down for reading then).
+        if let Some(why) = self
+            .job
+            .admission
+            .peeking
+            .take()
+            .and_then(PeekSlot::release)
+        {
+            return Err(Refused::Evicted(why));
+        }
         if let Some(per_route) = &route.per_client {
             let slot = per_route.take(addrs.client.ip());
             self.slots
