@@ -95,6 +95,7 @@ impl Adopter<'_> {
             max_peeking: Some(0),
             max_per_client: None,
             v6_prefix: 64,
+            peek_sharers: 1,
         };
         let config = crate::config::Listener::new(label);
         let state = Arc::new(ListenerState::new(

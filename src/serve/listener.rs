@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{HostPort, Listener, Route, Rule};
+use crate::config::{Config, HostPort, Listener, Route, Rule};
 use crate::route::balance::Balancer;
 use crate::route::router::Router;
 
@@ -92,9 +92,38 @@ pub(crate) struct Limits {
     pub(crate) max_per_client: Option<usize>,
     /// Bits of an IPv6 address that make one client.
     pub(crate) v6_prefix: u8,
+    /// How many listeners read before routing (a PROXY header, a name): the process cap's
+    /// quarter for the peek phase is split among them.
+    pub(crate) peek_sharers: usize,
 }
 
 impl Limits {
+    /// The limits of `config` under a process-wide cap of `max_connections`.
+    pub(crate) fn new(config: &Config, max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_peeking: config.max_peeking,
+            max_per_client: config.max_connections_per_client,
+            v6_prefix: config.client_ipv6_prefix,
+            peek_sharers: config
+                .listeners
+                .iter()
+                .filter(|l| l.accept_proxy || l.routes.iter().any(Route::routes_by_name))
+                .count(),
+        }
+    }
+
+    /// The peek budget of a listener with `cap`: `--max-peeking` if given, else a quarter of
+    /// its cap, and no more than its part of a quarter of the process cap, so that the listeners
+    /// together never hold more than that in the peek phase (and the accept loop always has
+    /// slots left to take in the client that evicts a silent one).
+    pub(crate) fn peek_budget(&self, cap: usize) -> usize {
+        self.max_peeking.unwrap_or_else(|| {
+            let part = clients::peek_budget(self.max_connections) / self.peek_sharers.max(1);
+            clients::peek_budget(cap).min(part.max(1))
+        })
+    }
+
     /// The smallest cap that applies to `listener`'s connections: the process's or its own.
     pub(crate) fn cap_of(&self, listener: &Listener) -> usize {
         listener
@@ -124,9 +153,7 @@ impl ListenerState {
             .map(|r| Arc::new(RouteState::new(r, &label, metrics, limits.v6_prefix)))
             .collect();
         let cap = limits.cap_of(&config);
-        let budget = limits
-            .max_peeking
-            .unwrap_or_else(|| clients::peek_budget(cap));
+        let budget = limits.peek_budget(cap);
         let per_client = (limits.max_per_client.is_none() && cap < limits.max_connections)
             .then(|| PerClient::new(clients::client_share(cap), limits.v6_prefix));
         ListenerState {
@@ -172,5 +199,44 @@ impl ListenerState {
             })
             .collect();
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_connections: usize, peek_sharers: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_peeking: None,
+            max_per_client: None,
+            v6_prefix: 64,
+            peek_sharers,
+        }
+    }
+
+    #[test]
+    fn listeners_that_read_first_share_a_quarter_of_the_process_cap() {
+        assert_eq!(limits(100, 1).peek_budget(100), 25);
+        assert_eq!(limits(100, 4).peek_budget(100), 6);
+        // A listener's own lower cap gives a smaller budget still.
+        assert_eq!(limits(100, 1).peek_budget(10), 2);
+        assert_eq!(limits(2, 3).peek_budget(2), 1, "at least one");
+        let given = Limits {
+            max_peeking: Some(50),
+            ..limits(100, 4)
+        };
+        assert_eq!(given.peek_budget(10), 50, "--max-peeking as given");
+    }
+
+    #[test]
+    fn a_listener_with_its_own_cap_counts_its_clients_apart() {
+        let mut listener = Listener::new("127.0.0.1:1".parse().unwrap());
+        assert_eq!(limits(100, 1).cap_of(&listener), 100);
+        listener.max_connections = Some(10);
+        assert_eq!(limits(100, 1).cap_of(&listener), 10);
+        listener.max_connections = Some(1_000);
+        assert_eq!(limits(100, 1).cap_of(&listener), 100);
     }
 }

@@ -189,6 +189,7 @@ mod tests {
             max_peeking: Some(1),
             max_per_client: None,
             v6_prefix: 64,
+            peek_sharers: 1,
         };
         let state = Arc::new(ListenerState::new(
             config,

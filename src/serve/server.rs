@@ -266,9 +266,7 @@ impl Server {
         let shared = Arc::new(Shared::new(Metrics::default(), permits.clone()));
         sockets.resize_with(config.listeners.len(), || None);
         let (per_client, limits) = client_limits(config, max);
-        let budget = limits
-            .max_peeking
-            .unwrap_or_else(|| clients::peek_budget(max));
+        let budget = limits.peek_budget(max);
         log::info!(
             "per client at most {} connections; per listener at most {budget} choosing a route \
              at once, {} per client (a listener with a lower cap of its own says its shares)",
@@ -784,15 +782,11 @@ fn listener_states(config: &Config, metrics: &Metrics, limits: &Limits) -> Vec<L
 
 /// The per-client and peek-phase limits of `config` under a connection cap of `max`: as
 /// configured, else one client may hold three quarters of the cap (of each listener's own cap
-/// too, where lower), and a quarter of a listener's cap may be choosing a route at once, half of
-/// that one client's (see `clients`).
+/// too, where lower), and a quarter of a listener's cap may be choosing a route at once (the
+/// process cap's quarter split among the listeners that read first), half of that one client's
+/// (see `clients` and `Limits`).
 fn client_limits(config: &Config, max: usize) -> (Arc<PerClient>, Limits) {
-    let limits = Limits {
-        max_connections: max,
-        max_peeking: config.max_peeking,
-        max_per_client: config.max_connections_per_client,
-        v6_prefix: config.client_ipv6_prefix,
-    };
+    let limits = Limits::new(config, max);
     let per_client = config
         .max_connections_per_client
         .unwrap_or_else(|| clients::client_share(max));
