@@ -109,6 +109,7 @@ impl Handle {
             return Err(err);
         }
         if self.shared.is_stopping() {
+            log::warn!("reload refused: stopping");
             return Err(stopping());
         }
         let (reply, result) = crossbeam_channel::bounded(1);
