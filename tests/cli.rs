@@ -270,10 +270,7 @@ fn a_slow_reload_does_not_delay_sigterm() {
     let dir = temp_dir("slow-reload");
     let config = dir.write("t.conf", &format!("route 127.0.0.1:0 {}\n", up.addr));
     let mut router = Process::start(&["-c", &config]);
-    let large: String = (0..20_000)
-        .map(|i| format!("route 127.0.0.1:0 {} sni=host-{i}.example\n", up.addr))
-        .collect();
-    dir.write("t.conf", &large);
+    dir.write("t.conf", &sni_routes(&up, 20_000));
     router.signal("HUP");
     router.wait_for_line("SIGHUP: reloading the configuration");
     let since = std::time::Instant::now();
@@ -282,6 +279,34 @@ fn a_slow_reload_does_not_delay_sigterm() {
     let took = since.elapsed();
     // 100 ms is the promise; the bound leaves room for a loaded test machine, and stays far
     // below the reload's own seconds.
+    assert!(took < std::time::Duration::from_millis(1000), "{took:?}");
+}
+
+/// `n` routes by name to `up` on one listener: a file that takes seconds to read and check.
+fn sni_routes(up: &Upstream, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("route 127.0.0.1:0 {} sni=host-{i}.example\n", up.addr))
+        .collect()
+}
+
+/// During a slow reload, a stop signal starts the drain at once and a second one exits at once.
+#[test]
+fn a_second_sigterm_during_a_reload_exits_at_once() {
+    let up = holding_upstream();
+    let dir = temp_dir("stop-in-reload");
+    let config = dir.write("t.conf", &format!("route 127.0.0.1:0 {}\n", up.addr));
+    let mut router = Process::start(&["-c", &config, "--drain-timeout", "1h"]);
+    let mut client = connect(router.addr);
+    client.write_all(b"x").unwrap();
+    dir.write("t.conf", &sni_routes(&up, 20_000));
+    router.signal("HUP");
+    router.wait_for_line("SIGHUP: reloading the configuration");
+    let since = std::time::Instant::now();
+    router.signal("TERM");
+    router.wait_for_line("accepting no more clients");
+    router.signal("TERM");
+    assert_eq!(router.wait_exit().code(), Some(143));
+    let took = since.elapsed();
     assert!(took < std::time::Duration::from_millis(1000), "{took:?}");
 }
 
