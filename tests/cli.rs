@@ -290,3 +290,120 @@ fn a_first_instance_leaves_a_pid_file_that_names_another_process() {
     assert!(second.wait_exit().success());
     assert!(!pid_file.exists(), "the second left its own pid file");
 }
+
+/// An upstream that holds each connection open until the client closes it.
+fn holding_upstream() -> Upstream {
+    upstream(|stream| {
+        let mut buf = [0u8; 1];
+        let _ = (&stream).read(&mut buf);
+    })
+}
+
+/// A SIGHUP during a drain is refused at once (it would wait for the drain), and the second
+/// SIGTERM after it still exits at once with 128 + 15.
+#[test]
+fn sighup_during_a_drain_then_sigterm_exits_at_once() {
+    let up = holding_upstream();
+    let dir = temp_dir("hup-in-drain");
+    let config = dir.write("t.conf", &format!("route 127.0.0.1:0 {}\n", up.addr));
+    let mut router = Process::start(&["-c", &config, "--drain-timeout", "1h"]);
+    let mut client = connect(router.addr);
+    client.write_all(b"x").unwrap();
+    router.signal("TERM");
+    router.wait_for_line("accepting no more clients");
+    router.signal("HUP");
+    let hup = router.wait_for_line("SIGHUP: ");
+    let since = std::time::Instant::now();
+    router.signal("TERM");
+    assert_eq!(router.wait_exit().code(), Some(143));
+    assert!(
+        since.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        since.elapsed()
+    );
+    assert!(hup.contains("stopping already; not reloading"), "{hup}");
+}
+
+/// A reload of a large file (20,000 `sni=` routes: seconds to read and check) runs beside the
+/// signals: a SIGTERM sent while it runs stops the process at once.
+#[test]
+fn a_slow_reload_does_not_delay_sigterm() {
+    let up = holding_upstream();
+    let dir = temp_dir("slow-reload");
+    let config = dir.write("t.conf", &format!("route 127.0.0.1:0 {}\n", up.addr));
+    let mut router = Process::start(&["-c", &config]);
+    dir.write("t.conf", &sni_routes(&up, 20_000));
+    router.signal("HUP");
+    router.wait_for_line("SIGHUP: reloading the configuration");
+    let since = std::time::Instant::now();
+    router.signal("TERM");
+    assert_eq!(router.wait_exit().code(), Some(0));
+    let took = since.elapsed();
+    // 100 ms is the promise; the bound leaves room for a loaded test machine, and stays far
+    // below the reload's own seconds.
+    assert!(took < std::time::Duration::from_millis(1000), "{took:?}");
+}
+
+/// `n` routes by name to `up` on one listener: a file that takes seconds to read and check.
+fn sni_routes(up: &Upstream, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("route 127.0.0.1:0 {} sni=host-{i}.example\n", up.addr))
+        .collect()
+}
+
+/// During a slow reload, a stop signal starts the drain at once and a second one exits at once.
+#[test]
+fn a_second_sigterm_during_a_reload_exits_at_once() {
+    let up = holding_upstream();
+    let dir = temp_dir("stop-in-reload");
+    let config = dir.write("t.conf", &format!("route 127.0.0.1:0 {}\n", up.addr));
+    let mut router = Process::start(&["-c", &config, "--drain-timeout", "1h"]);
+    let mut client = connect(router.addr);
+    client.write_all(b"x").unwrap();
+    dir.write("t.conf", &sni_routes(&up, 20_000));
+    router.signal("HUP");
+    router.wait_for_line("SIGHUP: reloading the configuration");
+    let since = std::time::Instant::now();
+    router.signal("TERM");
+    router.wait_for_line("accepting no more clients");
+    router.signal("TERM");
+    assert_eq!(router.wait_exit().code(), Some(143));
+    let took = since.elapsed();
+    assert!(took < std::time::Duration::from_millis(1000), "{took:?}");
+}
+
+/// A graceful stop closes a connection still silent in the peek phase at once (logged as such):
+/// with nothing established, the drain ends at once, not at the drain or peek timeout.
+#[test]
+fn a_drain_with_only_a_silent_peeking_client_ends_at_once() {
+    let up = holding_upstream();
+    let dir = temp_dir("drain-peek");
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example peek_timeout=60s\nroute 127.0.0.1:0 {u} peek_timeout=60s\n",
+            u = up.addr
+        ),
+    );
+    let mut router = Process::start(&["-c", &config, "--drain-timeout", "60s"]);
+    let mut silent = connect(router.addr);
+    // Accepted (and so given its place in the peek phase) once it leaves the backlog.
+    wait_until("the silent client to be accepted", || {
+        accept_queue(router.addr) == 0
+    });
+    let since = std::time::Instant::now();
+    router.signal("TERM");
+    assert_eq!(read_to_end(&mut silent), b"");
+    assert_eq!(router.wait_exit().code(), Some(0));
+    assert!(
+        since.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        since.elapsed()
+    );
+    let log = router.rest_of_stderr().join("\n");
+    assert!(
+        log.contains("result=stopped (still choosing a route when the graceful stop began)"),
+        "{log}"
+    );
+    assert!(log.contains("1 connection(s) finished, 0 cut"), "{log}");
+}

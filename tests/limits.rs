@@ -244,13 +244,7 @@ fn start_name_and_plain_listeners(
     let named = router.addr;
     let admin = admin_addr(&mut router);
     let line = router.wait_for_line("listening on ");
-    let plain: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let plain: SocketAddr = crate::util::listening_addr(&line);
     (router, named, plain, admin)
 }
 
@@ -306,32 +300,143 @@ fn one_client_cannot_take_every_slot() {
     });
 }
 
-/// At most --max-peeking connections of one listener may be choosing a route at once: slow or
-/// silent clients of one listener leave the other listeners' slots alone.
+/// At most --max-peeking connections of one listener may be choosing a route at once, so slow
+/// or silent clients of one listener leave the other listeners' slots alone; when they are all
+/// taken, a newcomer takes the place of the longest-waiting one, which is closed and logged.
 #[test]
 fn silent_clients_of_one_listener_leave_room_for_the_others() {
     let up = echo_upstream();
     let dir = crate::util::temp_dir("peek-cap");
     let (mut router, named, plain, admin) =
         start_name_and_plain_listeners(&dir, &up, &["--max-peeking", "2"]);
-    let _silent = [
-        crate::util::connect_from(3, named),
-        crate::util::connect_from(4, named),
-    ];
-    // Both are counted once their workers start reading them.
+    let mut oldest = crate::util::connect_from(3, named);
+    crate::util::wait_until("the first silent client to be in the peek phase", || {
+        admin_get(admin, "/connections").contains("\"total\": 1")
+    });
+    let _younger = crate::util::connect_from(4, named);
     crate::util::wait_until("both silent clients to be in the peek phase", || {
         admin_get(admin, "/connections").contains("\"total\": 2")
     });
-    // A third client choosing a route on that listener is refused; the other listener serves.
-    let mut third = crate::util::connect_from(5, named);
-    assert!(!echoes(&mut third, b"x"));
-    router.wait_for_line(
-        "result=refused-peek-limit (2 connections of this listener are choosing a route)",
-    );
+    // A third client choosing a route on that listener takes the longest-waiting one's place.
+    assert!(echoes(&mut crate::util::connect_from(5, named), b"x"));
+    let line = router.wait_for_line("result=evicted-peek-full");
+    assert!(line.contains("127.0.0.3"), "{line}");
+    assert_eq!(oldest.read(&mut [0u8; 1]).unwrap_or(0), 0, "evicted");
     assert!(echoes(
         &mut crate::util::connect_from(5, plain),
         b"served elsewhere"
     ));
+}
+
+/// Echoes `data` within 3 s: false for a client refused, closed, or left waiting.
+fn echoes_promptly(stream: &mut TcpStream, data: &[u8]) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    echoes(stream, data)
+}
+
+/// With --max-connections 100 a listener's peek budget is 25: one address's 25 silent sockets
+/// hold only its share of it (12), the rest are refused, and a prompt client of another address
+/// is served at once.
+#[test]
+fn one_address_holds_only_its_share_of_the_peek_phase() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("peek-share");
+    let (mut router, named, _plain, admin) =
+        start_name_and_plain_listeners(&dir, &up, &["--max-connections", "100"]);
+    let _silent: Vec<TcpStream> = (0..25)
+        .map(|_| crate::util::connect_from(5, named))
+        .collect();
+    // Settled: 12 held and 13 refused (or, were there no share, all 25 held).
+    crate::util::wait_until("the silent connections to be counted", || {
+        let connections = admin_get(admin, "/connections");
+        connections.contains("\"total\": 12") || connections.contains("\"total\": 25")
+    });
+    assert!(echoes_promptly(
+        &mut crate::util::connect_from(6, named),
+        b"GET / HTTP/1.0\r\n\r\n"
+    ));
+    wait_for_lines(
+        &mut router,
+        "result=refused-peek-limit (the client has 12 connections choosing a route)",
+        13,
+    );
+}
+
+/// A route's `max_connections=10` is shared: one address's 10 silent sockets on a listener that
+/// routes by name, or 10 idle connections on a plain one, leave room for another address, which
+/// is served at once.
+#[test]
+fn one_address_cannot_take_a_routes_cap() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("route-cap");
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example max_connections=10 peek_timeout=20s\n\
+             route 127.0.0.1:0 {u} max_connections=10 peek_timeout=20s\n\
+             route 127.0.0.2:0 {u} max_connections=10\n",
+            u = up.addr
+        ),
+    );
+    let mut router = crate::util::Process::start(&["-c", config.as_str()]);
+    let named = router.addr;
+    let line = router.wait_for_line("listening on 127.0.0.2:");
+    let plain: SocketAddr = crate::util::listening_addr(&line);
+    let _silent: Vec<TcpStream> = (0..10)
+        .map(|_| crate::util::connect_from(7, named))
+        .collect();
+    let mut idle: Vec<TcpStream> = (0..10)
+        .map(|_| crate::util::connect_from(7, plain))
+        .collect();
+    let served = idle
+        .iter_mut()
+        .map(|stream| echoes_promptly(stream, b"idle"))
+        .filter(|&served| served)
+        .count();
+    assert_eq!(served, 8, "one address's share of 10");
+    assert!(
+        echoes_promptly(
+            &mut crate::util::connect_from(8, named),
+            b"GET / HTTP/1.0\r\n\r\n"
+        ),
+        "a prompt client of the name-routing listener waited or was refused"
+    );
+    assert!(
+        echoes_promptly(&mut crate::util::connect_from(8, plain), b"other"),
+        "a client of the plain listener waited or was refused"
+    );
+    assert!(
+        line.contains("(max 10 connections; 8 per client)"),
+        "{line}"
+    );
+}
+
+/// 300 silent clients from 300 addresses fill a listener's peek budget (100 under
+/// --max-connections 400) over and over, but each prompt client takes the place of the
+/// longest-waiting silent one: all 10 are served.
+#[test]
+fn a_flood_of_silent_addresses_does_not_starve_prompt_clients() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("peek-flood");
+    let (mut router, named, _plain, _admin) =
+        start_name_and_plain_listeners(&dir, &up, &["--max-connections", "400"]);
+    let address =
+        |n: u16| std::net::Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8);
+    let _silent: Vec<TcpStream> = (0..300)
+        .map(|n| crate::util::connect_from_ip(address(n), named))
+        .collect();
+    // Each one past the budget evicts the longest-waiting one (or, were it refused, says so).
+    wait_for_lines(&mut router, "-peek-", 200);
+    let served = (0..10)
+        .filter(|n| {
+            let mut prompt =
+                crate::util::connect_from_ip(std::net::Ipv4Addr::new(127, 0, 9, 1 + n), named);
+            echoes_promptly(&mut prompt, b"GET / HTTP/1.0\r\n\r\n")
+        })
+        .count();
+    assert_eq!(served, 10, "prompt clients served");
 }
 
 /// Open descriptors of a process, from /proc.
@@ -481,4 +586,120 @@ fn running_out_of_threads_costs_only_what_is_over_the_limit() {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         echoes(&mut stream, b"recovered")
     });
+}
+
+/// Run as nobody with `nproc 400`, the derived cap (three threads a connection: 112) is one the
+/// process can keep: that many clients, all held in the peek phase at once and then all sending
+/// their request heads together, are all served; none whose bytes were read is dropped for lack
+/// of a thread.
+#[test]
+fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
+    const TEST: &str = "limits::the_derived_cap_keeps_every_client_whose_bytes_were_read";
+    if crate::util::skip_without(TEST, &["prlimit", "setpriv"]) {
+        return;
+    }
+    if !crate::util::is_root() {
+        crate::util::skip(TEST, "needs root to run the router as nobody");
+        return;
+    }
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("nproc-cap");
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example peek_timeout=20s\nroute 127.0.0.1:0 {u} peek_timeout=20s\n",
+            u = up.addr
+        ),
+    );
+    // The config file must be readable by nobody.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .args(["--nproc=400:400", "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(crate::util::bin())
+        .args([
+            "-c",
+            &config,
+            "--max-peeking",
+            "1000",
+            "--admin",
+            "127.0.0.1:0",
+        ]);
+    let mut router = crate::util::Process::spawn_command(command);
+    let line = router.wait_for_line("max connections: ");
+    assert!(line.contains("thread limit 400"), "{line}");
+    let cap: usize = line
+        .split("max connections: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let named: SocketAddr = crate::util::listening_addr(&router.wait_for_line("listening on "));
+    let admin = admin_addr(&mut router);
+    // Four addresses, so no client's share (half of the peek budget) is the limit.
+    let mut clients: Vec<TcpStream> = (0..cap)
+        .map(|i| {
+            let from = std::net::Ipv4Addr::new(127, 0, 4, 1 + (i % 4) as u8);
+            crate::util::connect_from_ip(from, named)
+        })
+        .collect();
+    crate::util::wait_until("every client to be held in the peek phase", || {
+        admin_get(admin, "/connections").contains(&format!("\"total\": {cap}"))
+    });
+    let head = b"GET / HTTP/1.0\r\n\r\n";
+    for client in &mut clients {
+        client.write_all(head).unwrap();
+    }
+    let served = clients
+        .iter_mut()
+        .map(|client| {
+            let mut got = vec![0u8; head.len()];
+            client.read_exact(&mut got).is_ok() && got == head
+        })
+        .filter(|&served| served)
+        .count();
+    let dropped: Vec<String> = router
+        .seen
+        .iter()
+        .chain(router.lines.try_iter().collect::<Vec<_>>().iter())
+        .filter(|l| l.contains("cannot start"))
+        .cloned()
+        .collect();
+    assert_eq!(served, cap, "dropped: {dropped:?}");
+    assert_eq!(cap, 112, "(400 - 64) / 3: {line}");
+}
+
+/// The peek deadline is one per connection, from accept: a PROXY header sent late does not start
+/// it again, so a client that sends nothing after its header is closed at the deadline (1 s),
+/// not a deadline after the header (1.6 s).
+#[test]
+fn the_peek_deadline_counts_from_accept_not_from_the_proxy_header() {
+    let up = echo_upstream();
+    let dir = crate::util::temp_dir("peek-deadline");
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example accept_proxy=true peek_timeout=1s\n\
+             route 127.0.0.1:0 {u} accept_proxy=true peek_timeout=1s\n",
+            u = up.addr
+        ),
+    );
+    let mut router = crate::util::Process::start(&["-c", config.as_str()]);
+    let mut client = connect(router.addr);
+    let since = Instant::now();
+    // The client's own delay is the case itself: its header comes 600 ms after accept.
+    thread::sleep(Duration::from_millis(600));
+    client
+        .write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1234 443\r\n")
+        .unwrap();
+    assert_eq!(read_to_end(&mut client), b"");
+    let took = since.elapsed();
+    let line = router.wait_for_line("result=");
+    assert!(line.contains("result=peek-timeout"), "{line}");
+    assert!(took < Duration::from_millis(1400), "closed after {took:?}");
 }

@@ -1645,3 +1645,29 @@ fn a_new_process_refuses_a_peer_that_is_not_its_parent() {
     );
     assert_eq!(new.wait_exit().code(), Some(1));
 }
+
+/// A connection still choosing its route keeps its peek deadline across an upgrade: counted from
+/// its accept in the old process, not started again when the new one takes it over.
+#[test]
+fn the_peek_deadline_is_kept_across_an_upgrade() {
+    let echo = echo_upstream();
+    let held = reserve_port();
+    let listen = listen_addr(&held);
+    let config = format!(
+        "route {listen} {up} host=a.example peek_timeout=2s\n",
+        up = echo.addr
+    );
+    let mut router = Router::start("upgrade-peek-deadline", &config, 1);
+    let mut choosing = connect_to(listen, PATIENT);
+    let since = Instant::now();
+    choosing.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    // The client's own pause is the case: it is still choosing its route a second in.
+    std::thread::sleep(Duration::from_secs(1));
+    router.upgrade();
+    let mut rest = Vec::new();
+    let _ = choosing.read_to_end(&mut rest);
+    let took = since.elapsed();
+    // At the deadline, 2 s after the accept (not 2 s after the upgrade, 3 s and more).
+    assert!(took < Duration::from_millis(2_700), "closed after {took:?}");
+    router.stop();
+}

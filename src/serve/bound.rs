@@ -51,11 +51,21 @@ impl Listening {
 
     /// Logs the address and its routes, as at start and after a reload.
     pub(crate) fn log(&self) {
-        let cap = self
+        let mut limits: Vec<String> = self
             .limit
             .as_ref()
-            .map(|l| format!(" (max {} connections)", l.capacity()))
-            .unwrap_or_default();
+            .map(|l| format!("max {} connections", l.capacity()))
+            .into_iter()
+            .collect();
+        let shares = self.state.describe_limits();
+        if !shares.is_empty() {
+            limits.push(shares);
+        }
+        let cap = if limits.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", limits.join("; "))
+        };
         log::info!(
             "listening on {} -> {}{cap}",
             self.addr,

@@ -3,10 +3,12 @@
 //! listener's connections may be choosing a route at once. Each is a count with an RAII slot that
 //! gives its place back when dropped, on every path.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr, Shutdown};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::relay::Connection;
 
 /// One client, as the limits count it: an IPv4 address, or an IPv6 network.
 pub(crate) type ClientKey = IpAddr;
@@ -90,23 +92,103 @@ impl Drop for ClientSlot {
     }
 }
 
-/// A listener's connections that are still sending what routing reads.
+/// The most one client may hold of a cap: three quarters, and never the whole of a cap above 1.
+pub(crate) fn client_share(cap: usize) -> usize {
+    if cap <= 1 {
+        1
+    } else {
+        cap - (cap / 4).max(1)
+    }
+}
+
+/// A listener's peek budget under a cap: a quarter of it, at least 1, so that the other three
+/// quarters always leave room to accept the client that takes a silent one's place.
+pub(crate) fn peek_budget(cap: usize) -> usize {
+    (cap / 4).max(1)
+}
+
+/// One client's share of a peek budget: half of it, at least 1.
+pub(crate) fn peek_share(budget: usize) -> usize {
+    (budget / 2).max(1)
+}
+
+/// Why a connection lost its place in the peek phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Evicted {
+    /// The budget was full and a client holding fewer places came: the longest-waiting
+    /// connection of the client holding the most gave way.
+    ForNewcomer = 1,
+    /// A graceful stop began: nothing of a connection still choosing its route is in flight.
+    Stopping = 2,
+}
+
+impl Evicted {
+    fn from_u8(value: u8) -> Option<Evicted> {
+        match value {
+            1 => Some(Evicted::ForNewcomer),
+            2 => Some(Evicted::Stopping),
+            _ => None,
+        }
+    }
+}
+
+/// Why a place in the peek phase was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeekRefusal {
+    /// The budget is full and no client holds more places than this one.
+    Full(usize),
+    /// The client holds its share already.
+    Share(usize),
+}
+
+/// A listener's connections that are still sending what routing reads: at most `limit` at once
+/// and `per_client` of one client. When the budget is full a newcomer takes the place of the
+/// longest-waiting connection of the client holding the most, if that client holds more than the
+/// newcomer does (nginx and haproxy refuse instead; sozu's `evict_on_queue_full` drops the oldest
+/// of its accept queue).
 #[derive(Debug)]
 pub(crate) struct Peeking {
     limit: usize,
-    now: AtomicUsize,
+    per_client: usize,
+    v6_prefix: u8,
+    table: Mutex<PeekTable>,
+}
+
+/// Who waits in the peek phase, in arrival order.
+#[derive(Debug, Default)]
+struct PeekTable {
+    next: u64,
+    /// By arrival: the first is the longest waiting.
+    waiting: BTreeMap<u64, Waiting>,
+    /// Places held per client.
+    held: HashMap<ClientKey, usize>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    key: ClientKey,
+    evicted: Arc<AtomicU8>,
+    /// Its socket, shut down for reading to wake its worker when it is evicted.
+    conn: Arc<Connection>,
 }
 
 /// One connection in the peek phase, counted until dropped.
 #[derive(Debug)]
-pub(crate) struct PeekSlot(Arc<Peeking>);
+pub(crate) struct PeekSlot {
+    peeking: Arc<Peeking>,
+    seq: u64,
+    evicted: Arc<AtomicU8>,
+}
 
 impl Peeking {
-    /// At most `limit` connections at once.
-    pub(crate) fn new(limit: usize) -> Arc<Peeking> {
+    /// At most `limit` connections at once, `per_client` of one client (IPv6 clients grouped by
+    /// `v6_prefix` bits).
+    pub(crate) fn new(limit: usize, per_client: usize, v6_prefix: u8) -> Arc<Peeking> {
         Arc::new(Peeking {
             limit,
-            now: AtomicUsize::new(0),
+            per_client,
+            v6_prefix,
+            table: Mutex::new(PeekTable::default()),
         })
     }
 
@@ -115,20 +197,154 @@ impl Peeking {
         self.limit
     }
 
-    /// A place in the peek phase, or `None` if the listener has the limit peeking already.
-    pub(crate) fn take(self: &Arc<Self>) -> Option<PeekSlot> {
-        self.now
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
-                (now < self.limit).then_some(now + 1)
-            })
-            .ok()
-            .map(|_| PeekSlot(Arc::clone(self)))
+    /// One client's share.
+    pub(crate) fn per_client(&self) -> usize {
+        self.per_client
+    }
+
+    /// A place in the peek phase for `conn` from `ip`, evicting the longest-waiting connection
+    /// of the client holding the most if the budget is full and that client holds more places
+    /// than this one.
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        conn: &Arc<Connection>,
+    ) -> Result<PeekSlot, PeekRefusal> {
+        let key = client_key(ip, self.v6_prefix);
+        let mut table = self.lock();
+        let holds = table.held.get(&key).copied().unwrap_or(0);
+        if holds >= self.per_client {
+            return Err(PeekRefusal::Share(self.per_client));
+        }
+        if table.waiting.len() >= self.limit {
+            let victim = table.victim(holds).ok_or(PeekRefusal::Full(self.limit))?;
+            table.evict(victim, Evicted::ForNewcomer);
+        }
+        let seq = table.next;
+        table.next += 1;
+        let evicted = Arc::new(AtomicU8::new(0));
+        table.waiting.insert(
+            seq,
+            Waiting {
+                key,
+                evicted: Arc::clone(&evicted),
+                conn: Arc::clone(conn),
+            },
+        );
+        *table.held.entry(key).or_insert(0) += 1;
+        Ok(PeekSlot {
+            peeking: Arc::clone(self),
+            seq,
+            evicted,
+        })
+    }
+
+    /// Counts `slot` for the client at `ip` from now on (the client a PROXY header names), or
+    /// says that client holds its share already.
+    pub(crate) fn move_to(&self, slot: &PeekSlot, ip: IpAddr) -> Result<(), PeekRefusal> {
+        let key = client_key(ip, self.v6_prefix);
+        let mut table = self.lock();
+        let Some(old) = table.waiting.get(&slot.seq).map(|w| w.key) else {
+            return Ok(());
+        };
+        if old == key {
+            return Ok(());
+        }
+        if table.held.get(&key).copied().unwrap_or(0) >= self.per_client {
+            return Err(PeekRefusal::Share(self.per_client));
+        }
+        table.forget(old);
+        *table.held.entry(key).or_insert(0) += 1;
+        if let Some(waiting) = table.waiting.get_mut(&slot.seq) {
+            waiting.key = key;
+        }
+        Ok(())
+    }
+
+    /// Evicts every connection in the peek phase (a graceful stop); returns how many.
+    pub(crate) fn evict_all(&self, why: Evicted) -> usize {
+        let mut table = self.lock();
+        let all: Vec<u64> = table.waiting.keys().copied().collect();
+        for seq in &all {
+            table.evict(*seq, why);
+        }
+        all.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PeekTable> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl PeekTable {
+    /// The longest-waiting connection of the client holding the most places, if it holds more
+    /// than `holds`.
+    fn victim(&self, holds: usize) -> Option<u64> {
+        let mut best: Option<(usize, u64)> = None;
+        // In arrival order, so the first of the largest holders found is its longest waiting.
+        for (seq, waiting) in &self.waiting {
+            let count = self.held.get(&waiting.key).copied().unwrap_or(0);
+            if count > holds && best.is_none_or(|(most, _)| count > most) {
+                best = Some((count, *seq));
+            }
+        }
+        best.map(|(_, seq)| seq)
+    }
+
+    /// Takes `seq` out of the table and wakes its worker, which sees why.
+    fn evict(&mut self, seq: u64, why: Evicted) {
+        let Some(waiting) = self.waiting.remove(&seq) else {
+            return;
+        };
+        self.forget(waiting.key);
+        waiting.evicted.store(why as u8, Ordering::SeqCst);
+        // Its worker waits to read: a read shut down returns at once.
+        let _ = waiting.conn.client.shutdown(Shutdown::Read);
+    }
+
+    fn forget(&mut self, key: ClientKey) {
+        if let Some(count) = self.held.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(&key);
+            }
+        }
+    }
+}
+
+impl PeekSlot {
+    /// Why this connection lost its place, if it did.
+    pub(crate) fn evicted(&self) -> Option<Evicted> {
+        Evicted::from_u8(self.evicted.load(Ordering::SeqCst))
+    }
+
+    /// The listener's peek phase this place belongs to.
+    pub(crate) fn peeking(&self) -> &Peeking {
+        &self.peeking
+    }
+
+    /// Leaves the peek phase (routing has read what it needs); `Some` if the connection was
+    /// evicted before it could, and its socket is shut down for reading.
+    pub(crate) fn release(self) -> Option<Evicted> {
+        // Out of the table first: from then on nothing can evict it, so the mark read after is
+        // final.
+        self.leave();
+        self.evicted()
+    }
+
+    fn leave(&self) {
+        let mut table = self.peeking.lock();
+        if let Some(waiting) = table.waiting.remove(&self.seq) {
+            table.forget(waiting.key);
+        }
     }
 }
 
 impl Drop for PeekSlot {
     fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::SeqCst);
+        self.leave();
     }
 }
 
@@ -173,12 +389,119 @@ mod tests {
         assert!(counts.take(ip("192.0.2.1")).is_some());
     }
 
+    /// An accepted connection, with the client's end (kept open while it matters).
+    fn accepted() -> (Arc<Connection>, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        (Arc::new(Connection::new(1, peer, server)), client)
+    }
+
+    fn conn() -> Arc<Connection> {
+        accepted().0
+    }
+
+    #[test]
+    fn shares_are_three_quarters_a_quarter_and_a_half() {
+        assert_eq!(
+            [1, 2, 4, 10, 100].map(client_share),
+            [1, 1, 3, 8, 75],
+            "never the whole of a cap above 1"
+        );
+        assert_eq!([1, 3, 10, 100].map(peek_budget), [1, 1, 2, 25]);
+        assert_eq!([1, 2, 25].map(peek_share), [1, 1, 12]);
+    }
+
     #[test]
     fn the_peek_phase_is_capped_and_given_back() {
-        let peeking = Peeking::new(1);
-        let first = peeking.take().unwrap();
-        assert!(peeking.take().is_none());
+        let peeking = Peeking::new(1, 1, 64);
+        let first = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        assert_eq!(
+            peeking.take(ip("192.0.2.1"), &conn()).unwrap_err(),
+            PeekRefusal::Share(1)
+        );
         drop(first);
-        assert!(peeking.take().is_some());
+        assert!(peeking.take(ip("192.0.2.1"), &conn()).is_ok());
+    }
+
+    #[test]
+    fn a_newcomer_takes_the_place_of_the_largest_holders_longest_waiting() {
+        let peeking = Peeking::new(4, 3, 64);
+        let pairs: Vec<_> = (0..6).map(|_| accepted()).collect();
+        let conns: Vec<_> = pairs.iter().map(|(conn, _)| Arc::clone(conn)).collect();
+        let a1 = peeking.take(ip("192.0.2.1"), &conns[0]).unwrap();
+        let b1 = peeking.take(ip("192.0.2.2"), &conns[1]).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &conns[2]).unwrap();
+        let a3 = peeking.take(ip("192.0.2.1"), &conns[3]).unwrap();
+        // Full: the newcomer holds nothing, 192.0.2.1 holds three; its first one goes.
+        let c1 = peeking.take(ip("192.0.2.3"), &conns[4]).unwrap();
+        assert_eq!(a1.evicted(), Some(Evicted::ForNewcomer));
+        assert_eq!([&b1, &a2, &a3, &c1].map(PeekSlot::evicted), [None; 4]);
+        // Its worker's read returns at once.
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(&mut &conns[0].client, &mut byte).unwrap(),
+            0
+        );
+        // Now .1 holds two, .2 and .3 one each: a newcomer from .2 evicts .1's next.
+        let _b2 = peeking.take(ip("192.0.2.2"), &conns[5]).unwrap();
+        assert_eq!(a2.evicted(), Some(Evicted::ForNewcomer));
+        // All hold two or fewer, .2 holds two: nobody holds more, so .2's third is refused.
+        assert_eq!(
+            peeking.take(ip("192.0.2.2"), &conn()).unwrap_err(),
+            PeekRefusal::Full(4)
+        );
+        drop(a1);
+        assert_eq!(
+            peeking.lock().waiting.len(),
+            4,
+            "an evicted slot frees nothing twice"
+        );
+    }
+
+    #[test]
+    fn many_single_clients_give_way_oldest_first() {
+        let peeking = Peeking::new(3, 1, 64);
+        let slots: Vec<_> = (1..=3)
+            .map(|i| peeking.take(ip(&format!("192.0.2.{i}")), &conn()).unwrap())
+            .collect();
+        let _new = peeking.take(ip("192.0.2.9"), &conn()).unwrap();
+        assert_eq!(
+            slots.iter().map(PeekSlot::evicted).collect::<Vec<_>>(),
+            [Some(Evicted::ForNewcomer), None, None]
+        );
+    }
+
+    #[test]
+    fn a_proxy_header_moves_the_place_to_the_client_it_names() {
+        let peeking = Peeking::new(8, 1, 64);
+        let front = peeking.take(ip("10.0.0.1"), &conn()).unwrap();
+        peeking.move_to(&front, ip("192.0.2.1")).unwrap();
+        // The front holds nothing now; the named client holds its share.
+        let second = peeking.take(ip("10.0.0.1"), &conn()).unwrap();
+        assert_eq!(
+            peeking.move_to(&second, ip("192.0.2.1")).unwrap_err(),
+            PeekRefusal::Share(1)
+        );
+    }
+
+    #[test]
+    fn a_stop_evicts_every_connection_still_peeking() {
+        let peeking = Peeking::new(8, 8, 64);
+        let a = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let b = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        assert_eq!(peeking.evict_all(Evicted::Stopping), 2);
+        assert_eq!([a.evicted(), b.evicted()], [Some(Evicted::Stopping); 2]);
+        assert_eq!(peeking.evict_all(Evicted::Stopping), 0);
+    }
+
+    #[test]
+    fn a_place_released_cannot_be_evicted_and_says_if_it_was() {
+        let peeking = Peeking::new(1, 1, 64);
+        let first = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        assert_eq!(first.release(), None);
+        let second = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let _third = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        assert_eq!(second.release(), Some(Evicted::ForNewcomer));
     }
 }

@@ -17,7 +17,7 @@ use crate::route::access::{self, Refusal};
 use crate::route::names::MatchKind;
 use crate::sys::net;
 
-use super::clients::{ClientSlot, PeekSlot, PerClient};
+use super::clients::{ClientSlot, Evicted, PeekRefusal, PeekSlot, PerClient};
 use super::closer::Closer;
 use super::connect::{self, Connected};
 use super::listener::{ListenerState, RouteState};
@@ -60,9 +60,9 @@ pub(crate) struct Job {
 /// must not exceed: taken there, in accept order, so the count is exact.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
-    /// The client's place under the process-wide per-client limit (not yet taken on a listener
-    /// that reads a PROXY header: the client is known only after it).
-    pub(crate) client: Option<ClientSlot>,
+    /// The client's places under the process-wide per-client limit and the listener's share (not
+    /// yet taken on a listener that reads a PROXY header: the client is known only after it).
+    pub(crate) client: Vec<ClientSlot>,
     /// A place in the listener's peek phase, if it reads anything before routing.
     pub(crate) peeking: Option<PeekSlot>,
     /// Why the client is refused, if it is: which limit, at what value.
@@ -74,27 +74,30 @@ pub(crate) struct Admission {
 pub(super) fn admit(
     per_client: &Arc<PerClient>,
     state: &ListenerState,
-    peer: SocketAddr,
+    entry: &Entry,
 ) -> Admission {
     let mut admission = Admission::default();
-    if state.config.accept_proxy && !trusts_proxy_from(&state.config.accept_proxy_from, peer) {
+    if state.config.accept_proxy
+        && !trusts_proxy_from(&state.config.accept_proxy_from, entry.conn.peer)
+    {
         admission.refused = Some(Limit::UntrustedProxy);
         return admission;
     }
+    let peer = entry.conn.peer.ip();
     // Behind a PROXY header the client is known only once the worker has read it.
     if !state.config.accept_proxy {
-        match per_client.take(peer.ip()) {
-            Some(slot) => admission.client = Some(slot),
-            None => {
-                admission.refused = Some(Limit::Client(per_client.limit()));
+        match take_client_slots(per_client, state, peer) {
+            Ok(slots) => admission.client = slots,
+            Err(limit) => {
+                admission.refused = Some(limit);
                 return admission;
             }
         }
     }
     if state.config.accept_proxy || state.router.reads_first() {
-        match state.peeking.take() {
-            Some(slot) => admission.peeking = Some(slot),
-            None => admission.refused = Some(Limit::Peek(state.peeking.limit())),
+        match state.peeking.take(peer, &entry.conn) {
+            Ok(slot) => admission.peeking = Some(slot),
+            Err(refusal) => admission.refused = Some(Limit::Peek(refusal)),
         }
     }
     admission
@@ -107,13 +110,37 @@ fn trusts_proxy_from(trusted: &[Pattern], peer: SocketAddr) -> bool {
     trusted.is_empty() || trusted.iter().any(|pattern| pattern.matches(ip))
 }
 
+/// The client's places under the process-wide per-client limit and the listener's own share.
+fn take_client_slots(
+    per_client: &Arc<PerClient>,
+    state: &ListenerState,
+    ip: std::net::IpAddr,
+) -> Result<Vec<ClientSlot>, Limit> {
+    let mut slots = Vec::with_capacity(2);
+    for limit in std::iter::once(per_client).chain(&state.per_client) {
+        slots.push(limit.take(ip).ok_or(Limit::Client(limit.limit()))?);
+    }
+    Ok(slots)
+}
+
 /// Which limit refused a client, and its value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Limit {
     Client(usize),
-    Peek(usize),
+    Peek(PeekRefusal),
     /// The listener reads PROXY headers, and this sender is not one it trusts with them.
     UntrustedProxy,
+}
+
+impl Limit {
+    /// How a client refused under this limit is logged and counted.
+    fn refusal(self) -> Refused {
+        match self {
+            Limit::Client(n) => Refused::ClientLimit(n),
+            Limit::Peek(refusal) => Refused::PeekLimit(refusal),
+            Limit::UntrustedProxy => Refused::UntrustedProxy,
+        }
+    }
 }
 
 /// The client's addresses as tcp-router acts on them: from the socket, or from a PROXY header.
@@ -395,6 +422,8 @@ fn metrics_result(result: &Result<Outcome, Refused>) -> metrics::Ended {
         Err(Refused::Stopped | Refused::HandedOver) => metrics::Ended::Stopped,
         Err(Refused::ClientLimit(_)) => metrics::Ended::ClientLimit,
         Err(Refused::PeekLimit(_)) => metrics::Ended::PeekLimit,
+        Err(Refused::Evicted(Evicted::ForNewcomer)) => metrics::Ended::PeekEvicted,
+        Err(Refused::Evicted(Evicted::Stopping)) => metrics::Ended::Stopped,
     }
 }
 
@@ -413,7 +442,8 @@ fn rinetd_result(result: &Result<Outcome, Refused>) -> LogResult {
             | Refused::Stopped
             | Refused::HandedOver
             | Refused::ClientLimit(_)
-            | Refused::PeekLimit(_),
+            | Refused::PeekLimit(_)
+            | Refused::Evicted(_),
         ) => LogResult::UnknownError,
     }
 }
@@ -437,8 +467,10 @@ enum Refused {
     HandedOver,
     /// The client has this many connections already.
     ClientLimit(usize),
-    /// This many of the listener's connections are choosing a route already.
-    PeekLimit(usize),
+    /// The listener's peek phase is full, or the client holds its share of it.
+    PeekLimit(PeekRefusal),
+    /// It lost its place in the peek phase: to a newcomer, or to a graceful stop.
+    Evicted(Evicted),
 }
 
 impl std::fmt::Display for Refused {
@@ -457,10 +489,20 @@ impl std::fmt::Display for Refused {
             Refused::ClientLimit(n) => {
                 write!(f, "refused-client-limit (the client has {n} connections)")
             }
-            Refused::PeekLimit(n) => write!(
+            Refused::PeekLimit(PeekRefusal::Full(n)) => write!(
                 f,
                 "refused-peek-limit ({n} connections of this listener are choosing a route)"
             ),
+            Refused::PeekLimit(PeekRefusal::Share(n)) => write!(
+                f,
+                "refused-peek-limit (the client has {n} connections choosing a route)"
+            ),
+            Refused::Evicted(Evicted::ForNewcomer) => f.write_str(
+                "evicted-peek-full (the listener's peek phase was full; this client held the most)",
+            ),
+            Refused::Evicted(Evicted::Stopping) => {
+                f.write_str("stopped (still choosing a route when the graceful stop began)")
+            }
         }
     }
 }
@@ -484,11 +526,8 @@ impl Session<'_> {
     /// Returns the route's idle limits for the relay.
     fn connect_upstream(&mut self) -> Result<Timeouts, Refused> {
         let state = Arc::clone(&self.job.listener);
-        match self.job.admission.refused {
-            Some(Limit::Client(n)) => return Err(Refused::ClientLimit(n)),
-            Some(Limit::Peek(n)) => return Err(Refused::PeekLimit(n)),
-            Some(Limit::UntrustedProxy) => return Err(Refused::UntrustedProxy),
-            None => {}
+        if let Some(limit) = self.job.admission.refused {
+            return Err(limit.refusal());
         }
         let addrs = self.client_addrs(&state)?;
         self.summary.client = addrs.client;
@@ -496,15 +535,28 @@ impl Session<'_> {
         let _ = live.client.set(addrs.client);
         if state.config.accept_proxy {
             // Only now is the client known: the one the PROXY header names.
-            let per_client = &self.job.per_client;
-            let slot = per_client.take(addrs.client.ip());
-            self.slots
-                .push(slot.ok_or(Refused::ClientLimit(per_client.limit()))?);
+            let ip = addrs.client.ip();
+            let slots = take_client_slots(&self.job.per_client, &state, ip);
+            self.slots.extend(slots.map_err(Limit::refusal)?);
+            if let Some(slot) = &self.job.admission.peeking {
+                slot.peeking()
+                    .move_to(slot, ip)
+                    .map_err(Refused::PeekLimit)?;
+            }
         }
         access::check(&state.global_acl, &[], addrs.client.ip()).map_err(Refused::Acl)?;
         let route = self.choose_route(&state)?;
-        // Routing has read what it needs: the listener's peek-phase place is free again.
-        drop(self.job.admission.peeking.take());
+        // Routing has read what it needs: the listener's peek-phase place is free again, unless
+        // it was taken meanwhile (its socket is shut down for reading then).
+        if let Some(why) = self
+            .job
+            .admission
+            .peeking
+            .take()
+            .and_then(PeekSlot::release)
+        {
+            return Err(Refused::Evicted(why));
+        }
         if let Some(per_route) = &route.per_client {
             let slot = per_route.take(addrs.client.ip());
             self.slots
@@ -550,10 +602,33 @@ impl Session<'_> {
     }
 
     /// Reads the client's first bytes into `peeked` until `decide` decides (see
-    /// [`peek::read_until`]), for at most `timeout`. A live upgrade may stop it at a safe point:
-    /// the bytes read so far are offered with the connection; `Err(PeekError::Parked)` if it was
-    /// handed over, else the read goes on.
+    /// [`peek::read_until`]), until `timeout` after the connection was accepted (one deadline
+    /// for the PROXY header and what follows, kept across a live upgrade). A live upgrade may stop
+    /// it at a safe point: the bytes read so far are offered with the connection;
+    /// `Err(PeekError::Parked)` if it was handed over, else the read goes on. A connection that
+    /// lost its place in the peek phase ends with `Err(PeekError::Evicted)`.
     fn peek<T, E>(
+        &mut self,
+        timeout: std::time::Duration,
+        decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
+    ) -> Result<T, PeekError<E>> {
+        let read = self.read_first(timeout, decide);
+        let evicted = self
+            .job
+            .admission
+            .peeking
+            .as_ref()
+            .and_then(PeekSlot::evicted);
+        match (read, evicted) {
+            (Ok(value), _) => Ok(value),
+            (Err(PeekError::Parked), _) => Err(PeekError::Parked),
+            (Err(_), Some(why)) => Err(PeekError::Evicted(why)),
+            (Err(err), None) => Err(err),
+        }
+    }
+
+    /// [`Session::peek`] without the eviction check.
+    fn read_first<T, E>(
         &mut self,
         timeout: std::time::Duration,
         decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
@@ -561,7 +636,7 @@ impl Session<'_> {
         let conn = Arc::clone(&self.job.entry.conn);
         // Registered, so a hand-off can wake this thread out of its wait.
         let _inside = conn.enter(Direction::ClientToUpstream);
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = conn.started + timeout;
         let parking = || conn.park_requested();
         loop {
             match peek::read_until(&conn.client, &mut self.peeked, deadline, &parking, &decide) {
@@ -589,6 +664,7 @@ impl Session<'_> {
         }
         let header = match self.peek(state.config.peek_timeout, proxy::parse) {
             Err(PeekError::Parked) => return Err(Refused::HandedOver),
+            Err(PeekError::Evicted(why)) => return Err(Refused::Evicted(why)),
             other => other.map_err(|err| Refused::BadProxyHeader(err.to_string()))?,
         };
         let (header, used) = header;
@@ -616,6 +692,7 @@ impl Session<'_> {
             match first {
                 Ok(first) => self.route_by(first, state),
                 Err(PeekError::Parked) => return Err(Refused::HandedOver),
+                Err(PeekError::Evicted(why)) => return Err(Refused::Evicted(why)),
                 // Some bytes came, but not a whole hello or head, before the deadline or the
                 // client's end of stream: like anything that is not TLS or HTTP, it goes to the
                 // default route (what was read is sent on unchanged), or is closed without one.

@@ -91,8 +91,11 @@ impl Adopter<'_> {
             return (Arc::clone(state), None);
         }
         let limits = Limits {
-            max_peeking: 0,
+            max_connections: usize::MAX,
+            max_peeking: Some(0),
+            max_per_client: None,
             v6_prefix: 64,
+            peek_sharers: 1,
         };
         let config = crate::config::Listener::new(label);
         let state = Arc::new(ListenerState::new(
@@ -623,7 +626,7 @@ fn adopt_setup(
         .adopt(conn, Arc::clone(&listener), state.listener);
     let permits = &server.shared.permits;
     let job = Job {
-        admission: conn::admit(server.per_client, &listener, state.peer),
+        admission: conn::admit(server.per_client, &listener, &entry),
         entry,
         permit: permits.try_take().unwrap_or_else(|| permits.permit()),
         listener_permit: limit.map(|limit| limit.try_take().unwrap_or_else(|| limit.permit())),

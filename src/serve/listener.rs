@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use crate::config::{HostPort, Listener, Route, Rule};
+use crate::config::{Config, HostPort, Listener, Route, Rule};
 use crate::route::balance::Balancer;
 use crate::route::router::Router;
 
-use super::clients::{Peeking, PerClient};
+use super::clients::{self, Peeking, PerClient};
 use super::metrics::{ListenerStats, Metrics, RouteStats, UpstreamStats};
 
 /// A route ready to serve: as configured, with its upstreams' health marks.
@@ -73,17 +73,63 @@ pub(crate) struct ListenerState {
     pub(crate) stats: Arc<ListenerStats>,
     /// The counters of its connections that end before a route is chosen (route label `none`).
     pub(crate) unrouted: Arc<RouteStats>,
-    /// Its connections still sending what routing reads, capped.
+    /// Its connections still sending what routing reads, capped, with a share per client.
     pub(crate) peeking: Arc<Peeking>,
+    /// One client's share of the listener's own cap, when that cap is below the process's and
+    /// no `--max-connections-per-client` was given.
+    pub(crate) per_client: Option<Arc<PerClient>>,
 }
 
 /// The limits a listener's state is built with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// Connections of one listener in the peek phase at once.
-    pub(crate) max_peeking: usize,
+    /// The process-wide connection cap.
+    pub(crate) max_connections: usize,
+    /// `--max-peeking`, if given: every listener's peek budget; else a quarter of its cap.
+    pub(crate) max_peeking: Option<usize>,
+    /// `--max-connections-per-client`, if given; else each listener with a cap of its own lets
+    /// one client hold three quarters of it.
+    pub(crate) max_per_client: Option<usize>,
     /// Bits of an IPv6 address that make one client.
     pub(crate) v6_prefix: u8,
+    /// How many listeners read before routing (a PROXY header, a name): the process cap's
+    /// quarter for the peek phase is split among them.
+    pub(crate) peek_sharers: usize,
+}
+
+impl Limits {
+    /// The limits of `config` under a process-wide cap of `max_connections`.
+    pub(crate) fn new(config: &Config, max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_peeking: config.max_peeking,
+            max_per_client: config.max_connections_per_client,
+            v6_prefix: config.client_ipv6_prefix,
+            peek_sharers: config
+                .listeners
+                .iter()
+                .filter(|l| l.accept_proxy || l.routes.iter().any(Route::routes_by_name))
+                .count(),
+        }
+    }
+
+    /// The peek budget of a listener with `cap`: `--max-peeking` if given, else a quarter of
+    /// its cap, and no more than its part of a quarter of the process cap, so that the listeners
+    /// together never hold more than that in the peek phase (and the accept loop always has
+    /// slots left to take in the client that evicts a silent one).
+    pub(crate) fn peek_budget(&self, cap: usize) -> usize {
+        self.max_peeking.unwrap_or_else(|| {
+            let part = clients::peek_budget(self.max_connections) / self.peek_sharers.max(1);
+            clients::peek_budget(cap).min(part.max(1))
+        })
+    }
+
+    /// The smallest cap that applies to `listener`'s connections: the process's or its own.
+    pub(crate) fn cap_of(&self, listener: &Listener) -> usize {
+        listener
+            .max_connections
+            .map_or(self.max_connections, |own| own.min(self.max_connections))
+    }
 }
 
 /// The route label of connections that ended before a route was chosen.
@@ -106,15 +152,37 @@ impl ListenerState {
             .cloned()
             .map(|r| Arc::new(RouteState::new(r, &label, metrics, limits.v6_prefix)))
             .collect();
+        let cap = limits.cap_of(&config);
+        let budget = limits.peek_budget(cap);
+        let per_client = (limits.max_per_client.is_none() && cap < limits.max_connections)
+            .then(|| PerClient::new(clients::client_share(cap), limits.v6_prefix));
         ListenerState {
             stats: metrics.listener(&label),
             unrouted: metrics.route(&label, NO_ROUTE),
-            peeking: Peeking::new(limits.max_peeking),
+            peeking: Peeking::new(budget, clients::peek_share(budget), limits.v6_prefix),
+            per_client,
             config,
             routes,
             router,
             global_acl,
         }
+    }
+
+    /// What one client may hold here, for the `listening on` line: its share of the listener's
+    /// own cap, and of the peek phase if the listener reads before routing.
+    pub(crate) fn describe_limits(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(per_client) = &self.per_client {
+            parts.push(format!("{} per client", per_client.limit()));
+        }
+        if self.config.accept_proxy || self.router.reads_first() {
+            parts.push(format!(
+                "{} choosing a route at once, {} per client",
+                self.peeking.limit(),
+                self.peeking.per_client()
+            ));
+        }
+        parts.join("; ")
     }
 
     /// One line per route, `[label] upstreams`, or just the upstreams for a lone default route.
@@ -131,5 +199,44 @@ impl ListenerState {
             })
             .collect();
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_connections: usize, peek_sharers: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_peeking: None,
+            max_per_client: None,
+            v6_prefix: 64,
+            peek_sharers,
+        }
+    }
+
+    #[test]
+    fn listeners_that_read_first_share_a_quarter_of_the_process_cap() {
+        assert_eq!(limits(100, 1).peek_budget(100), 25);
+        assert_eq!(limits(100, 4).peek_budget(100), 6);
+        // A listener's own lower cap gives a smaller budget still.
+        assert_eq!(limits(100, 1).peek_budget(10), 2);
+        assert_eq!(limits(2, 3).peek_budget(2), 1, "at least one");
+        let given = Limits {
+            max_peeking: Some(50),
+            ..limits(100, 4)
+        };
+        assert_eq!(given.peek_budget(10), 50, "--max-peeking as given");
+    }
+
+    #[test]
+    fn a_listener_with_its_own_cap_counts_its_clients_apart() {
+        let mut listener = Listener::new("127.0.0.1:1".parse().unwrap());
+        assert_eq!(limits(100, 1).cap_of(&listener), 100);
+        listener.max_connections = Some(10);
+        assert_eq!(limits(100, 1).cap_of(&listener), 10);
+        listener.max_connections = Some(1_000);
+        assert_eq!(limits(100, 1).cap_of(&listener), 100);
     }
 }

@@ -27,11 +27,12 @@ pub(crate) enum Ended {
     Error = 7,
     ClientLimit = 8,
     PeekLimit = 9,
+    PeekEvicted = 10,
 }
 
 impl Ended {
     /// The label values, indexed by the variant.
-    pub(crate) const NAMES: [&'static str; 10] = [
+    pub(crate) const NAMES: [&'static str; 11] = [
         "forwarded",
         "refused",
         "no_upstream",
@@ -42,6 +43,7 @@ impl Ended {
         "error",
         "client_limit",
         "peek_limit",
+        "peek_evicted",
     ];
 }
 
@@ -93,7 +95,7 @@ pub(crate) struct RouteStats {
     /// Bytes relayed each way, counted while they move.
     pub(crate) traffic: Arc<Traffic>,
     /// Connections ended, by [`Ended`].
-    ended: [AtomicU64; 10],
+    ended: [AtomicU64; 11],
     /// Directions ended, client to upstream first, by [`End::KINDS`].
     directions: [[AtomicU64; 6]; 2],
 }

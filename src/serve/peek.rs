@@ -9,6 +9,8 @@ use std::time::Instant;
 use crate::proto::{http, tls, Status};
 use crate::sys::net;
 
+use super::clients::Evicted;
+
 /// Most bytes read while deciding; more without a decision closes the client. The readers answer
 /// within their own caps (the largest ClientHello, the longest HTTP head), so at this many bytes
 /// every one of them has decided.
@@ -37,6 +39,8 @@ pub(crate) enum PeekError<E> {
     Invalid(E),
     /// A hand-off (the live upgrade) interrupted the wait: what was read is in the buffer.
     Parked,
+    /// The connection lost its place in the peek phase (see `clients::Peeking`).
+    Evicted(Evicted),
 }
 
 impl<E: fmt::Display> fmt::Display for PeekError<E> {
@@ -48,6 +52,7 @@ impl<E: fmt::Display> fmt::Display for PeekError<E> {
             PeekError::Io(err) => write!(f, "read-error ({err})"),
             PeekError::Invalid(err) => write!(f, "invalid ({err})"),
             PeekError::Parked => f.write_str("handed-over"),
+            PeekError::Evicted(_) => f.write_str("evicted"),
         }
     }
 }

@@ -17,9 +17,12 @@ const RESERVED_FDS: u64 = 64;
 /// Threads kept aside for the main thread, the signal thread and idle pool workers.
 const RESERVED_THREADS: u64 = 64;
 
-/// Each connection holds two sockets (client and upstream) and two copy threads, one per direction.
+/// Each connection holds two sockets (client and upstream) and two copy threads, one per
+/// direction; while it is set up it holds a set-up worker, which stays in its pool (up to 2 s
+/// idle) once the copy threads run. Every connection being set up at once and then relaying needs
+/// all three.
 const FDS_PER_CONNECTION: u64 = 2;
-const THREADS_PER_CONNECTION: u64 = 2;
+const THREADS_PER_CONNECTION: u64 = 3;
 
 /// The default `--max-connections`: as many as the open-files and thread limits allow.
 ///
@@ -174,7 +177,9 @@ mod tests {
             9_968
         };
         assert_eq!(default_max_connections(20_000, 32_768), by_fds);
-        assert_eq!(default_max_connections(1_000_000, 32_768), 16_352);
+        assert_eq!(default_max_connections(1_000_000, 32_768), 10_901);
+        // nobody with `nproc 400`: (400 - 64) / 3, room for every connection's set-up worker.
+        assert_eq!(default_max_connections(1_000_000, 400), 112);
         assert_eq!(default_max_connections(10, 10), 1);
         assert_eq!(
             default_max_connections(u64::MAX, u64::MAX),

@@ -185,8 +185,11 @@ mod tests {
         let config = crate::config::Listener::new("127.0.0.1:1".parse().unwrap());
         let metrics = super::super::metrics::Metrics::default();
         let limits = super::super::listener::Limits {
-            max_peeking: 1,
+            max_connections: 4,
+            max_peeking: Some(1),
+            max_per_client: None,
             v6_prefix: 64,
+            peek_sharers: 1,
         };
         let state = Arc::new(ListenerState::new(
             config,

@@ -26,18 +26,15 @@ use crate::sys::limits;
 
 use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
-use super::clients::PerClient;
+use super::clients::{self, Evicted, PerClient};
 use super::closer::Closer;
-use super::conn::{self, Admission, Job};
+use super::conn::{self, Job};
 use super::handoff::{self, HandedOff, TakenOver};
 use super::listener::{Limits, ListenerState};
 use super::metrics::{Ended, Metrics};
 use super::permits::{self, Permit, Permits};
 use super::pool::Pool;
 use super::status::{Shared, HEARTBEAT};
-
-/// Connection caps below this get no default per-client or peek-phase limit below the cap.
-const SMALL_CAP: usize = 64;
 
 /// How long to wait for cut connections to log their last line before exiting anyway.
 const CUT_GRACE: Duration = Duration::from_secs(2);
@@ -104,6 +101,17 @@ impl Handle {
     /// the accept loop has switched, or why it did not: if the configuration is invalid or a new
     /// address cannot be bound, nothing changes (and the reason is also logged at error level).
     pub fn reconfigure(&self, config: Config) -> Result<(), Error> {
+        // Checked here, on the caller's thread: a large configuration's check never holds up the
+        // accept loop, nor a stop request queued behind it.
+        if let Err(err) = config.validate() {
+            self.shared.metrics.reloaded(false);
+            log_refused(&err);
+            return Err(err);
+        }
+        if self.shared.is_stopping() {
+            log::warn!("reload refused: stopping");
+            return Err(stopping());
+        }
         let (reply, result) = crossbeam_channel::bounded(1);
         self.send(Control::Reconfigure(Box::new(config), reply));
         result.recv().unwrap_or_else(|_| {
@@ -259,10 +267,12 @@ impl Server {
         let shared = Arc::new(Shared::new(Metrics::default(), permits.clone()));
         sockets.resize_with(config.listeners.len(), || None);
         let (per_client, limits) = client_limits(config, max);
+        let budget = limits.peek_budget(max);
         log::info!(
-            "per client at most {} connections; per listener at most {} choosing a route at once",
+            "per client at most {} connections; per listener at most {budget} choosing a route \
+             at once, {} per client (a listener with a lower cap of its own says its shares)",
             per_client.limit(),
-            limits.max_peeking
+            clients::peek_share(budget)
         );
         let states = listener_states(config, &shared.metrics, &limits);
         let mut listening = Vec::with_capacity(config.listeners.len());
@@ -456,6 +466,11 @@ impl Server {
     fn apply(&mut self, control: Control) -> Option<Exit> {
         match control {
             Control::Stop(drain) => Some(Exit::Stop(drain)),
+            Control::Reconfigure(_, reply) if self.shared.is_stopping() => {
+                log::warn!("reload refused: stopping");
+                let _ = reply.send(Err(stopping()));
+                None
+            }
             Control::Reconfigure(config, reply) => {
                 let _ = reply.send(self.reconfigure(&config));
                 None
@@ -474,19 +489,16 @@ impl Server {
         }
     }
 
+    /// Switches to `config`, validated already by [`Handle::reconfigure`].
     fn reconfigure(&mut self, config: &Config) -> Result<(), Error> {
-        let applied = config.validate().and_then(|()| self.switch_to(config));
+        let applied = self.switch_to(config);
         self.shared.metrics.reloaded(applied.is_ok());
         match &applied {
             Ok(()) => log::info!(
                 "reloaded: {} listener(s); established connections keep their old settings",
                 self.listening.len()
             ),
-            Err(err) => {
-                for line in err.to_string().lines() {
-                    log::error!("reload refused, the running configuration stays: {line}");
-                }
-            }
+            Err(err) => log_refused(err),
         }
         applied
     }
@@ -644,15 +656,15 @@ impl Server {
             .fetch_add(1, Ordering::Relaxed);
         // On Linux an accepted socket does not inherit O_NONBLOCK from the listener, so it is
         // blocking, as the relay's backpressure needs.
-        let admission = self.admit(&listening.state, peer);
+        let entry = self.shared.registry.register(
+            peer,
+            stream,
+            Arc::clone(&listening.state),
+            listening.addr,
+        );
         let job = Job {
-            admission,
-            entry: self.shared.registry.register(
-                peer,
-                stream,
-                Arc::clone(&listening.state),
-                listening.addr,
-            ),
+            admission: conn::admit(&self.per_client, &listening.state, &entry),
+            entry,
             permit,
             listener_permit,
             listener_addr: listening.addr,
@@ -668,13 +680,6 @@ impl Server {
             unrouted.ended(Ended::Error);
             log::warn!("client {peer}: cannot start a worker thread: {err}; closing the client");
         }
-    }
-
-    /// Takes the client's places under the per-client and peek-phase limits, here in accept
-    /// order so the counts are exact; a refused client is still handed to a worker, which logs
-    /// and counts it like any other connection.
-    fn admit(&self, state: &ListenerState, peer: SocketAddr) -> Admission {
-        conn::admit(&self.per_client, state, peer)
     }
 
     /// Logs an accept failure (rate-limited) and waits before accepting again; a stop request ends
@@ -710,6 +715,13 @@ impl Server {
             "stopping: accepting no more clients; {active} active connection(s), waiting up to {:?}",
             drain_timeout
         );
+        let silent = evict_peeking(&shared);
+        if silent > 0 {
+            log::info!(
+                "stopping: {silent} connection(s) still choosing a route closed at once (nothing \
+                 of theirs is in flight)"
+            );
+        }
         let mut report = DrainReport {
             active,
             finished: active,
@@ -746,6 +758,17 @@ fn wait_empty_beating(shared: &Shared, timeout: Duration) -> bool {
     }
 }
 
+/// Closes every connection still in the peek phase (silent, or sending what routing reads): a
+/// graceful stop waits only for established connections. Returns how many.
+fn evict_peeking(shared: &Shared) -> usize {
+    shared
+        .registry
+        .snapshot()
+        .iter()
+        .map(|live| live.listener.peeking.evict_all(Evicted::Stopping))
+        .sum()
+}
+
 /// Builds the run-time state of every listener of `config`.
 fn listener_states(config: &Config, metrics: &Metrics, limits: &Limits) -> Vec<ListenerState> {
     let global_acl = Arc::new(config.acl.clone());
@@ -759,22 +782,31 @@ fn listener_states(config: &Config, metrics: &Metrics, limits: &Limits) -> Vec<L
 }
 
 /// The per-client and peek-phase limits of `config` under a connection cap of `max`: as
-/// configured, else three quarters and a quarter of the cap, so that neither one client nor one
-/// listener's slow clients can take every slot, and ordinary use stays far below both. Under a
-/// cap below [`SMALL_CAP`] both default to the cap itself: there a client beyond it waits in the
-/// backlog as before, rather than being refused.
+/// configured, else one client may hold three quarters of the cap (of each listener's own cap
+/// too, where lower), and a quarter of a listener's cap may be choosing a route at once (the
+/// process cap's quarter split among the listeners that read first), half of that one client's
+/// (see `clients` and `Limits`).
 fn client_limits(config: &Config, max: usize) -> (Arc<PerClient>, Limits) {
-    let (per_client, peeking) = if max < SMALL_CAP {
-        (max, max)
-    } else {
-        (max - max / 4, max / 4)
-    };
-    let per_client = config.max_connections_per_client.unwrap_or(per_client);
-    let limits = Limits {
-        max_peeking: config.max_peeking.unwrap_or(peeking),
-        v6_prefix: config.client_ipv6_prefix,
-    };
+    let limits = Limits::new(config, max);
+    let per_client = config
+        .max_connections_per_client
+        .unwrap_or_else(|| clients::client_share(max));
     (PerClient::new(per_client, limits.v6_prefix), limits)
+}
+
+/// Logs why a reload was refused, one line per reason.
+fn log_refused(err: &Error) {
+    for line in err.to_string().lines() {
+        log::error!("reload refused, the running configuration stays: {line}");
+    }
+}
+
+/// The answer to a reload asked for during a graceful stop.
+fn stopping() -> Error {
+    Error::Setup {
+        what: "reconfigure (the forwarder is stopping)",
+        source: io::Error::from(io::ErrorKind::Interrupted),
+    }
 }
 
 /// Opens rinetd's log file, if `config` has one.

@@ -34,7 +34,8 @@ pub fn raise_open_files_limit() -> u64 {
     current
 }
 
-/// The most threads this process may have: the smallest of pid_max, threads-max and RLIMIT_NPROC.
+/// The most threads this process may have: the smallest of pid_max, threads-max, RLIMIT_NPROC
+/// and the cgroup's `pids.max` (v1 or v2, this process's group or any above it).
 pub fn thread_limit() -> u64 {
     let read = |path: &str| {
         std::fs::read_to_string(path)
@@ -46,6 +47,7 @@ pub fn thread_limit() -> u64 {
         read("/proc/sys/kernel/pid_max"),
         read("/proc/sys/kernel/threads-max"),
         nproc,
+        super::cgroup::pids_limit(),
     ]
     .into_iter()
     .flatten()

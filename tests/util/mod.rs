@@ -462,6 +462,16 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcp-router")
 }
 
+/// The address of a `listening on ADDR -> ...` line.
+pub fn listening_addr(line: &str) -> SocketAddr {
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("address after 'listening on'")
+        .parse()
+        .expect("listening address")
+}
+
 /// The binary running with `args`; its stderr lines are forwarded to a channel.
 pub struct Process {
     pub child: Child,
@@ -484,12 +494,7 @@ impl Process {
     pub fn start_command(command: Command) -> Process {
         let mut process = Process::spawn_command(command);
         let line = process.wait_for_line("listening on ");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("address after 'listening on'");
-        process.addr = addr.parse().expect("listening address");
+        process.addr = listening_addr(&line);
         process
     }
 
@@ -579,8 +584,13 @@ impl Drop for Process {
 
 /// Connects from the loopback address 127.0.0.`last`.
 pub fn connect_from(last: u8, to: SocketAddr) -> TcpStream {
+    connect_from_ip(std::net::Ipv4Addr::new(127, 0, 0, last), to)
+}
+
+/// Connects from `from`, a loopback address (any of 127.0.0.0/8).
+pub fn connect_from_ip(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let from = SocketAddr::from((std::net::Ipv4Addr::new(127, 0, 0, last), 0));
+    let from = SocketAddr::from((from, 0));
     socket.bind(&from.into()).unwrap();
     socket.connect(&to.into()).unwrap();
     let stream: TcpStream = socket.into();
@@ -717,4 +727,15 @@ pub fn self_signed(dir: &TempDir, file_tag: &str, cn: &str) -> (PathBuf, PathBuf
         "openssl req failed for {cn}"
     );
     (key, cert)
+}
+
+/// True when the tests run as root (uid 0), from /proc.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            Some(uids.split_whitespace().next()? == "0")
+        })
+        .unwrap_or(false)
 }

@@ -1,6 +1,10 @@
 //! Signals: SIGINT and SIGTERM stop gracefully (a second one exits at once), SIGHUP reloads,
 //! SIGUSR2 upgrades (starts the binary on disk and hands everything to it).
 //!
+//! The signal thread only reads signals and starts work elsewhere, so it answers the next one at
+//! once whatever runs: a reload (reading and checking a large file takes seconds) runs on a
+//! thread of its own, the upgrade on another, the drain on the accept loop.
+//!
 //! signal-hook rather than ctrlc: ctrlc's `termination` feature hands SIGINT, SIGTERM and SIGHUP to
 //! one handler, so it cannot tell "stop" from "reload". signal-hook's iterator runs a plain thread
 //! that receives each signal by number, outside the signal handler, so the work it starts (a
@@ -9,6 +13,8 @@
 use std::io;
 use std::thread;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
@@ -30,28 +36,32 @@ pub(crate) fn install(
     upgrader: Arc<Upgrader>,
 ) -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let reloads = start_reloader(
+        handle.clone(),
+        reload,
+        notifier.clone(),
+        Arc::clone(&stopping),
+    )?;
     thread::Builder::new()
         .name("tcp-router-signals".into())
         .spawn(move || {
-            let mut stopping = false;
             for signal in signals.forever() {
+                let stopped = stopping.load(Ordering::SeqCst);
                 match signal {
-                    SIGUSR2 if stopping => log::warn!("SIGUSR2: stopping already; not upgrading"),
+                    SIGUSR2 if stopped => log::warn!("SIGUSR2: stopping already; not upgrading"),
                     SIGUSR2 => {
                         log::info!("SIGUSR2: upgrading to the binary on disk");
                         upgrader.start();
                     }
+                    SIGHUP if stopped => log::warn!("SIGHUP: stopping already; not reloading"),
                     SIGHUP => {
-                        log::info!("SIGHUP: reloading the configuration");
-                        if let Some(notifier) = &notifier {
-                            notifier.reloading();
-                        }
-                        let refused = reconfigure(&handle, &reload);
-                        if let Some(notifier) = &notifier {
-                            notifier.reloaded(refused.as_deref(), &handle.status());
+                        // One reload waiting is enough: it reads the file as it is then.
+                        if reloads.try_send(()).is_err() {
+                            log::info!("SIGHUP: a reload is under way; one more follows it");
                         }
                     }
-                    _ if stopping => {
+                    _ if stopped => {
                         log::warn!("{}: second stop signal, exiting now", name(signal));
                         std::process::exit(128 + signal);
                     }
@@ -60,7 +70,7 @@ pub(crate) fn install(
                             "{}: stopping gracefully (send again to exit at once)",
                             name(signal)
                         );
-                        stopping = true;
+                        stopping.store(true, Ordering::SeqCst);
                         if let Some(notifier) = &notifier {
                             notifier.stopping();
                         }
@@ -70,6 +80,40 @@ pub(crate) fn install(
             }
         })?;
     Ok(())
+}
+
+/// Starts the thread that reloads, one SIGHUP at a time; returns where to ask for one (room for
+/// one waiting).
+fn start_reloader(
+    handle: Handle,
+    reload: Reload,
+    notifier: Option<Arc<Notifier>>,
+    stopping: Arc<AtomicBool>,
+) -> io::Result<SyncSender<()>> {
+    let (tx, rx) = sync_channel::<()>(1);
+    thread::Builder::new()
+        .name("tcp-router-reload".into())
+        .spawn(move || {
+            for () in rx {
+                if stopping.load(Ordering::SeqCst) {
+                    log::warn!("SIGHUP: stopping already; not reloading");
+                    continue;
+                }
+                log::info!("SIGHUP: reloading the configuration");
+                if let Some(notifier) = &notifier {
+                    notifier.reloading();
+                }
+                let refused = reconfigure(&handle, &reload);
+                // A stop that came meanwhile has told the service manager already.
+                if let Some(notifier) = notifier
+                    .as_ref()
+                    .filter(|_| !stopping.load(Ordering::SeqCst))
+                {
+                    notifier.reloaded(refused.as_deref(), &handle.status());
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 /// Re-reads and applies the configuration; `Some(reason)` if it was refused (the first line of
