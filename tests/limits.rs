@@ -602,15 +602,7 @@ fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
         crate::util::skip(TEST, "needs root to run the router as nobody");
         return;
     }
-    let up = echo_upstream();
     let dir = crate::util::temp_dir("nproc-cap");
-    let config = dir.write(
-        "t.conf",
-        &format!(
-            "route 127.0.0.1:0 {u} sni=a.example peek_timeout=20s\nroute 127.0.0.1:0 {u} peek_timeout=20s\n",
-            u = up.addr
-        ),
-    );
     // The config file must be readable by nobody.
     std::fs::set_permissions(
         dir.path(),
@@ -621,15 +613,87 @@ fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
     command
         .args(["--nproc=400:400", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(crate::util::bin())
-        .args([
-            "-c",
-            &config,
-            "--max-peeking",
-            "1000",
-            "--admin",
-            "127.0.0.1:0",
-        ]);
+        .arg(crate::util::bin());
+    serve_the_derived_cap(command, &dir);
+}
+
+/// In a cgroup whose `pids.max` is 400 (as Docker's `--pids-limit 400` makes one), the derived
+/// cap is the same 112 and the process keeps it, though its own RLIMIT_NPROC is far higher.
+#[test]
+fn the_derived_cap_follows_the_cgroups_pids_max() {
+    const TEST: &str = "limits::the_derived_cap_follows_the_cgroups_pids_max";
+    let Some(group) = PidsGroup::new("tcp-router-test", 400) else {
+        crate::util::skip(TEST, "no pids cgroup this process may create (needs root)");
+        return;
+    };
+    let dir = crate::util::temp_dir("pids-max-cap");
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            group.path.display()
+        ))
+        .arg(crate::util::bin());
+    serve_the_derived_cap(command, &dir);
+}
+
+/// A cgroup of the `pids` controller (v1, or v2 where it is enabled) made for one test, with a
+/// `pids.max`; removed on drop, once the processes in it are gone.
+struct PidsGroup {
+    path: std::path::PathBuf,
+}
+
+impl PidsGroup {
+    fn new(name: &str, max: u32) -> Option<PidsGroup> {
+        let roots = [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/unified",
+        ];
+        let root = roots.iter().map(std::path::Path::new).find(|root| {
+            root.join("cgroup.procs").exists()
+                && (root.ends_with("pids")
+                    || std::fs::read_to_string(root.join("cgroup.subtree_control"))
+                        .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids")))
+        })?;
+        let path = root.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir(&path).ok()?;
+        let group = PidsGroup { path };
+        std::fs::write(group.path.join("pids.max"), max.to_string()).ok()?;
+        Some(group)
+    }
+}
+
+impl Drop for PidsGroup {
+    fn drop(&mut self) {
+        crate::util::wait_until("the test cgroup to empty", || {
+            std::fs::read_to_string(self.path.join("cgroup.procs")).map_or(true, |p| p.is_empty())
+        });
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Starts `command` followed by the router's arguments (two listeners reading ClientHellos or
+/// HTTP heads, the admin endpoint) and checks, under a limit that makes the derived cap 112, that
+/// that many clients held in the peek phase and then all sending their heads are all served.
+fn serve_the_derived_cap(mut command: std::process::Command, dir: &crate::util::TempDir) {
+    let up = echo_upstream();
+    let config = dir.write(
+        "t.conf",
+        &format!(
+            "route 127.0.0.1:0 {u} sni=a.example peek_timeout=20s\nroute 127.0.0.1:0 {u} peek_timeout=20s\n",
+            u = up.addr
+        ),
+    );
+    command.args([
+        "-c",
+        &config,
+        "--max-peeking",
+        "1000",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let mut router = crate::util::Process::spawn_command(command);
     let line = router.wait_for_line("max connections: ");
     assert!(line.contains("thread limit 400"), "{line}");
