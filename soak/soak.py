@@ -3204,7 +3204,7 @@ class Soak:
             return ["hostile mix: off (--no-hostile)"]
         where = {
             "silent-one-address": f"from {HOSTILE_ONE}",
-            "silent-many-addresses": f"from {len(self.many_sources)} addresses in 127.0.1.0 to "
+            "silent-many-addresses": f"from {len(self.many_sources)} addresses in 127.0.1.1 to "
                                      f"{many_address(counts.get('silent-many-addresses', 1) - 1, -1)}",
             "refused-admin-peer": f"from {HOSTILE_ADMIN}",
             "untrusted-proxy-sender": f"from {HOSTILE_PROXY}",
