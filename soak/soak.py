@@ -2777,7 +2777,10 @@ class Soak:
                         st[0] += 1
                     except OSError as e:
                         st[1] += 1
-                        self.harness_problem(f"admin endpoint {path} failed during the run: {e}")
+                        when = (f"during the upgrade of pid {self.pid}" if self.upgrading
+                                else f"with pid {self.pid} serving, no upgrade under way")
+                        self.harness_problem(f"admin endpoint {path} failed during the run, "
+                                             f"{when}: {e}")
 
     def run(self):
         a = self.args
