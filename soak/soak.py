@@ -2130,7 +2130,9 @@ class Soak:
             self.write_config()
             if self.start_router():
                 return
-            self.log("tcp-router did not start (a port taken meanwhile?); new ports")
+            said = [ln for ln in read_text(self.routerlog).splitlines() if ln.strip()]
+            self.log(f"tcp-router did not start (a port taken meanwhile?); new ports; its last "
+                     f"line: {said[-1] if said else '(none)'}")
         raise RuntimeError("tcp-router did not start three times; see " + self.routerlog)
 
     def start_router(self):
