@@ -1706,11 +1706,12 @@ def hostile_end(c, took):
     m = re.search(r" result=(.*)$", c.log)
     result = m.group(1) if m else ""
     end = next((e for e in HOSTILE_ENDS if result.startswith(e[0])), None)
+    if end is not None:  # counted as it ended, allowed or not
+        c.no_relay(end[0], end[1])
     if end is None or end[2] not in allowed:
         c.bad(f"hostile connection ended with result={result or '(a relay)'}, expected one of "
               f"{', '.join(allowed)}")
         return
-    c.no_relay(end[0], end[1])
     if end[1] == "peek_timeout" and took is not None and took < 1.95:
         c.bad(f"client: closed after {took:.3f}s, before the 2s peek timeout")
     with c.soak.lock:
