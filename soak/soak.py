@@ -3334,7 +3334,8 @@ def main():
                     help="tcp-router's --max-peeking: each name-routing listener's peek phase, "
                          "one address at most half of it (default 64; 0: tcp-router's default)")
     ap.add_argument("--hostile-one", type=int, default=None, metavar="N",
-                    help="silent clients from one address (default: its peek share + 4)")
+                    help="silent clients from one address (default: its peek share + 4; none with "
+                         "--max-peeking 0)")
     ap.add_argument("--hostile-many", type=int, default=30, metavar="N",
                     help="silent clients from many addresses, one each (default 30, at most 250)")
     ap.add_argument("--hostile-admin", type=int, default=4, metavar="N",
