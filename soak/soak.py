@@ -885,6 +885,7 @@ class Conn:
         self.ends = {("eof", "eof")}
         self.first = {"client", "upstream"}
         self.name_text = None  # a substring the log line must have (sni=, first-bytes=)
+        self.on_log = None  # called with the connection once its log line is in, before the check
         self.upstream_addr = None
         self.log_sent = self.log_received = 0
         self.log_ends = None
@@ -1410,14 +1411,26 @@ def k_malformed(s, c, rng):
 
 
 def k_silent(s, c, rng):
-    """A client that sends nothing on a listener that reads first: closed at the peek timeout."""
+    """A client that sends nothing on a listener that reads first: closed at the peek timeout, or
+    evicted before it when the listener's peek phase is full and its address holds the most."""
     t0 = time.monotonic()  # before the connect, so before tcp-router's accept starts the clock
     r = c.connect(s.t["sni"])
     c.no_relay("peek-timeout", "peek_timeout")
     r.expect_eof("client, at the peek timeout")
     took = time.monotonic() - t0
-    if took < 1.95:
-        raise Unexpected(f"client: closed after {took:.3f}s, before the 2s peek timeout")
+    c.on_log = lambda c: silent_end(c, took, 2)
+
+
+def silent_end(c, took, timeout):
+    """The end of a well-behaved client that sent nothing, once its log line is in: at its peek
+    timeout (`timeout` seconds, no earlier), or evicted at any time (the listener's peek phase
+    was full and this client's address held the most: a prompt client took its place)."""
+    if " result=evicted-peek-full" in c.log:
+        c.no_relay("evicted-peek-full", "peek_evicted")
+        with c.soak.lock:
+            c.soak.calm_evicted += 1
+    elif took < timeout - 0.05:
+        c.bad(f"client: closed after {took:.3f}s, before the {timeout}s peek timeout")
 
 
 def k_partial(s, c, rng):
@@ -1567,8 +1580,7 @@ def k_ppin_refused(s, c, rng):
         c.no_relay("refused-no-proxy-header (peek-timeout)", "proxy_header")
         r.expect_eof("client, no PROXY header in time")
         took = time.monotonic() - t0
-        if took < 0.95:
-            raise Unexpected(f"client: closed after {took:.3f}s, before the 1s peek timeout")
+        c.on_log = lambda c: silent_end(c, took, 1)
 
 
 def k_extra(s, c, rng, long=False):
@@ -1628,6 +1640,98 @@ KINDS = {
     "accept-proxy-refused": (k_ppin_refused, 1, False),
     "reloaded-listener": (k_extra, 3, False),
     "reloaded-listener-long": (k_extra_long, 1, False),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# the hostile mix: beside the load, for the whole of it, clients that try to take what the others
+# share (issue 21). Each runs on a thread of its own and renews its connection whenever
+# tcp-router closes it. The connections that reach a listener are checked like the load's (log
+# line, metrics), with the ends their kind allows; none may make a well-behaved client fail.
+
+HOSTILE_ONE = "127.0.0.77"  # more silent sockets than one address's share of the peek phase
+HOSTILE_ADMIN = "127.0.0.99"  # silent sockets to the admin endpoint, not in its allow list
+HOSTILE_PROXY = "127.0.0.88"  # PROXY headers from a sender the accept_proxy listener distrusts
+
+
+def many_address(slot, n):
+    """The source of the n-th connection of many-address slot `slot`: 127.0.(1+slot).(1+n%250),
+    so no address ever holds two of them at once."""
+    return f"127.0.{1 + slot}.{1 + n % 250}"
+
+
+# how a hostile connection may end: (log result prefix, metrics result, name in the report); the
+# first prefix that matches names it, so the more specific comes first
+HOSTILE_ENDS = [
+    ("peek-timeout", "peek_timeout", "peek timeout"),
+    ("evicted-peek-full", "peek_evicted", "evicted"),
+    ("refused-peek-limit (the client has", "peek_limit", "refused at its share"),
+    ("refused-peek-limit (", "peek_limit", "refused, peek phase full"),
+    ("refused-untrusted-proxy", "proxy_header", "refused untrusted"),
+]
+
+
+def h_silent(s, c, src):
+    """Connects to the name-routing listener from `src` and sends nothing, until tcp-router
+    closes it: at the 2s peek timeout (no earlier), evicted, or refused at once."""
+    t0 = time.monotonic()
+    r = c.connect(s.t["sni"], src=src)
+    c.no_relay("peek-timeout", "peek_timeout")  # or another end: hostile_end() says
+    r.expect_eof("hostile client, silent")
+    took = time.monotonic() - t0
+    c.on_log = lambda c: hostile_end(c, took)
+
+
+def h_untrusted_proxy(s, c, rng):
+    """A PROXY header (naming a made-up client) and a request, from a sender the accept_proxy
+    listener does not trust: refused at accept, before a byte is read, logged under its own
+    address. Unread bytes may turn the close into a reset."""
+    t = s.t["ppin"]
+    r = c.connect(t, src=HOSTILE_PROXY)
+    c.no_relay("refused-untrusted-proxy", "proxy_header")
+    hdr = rng.choice([proxy_v1, proxy_v2])("192.0.2.1", rng.randrange(1024, 65536), HOST, t.port)
+    try:
+        c.sock.sendall(hdr + b"GET / HTTP/1.0\r\n\r\n")
+        data = c.sock.recv(1)
+    except (BrokenPipeError, ConnectionResetError):
+        data = b""
+    if data:
+        raise Unexpected("hostile PROXY sender: data where the close was expected")
+    c.on_log = lambda c: hostile_end(c, None)
+
+
+def hostile_end(c, took):
+    """Sets what a hostile connection's log line may say, from the line itself, and counts it."""
+    allowed = HOSTILE_KINDS[c.kind][1]
+    m = re.search(r" result=(.*)$", c.log)
+    result = m.group(1) if m else ""
+    end = next((e for e in HOSTILE_ENDS if result.startswith(e[0])), None)
+    if end is not None:  # counted as it ended, allowed or not
+        c.no_relay(end[0], end[1])
+    if end is None or end[2] not in allowed:
+        c.bad(f"hostile connection ended with result={result or '(a relay)'}, expected one of "
+              f"{', '.join(allowed)}")
+        return
+    if end[1] == "peek_timeout" and took is not None and took < 1.95:
+        c.bad(f"client: closed after {took:.3f}s, before the 2s peek timeout")
+    with c.soak.lock:
+        _add(c.soak.hostile_ends.setdefault(c.kind, {}), end[2])
+
+
+# a well-behaved client refused or evicted by a limit (unexpected, unless silent and evicted)
+LIMITED_RE = re.compile(r" result=(refused-peek-limit|evicted-peek-full|refused-client-limit)")
+
+# name -> (what it does, the ends it allows, pause before it renews (s))
+HOSTILE_KINDS = {
+    "silent-one-address": (
+        lambda s, c, slot, n, rng: h_silent(s, c, HOSTILE_ONE),
+        ("peek timeout", "evicted", "refused at its share", "refused, peek phase full"), 0.2),
+    "silent-many-addresses": (
+        lambda s, c, slot, n, rng: h_silent(s, c, many_address(slot, n)),
+        ("peek timeout", "evicted"), 0.05),
+    "untrusted-proxy-sender": (
+        lambda s, c, slot, n, rng: h_untrusted_proxy(s, c, rng), ("refused untrusted",), 0.1),
+    "refused-admin-peer": (None, ("refused 403",), 0.1),
 }
 
 
@@ -1754,6 +1858,14 @@ class Soak:
         self.fresh = {}  # generation -> Tally
         self.records = []  # Share
         self.long_running = 0
+        self.hostile_made = {}  # hostile kind -> connections made
+        self.hostile_ends = {}  # hostile kind -> {end: count}
+        self.admin_refusal_max = 0.0  # the longest a refused admin peer waited for its 403
+        self.calm_evicted = 0  # well-behaved silent clients evicted (a legitimate end)
+        self.calm_limited = 0  # well-behaved clients refused or evicted otherwise: unexpected
+        self.many_sources = set()  # the addresses the silent-many-addresses clients used
+        self.admin_bad = 0  # refused admin peers answered otherwise
+        self.probes = {}  # admin path -> [answered 200, failed] while the load ran
         self.reset_as_fin = 0  # connections showing tcp-router's reset race
         self.listener_gone = 0  # connections showing the listener an upgrade gave them
         self.reset_as_fin_examples = []
@@ -1915,6 +2027,7 @@ class Soak:
             "# written by soak/soak.py; rewritten at every reload",
             "deny 127.0.0.66",
             f"admin {HOST} {p['admin']}",
+            f"admin_allow {HOST}",  # the soak's scraper; HOSTILE_ADMIN is refused
             f"route {HOST}:{p['plain']} {u['A'].addr},{u['B'].addr}",
             f"route {HOST}:{p['banner']} {u['BANNER'].addr}",
             f"route {HOST}:{p['bannerpp']} {u['BANNER_P'].addr} proxy_protocol=v1",
@@ -1935,7 +2048,9 @@ class Soak:
             f"route {HOST}:{p['acl']} {u['A'].addr}",
             "allow 127.0.0.0/29",
             "deny 127.0.0.5",
-            f"route {HOST}:{p['ppin']} {u['B'].addr} accept_proxy=true proxy_protocol=v2 peek_timeout=1s",
+            # the accept-proxy kinds send from HOST; HOSTILE_PROXY is not trusted
+            f"route {HOST}:{p['ppin']} {u['B'].addr} accept_proxy=true accept_proxy_from={HOST}"
+            " proxy_protocol=v2 peek_timeout=1s",
             "deny 198.51.100.0/24",
         ]
         if self.extras["listener"].state != "absent":
@@ -1979,7 +2094,8 @@ class Soak:
         finally:
             probe.close()
         # sources the clients bind: the kernel must allow all of 127.0.0.0/8
-        for src in ("127.0.0.3", "127.0.0.5", "127.0.0.9", "127.0.0.66"):
+        for src in ("127.0.0.3", "127.0.0.5", "127.0.0.9", "127.0.0.66", HOSTILE_ONE, HOSTILE_ADMIN,
+                    HOSTILE_PROXY, many_address(0, 0)):
             s = socket.socket()
             try:
                 s.bind((src, 0))
@@ -2015,12 +2131,16 @@ class Soak:
             self.write_config()
             if self.start_router():
                 return
-            self.log("tcp-router did not start (a port taken meanwhile?); new ports")
+            said = [ln for ln in read_text(self.routerlog).splitlines() if ln.strip()]
+            self.log(f"tcp-router did not start (a port taken meanwhile?); new ports; its last "
+                     f"line: {said[-1] if said else '(none)'}")
         raise RuntimeError("tcp-router did not start three times; see " + self.routerlog)
 
     def start_router(self):
         self.routerlog = os.path.join(self.workdir, "tcp-router.log")
         argv = [self.args.router, "-c", self.conf, "--log-level", "info"]
+        if self.args.max_peeking > 0:
+            argv += ["--max-peeking", str(self.args.max_peeking)]
         if self.args.upgrade_every > 0:
             self.pid_file = os.path.join(self.workdir, "tcp-router.pid")
             argv += ["--pid-file", self.pid_file]
@@ -2475,24 +2595,90 @@ class Soak:
         while not self.stop_load.is_set():
             if not self.rate.take(1, self.stop_load):
                 break
+            self.gated(lambda: self.run_kind(rng.choices(names, weights)[0], rng))
+
+    def gated(self, fn):
+        """Runs fn(), counted as busy, unless the warm checkpoint has closed the gate (then waits
+        a little for it to open). True if fn ran."""
+        with self.lock:
+            go = self.gate.is_set()  # cleared (under the lock) for the warm checkpoint
+            if go:
+                self.busy += 1
+        if not go:
+            self.gate.wait(0.5)
+            return False
+        try:
+            fn()
+        finally:
             with self.lock:
-                go = self.gate.is_set()  # cleared (under the lock) for the warm checkpoint
-                if go:
-                    self.busy += 1
-            if not go:
-                self.gate.wait(0.5)
+                self.busy -= 1
+        return True
+
+    def hostile(self, kind, slot):
+        """One hostile client, renewed until the load stops (and paused with it for the warm
+        checkpoint): each connection held until tcp-router closes it, then opened again."""
+        rng = random.Random(f"{self.args.seed} {kind} {slot}")
+        fn, _, pause = HOSTILE_KINDS[kind]
+        n = 0
+
+        def once():
+            with self.lock:
+                _add(self.hostile_made, kind)
+                if kind == "silent-many-addresses":
+                    self.many_sources.add(many_address(slot, n))
+            if fn is None:
+                self.refused_admin_peer()
+            else:
+                self.run_conn(kind, lambda c: fn(self, c, slot, n, rng))
+
+        while not self.stop_load.is_set():
+            if not self.gated(once):
                 continue
-            try:
-                self.run_kind(rng.choices(names, weights)[0], rng)
-            finally:
-                with self.lock:
-                    self.busy -= 1
+            n += 1
+            self.stop_load.wait(pause * rng.uniform(1, 1.5))
+
+    def refused_admin_peer(self):
+        """A silent socket to the admin endpoint from an address its allow list refuses: `403`
+        at once, then the close, whatever the endpoint is busy with."""
+        t0 = time.monotonic()
+        s = socket.socket()
+        try:
+            s.settimeout(IO_TIMEOUT)
+            s.bind((HOSTILE_ADMIN, 0))
+            s.connect((HOST, self.ports["admin"]))
+            got = bytearray()
+            while True:
+                try:
+                    data = s.recv(4096)
+                except ConnectionResetError:
+                    break
+                if not data:
+                    break
+                got += data
+            took = time.monotonic() - t0
+        except OSError as e:
+            self.admin_bad += 1
+            self.add_problem("refused-admin-peer", "-", HOSTILE_ADMIN, f"{type(e).__name__}: {e}")
+            return
+        finally:
+            s.close()
+        if not got.startswith(b"HTTP/1.1 403 "):
+            self.admin_bad += 1
+            self.add_problem("refused-admin-peer", "-", HOSTILE_ADMIN,
+                             f"answered {bytes(got[:40])!r} after {took:.3f}s, expected a 403")
+            return
+        with self.lock:
+            _add(self.hostile_ends.setdefault("refused-admin-peer", {}), "refused 403")
+            self.admin_refusal_max = max(self.admin_refusal_max, took)
 
     def run_kind(self, kind, rng):
-        fn = KINDS[kind][0]
+        self.run_conn(kind, lambda c: KINDS[kind][0](self, c, rng))
+
+    def run_conn(self, kind, fn):
+        """One connection of `kind`: `fn(c)` does the client's part, then it is verified."""
         c = Conn(self, kind)
         try:
-            if fn(self, c, rng) is False:  # not possible now (a reloaded target is absent)
+            if fn(c) is False:  # not possible now (a reloaded target is absent)
                 return
         except NotNow:
             return
@@ -2528,6 +2714,8 @@ class Soak:
         if not c.log_ev.wait(RECORD_WAIT):
             c.bad("no log line from tcp-router")
         else:
+            if c.on_log is not None:
+                c.on_log(c)
             c.check_log()
         self.account(c)
 
@@ -2553,6 +2741,8 @@ class Soak:
                 if "listener-gone-at-upgrade" in self.args.tolerate:
                     c.problems = []
                     c.metric_label = self.t["plain"].label
+            if c.kind in KINDS and c.log and LIMITED_RE.search(c.log) and c.problems:
+                self.calm_limited += 1
             if c.problems:
                 st[1] += 1
                 for p in c.problems:
@@ -2579,12 +2769,21 @@ class Soak:
                 for k in self.peak:
                     self.peak[k] = max(self.peak[k], r[k])
             if not self.stop_load.is_set():
-                try:  # the admin endpoint is scraped while the load runs, as Prometheus would
-                    with urllib.request.urlopen(
-                            f"http://{HOST}:{self.ports['admin']}/metrics", timeout=5) as resp:
-                        resp.read()
-                except OSError as e:
-                    self.harness_problem(f"admin endpoint scrape failed during the run: {e}")
+                # the admin endpoint is scraped while the load runs, as Prometheus would, and
+                # probed as Kubernetes would (the refused admin peers must cost them nothing)
+                for path in ("/metrics", "/health", "/ready"):
+                    st = self.probes.setdefault(path, [0, 0])
+                    try:
+                        with urllib.request.urlopen(
+                                f"http://{HOST}:{self.ports['admin']}{path}", timeout=5) as resp:
+                            resp.read()
+                        st[0] += 1
+                    except OSError as e:
+                        st[1] += 1
+                        when = (f"during the upgrade of pid {self.pid}" if self.upgrading
+                                else f"with pid {self.pid} serving, no upgrade under way")
+                        self.harness_problem(f"admin endpoint {path} failed during the run, "
+                                             f"{when}: {e}")
 
     def run(self):
         a = self.args
@@ -2624,6 +2823,13 @@ class Soak:
                    for i in range(a.workers)]
         for w in workers:
             w.start()
+        hostiles = [threading.Thread(target=self.hostile, args=(kind, slot), daemon=True)
+                    for kind, n in self.hostile_counts().items() for slot in range(n)]
+        for h in hostiles:
+            h.start()
+        if hostiles:
+            self.log("hostile mix beside the load: " + ", ".join(
+                f"{n} {kind}" for kind, n in self.hostile_counts().items()))
         t_load = time.monotonic()
         self.load_deadline = t_load + a.duration
         next_note = t_load + 10
@@ -2652,7 +2858,7 @@ class Soak:
         self.stop_load.set()
         self.load_time = time.monotonic() - t_load - paused
         self.log("load stopped; waiting for the connections under way")
-        for w in workers:
+        for w in workers + hostiles:
             w.join(IO_TIMEOUT + 2 * RECORD_WAIT)
             if w.is_alive():
                 self.harness_problem("a client thread did not finish")
@@ -2665,6 +2871,18 @@ class Soak:
             self.toggle(which, False)
         time.sleep(0.2)
         self.final_checks()
+
+    def hostile_counts(self):
+        """How many clients of each hostile kind run beside the load."""
+        a = self.args
+        if a.no_hostile:
+            return {}
+        one = a.hostile_one
+        if one is None:  # four more than one address's share of the peek phase
+            one = a.max_peeking // 2 + 4 if a.max_peeking > 0 else 0
+        counts = {"silent-one-address": one, "silent-many-addresses": a.hostile_many,
+                  "untrusted-proxy-sender": a.hostile_proxy, "refused-admin-peer": a.hostile_admin}
+        return {k: n for k, n in counts.items() if n > 0}
 
     def warm_checkpoint(self):
         """A pause a third of the way in: no connections, then the resources once threads are
@@ -2935,6 +3153,7 @@ class Soak:
                 tot[i] += st[i]
             out.append(row(kind, st[0], st[1], fmt_bytes(st[2]), fmt_bytes(st[3])))
         out.append(row("total", tot[0], tot[1], fmt_bytes(tot[2]), fmt_bytes(tot[3])))
+        out += self.hostile_summary(tot)
         ex = self.extras
         out.append(f"reloads: {self.reloads_sent} SIGHUPs, {self.reloaded} applied, "
                    f"{self.reload_refused} refused; the extra listener added {ex['listener'].added} "
@@ -2982,6 +3201,41 @@ class Soak:
                 for line in self.orphans + self.unexpected_lines + self.harness_problems:
                     f.write(line + "\n")
         return n_bad
+
+    def hostile_summary(self, tot):
+        """The hostile mix's lines: what each kind made and how its connections ended, and
+        whether any well-behaved client failed beside it."""
+        counts = self.hostile_counts()
+        if not counts:
+            return ["hostile mix: off (--no-hostile)"]
+        where = {
+            "silent-one-address": f"from {HOSTILE_ONE}",
+            "silent-many-addresses": f"from {len(self.many_sources)} addresses in 127.0.1.1 to "
+                                     f"{many_address(counts.get('silent-many-addresses', 1) - 1, -1)}",
+            "refused-admin-peer": f"from {HOSTILE_ADMIN}",
+            "untrusted-proxy-sender": f"from {HOSTILE_PROXY}",
+        }
+        out = [f"hostile mix, beside the whole load ({sum(counts.values())} clients, each renewed "
+               f"when closed; --max-peeking {self.args.max_peeking}):"]
+        for kind, n in counts.items():
+            ends = self.hostile_ends.get(kind, {})
+            ends_text = ", ".join(f"{e} {ends[e]}" for e in HOSTILE_KINDS[kind][1] if e in ends)
+            bad = self.admin_bad if kind == "refused-admin-peer" else \
+                self.stats.get(kind, [0, 0])[1]
+            if kind == "refused-admin-peer" and ends:
+                ends_text += f" (answered within {self.admin_refusal_max * 1000:.0f} ms)"
+            out.append(f"  {kind:<23} {n:>3} clients {where[kind]}: "
+                       f"{self.hostile_made.get(kind, 0)} made; {ends_text or 'none ended'}; "
+                       f"unexpected {bad}")
+        probes = ", ".join(f"{p} {ok}" for p, (ok, _) in sorted(self.probes.items()))
+        failed = sum(f for _, f in self.probes.values())
+        verdict = ("no well-behaved client failed" if tot[1] == 0 else
+                   f"{tot[1]} well-behaved connections UNEXPECTED, {self.calm_limited} of them "
+                   f"refused or evicted by a limit")
+        out.append(f"  well-behaved beside it: {tot[0]} connections, {verdict} (silent ones "
+                   f"evicted, a legitimate end: {self.calm_evicted}); admin answers during the "
+                   f"load: {probes}, {failed} failed")
+        return out
 
     def upgrade_summary(self):
         ups = [u for u in self.upgrades if not u["idle"]]
@@ -3076,10 +3330,25 @@ def main():
                     choices=["reset-as-fin", "listener-gone-at-upgrade"],
                     help="count the connections that show this known tcp-router issue as known, "
                          "not unexpected (see soak/README.md); default: none")
+    ap.add_argument("--max-peeking", type=int, default=64,
+                    help="tcp-router's --max-peeking: each name-routing listener's peek phase, "
+                         "one address at most half of it (default 64; 0: tcp-router's default)")
+    ap.add_argument("--hostile-one", type=int, default=None, metavar="N",
+                    help="silent clients from one address (default: its peek share + 4; none with "
+                         "--max-peeking 0)")
+    ap.add_argument("--hostile-many", type=int, default=30, metavar="N",
+                    help="silent clients from many addresses, one each (default 30, at most 250)")
+    ap.add_argument("--hostile-admin", type=int, default=4, metavar="N",
+                    help="silent clients of the admin endpoint it refuses (default 4)")
+    ap.add_argument("--hostile-proxy", type=int, default=4, metavar="N",
+                    help="untrusted PROXY header senders (default 4)")
+    ap.add_argument("--no-hostile", action="store_true", help="no hostile mix beside the load")
     ap.add_argument("--keep", action="store_true", help="keep the work dir even on success")
     a = ap.parse_args()
     if a.upgrade_every < 0:
         ap.error("--upgrade-every must be 0 (off) or more")
+    if not 0 <= a.hostile_many <= 250:
+        ap.error("--hostile-many must be 0 to 250")
     if a.seed is None:
         a.seed = int(time.time()) % 100000
     if not (os.path.isfile(a.router) and os.access(a.router, os.X_OK)):
