@@ -115,8 +115,8 @@ pub(crate) fn peek_share(budget: usize) -> usize {
 /// Why a connection lost its place in the peek phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Evicted {
-    /// The budget was full and a client holding fewer places came: the longest-waiting
-    /// connection of the client holding the most gave way.
+    /// The budget was full and a newcomer came: the longest-waiting connection of the client
+    /// holding the most gave way (the newcomer's own client's, if it held as much as anyone).
     ForNewcomer = 1,
     /// A graceful stop began: nothing of a connection still choosing its route is in flight.
     Stopping = 2,
@@ -135,7 +135,7 @@ impl Evicted {
 /// Why a place in the peek phase was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PeekRefusal {
-    /// The budget is full and no client holds more places than this one.
+    /// The budget is full and nobody's place could be taken (a budget of 0).
     Full(usize),
     /// The client holds its share already.
     Share(usize),
@@ -144,8 +144,8 @@ pub(crate) enum PeekRefusal {
 /// A listener's connections that are still sending what routing reads: at most `limit` at once
 /// and `per_client` of one client. When the budget is full a newcomer takes the place of the
 /// longest-waiting connection of the client holding the most, if that client holds more than the
-/// newcomer does (nginx and haproxy refuse instead; sozu's `evict_on_queue_full` drops the oldest
-/// of its accept queue).
+/// newcomer does, else of its own client's longest-waiting one (nginx and haproxy refuse instead;
+/// sozu's `evict_on_queue_full` drops the oldest of its accept queue).
 #[derive(Debug)]
 pub(crate) struct Peeking {
     limit: usize,
@@ -202,9 +202,8 @@ impl Peeking {
         self.per_client
     }
 
-    /// A place in the peek phase for `conn` from `ip`, evicting the longest-waiting connection
-    /// of the client holding the most if the budget is full and that client holds more places
-    /// than this one.
+    /// A place in the peek phase for `conn` from `ip`; if the budget is full, in the place of
+    /// the connection [`PeekTable::victim`] names.
     pub(crate) fn take(
         self: &Arc<Self>,
         ip: IpAddr,
@@ -217,7 +216,9 @@ impl Peeking {
             return Err(PeekRefusal::Share(self.per_client));
         }
         if table.waiting.len() >= self.limit {
-            let victim = table.victim(holds).ok_or(PeekRefusal::Full(self.limit))?;
+            let victim = table
+                .victim(key, holds)
+                .ok_or(PeekRefusal::Full(self.limit))?;
             table.evict(victim, Evicted::ForNewcomer);
         }
         let seq = table.next;
@@ -279,18 +280,25 @@ impl Peeking {
 }
 
 impl PeekTable {
-    /// The longest-waiting connection of the client holding the most places, if it holds more
-    /// than `holds`.
-    fn victim(&self, holds: usize) -> Option<u64> {
+    /// Whose place a newcomer from `key`, which holds `holds` places, takes: the longest-waiting
+    /// connection of the client holding the most, if it holds more than `holds`; otherwise (the
+    /// newcomer's client holds as much as anyone) that client's own longest-waiting one, so a
+    /// client that mixes silent and prompt connections (a browser, a NAT) is never locked out.
+    /// `None` only for a client that holds nothing in a phase nobody holds more of (an empty one).
+    fn victim(&self, key: ClientKey, holds: usize) -> Option<u64> {
         let mut best: Option<(usize, u64)> = None;
+        let mut own: Option<u64> = None;
         // In arrival order, so the first of the largest holders found is its longest waiting.
         for (seq, waiting) in &self.waiting {
             let count = self.held.get(&waiting.key).copied().unwrap_or(0);
             if count > holds && best.is_none_or(|(most, _)| count > most) {
                 best = Some((count, *seq));
             }
+            if waiting.key == key && own.is_none() {
+                own = Some(*seq);
+            }
         }
-        best.map(|(_, seq)| seq)
+        best.map(|(_, seq)| seq).or(own)
     }
 
     /// Takes `seq` out of the table and wakes its worker, which sees why.
@@ -446,17 +454,33 @@ mod tests {
         // Now .1 holds two, .2 and .3 one each: a newcomer from .2 evicts .1's next.
         let _b2 = peeking.take(ip("192.0.2.2"), &conns[5]).unwrap();
         assert_eq!(a2.evicted(), Some(Evicted::ForNewcomer));
-        // All hold two or fewer, .2 holds two: nobody holds more, so .2's third is refused.
-        assert_eq!(
-            peeking.take(ip("192.0.2.2"), &conn()).unwrap_err(),
-            PeekRefusal::Full(4)
-        );
         drop(a1);
         assert_eq!(
             peeking.lock().waiting.len(),
             4,
             "an evicted slot frees nothing twice"
         );
+    }
+
+    /// A client that holds as much as anyone (a browser or a NAT mixing silent and prompt
+    /// connections) is not locked out by a flood from many addresses: its newcomer takes the
+    /// place of its own longest-waiting connection.
+    #[test]
+    fn a_newcomer_of_a_client_holding_the_most_replaces_its_own_longest_waiting() {
+        let peeking = Peeking::new(4, 3, 64);
+        let a1 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let b1 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        let b2 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        // Full, and nobody holds more than .2's two: .2's first gives way to .2's newcomer.
+        let b3 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        assert_eq!(b1.evicted(), Some(Evicted::ForNewcomer));
+        assert_eq!([&a1, &a2, &b2, &b3].map(PeekSlot::evicted), [None; 4]);
+        // And again: it keeps what it holds, the oldest of it giving way.
+        let b4 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        assert_eq!(b2.evicted(), Some(Evicted::ForNewcomer));
+        assert_eq!([&a1, &a2, &b3, &b4].map(PeekSlot::evicted), [None; 4]);
+        assert_eq!(peeking.lock().waiting.len(), 4);
     }
 
     #[test]
