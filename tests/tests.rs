@@ -29,3 +29,5 @@ mod systemd;
 /// Live upgrade on SIGUSR2: listeners and established connections move to a new process; a
 /// failed upgrade leaves the old one serving.
 mod upgrade;
+/// One rule for every value: the command line, the config file and the builder alike.
+mod values;

@@ -1261,7 +1261,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         );
         assert_eq!(
             e("max_connections=99999999999999999999999"),
-            ["1: invalid max_connections '99999999999999999999999': number too large"]
+            ["1: invalid max_connections '99999999999999999999999': must be at most 1048576"]
         );
         assert_eq!(
             e("src=gw"),

@@ -541,7 +541,7 @@ impl Session<'_> {
         let conn = Arc::clone(&self.job.entry.conn);
         // Registered, so a hand-off can wake this thread out of its wait.
         let _inside = conn.enter(Direction::ClientToUpstream);
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = crate::sys::clock::deadline_in(timeout);
         let parking = || conn.park_requested();
         loop {
             match peek::read_until(&conn.client, &mut self.peeked, deadline, &parking, &decide) {

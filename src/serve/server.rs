@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::handoff::Channel;
 use crate::log::rinetd::LogSink;
-use crate::sys::limits;
+use crate::sys::{clock, limits};
 
 use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
@@ -434,7 +434,7 @@ impl Server {
                         "stopping: not ready; accepting for {:?} more before draining",
                         self.shutdown_grace
                     );
-                    stop = Some((Instant::now() + self.shutdown_grace, drain));
+                    stop = Some((clock::deadline_in(self.shutdown_grace), drain));
                 }
             }
             if let Some((deadline, drain)) = stop {
@@ -733,7 +733,7 @@ impl Server {
 /// Waits until every connection has ended or `timeout` passes (true if all ended), in heartbeats:
 /// the process is busy draining, not stuck, and `/health` should say so.
 fn wait_empty_beating(shared: &Shared, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = clock::deadline_in(timeout);
     loop {
         shared.beat();
         let left = deadline.saturating_duration_since(Instant::now());

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use argh::FromArgs;
 use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 use tcp_router::{process, Error, Forwarder};
 
@@ -217,18 +216,13 @@ impl fmt::Display for Failure {
 /// on stderr with 2.
 fn parse_args() -> Result<Args, ExitCode> {
     let argv: Vec<String> = std::env::args().collect();
-    let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let command = strs.first().map_or("tcp-router", |c| {
-        c.rsplit('/').next().unwrap_or("tcp-router")
-    });
-    Args::from_args(&[command], strs.get(1..).unwrap_or(&[])).map_err(|early| match early.status {
-        Ok(()) => {
-            print!("{}", early.output);
+    args::parse(&argv).map_err(|early| match early {
+        args::Early::Print(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(()) => {
-            let first = early.output.lines().next().unwrap_or("invalid arguments");
-            eprintln!("tcp-router: {first} (see --help)");
+        args::Early::Usage(line) => {
+            eprintln!("tcp-router: {line}");
             ExitCode::from(2)
         }
     })
