@@ -8,6 +8,8 @@ mod util;
 mod admin;
 /// The architecture rules of docs/design.md, read off the source.
 mod architecture;
+/// `--check` predicts the start: log file, patterns, privileged ports, no listener, `--explain`.
+mod check;
 /// The binary: command line, exit codes, signals and draining.
 mod cli;
 /// The config file: listeners, allow/deny, idle limits, reload, --check.

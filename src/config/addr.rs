@@ -1,5 +1,6 @@
 //! Addresses as users write them: `host:port`, `[v6]:port`, bare hosts and ports (numbers or service names).
 
+use super::text::printable;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -48,7 +49,12 @@ pub struct AddrError {
 
 impl fmt::Display for AddrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid address '{}': {}", self.original, self.reason)
+        let original = printable(&self.original);
+        write!(
+            f,
+            "invalid address '{original}': {}",
+            printable(&self.reason)
+        )
     }
 }
 

@@ -1,5 +1,6 @@
 //! Human-friendly durations for options and config keys: `250ms`, `5s`, `2m`, `1h`, or plain seconds.
 
+use super::text::printable;
 use std::fmt;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ impl fmt::Display for DurationError {
             f,
             "invalid duration '{}': expected a number with an optional unit ms, s, m or h \
              (e.g. 250ms, 5s, 2m), or a plain number of seconds",
-            self.original
+            printable(&self.original)
         )
     }
 }

@@ -22,6 +22,7 @@ mod load;
 mod model;
 pub(crate) mod names;
 mod settings;
+mod text;
 mod validate;
 
 pub use acl::{Action, Pattern, PatternError, Rule};

@@ -2,6 +2,7 @@
 //! parser, and how a value given on the command line or on a `route` line is merged over the
 //! defaults (route key > command line > built-in default).
 
+use super::text::printable;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -138,7 +139,8 @@ impl Overrides {
     /// );
     /// ```
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let invalid = |why: String| format!("invalid {key} '{value}': {why}");
+        let shown = printable(value);
+        let invalid = |why: String| format!("invalid {key} '{shown}': {why}");
         match key {
             "connect_timeout" => self.connect_timeout = Some(positive_duration(key, value)?),
             "peek_timeout" => self.peek_timeout = Some(positive_duration(key, value)?),
@@ -188,7 +190,7 @@ impl Settings {
 /// A duration that must not be zero (a zero connect or peek deadline would refuse everyone).
 fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
     let d = parse_duration(value).map_err(|e| format!("{key}: {e}"))?;
-    check_duration(d, false).map_err(|why| format!("invalid {key} '{value}': {why}"))
+    check_duration(d, false).map_err(|why| format!("invalid {key} '{}': {why}", printable(value)))
 }
 
 /// A duration or `off` (zero is off too), within [`MAX_DURATION`](super::duration::MAX_DURATION).
@@ -196,7 +198,7 @@ pub(crate) fn duration_or_off(key: &str, value: &str) -> Result<Option<Duration>
     let d = parse_optional_duration(value).map_err(|e| format!("{key}: {e}, or off"))?;
     match d.map(|d| check_duration(d, false)).transpose() {
         Ok(d) => Ok(d),
-        Err(why) => Err(format!("invalid {key} '{value}': {why}")),
+        Err(why) => Err(format!("invalid {key} '{}': {why}", printable(value))),
     }
 }
 

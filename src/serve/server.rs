@@ -114,6 +114,17 @@ impl Handle {
         })
     }
 
+    /// Counts a reload refused before it reached the forwarder (the caller could not read or
+    /// parse the new configuration) as [`Handle::reconfigure`] counts one it refuses, in
+    /// `tcp_router_reloads_total` but not `tcp_router_reloads_succeeded_total`, and logs `why` at
+    /// error level, one line each; the running configuration stays.
+    pub fn reload_refused(&self, why: &dyn std::fmt::Display) {
+        self.shared.metrics.reloaded(false);
+        for line in why.to_string().lines() {
+            log::error!("reload refused, the running configuration stays: {line}");
+        }
+    }
+
     /// What the forwarder is doing now: for a service manager's status line, a watchdog, or a
     /// health check of an embedding program.
     pub fn status(&self) -> Status {
@@ -384,6 +395,9 @@ impl Server {
     pub(crate) fn run(mut self) -> Result<DrainReport, Error> {
         for listening in &self.listening {
             listening.log();
+        }
+        if self.listening.is_empty() {
+            log::warn!("no listener configured: nothing is served until a reload adds one");
         }
         match self.accept_loop()? {
             Exit::Stop(drain) => {

@@ -168,13 +168,21 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, Early> {
     let command = strs.first().map_or("tcp-router", |c| {
         c.rsplit('/').next().unwrap_or("tcp-router")
     });
-    Args::from_args(&[command], strs.get(1..).unwrap_or(&[])).map_err(|early| match early.status {
-        Ok(()) => Early::Print(early.output),
-        Err(()) => {
-            let first = early.output.lines().next().unwrap_or("invalid arguments");
-            Early::Usage(format!("{first} (see --help)"))
+    let args = Args::from_args(&[command], strs.get(1..).unwrap_or(&[])).map_err(|early| {
+        match early.status {
+            Ok(()) => Early::Print(early.output),
+            Err(()) => {
+                let first = early.output.lines().next().unwrap_or("invalid arguments");
+                Early::Usage(format!("{first} (see --help)"))
+            }
         }
-    })
+    })?;
+    if args.explain.is_some() && !args.check {
+        return Err(Early::Usage(
+            "--explain needs --check: tcp-router --check --explain NAME [-c FILE | LISTEN ...] explains without serving".into(),
+        ));
+    }
+    Ok(args)
 }
 
 /// `--sni PATTERN=UPSTREAM[,UPSTREAM...]` as typed; the pattern is checked when the config is built.
