@@ -1228,6 +1228,72 @@ fn admin_allow_refuses_clients_outside_it() {
     assert!(origin.contains("router.conf"), "{origin}");
 }
 
+/// An upstream nothing has shown to be up is never called "up": `/routes` says "no recent
+/// failure" until a connect fails, then "cooling down"; the status page has no "up" pill.
+#[test]
+fn an_upstream_is_never_called_up_without_evidence() {
+    let dead = dead_addr();
+    let (router, admin) = start(&["127.0.0.1:0", &s(dead.addr)]);
+    let state =
+        |routes: &Value| routes["listeners"][0]["routes"][0]["upstreams"][0]["state"].clone();
+    assert_eq!(state(&get_json(admin, "/routes")), "no recent failure");
+    let mut client = connect(router.addr);
+    let _ = read_until_closed(&mut client);
+    json_until(
+        admin,
+        "/routes",
+        "the failed upstream cooling down",
+        |routes| state(routes) == "cooling down",
+    );
+    let page = get(admin, "/").text().to_string();
+    assert!(!page.contains("\"up\""), "the page still says up");
+}
+
+/// Every refused reload is counted, whatever the reason: a typo the binary's reader refuses
+/// (before the forwarder sees it), a duplicate route the forwarder refuses, and a good one that
+/// takes effect.
+#[test]
+fn every_refused_reload_is_counted_whatever_the_reason() {
+    let up = echo_upstream();
+    let dir = temp_dir("admin-reloads");
+    let good = format!(
+        "route 127.0.0.1:0 {}
+",
+        up.addr
+    );
+    let path = dir.write("router.conf", &good);
+    let mut router = Process::start(&["--admin", "127.0.0.1:0", "-c", &path]);
+    let admin = admin_addr(&mut router);
+    let reloads = |m: &Metrics| {
+        (
+            m.count("tcp_router_reloads_total", &[]),
+            m.count("tcp_router_reloads_succeeded_total", &[]),
+        )
+    };
+    assert_eq!(reloads(&metrics(admin)), (0, 0));
+    dir.write(
+        "router.conf",
+        &format!(
+            "{good}rout 127.0.0.1:1 127.0.0.1:2
+"
+        ),
+    );
+    router.signal("HUP");
+    metrics_until(admin, "the typo counted", |m| reloads(m) == (1, 0));
+    dir.write(
+        "router.conf",
+        &format!(
+            "{good}route 127.0.0.1:0 127.0.0.1:2
+"
+        ),
+    );
+    router.signal("HUP");
+    metrics_until(admin, "the duplicate counted", |m| reloads(m) == (2, 0));
+    dir.write("router.conf", &good);
+    router.signal("HUP");
+    metrics_until(admin, "the good one counted", |m| reloads(m) == (3, 1));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Live connections and routes
 // ---------------------------------------------------------------------------------------------
@@ -1519,11 +1585,11 @@ fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
         "<code>default</code>".to_string(),
         "<code>host=a.example</code>".to_string(),
         format!(
-            "<code>{}</code> <span class=\"pill\">up</span>",
+            "<code>{}</code> <span class=\"pill\">no recent failure</span>",
             default_up.addr
         ),
         format!(
-            "<code>{}</code> <span class=\"pill\">up</span>",
+            "<code>{}</code> <span class=\"pill\">no recent failure</span>",
             named_up.addr
         ),
         format!("<code>{}</code> <span class=\"pill bad\"", dead.addr),

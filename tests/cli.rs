@@ -228,3 +228,27 @@ fn threads_run_under_the_chosen_scheduler() {
         );
     }
 }
+
+/// The stop line says how long the drain took: an instant stop no longer reads as a wait of the
+/// whole drain timeout ("0 cut after the 10s drain timeout").
+#[test]
+fn the_stop_line_says_how_long_the_drain_took() {
+    let up = echo_upstream();
+    let mut router = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    router.signal("TERM");
+    let line = router.wait_for_line("stopped: ");
+    assert!(
+        line.contains("stopped: 0 connection(s) finished, 0 cut; drained in ")
+            && line.ends_with(" (drain timeout 10s)"),
+        "{line}"
+    );
+    let took = line
+        .split("drained in ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let took = tcp_router::config::parse_duration(took).unwrap();
+    assert!(took < std::time::Duration::from_secs(5), "{line}");
+}

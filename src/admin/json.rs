@@ -109,6 +109,12 @@ fn route_json(route: &RouteState, active: usize) -> Value {
             let last_error = stats.last_error();
             json!({
                 "upstream": upstream.to_string(),
+                // Nothing checks an upstream's health yet: never "up", only what is known.
+                "state": if route.balancer.cooling_for(i).is_some() {
+                    "cooling down"
+                } else {
+                    "no recent failure"
+                },
                 "cooling_down_for_seconds": route.balancer.cooling_for(i).map(seconds),
                 "attempts": stats.attempts.load(std::sync::atomic::Ordering::Relaxed),
                 "last_error": last_error.as_ref().map(|(text, _)| text.clone()),

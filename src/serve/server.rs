@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, unbounded, Receiver, RecvTimeoutError, Sender};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use crate::config::Config;
+use crate::config::{format_duration, Config};
 use crate::error::Error;
 use crate::handoff::Channel;
 use crate::log::rinetd::LogSink;
@@ -720,9 +720,10 @@ impl Server {
         shared.set_listeners(Vec::new());
         let registry = &shared.registry;
         let active = registry.len();
+        let started = Instant::now();
         log::info!(
-            "stopping: accepting no more clients; {active} active connection(s), waiting up to {:?}",
-            drain_timeout
+            "stopping: accepting no more clients; {active} active connection(s), waiting up to {}",
+            format_duration(drain_timeout)
         );
         let mut report = DrainReport {
             active,
@@ -735,10 +736,11 @@ impl Server {
             wait_empty_beating(&shared, CUT_GRACE);
         }
         log::info!(
-            "stopped: {} connection(s) finished, {} cut after the {:?} drain timeout",
+            "stopped: {} connection(s) finished, {} cut; drained in {} (drain timeout {})",
             report.finished,
             report.cut,
-            drain_timeout
+            format_duration(Duration::from_millis(started.elapsed().as_millis() as u64)),
+            format_duration(drain_timeout)
         );
         report
     }
