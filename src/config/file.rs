@@ -257,6 +257,13 @@ impl Parser<'_> {
             // `admin` still reads as one.
             "admin" if toks.len() <= 3 => self.admin_line(n, &toks),
             "admin_allow" => self.admin_allow_line(n, &toks),
+            _ if toks.len() < 4 && looks_like_a_rule(&toks) => self.err(
+                n,
+                format!(
+                    "a forwarding rule needs 4 fields, '{USAGE_RINETD}'; this line has {}",
+                    toks.len()
+                ),
+            ),
             _ if toks.len() < 4 => self.err(
                 n,
                 format!(
@@ -385,6 +392,16 @@ impl Parser<'_> {
         *slot = Some(PathBuf::from(toks[1].text));
         *seen = Some(n);
     }
+}
+
+/// A short line that reads as a forwarding rule missing a field: it starts with an address
+/// (an IP literal, rinetd's `0`, a dotted name) or its second field is a port number.
+fn looks_like_a_rule(toks: &[Token]) -> bool {
+    let first = toks[0].text;
+    let second_is_port = toks
+        .get(1)
+        .is_some_and(|t| !t.text.is_empty() && t.text.bytes().all(|b| b.is_ascii_digit()));
+    first == "0" || first.contains(['.', ':']) || second_is_port
 }
 
 /// Port 0 cannot be listened on predictably nor connected to; rinetd refuses it too.
@@ -1170,7 +1187,12 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
              'route', 'allow', 'deny', 'logfile', 'pidlogfile', 'logcommon', 'admin' or 'admin_allow')"
         );
         assert!(err1("ALLOW 1.2.3.4").starts_with("1: unknown directive 'ALLOW'"));
-        assert!(err1("0.0.0.0 80 127.0.0.1").starts_with("1: unknown directive '0.0.0.0'"));
+        assert_eq!(
+            err1("0.0.0.0 80 127.0.0.1"),
+            "1: a forwarding rule needs 4 fields, 'bindaddress bindport connectaddress connectport [src=ADDR]'; this line has 3"
+        );
+        assert!(err1("myhost 80 6379").contains("needs 4 fields"));
+        assert!(err1("alow 10.0.0.1").starts_with("1: unknown directive 'alow'"));
     }
 
     #[test]

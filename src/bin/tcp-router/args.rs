@@ -26,7 +26,7 @@ use tcp_router::{Config, Error, HostPort, Listener, Route};
     example = "Serve a rinetd.conf (and check it first):\n  $ tcp-router --check -c /etc/rinetd.conf && tcp-router -c /etc/rinetd.conf",
     example = "Two TLS sites on one port by SNI, everything else to a default; nothing is decrypted:\n  $ tcp-router 0.0.0.0:443 --sni a.example.com=10.0.0.1:443 --sni '*.example.org'=10.0.0.2:443 10.0.0.3:443",
     example = "Which route would a name take?\n  $ tcp-router -c router.conf --check --explain www.example.org",
-    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Durations: 250ms, 5s, 2m, 1h or plain seconds, at most 8760h (365 days); 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
+    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Options take their value after a space or =, as in --idle-timeout=10m; -h is --help, -V --version. Durations: 250ms, 5s, 2m, 1h or plain seconds, at most 8760h (365 days); 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
     error_code(
         0,
         "success, including a graceful stop on SIGINT or SIGTERM, and the old process after an upgrade on SIGUSR2"
@@ -164,6 +164,7 @@ pub(crate) enum Early {
 /// Parses `argv` (the program's name first) the way `main` does; the one path from the command
 /// line to [`Args`], which the fuzz target `argv` drives too.
 pub(crate) fn parse(argv: &[String]) -> Result<Args, Early> {
+    let argv = normalize(argv);
     let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
     let command = strs.first().map_or("tcp-router", |c| {
         c.rsplit('/').next().unwrap_or("tcp-router")
@@ -183,6 +184,33 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, Early> {
         ));
     }
     Ok(args)
+}
+
+/// argv as argh reads it, from the forms people type first: `--opt=value` becomes `--opt value`,
+/// `-h` `--help` and `-V` `--version`. Nothing after `--` changes (it is all positional).
+fn normalize(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len() + 1);
+    let mut rest = argv.iter();
+    if let Some(program) = rest.next() {
+        out.push(program.clone());
+    }
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--" => {
+                out.push(arg.clone());
+                out.extend(rest.by_ref().cloned());
+            }
+            "-h" => out.push("--help".into()),
+            "-V" => out.push("--version".into()),
+            long if long.starts_with("--") && long.contains('=') => {
+                let (name, value) = long.split_once('=').unwrap_or((long, ""));
+                out.push(name.to_string());
+                out.push(value.to_string());
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    out
 }
 
 /// `--sni PATTERN=UPSTREAM[,UPSTREAM...]` as typed; the pattern is checked when the config is built.
@@ -452,6 +480,43 @@ mod tests {
         assert!(listen_and_upstreams(&args)
             .unwrap_err()
             .contains("UPSTREAM"));
+    }
+
+    fn normalized(args: &[&str]) -> Vec<String> {
+        let argv: Vec<String> = std::iter::once("tcp-router")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        normalize(&argv)[1..].to_vec()
+    }
+
+    #[test]
+    fn gnu_forms_become_what_argh_reads() {
+        assert_eq!(normalized(&["--idle-timeout=5s"]), ["--idle-timeout", "5s"]);
+        assert_eq!(
+            normalized(&["--sni=*.example.com=[::1]:443", "-c", "f"]),
+            ["--sni", "*.example.com=[::1]:443", "-c", "f"]
+        );
+        assert_eq!(normalized(&["--log-level="]), ["--log-level", ""]);
+        assert_eq!(normalized(&["-h"]), ["--help"]);
+        assert_eq!(normalized(&["-V"]), ["--version"]);
+        assert_eq!(
+            normalized(&["a:1", "--", "-h", "--x=y"]),
+            ["a:1", "--", "-h", "--x=y"]
+        );
+        let argv: Vec<String> = ["tcp-router", "--idle-timeout=5s", "a:1", "b:2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let args = super::parse(&argv).unwrap();
+        assert_eq!(args.idle_timeout, Some(Some(Duration::from_secs(5))));
+        let help = |flag: &str| super::parse(&["tcp-router".into(), flag.into()]).unwrap_err();
+        assert!(matches!(help("-h"), Early::Print(text) if text.starts_with("Usage: tcp-router")));
+        assert!(
+            super::parse(&["tcp-router".into(), "-V".into()])
+                .unwrap()
+                .version
+        );
     }
 
     #[test]

@@ -228,11 +228,17 @@ fn parse_args() -> Result<Args, ExitCode> {
     })
 }
 
+/// Log timestamps: RFC 3339 in UTC with all nine fraction digits, so every line's timestamp has
+/// one width (simplelog's own RFC 3339 drops trailing zeros).
+const LOG_TIME: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+);
+
 /// Logs to stderr, one line per record, and routes panics through the log so a bug in one
 /// connection is reported like everything else instead of as a raw backtrace.
 fn init_logging(level: LevelFilter) {
     let config = ConfigBuilder::new()
-        .set_time_format_rfc3339()
+        .set_time_format_custom(LOG_TIME)
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off)
@@ -246,4 +252,18 @@ fn init_logging(level: LevelFilter) {
             thread.name().unwrap_or("unnamed")
         );
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_timestamps_keep_their_trailing_zeros() {
+        let at = time::OffsetDateTime::UNIX_EPOCH + std::time::Duration::from_millis(1500);
+        assert_eq!(
+            at.format(LOG_TIME).unwrap(),
+            "1970-01-01T00:00:01.500000000Z"
+        );
+    }
 }
