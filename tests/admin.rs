@@ -1228,6 +1228,67 @@ fn admin_allow_refuses_clients_outside_it() {
     assert!(origin.contains("router.conf"), "{origin}");
 }
 
+/// The JSON docs/operations.md quotes for `/connections` and `/routes` has the shape of the real
+/// output (every key, every value's type; arrays by their first element), from the setup the
+/// docs describe: one listener, one route with two upstreams, one live connection. A field added
+/// or renamed without the docs fails here.
+#[test]
+fn the_json_samples_in_the_docs_have_the_real_outputs_shape() {
+    fn shape(value: &Value) -> String {
+        match value {
+            Value::Object(map) => {
+                let fields: Vec<String> = map
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", shape(v)))
+                    .collect();
+                format!("{{{}}}", fields.join(", "))
+            }
+            Value::Array(items) => format!("[{}]", items.first().map_or(String::new(), shape)),
+            Value::String(_) => "string".into(),
+            Value::Number(_) => "number".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::Null => "null".into(),
+        }
+    }
+    fn quoted(docs: &str, intro: &str) -> Value {
+        let after =
+            &docs[docs.find(intro).unwrap_or_else(|| panic!("no {intro:?}")) + intro.len()..];
+        let start = after.find("```json\n").expect("a ```json block") + "```json\n".len();
+        let end = start + after[start..].find("```").expect("the block's end");
+        serde_json::from_str(&after[start..end]).expect("the docs' sample is JSON")
+    }
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
+    )
+    .unwrap();
+    let (up, release) = lingering_echo_upstream();
+    let other = echo_upstream();
+    let (router, admin) = start(&["127.0.0.1:0", &s(up.addr), &s(other.addr)]);
+    let mut client = connect(router.addr);
+    client.write_all(b"hello").unwrap();
+    assert_eq!(read_exact(&mut client, 5), b"hello");
+    for (intro, path) in [
+        (
+            "`GET /connections` (trimmed to one connection):",
+            "/connections",
+        ),
+        (
+            "`GET /routes` (one listener, one route with two upstreams):",
+            "/routes",
+        ),
+    ] {
+        let real = get_json(admin, path);
+        let sample = quoted(&docs, intro);
+        assert_eq!(
+            shape(&sample),
+            shape(&real),
+            "docs/operations.md's {path} sample is stale; the real output:\n{}",
+            serde_json::to_string_pretty(&real).unwrap()
+        );
+    }
+    drop(release);
+}
+
 /// An upstream nothing has shown to be up is never called "up": `/routes` says "no recent
 /// failure" until a connect fails, then "cooling down"; the status page has no "up" pill.
 #[test]
