@@ -14,6 +14,8 @@ mod check;
 mod cli;
 /// The config file: listeners, allow/deny, idle limits, reload, --check.
 mod config_file;
+/// The crate as crates.io would show it: README, manifest, licences, root exports.
+mod crate_page;
 /// Upstream failures, failover and the connection cap.
 mod limits;
 /// The manual pages document every option of --help and every route key.
