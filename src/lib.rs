@@ -84,7 +84,7 @@ struct CrateReadme;
 
 pub use check::check;
 pub use config::{Config, HostPort, Listener, Route};
-pub use error::Error;
+pub use error::{Error, MAX_ERRORS_SHOWN};
 pub use forwarder::{Address, Builder, Forwarder, Running};
 pub use proto::proxy::Version;
 pub use serve::{DrainReport, Handle, Status};

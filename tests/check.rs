@@ -113,3 +113,61 @@ fn explain_without_check_is_one_line_and_exit_2() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--explain needs --check"), "{stderr}");
 }
+
+/// The config reader refuses what it cannot sensibly read, in one line and at once: a device
+/// (`-c /dev/zero` used to read until memory ran out), and a megabyte-long allow pattern (quoted
+/// by its start and length, not whole); 100,000 bad lines are 100 lines and a count.
+#[test]
+fn the_config_reader_refuses_what_it_cannot_sensibly_read_in_one_line() {
+    let (code, _, stderr) = run_bin(&["--check", "-c", "/dev/zero"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "cannot read config file '/dev/zero': not a regular file"
+    );
+    let dir = temp_dir("check-huge");
+    let huge = dir.write("huge.conf", &format!("allow {}\n", "1".repeat(1 << 20)));
+    let (code, _, stderr) = run_bin(&["--check", "-c", &huge]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1, "{}", stderr.len());
+    assert!(stderr.len() < 300, "{} bytes", stderr.len());
+    assert!(stderr.contains("(1048576 bytes)"), "{stderr}");
+    let bad: String = (0..100_000).map(|_| "bogus line\n").collect();
+    let bad = dir.write("bad.conf", &bad);
+    let (code, _, stderr) = run_bin(&["--check", "-c", &bad]);
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 101);
+    assert!(
+        stderr.ends_with("... and 99900 more error(s) not shown\n"),
+        "{}",
+        stderr.lines().last().unwrap()
+    );
+}
+
+/// `tcp-router --check ... | head -n 1`: the reader going away is not an error of the program's,
+/// which used to panic with "failed printing to stdout: Broken pipe".
+#[test]
+fn a_reader_that_goes_away_does_not_panic_the_summary() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = temp_dir("check-pipe");
+    let routes: String = (0..5_000)
+        .map(|i| format!("route 127.0.0.1:443 127.0.0.1:1 sni=h{i}.example\n"))
+        .collect();
+    let file = dir.write("many.conf", &routes);
+    let mut child = Command::new(bin())
+        .args(["--check", "-c", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("configuration OK"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

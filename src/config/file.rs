@@ -25,7 +25,7 @@
 //! it part of the path; quote the path to keep a `#`), and quotes around a path are
 //! removed (rinetd 0.73 keeps them as part of the file name).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -653,23 +653,28 @@ impl Parser<'_> {
     /// rule has its listener to itself. Which `route` rules may share one is the configuration's
     /// check (`config::validate`), since the command line adds routes too.
     fn check_listeners(&mut self) {
+        // Per listen address: the first rule's line and the first rinetd rule's line. One pass,
+        // n log n in rules.
+        let mut seen: BTreeMap<String, (usize, Option<usize>)> = BTreeMap::new();
         let mut found = Vec::new();
-        let rules = &self.cfg.rules;
-        for (j, b) in rules.iter().enumerate() {
-            let earlier: Vec<&RuleDef> =
-                rules[..j].iter().filter(|a| a.listen == b.listen).collect();
-            let Some(first) = earlier.first() else {
-                continue;
+        for b in &self.cfg.rules {
+            let entry = seen.entry(b.listen.to_string());
+            let (first, first_rinetd) = match entry {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert((b.line, b.rinetd.then_some(b.line)));
+                    continue;
+                }
+                std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
             };
-            if let Some(a) = earlier
-                .iter()
-                .find(|a| a.rinetd)
-                .or(b.rinetd.then_some(first))
-            {
+            let clash = first_rinetd.or(b.rinetd.then_some(*first));
+            if let Some(line) = clash {
                 found.push((b.line, format!(
-                    "listen address {} is already used by line {}; a rinetd-style rule cannot share its listener",
-                    b.listen, a.line
+                    "listen address {} is already used by line {line}; a rinetd-style rule cannot share its listener",
+                    b.listen
                 )));
+            }
+            if b.rinetd && first_rinetd.is_none() {
+                *first_rinetd = Some(b.line);
             }
         }
         for (line, message) in found {

@@ -19,6 +19,7 @@ pub(crate) mod addr;
 pub(crate) mod duration;
 pub(crate) mod file;
 mod load;
+pub use load::MAX_CONFIG_FILE_SIZE;
 mod model;
 pub(crate) mod names;
 mod settings;

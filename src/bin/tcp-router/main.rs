@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if args.version {
-        println!("tcp-router {}", env!("CARGO_PKG_VERSION"));
+        print_out(&format!("tcp-router {}\n", env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;
     }
     if args.check {
@@ -138,22 +138,28 @@ fn take_over(config: &tcp_router::Config, path: &std::path::Path) -> Result<Forw
 
 /// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.
 fn check(args: &Args) -> ExitCode {
-    let checked = args
-        .load()
-        .map_err(|err| err.to_string().lines().map(String::from).collect())
-        .and_then(|config| tcp_router::check(&config, args.explain.as_deref()));
+    let checked = args.load().and_then(|config| {
+        tcp_router::check(&config, args.explain.as_deref()).map_err(Error::Config)
+    });
     match checked {
         Ok(summary) => {
-            print!("{summary}");
+            print_out(&summary);
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            for error in errors {
-                eprintln!("{error}");
-            }
+        Err(err) => {
+            // One line per problem; past the first MAX_ERRORS_SHOWN, a count.
+            eprintln!("{err}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes `text` to stdout; a reader that went away (`tcp-router --help | head -n 1`) is no
+/// error of ours, where `print!` would panic on the broken pipe.
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Why the binary could not run, and the exit code scripts get for it.
@@ -218,7 +224,7 @@ fn parse_args() -> Result<Args, ExitCode> {
     let argv: Vec<String> = std::env::args().collect();
     args::parse(&argv).map_err(|early| match early {
         args::Early::Print(text) => {
-            print!("{text}");
+            print_out(&text);
             ExitCode::SUCCESS
         }
         args::Early::Usage(line) => {
