@@ -631,7 +631,7 @@ impl Session<'_> {
     }
 
     /// Looks the route up from what the client sent; a TLS client without a route gets an
-    /// `unrecognized_name` alert.
+    /// `unrecognized_name` alert, an HTTP client a `421 Misdirected Request`.
     fn route_by(&mut self, first: FirstBytes, state: &ListenerState) -> Option<(usize, MatchKind)> {
         let router = &state.router;
         match first {
@@ -651,7 +651,11 @@ impl Session<'_> {
             }
             FirstBytes::Http(host) => {
                 self.summary.name = Some(format!("host={}", host.as_deref().unwrap_or("(none)")));
-                router.for_http(host.as_deref())
+                let found = router.for_http(host.as_deref());
+                if found.is_none() {
+                    let _ = (&self.job.entry.conn.client).write_all(http::misdirected_response());
+                }
+                found
             }
             FirstBytes::Other(what) => {
                 self.summary.name = Some(format!("first-bytes={what}"));
