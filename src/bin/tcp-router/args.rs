@@ -186,6 +186,15 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, Early> {
     Ok(args)
 }
 
+/// The options that take no value.
+const SWITCHES: [&str; 5] = [
+    "--check",
+    "--reuse-port",
+    "--accept-proxy",
+    "--version",
+    "--help",
+];
+
 /// argv as argh reads it, from the forms people type first: `--opt=value` becomes `--opt value`,
 /// `-h` `--help` and `-V` `--version`. Nothing after `--` changes (it is all positional).
 fn normalize(argv: &[String]) -> Vec<String> {
@@ -204,8 +213,14 @@ fn normalize(argv: &[String]) -> Vec<String> {
             "-V" => out.push("--version".into()),
             long if long.starts_with("--") && long.contains('=') => {
                 let (name, value) = long.split_once('=').unwrap_or((long, ""));
-                out.push(name.to_string());
-                out.push(value.to_string());
+                if SWITCHES.contains(&name) {
+                    // A switch takes no value: left whole, argh names it as unrecognized,
+                    // rather than the value turning into a positional address.
+                    out.push(arg.clone());
+                } else {
+                    out.push(name.to_string());
+                    out.push(value.to_string());
+                }
             }
             _ => out.push(arg.clone()),
         }
@@ -499,6 +514,7 @@ mod tests {
         );
         assert_eq!(normalized(&["--log-level="]), ["--log-level", ""]);
         assert_eq!(normalized(&["-h"]), ["--help"]);
+        assert_eq!(normalized(&["--check=true"]), ["--check=true"]);
         assert_eq!(normalized(&["-V"]), ["--version"]);
         assert_eq!(
             normalized(&["a:1", "--", "-h", "--x=y"]),
@@ -517,6 +533,24 @@ mod tests {
                 .unwrap()
                 .version
         );
+    }
+
+    #[test]
+    fn the_switch_list_is_the_switches_argh_knows() {
+        let help = Args::from_args(&["tcp-router"], &["--help"])
+            .unwrap_err()
+            .output;
+        let usage = help.lines().next().unwrap();
+        let mut switches: Vec<&str> = usage
+            .split_whitespace()
+            .filter_map(|t| t.strip_prefix('[')?.strip_suffix(']'))
+            .filter(|t| t.starts_with("--") && *t != "--")
+            .collect();
+        switches.push("--help");
+        switches.sort_unstable();
+        let mut listed = SWITCHES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(switches, listed);
     }
 
     #[test]
