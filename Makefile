@@ -2,7 +2,7 @@
 CARGO ?= cargo
 MUSL  := x86_64-unknown-linux-musl
 
-.PHONY: build run test bench scale soak lint static install deb check-packaging fuzz-ci
+.PHONY: build run test bench scale soak lint static install deb check-packaging publish-check fuzz-ci
 
 build:
 	$(CARGO) build --release
@@ -120,13 +120,27 @@ check-packaging: deb
 			&& dpkg -r tcp-router && ! test -e /usr/bin/tcp-router \
 			&& dpkg --purge tcp-router && ! test -e /etc/tcp-router; \
 	fi
+	$(MAKE) --no-print-directory publish-check
+
+# The crate as crates.io would take it: `cargo publish --dry-run` packages what Cargo.toml's
+# `include` lists, builds it from the package and uploads nothing (it reads the registry's index).
+# Its one expected warning is that the `integration` test target is left out: the tests stay in
+# the repository (they read docs/, man/ and deploy/), the package carries what a user needs.
+# Any other warning fails. --allow-dirty: the checks before may leave files a clone lacks.
+publish-check:
+	@out=$$($(CARGO) publish --dry-run --allow-dirty 2>&1) || { echo "$$out"; exit 1; }; \
+	unexpected=$$(echo "$$out" | grep '^warning' \
+		| grep -v -e 'ignoring test `integration`' -e 'aborting upload due to dry run'); \
+	if [ -n "$$unexpected" ]; then echo "$$out"; echo "cargo publish --dry-run warned:"; \
+		echo "$$unexpected"; exit 1; fi; \
+	echo "cargo publish --dry-run: clean; $$(echo "$$out" | grep -o 'Packaged .*')"
 
 # Every fuzz target (fuzz/README.md) for FUZZ_SECONDS each, starting from its corpus in
 # fuzz/corpus/TARGET (where what it finds is added), all built first so the time is fuzzing;
 # installs cargo-fuzz if missing. No sanitizer: the crate has no unsafe code, and the ASan build
 # is slower to build and to run. A crash (a panic or a failed assertion) fails the run once all
 # targets have run; its input is in fuzz/artifacts/TARGET/, the log in FUZZ_LOGS/TARGET.log.
-FUZZ_TARGETS := sni http_host proxy_protocol config_file route_keys durations addresses handoff_wire
+FUZZ_TARGETS := sni http_host proxy_protocol config_file route_keys durations addresses handoff_wire argv
 FUZZ_SECONDS ?= 30
 FUZZ_FLAGS   := --sanitizer none
 FUZZ_LOGS    := fuzz/target/fuzz-ci

@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 TARGETS = ["sni", "http_host", "proxy_protocol", "config_file", "route_keys", "durations",
-           "addresses", "handoff_wire"]
+           "addresses", "handoff_wire", "argv"]
 TARGET_DIR = os.environ.get("CARGO_TARGET_DIR", "fuzz/target")
 BIN = os.path.join(TARGET_DIR, "x86_64-unknown-linux-gnu", "release")
 

@@ -6,7 +6,9 @@
 # finds. The maintainer scripts enable and start tcp-router.service through deb-systemd-helper
 # and deb-systemd-invoke, and do nothing of the kind where those tools or a booted systemd are
 # missing (a container, a chroot): the package installs and removes cleanly there too.
-# DEB_MAINTAINER overrides the Maintainer field (default: the author of the last commit).
+# The Maintainer field is Cargo.toml's first author, the project's role name, with a role address
+# on the reserved .invalid domain (RFC 2606): the project has no public mail address yet, and a
+# package should not name whoever happened to build it. DEB_MAINTAINER overrides it.
 set -eu
 umask 022
 cd "$(dirname "$0")/.."
@@ -14,8 +16,8 @@ cd "$(dirname "$0")/.."
 bin=${1:?usage: scripts/build-deb.sh BINARY}
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 arch=$(dpkg --print-architecture)
-maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || true)}
-maintainer=${maintainer:-tcp-router maintainers <root@localhost>}
+author=$(sed -n 's/^authors = \["\([^"<]*\)".*$/\1/p' Cargo.toml | head -n 1)
+maintainer=${DEB_MAINTAINER:-${author:?Cargo.toml has no authors} <noreply@tcp-router.invalid>}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
 out=target/debian
@@ -45,7 +47,7 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: tcp-router
 
 Files: *
-Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) tcp-router contributors
+Copyright: $(date -u -d "@$SOURCE_DATE_EPOCH" +%Y) ${author}
 License: MIT or Apache-2.0
 
 License: MIT

@@ -51,26 +51,29 @@ cleanup() {
 trap cleanup EXIT
 
 # A stop signal: pass it on to tcp-router, which drains its connections (up to 10 s), wait for it,
-# exit. A second signal is passed on too, and tcp-router then exits at once.
+# exit with its status: 0 after a graceful stop (Ctrl-C is how the tutorial ends, and make should
+# not call it an error), 130 or 143 when a second signal made it exit at once.
 stop() {
-  local signal=$1 code=$2
+  local signal=$1 status=0
   trap 'forward INT' INT
   trap 'forward TERM' TERM
   trap 'forward TERM' HUP
   forward "$signal"
   while running "$router_pid"; do
-    wait "$router_pid" 2>/dev/null || true
+    status=0
+    wait "$router_pid" 2>/dev/null || status=$?
   done
-  exit "$code"
+  router_pid=
+  exit "$status"
 }
 forward() {
   if running "$router_pid"; then
     kill "-$1" "$router_pid" 2>/dev/null || true
   fi
 }
-trap 'stop INT 130' INT
-trap 'stop TERM 143' TERM
-trap 'stop TERM 129' HUP
+trap 'stop INT' INT
+trap 'stop TERM' TERM
+trap 'stop TERM' HUP
 
 if [ ! -x "$router" ]; then
   say "no tcp-router binary at '$router' (build it with: make build)"

@@ -2,6 +2,9 @@
 //! with `--explain NAME`, which route a name takes on each listener that routes by name.
 
 use std::fmt::Write;
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::path::Path;
 
 use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
@@ -35,14 +38,91 @@ pub fn check(config: &Config, explain: Option<&str>) -> Result<String, Vec<Strin
             }
         }
     }
+    if let Some(log) = &config.logfile {
+        if let Err(why) = appendable(&log.path) {
+            errors.push(format!(
+                "log file '{}' cannot be opened for appending: {why}",
+                log.path.display()
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
     let mut out = summary(config);
+    for warning in warnings(config) {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     if let Some(name) = explain {
         out.push_str(&explain_name(config, name));
     }
     Ok(out)
+}
+
+/// Whether the server could open `path` for appending at start, found without creating or
+/// changing anything: an existing file is opened for appending and closed; for a file not there
+/// yet, its directory must exist and be writable by this user.
+fn appendable(path: &Path) -> Result<(), String> {
+    match OpenOptions::new().append(true).open(path) {
+        Ok(_) => return Ok(()),
+        Err(err) if err.kind() != ErrorKind::NotFound => return Err(err.to_string()),
+        Err(_) => {}
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!("'{}' is not a directory", dir.display()))
+        }
+        Ok(_) => {}
+        Err(err) => return Err(format!("directory '{}': {err}", dir.display())),
+    }
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK)
+        .map_err(|errno| format!("directory '{}' is not writable: {errno}", dir.display()))
+}
+
+/// What would start but likely not as meant: no listener at all; a listen port below the
+/// system's unprivileged start (1024 unless `net.ipv4.ip_unprivileged_port_start` says
+/// otherwise) without `CAP_NET_BIND_SERVICE`.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.listeners.is_empty() {
+        out.push("no listener: nothing would be served (give LISTEN UPSTREAM, a forwarding rule or a route line)".into());
+    }
+    let start = unprivileged_port_start();
+    if !can_bind_privileged() {
+        for listener in &config.listeners {
+            let port = listener.listen.port;
+            if port != 0 && port < start {
+                out.push(format!(
+                    "{}: listen {}: port {port} is below {start}, which this user cannot bind without CAP_NET_BIND_SERVICE (run as root, or setcap cap_net_bind_service=+ep on the binary)",
+                    listener.origin, listener.listen
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The lowest port an unprivileged process may bind (Linux's sysctl; 1024 where unreadable).
+fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
+/// Whether this process holds `CAP_NET_BIND_SERVICE` (bit 10 of `CapEff` in /proc/self/status).
+fn can_bind_privileged() -> bool {
+    const CAP_NET_BIND_SERVICE: u32 = 10;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
 }
 
 fn resolve(addr: &HostPort, origin: &str, errors: &mut Vec<String>) {
@@ -155,9 +235,8 @@ fn explain_name(config: &Config, name: &str) -> String {
             continue;
         }
         any = true;
-        let labels: Vec<String> = listener.routes.iter().map(|r| r.label()).collect();
         let _ = writeln!(out, "explain '{name}' on {}:", listener.listen);
-        for line in router.explain(name, &labels) {
+        for line in router.explain(name, &listener.routes) {
             let _ = writeln!(out, "  {line}");
         }
     }

@@ -5,11 +5,16 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+/// How many lines of an [`Error::Config`] its `Display` shows; the rest are counted in one last
+/// line, so a file of 100,000 bad lines is not 100,000 lines on stderr (or in the log, when a
+/// reload is refused). The error itself keeps every line.
+pub const MAX_ERRORS_SHOWN: usize = 100;
+
 /// What can stop tcp-router from starting or reloading; each variant carries the value involved.
 ///
 /// `Display` is one lowercase phrase naming the value (`cannot listen on 127.0.0.1:80`) and does
 /// not repeat its cause, which [`source`](std::error::Error::source) returns; [`Error::Config`]
-/// displays one line per problem.
+/// displays one line per problem, the first [`MAX_ERRORS_SHOWN`] of them, then how many more.
 ///
 /// ```
 /// use tcp_router::{Error, Forwarder};
@@ -62,6 +67,11 @@ impl fmt::Display for Error {
             Error::Bind { addr, .. } => write!(f, "cannot listen on {addr}"),
             Error::ResolveListen { addr, .. } => {
                 write!(f, "cannot resolve listen address '{addr}'")
+            }
+            Error::Config(lines) if lines.len() > MAX_ERRORS_SHOWN => {
+                f.write_str(&lines[..MAX_ERRORS_SHOWN].join("\n"))?;
+                let more = lines.len() - MAX_ERRORS_SHOWN;
+                write!(f, "\n... and {more} more error(s) not shown")
             }
             Error::Config(lines) => f.write_str(&lines.join("\n")),
             Error::Setup { what, .. } => write!(f, "cannot {what}"),

@@ -354,16 +354,17 @@ impl Builder {
         self
     }
 
-    /// Closes a connection after this long with no bytes moving either way (default: never).
+    /// Closes a connection after this long with no bytes moving either way (default: never;
+    /// `None` or zero: never, as `off` and `0` say in a config file).
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Builder {
-        self.settings.idle_timeout = timeout.into();
+        self.settings.idle_timeout = timeout.into().filter(|d| !d.is_zero());
         self
     }
 
     /// Closes a half-closed connection after this long with no bytes moving (default 5 min;
-    /// `None`: never).
+    /// `None` or zero: never).
     pub fn fin_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Builder {
-        self.settings.fin_timeout = timeout.into();
+        self.settings.fin_timeout = timeout.into().filter(|d| !d.is_zero());
         self
     }
 

@@ -3,11 +3,9 @@
 //! It accepts TCP connections on listen addresses and relays them, byte for byte, to upstreams
 //! chosen by configuration, by the name a client asks for (TLS SNI, HTTP Host, ALPN) and by
 //! upstream health; with exact half-close and reset propagation, failover, limits and a graceful
-//! drain. Blocking and thread-per-connection: no async runtime.
+//! drain. Blocking and thread-per-connection: no async runtime. Linux only.
 //!
-//! # Embedding
-//!
-//! Five lines forward a port from another program:
+//! # Forwarding a port
 //!
 //! ```no_run
 //! use tcp_router::Forwarder;
@@ -19,28 +17,46 @@
 //! }
 //! ```
 //!
-//! [`Forwarder::builder`] sets the options that matter (timeouts, caps, several upstreams, name
-//! routes, PROXY protocol, allow/deny); [`Forwarder::spawn`] runs it on its own thread and
-//! [`Running::stop_within`] drains it and returns the [`DrainReport`]. A whole [`Config`] (what
-//! the binary builds from its command line and a rinetd-style file) goes through
-//! [`Forwarder::from_config`]. Embedding touches no process-wide state; the binary's process
-//! concerns are opt-in calls in [`process`].
+//! # Options, a thread of its own, a drain
 //!
-//! # Layout
+//! [`Forwarder::builder`] takes the options, and [`Builder::bind`] checks them all (each
+//! problem one line of the [`Error`]) and binds; [`Forwarder::spawn`] serves on a thread of its
+//! own, and [`Running::stop_within`] drains it and returns the [`DrainReport`]:
 //!
-//! Each part is a folder; `docs/design.md` draws how a connection flows through them and states
-//! the rules their imports keep (checked by `tests/architecture.rs`).
+//! ```
+//! use std::time::Duration;
+//! use tcp_router::{Forwarder, Version};
 //!
-//! - [`config`]: the configuration as pure data: addresses, durations, patterns, per-route
-//!   settings, the rinetd-compatible file parser, validation.
-//! - [`proto`]: the pure wire-format readers (TLS ClientHello, HTTP Host, PROXY v1/v2).
-//! - `route`: the decisions: allow/deny, which route a name takes, which upstream first.
-//! - `serve`: the accept loop, reload, drain, a connection's life, peek, pool, permits.
-//! - `relay`: the two copy threads, with copy and splice.
-//! - `log`: the per-connection line and rinetd's log formats.
-//! - `sys`: what std lacks: socket options, limits, scheduling.
-//! - `admin`: the admin endpoint (metrics, readiness, live connections, status page).
-//! - `forwarder`, [`check()`], `error`: the public entry points.
+//! let forwarder = Forwarder::builder("127.0.0.1:0")
+//!     .sni_route("a.example.com", ["127.0.0.1:8443"])
+//!     .upstream("127.0.0.1:6379")
+//!     .connect_timeout(Duration::from_secs(2))
+//!     .proxy_protocol(Version::V2)
+//!     .allow("127.0.0.0/8")
+//!     .bind()?;
+//! let running = forwarder.spawn()?;
+//! let report = running.stop_within(Duration::from_secs(5))?;
+//! assert_eq!(report.cut, 0);
+//! # Ok::<(), tcp_router::Error>(())
+//! ```
+//!
+//! A whole [`Config`] (what the binary builds from its command line and a rinetd-style file,
+//! see [`config`]) goes through [`Forwarder::from_config`]; a socket the program bound itself
+//! through [`Forwarder::from_listener`]. [`Handle`] stops or reconfigures a running forwarder
+//! from any thread, and [`check()`] is the binary's `--check`.
+//!
+//! # What it leaves to the program
+//!
+//! Embedding touches no process-wide state: no signal handlers, resource limits, scheduling
+//! policy or `process::exit`; the binary's own are opt-in calls in [`process`].
+//!
+//! The library logs through the [`log`](https://docs.rs/log) facade (one line per connection at
+//! info, every error at error) and says nothing until the program installs a logger; with the
+//! `env_logger` crate, for example, `env_logger::init();` at the start of `main` and
+//! `RUST_LOG=info` in the environment.
+//!
+//! Working on tcp-router itself: `docs/design.md` in its repository draws how a connection
+//! flows through the modules and states the rules they keep.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -60,10 +76,17 @@ mod sys;
 #[cfg(test)]
 mod test_support;
 
+/// The crate README's code, compiled as a doctest so the crate's page cannot show an example that
+/// does not build.
+#[cfg(doctest)]
+#[doc = include_str!("../README.crates-io.md")]
+struct CrateReadme;
+
 pub use check::check;
 pub use config::{Config, HostPort, Listener, Route};
-pub use error::Error;
+pub use error::{Error, MAX_ERRORS_SHOWN};
 pub use forwarder::{Address, Builder, Forwarder, Running};
+pub use proto::proxy::Version;
 pub use serve::{DrainReport, Handle, Status};
 
 /// The live upgrade: a running process hands its listeners and every established connection to a

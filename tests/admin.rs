@@ -1325,6 +1325,133 @@ fn admin_allow_refuses_clients_outside_it() {
     assert!(origin.contains("router.conf"), "{origin}");
 }
 
+/// The JSON docs/operations.md quotes for `/connections` and `/routes` has the shape of the real
+/// output (every key, every value's type; arrays by their first element), from the setup the
+/// docs describe: one listener, one route with two upstreams, one live connection. A field added
+/// or renamed without the docs fails here.
+#[test]
+fn the_json_samples_in_the_docs_have_the_real_outputs_shape() {
+    fn shape(value: &Value) -> String {
+        match value {
+            Value::Object(map) => {
+                let fields: Vec<String> = map
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", shape(v)))
+                    .collect();
+                format!("{{{}}}", fields.join(", "))
+            }
+            Value::Array(items) => format!("[{}]", items.first().map_or(String::new(), shape)),
+            Value::String(_) => "string".into(),
+            Value::Number(_) => "number".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::Null => "null".into(),
+        }
+    }
+    fn quoted(docs: &str, intro: &str) -> Value {
+        let after =
+            &docs[docs.find(intro).unwrap_or_else(|| panic!("no {intro:?}")) + intro.len()..];
+        let start = after.find("```json\n").expect("a ```json block") + "```json\n".len();
+        let end = start + after[start..].find("```").expect("the block's end");
+        serde_json::from_str(&after[start..end]).expect("the docs' sample is JSON")
+    }
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
+    )
+    .unwrap();
+    let (up, release) = lingering_echo_upstream();
+    let other = echo_upstream();
+    let (router, admin) = start(&["127.0.0.1:0", &s(up.addr), &s(other.addr)]);
+    let mut client = connect(router.addr);
+    client.write_all(b"hello").unwrap();
+    assert_eq!(read_exact(&mut client, 5), b"hello");
+    for (intro, path) in [
+        (
+            "`GET /connections` (trimmed to one connection):",
+            "/connections",
+        ),
+        (
+            "`GET /routes` (one listener, one route with two upstreams):",
+            "/routes",
+        ),
+    ] {
+        let real = get_json(admin, path);
+        let sample = quoted(&docs, intro);
+        assert_eq!(
+            shape(&sample),
+            shape(&real),
+            "docs/operations.md's {path} sample is stale; the real output:\n{}",
+            serde_json::to_string_pretty(&real).unwrap()
+        );
+    }
+    drop(release);
+}
+
+/// An upstream nothing has shown to be up is never called "up": `/routes` says "no recent
+/// failure" until a connect fails, then "cooling down"; the status page has no "up" pill.
+#[test]
+fn an_upstream_is_never_called_up_without_evidence() {
+    let dead = dead_addr();
+    let (router, admin) = start(&["127.0.0.1:0", &s(dead.addr)]);
+    let state =
+        |routes: &Value| routes["listeners"][0]["routes"][0]["upstreams"][0]["state"].clone();
+    assert_eq!(state(&get_json(admin, "/routes")), "no recent failure");
+    let mut client = connect(router.addr);
+    let _ = read_until_closed(&mut client);
+    json_until(
+        admin,
+        "/routes",
+        "the failed upstream cooling down",
+        |routes| state(routes) == "cooling down",
+    );
+    let page = get(admin, "/").text().to_string();
+    assert!(!page.contains("\"up\""), "the page still says up");
+}
+
+/// Every refused reload is counted, whatever the reason: a typo the binary's reader refuses
+/// (before the forwarder sees it), a duplicate route the forwarder refuses, and a good one that
+/// takes effect.
+#[test]
+fn every_refused_reload_is_counted_whatever_the_reason() {
+    let up = echo_upstream();
+    let dir = temp_dir("admin-reloads");
+    let good = format!(
+        "route 127.0.0.1:0 {}
+",
+        up.addr
+    );
+    let path = dir.write("router.conf", &good);
+    let mut router = Process::start(&["--admin", "127.0.0.1:0", "-c", &path]);
+    let admin = admin_addr(&mut router);
+    let reloads = |m: &Metrics| {
+        (
+            m.count("tcp_router_reloads_total", &[]),
+            m.count("tcp_router_reloads_succeeded_total", &[]),
+        )
+    };
+    assert_eq!(reloads(&metrics(admin)), (0, 0));
+    dir.write(
+        "router.conf",
+        &format!(
+            "{good}rout 127.0.0.1:1 127.0.0.1:2
+"
+        ),
+    );
+    router.signal("HUP");
+    metrics_until(admin, "the typo counted", |m| reloads(m) == (1, 0));
+    dir.write(
+        "router.conf",
+        &format!(
+            "{good}route 127.0.0.1:0 127.0.0.1:2
+"
+        ),
+    );
+    router.signal("HUP");
+    metrics_until(admin, "the duplicate counted", |m| reloads(m) == (2, 0));
+    dir.write("router.conf", &good);
+    router.signal("HUP");
+    metrics_until(admin, "the good one counted", |m| reloads(m) == (3, 1));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Live connections and routes
 // ---------------------------------------------------------------------------------------------
@@ -1616,11 +1743,11 @@ fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
         "<code>default</code>".to_string(),
         "<code>host=a.example</code>".to_string(),
         format!(
-            "<code>{}</code> <span class=\"pill\">up</span>",
+            "<code>{}</code> <span class=\"pill\">no recent failure</span>",
             default_up.addr
         ),
         format!(
-            "<code>{}</code> <span class=\"pill\">up</span>",
+            "<code>{}</code> <span class=\"pill\">no recent failure</span>",
             named_up.addr
         ),
         format!("<code>{}</code> <span class=\"pill bad\"", dead.addr),

@@ -407,3 +407,107 @@ fn a_drain_with_only_a_silent_peeking_client_ends_at_once() {
     );
     assert!(log.contains("1 connection(s) finished, 0 cut"), "{log}");
 }
+
+/// The stop line says how long the drain took: an instant stop no longer reads as a wait of the
+/// whole drain timeout ("0 cut after the 10s drain timeout").
+#[test]
+fn the_stop_line_says_how_long_the_drain_took() {
+    let up = echo_upstream();
+    let mut router = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    router.signal("TERM");
+    let line = router.wait_for_line("stopped: ");
+    assert!(
+        line.contains("stopped: 0 connection(s) finished, 0 cut; drained in ")
+            && line.ends_with(" (drain timeout 10s)"),
+        "{line}"
+    );
+    let took = line
+        .split("drained in ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let took = tcp_router::config::parse_duration(took).unwrap();
+    assert!(took < std::time::Duration::from_secs(5), "{line}");
+}
+
+/// The forms people type first: `--opt=value`, `-h`, `-V`; an address with a scheme or a comma
+/// gets a hint that fits it; a 3-field rinetd line says what a forwarding rule needs.
+#[test]
+fn the_conventions_people_type_first_work_or_get_a_fitting_hint() {
+    let (code, stdout, stderr) = run_bin(&[
+        "--check",
+        "--idle-timeout=5s",
+        "--connect-timeout=250ms",
+        "127.0.0.1:0",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("connect_timeout=250ms idle_timeout=5s"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run_bin(&["-h"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("Usage: tcp-router"), "{stdout}");
+    let (code, stdout, _) = run_bin(&["-V"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (
+            0,
+            format!("tcp-router {}", env!("CARGO_PKG_VERSION")).as_str()
+        )
+    );
+
+    for (address, hint) in [
+        ("http://127.0.0.1:80", "as in '127.0.0.1:80'"),
+        ("tcp://db:5432", "as in 'db:5432'"),
+        ("127.0.0.1:1,127.0.0.1:2", "one address per argument"),
+    ] {
+        let (code, _, stderr) = run_bin(&["127.0.0.1:0", address]);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(hint) && !stderr.contains("brackets"),
+            "{stderr}"
+        );
+    }
+
+    let dir = temp_dir("cli-rinetd-3");
+    let file = dir.write("r.conf", "0.0.0.0 8080 127.0.0.1\n");
+    let (code, _, stderr) = run_bin(&["--check", "-c", &file]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(":1: a forwarding rule needs 4 fields, 'bindaddress bindport connectaddress connectport [src=ADDR]'; this line has 3"),
+        "{stderr}"
+    );
+}
+
+/// Every log line's timestamp has one width: RFC 3339 in UTC with nine fraction digits (trailing
+/// zeros used to be dropped, so lines did not line up).
+#[test]
+fn log_timestamps_have_a_fixed_width() {
+    let up = echo_upstream();
+    let mut router = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    for _ in 0..5 {
+        let mut client = connect(router.addr);
+        client.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        client.read_exact(&mut byte).unwrap();
+        drop(client);
+        router.wait_for_line("closed #");
+    }
+    for line in &router.seen {
+        let stamp = line.split(' ').next().unwrap();
+        assert_eq!(
+            stamp.len(),
+            "2026-12-01T23:21:21.603755405Z".len(),
+            "{line}"
+        );
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.',
+            "{line}"
+        );
+    }
+}

@@ -132,3 +132,22 @@ fn every_route_key_is_in_the_config_manual_page() {
         "man/tcp-router.conf.5 documents route keys the parser does not know: {stale:?}"
     );
 }
+
+/// docs/operations.md quotes `--help` whole: the quote is the program's output, byte for byte
+/// (it had gone stale, three options missing).
+#[test]
+fn the_help_quoted_in_the_docs_is_the_programs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
+    let docs = std::fs::read_to_string(&path).unwrap();
+    let marker = "The complete command line, as `tcp-router --help` prints it:";
+    let after = &docs[docs.find(marker).expect("the --help quote's introduction") + marker.len()..];
+    let start = after.find("```text\n").expect("a ```text block") + "```text\n".len();
+    let quoted = &after[start..start + after[start..].find("```").expect("the block's end")];
+    let (code, help, _) = run_bin(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        quoted == help,
+        "docs/operations.md's --help quote differs from the program's; replace it with the \
+         output of `tcp-router --help`:\n{help}"
+    );
+}

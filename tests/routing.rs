@@ -436,6 +436,31 @@ fn no_route_sends_unrecognized_name_alert() {
     assert_accepted(&named, 0, "named backend");
 }
 
+/// Without a matching route or a default, an HTTP client gets `421 Misdirected Request` and is
+/// closed, where it used to get an empty reply; the log says `result=no-route` and the Host.
+#[test]
+fn no_route_answers_an_http_client_421() {
+    let (named, _rx) = recording_upstream();
+    let mut router = Process::start(&[
+        "127.0.0.1:0",
+        "--host",
+        &format!("a.example.com={}", named.addr),
+    ]);
+    let mut client = connect(router.addr);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: nope.example.org\r\n\r\n")
+        .unwrap();
+    let reply = read_until_closed(&mut client);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let line = router.wait_for_line("closed #1 ");
+    assert!(line.contains("host=nope.example.org"), "{line}");
+    assert!(line.contains("result=no-route"), "{line}");
+    assert_accepted(&named, 0, "named backend");
+}
+
 /// A real ClientHello sent one byte per write (TCP_NODELAY), and the same hello re-framed into
 /// three TLS records, are both routed by their SNI; the chosen backend receives exactly the
 /// bytes the client sent, record framing included, and the other backend gets nothing.

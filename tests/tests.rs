@@ -8,10 +8,14 @@ mod util;
 mod admin;
 /// The architecture rules of docs/design.md, read off the source.
 mod architecture;
+/// `--check` predicts the start: log file, patterns, privileged ports, no listener, `--explain`.
+mod check;
 /// The binary: command line, exit codes, signals and draining.
 mod cli;
 /// The config file: listeners, allow/deny, idle limits, reload, --check.
 mod config_file;
+/// The crate as crates.io would show it: README, manifest, licences, root exports.
+mod crate_page;
 /// A peer's last words before its reset: every byte, then the reset.
 mod last_words;
 /// Upstream failures, failover and the connection cap.
@@ -31,3 +35,5 @@ mod systemd;
 /// Live upgrade on SIGUSR2: listeners and established connections move to a new process; a
 /// failed upgrade leaves the old one serving.
 mod upgrade;
+/// One rule for every value: the command line, the config file and the builder alike.
+mod values;

@@ -5,7 +5,6 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::{format_duration, Route};
@@ -112,6 +111,12 @@ fn route_json(route: &RouteState, active: usize) -> Value {
             let last_error = stats.last_error();
             json!({
                 "upstream": upstream.to_string(),
+                // Nothing checks an upstream's health yet: never "up", only what is known.
+                "state": if route.balancer.cooling_for(i).is_some() {
+                    "cooling down"
+                } else {
+                    "no recent failure"
+                },
                 "cooling_down_for_seconds": route.balancer.cooling_for(i).map(seconds),
                 "attempts": stats.attempts.load(std::sync::atomic::Ordering::Relaxed),
                 "last_error": last_error.as_ref().map(|(text, _)| text.clone()),
@@ -146,9 +151,10 @@ fn seconds(d: Duration) -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
-/// An RFC 3339 time in UTC.
+/// An RFC 3339 time in UTC, with all nine fraction digits: one width for every timestamp.
 fn timestamp(at: SystemTime) -> String {
-    OffsetDateTime::from(at)
-        .format(&Rfc3339)
-        .unwrap_or_default()
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+    );
+    OffsetDateTime::from(at).format(&format).unwrap_or_default()
 }

@@ -19,8 +19,11 @@
 //! - Wildcard patterns that can never match are rejected instead of being silently dead:
 //!   a literal group with a leading zero (`010.*`, `2001:0db8:*`), IPv4 notation with hex
 //!   letters (`192.168.a.*`), or IPv4-mapped notation (`::ffff:192.0.2.*` or a CIDR block
-//!   inside `::ffff:0:0/96`; write `192.0.2.*` or `192.0.2.0/24`).
+//!   inside `::ffff:0:0/96`; write `192.0.2.*` or `192.0.2.0/24`); text with no `*` or `?`
+//!   that is not a whole address (`1.2.3`, `10.0.0.300`); an IPv4 group above 255 or a fifth
+//!   group; anything longer than [`MAX_PATTERN_LEN`].
 
+use super::text::printable;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -55,18 +58,41 @@ impl fmt::Display for PatternError {
         write!(
             f,
             "invalid address pattern '{}': {}",
-            self.pattern, self.reason
+            self.pattern,
+            printable(&self.reason)
         )
     }
 }
 
 impl std::error::Error for PatternError {}
 
+/// The longest pattern taken: room for any address text (an IPv6 address in full is 39
+/// characters), brackets, a prefix and some `*`. Longer can never match, and a megabyte of
+/// pattern would cost every client a megabyte of matching.
+pub(crate) const MAX_PATTERN_LEN: usize = 64;
+
 fn pattern_err(pattern: &str, reason: impl Into<String>) -> PatternError {
     PatternError {
-        pattern: pattern.to_string(),
+        pattern: shown(pattern),
         reason: reason.into(),
     }
+}
+
+/// `pattern` as an error quotes it: whole, or its start and its length when it is too long to
+/// be one line of an error.
+fn shown(pattern: &str) -> String {
+    if pattern.len() <= MAX_PATTERN_LEN {
+        return printable(pattern).into_owned();
+    }
+    let cut = (0..=40)
+        .rev()
+        .find(|&i| pattern.is_char_boundary(i))
+        .unwrap_or(0);
+    format!(
+        "{}... ({} bytes)",
+        printable(&pattern[..cut]),
+        pattern.len()
+    )
 }
 
 impl FromStr for Pattern {
@@ -77,6 +103,12 @@ impl FromStr for Pattern {
     fn from_str(s: &str) -> Result<Self, PatternError> {
         if s.is_empty() {
             return Err(pattern_err(s, "empty pattern"));
+        }
+        if s.len() > MAX_PATTERN_LEN {
+            return Err(pattern_err(
+                s,
+                format!("longer than any address pattern (at most {MAX_PATTERN_LEN} characters)"),
+            ));
         }
         match s.split_once('/') {
             Some((addr, prefix)) => parse_cidr(s, addr, prefix),
@@ -177,6 +209,25 @@ fn never_matches(inner: &str) -> Option<String> {
     }
     if inner.contains('.') && inner.contains(|c: char| c.is_ascii_alphabetic()) {
         return Some("ipv4 addresses have no hex letters".into());
+    }
+    // Without `*` or `?` the pattern is compared as text, and it is no address's text.
+    if !inner.contains(['*', '?']) {
+        return Some(
+            "it is not a whole address and has no '*' or '?' to stand for the rest \
+             (e.g. '1.2.3.*', or a cidr block such as '1.2.3.0/24')"
+                .into(),
+        );
+    }
+    if inner.contains('.') {
+        // Every `.` of the pattern must meet one of the three of an IPv4 address.
+        if inner.matches('.').count() > 3 {
+            return Some("an ipv4 address has four groups".into());
+        }
+        if let Some(g) = inner.split('.').find(|g| {
+            g.bytes().all(|b| b.is_ascii_digit()) && g.parse::<u16>().map_or(true, |n| n > 255)
+        }) {
+            return Some(format!("'{g}' is above 255"));
+        }
     }
     // Canonical text drops leading zeros, so a literal group like `010` or `0db8` never appears.
     inner
@@ -471,11 +522,34 @@ mod tests {
         assert!(e("::ffff:0:0/96").ends_with("write '0.0.0.0/0'"));
         assert!(e("::ffff:192.0.2.0/120").ends_with("write '192.0.2.0/24'"));
         assert!("::/0".parse::<Pattern>().is_ok());
-        assert!("abc".parse::<Pattern>().is_ok());
+        assert!(e("abc").contains("not a whole address"));
+        assert!("ab?".parse::<Pattern>().is_ok());
         assert!(e("2001:0db8:*").contains("'0db8'"));
         // Leading zero in a parseable literal is fine: compared as an address.
         assert!("2001:0db8::1".parse::<Pattern>().is_ok());
         assert!("0.0.0.*".parse::<Pattern>().is_ok());
+    }
+
+    #[test]
+    fn patterns_that_can_never_match_a_client_are_refused() {
+        let e = |s: &str| s.parse::<Pattern>().unwrap_err().to_string();
+        assert_eq!(
+            e("10.0.0.300"),
+            "invalid address pattern '10.0.0.300': can never match: it is not a whole address and \
+             has no '*' or '?' to stand for the rest (e.g. '1.2.3.*', or a cidr block such as '1.2.3.0/24')"
+        );
+        assert!(e("1.2.3").contains("not a whole address"));
+        assert!(e("10.0.300.*").ends_with("can never match: '300' is above 255"));
+        assert!(e("1.2.3.4.*").ends_with("an ipv4 address has four groups"));
+        assert!("1.2.3.*".parse::<Pattern>().is_ok());
+        assert!("1.2.*.2?".parse::<Pattern>().is_ok());
+        assert!("*".parse::<Pattern>().is_ok());
+        // A megabyte of digits is refused in one short line.
+        let huge = "1".repeat(1 << 20);
+        let err = e(&huge);
+        assert!(err.len() < 200, "{}", err.len());
+        assert!(err.contains("(1048576 bytes)"), "{err}");
+        assert!(err.ends_with("longer than any address pattern (at most 64 characters)"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Addresses as users write them: `host:port`, `[v6]:port`, bare hosts and ports (numbers or service names).
 
+use super::text::printable;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -48,7 +49,12 @@ pub struct AddrError {
 
 impl fmt::Display for AddrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid address '{}': {}", self.original, self.reason)
+        let original = printable(&self.original);
+        write!(
+            f,
+            "invalid address '{original}': {}",
+            printable(&self.reason)
+        )
     }
 }
 
@@ -121,6 +127,20 @@ impl HostPort {
 }
 
 fn split_host_port(text: &str) -> Result<(&str, &str), AddrError> {
+    // Forms people type first that are not HOST:PORT, each with a hint that fits it.
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let hint = rest.split(['/', '?']).next().unwrap_or(rest);
+        return Err(addr_error(
+            text,
+            format!("a URL scheme ('{scheme}://') is not part of an address: write HOST:PORT, as in '{hint}' (tcp-router forwards TCP and reads no URL)"),
+        ));
+    }
+    if text.contains(',') {
+        return Err(addr_error(
+            text,
+            "one address per argument: give several upstreams as separate arguments (LISTEN UPSTREAM UPSTREAM...); only --sni/--host take a comma-separated list",
+        ));
+    }
     if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
@@ -293,6 +313,20 @@ mod tests {
             let err = text.parse::<HostPort>().unwrap_err().to_string();
             assert!(err.contains(&format!("'{text}'")), "{err}");
             assert!(err.contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_scheme_or_a_comma_gets_a_hint_that_fits() {
+        let err = |text: &str| text.parse::<HostPort>().unwrap_err().reason;
+        assert_eq!(
+            err("http://host:80/path"),
+            "a URL scheme ('http://') is not part of an address: write HOST:PORT, as in 'host:80' (tcp-router forwards TCP and reads no URL)"
+        );
+        assert!(err("tcp://127.0.0.1:1").contains("as in '127.0.0.1:1'"));
+        assert!(err("a:1,b:2").starts_with("one address per argument"));
+        for text in ["http://host:80", "a:1,b:2"] {
+            assert!(!err(text).contains("brackets"), "{text}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! Human-friendly durations for options and config keys: `250ms`, `5s`, `2m`, `1h`, or plain seconds.
 
+use super::text::printable;
 use std::fmt;
 use std::time::Duration;
 
@@ -16,12 +17,40 @@ impl fmt::Display for DurationError {
             f,
             "invalid duration '{}': expected a number with an optional unit ms, s, m or h \
              (e.g. 250ms, 5s, 2m), or a plain number of seconds",
-            self.original
+            printable(&self.original)
         )
     }
 }
 
 impl std::error::Error for DurationError {}
+
+/// The longest duration any setting takes, wherever it is given (command line, config file,
+/// builder, [`Config`](crate::Config) fields): 365 days, `8760h`. Longer would mean "never",
+/// which `off` says for the timeouts that can be off; and every deadline the forwarder computes
+/// from a setting stays far from where `Instant` arithmetic overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Why `duration` cannot be the value of a setting, if it cannot: above [`MAX_DURATION`], or
+/// zero where zero cannot work (`zero_allowed` false: a connect or peek deadline of zero would
+/// refuse every client). The one bounds check every place that takes a duration applies.
+///
+/// ```
+/// use std::time::Duration;
+/// use tcp_router::config::check_duration;
+///
+/// assert_eq!(check_duration(Duration::ZERO, false), Err("must be greater than zero"));
+/// assert_eq!(check_duration(Duration::MAX, true), Err("must be at most 8760h (365 days)"));
+/// assert_eq!(check_duration(Duration::from_secs(5), false), Ok(Duration::from_secs(5)));
+/// ```
+pub fn check_duration(duration: Duration, zero_allowed: bool) -> Result<Duration, &'static str> {
+    if duration.is_zero() && !zero_allowed {
+        Err("must be greater than zero")
+    } else if duration > MAX_DURATION {
+        Err("must be at most 8760h (365 days)")
+    } else {
+        Ok(duration)
+    }
+}
 
 /// Parses `250ms`, `5s`, `2m`, `1h`, `1.5s` or a plain number of seconds (`30`).
 ///
@@ -144,6 +173,18 @@ mod tests {
             parse_optional_duration("10s"),
             Ok(Some(Duration::from_secs(10)))
         );
+    }
+
+    #[test]
+    fn the_bounds_hold_at_their_edges() {
+        let max = MAX_DURATION;
+        assert_eq!(format_duration(max), "8760h");
+        assert_eq!(check_duration(max, false), Ok(max));
+        assert!(check_duration(max + Duration::from_nanos(1), true).is_err());
+        assert_eq!(check_duration(Duration::ZERO, true), Ok(Duration::ZERO));
+        assert!(check_duration(Duration::ZERO, false).is_err());
+        assert!(check_duration(Duration::from_nanos(1), false).is_ok());
+        assert!(check_duration(Duration::MAX, true).is_err());
     }
 
     #[test]

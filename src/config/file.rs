@@ -25,7 +25,7 @@
 //! it part of the path; quote the path to keep a `#`), and quotes around a path are
 //! removed (rinetd 0.73 keeps them as part of the file name).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -257,6 +257,13 @@ impl Parser<'_> {
             // `admin` still reads as one.
             "admin" if toks.len() <= 3 => self.admin_line(n, &toks),
             "admin_allow" => self.admin_allow_line(n, &toks),
+            _ if toks.len() < 4 && looks_like_a_rule(&toks) => self.err(
+                n,
+                format!(
+                    "a forwarding rule needs 4 fields, '{USAGE_RINETD}'; this line has {}",
+                    toks.len()
+                ),
+            ),
             _ if toks.len() < 4 => self.err(
                 n,
                 format!(
@@ -385,6 +392,16 @@ impl Parser<'_> {
         *slot = Some(PathBuf::from(toks[1].text));
         *seen = Some(n);
     }
+}
+
+/// A short line that reads as a forwarding rule missing a field: it starts with an address
+/// (an IP literal, rinetd's `0`, a dotted name) or its second field is a port number.
+fn looks_like_a_rule(toks: &[Token]) -> bool {
+    let first = toks[0].text;
+    let second_is_port = toks
+        .get(1)
+        .is_some_and(|t| !t.text.is_empty() && t.text.bytes().all(|b| b.is_ascii_digit()));
+    first == "0" || first.contains(['.', ':']) || second_is_port
 }
 
 /// Port 0 cannot be listened on predictably nor connected to; rinetd refuses it too.
@@ -636,23 +653,28 @@ impl Parser<'_> {
     /// rule has its listener to itself. Which `route` rules may share one is the configuration's
     /// check (`config::validate`), since the command line adds routes too.
     fn check_listeners(&mut self) {
+        // Per listen address: the first rule's line and the first rinetd rule's line. One pass,
+        // n log n in rules.
+        let mut seen: BTreeMap<String, (usize, Option<usize>)> = BTreeMap::new();
         let mut found = Vec::new();
-        let rules = &self.cfg.rules;
-        for (j, b) in rules.iter().enumerate() {
-            let earlier: Vec<&RuleDef> =
-                rules[..j].iter().filter(|a| a.listen == b.listen).collect();
-            let Some(first) = earlier.first() else {
-                continue;
+        for b in &self.cfg.rules {
+            let entry = seen.entry(b.listen.to_string());
+            let (first, first_rinetd) = match entry {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert((b.line, b.rinetd.then_some(b.line)));
+                    continue;
+                }
+                std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
             };
-            if let Some(a) = earlier
-                .iter()
-                .find(|a| a.rinetd)
-                .or(b.rinetd.then_some(first))
-            {
+            let clash = first_rinetd.or(b.rinetd.then_some(*first));
+            if let Some(line) = clash {
                 found.push((b.line, format!(
-                    "listen address {} is already used by line {}; a rinetd-style rule cannot share its listener",
-                    b.listen, a.line
+                    "listen address {} is already used by line {line}; a rinetd-style rule cannot share its listener",
+                    b.listen
                 )));
+            }
+            if b.rinetd && first_rinetd.is_none() {
+                *first_rinetd = Some(b.line);
             }
         }
         for (line, message) in found {
@@ -1170,7 +1192,12 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
              'route', 'allow', 'deny', 'logfile', 'pidlogfile', 'logcommon', 'admin' or 'admin_allow')"
         );
         assert!(err1("ALLOW 1.2.3.4").starts_with("1: unknown directive 'ALLOW'"));
-        assert!(err1("0.0.0.0 80 127.0.0.1").starts_with("1: unknown directive '0.0.0.0'"));
+        assert_eq!(
+            err1("0.0.0.0 80 127.0.0.1"),
+            "1: a forwarding rule needs 4 fields, 'bindaddress bindport connectaddress connectport [src=ADDR]'; this line has 3"
+        );
+        assert!(err1("myhost 80 6379").contains("needs 4 fields"));
+        assert!(err1("alow 10.0.0.1").starts_with("1: unknown directive 'alow'"));
     }
 
     #[test]
@@ -1261,7 +1288,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         );
         assert_eq!(
             e("max_connections=99999999999999999999999"),
-            ["1: invalid max_connections '99999999999999999999999': number too large"]
+            ["1: invalid max_connections '99999999999999999999999': must be at most 1048576"]
         );
         assert_eq!(
             e("src=gw"),

@@ -19,19 +19,24 @@ pub(crate) mod addr;
 pub(crate) mod duration;
 pub(crate) mod file;
 mod load;
+pub use load::MAX_CONFIG_FILE_SIZE;
 mod model;
 pub(crate) mod names;
 mod settings;
+mod text;
 mod validate;
 
 pub use acl::{Action, Pattern, PatternError, Rule};
 pub use addr::{AddrError, Host, HostPort};
-pub use duration::{format_duration, parse_duration, parse_optional_duration, DurationError};
+pub use duration::{
+    check_duration, format_duration, parse_duration, parse_optional_duration, DurationError,
+    MAX_DURATION,
+};
 pub use model::{
     Admin, Config, Listener, LogFile, Route, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_DRAIN_TIMEOUT,
-    MAX_CONNECTIONS_CAP,
 };
 pub use names::{NamePattern, NamePatternError};
 pub use settings::{
-    Overrides, Settings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_PEEK_TIMEOUT,
+    check_count, parse_count, Overrides, Settings, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIN_TIMEOUT,
+    DEFAULT_PEEK_TIMEOUT, MAX_CONNECTIONS_CAP,
 };

@@ -15,11 +15,6 @@ use super::settings::Settings;
 /// Built-in default for `drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest connection cap accepted, process-wide or per listener: far above what a
-/// thread-per-connection process can hold (two threads each), and small enough that the slots
-/// themselves cost little.
-pub const MAX_CONNECTIONS_CAP: usize = 1 << 20;
-
 /// Built-in default for `client_ipv6_prefix`: a /64 is one client, since one host usually has a
 /// whole /64 to pick addresses from.
 pub const DEFAULT_CLIENT_IPV6_PREFIX: u8 = 64;

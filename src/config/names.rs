@@ -1,6 +1,7 @@
 //! Name patterns as written in `sni=` and `host=`: an exact name or `*.suffix`, and which names
 //! each matches. How a listener picks among several (the precedence rules) is in `route::names`.
 
+use super::text::printable;
 use std::fmt;
 use std::str::FromStr;
 
@@ -30,7 +31,8 @@ impl fmt::Display for NamePatternError {
         write!(
             f,
             "invalid name pattern '{}': {}",
-            self.pattern, self.reason
+            printable(&self.pattern),
+            printable(&self.reason)
         )
     }
 }

@@ -2,6 +2,7 @@
 //! parser, and how a value given on the command line or on a `route` line is merged over the
 //! defaults (route key > command line > built-in default).
 
+use super::text::printable;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -9,7 +10,12 @@ use crate::proto::proxy::Version;
 
 use super::acl::Pattern;
 use super::addr::parse_ip;
-use super::duration::{parse_duration, parse_optional_duration};
+use super::duration::{check_duration, parse_duration, parse_optional_duration};
+
+/// The largest connection cap accepted, process-wide or per listener: far above what a
+/// thread-per-connection process can hold (two threads each), and small enough that the slots
+/// themselves cost little.
+pub const MAX_CONNECTIONS_CAP: usize = 1 << 20;
 
 /// Built-in default for `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,28 +148,31 @@ impl Overrides {
     /// );
     /// ```
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let invalid = |why: &str| format!("invalid {key} '{value}': {why}");
-        let wrap = |e: String| format!("{key}: {e}");
+        let shown = printable(value);
+        let invalid = |why: String| format!("invalid {key} '{shown}': {why}");
         match key {
             "connect_timeout" => self.connect_timeout = Some(positive_duration(key, value)?),
             "peek_timeout" => self.peek_timeout = Some(positive_duration(key, value)?),
-            "idle_timeout" => self.idle_timeout = Some(duration_or_off(value).map_err(wrap)?),
-            "fin_timeout" => self.fin_timeout = Some(duration_or_off(value).map_err(wrap)?),
-            "max_connections" => self.max_connections = Some(count(value).map_err(invalid)?),
+            "idle_timeout" => self.idle_timeout = Some(duration_or_off(key, value)?),
+            "fin_timeout" => self.fin_timeout = Some(duration_or_off(key, value)?),
+            "max_connections" => self.max_connections = Some(parse_count(value).map_err(invalid)?),
             "max_connections_per_client" => {
-                self.max_connections_per_client = Some(count(value).map_err(invalid)?)
+                self.max_connections_per_client = Some(parse_count(value).map_err(invalid)?)
             }
-            "src" => self.src = Some(parse_ip(value).map_err(|why| invalid(&why))?),
+            "src" => self.src = Some(parse_ip(value).map_err(invalid)?),
             "proxy_protocol" => {
                 let version = value.parse::<Version>();
-                self.proxy_protocol = Some(version.map_err(|_| invalid("expected v1 or v2"))?)
+                self.proxy_protocol =
+                    Some(version.map_err(|_| invalid("expected v1 or v2".into()))?)
             }
-            "accept_proxy" => self.accept_proxy = Some(boolean(value).map_err(invalid)?),
+            "accept_proxy" => {
+                self.accept_proxy = Some(boolean(value).map_err(|w| invalid(w.into()))?)
+            }
             "accept_proxy_from" => {
-                self.accept_proxy_from = Some(patterns(value).map_err(|why| invalid(&why))?);
+                self.accept_proxy_from = Some(patterns(value).map_err(invalid)?);
                 self.accept_proxy.get_or_insert(true);
             }
-            "reuse_port" => self.reuse_port = Some(boolean(value).map_err(invalid)?),
+            "reuse_port" => self.reuse_port = Some(boolean(value).map_err(|w| invalid(w.into()))?),
             _ => return Err(format!("unknown key '{key}'")),
         }
         Ok(())
@@ -197,17 +206,16 @@ impl Settings {
 /// A duration that must not be zero (a zero connect or peek deadline would refuse everyone).
 fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
     let d = parse_duration(value).map_err(|e| format!("{key}: {e}"))?;
-    if d.is_zero() {
-        Err(format!(
-            "invalid {key} '{value}': must be greater than zero"
-        ))
-    } else {
-        Ok(d)
-    }
+    check_duration(d, false).map_err(|why| format!("invalid {key} '{}': {why}", printable(value)))
 }
 
-fn duration_or_off(value: &str) -> Result<Option<Duration>, String> {
-    parse_optional_duration(value).map_err(|e| format!("{e}, or off"))
+/// A duration or `off` (zero is off too), within [`MAX_DURATION`](super::duration::MAX_DURATION).
+pub(crate) fn duration_or_off(key: &str, value: &str) -> Result<Option<Duration>, String> {
+    let d = parse_optional_duration(value).map_err(|e| format!("{key}: {e}, or off"))?;
+    match d.map(|d| check_duration(d, false)).transpose() {
+        Ok(d) => Ok(d),
+        Err(why) => Err(format!("invalid {key} '{}': {why}", printable(value))),
+    }
 }
 
 /// `true` or `false`.
@@ -227,15 +235,33 @@ pub(crate) fn patterns(value: &str) -> Result<Vec<Pattern>, String> {
         .collect()
 }
 
-/// A whole number of at least 1.
-pub(crate) fn count(value: &str) -> Result<usize, &'static str> {
-    if !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("expected a whole number");
+/// A connection count as written (`max_connections=N`, `--max-connections N`): a whole number
+/// from 1 to [`MAX_CONNECTIONS_CAP`]. The error is the reason alone; the caller names the key.
+///
+/// ```
+/// use tcp_router::config::parse_count;
+///
+/// assert_eq!(parse_count("10"), Ok(10));
+/// assert_eq!(parse_count("-1"), Err("expected a whole number".to_string()));
+/// assert_eq!(parse_count("0"), Err("must be at least 1".to_string()));
+/// assert_eq!(parse_count("99999999999"), Err("must be at most 1048576".to_string()));
+/// ```
+pub fn parse_count(value: &str) -> Result<usize, String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number".into());
     }
-    match value.parse::<usize>() {
-        Ok(0) => Err("must be at least 1"),
-        Ok(n) => Ok(n),
-        Err(_) => Err("number too large"),
+    // Past the cap is past the cap, however many digits: no "number too large" of its own.
+    let n = value.parse::<usize>().unwrap_or(usize::MAX);
+    check_count(n)
+}
+
+/// Why `n` cannot be a connection cap, if it cannot: the bounds [`parse_count`] applies, for
+/// counts given as numbers (the builder, [`Config`](crate::Config) fields).
+pub fn check_count(n: usize) -> Result<usize, String> {
+    match n {
+        0 => Err("must be at least 1".into()),
+        n if n > MAX_CONNECTIONS_CAP => Err(format!("must be at most {MAX_CONNECTIONS_CAP}")),
+        n => Ok(n),
     }
 }
 
@@ -325,5 +351,17 @@ mod tests {
         );
         assert!(err("src", "example.com").contains("host names are not allowed"));
         assert_eq!(err("colour", "red"), "unknown key 'colour'");
+        assert_eq!(
+            err("connect_timeout", "8761h"),
+            "invalid connect_timeout '8761h': must be at most 8760h (365 days)"
+        );
+        assert_eq!(
+            err("idle_timeout", "5000000000000000h"),
+            "invalid idle_timeout '5000000000000000h': must be at most 8760h (365 days)"
+        );
+        assert_eq!(
+            err("max_connections", "99999999999999999999999"),
+            "invalid max_connections '99999999999999999999999': must be at most 1048576"
+        );
     }
 }

@@ -65,6 +65,14 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// The answer to an HTTP client whose Host no route takes, on a listener without a default
+/// route: `421 Misdirected Request` (RFC 9110, 15.5.20: this server is not able to answer for that
+/// authority), with no body, and the connection closed. TLS clients get an `unrecognized_name`
+/// alert in the same place; an empty reply would leave a browser or curl guessing.
+pub fn misdirected_response() -> &'static [u8] {
+    b"HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+}
+
 /// Finds the target host of the HTTP/1.x request at the start of `buf`
 /// (everything received so far).
 ///

@@ -84,24 +84,46 @@ impl Router {
         self.default.map(|i| (i, MatchKind::Default))
     }
 
-    /// Which route `name` takes, for TLS and for HTTP clients, in words; `labels` names the
-    /// routes in order.
-    pub(crate) fn explain(&self, name: &str, labels: &[String]) -> Vec<String> {
+    /// Which route `name` takes, for TLS clients (without ALPN, then offering each ALPN a route
+    /// of `routes` names) and for HTTP clients, in words. A name no client could send (not a
+    /// host name) is said to be one, with where a client sending no name goes.
+    pub(crate) fn explain(&self, name: &str, routes: &[Route]) -> Vec<String> {
         let describe = |found: Option<(usize, MatchKind)>| match found {
-            Some((i, kind)) => format!("route {} ({kind})", labels[i]),
+            Some((i, kind)) => format!("route {} ({kind})", routes[i].label()),
             None => "no route: the client is refused".to_string(),
         };
         let mut lines = Vec::new();
+        let sent = match crate::proto::name::canonical(name) {
+            Ok(canonical) => Some(canonical),
+            Err(why) => {
+                lines.push(format!(
+                    "'{name}' is not a name a client could send ({why}); a client sending no name takes:"
+                ));
+                None
+            }
+        };
+        let shown = sent
+            .as_deref()
+            .map_or("no name".to_string(), |n| format!("'{n}'"));
         if self.tls.is_some() {
             lines.push(format!(
-                "TLS with SNI '{name}': {}",
-                describe(self.for_tls(Some(name), &[]))
+                "TLS with SNI {shown}: {}",
+                describe(self.for_tls(sent.as_deref(), &[]))
             ));
+            let mut alpns: Vec<&String> = routes.iter().filter_map(|r| r.alpn.as_ref()).collect();
+            alpns.sort_unstable();
+            alpns.dedup();
+            for alpn in alpns {
+                lines.push(format!(
+                    "TLS with SNI {shown} offering ALPN '{alpn}': {}",
+                    describe(self.for_tls(sent.as_deref(), std::slice::from_ref(alpn)))
+                ));
+            }
         }
         if self.http.is_some() {
             lines.push(format!(
-                "HTTP with Host '{name}': {}",
-                describe(self.for_http(Some(name)))
+                "HTTP with Host {shown}: {}",
+                describe(self.for_http(sent.as_deref()))
             ));
         }
         lines
@@ -159,10 +181,41 @@ mod tests {
             route(None, None, None),
             route(Some("a.example"), None, None),
         ];
-        let labels: Vec<String> = routes.iter().map(Route::label).collect();
         assert_eq!(
-            Router::new(&routes).explain("a.example", &labels),
+            Router::new(&routes).explain("A.example.", &routes),
             ["TLS with SNI 'a.example': route sni=a.example (exact name)"]
+        );
+    }
+
+    #[test]
+    fn explain_covers_alpn_routes_and_names_no_client_could_send() {
+        let routes = [
+            route(None, None, None),
+            route(Some("a.example"), None, None),
+            route(Some("a.example"), None, Some("h2")),
+            route(None, None, Some("acme-tls/1")),
+        ];
+        let router = Router::new(&routes);
+        assert_eq!(
+            router.explain("a.example", &routes),
+            [
+                "TLS with SNI 'a.example': route sni=a.example (exact name)",
+                "TLS with SNI 'a.example' offering ALPN 'acme-tls/1': route sni=a.example (exact name)",
+                "TLS with SNI 'a.example' offering ALPN 'h2': route sni=a.example,alpn=h2 (exact name)",
+            ]
+        );
+        let lines = router.explain("a b", &routes);
+        assert_eq!(
+            lines[0],
+            "'a b' is not a name a client could send (illegal character ' ' (allowed: letters, digits, '-', '_', '.')); a client sending no name takes:"
+        );
+        assert_eq!(
+            lines[1],
+            "TLS with SNI no name: route default (default route)"
+        );
+        assert_eq!(
+            router.explain("b.example", &routes)[1],
+            "TLS with SNI 'b.example' offering ALPN 'acme-tls/1': route alpn=acme-tls/1 (default route)"
         );
     }
 }

@@ -636,7 +636,7 @@ impl Session<'_> {
         let conn = Arc::clone(&self.job.entry.conn);
         // Registered, so a hand-off can wake this thread out of its wait.
         let _inside = conn.enter(Direction::ClientToUpstream);
-        let deadline = conn.started + timeout;
+        let deadline = crate::sys::clock::deadline_after(conn.started, timeout);
         let parking = || conn.park_requested();
         loop {
             match peek::read_until(&conn.client, &mut self.peeked, deadline, &parking, &decide) {
@@ -729,7 +729,7 @@ impl Session<'_> {
     }
 
     /// Looks the route up from what the client sent; a TLS client without a route gets an
-    /// `unrecognized_name` alert.
+    /// `unrecognized_name` alert, an HTTP client a `421 Misdirected Request`.
     fn route_by(&mut self, first: FirstBytes, state: &ListenerState) -> Option<(usize, MatchKind)> {
         let router = &state.router;
         match first {
@@ -749,7 +749,11 @@ impl Session<'_> {
             }
             FirstBytes::Http(host) => {
                 self.summary.name = Some(format!("host={}", host.as_deref().unwrap_or("(none)")));
-                router.for_http(host.as_deref())
+                let found = router.for_http(host.as_deref());
+                if found.is_none() {
+                    let _ = (&self.job.entry.conn.client).write_all(http::misdirected_response());
+                }
+                found
             }
             FirstBytes::Other(what) => {
                 self.summary.name = Some(format!("first-bytes={what}"));

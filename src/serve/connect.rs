@@ -70,7 +70,7 @@ fn connect_one(
             return None;
         }
     };
-    let deadline = Instant::now() + options.timeout;
+    let deadline = crate::sys::clock::deadline_in(options.timeout);
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

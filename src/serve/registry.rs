@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::relay::Connection;
+use crate::sys::clock;
 
 use super::listener::{ListenerState, RouteState};
 
@@ -126,7 +127,7 @@ impl Registry {
 
     /// Waits until every connection has ended, or `timeout` passes; true if all ended.
     pub(super) fn wait_empty(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = clock::deadline_in(timeout);
         let mut live = self.lock();
         while !live.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, unbounded, Receiver, RecvTimeoutError, Sender};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use crate::config::Config;
+use crate::config::{format_duration, Config};
 use crate::error::Error;
 use crate::handoff::Channel;
 use crate::log::rinetd::LogSink;
-use crate::sys::limits;
+use crate::sys::{clock, limits};
 
 use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
@@ -120,6 +120,17 @@ impl Handle {
                 source: io::Error::from(io::ErrorKind::NotConnected),
             })
         })
+    }
+
+    /// Counts a reload refused before it reached the forwarder (the caller could not read or
+    /// parse the new configuration) as [`Handle::reconfigure`] counts one it refuses, in
+    /// `tcp_router_reloads_total` but not `tcp_router_reloads_succeeded_total`, and logs `why` at
+    /// error level, one line each; the running configuration stays.
+    pub fn reload_refused(&self, why: &dyn std::fmt::Display) {
+        self.shared.metrics.reloaded(false);
+        for line in why.to_string().lines() {
+            log::error!("reload refused, the running configuration stays: {line}");
+        }
     }
 
     /// What the forwarder is doing now: for a service manager's status line, a watchdog, or a
@@ -395,6 +406,9 @@ impl Server {
         for listening in &self.listening {
             listening.log();
         }
+        if self.listening.is_empty() {
+            log::warn!("no listener configured: nothing is served until a reload adds one");
+        }
         match self.accept_loop()? {
             Exit::Stop(drain) => {
                 let drain = drain.unwrap_or(self.drain_timeout);
@@ -444,7 +458,7 @@ impl Server {
                         "stopping: not ready; accepting for {:?} more before draining",
                         self.shutdown_grace
                     );
-                    stop = Some((Instant::now() + self.shutdown_grace, drain));
+                    stop = Some((clock::deadline_in(self.shutdown_grace), drain));
                 }
             }
             if let Some((deadline, drain)) = stop {
@@ -711,9 +725,10 @@ impl Server {
         shared.set_listeners(Vec::new());
         let registry = &shared.registry;
         let active = registry.len();
+        let started = Instant::now();
         log::info!(
-            "stopping: accepting no more clients; {active} active connection(s), waiting up to {:?}",
-            drain_timeout
+            "stopping: accepting no more clients; {active} active connection(s), waiting up to {}",
+            format_duration(drain_timeout)
         );
         let silent = evict_peeking(&shared);
         if silent > 0 {
@@ -733,10 +748,11 @@ impl Server {
             wait_empty_beating(&shared, CUT_GRACE);
         }
         log::info!(
-            "stopped: {} connection(s) finished, {} cut after the {:?} drain timeout",
+            "stopped: {} connection(s) finished, {} cut; drained in {} (drain timeout {})",
             report.finished,
             report.cut,
-            drain_timeout
+            format_duration(Duration::from_millis(started.elapsed().as_millis() as u64)),
+            format_duration(drain_timeout)
         );
         report
     }
@@ -745,7 +761,7 @@ impl Server {
 /// Waits until every connection has ended or `timeout` passes (true if all ended), in heartbeats:
 /// the process is busy draining, not stuck, and `/health` should say so.
 fn wait_empty_beating(shared: &Shared, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = clock::deadline_in(timeout);
     loop {
         shared.beat();
         let left = deadline.saturating_duration_since(Instant::now());

@@ -50,7 +50,7 @@ pub(crate) fn connect(
     src: Option<IpAddr>,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
-    let deadline = Instant::now() + timeout;
+    let deadline = super::clock::deadline_in(timeout);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if let Some(src) = src {
         // Linux reads this IPPROTO_IP option on IPv6 sockets too. If it cannot be set, the bind

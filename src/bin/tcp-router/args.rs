@@ -10,8 +10,8 @@ use std::time::Duration;
 use argh::FromArgs;
 use log::LevelFilter;
 use tcp_router::config::{
-    parse_duration, parse_optional_duration, Action, Admin, NamePattern, Overrides, Pattern, Rule,
-    Settings,
+    check_duration, parse_count, parse_duration, parse_optional_duration, Action, Admin,
+    NamePattern, Overrides, Pattern, Rule, Settings,
 };
 use tcp_router::process::Scheduler;
 use tcp_router::proto::proxy::Version;
@@ -26,7 +26,7 @@ use tcp_router::{Config, Error, HostPort, Listener, Route};
     example = "Serve a rinetd.conf (and check it first):\n  $ tcp-router --check -c /etc/rinetd.conf && tcp-router -c /etc/rinetd.conf",
     example = "Two TLS sites on one port by SNI, everything else to a default; nothing is decrypted:\n  $ tcp-router 0.0.0.0:443 --sni a.example.com=10.0.0.1:443 --sni '*.example.org'=10.0.0.2:443 10.0.0.3:443",
     example = "Which route would a name take?\n  $ tcp-router -c router.conf --check --explain www.example.org",
-    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Durations: 250ms, 5s, 2m, 1h or plain seconds; 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
+    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Options take their value after a space or =, as in --idle-timeout=10m; -h is --help, -V --version. Durations: 250ms, 5s, 2m, 1h or plain seconds, at most 8760h (365 days); 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
     error_code(
         0,
         "success, including a graceful stop on SIGINT or SIGTERM, and the old process after an upgrade on SIGUSR2"
@@ -56,7 +56,7 @@ pub(crate) struct Args {
     pub(crate) explain: Option<String>,
 
     /// time allowed for each upstream connect before trying the next (default 5s)
-    #[argh(option, from_str_fn(duration_arg))]
+    #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) connect_timeout: Option<Duration>,
 
     /// close a connection after this long with no bytes moving in either direction (default off)
@@ -68,19 +68,23 @@ pub(crate) struct Args {
     pub(crate) fin_timeout: Option<Option<Duration>>,
 
     /// most connections served at once; more wait in the kernel's backlog (default: derived from the open-files and thread limits, logged at start)
-    #[argh(option)]
+    #[argh(option, from_str_fn(count_arg))]
     pub(crate) max_connections: Option<usize>,
 
     /// most connections one client may hold at once, across all listeners (an IPv4 address, or an IPv6 /64; after a PROXY header, the client it names); more are refused (default: three quarters of --max-connections, and of a listener's own lower cap)
-    #[argh(option)]
+    #[argh(option, from_str_fn(count_arg))]
     pub(crate) max_connections_per_client: Option<usize>,
 
     /// how many leading bits of an IPv6 address make one client for --max-connections-per-client (default 64)
-    #[argh(option, default = "tcp_router::config::DEFAULT_CLIENT_IPV6_PREFIX")]
+    #[argh(
+        option,
+        from_str_fn(prefix_arg),
+        default = "tcp_router::config::DEFAULT_CLIENT_IPV6_PREFIX"
+    )]
     pub(crate) client_ipv6_prefix: u8,
 
     /// most connections of one listener still sending what routing reads (a PROXY header, a ClientHello, an HTTP head); more are refused, one client at most half of them; when full, a newcomer takes the place of the longest-waiting connection of the client holding the most, or of its own client's if that holds as much as anyone (default: a quarter of the listener's cap, the process cap's quarter split among the listeners that read first)
-    #[argh(option)]
+    #[argh(option, from_str_fn(count_arg))]
     pub(crate) max_peeking: Option<usize>,
 
     /// on SIGINT/SIGTERM, how long active connections may take to finish before they are cut (default 10s)
@@ -104,7 +108,7 @@ pub(crate) struct Args {
     pub(crate) host: Vec<NameRouteArg>,
 
     /// how long a client may take to send its TLS ClientHello, HTTP headers or PROXY header (default 5s)
-    #[argh(option, from_str_fn(duration_arg))]
+    #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) peek_timeout: Option<Duration>,
 
     /// send a PROXY protocol header (v1 or v2) to upstreams, so they see the real client address
@@ -152,6 +156,82 @@ pub(crate) struct Args {
     pub(crate) version: bool,
 }
 
+/// Why parsing ended before there were arguments to run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Early {
+    /// `--help`: the text for stdout, exit 0.
+    Print(String),
+    /// A usage error: one line for stderr, exit 2.
+    Usage(String),
+}
+
+/// Parses `argv` (the program's name first) the way `main` does; the one path from the command
+/// line to [`Args`], which the fuzz target `argv` drives too.
+pub(crate) fn parse(argv: &[String]) -> Result<Args, Early> {
+    let argv = normalize(argv);
+    let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let command = strs.first().map_or("tcp-router", |c| {
+        c.rsplit('/').next().unwrap_or("tcp-router")
+    });
+    let args = Args::from_args(&[command], strs.get(1..).unwrap_or(&[])).map_err(|early| {
+        match early.status {
+            Ok(()) => Early::Print(early.output),
+            Err(()) => {
+                let first = early.output.lines().next().unwrap_or("invalid arguments");
+                Early::Usage(format!("{first} (see --help)"))
+            }
+        }
+    })?;
+    if args.explain.is_some() && !args.check {
+        return Err(Early::Usage(
+            "--explain needs --check: tcp-router --check --explain NAME [-c FILE | LISTEN ...] explains without serving".into(),
+        ));
+    }
+    Ok(args)
+}
+
+/// The options that take no value.
+const SWITCHES: [&str; 5] = [
+    "--check",
+    "--reuse-port",
+    "--accept-proxy",
+    "--version",
+    "--help",
+];
+
+/// argv as argh reads it, from the forms people type first: `--opt=value` becomes `--opt value`,
+/// `-h` `--help` and `-V` `--version`. Nothing after `--` changes (it is all positional).
+fn normalize(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len() + 1);
+    let mut rest = argv.iter();
+    if let Some(program) = rest.next() {
+        out.push(program.clone());
+    }
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--" => {
+                out.push(arg.clone());
+                out.extend(rest.by_ref().cloned());
+            }
+            "-h" => out.push("--help".into()),
+            "-V" => out.push("--version".into()),
+            long if long.starts_with("--") && long.contains('=') => {
+                let (name, value) = long.split_once('=').unwrap_or((long, ""));
+                if SWITCHES.contains(&name) {
+                    // A switch takes no value: left whole, argh names it as unrecognized,
+                    // rather than the value turning into a positional address.
+                    out.push(arg.clone());
+                } else {
+                    out.push(name.to_string());
+                    out.push(value.to_string());
+                }
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    out
+}
+
 /// `--sni PATTERN=UPSTREAM[,UPSTREAM...]` as typed; the pattern is checked when the config is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NameRouteArg {
@@ -181,10 +261,7 @@ impl Args {
             Err(err) => errors.insert(0, err),
         }
         config.acl.extend(self.rules());
-        match self.max_connections {
-            Some(0) => errors.push("invalid --max-connections '0': must be at least 1".into()),
-            max => config.max_connections = max,
-        }
+        config.max_connections = self.max_connections;
         config.drain_timeout = self.drain_timeout;
         config.max_connections_per_client = self.max_connections_per_client;
         config.client_ipv6_prefix = self.client_ipv6_prefix;
@@ -298,14 +375,40 @@ fn listen_and_upstreams(args: &Args) -> Result<Option<(HostPort, Vec<HostPort>)>
     }
 }
 
-/// `--connect-timeout` and friends: a duration, with the error as argh wants it.
+// The values below are checked by the library's own rules (`check_duration`, `parse_count`), the
+// ones a config file's keys and the builder go through; argh puts the flag and the value in front
+// of the reason: "Error parsing option '--connect-timeout' with value '0': must be greater than
+// zero".
+
+/// `--drain-timeout`, `--shutdown-grace`: a duration, zero allowed.
 fn duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map_err(|e| e.to_string())
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    Ok(check_duration(d, true)?)
 }
 
-/// `--idle-timeout` and friends: a duration or `off`.
+/// `--connect-timeout`, `--peek-timeout`: a duration that cannot be zero.
+fn positive_duration_arg(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
+    Ok(check_duration(d, false)?)
+}
+
+/// `--idle-timeout`, `--fin-timeout`: a duration, or `off` (or 0).
 fn optional_duration_arg(text: &str) -> Result<Option<Duration>, String> {
-    parse_optional_duration(text).map_err(|e| e.to_string())
+    let d = parse_optional_duration(text).map_err(|e| e.to_string())?;
+    Ok(d.map(|d| check_duration(d, false)).transpose()?)
+}
+
+/// `--max-connections` and the other caps.
+fn count_arg(text: &str) -> Result<usize, String> {
+    parse_count(text)
+}
+
+/// `--client-ipv6-prefix`: 0 to 128 bits.
+fn prefix_arg(text: &str) -> Result<u8, String> {
+    match text.parse::<u8>() {
+        Ok(bits) if bits <= 128 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(bits),
+        _ => Err("expected a number of bits from 0 to 128".into()),
+    }
 }
 
 fn pattern_arg(text: &str) -> Result<Pattern, String> {
@@ -404,6 +507,62 @@ mod tests {
         assert!(listen_and_upstreams(&args)
             .unwrap_err()
             .contains("UPSTREAM"));
+    }
+
+    fn normalized(args: &[&str]) -> Vec<String> {
+        let argv: Vec<String> = std::iter::once("tcp-router")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        normalize(&argv)[1..].to_vec()
+    }
+
+    #[test]
+    fn gnu_forms_become_what_argh_reads() {
+        assert_eq!(normalized(&["--idle-timeout=5s"]), ["--idle-timeout", "5s"]);
+        assert_eq!(
+            normalized(&["--sni=*.example.com=[::1]:443", "-c", "f"]),
+            ["--sni", "*.example.com=[::1]:443", "-c", "f"]
+        );
+        assert_eq!(normalized(&["--log-level="]), ["--log-level", ""]);
+        assert_eq!(normalized(&["-h"]), ["--help"]);
+        assert_eq!(normalized(&["--check=true"]), ["--check=true"]);
+        assert_eq!(normalized(&["-V"]), ["--version"]);
+        assert_eq!(
+            normalized(&["a:1", "--", "-h", "--x=y"]),
+            ["a:1", "--", "-h", "--x=y"]
+        );
+        let argv: Vec<String> = ["tcp-router", "--idle-timeout=5s", "a:1", "b:2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let args = super::parse(&argv).unwrap();
+        assert_eq!(args.idle_timeout, Some(Some(Duration::from_secs(5))));
+        let help = |flag: &str| super::parse(&["tcp-router".into(), flag.into()]).unwrap_err();
+        assert!(matches!(help("-h"), Early::Print(text) if text.starts_with("Usage: tcp-router")));
+        assert!(
+            super::parse(&["tcp-router".into(), "-V".into()])
+                .unwrap()
+                .version
+        );
+    }
+
+    #[test]
+    fn the_switch_list_is_the_switches_argh_knows() {
+        let help = Args::from_args(&["tcp-router"], &["--help"])
+            .unwrap_err()
+            .output;
+        let usage = help.lines().next().unwrap();
+        let mut switches: Vec<&str> = usage
+            .split_whitespace()
+            .filter_map(|t| t.strip_prefix('[')?.strip_suffix(']'))
+            .filter(|t| t.starts_with("--") && *t != "--")
+            .collect();
+        switches.push("--help");
+        switches.sort_unstable();
+        let mut listed = SWITCHES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(switches, listed);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use argh::FromArgs;
 use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 use tcp_router::{process, Error, Forwarder};
 
@@ -29,7 +28,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if args.version {
-        println!("tcp-router {}", env!("CARGO_PKG_VERSION"));
+        print_out(&format!("tcp-router {}\n", env!("CARGO_PKG_VERSION")));
         return ExitCode::SUCCESS;
     }
     if args.check {
@@ -139,22 +138,28 @@ fn take_over(config: &tcp_router::Config, path: &std::path::Path) -> Result<Forw
 
 /// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.
 fn check(args: &Args) -> ExitCode {
-    let checked = args
-        .load()
-        .map_err(|err| err.to_string().lines().map(String::from).collect())
-        .and_then(|config| tcp_router::check(&config, args.explain.as_deref()));
+    let checked = args.load().and_then(|config| {
+        tcp_router::check(&config, args.explain.as_deref()).map_err(Error::Config)
+    });
     match checked {
         Ok(summary) => {
-            print!("{summary}");
+            print_out(&summary);
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            for error in errors {
-                eprintln!("{error}");
-            }
+        Err(err) => {
+            // One line per problem; past the first MAX_ERRORS_SHOWN, a count.
+            eprintln!("{err}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes `text` to stdout; a reader that went away (`tcp-router --help | head -n 1`) is no
+/// error of ours, where `print!` would panic on the broken pipe.
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Why the binary could not run, and the exit code scripts get for it.
@@ -217,28 +222,29 @@ impl fmt::Display for Failure {
 /// on stderr with 2.
 fn parse_args() -> Result<Args, ExitCode> {
     let argv: Vec<String> = std::env::args().collect();
-    let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let command = strs.first().map_or("tcp-router", |c| {
-        c.rsplit('/').next().unwrap_or("tcp-router")
-    });
-    Args::from_args(&[command], strs.get(1..).unwrap_or(&[])).map_err(|early| match early.status {
-        Ok(()) => {
-            print!("{}", early.output);
+    args::parse(&argv).map_err(|early| match early {
+        args::Early::Print(text) => {
+            print_out(&text);
             ExitCode::SUCCESS
         }
-        Err(()) => {
-            let first = early.output.lines().next().unwrap_or("invalid arguments");
-            eprintln!("tcp-router: {first} (see --help)");
+        args::Early::Usage(line) => {
+            eprintln!("tcp-router: {line}");
             ExitCode::from(2)
         }
     })
 }
 
+/// Log timestamps: RFC 3339 in UTC with all nine fraction digits, so every line's timestamp has
+/// one width (simplelog's own RFC 3339 drops trailing zeros).
+const LOG_TIME: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+);
+
 /// Logs to stderr, one line per record, and routes panics through the log so a bug in one
 /// connection is reported like everything else instead of as a raw backtrace.
 fn init_logging(level: LevelFilter) {
     let config = ConfigBuilder::new()
-        .set_time_format_rfc3339()
+        .set_time_format_custom(LOG_TIME)
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off)
@@ -252,4 +258,18 @@ fn init_logging(level: LevelFilter) {
             thread.name().unwrap_or("unnamed")
         );
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_timestamps_keep_their_trailing_zeros() {
+        let at = time::OffsetDateTime::UNIX_EPOCH + std::time::Duration::from_millis(1500);
+        assert_eq!(
+            at.format(LOG_TIME).unwrap(),
+            "1970-01-01T00:00:01.500000000Z"
+        );
+    }
 }

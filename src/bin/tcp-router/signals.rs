@@ -121,15 +121,13 @@ fn start_reloader(
 fn reconfigure(handle: &Handle, reload: &Reload) -> Option<String> {
     match reload() {
         None => {
-            log::warn!("reload requested, but there is no config file to re-read; ignored");
+            handle.reload_refused(&"SIGHUP, but there is no config file to re-read (--config)");
             Some("no config file to re-read".into())
         }
         // The accept loop logs the outcome.
         Some(Ok(config)) => handle.reconfigure(config).err().map(|err| first_line(&err)),
         Some(Err(err)) => {
-            for line in err.to_string().lines() {
-                log::error!("reload refused, the running configuration stays: {line}");
-            }
+            handle.reload_refused(&err);
             Some(first_line(&err))
         }
     }
