@@ -115,8 +115,8 @@ pub(crate) fn peek_share(budget: usize) -> usize {
 /// Why a connection lost its place in the peek phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Evicted {
-    /// The budget was full and a newcomer came: the longest-waiting connection of the client
-    /// holding the most gave way (the newcomer's own client's, if it held as much as anyone).
+    /// The budget was full and a newcomer came: the longest-waiting connection of the clients
+    /// holding the most gave way.
     ForNewcomer = 1,
     /// A graceful stop began: nothing of a connection still choosing its route is in flight.
     Stopping = 2,
@@ -135,7 +135,7 @@ impl Evicted {
 /// Why a place in the peek phase was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PeekRefusal {
-    /// The budget is full and nobody's place could be taken (a budget of 0).
+    /// Nobody's place could be taken (a budget of 0).
     Full(usize),
     /// The client holds its share already.
     Share(usize),
@@ -143,9 +143,9 @@ pub(crate) enum PeekRefusal {
 
 /// A listener's connections that are still sending what routing reads: at most `limit` at once
 /// and `per_client` of one client. When the budget is full a newcomer takes the place of the
-/// longest-waiting connection of the client holding the most, if that client holds more than the
-/// newcomer does, else of its own client's longest-waiting one (nginx and haproxy refuse instead;
-/// sozu's `evict_on_queue_full` drops the oldest of its accept queue).
+/// longest-waiting connection of the clients holding the most, if they hold at least as many as
+/// the newcomer's client (nginx and haproxy refuse instead; sozu's `evict_on_queue_full` drops the
+/// oldest of its accept queue).
 #[derive(Debug)]
 pub(crate) struct Peeking {
     limit: usize,
@@ -216,9 +216,7 @@ impl Peeking {
             return Err(PeekRefusal::Share(self.per_client));
         }
         if table.waiting.len() >= self.limit {
-            let victim = table
-                .victim(key, holds)
-                .ok_or(PeekRefusal::Full(self.limit))?;
+            let victim = table.victim(holds).ok_or(PeekRefusal::Full(self.limit))?;
             table.evict(victim, Evicted::ForNewcomer);
         }
         let seq = table.next;
@@ -280,25 +278,22 @@ impl Peeking {
 }
 
 impl PeekTable {
-    /// Whose place a newcomer from `key`, which holds `holds` places, takes: the longest-waiting
-    /// connection of the client holding the most, if it holds more than `holds`; otherwise (the
-    /// newcomer's client holds as much as anyone) that client's own longest-waiting one, so a
-    /// client that mixes silent and prompt connections (a browser, a NAT) is never locked out.
-    /// `None` only for a client that holds nothing in a phase nobody holds more of (an empty one).
-    fn victim(&self, key: ClientKey, holds: usize) -> Option<u64> {
+    /// Whose place a newcomer whose client holds `holds` places takes: the longest-waiting
+    /// connection of the clients holding the most, if they hold at least as many as the
+    /// newcomer's (its own client among them). Among equal holders the oldest goes, and a prompt
+    /// connection is young: a client that mixes silent and prompt connections (a browser, a NAT)
+    /// is not locked out by a flood from more addresses than the phase has places. `None` only in
+    /// an empty phase (a budget of 0).
+    fn victim(&self, holds: usize) -> Option<u64> {
         let mut best: Option<(usize, u64)> = None;
-        let mut own: Option<u64> = None;
-        // In arrival order, so the first of the largest holders found is its longest waiting.
+        // In arrival order, so the first of the largest holders found is the longest waiting.
         for (seq, waiting) in &self.waiting {
             let count = self.held.get(&waiting.key).copied().unwrap_or(0);
-            if count > holds && best.is_none_or(|(most, _)| count > most) {
+            if count >= holds && best.is_none_or(|(most, _)| count > most) {
                 best = Some((count, *seq));
             }
-            if waiting.key == key && own.is_none() {
-                own = Some(*seq);
-            }
         }
-        best.map(|(_, seq)| seq).or(own)
+        best.map(|(_, seq)| seq)
     }
 
     /// Takes `seq` out of the table and wakes its worker, which sees why.
@@ -462,25 +457,33 @@ mod tests {
         );
     }
 
-    /// A client that holds as much as anyone (a browser or a NAT mixing silent and prompt
-    /// connections) is not locked out by a flood from many addresses: its newcomer takes the
-    /// place of its own longest-waiting connection.
+    /// A newcomer whose client holds as much as anyone (a browser or a NAT mixing silent and
+    /// prompt connections, in a flood from more addresses than there are places) is not refused:
+    /// the longest-waiting connection of the largest holders, its own client's or another's, gives
+    /// way; the share still bounds the client.
     #[test]
-    fn a_newcomer_of_a_client_holding_the_most_replaces_its_own_longest_waiting() {
+    fn a_newcomer_holding_as_much_as_anyone_takes_the_oldest_place_of_the_largest_holders() {
         let peeking = Peeking::new(4, 3, 64);
         let a1 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
-        let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
         let b1 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
         let b2 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
-        // Full, and nobody holds more than .2's two: .2's first gives way to .2's newcomer.
+        // Full, both hold two: the oldest of them, .1's first, gives way to .2's newcomer.
         let b3 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        assert_eq!(a1.evicted(), Some(Evicted::ForNewcomer));
+        assert_eq!([&b1, &a2, &b2, &b3].map(PeekSlot::evicted), [None; 4]);
+        // .1 holds one, .2 three: .1's newcomer takes .2's oldest.
+        let a3 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
         assert_eq!(b1.evicted(), Some(Evicted::ForNewcomer));
-        assert_eq!([&a1, &a2, &b2, &b3].map(PeekSlot::evicted), [None; 4]);
-        // And again: it keeps what it holds, the oldest of it giving way.
+        // Both hold two: the oldest of all, .1's, gives way to .2's newcomer.
         let b4 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
-        assert_eq!(b2.evicted(), Some(Evicted::ForNewcomer));
-        assert_eq!([&a1, &a2, &b3, &b4].map(PeekSlot::evicted), [None; 4]);
-        assert_eq!(peeking.lock().waiting.len(), 4);
+        assert_eq!(a2.evicted(), Some(Evicted::ForNewcomer));
+        assert_eq!([&b2, &b3, &a3, &b4].map(PeekSlot::evicted), [None; 4]);
+        // .2 holds three, its share: the share still bounds it.
+        assert_eq!(
+            peeking.take(ip("192.0.2.2"), &conn()).unwrap_err(),
+            PeekRefusal::Share(3)
+        );
     }
 
     #[test]

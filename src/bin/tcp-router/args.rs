@@ -83,7 +83,7 @@ pub(crate) struct Args {
     )]
     pub(crate) client_ipv6_prefix: u8,
 
-    /// most connections of one listener still sending what routing reads (a PROXY header, a ClientHello, an HTTP head); more are refused, one client at most half of them; when full, a newcomer takes the place of the longest-waiting connection of the client holding the most, or of its own client's if that holds as much as anyone (default: a quarter of the listener's cap, the process cap's quarter split among the listeners that read first)
+    /// most connections of one listener still sending what routing reads (a PROXY header, a ClientHello, an HTTP head); more are refused, one client at most half of them; when full, a newcomer takes the place of the longest-waiting connection of the clients holding the most, if they hold at least as many as its own (default: a quarter of the listener's cap, the process cap's quarter split among the listeners that read first)
     #[argh(option, from_str_fn(count_arg))]
     pub(crate) max_peeking: Option<usize>,
 
