@@ -116,7 +116,7 @@ pub(crate) fn peek_share(budget: usize) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Evicted {
     /// The budget was full and a newcomer came: the longest-waiting connection of the clients
-    /// holding the most gave way.
+    /// holding the most gave way (a silent one, where one could).
     ForNewcomer = 1,
     /// A graceful stop began: nothing of a connection still choosing its route is in flight.
     Stopping = 2,
@@ -144,8 +144,8 @@ pub(crate) enum PeekRefusal {
 /// A listener's connections that are still sending what routing reads: at most `limit` at once
 /// and `per_client` of one client. When the budget is full a newcomer takes the place of the
 /// longest-waiting connection of the clients holding the most, if they hold at least as many as
-/// the newcomer's client (nginx and haproxy refuse instead; sozu's `evict_on_queue_full` drops the
-/// oldest of its accept queue).
+/// the newcomer's client, a silent one first (nginx and haproxy refuse instead; sozu's
+/// `evict_on_queue_full` drops the oldest of its accept queue).
 #[derive(Debug)]
 pub(crate) struct Peeking {
     limit: usize,
@@ -278,16 +278,27 @@ impl Peeking {
 }
 
 impl PeekTable {
-    /// Whose place a newcomer whose client holds `holds` places takes: the longest-waiting
-    /// connection of the clients holding the most, if they hold at least as many as the
-    /// newcomer's (its own client among them). Among equal holders the oldest goes, and a prompt
-    /// connection is young: a client that mixes silent and prompt connections (a browser, a NAT)
-    /// is not locked out by a flood from more addresses than the phase has places. `None` only in
-    /// an empty phase (a budget of 0).
+    /// Whose place a newcomer whose client holds `holds` places takes: a silent connection
+    /// (one that has sent nothing yet) if any qualifies, else any; of those, the longest-waiting
+    /// one of the clients holding the most, if they hold at least as many as the newcomer's (its
+    /// own client among them). A client that mixes silent and prompt connections (a browser, a
+    /// NAT) is then not locked out by a flood from more addresses than the phase has places:
+    /// what goes is silent, and among equals the oldest. `None` only in an empty phase (a budget
+    /// of 0).
     fn victim(&self, holds: usize) -> Option<u64> {
+        self.largest_holders_oldest(holds, true)
+            .or_else(|| self.largest_holders_oldest(holds, false))
+    }
+
+    /// The longest-waiting connection (a silent one, if `silent`) of the clients holding the
+    /// most, if they hold at least `holds`.
+    fn largest_holders_oldest(&self, holds: usize, silent: bool) -> Option<u64> {
         let mut best: Option<(usize, u64)> = None;
         // In arrival order, so the first of the largest holders found is the longest waiting.
         for (seq, waiting) in &self.waiting {
+            if silent && waiting.evicted.load(Ordering::Relaxed) & SPOKE != 0 {
+                continue;
+            }
             let count = self.held.get(&waiting.key).copied().unwrap_or(0);
             if count >= holds && best.is_none_or(|(most, _)| count > most) {
                 best = Some((count, *seq));
@@ -302,7 +313,7 @@ impl PeekTable {
             return;
         };
         self.forget(waiting.key);
-        waiting.evicted.store(why as u8, Ordering::SeqCst);
+        waiting.evicted.fetch_or(why as u8, Ordering::SeqCst);
         // Its worker waits to read: a read shut down returns at once.
         let _ = waiting.conn.client.shutdown(Shutdown::Read);
     }
@@ -317,10 +328,30 @@ impl PeekTable {
     }
 }
 
+/// Marks, beside an eviction's cause, that the connection has sent something: it is no longer
+/// silent, and gives way only when no silent connection can.
+const SPOKE: u8 = 0x80;
+
+/// A connection's mark that it has sent something, for its worker to set (see [`SPOKE`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Spoke(Arc<AtomicU8>);
+
+impl Spoke {
+    /// The client has sent bytes.
+    pub(crate) fn mark(&self) {
+        self.0.fetch_or(SPOKE, Ordering::Relaxed);
+    }
+}
+
 impl PeekSlot {
     /// Why this connection lost its place, if it did.
     pub(crate) fn evicted(&self) -> Option<Evicted> {
-        Evicted::from_u8(self.evicted.load(Ordering::SeqCst))
+        Evicted::from_u8(self.evicted.load(Ordering::SeqCst) & !SPOKE)
+    }
+
+    /// Where its worker marks that the client has sent something.
+    pub(crate) fn spoke(&self) -> Spoke {
+        Spoke(Arc::clone(&self.evicted))
     }
 
     /// The listener's peek phase this place belongs to.
@@ -484,6 +515,25 @@ mod tests {
             peeking.take(ip("192.0.2.2"), &conn()).unwrap_err(),
             PeekRefusal::Share(3)
         );
+    }
+
+    /// A connection that has sent part of its hello is not evicted while a silent one can be,
+    /// even a younger one of a client holding fewer.
+    #[test]
+    fn a_silent_connection_gives_way_before_one_that_has_spoken() {
+        let peeking = Peeking::new(3, 2, 64);
+        let a1 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let b1 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        a1.spoke().mark();
+        a2.spoke().mark();
+        let c1 = peeking.take(ip("192.0.2.3"), &conn()).unwrap();
+        assert_eq!(b1.evicted(), Some(Evicted::ForNewcomer));
+        assert_eq!([a1.evicted(), a2.evicted()], [None, None]);
+        // No silent one left: the largest holder's oldest, spoken or not.
+        c1.spoke().mark();
+        let _c2 = peeking.take(ip("192.0.2.4"), &conn()).unwrap();
+        assert_eq!(a1.evicted(), Some(Evicted::ForNewcomer));
     }
 
     #[test]

@@ -612,7 +612,15 @@ impl Session<'_> {
         timeout: std::time::Duration,
         decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
     ) -> Result<T, PeekError<E>> {
-        let read = self.read_first(timeout, decide);
+        // Once the client has sent something it is not silent, and gives way to a newcomer only
+        // when no silent connection can.
+        let spoke = self.job.admission.peeking.as_ref().map(PeekSlot::spoke);
+        let read = self.read_first(timeout, |buf: &[u8]| {
+            if let Some(spoke) = &spoke {
+                spoke.mark();
+            }
+            decide(buf)
+        });
         let evicted = self
             .job
             .admission
