@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::relay::Connection;
+use crate::sys::net;
 
 /// One client, as the limits count it: an IPv4 address, or an IPv6 network.
 pub(crate) type ClientKey = IpAddr;
@@ -286,8 +287,15 @@ impl PeekTable {
     /// what goes is silent, and among equals the oldest. `None` only in an empty phase (a budget
     /// of 0).
     fn victim(&self, holds: usize) -> Option<u64> {
-        self.largest_holders_oldest(holds, true)
-            .or_else(|| self.largest_holders_oldest(holds, false))
+        // A silent one whose bytes wait unread (its worker has not read them yet) has spoken.
+        while let Some(seq) = self.largest_holders_oldest(holds, true) {
+            let waiting = &self.waiting[&seq];
+            if !net::has_unread(&waiting.conn.client) {
+                return Some(seq);
+            }
+            waiting.evicted.fetch_or(SPOKE, Ordering::Relaxed);
+        }
+        self.largest_holders_oldest(holds, false)
     }
 
     /// The longest-waiting connection (a silent one, if `silent`) of the clients holding the
@@ -514,6 +522,26 @@ mod tests {
         assert_eq!(
             peeking.take(ip("192.0.2.2"), &conn()).unwrap_err(),
             PeekRefusal::Share(3)
+        );
+    }
+
+    /// A connection whose bytes wait unread counts as having spoken, though its worker has not
+    /// read them yet.
+    #[test]
+    fn bytes_waiting_unread_count_as_spoken() {
+        let peeking = Peeking::new(2, 2, 64);
+        let (talker, mut talker_client) = accepted();
+        let a1 = peeking.take(ip("192.0.2.1"), &talker).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        std::io::Write::write_all(&mut talker_client, b"\x16\x03\x01").unwrap();
+        crate::sys::net::wait_until(&talker.client, crate::sys::net::PollFlags::IN, {
+            std::time::Instant::now() + std::time::Duration::from_secs(10)
+        })
+        .unwrap();
+        let _b1 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        assert_eq!(
+            [a1.evicted(), a2.evicted()],
+            [None, Some(Evicted::ForNewcomer)]
         );
     }
 

@@ -153,6 +153,11 @@ pub(crate) fn abort_once_sent(stream: &TcpStream, deadline: Instant) {
     abort(stream);
 }
 
+/// Whether `stream` has received bytes not read yet (`FIONREAD`); false if it cannot say.
+pub(crate) fn has_unread(stream: &TcpStream) -> bool {
+    rustix::io::ioctl_fionread(stream).is_ok_and(|n| n > 0)
+}
+
 /// Waits until `fd` is ready for `events` (readable: data, end of stream or an error to collect;
 /// writable: a connect finished), or `deadline` passes (`Ok(false)`). Signals do not end the wait.
 pub(crate) fn wait_until(fd: impl AsFd, events: PollFlags, deadline: Instant) -> io::Result<bool> {
