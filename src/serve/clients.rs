@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr, Shutdown};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::relay::Connection;
 use crate::sys::net;
@@ -287,24 +288,30 @@ impl PeekTable {
     /// what goes is silent, and among equals the oldest. `None` only in an empty phase (a budget
     /// of 0).
     fn victim(&self, holds: usize) -> Option<u64> {
-        // A silent one whose bytes wait unread (its worker has not read them yet) has spoken.
-        while let Some(seq) = self.largest_holders_oldest(holds, true) {
-            let waiting = &self.waiting[&seq];
-            if !net::has_unread(&waiting.conn.client) {
-                return Some(seq);
+        // Silent for longer than a client needs to speak first, then silent at all, then any.
+        for (silent, min_age) in [(true, SPEAKING_TIME), (true, Duration::ZERO)] {
+            // A silent one whose bytes wait unread (its worker has not read them yet) has spoken.
+            while let Some(seq) = self.largest_holders_oldest(holds, silent, min_age) {
+                let waiting = &self.waiting[&seq];
+                if !net::has_unread(&waiting.conn.client) {
+                    return Some(seq);
+                }
+                waiting.evicted.fetch_or(SPOKE, Ordering::Relaxed);
             }
-            waiting.evicted.fetch_or(SPOKE, Ordering::Relaxed);
         }
-        self.largest_holders_oldest(holds, false)
+        self.largest_holders_oldest(holds, false, Duration::ZERO)
     }
 
-    /// The longest-waiting connection (a silent one, if `silent`) of the clients holding the
-    /// most, if they hold at least `holds`.
-    fn largest_holders_oldest(&self, holds: usize, silent: bool) -> Option<u64> {
+    /// The longest-waiting connection (a silent one, if `silent`; accepted at least `min_age`
+    /// ago) of the clients holding the most, if they hold at least `holds`.
+    fn largest_holders_oldest(&self, holds: usize, silent: bool, min_age: Duration) -> Option<u64> {
         let mut best: Option<(usize, u64)> = None;
         // In arrival order, so the first of the largest holders found is the longest waiting.
         for (seq, waiting) in &self.waiting {
             if silent && waiting.evicted.load(Ordering::Relaxed) & SPOKE != 0 {
+                continue;
+            }
+            if waiting.conn.started.elapsed() < min_age {
                 continue;
             }
             let count = self.held.get(&waiting.key).copied().unwrap_or(0);
@@ -335,6 +342,10 @@ impl PeekTable {
         }
     }
 }
+
+/// How long a client just accepted is given to send its first bytes before its silence makes it
+/// the first to give way: a round trip on most paths.
+const SPEAKING_TIME: Duration = Duration::from_millis(250);
 
 /// Marks, beside an eviction's cause, that the connection has sent something: it is no longer
 /// silent, and gives way only when no silent connection can.
@@ -522,6 +533,32 @@ mod tests {
         assert_eq!(
             peeking.take(ip("192.0.2.2"), &conn()).unwrap_err(),
             PeekRefusal::Share(3)
+        );
+    }
+
+    /// A connection accepted a second ago.
+    fn old_conn() -> Arc<Connection> {
+        let (young, _) = accepted();
+        let client = young.client.try_clone().unwrap();
+        let past = crate::relay::Past {
+            elapsed_ms: 1000,
+            ..Default::default()
+        };
+        Arc::new(Connection::adopted(2, young.peer, client, past))
+    }
+
+    /// A client just accepted has a round trip to speak before its silence counts: an older
+    /// silent connection gives way first, even one of a client holding fewer places.
+    #[test]
+    fn a_connection_just_accepted_is_not_the_first_to_give_way() {
+        let peeking = Peeking::new(3, 3, 64);
+        let a1 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
+        let b1 = peeking.take(ip("192.0.2.2"), &old_conn()).unwrap();
+        let _c1 = peeking.take(ip("192.0.2.3"), &conn()).unwrap();
+        assert_eq!(
+            [a1.evicted(), a2.evicted(), b1.evicted()],
+            [None, None, Some(Evicted::ForNewcomer)]
         );
     }
 
