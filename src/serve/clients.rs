@@ -288,10 +288,24 @@ impl PeekTable {
     /// what goes is silent, and among equals the oldest. `None` only in an empty phase (a budget
     /// of 0).
     fn victim(&self, holds: usize) -> Option<u64> {
-        // Silent for longer than a client needs to speak first, then silent at all, then any.
-        for (silent, min_age) in [(true, SPEAKING_TIME), (true, Duration::ZERO)] {
+        // Silent for longer than a client needs to speak first (the largest holders' oldest);
+        // then, under a churn so fast that none is, the oldest silent one of a client holding at
+        // least as many; then any, the largest holders' oldest.
+        let passes = [
+            Pass {
+                silent: true,
+                min_age: SPEAKING_TIME,
+                largest: true,
+            },
+            Pass {
+                silent: true,
+                min_age: Duration::ZERO,
+                largest: false,
+            },
+        ];
+        for pass in passes {
             // A silent one whose bytes wait unread (its worker has not read them yet) has spoken.
-            while let Some(seq) = self.largest_holders_oldest(holds, silent, min_age) {
+            while let Some(seq) = self.oldest(holds, pass) {
                 let waiting = &self.waiting[&seq];
                 if !net::has_unread(&waiting.conn.client) {
                     return Some(seq);
@@ -299,23 +313,34 @@ impl PeekTable {
                 waiting.evicted.fetch_or(SPOKE, Ordering::Relaxed);
             }
         }
-        self.largest_holders_oldest(holds, false, Duration::ZERO)
+        let any = Pass {
+            silent: false,
+            min_age: Duration::ZERO,
+            largest: true,
+        };
+        self.oldest(holds, any)
     }
 
-    /// The longest-waiting connection (a silent one, if `silent`; accepted at least `min_age`
-    /// ago) of the clients holding the most, if they hold at least `holds`.
-    fn largest_holders_oldest(&self, holds: usize, silent: bool, min_age: Duration) -> Option<u64> {
+    /// The longest-waiting connection that `pass` admits, of a client holding at least `holds`
+    /// places (of the clients holding the most, if `pass.largest`).
+    fn oldest(&self, holds: usize, pass: Pass) -> Option<u64> {
         let mut best: Option<(usize, u64)> = None;
         // In arrival order, so the first of the largest holders found is the longest waiting.
         for (seq, waiting) in &self.waiting {
-            if silent && waiting.evicted.load(Ordering::Relaxed) & SPOKE != 0 {
+            if pass.silent && waiting.evicted.load(Ordering::Relaxed) & SPOKE != 0 {
                 continue;
             }
-            if waiting.conn.started.elapsed() < min_age {
+            if waiting.conn.started.elapsed() < pass.min_age {
                 continue;
             }
             let count = self.held.get(&waiting.key).copied().unwrap_or(0);
-            if count >= holds && best.is_none_or(|(most, _)| count > most) {
+            if count < holds {
+                continue;
+            }
+            if !pass.largest {
+                return Some(*seq);
+            }
+            if best.is_none_or(|(most, _)| count > most) {
                 best = Some((count, *seq));
             }
         }
@@ -341,6 +366,17 @@ impl PeekTable {
             }
         }
     }
+}
+
+/// Which connections one look for a victim admits, and how it ranks them.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    /// Only those that have sent nothing yet.
+    silent: bool,
+    /// Only those accepted at least this long ago.
+    min_age: Duration,
+    /// The oldest of the clients holding the most, not the oldest of all.
+    largest: bool,
 }
 
 /// How long a client just accepted is given to send its first bytes before its silence makes it
@@ -450,7 +486,27 @@ mod tests {
         (Arc::new(Connection::new(1, peer, server)), client)
     }
 
+    /// A connection accepted a second ago (older than [`SPEAKING_TIME`]), with the client's end.
+    fn accepted_long_ago() -> (Arc<Connection>, std::net::TcpStream) {
+        let (young, client) = accepted();
+        let server = young.client.try_clone().unwrap();
+        let past = crate::relay::Past {
+            elapsed_ms: 1000,
+            ..Default::default()
+        };
+        (
+            Arc::new(Connection::adopted(2, young.peer, server, past)),
+            client,
+        )
+    }
+
+    /// A connection accepted a second ago.
     fn conn() -> Arc<Connection> {
+        accepted_long_ago().0
+    }
+
+    /// A connection accepted just now.
+    fn young() -> Arc<Connection> {
         accepted().0
     }
 
@@ -480,7 +536,7 @@ mod tests {
     #[test]
     fn a_newcomer_takes_the_place_of_the_largest_holders_longest_waiting() {
         let peeking = Peeking::new(4, 3, 64);
-        let pairs: Vec<_> = (0..6).map(|_| accepted()).collect();
+        let pairs: Vec<_> = (0..6).map(|_| accepted_long_ago()).collect();
         let conns: Vec<_> = pairs.iter().map(|(conn, _)| Arc::clone(conn)).collect();
         let a1 = peeking.take(ip("192.0.2.1"), &conns[0]).unwrap();
         let b1 = peeking.take(ip("192.0.2.2"), &conns[1]).unwrap();
@@ -536,29 +592,33 @@ mod tests {
         );
     }
 
-    /// A connection accepted a second ago.
-    fn old_conn() -> Arc<Connection> {
-        let (young, _) = accepted();
-        let client = young.client.try_clone().unwrap();
-        let past = crate::relay::Past {
-            elapsed_ms: 1000,
-            ..Default::default()
-        };
-        Arc::new(Connection::adopted(2, young.peer, client, past))
-    }
-
     /// A client just accepted has a round trip to speak before its silence counts: an older
     /// silent connection gives way first, even one of a client holding fewer places.
     #[test]
     fn a_connection_just_accepted_is_not_the_first_to_give_way() {
         let peeking = Peeking::new(3, 3, 64);
-        let a1 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
-        let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
-        let b1 = peeking.take(ip("192.0.2.2"), &old_conn()).unwrap();
-        let _c1 = peeking.take(ip("192.0.2.3"), &conn()).unwrap();
+        let a1 = peeking.take(ip("192.0.2.1"), &young()).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &young()).unwrap();
+        let b1 = peeking.take(ip("192.0.2.2"), &conn()).unwrap();
+        let _c1 = peeking.take(ip("192.0.2.3"), &young()).unwrap();
         assert_eq!(
             [a1.evicted(), a2.evicted(), b1.evicted()],
             [None, None, Some(Evicted::ForNewcomer)]
+        );
+    }
+
+    /// Under a churn so fast that no silent connection is older than [`SPEAKING_TIME`], the
+    /// oldest silent one goes, not the newest of the client holding the most.
+    #[test]
+    fn under_a_fast_churn_the_oldest_silent_connection_goes() {
+        let peeking = Peeking::new(3, 3, 64);
+        let b1 = peeking.take(ip("192.0.2.2"), &young()).unwrap();
+        let a1 = peeking.take(ip("192.0.2.1"), &young()).unwrap();
+        let a2 = peeking.take(ip("192.0.2.1"), &young()).unwrap();
+        let _c1 = peeking.take(ip("192.0.2.3"), &young()).unwrap();
+        assert_eq!(
+            [b1.evicted(), a1.evicted(), a2.evicted()],
+            [Some(Evicted::ForNewcomer), None, None]
         );
     }
 
@@ -567,7 +627,7 @@ mod tests {
     #[test]
     fn bytes_waiting_unread_count_as_spoken() {
         let peeking = Peeking::new(2, 2, 64);
-        let (talker, mut talker_client) = accepted();
+        let (talker, mut talker_client) = accepted_long_ago();
         let a1 = peeking.take(ip("192.0.2.1"), &talker).unwrap();
         let a2 = peeking.take(ip("192.0.2.1"), &conn()).unwrap();
         std::io::Write::write_all(&mut talker_client, b"\x16\x03\x01").unwrap();
