@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use crate::config::Pattern;
+use crate::config::{listed, Pattern};
 use crate::proto::Status;
 use crate::serve::status::Shared;
 
@@ -194,8 +194,7 @@ impl Intake {
             .allow
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let ip = peer.ip().to_canonical();
-        allow.is_empty() || allow.iter().any(|p| p.matches(ip))
+        listed(&allow, peer.ip())
     }
 
     /// Reads what the ready waiting clients sent; a complete request is answered, a bad one

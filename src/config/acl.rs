@@ -288,6 +288,27 @@ impl Pattern {
     }
 }
 
+/// Parses comma-separated allow/deny patterns (`--accept-proxy-from A,B`, `accept_proxy_from=A,B`):
+/// every one must parse. The error is the first pattern's reason.
+///
+/// ```
+/// use tcp_router::config::parse_patterns;
+///
+/// assert_eq!(parse_patterns("10.0.0.0/8,192.0.2.*").unwrap().len(), 2);
+/// assert!(parse_patterns("10.0.0.300").is_err());
+/// ```
+pub fn parse_patterns(text: &str) -> Result<Vec<Pattern>, String> {
+    text.split(',')
+        .map(|one| one.parse::<Pattern>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Whether `ip` is on `list`, a list of who may do something where empty means everyone (the
+/// admin endpoint's allow list, a listener's trusted PROXY senders).
+pub(crate) fn listed(list: &[Pattern], ip: IpAddr) -> bool {
+    list.is_empty() || list.iter().any(|pattern| pattern.matches(ip))
+}
+
 /// Case-insensitive glob match: `*` matches any run (including none), `?` exactly one byte.
 /// Iterative with single-star backtracking, so it is linear-ish and cannot recurse deeply.
 fn glob_match(pat: &[u8], text: &[u8]) -> bool {

@@ -26,7 +26,8 @@ mod settings;
 mod text;
 mod validate;
 
-pub use acl::{Action, Pattern, PatternError, Rule};
+pub(crate) use acl::listed;
+pub use acl::{parse_patterns, Action, Pattern, PatternError, Rule};
 pub use addr::{AddrError, Host, HostPort};
 pub use duration::{
     check_duration, format_duration, parse_duration, parse_optional_duration, DurationError,

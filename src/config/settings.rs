@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::proto::proxy::Version;
 
-use super::acl::Pattern;
+use super::acl::{parse_patterns, Pattern};
 use super::addr::parse_ip;
 use super::duration::{check_duration, parse_duration, parse_optional_duration};
 
@@ -169,7 +169,7 @@ impl Overrides {
                 self.accept_proxy = Some(boolean(value).map_err(|w| invalid(w.into()))?)
             }
             "accept_proxy_from" => {
-                self.accept_proxy_from = Some(patterns(value).map_err(invalid)?);
+                self.accept_proxy_from = Some(parse_patterns(value).map_err(invalid)?);
                 self.accept_proxy.get_or_insert(true);
             }
             "reuse_port" => self.reuse_port = Some(boolean(value).map_err(|w| invalid(w.into()))?),
@@ -225,14 +225,6 @@ fn boolean(value: &str) -> Result<bool, &'static str> {
         "false" => Ok(false),
         _ => Err("expected true or false"),
     }
-}
-
-/// Comma-separated allow/deny patterns (CIDR blocks or rinetd wildcards), at least one.
-pub(crate) fn patterns(value: &str) -> Result<Vec<Pattern>, String> {
-    value
-        .split(',')
-        .map(|one| one.parse::<Pattern>().map_err(|e| e.to_string()))
-        .collect()
 }
 
 /// A connection count as written (`max_connections=N`, `--max-connections N`): a whole number

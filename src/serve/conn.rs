@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{HostPort, Pattern};
+use crate::config::{listed, HostPort};
 use crate::log::line::Summary;
 use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::proto::proxy::{self, ProxyHeader};
@@ -77,9 +77,8 @@ pub(super) fn admit(
     entry: &Entry,
 ) -> Admission {
     let mut admission = Admission::default();
-    if state.config.accept_proxy
-        && !trusts_proxy_from(&state.config.accept_proxy_from, entry.conn.peer)
-    {
+    // A PROXY header is taken from anyone when no trusted sender is named (warned at start).
+    if state.config.accept_proxy && !listed(&state.config.accept_proxy_from, entry.conn.peer.ip()) {
         admission.refused = Some(Limit::UntrustedProxy);
         return admission;
     }
@@ -101,13 +100,6 @@ pub(super) fn admit(
         }
     }
     admission
-}
-
-/// Whether a listener that reads PROXY headers takes one from `peer`: from anyone when no
-/// trusted sender is named (warned at start), else only from those named.
-fn trusts_proxy_from(trusted: &[Pattern], peer: SocketAddr) -> bool {
-    let ip = peer.ip().to_canonical();
-    trusted.is_empty() || trusted.iter().any(|pattern| pattern.matches(ip))
 }
 
 /// The client's places under the process-wide per-client limit and the listener's own share.

@@ -174,16 +174,12 @@ pub fn send_queue(stream: &TcpStream) -> usize {
 /// Bytes that `stream`'s peer socket (its other end, in this network namespace) has received and
 /// its program has not read yet (that socket's `rx_queue` in `/proc/net/tcp`); 0 if it is gone.
 pub fn peer_unread(stream: &TcpStream) -> usize {
-    let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
-        return 0;
-    };
-    tcp_table_row(remote, |l, r, _| l == Some(remote) && r == Some(local))
-        .map_or(0, |row| row.rx_queue)
+    peer_row(stream).map_or(0, |row| row.rx_queue)
 }
 
 /// True while the kernel's TCP table has a socket from `local` to `remote` (a reset removes it).
 pub fn tcp_socket_exists(local: SocketAddr, remote: SocketAddr) -> bool {
-    tcp_table_row(local, |l, r, _| l == Some(local) && r == Some(remote)).is_some()
+    connection_row(local, remote).is_some()
 }
 
 /// True once `stream`'s peer socket (its other end, in this network namespace) has sent its FIN
@@ -191,11 +187,7 @@ pub fn tcp_socket_exists(local: SocketAddr, remote: SocketAddr) -> bool {
 /// `/proc/net/tcp` is FIN_WAIT1).
 pub fn peer_has_sent_its_fin(stream: &TcpStream) -> bool {
     const FIN_WAIT1: u8 = 0x04;
-    let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
-        return false;
-    };
-    tcp_table_row(remote, |l, r, _| l == Some(remote) && r == Some(local))
-        .is_some_and(|row| row.state == FIN_WAIT1)
+    peer_row(stream).is_some_and(|row| row.state == FIN_WAIT1)
 }
 
 /// True once `stream`'s peer has sent its FIN and this side has not closed yet (the socket's
@@ -207,7 +199,16 @@ pub fn peer_has_half_closed(stream: &TcpStream) -> bool {
 
 /// `stream`'s row of the kernel's TCP table, while it has one.
 fn tcp_row(stream: &TcpStream) -> Option<TcpRow> {
-    let (local, remote) = (stream.local_addr().ok()?, stream.peer_addr().ok()?);
+    connection_row(stream.local_addr().ok()?, stream.peer_addr().ok()?)
+}
+
+/// The row of `stream`'s other end (in this network namespace), while it has one.
+fn peer_row(stream: &TcpStream) -> Option<TcpRow> {
+    connection_row(stream.peer_addr().ok()?, stream.local_addr().ok()?)
+}
+
+/// The row of the socket from `local` to `remote`.
+fn connection_row(local: SocketAddr, remote: SocketAddr) -> Option<TcpRow> {
     tcp_table_row(local, |l, r, _| l == Some(local) && r == Some(remote))
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use argh::FromArgs;
 use log::LevelFilter;
 use tcp_router::config::{
-    check_duration, parse_count, parse_duration, parse_optional_duration, Action, Admin,
-    NamePattern, Overrides, Pattern, Rule, Settings,
+    check_duration, parse_count, parse_duration, parse_optional_duration, parse_patterns, Action,
+    Admin, NamePattern, Overrides, Pattern, Rule, Settings,
 };
 use tcp_router::process::Scheduler;
 use tcp_router::proto::proxy::Version;
@@ -124,7 +124,7 @@ pub(crate) struct Args {
     pub(crate) accept_proxy: bool,
 
     /// trust a PROXY header only from these senders (CIDR blocks or rinetd patterns, comma-separated); implies --accept-proxy, and clients from anywhere else are refused
-    #[argh(option, from_str_fn(patterns_arg))]
+    #[argh(option, from_str_fn(parse_patterns))]
     pub(crate) accept_proxy_from: Option<Vec<Pattern>>,
 
     /// serve the admin endpoint on ADDR (e.g. 127.0.0.1:9901): Prometheus metrics at /metrics, /ready, /health, /connections, /routes and a status page at /
@@ -413,10 +413,6 @@ fn prefix_arg(text: &str) -> Result<u8, String> {
 
 fn pattern_arg(text: &str) -> Result<Pattern, String> {
     text.parse::<Pattern>().map_err(|e| e.to_string())
-}
-
-fn patterns_arg(text: &str) -> Result<Vec<Pattern>, String> {
-    text.split(',').map(pattern_arg).collect()
 }
 
 fn version_arg(text: &str) -> Result<Version, String> {
