@@ -11,7 +11,7 @@ use crate::config::{format_duration, Route};
 use crate::relay::Direction;
 use crate::serve::listener::{RouteState, NO_ROUTE};
 use crate::serve::metrics::Ended;
-use crate::serve::registry::Live;
+use crate::serve::record::Record;
 use crate::serve::status::Shared;
 
 /// Every live connection (at most `limit`, oldest first), and how many there are.
@@ -21,13 +21,13 @@ pub(crate) fn connections(shared: &Shared, limit: Option<usize>) -> Value {
     let listed: Vec<Value> = all
         .iter()
         .take(limit.unwrap_or(usize::MAX))
-        .map(|live| connection(live))
+        .map(|record| connection(record))
         .collect();
     json!({ "total": total, "connections": listed })
 }
 
-fn connection(live: &Live) -> Value {
-    let conn = &live.conn;
+fn connection(record: &Record) -> Value {
+    let conn = &record.conn;
     let direction = |d: Direction| {
         json!({
             "state": conn.end(d).map_or("open", |end| end.kind()),
@@ -36,11 +36,14 @@ fn connection(live: &Live) -> Value {
     };
     json!({
         "id": conn.id,
-        "listener": live.listener.config.listen.to_string(),
-        "listener_address": live.listener_addr.to_string(),
-        "route": live.route.get().map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label()),
-        "client": live.client.get().copied().unwrap_or(conn.peer).to_string(),
-        "upstream": live.upstream.get().map(|(name, addr)| json!({"name": name, "address": addr.to_string()})),
+        "listener": record.listener.config.listen.to_string(),
+        "listener_address": record.listener_addr.to_string(),
+        "route": record.route().map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label()),
+        "client": record.client().to_string(),
+        "upstream": record.upstream().map(|upstream| json!({
+            "name": upstream.configured.to_string(),
+            "address": upstream.resolved.to_string(),
+        })),
         "client_to_upstream": direction(Direction::ClientToUpstream),
         "upstream_to_client": direction(Direction::UpstreamToClient),
         "age_seconds": seconds(conn.started.elapsed()),
@@ -58,8 +61,8 @@ pub(crate) fn routes(shared: &Shared) -> Value {
         .map(|(addr, state)| {
             let active_for = |route: Option<&str>| {
                 live.iter()
-                    .filter(|l| l.listener_addr == *addr)
-                    .filter(|l| l.route.get().map(|r| r.config.label()).as_deref() == route)
+                    .filter(|record| record.listener_addr == *addr)
+                    .filter(|record| record.route().map(|r| r.config.label()).as_deref() == route)
                     .count()
             };
             let routes: Vec<Value> = state

@@ -175,11 +175,10 @@ fn connections(e: &mut Exposition, shared: &Shared) {
         .into_iter()
         .map(|(key, _)| (key, 0))
         .collect();
-    for live in shared.registry.snapshot() {
-        let listener = live.listener.config.listen.to_string();
-        let route = live
-            .route
-            .get()
+    for record in shared.registry.snapshot() {
+        let listener = record.listener.config.listen.to_string();
+        let route = record
+            .route()
             .map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label());
         *active.entry((listener, route)).or_default() += 1;
     }

@@ -4,11 +4,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::config::HostPort;
 use crate::relay::Outcome;
 
-/// Everything the per-connection log line says.
+/// The per-connection log line: a view of the connection's record at its end.
 #[derive(Debug, Clone)]
-pub(crate) struct Summary {
+pub(crate) struct Line<'a> {
     /// Connection sequence number.
     pub(crate) id: u64,
     /// The client's address.
@@ -16,18 +17,20 @@ pub(crate) struct Summary {
     /// The listener that accepted it.
     pub(crate) listener: SocketAddr,
     /// The upstream used, as configured and as resolved, if any.
-    pub(crate) upstream: Option<(String, SocketAddr)>,
+    pub(crate) upstream: Option<(&'a HostPort, SocketAddr)>,
     /// The route taken (its label), when the listener has several.
     pub(crate) route: Option<String>,
     /// What the client asked for, when read: `sni=NAME`, `host=NAME`, with how it matched.
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<&'a str>,
+    /// Bytes moved each way, client to upstream first.
+    pub(crate) bytes: [u64; 2],
     /// Time from accept to close.
     pub(crate) duration: Duration,
     /// How the relay went, or why there was none.
-    pub(crate) result: Result<Outcome, String>,
+    pub(crate) result: Result<&'a Outcome, &'a str>,
 }
 
-impl fmt::Display for Summary {
+impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -35,7 +38,9 @@ impl fmt::Display for Summary {
             self.id, self.client, self.listener
         )?;
         match &self.upstream {
-            Some((name, addr)) if *name != addr.to_string() => write!(f, "{name}({addr})")?,
+            Some((name, addr)) if name.to_string() != addr.to_string() => {
+                write!(f, "{name}({addr})")?
+            }
             Some((_, addr)) => write!(f, "{addr}")?,
             None => f.write_str("none")?,
         }
@@ -49,8 +54,8 @@ impl fmt::Display for Summary {
             Ok(outcome) => write!(
                 f,
                 " sent={} received={} duration={} first={} client_to_upstream={} upstream_to_client={}",
-                outcome.sent.bytes,
-                outcome.received.bytes,
+                self.bytes[0],
+                self.bytes[1],
                 Seconds(self.duration),
                 first_to_end(outcome),
                 outcome.sent.end,
@@ -93,26 +98,28 @@ mod tests {
 
     #[test]
     fn line_names_every_field() {
-        let flow = |bytes, end, ms| Flow {
-            bytes,
+        let flow = |end, ms| Flow {
             end,
             ended: Duration::from_millis(ms),
         };
-        let summary = Summary {
+        let outcome = Outcome {
+            sent: flow(End::Eof, 10),
+            received: flow(End::Reset, 20),
+        };
+        let upstream: HostPort = "localhost:6379".parse().unwrap();
+        let line = Line {
             id: 7,
             client: "127.0.0.1:40000".parse().unwrap(),
             listener: "127.0.0.1:11000".parse().unwrap(),
-            upstream: Some(("localhost:6379".into(), "127.0.0.1:6379".parse().unwrap())),
+            upstream: Some((&upstream, "127.0.0.1:6379".parse().unwrap())),
             route: None,
             name: None,
+            bytes: [14, 7],
             duration: Duration::from_millis(1500),
-            result: Ok(Outcome {
-                sent: flow(14, End::Eof, 10),
-                received: flow(7, End::Reset, 20),
-            }),
+            result: Ok(&outcome),
         };
         assert_eq!(
-            summary.to_string(),
+            line.to_string(),
             "closed #7 client=127.0.0.1:40000 listener=127.0.0.1:11000 \
              upstream=localhost:6379(127.0.0.1:6379) sent=14 received=7 duration=1.500s \
              first=client client_to_upstream=eof upstream_to_client=reset"

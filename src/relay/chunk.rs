@@ -32,9 +32,9 @@ pub(crate) enum Moved {
     WouldBlock,
     /// The source reached end of stream.
     Eof,
-    /// A wait for bytes was interrupted because the connection is being handed over: nothing
-    /// was read.
-    Parked,
+    /// A wait for bytes was interrupted because an upgrade asked the copy threads to park:
+    /// nothing was read.
+    Interrupted,
 }
 
 /// Why a chunk could not be moved.
@@ -46,27 +46,27 @@ pub(crate) enum ChunkError {
     Write(io::Error),
     /// The destination accepted nothing until the connection's deadline passed.
     Stalled,
-    /// A write was interrupted because the connection is being handed over.
-    Parked(Parked),
+    /// A write was interrupted because an upgrade asked the copy threads to park.
+    Interrupted(Interruption),
 }
 
-/// Where a chunk stopped when its write was interrupted for a hand-off: how many of its bytes
+/// Where a chunk stopped when its write was interrupted for a park: how many of its bytes
 /// reached the destination, and the rest, in order, which nobody has written yet.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Parked {
+pub(crate) struct Interruption {
     /// Bytes of the chunk written.
     pub(crate) moved: usize,
     /// Bytes of the chunk read but not written.
-    pub(crate) pending: Vec<u8>,
+    pub(crate) held: Vec<u8>,
 }
 
 impl ChunkError {
-    /// For a chunk of `n` bytes: a write parked with its pending bytes moved the rest.
+    /// For a chunk of `n` bytes: a write interrupted holding some bytes moved the rest.
     pub(crate) fn of_chunk(self, n: usize) -> ChunkError {
         match self {
-            ChunkError::Parked(parked) => ChunkError::Parked(Parked {
-                moved: n - parked.pending.len(),
-                pending: parked.pending,
+            ChunkError::Interrupted(stop) => ChunkError::Interrupted(Interruption {
+                moved: n - stop.held.len(),
+                held: stop.held,
             }),
             other => other,
         }
@@ -79,9 +79,9 @@ pub(crate) trait Watch {
     fn progress(&self);
     /// Still within the connection's idle limits?
     fn may_wait(&self) -> bool;
-    /// Is the connection being handed over? An interrupted wait then stops at a safe point
-    /// instead of trying again.
-    fn parking(&self) -> bool {
+    /// Has an upgrade asked the copy threads to park? An interrupted wait then stops for the
+    /// safe point instead of trying again.
+    fn park_asked(&self) -> bool {
         false
     }
 }
@@ -115,7 +115,7 @@ pub(crate) fn move_through(
             Ok((0, _)) => return Ok(Moved::Eof),
             Ok((n, _)) => break n,
             Err(rustix::io::Errno::AGAIN) => return Ok(Moved::WouldBlock),
-            Err(rustix::io::Errno::INTR) if watch.parking() => return Ok(Moved::Parked),
+            Err(rustix::io::Errno::INTR) if watch.park_asked() => return Ok(Moved::Interrupted),
             Err(rustix::io::Errno::INTR) => continue,
             Err(errno) => return Err(ChunkError::Read(errno.into())),
         }
@@ -130,8 +130,8 @@ pub(crate) fn move_through(
 
 /// Writes all of `data`, waiting as long as the connection's idle limits allow. The socket's send
 /// timeout (set by the copy loop from its tick) makes a stalled write return now and then, so the
-/// deadline is checked without a timer thread. Interrupted for a hand-off, it stops with what is
-/// left of `data` ([`ChunkError::Parked`], `moved` 0).
+/// deadline is checked without a timer thread. Interrupted for a park, it stops with what is
+/// left of `data` ([`ChunkError::Interrupted`], `moved` 0).
 pub(crate) fn write_all(
     dst: &TcpStream,
     mut data: &[u8],
@@ -144,10 +144,10 @@ pub(crate) fn write_all(
                 data = &data[n..];
                 watch.progress();
             }
-            Err(err) if parks(&err, watch) => {
-                return Err(ChunkError::Parked(Parked {
+            Err(err) if interrupted_for_park(&err, watch) => {
+                return Err(ChunkError::Interrupted(Interruption {
                     moved: 0,
-                    pending: data.to_vec(),
+                    held: data.to_vec(),
                 }))
             }
             Err(err) => retry_write(err, watch)?,
@@ -156,9 +156,9 @@ pub(crate) fn write_all(
     Ok(())
 }
 
-/// An interrupted write while the connection is being handed over: stop at a safe point.
-pub(crate) fn parks(err: &io::Error, watch: &dyn Watch) -> bool {
-    err.kind() == io::ErrorKind::Interrupted && watch.parking()
+/// An interrupted write while an upgrade asks the copy threads to park: stop for the safe point.
+pub(crate) fn interrupted_for_park(err: &io::Error, watch: &dyn Watch) -> bool {
+    err.kind() == io::ErrorKind::Interrupted && watch.park_asked()
 }
 
 /// What a failed blocking write (or splice out of a pipe) means: `Ok` to try again after a signal,

@@ -4,14 +4,14 @@
 //! bytes move.
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::sys::net;
-use crate::sys::wake::ThreadId;
 
 use super::outcome::{Direction, End, Timeouts};
+use super::park::{Park, Parked};
 
 /// Whether a connection is still running, or why it was stopped from outside a copy loop's own
 /// end of stream: cut by a graceful stop, timed out by its idle or fin limit, or aborted by a
@@ -94,79 +94,12 @@ pub(crate) struct Connection {
     route_traffic: OnceLock<std::sync::Arc<Traffic>>,
     /// How each direction ended ([`OPEN`] while it runs), client to upstream first.
     ends: [AtomicU8; 2],
-    /// The copy thread of each direction while it is inside its copy loop, for a hand-off to
-    /// wake; under a lock, so it is never woken after it has left.
-    threads: Mutex<[Option<ThreadId>; 2]>,
-    /// Where the copy threads stop for a hand-off: made by the first hand-off that asks, so a
-    /// connection none touched carries an empty slot.
-    park: OnceLock<Box<Park>>,
+    /// Where the copy threads stop for a live upgrade (see `park`).
+    pub(crate) park: Park,
     /// Where a direction that met a reset on a write waits for the other to end (see
     /// `relay::finish`); signalled only once the connection is aborted.
     ending: Mutex<()>,
     ended: Condvar,
-}
-
-/// The meeting point of a connection's copy threads with a hand-off (the live upgrade). While no
-/// hand-off runs it costs one atomic load per chunk moved and a lock at each copy thread's start
-/// and end.
-#[derive(Debug, Default)]
-struct Park {
-    /// Set while a hand-off wants the copy threads stopped at a safe point.
-    requested: AtomicBool,
-    state: Mutex<ParkState>,
-    /// Signalled when a copy thread parks, and when the verdict comes.
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct ParkState {
-    /// Each parked direction's bytes read but not written yet.
-    parked: [Option<Vec<u8>>; 2],
-    /// Parked before the relay, while choosing a route: the client's bytes read so far.
-    setting_up: Option<Vec<u8>>,
-    /// The idle limits the copy threads run under, left by the first to park (the new process
-    /// carries them on).
-    timeouts: Option<Timeouts>,
-    verdict: Verdict,
-}
-
-/// What a parked copy thread is told.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// Not yet: stay parked.
-    #[default]
-    Wait,
-    /// The hand-off did not happen: carry on, writing the pending bytes first.
-    Resume,
-    /// Another process owns the connection now: return without touching the sockets.
-    Release,
-}
-
-/// How a parked copy thread goes on.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Resumed {
-    /// Carry on; the bytes it had pending are still its to write.
-    Resume(Vec<u8>),
-    /// Handed over: return at once.
-    Released,
-}
-
-/// Where a connection stopped for a hand-off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Halted {
-    /// Relaying: where each direction stopped, and the idle limits they run under.
-    Relaying([Settled; 2], Timeouts),
-    /// Still choosing a route, having read these bytes of the client's.
-    SettingUp(Vec<u8>),
-}
-
-/// One direction of a connection stopped for a hand-off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Settled {
-    /// Its copy thread is parked, holding these bytes read but not written.
-    Parked(Vec<u8>),
-    /// It had ended already, this way, this many milliseconds after the start.
-    Ended(End, u64),
 }
 
 impl Connection {
@@ -184,17 +117,15 @@ impl Connection {
             traffic: Traffic::default(),
             route_traffic: OnceLock::new(),
             ends: [AtomicU8::new(OPEN), AtomicU8::new(OPEN)],
-            threads: Mutex::new([None, None]),
-            park: OnceLock::new(),
+            park: Park::default(),
             ending: Mutex::new(()),
             ended: Condvar::new(),
         }
     }
 
-    /// A connection another process handed over: started `elapsed` ago, bytes last moved at
-    /// `activity_ms`, first direction ended at `half_closed_ms`, with `traffic` bytes moved each
-    /// way (client to upstream first).
-    pub(crate) fn adopted(id: u64, peer: SocketAddr, client: TcpStream, past: Past) -> Connection {
+    /// A connection taken over from the old process of a live upgrade, with the clocks and
+    /// counters of its life there.
+    pub(crate) fn taken(id: u64, peer: SocketAddr, client: TcpStream, past: Past) -> Connection {
         let conn = Connection::new(id, peer, client);
         let now = Instant::now();
         let conn = Connection {
@@ -217,11 +148,10 @@ impl Connection {
 
     /// What another process needs to carry on this connection's clocks and counters.
     pub(crate) fn past(&self) -> Past {
-        let half = self.half_closed_ms.load(Ordering::SeqCst);
         Past {
             elapsed_ms: self.elapsed_ms(),
             activity_ms: self.last_activity_ms.load(Ordering::Relaxed),
-            half_closed_ms: (half != NEVER).then_some(half),
+            half_closed_ms: self.half_closed_at_ms(),
             traffic: Direction::BOTH.map(|d| self.bytes(d)),
         }
     }
@@ -367,7 +297,27 @@ impl Connection {
 
     /// Whether one direction has already ended with a half-close.
     pub(crate) fn is_half_closed(&self) -> bool {
-        self.half_closed_ms.load(Ordering::SeqCst) != NEVER
+        self.half_closed_at_ms().is_some()
+    }
+
+    /// Where the copy threads stopped for a live upgrade, once every direction is either parked
+    /// or ended (at least one parked); `None` until then, or if the connection was stopped. A
+    /// direction that ended before ended with a half-close, and at its time.
+    pub(crate) fn parked(&self) -> Option<Parked> {
+        if self.is_stopped() {
+            return None;
+        }
+        let ended_ms = self
+            .half_closed_at_ms()
+            .unwrap_or_else(|| self.elapsed_ms());
+        self.park
+            .spots(Direction::BOTH.map(|d| self.end(d)), ended_ms)
+    }
+
+    /// When the first direction ended, in milliseconds after the start, if one has.
+    pub(crate) fn half_closed_at_ms(&self) -> Option<u64> {
+        let half = self.half_closed_ms.load(Ordering::SeqCst);
+        (half != NEVER).then_some(half)
     }
 
     /// When the connection expires if no more bytes move, under `timeouts`.
@@ -404,7 +354,7 @@ impl Connection {
     }
 }
 
-/// A connection's clocks and counters as another process hands them over.
+/// A connection's clocks and counters as the old process of a live upgrade passes them on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Past {
     /// Milliseconds since it was accepted.
@@ -417,177 +367,12 @@ pub(crate) struct Past {
     pub(crate) traffic: [u64; 2],
 }
 
-/// The hand-off's side of [`Park`]: ask the copy threads to stop, wake them, see where they
-/// stopped, then release them or let them carry on.
-impl Connection {
-    fn threads(&self) -> MutexGuard<'_, [Option<ThreadId>; 2]> {
-        self.threads
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The park, made on first use.
-    fn park_slot(&self) -> &Park {
-        self.park.get_or_init(Box::default)
-    }
-
-    /// Asks both copy threads to stop at their next safe point.
-    pub(crate) fn request_park(&self) {
-        let park = self.park_slot();
-        lock(&park.state).verdict = Verdict::Wait;
-        park.requested.store(true, Ordering::SeqCst);
-    }
-
-    /// Wakes every copy thread that is inside its loop and not parked yet, out of the call it
-    /// is blocked in. Repeated until they have parked: a thread about to block misses a signal
-    /// that comes just before.
-    pub(crate) fn poke(&self) {
-        let threads = self.threads();
-        let state = lock(&self.park_slot().state);
-        if state.setting_up.is_some() {
-            return;
-        }
-        for (thread, parked) in threads.iter().zip(&state.parked) {
-            if let (Some(thread), None) = (thread, parked) {
-                // Under the lock: the thread cannot leave its loop (and end) meanwhile.
-                let _ = thread.wake();
-            }
-        }
-    }
-
-    /// Where the connection stopped: while choosing a route, or relaying with every direction
-    /// either parked or ended (at least one parked); `None` until then, or if it was stopped.
-    /// A direction that ended before ended with a half-close, and at its time.
-    pub(crate) fn settled(&self) -> Option<Halted> {
-        if self.is_stopped() {
-            return None;
-        }
-        let state = lock(&self.park_slot().state);
-        if let Some(read) = &state.setting_up {
-            return Some(Halted::SettingUp(read.clone()));
-        }
-        let half = self.half_closed_ms.load(Ordering::SeqCst);
-        let ended_ms = if half == NEVER {
-            self.elapsed_ms()
-        } else {
-            half
-        };
-        let settled = Direction::BOTH.map(|d| match (&state.parked[d as usize], self.end(d)) {
-            (Some(pending), _) => Some(Settled::Parked(pending.clone())),
-            (None, Some(end)) => Some(Settled::Ended(end, ended_ms)),
-            (None, None) => None,
-        });
-        match (settled, state.timeouts) {
-            ([Some(a), Some(b)], Some(timeouts)) => Some(Halted::Relaying([a, b], timeouts)),
-            _ => None,
-        }
-    }
-
-    /// The hand-off is over for this connection: parked threads return at once (`release`) or
-    /// carry on; threads not parked yet carry on without stopping.
-    pub(crate) fn end_park(&self, release: bool) {
-        let Some(park) = self.park.get() else {
-            return;
-        };
-        let mut state = lock(&park.state);
-        state.verdict = if release {
-            Verdict::Release
-        } else {
-            Verdict::Resume
-        };
-        park.requested.store(false, Ordering::SeqCst);
-        drop(state);
-        park.changed.notify_all();
-    }
-}
-
-/// The copy threads' side of [`Park`].
-impl Connection {
-    /// True while a hand-off wants the copy threads stopped.
-    pub(crate) fn park_requested(&self) -> bool {
-        self.park
-            .get()
-            .is_some_and(|park| park.requested.load(Ordering::Relaxed))
-    }
-
-    /// Registers the calling thread as `direction`'s copy thread, so a hand-off can wake it;
-    /// dropping the guard (on every path) unregisters it.
-    pub(crate) fn enter(&self, direction: Direction) -> Inside<'_> {
-        self.threads()[direction as usize] = Some(ThreadId::current());
-        Inside {
-            conn: self,
-            direction,
-        }
-    }
-
-    /// Stops `direction`, which runs under `timeouts`, at a safe point holding `pending` (read,
-    /// not written) until the hand-off decides.
-    pub(crate) fn park(
-        &self,
-        direction: Direction,
-        pending: Vec<u8>,
-        timeouts: Timeouts,
-    ) -> Resumed {
-        let park = self.park_slot();
-        let mut state = lock(&park.state);
-        state.parked[direction as usize] = Some(pending);
-        state.timeouts = Some(timeouts);
-        park.changed.notify_all();
-        while state.verdict == Verdict::Wait && self.park_requested() {
-            state = match park.changed.wait(state) {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-        }
-        let pending = state.parked[direction as usize].take().unwrap_or_default();
-        match state.verdict {
-            Verdict::Release => Resumed::Released,
-            Verdict::Wait | Verdict::Resume => Resumed::Resume(pending),
-        }
-    }
-}
-
-impl Connection {
-    /// Stops the thread choosing this connection's route at a safe point, having read `read`
-    /// of the client's bytes, until the hand-off decides.
-    pub(crate) fn park_setup(&self, read: Vec<u8>) -> Resumed {
-        let park = self.park_slot();
-        let mut state = lock(&park.state);
-        state.setting_up = Some(read);
-        park.changed.notify_all();
-        while state.verdict == Verdict::Wait && self.park_requested() {
-            state = match park.changed.wait(state) {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-        }
-        state.setting_up = None;
-        match state.verdict {
-            Verdict::Release => Resumed::Released,
-            Verdict::Wait | Verdict::Resume => Resumed::Resume(Vec::new()),
-        }
-    }
-}
-
-/// Locks `mutex`; a panic elsewhere never leaves the park unusable, since every update is one
+/// Locks `mutex`; a panic elsewhere never leaves it unusable, since every update under it is one
 /// assignment.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A copy thread inside its loop (see [`Connection::enter`]).
-#[derive(Debug)]
-pub(crate) struct Inside<'a> {
-    conn: &'a Connection,
-    direction: Direction,
-}
-
-impl Drop for Inside<'_> {
-    fn drop(&mut self) {
-        self.conn.threads()[self.direction as usize] = None;
-    }
 }
 
 /// The deadline has passed.

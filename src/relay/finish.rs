@@ -49,8 +49,8 @@ pub(super) fn chunk_end(err: ChunkError) -> (End, Side) {
         ChunkError::Stalled => (End::Timeout, Side::Destination),
         ChunkError::Read(err) => (failure(&err), Side::Source),
         ChunkError::Write(err) => (failure(&err), Side::Destination),
-        // Not an end: the callers handle a park before this.
-        ChunkError::Parked(_) => (End::Error(io::ErrorKind::Interrupted), Side::Destination),
+        // Not an end: the copy loop takes its safe point before this.
+        ChunkError::Interrupted(_) => (End::Error(io::ErrorKind::Interrupted), Side::Destination),
     }
 }
 

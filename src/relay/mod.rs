@@ -3,7 +3,7 @@
 //! connected, the upstream's) and plain values ([`Timeouts`]), and reports an [`Outcome`]; it
 //! knows nothing of routes, names or configuration.
 //!
-//! - `pump`: the two copy threads; `finish`: how a direction ends and what its end does to the
+//! - `pump`: the two copy threads; `park`: their safe point for a live upgrade; `finish`: how a direction ends and what its end does to the
 //!   sockets (the rules below); `connection`: the state they share; `outcome`: what they report.
 //! - `copy`: one chunk at a time, waiting in a small stack buffer, then draining bulk bytes
 //!   through `splice` (Linux, pooled pipes; probed, used, and on refusal turned off for good)
@@ -23,17 +23,12 @@
 //!   the socket's own receive or send timeout (the shortest limit, "the tick"), so no timer
 //!   thread is needed.
 //!
-//! # A safe point for a hand-off
+//! # The safe point
 //!
 //! A live upgrade moves a connection to another process only while neither copy thread is
-//! inside a read or a write. `Connection::request_park` asks; `Connection::poke` wakes each
-//! thread out of the `recv` or blocking write it sleeps in (a thread-directed signal, see
-//! `sys::wake`; the sockets always carry a timeout so the call returns `EINTR`); the thread
-//! parks at the top of its loop holding the bytes it had read and not written
-//! (`ChunkError::Parked`, a splice pipe emptied into it). Then `Connection::end_park` either
-//! releases it (it returns [`HandedOver`] without touching the sockets) or lets it resume,
-//! writing what it held first. The new process starts each direction where the old one left it
-//! (`Carried`).
+//! inside a read or a write. `park` is the one place the relay meets it: the copy loop calls
+//! `park::safe_point` at the top of a turn when asked, and the upgrade asks, wakes, looks and
+//! releases through `park`'s methods on [`Connection`].
 //!
 //! # One stack page per idle thread
 //!
@@ -60,11 +55,14 @@ mod connection;
 pub(crate) mod copy;
 mod finish;
 mod outcome;
+mod park;
 mod pump;
 #[cfg(target_os = "linux")]
 pub(crate) mod splice;
 
-pub(crate) use connection::{Connection, Halted, Past, Resumed, Settled, Traffic};
+pub(crate) use connection::{Connection, Past, Traffic};
+#[cfg(test)]
 pub(crate) use outcome::Flow;
 pub(crate) use outcome::{Direction, End, Outcome, Timeouts};
-pub(crate) use pump::{relay, resume, Carried, HandedOver};
+pub(crate) use park::{Parked, Released, Spot};
+pub(crate) use pump::{relay, Relayed};

@@ -34,11 +34,9 @@ impl fmt::Display for End {
     }
 }
 
-/// One direction's result.
+/// One direction's result. Its bytes are counted in the connection (`Connection::bytes`), once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Flow {
-    /// Bytes written to the destination.
-    pub(crate) bytes: u64,
     /// How it ended.
     pub(crate) end: End,
     /// When it ended, since the connection was accepted.
@@ -185,7 +183,6 @@ mod tests {
     #[test]
     fn the_direction_that_ended_first_is_the_one_with_the_earlier_time() {
         let flow = |ms| Flow {
-            bytes: 0,
             end: End::Eof,
             ended: Duration::from_millis(ms),
         };

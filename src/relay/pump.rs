@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use crate::sys::net;
 
-use super::chunk::{self, ChunkError, Moved, Watch};
-use super::connection::{Connection, Expired, Resumed, Stop};
+use super::chunk::{ChunkError, Moved, Watch};
+use super::connection::{Connection, Expired, Stop};
 use super::copy;
 use super::finish::{chunk_end, end_of_stream, finish, Side};
 use super::outcome::{Direction, End, Flow, Outcome, Timeouts};
+use super::park::{self, Left, Released, Spot};
 
 /// A copy thread's view of its connection, for the copy loop.
 struct Watcher<'a> {
@@ -30,8 +31,8 @@ impl Watch for Watcher<'_> {
         !self.conn.is_stopped() && self.conn.wait_budget(self.timeouts).is_ok()
     }
 
-    fn parking(&self) -> bool {
-        self.conn.park_requested()
+    fn park_asked(&self) -> bool {
+        self.conn.park.asked()
     }
 }
 
@@ -50,23 +51,9 @@ fn tick(timeouts: &Timeouts) -> Duration {
     }
 }
 
-/// Where a direction starts when another process left it.
-#[derive(Debug)]
-pub(crate) enum Carried {
-    /// Running: bytes it has moved so far, and bytes read but not yet written, to be written
-    /// first.
-    Open { bytes: u64, pending: Vec<u8> },
-    /// Ended already: its result.
-    Ended(Flow),
-}
-
-/// How a relay ended: both directions' results, or handed over to another process (nothing more
-/// is to be done with the connection here: no log line, no shutdown).
-pub(crate) type Relayed = Result<Outcome, HandedOver>;
-
-/// The connection now belongs to another process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HandedOver;
+/// How a relay ended: both directions' results, or released to another process by a live
+/// upgrade.
+pub(crate) type Relayed = Result<Outcome, Released>;
 
 /// Relays between the client and the attached upstream until both directions end, then calls
 /// `done` with both results. Each direction runs on a thread `spawn` starts (a pool worker of
@@ -77,22 +64,13 @@ pub(crate) struct HandedOver;
 /// header, peek, upstream connect, log) touched stack pages the copy loop does not need, and a
 /// copy thread keeps every page it has touched for as long as the connection is idle (see "One
 /// stack page per idle thread" in the module doc).
+/// Each direction starts at its [`Spot`] (client to upstream first): `None` from the start, or
+/// where the old process of a live upgrade parked it; one that has ended gets no thread. Boxed,
+/// so a fresh connection's copy threads carry 8 bytes for it, not a whole state.
 pub(crate) fn relay(
     conn: &Arc<Connection>,
     timeouts: Timeouts,
-    spawn: impl Fn(Box<dyn FnOnce() + Send>) -> io::Result<()>,
-    done: impl FnOnce(Relayed) + Send + 'static,
-) {
-    resume(conn, timeouts, [None, None], spawn, done);
-}
-
-/// [`relay`] for a connection that may have run elsewhere: each direction starts as `carried`
-/// says (client to upstream first; `None` from the start); one that has ended gets no thread.
-/// Boxed, so a fresh connection's copy threads carry 8 bytes for it, not a whole state.
-pub(crate) fn resume(
-    conn: &Arc<Connection>,
-    timeouts: Timeouts,
-    carried: [Option<Box<Carried>>; 2],
+    spots: [Option<Box<Spot>>; 2],
     spawn: impl Fn(Box<dyn FnOnce() + Send>) -> io::Result<()>,
     done: impl FnOnce(Relayed) + Send + 'static,
 ) {
@@ -100,19 +78,21 @@ pub(crate) fn resume(
     // Set once a direction's thread could not be started: that direction, and every one after
     // it, arrives with this instead of running.
     let mut failed: Option<Flow> = None;
-    for (direction, carried) in Direction::BOTH.into_iter().zip(carried) {
-        let carried = match carried.map(|c| *c) {
-            Some(Carried::Ended(flow)) => {
-                meeting.arrive(direction, Ok(flow));
+    for (direction, spot) in Direction::BOTH.into_iter().zip(spots) {
+        let held = match spot.map(|spot| *spot) {
+            Some(Spot::Ended(end, ms)) => {
+                let ended = Duration::from_millis(ms);
+                meeting.arrive(direction, Ok(Flow { end, ended }));
                 continue;
             }
-            carried => carried.map(Box::new),
+            Some(Spot::Holding(held)) => held,
+            None => Vec::new(),
         };
         if failed.is_none() {
             let run_conn = Arc::clone(conn);
             let run_meeting = Arc::clone(&meeting);
             let spawned = spawn(Box::new(move || {
-                let flow = pump_contained(&run_conn, direction, &timeouts, carried);
+                let flow = pump_contained(&run_conn, direction, &timeouts, held);
                 run_meeting.arrive(direction, flow);
             }));
             match spawned {
@@ -136,7 +116,6 @@ fn abort_unstarted(conn: &Connection, err: &io::Error) -> Flow {
     conn.set_stop(Stop::Aborted);
     conn.abort_both();
     Flow {
-        bytes: 0,
         end: End::Error(err.kind()),
         ended: conn.started.elapsed(),
     }
@@ -149,8 +128,8 @@ struct Meeting<F> {
 }
 
 struct MeetingState<F> {
-    sent: Option<Result<Flow, HandedOver>>,
-    received: Option<Result<Flow, HandedOver>>,
+    sent: Option<Result<Flow, Released>>,
+    received: Option<Result<Flow, Released>>,
     done: Option<F>,
 }
 
@@ -166,7 +145,7 @@ impl<F: FnOnce(Relayed)> Meeting<F> {
     }
 
     /// Leaves one direction's result; runs `done` (on this thread) if the other is already in.
-    fn arrive(&self, direction: Direction, flow: Result<Flow, HandedOver>) {
+    fn arrive(&self, direction: Direction, flow: Result<Flow, Released>) {
         let ready = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match direction {
@@ -175,7 +154,7 @@ impl<F: FnOnce(Relayed)> Meeting<F> {
             }
             let relayed = match (state.sent, state.received) {
                 (Some(Ok(sent)), Some(Ok(received))) => Ok(Outcome { sent, received }),
-                (Some(_), Some(_)) => Err(HandedOver),
+                (Some(_), Some(_)) => Err(Released),
                 _ => return,
             };
             state.done.take().map(|done| (done, relayed))
@@ -192,15 +171,11 @@ fn pump_contained(
     conn: &Connection,
     direction: Direction,
     timeouts: &Timeouts,
-    carried: Option<Box<Carried>>,
-) -> Result<Flow, HandedOver> {
-    catch_unwind(AssertUnwindSafe(|| {
-        pump(conn, direction, timeouts, carried)
-    }))
-    .unwrap_or_else(|_| {
+    held: Vec<u8>,
+) -> Result<Flow, Released> {
+    catch_unwind(AssertUnwindSafe(|| pump(conn, direction, timeouts, held))).unwrap_or_else(|_| {
         conn.set_end(direction, End::Panic);
         Ok(Flow {
-            bytes: 0,
             end: End::Panic,
             ended: conn.started.elapsed(),
         })
@@ -220,19 +195,19 @@ impl Drop for AbortOnPanic<'_> {
 }
 
 /// Copies one direction until it ends, then applies the half-close or reset rules. Without an
-/// attached upstream there is nothing to copy: the direction ends as not connected. A hand-off
-/// stops it at a safe point (see [`Connection::park`]); handed over, it returns [`HandedOver`] and leaves the
-/// sockets as they are.
+/// attached upstream there is nothing to copy: the direction ends as not connected. `held` are
+/// bytes read (by the old process of a live upgrade) and not yet written: they go first. Every
+/// turn may stop at the safe point (see `park`); released, it returns [`Released`] and leaves
+/// the sockets as they are.
 fn pump(
     conn: &Connection,
     direction: Direction,
     timeouts: &Timeouts,
-    carried: Option<Box<Carried>>,
-) -> Result<Flow, HandedOver> {
+    mut held: Vec<u8>,
+) -> Result<Flow, Released> {
     let _guard = AbortOnPanic(conn);
     let Some(upstream) = conn.upstream() else {
         return Ok(Flow {
-            bytes: 0,
             end: End::Error(io::ErrorKind::NotConnected),
             ended: conn.started.elapsed(),
         });
@@ -241,25 +216,23 @@ fn pump(
         Direction::ClientToUpstream => (&conn.client, upstream),
         Direction::UpstreamToClient => (upstream, &conn.client),
     };
-    let _inside = conn.enter(direction);
+    let _inside = conn.park.enter(direction);
     let watcher = Watcher { conn, timeouts };
     // Each socket is read by one copy thread and written by the other, so each thread sets the
     // timeouts of the two halves it uses. There is always a timeout (see `QUIET_TICK`).
     let tick = tick(timeouts);
     net::set_send_timeout(dst, Some(tick));
     let mut receive_timeout = ReceiveTimeout::new(src, tick);
-    let (mut bytes, mut pending) = match carried.map(|c| *c) {
-        Some(Carried::Open { bytes, pending }) => (bytes, pending),
-        Some(Carried::Ended(flow)) => return Ok(flow),
-        None => (0, Vec::new()),
-    };
     let mut eager = false;
     let (end, side) = loop {
-        if !pending.is_empty() || conn.park_requested() {
-            match write_pending(conn, direction, dst, &watcher, &mut bytes, pending) {
-                Ok(()) => pending = Vec::new(),
-                Err(Stopped::HandedOver) => return Err(HandedOver),
-                Err(Stopped::Failed(err)) => break chunk_end(err),
+        if !held.is_empty() || conn.park.asked() {
+            let taken = std::mem::take(&mut held);
+            let count = |n| conn.count(direction, n);
+            let at = (direction, *timeouts);
+            match park::safe_point(&conn.park, at, dst, &watcher, &count, taken) {
+                Ok(()) => {}
+                Err(Left::Released) => return Err(Released),
+                Err(Left::Failed(err)) => break chunk_end(err),
             }
         }
         let moved = if eager {
@@ -269,7 +242,6 @@ fn pump(
         };
         match moved {
             Ok(Moved::Bytes { n, full }) => {
-                bytes += n as u64;
                 conn.count(direction, n as u64);
                 eager = full;
                 receive_timeout.restore();
@@ -281,14 +253,13 @@ fn pump(
                 Ok(budget) => receive_timeout.shorten(budget),
                 Err(Expired) => break (End::Timeout, Side::Source),
             },
-            // Parks at the top of the loop.
-            Ok(Moved::Parked) => {}
-            Err(ChunkError::Parked(parked)) => {
-                bytes += parked.moved as u64;
-                conn.count(direction, parked.moved as u64);
-                pending = parked.pending;
-                // Parks at the top of the loop even if the request is already withdrawn, so
-                // the pending bytes are written before anything else.
+            // Stops at the safe point at the top of the loop.
+            Ok(Moved::Interrupted) => {}
+            Err(ChunkError::Interrupted(stop)) => {
+                conn.count(direction, stop.moved as u64);
+                // Held even if the park is already withdrawn, so these bytes are written before
+                // anything else.
+                held = stop.held;
             }
             Ok(Moved::Eof) => break (end_of_stream(conn, src), Side::Source),
             Err(err) => break chunk_end(err),
@@ -298,53 +269,7 @@ fn pump(
     // it, always ends later.
     let ended = conn.started.elapsed();
     let end = finish(conn, direction, (src, dst), end, side);
-    Ok(Flow { bytes, end, ended })
-}
-
-/// Why a direction stopped while it had bytes to write first.
-enum Stopped {
-    HandedOver,
-    Failed(ChunkError),
-}
-
-/// Writes the bytes a direction read but has not written, after parking if a hand-off wants it
-/// (see [`Connection::park`]): they go first, in order, whichever process writes them. Cold and
-/// apart from the copy loop, so its frame is not on an idle copy thread's stack.
-#[cold]
-#[inline(never)]
-fn write_pending(
-    conn: &Connection,
-    direction: Direction,
-    dst: &TcpStream,
-    watcher: &Watcher<'_>,
-    bytes: &mut u64,
-    mut pending: Vec<u8>,
-) -> Result<(), Stopped> {
-    loop {
-        if conn.park_requested() {
-            match conn.park(direction, pending, *watcher.timeouts) {
-                Resumed::Released => return Err(Stopped::HandedOver),
-                Resumed::Resume(back) => pending = back,
-            }
-        }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        match chunk::write_all(dst, &pending, watcher) {
-            Ok(()) => {
-                *bytes += pending.len() as u64;
-                conn.count(direction, pending.len() as u64);
-                return Ok(());
-            }
-            Err(ChunkError::Parked(parked)) => {
-                let moved = pending.len() - parked.pending.len();
-                *bytes += moved as u64;
-                conn.count(direction, moved as u64);
-                pending = parked.pending;
-            }
-            Err(err) => return Err(Stopped::Failed(err)),
-        }
-    }
+    Ok(Flow { end, ended })
 }
 
 /// The receive timeout of a copy thread's source socket, which bounds a blocking wait so the thread
@@ -408,153 +333,8 @@ mod tests {
             &conn,
             Direction::ClientToUpstream,
             &Timeouts::default(),
-            None,
+            Vec::new(),
         );
         assert_eq!(flow.unwrap().end, End::Error(io::ErrorKind::NotConnected));
-    }
-}
-
-#[cfg(test)]
-mod park_tests {
-    //! A hand-off's safe point: copy threads blocked in `recv` or in a write stop where they are,
-    //! holding what they read and did not write, and then either carry on or return.
-
-    use super::*;
-    use crate::relay::Settled;
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
-    use std::sync::mpsc;
-    use std::time::Instant;
-
-    /// A relayed connection over loopback: the test holds the client's and the upstream's far
-    /// ends; the relay runs on threads of its own and reports on `done`.
-    struct Relayed {
-        conn: Arc<Connection>,
-        client: TcpStream,
-        upstream: TcpStream,
-        done: mpsc::Receiver<Result<Outcome, HandedOver>>,
-    }
-
-    fn relayed() -> Relayed {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (client_side, peer) = listener.accept().unwrap();
-        let upstream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (upstream_far, _) = listener.accept().unwrap();
-        let conn = Arc::new(Connection::new(1, peer, client_side));
-        conn.attach_upstream(upstream);
-        let (tx, done) = mpsc::channel();
-        let relay_conn = Arc::clone(&conn);
-        std::thread::spawn(move || {
-            relay(
-                &relay_conn,
-                Timeouts::default(),
-                |task| std::thread::Builder::new().spawn(task).map(drop),
-                move |relayed| tx.send(relayed).unwrap(),
-            )
-        });
-        Relayed {
-            conn,
-            client,
-            upstream: upstream_far,
-            done,
-        }
-    }
-
-    /// Asks for a park and wakes the threads until both directions have stopped.
-    fn park(conn: &Connection) -> [Settled; 2] {
-        conn.request_park();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(crate::relay::Halted::Relaying(settled, _)) = conn.settled() {
-                return settled;
-            }
-            assert!(Instant::now() < deadline, "the copy threads did not park");
-            conn.poke();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn echo_once(r: &mut Relayed, message: &[u8]) {
-        r.client.write_all(message).unwrap();
-        let mut got = vec![0; message.len()];
-        r.upstream.read_exact(&mut got).unwrap();
-        assert_eq!(got, message);
-    }
-
-    #[test]
-    fn idle_threads_park_in_recv_and_carry_on_when_resumed() {
-        let mut r = relayed();
-        echo_once(&mut r, b"before");
-        let settled = park(&r.conn);
-        assert_eq!(
-            settled,
-            [Settled::Parked(Vec::new()), Settled::Parked(Vec::new())]
-        );
-        r.conn.end_park(false);
-        echo_once(&mut r, b"after");
-        drop(r.client);
-        drop(r.upstream);
-        let outcome = r
-            .done
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap()
-            .unwrap();
-        assert_eq!(outcome.sent.bytes, 11);
-    }
-
-    #[test]
-    fn a_blocked_write_parks_with_its_bytes_and_a_released_relay_leaves_the_sockets_open() {
-        let mut r = relayed();
-        // The upstream reads nothing, so the copy thread ends up blocked writing to it.
-        let sender = {
-            let mut client = r.client.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let chunk = vec![7u8; 64 * 1024];
-                let mut sent = 0u64;
-                while client.write_all(&chunk).is_ok() {
-                    sent += chunk.len() as u64;
-                    if sent >= 64 << 20 {
-                        break;
-                    }
-                }
-                sent
-            })
-        };
-        // Wait until the relay has moved bytes and is stuck.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.conn.bytes(Direction::ClientToUpstream) == 0 {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let settled = park(&r.conn);
-        let Settled::Parked(pending) = &settled[0] else {
-            panic!("{settled:?}")
-        };
-        r.conn.end_park(true);
-        assert_eq!(
-            r.done.recv_timeout(Duration::from_secs(10)).unwrap(),
-            Err(HandedOver)
-        );
-        // Nothing was shut down: the upstream's far end gets every byte moved so far (and no
-        // end of stream), the parked bytes are the ones that follow.
-        let moved = r.conn.bytes(Direction::ClientToUpstream) as usize;
-        r.upstream
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        let mut got = Vec::new();
-        let mut buf = vec![0; 1 << 16];
-        loop {
-            match r.upstream.read(&mut buf) {
-                Ok(0) => panic!("the upstream saw an end of stream"),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(_) => break,
-            }
-        }
-        assert_eq!(got.len(), moved);
-        assert!(got.iter().chain(pending).all(|&b| b == 7));
-        drop(r.client);
-        drop(r.conn);
-        let _ = sender.join();
     }
 }

@@ -271,10 +271,10 @@ fn drain(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<()
             // Not a property of the connection: the bytes are already in the pipe, so finish
             // the chunk through a buffer instead of failing a healthy connection.
             Err(errno) if unsupported(errno) => return salvage(lease, dst, watch),
-            Err(errno) if chunk::parks(&errno.into(), watch) => {
-                return Err(ChunkError::Parked(chunk::Parked {
+            Err(errno) if chunk::interrupted_for_park(&errno.into(), watch) => {
+                return Err(ChunkError::Interrupted(chunk::Interruption {
                     moved: 0,
-                    pending: take_out(lease, Vec::new())?,
+                    held: take_out(lease, Vec::new())?,
                 }))
             }
             Err(errno) => chunk::retry_write(errno.into(), watch)?,
@@ -299,11 +299,11 @@ fn salvage(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<
             // either way, and an emptied pipe may go back to the pool.
             lease.filled -= n;
             match chunk::write_all(dst, &buffer[..n], watch) {
-                // Parked: what this buffer holds comes first, then what is left in the pipe.
-                Err(ChunkError::Parked(parked)) => {
-                    return Err(ChunkError::Parked(chunk::Parked {
+                // Interrupted: what this buffer holds comes first, then what is left in the pipe.
+                Err(ChunkError::Interrupted(stop)) => {
+                    return Err(ChunkError::Interrupted(chunk::Interruption {
                         moved: 0,
-                        pending: take_out(lease, parked.pending)?,
+                        held: take_out(lease, stop.held)?,
                     }))
                 }
                 other => other?,
@@ -590,7 +590,7 @@ mod tests {
                 Moved::Bytes { n, .. } => moved += n,
                 Moved::WouldBlock => {}
                 Moved::Eof => break,
-                Moved::Parked => unreachable!("nothing asked for a hand-off"),
+                Moved::Interrupted => unreachable!("nothing asked for a park"),
             }
         }
         assert_eq!(moved, 6);
@@ -726,7 +726,7 @@ mod tests {
         fn may_wait(&self) -> bool {
             true
         }
-        fn parking(&self) -> bool {
+        fn park_asked(&self) -> bool {
             true
         }
     }
@@ -774,7 +774,7 @@ mod tests {
             match move_with(&pool, &p.a, &p.b, &Parking) {
                 Some(Ok(Moved::Bytes { n, .. })) => moved += n,
                 Some(Ok(_)) | None => {}
-                Some(Err(ChunkError::Parked(parked))) => break parked,
+                Some(Err(ChunkError::Interrupted(parked))) => break parked,
                 Some(Err(err)) => panic!("{err:?}"),
             }
         };
@@ -782,12 +782,12 @@ mod tests {
         waker.join().unwrap();
         moved += parked.moved;
         assert!(
-            !parked.pending.is_empty(),
+            !parked.held.is_empty(),
             "the pipe held bytes when it parked"
         );
         // What reached b, then what the pipe held, is the stream's beginning, in order.
         let mut got = read_exactly(&mut p.b_peer, moved);
-        got.extend_from_slice(&parked.pending);
+        got.extend_from_slice(&parked.held);
         assert!(
             got == numbered(0, got.len()),
             "bytes lost, repeated or reordered"

@@ -495,7 +495,7 @@ mod tests {
             ..Default::default()
         };
         (
-            Arc::new(Connection::adopted(2, young.peer, server, past)),
+            Arc::new(Connection::taken(2, young.peer, server, past)),
             client,
         )
     }

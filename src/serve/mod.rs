@@ -5,30 +5,40 @@
 //!   each `accept`, clients handed to pool workers, reconfiguration and the graceful stop
 //!   ([`Handle`], [`DrainReport`]); `bound`: binding listeners and switching them on reload;
 //!   `backoff`: what a failing `accept` costs.
-//! - `conn`: one client's life on a pool worker: PROXY header, allow/deny, `peek` for a route by
-//!   name, `connect` upstream with failover, replay, relay, log.
+//! - `admit`: a client's places under the limits, taken at accept; `job`: what a worker needs to
+//!   serve one connection; `record`: everything known about it.
+//! - `conn`: one connection's life: `setup` (PROXY header, authorize, `peek` for a route by
+//!   name, `dial` the upstream with failover, send the preface), the relay, `close` (log lines,
+//!   counters, release).
+//! - `upgrade`: the live upgrade's two sides (hand off, take over) and the set-up worker's hold.
 //! - `listener`: a listener's run-time state (routes with their upstreams' health).
 //! - `pool`: the worker threads; `permits`: connection slots and the default cap; `registry`:
 //!   live connections, for the drain.
 //!
 //! This is the one part that imports all the others; none of them imports it.
 
+mod admit;
 mod backoff;
 mod bound;
 mod clients;
+mod close;
 mod closer;
 mod conn;
-mod connect;
-mod handoff;
+mod dial;
+mod job;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 mod peek;
 mod permits;
 mod pool;
+pub(crate) mod record;
+mod refused;
 pub(crate) mod registry;
 mod server;
+mod setup;
 pub(crate) mod status;
+mod upgrade;
 
-pub use handoff::{HandedOff, TakenOver};
 pub use server::{DrainReport, Handle, Status};
 pub(crate) use server::{Follower, Server};
+pub use upgrade::{HandedOff, TakenOver};

@@ -37,8 +37,8 @@ pub(crate) enum PeekError<E> {
     Io(io::Error),
     /// The reader refused the bytes.
     Invalid(E),
-    /// A hand-off (the live upgrade) interrupted the wait: what was read is in the buffer.
-    Parked,
+    /// A live upgrade held the connection where it was: what was read is in the buffer.
+    Held,
     /// The connection lost its place in the peek phase (see `clients::Peeking`).
     Evicted(Evicted),
 }
@@ -51,7 +51,7 @@ impl<E: fmt::Display> fmt::Display for PeekError<E> {
             PeekError::TooLarge => write!(f, "too-large (over {PEEK_CAP} bytes)"),
             PeekError::Io(err) => write!(f, "read-error ({err})"),
             PeekError::Invalid(err) => write!(f, "invalid ({err})"),
-            PeekError::Parked => f.write_str("handed-over"),
+            PeekError::Held => f.write_str("upgraded"),
             PeekError::Evicted(_) => f.write_str("evicted"),
         }
     }
@@ -59,12 +59,12 @@ impl<E: fmt::Display> fmt::Display for PeekError<E> {
 
 /// Appends to `buf` what the client sends until `decide` returns Complete or an error, reading
 /// only what is needed and never more than [`PEEK_CAP`] bytes in all. A wait interrupted by a
-/// signal while `parking` says so ends with [`PeekError::Parked`] (see `sys::wake`).
+/// signal while `upgrading` says so ends with [`PeekError::Held`] (see `sys::wake`).
 pub(crate) fn read_until<T, E>(
     stream: &TcpStream,
     buf: &mut Vec<u8>,
     deadline: Instant,
-    parking: &dyn Fn() -> bool,
+    upgrading: &dyn Fn() -> bool,
     decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
 ) -> Result<T, PeekError<E>> {
     loop {
@@ -78,7 +78,7 @@ pub(crate) fn read_until<T, E>(
         if buf.len() >= PEEK_CAP {
             return Err(PeekError::TooLarge);
         }
-        wait_readable(stream, deadline, parking)?;
+        wait_readable(stream, deadline, upgrading)?;
         let start = buf.len();
         buf.resize(PEEK_CAP, 0);
         let read = (&*stream).read(&mut buf[start..]);
@@ -95,16 +95,16 @@ pub(crate) fn read_until<T, E>(
 fn wait_readable<E>(
     stream: &TcpStream,
     deadline: Instant,
-    parking: &dyn Fn() -> bool,
+    upgrading: &dyn Fn() -> bool,
 ) -> Result<(), PeekError<E>> {
     loop {
-        if parking() {
-            return Err(PeekError::Parked);
+        if upgrading() {
+            return Err(PeekError::Held);
         }
         match net::wait_once(stream, net::PollFlags::IN, deadline) {
             Ok(Some(true)) => return Ok(()),
             Ok(Some(false)) => return Err(PeekError::Timeout),
-            // Interrupted: a hand-off asking, or another signal.
+            // Interrupted: an upgrade asking, or another signal.
             Ok(None) => {}
             Err(err) => return Err(PeekError::Io(err)),
         }

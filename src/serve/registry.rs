@@ -4,37 +4,19 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::relay::Connection;
 use crate::sys::clock;
 
-use super::listener::{ListenerState, RouteState};
-
-/// A live connection and what is known of it so far: set once each, as the connection learns it.
-#[derive(Debug)]
-pub(crate) struct Live {
-    /// The sockets and the relay's state.
-    pub(crate) conn: Arc<Connection>,
-    /// The listener that accepted it, as it was configured then.
-    pub(crate) listener: Arc<ListenerState>,
-    /// That listener's bound address.
-    pub(crate) listener_addr: SocketAddr,
-    /// The route taken, once chosen.
-    pub(crate) route: OnceLock<Arc<RouteState>>,
-    /// The client as tcp-router acts on it (after a PROXY header), once known.
-    pub(crate) client: OnceLock<SocketAddr>,
-    /// The upstream connected, as configured and as resolved.
-    pub(crate) upstream: OnceLock<(String, SocketAddr)>,
-    /// What the client asked for (`sni=…`, `host=…`), once read: for a live upgrade to pass on.
-    pub(crate) name: OnceLock<Box<str>>,
-}
+use super::listener::ListenerState;
+use super::record::Record;
 
 /// Every connection between accept and its last log line.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    live: Mutex<HashMap<u64, Arc<Live>>>,
+    live: Mutex<HashMap<u64, Arc<Record>>>,
     /// Signalled when a connection leaves while [`Registry::wait_empty`] waits.
     left: Condvar,
     /// Threads in [`Registry::wait_empty`]; changed and read only under `live`'s lock, so a
@@ -47,59 +29,38 @@ pub(crate) struct Registry {
 
 /// A connection's place in the registry; dropping it (on every path, panics included) removes it.
 #[derive(Debug)]
-pub(super) struct Entry {
+pub(crate) struct Registration {
     registry: Arc<Registry>,
-    /// The connection.
-    pub(super) conn: Arc<Connection>,
-    /// What is known of it, for the admin endpoint.
-    pub(super) live: Arc<Live>,
+    /// What is known about the connection.
+    pub(crate) record: Arc<Record>,
 }
 
 impl Registry {
-    /// Adds a client accepted on `listener` (bound at `listener_addr`) and returns its entry.
+    /// Adds a client accepted on `listener` (bound at `listener_addr`), with the next id.
     pub(super) fn register(
         self: &Arc<Self>,
         peer: SocketAddr,
         client: TcpStream,
         listener: Arc<ListenerState>,
         listener_addr: SocketAddr,
-    ) -> Entry {
+    ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let conn = Arc::new(Connection::new(id, peer, client));
-        self.insert(conn, listener, listener_addr)
+        let conn = Connection::new(id, peer, client);
+        self.insert(Record::new(conn, listener, listener_addr))
     }
 
-    /// Adds a connection another process handed over (with its id).
-    pub(super) fn adopt(
-        self: &Arc<Self>,
-        conn: Connection,
-        listener: Arc<ListenerState>,
-        listener_addr: SocketAddr,
-    ) -> Entry {
-        self.next_id.fetch_max(conn.id, Ordering::Relaxed);
-        self.insert(Arc::new(conn), listener, listener_addr)
+    /// Adds a connection taken over from the old process of a live upgrade (with its id).
+    pub(super) fn register_taken(self: &Arc<Self>, record: Record) -> Registration {
+        self.next_id.fetch_max(record.id(), Ordering::Relaxed);
+        self.insert(record)
     }
 
-    fn insert(
-        self: &Arc<Self>,
-        conn: Arc<Connection>,
-        listener: Arc<ListenerState>,
-        listener_addr: SocketAddr,
-    ) -> Entry {
-        let live = Arc::new(Live {
-            conn: Arc::clone(&conn),
-            listener,
-            listener_addr,
-            route: OnceLock::new(),
-            client: OnceLock::new(),
-            upstream: OnceLock::new(),
-            name: OnceLock::new(),
-        });
-        self.lock().insert(conn.id, Arc::clone(&live));
-        Entry {
+    fn insert(self: &Arc<Self>, record: Record) -> Registration {
+        let record = Arc::new(record);
+        self.lock().insert(record.id(), Arc::clone(&record));
+        Registration {
             registry: Arc::clone(self),
-            conn,
-            live,
+            record,
         }
     }
 
@@ -119,9 +80,9 @@ impl Registry {
     }
 
     /// The live connections, oldest first.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<Live>> {
-        let mut all: Vec<Arc<Live>> = self.lock().values().cloned().collect();
-        all.sort_by_key(|live| live.conn.id);
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Record>> {
+        let mut all: Vec<Arc<Record>> = self.lock().values().cloned().collect();
+        all.sort_by_key(|record| record.id());
         all
     }
 
@@ -146,22 +107,22 @@ impl Registry {
 
     /// Cuts every live connection; returns how many were still running.
     pub(super) fn cut_all(&self) -> usize {
-        let live: Vec<Arc<Live>> = self.lock().values().cloned().collect();
-        live.iter().filter(|live| live.conn.cut()).count()
+        let all: Vec<Arc<Record>> = self.lock().values().cloned().collect();
+        all.iter().filter(|record| record.conn.cut()).count()
     }
 
     /// Locks the map; a panic elsewhere never leaves it unusable, since every update is one call.
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Live>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Record>>> {
         self.live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-impl Drop for Entry {
+impl Drop for Registration {
     fn drop(&mut self) {
         let mut live = self.registry.lock();
-        live.remove(&self.conn.id);
+        live.remove(&self.record.id());
         if self.registry.waiters.load(Ordering::Relaxed) > 0 {
             self.registry.left.notify_all();
         }
@@ -181,7 +142,7 @@ mod tests {
         (stream, addr)
     }
 
-    fn register(registry: &Arc<Registry>) -> Entry {
+    fn register(registry: &Arc<Registry>) -> Registration {
         let (stream, peer) = client();
         let config = crate::config::Listener::new("127.0.0.1:1".parse().unwrap());
         let metrics = super::super::metrics::Metrics::default();
@@ -206,7 +167,7 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let entry = register(&registry);
         assert_eq!(registry.len(), 1);
-        assert_eq!(registry.snapshot()[0].conn.id, entry.conn.id);
+        assert_eq!(registry.snapshot()[0].id(), entry.record.id());
         assert!(!registry.wait_empty(Duration::from_millis(1)));
         let waiter = {
             let registry = Arc::clone(&registry);

@@ -24,17 +24,19 @@ use crate::handoff::Channel;
 use crate::log::rinetd::LogSink;
 use crate::sys::{clock, limits};
 
+use super::admit::admit;
 use super::backoff::{self, ErrorBackoff};
 use super::bound::{self, Listening};
 use super::clients::{self, Evicted, PerClient};
 use super::closer::Closer;
-use super::conn::{self, Job};
-use super::handoff::{self, HandedOff, TakenOver};
+use super::conn;
+use super::job::{Context, Job};
 use super::listener::{Limits, ListenerState};
 use super::metrics::{Ended, Metrics};
 use super::permits::{self, Permit, Permits};
 use super::pool::Pool;
 use super::status::{Shared, HEARTBEAT};
+use super::upgrade::{self, HandedOff, TakenOver};
 
 /// How long to wait for cut connections to log their last line before exiting anyway.
 const CUT_GRACE: Duration = Duration::from_secs(2);
@@ -221,20 +223,14 @@ pub(crate) struct Server {
     shared: Arc<Shared>,
     /// Where each accepted client is set up (PROXY header, peek, route, upstream connect).
     pool: Pool,
-    /// Where the copy threads run; see `Job::copy_pool`.
-    copy_pool: Pool,
-    /// Where relayed connections are logged and released; `None` if its thread could not start.
-    closer: Option<Closer>,
+    /// What every connection accepted under the current configuration shares with the server.
+    context: Arc<Context>,
     control_rx: Receiver<Control>,
     wake_rx: UnixStream,
     handle: Handle,
     drain_timeout: Duration,
     /// After a stop request, how long to go on accepting (readiness already says no).
     shutdown_grace: Duration,
-    /// rinetd's log file, reopened at each reconfiguration (so a rotated file is let go).
-    log_file: Option<Arc<LogSink>>,
-    /// Connections per client, process-wide.
-    per_client: Arc<PerClient>,
     /// Listener indices that poll reported readable and that may have more clients queued.
     ready: VecDeque<usize>,
     accept_errors: ErrorBackoff,
@@ -301,15 +297,17 @@ impl Server {
             permits,
             shared,
             pool: Pool::default(),
-            copy_pool: Pool::default(),
-            closer: start_closer(),
+            context: Arc::new(Context {
+                closer: start_closer(),
+                copy_pool: Pool::default(),
+                log_file,
+                per_client,
+            }),
             control_rx,
             wake_rx,
             handle,
             drain_timeout: config.drain_timeout,
             shutdown_grace: config.shutdown_grace,
-            log_file,
-            per_client,
             ready: VecDeque::new(),
             accept_errors: ErrorBackoff::default(),
             followers: Vec::new(),
@@ -325,9 +323,9 @@ impl Server {
         config: &Config,
         channel: Channel,
     ) -> Result<(Server, TakenOver, Option<TcpListener>), Error> {
-        let offer = handoff::receive_offer(&channel)?;
+        let offer = upgrade::receive_offer(&channel)?;
         let listeners = offer.listeners.len() + usize::from(offer.admin.is_some());
-        let assigned = handoff::assign(config, offer.listeners);
+        let assigned = upgrade::assign(config, offer.listeners);
         let handed_in: Vec<bool> = assigned
             .iter()
             .map(|o| o.as_ref().is_some_and(|o| o.handed_in))
@@ -342,7 +340,7 @@ impl Server {
                     .next()
                     .unwrap_or_default()
                     .to_string();
-                let _ = channel.send(&handoff::refusal(reason), &[]);
+                let _ = channel.send(&upgrade::refusal(reason), &[]);
                 return Err(err);
             }
         };
@@ -352,17 +350,14 @@ impl Server {
             listening.adopted = handed_in;
         }
         server.shared.registry.continue_after(offer.next_id);
-        let adopter = handoff::Adopter {
+        let taker = upgrade::Taker {
             listening: &server.listening,
             shared: &server.shared,
             pool: &server.pool,
-            copy_pool: &server.copy_pool,
-            closer: &server.closer,
-            log_file: &server.log_file,
-            per_client: &server.per_client,
+            context: &server.context,
             gone: Default::default(),
         };
-        let taken = handoff::take_connections(&adopter, channel, listeners)?;
+        let taken = upgrade::take_connections(&taker, channel, listeners)?;
         Ok((server, taken, offer.admin))
     }
 
@@ -435,7 +430,7 @@ impl Server {
             .iter()
             .find_map(|f| f.listening())
             .and_then(|socket| Some((socket.local_addr().ok()?, socket.as_fd())));
-        handoff::give(channel, &listeners, admin, &self.shared)
+        upgrade::hand_off(channel, &listeners, admin, &self.shared)
     }
 
     /// Accepts until a stop request (and its grace period) is over, or everything was handed
@@ -536,10 +531,15 @@ impl Server {
         }
         self.followers.iter_mut().for_each(|f| f.commit());
         self.publish_listeners();
-        self.log_file = log_file;
+        self.context = Arc::new(Context {
+            closer: self.context.closer.clone(),
+            copy_pool: self.context.copy_pool.clone(),
+            log_file,
+            per_client,
+        });
         self.shutdown_grace = config.shutdown_grace;
-        // Connections accepted from now on are counted afresh; those before keep their places.
-        self.per_client = per_client;
+        // Connections accepted from now on are counted afresh (a new per-client table in the
+        // new context); those before keep their places.
         for listening in &self.listening {
             listening.log();
         }
@@ -670,26 +670,20 @@ impl Server {
             .fetch_add(1, Ordering::Relaxed);
         // On Linux an accepted socket does not inherit O_NONBLOCK from the listener, so it is
         // blocking, as the relay's backpressure needs.
-        let entry = self.shared.registry.register(
+        let registration = self.shared.registry.register(
             peer,
             stream,
             Arc::clone(&listening.state),
             listening.addr,
         );
-        let job = Job {
-            admission: conn::admit(&self.per_client, &listening.state, &entry),
-            entry,
-            permit,
-            listener_permit,
-            listener_addr: listening.addr,
-            listener: Arc::clone(&listening.state),
-            closer: self.closer.clone(),
-            copy_pool: self.copy_pool.clone(),
-            log_file: self.log_file.clone(),
-            per_client: Arc::clone(&self.per_client),
-        };
+        let admission = admit(&self.context.per_client, &registration.record);
+        let slots = (permit, listener_permit);
+        let job = Job::new(&self.context, registration, slots, admission);
         let unrouted = Arc::clone(&listening.state.unrouted);
-        if let Err(err) = self.pool.execute(Box::new(move || conn::handle(job))) {
+        if let Err(err) = self
+            .pool
+            .execute(Box::new(move || conn::serve(job, Vec::new())))
+        {
             // Thread creation failed (RLIMIT_NPROC, memory): this client is closed; the rest go on.
             unrouted.ended(Ended::Error);
             log::warn!("client {peer}: cannot start a worker thread: {err}; closing the client");

@@ -144,17 +144,19 @@ impl Upgrader {
         };
         match self.handle.hand_off(channel) {
             Ok(handed) => {
+                // The channel's peer is the process started here (the rendezvous accepts no
+                // other); its credentials name it, and the child's id is the same process.
+                let pid = handed.pid.unwrap_or_else(|| child.id());
                 if let Some(notifier) = &self.notifier {
-                    notifier.main_pid(handed.pid);
+                    notifier.main_pid(pid);
                 }
                 log::info!(
-                    "upgrade: handed over to pid {}: {} listening socket(s), {} connection(s); exiting",
-                    handed.pid,
+                    "upgrade: handed over to pid {pid}: {} listening socket(s), {} connection(s); exiting",
                     handed.listeners,
                     handed.connections
                 );
                 if self.handle.status().stopping {
-                    pass_stop_on(handed.pid);
+                    pass_stop_on(pid);
                 }
                 // Closing the channel tells the new process it is on its own.
                 drop(handed);

@@ -1,5 +1,5 @@
-//! Connecting a route's upstream: the order comes from the route's balancer (round-robin, failed
-//! ones last); each upstream is resolved at every connect, so DNS changes are followed, and its
+//! Dialing a route's upstream: the order comes from the route's balancer (round-robin, failed
+//! ones last); each upstream is resolved at every dial, so DNS changes are followed, and its
 //! addresses are tried within one connect budget. Every failed attempt is reported for the log.
 
 use std::fmt;
@@ -39,7 +39,7 @@ impl fmt::Display for Attempt {
 
 /// A connected upstream.
 #[derive(Debug)]
-pub(crate) struct Connected {
+pub(crate) struct Dialed {
     /// The socket, connected.
     pub(crate) stream: TcpStream,
     /// Which upstream it is, as configured.
@@ -55,7 +55,7 @@ fn connect_one(
     options: ConnectOptions,
     stats: &UpstreamStats,
     failed: &mut Vec<Attempt>,
-) -> Option<Connected> {
+) -> Option<Dialed> {
     let addrs = match upstream.resolve() {
         Ok(addrs) => addrs,
         Err(error) => {
@@ -81,7 +81,7 @@ fn connect_one(
         match net::connect(addr, options.src, left) {
             Ok(stream) => {
                 stats.connected(started.elapsed());
-                return Some(Connected {
+                return Some(Dialed {
                     stream,
                     upstream: upstream.clone(),
                     addr,
@@ -112,7 +112,7 @@ struct ConnectOptions {
 
 /// Connects to the route's upstreams in the balancer's order, each at most once, until one
 /// answers; records the outcome in the balancer, and every failed attempt in `failed`.
-pub(crate) fn connect(route: &RouteState, failed: &mut Vec<Attempt>) -> Option<Connected> {
+pub(crate) fn dial(route: &RouteState, failed: &mut Vec<Attempt>) -> Option<Dialed> {
     let options = ConnectOptions {
         timeout: route.config.connect_timeout,
         src: route.config.src,

@@ -1,0 +1,166 @@
+//! The one record of a connection: everything known about it, filled in as it is learned. The
+//! log line, rinetd's log file, `/connections`, the metrics at close and a live upgrade's wire
+//! state are all read from it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::config::HostPort;
+use crate::log::line::Line;
+use crate::relay::{Connection, Direction, Outcome};
+
+use super::listener::{ListenerState, RouteState};
+use super::upgrade::Hold;
+
+/// What is known about one connection. The relay's [`Connection`] holds what moves while bytes
+/// move (its sockets, when it started, the bytes each way, how each direction ended); the rest
+/// is set once each, as the connection learns it.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// The sockets, the clocks, the byte counts and the ends.
+    pub(crate) conn: Arc<Connection>,
+    /// The listener that accepted it, as it was configured then.
+    pub(crate) listener: Arc<ListenerState>,
+    /// That listener's bound address.
+    pub(crate) listener_addr: SocketAddr,
+    /// The client as tcp-router acts on it: the one a PROXY header names, once read; until then
+    /// (and without a header) the socket's peer.
+    client: OnceLock<SocketAddr>,
+    /// The route taken, once chosen.
+    route: OnceLock<Arc<RouteState>>,
+    /// What the client asked for (`sni=…`, `host=…`, `first-bytes=…`) and how it matched, once
+    /// read.
+    name: OnceLock<Box<str>>,
+    /// The upstream connected, once it is.
+    upstream: OnceLock<Upstream>,
+    /// Where its set-up worker waits while a live upgrade moves it (see `upgrade::Hold`).
+    pub(crate) hold: Hold,
+}
+
+/// The upstream a connection went to, as configured and as resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    pub(crate) configured: HostPort,
+    pub(crate) resolved: SocketAddr,
+}
+
+impl Record {
+    /// A connection accepted (or taken over) on `listener`, bound at `listener_addr`.
+    pub(crate) fn new(
+        conn: Connection,
+        listener: Arc<ListenerState>,
+        listener_addr: SocketAddr,
+    ) -> Record {
+        Record {
+            conn: Arc::new(conn),
+            listener,
+            listener_addr,
+            client: OnceLock::new(),
+            route: OnceLock::new(),
+            name: OnceLock::new(),
+            upstream: OnceLock::new(),
+            hold: Hold::default(),
+        }
+    }
+
+    /// The connection's number.
+    pub(crate) fn id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// The client as tcp-router acts on it. On a dual-stack listener an IPv4 client appears as
+    /// ::ffff:a.b.c.d: it is acted on (and told to upstreams) as plain IPv4, as allow/deny does.
+    pub(crate) fn client(&self) -> SocketAddr {
+        self.client
+            .get()
+            .copied()
+            .unwrap_or_else(|| canonical(self.conn.peer))
+    }
+
+    /// The route taken, once chosen.
+    pub(crate) fn route(&self) -> Option<&Arc<RouteState>> {
+        self.route.get()
+    }
+
+    /// What the client asked for, once read.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.get().map(|name| &**name)
+    }
+
+    /// The upstream connected, once it is.
+    pub(crate) fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.get()
+    }
+
+    /// The client a PROXY header named.
+    pub(crate) fn set_client(&self, client: SocketAddr) {
+        let _ = self.client.set(canonical(client));
+    }
+
+    /// The route chosen; from now on the connection's bytes count for it too.
+    pub(crate) fn set_route(&self, route: Arc<RouteState>) {
+        self.conn.count_into(Arc::clone(&route.stats.traffic));
+        let _ = self.route.set(route);
+    }
+
+    /// What the client asked for, and how it matched.
+    pub(crate) fn set_name(&self, name: String) {
+        let _ = self.name.set(name.into());
+    }
+
+    /// The upstream connected.
+    pub(crate) fn set_upstream(&self, upstream: Upstream) {
+        let _ = self.upstream.set(upstream);
+    }
+
+    /// The route's label where the listener has several (the log line names it only then).
+    pub(crate) fn route_label(&self) -> Option<String> {
+        self.route()
+            .filter(|_| self.listener.routes.len() > 1)
+            .map(|route| route.config.label())
+    }
+
+    /// The upstream rinetd's log file names: the one connected, else the route's first (a
+    /// refused client is logged with the address its rule forwards to, as rinetd does).
+    pub(crate) fn rinetd_upstream(&self) -> Option<&HostPort> {
+        match (self.upstream(), self.route()) {
+            (Some(upstream), _) => Some(&upstream.configured),
+            (None, Some(route)) => route.config.upstreams.first(),
+            (None, None) => None,
+        }
+    }
+
+    /// Bytes moved each way, client to upstream first: the bytes read before the relay (a
+    /// peeked ClientHello) included, the PROXY headers not.
+    pub(crate) fn bytes(&self) -> [u64; 2] {
+        Direction::BOTH.map(|direction| self.conn.bytes(direction))
+    }
+
+    /// The per-connection log line, for a connection that ended with `result` (relayed, or the
+    /// reason it was not) after `duration`.
+    pub(crate) fn line<'a>(
+        &'a self,
+        duration: Duration,
+        result: Result<&'a Outcome, &'a str>,
+    ) -> Line<'a> {
+        Line {
+            id: self.id(),
+            client: self.client(),
+            listener: self.listener_addr,
+            upstream: self
+                .upstream()
+                .map(|upstream| (&upstream.configured, upstream.resolved)),
+            name: self.name(),
+            route: self.route_label(),
+            bytes: self.bytes(),
+            duration,
+            result,
+        }
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address as the IPv4 address it is.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
