@@ -25,19 +25,19 @@ pub(crate) struct Listening {
     pub(crate) limit: Option<Permits>,
     /// Handed in already bound (by the service manager, or an embedding program) rather than
     /// bound here: a reload may give it new routes but not close it.
-    pub(crate) adopted: bool,
+    pub(crate) handed_in: bool,
 }
 
 impl Listening {
-    /// Binds `state`'s address, or adopts `socket` (already bound and listening) for it.
+    /// Binds `state`'s address, or takes `socket` (already bound and listening) for it.
     pub(crate) fn bind(
         state: ListenerState,
         socket: Option<TcpListener>,
         wake: &Arc<UnixStream>,
     ) -> Result<Listening, Error> {
-        let adopted = socket.is_some();
+        let handed_in = socket.is_some();
         let (socket, addr) = match socket {
-            Some(socket) => adopt(socket)?,
+            Some(socket) => take_handed_in(socket)?,
             None => bind_socket(&state.config.listen, state.config.reuse_port)?,
         };
         Ok(Listening {
@@ -45,7 +45,7 @@ impl Listening {
             addr,
             limit: limit(&state, wake),
             state: Arc::new(state),
-            adopted,
+            handed_in,
         })
     }
 
@@ -94,7 +94,7 @@ pub(crate) fn switch(
     let same = |l: &Listening, state: &ListenerState| l.state.config.listen == state.config.listen;
     if let Some(kept) = current
         .iter()
-        .find(|l| l.adopted && !states.iter().any(|state| same(l, state)))
+        .find(|l| l.handed_in && !states.iter().any(|state| same(l, state)))
     {
         return Err(Error::Config(vec![format!(
             "listener {} was handed in already bound (by the service manager); a reload cannot \
@@ -126,7 +126,7 @@ pub(crate) fn switch(
                 addr,
                 limit: limit(&state, wake),
                 state: Arc::new(state),
-                adopted: false,
+                handed_in: false,
             },
             (None, Some(mut kept)) => {
                 if kept.state.config.max_connections != state.config.max_connections {
@@ -163,7 +163,7 @@ fn bind_socket(listen: &HostPort, reuse_port: bool) -> Result<(TcpListener, Sock
 
 /// Takes a socket an embedding program (or the service manager) bound: the accept loop polls,
 /// so it must not block.
-fn adopt(socket: TcpListener) -> Result<(TcpListener, SocketAddr), Error> {
+fn take_handed_in(socket: TcpListener) -> Result<(TcpListener, SocketAddr), Error> {
     let addr = socket.local_addr().map_err(|source| Error::Setup {
         what: "read the address of a given listener",
         source,

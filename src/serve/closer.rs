@@ -20,8 +20,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
-/// One connection's end: its lines and its release.
-pub(super) type End = Box<dyn FnOnce() + Send + 'static>;
+use super::pool::Task;
+
 
 /// Where copy threads hand over the connections they have ended. Cloned into each connection;
 /// the thread exits once every clone is gone (the server and all its connections).
@@ -45,7 +45,7 @@ struct Queue {
 
 #[derive(Default)]
 struct State {
-    ends: VecDeque<End>,
+    ends: VecDeque<Task>,
     /// The thread waits, or is about to, on `wake`: set by the thread, cleared by whoever wakes
     /// it (under the lock).
     sleeping: bool,
@@ -92,7 +92,7 @@ impl Closer {
     }
 
     /// Queues `end` for the thread.
-    pub(super) fn close(&self, end: End) {
+    pub(super) fn close(&self, end: Task) {
         let mut state = lock(&self.queue.state);
         state.ends.push_back(end);
         self.queue.wake_if_sleeping(state);

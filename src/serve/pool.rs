@@ -1,10 +1,10 @@
-//! Worker threads that run connection jobs; idle workers are reused, newest first, and new ones
+//! Worker threads that run connection tasks; idle workers are reused, newest first, and new ones
 //! spawned on demand.
 //!
-//! Each worker has a slot for one job, allocated by the thread that spawns it. A worker that has
-//! finished a job pushes its slot onto the pool's idle stack and parks. [`Pool::execute`] pops the
-//! newest idle worker under the stack's lock, stores the job in its slot (under that same lock)
-//! and unparks it; when none is idle it spawns a worker with the job as its first. A job never
+//! Each worker has a slot for one task, allocated by the thread that spawns it. A worker that has
+//! finished a task pushes its slot onto the pool's idle stack and parks. [`Pool::execute`] pops the
+//! newest idle worker under the stack's lock, stores the task in its slot (under that same lock)
+//! and unparks it; when none is idle it spawns a worker with the task as its first. A task never
 //! queues behind a busy worker, and `execute` never waits for one.
 //!
 //! Newest first (LIFO) hands work to the threads whose stack pages and caches are still warm, and
@@ -12,17 +12,17 @@
 //! steady load the pool shrinks to what the concurrency needs. Idle workers beyond [`SPARES`] exit
 //! after [`IDLE_KEEP`], so a burst's threads (and their stack pages) are gone a few seconds after
 //! it; the spares wait longer for the next connections. A worker whose wait ran out takes the
-//! stack's lock to leave; if it is no longer on the stack, `execute` popped it and its job is
-//! already in the slot, so it runs that job instead.
+//! stack's lock to leave; if it is no longer on the stack, `execute` popped it and its task is
+//! already in the slot, so it runs that task instead.
 //!
-//! A worker is on the stack exactly while it can take a job: a job stored in its slot is found
+//! A worker is on the stack exactly while it can take a task: a task stored in its slot is found
 //! whether or not the worker has parked yet. The rendezvous channel this replaced counted a worker
-//! idle some time before it could receive, which is why a job used to wait briefly (1 ms) for a
+//! idle some time before it could receive, which is why a task used to wait briefly (1 ms) for a
 //! worker on its way back rather than spawn another; with the stack there is no such window, so
 //! that wait is gone.
 //!
-//! The wait itself is a `park_timeout` loop a few frames deep that allocates nothing. Each job runs
-//! under `catch_unwind`: a panic costs that job only.
+//! The wait itself is a `park_timeout` loop a few frames deep that allocates nothing. Each task runs
+//! under `catch_unwind`: a panic costs that task only.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -34,9 +34,9 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 /// A unit of work: one connection's handling, or one direction of its relay.
-pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
+pub(super) type Task = Box<dyn FnOnce() + Send + 'static>;
 
-/// How long an idle worker beyond the [`SPARES`] waits for a job before it exits.
+/// How long an idle worker beyond the [`SPARES`] waits for a task before it exits.
 pub(super) const IDLE_KEEP: Duration = Duration::from_secs(2);
 
 /// Idle workers kept past [`IDLE_KEEP`], so the next connections find a thread waiting.
@@ -78,7 +78,7 @@ impl fmt::Debug for Inner {
     }
 }
 
-/// An entry on the idle stack: where to put the job, and whom to wake.
+/// An entry on the idle stack: where to put the task, and whom to wake.
 struct Idle {
     slot: Arc<Slot>,
     thread: Thread,
@@ -87,7 +87,7 @@ struct Idle {
 /// One worker's hand-off place. Empty while the worker is listed idle; `execute` fills it under
 /// the `idle` lock, at the moment it takes the worker off the stack.
 struct Slot {
-    job: Mutex<Option<Job>>,
+    task: Mutex<Option<Task>>,
 }
 
 impl Default for Pool {
@@ -108,18 +108,18 @@ impl Pool {
         }
     }
 
-    /// Runs `job` on an idle worker, or on a new one. Fails only if no thread can be spawned; the
-    /// job (and whatever it owns, such as the client socket) is then dropped.
-    pub(super) fn execute(&self, job: Job) -> io::Result<()> {
+    /// Runs `task` on an idle worker, or on a new one. Fails only if no thread can be spawned; the
+    /// task (and whatever it owns, such as the client socket) is then dropped.
+    pub(super) fn execute(&self, task: Task) -> io::Result<()> {
         let mut idle = lock(&self.inner.idle);
         let Some(worker) = idle.pop_back() else {
             drop(idle);
-            return self.spawn(job);
+            return self.spawn(task);
         };
         // Stored before the lock is released: a worker whose wait ran out and finds itself off
-        // the stack relies on its job being there already.
-        let previous = lock(&worker.slot.job).replace(job);
-        debug_assert!(previous.is_none(), "an idle worker's slot held a job");
+        // the stack relies on its task being there already.
+        let previous = lock(&worker.slot.task).replace(task);
+        debug_assert!(previous.is_none(), "an idle worker's slot held a task");
         drop(idle);
         worker.thread.unpark();
         Ok(())
@@ -131,9 +131,9 @@ impl Pool {
         self.inner.workers.load(Ordering::Relaxed)
     }
 
-    fn spawn(&self, first: Job) -> io::Result<()> {
+    fn spawn(&self, first: Task) -> io::Result<()> {
         let slot = Arc::new(Slot {
-            job: Mutex::new(None),
+            task: Mutex::new(None),
         });
         {
             let mut idle = lock(&self.inner.idle);
@@ -169,37 +169,37 @@ impl Drop for WorkerCount<'_> {
     }
 }
 
-fn run_worker(first: Job, slot: &Arc<Slot>, inner: &Inner) {
+fn run_worker(first: Task, slot: &Arc<Slot>, inner: &Inner) {
     // A clone of the handle std made when it spawned this thread: no allocation.
     let me = thread::current();
-    let mut job = first;
+    let mut task = first;
     loop {
-        run_contained(job);
+        run_contained(task);
         lock(&inner.idle).push_back(Idle {
             slot: Arc::clone(slot),
             thread: me.clone(),
         });
-        job = match wait_for_job(slot, inner) {
-            Some(job) => job,
+        task = match wait_for_task(slot, inner) {
+            Some(task) => task,
             None => return,
         };
     }
 }
 
-/// Waits, listed idle, for a job; `None` when this worker is to exit (it is then off the stack).
-fn wait_for_job(slot: &Arc<Slot>, inner: &Inner) -> Option<Job> {
+/// Waits, listed idle, for a task; `None` when this worker is to exit (it is then off the stack).
+fn wait_for_task(slot: &Arc<Slot>, inner: &Inner) -> Option<Task> {
     let mut keep = inner.idle_keep;
     loop {
-        if let Some(job) = park_for_job(slot, keep) {
-            return Some(job);
+        if let Some(task) = park_for_task(slot, keep) {
+            return Some(task);
         }
         let mut idle = lock(&inner.idle);
         match idle.iter().position(|w| Arc::ptr_eq(&w.slot, slot)) {
-            // Popped by `execute` after the wait ran out: it stored the job under this lock, so
-            // the job is there now (it is never `None` here; were it, leaving would lose nothing).
+            // Popped by `execute` after the wait ran out: it stored the task under this lock, so
+            // the task is there now (it is never `None` here; were it, leaving would lose nothing).
             None => {
                 drop(idle);
-                return lock(&slot.job).take();
+                return lock(&slot.task).take();
             }
             Some(at) if idle.len() > SPARES => {
                 idle.remove(at);
@@ -211,15 +211,15 @@ fn wait_for_job(slot: &Arc<Slot>, inner: &Inner) -> Option<Job> {
     }
 }
 
-/// Parks until the slot holds a job or `keep` has passed. Wakes without a job are expected: a
-/// stale unpark from an earlier hand-off (the worker found that job before the unpark came), or
-/// one from whatever a job used that parks this thread too, such as a channel.
-fn park_for_job(slot: &Slot, keep: Duration) -> Option<Job> {
+/// Parks until the slot holds a task or `keep` has passed. Wakes without a task are expected: a
+/// stale unpark from an earlier hand-off (the worker found that task before the unpark came), or
+/// one from whatever a task used that parks this thread too, such as a channel.
+fn park_for_task(slot: &Slot, keep: Duration) -> Option<Task> {
     // A `keep` too long to add to now is a wait without end.
     let deadline = Instant::now().checked_add(keep);
     loop {
-        if let Some(job) = lock(&slot.job).take() {
-            return Some(job);
+        if let Some(task) = lock(&slot.task).take() {
+            return Some(task);
         }
         match deadline {
             None => thread::park(),
@@ -234,16 +234,16 @@ fn park_for_job(slot: &Slot, keep: Duration) -> Option<Job> {
     }
 }
 
-/// Nothing panics while holding the pool's locks (jobs run outside them), so a poisoned lock
+/// Nothing panics while holding the pool's locks (tasks run outside them), so a poisoned lock
 /// still guards consistent data.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs a job so that its panic ends the job, not the worker or the process. The panic itself is
-/// reported by the panic hook; the job's guards (permits, registry entries) drop during unwinding.
-fn run_contained(job: Job) {
-    let _ = catch_unwind(AssertUnwindSafe(job));
+/// Runs a task so that its panic ends the task, not the worker or the process. The panic itself is
+/// reported by the panic hook; the task's guards (permits, registry entries) drop during unwinding.
+fn run_contained(task: Task) {
+    let _ = catch_unwind(AssertUnwindSafe(task));
 }
 
 #[cfg(test)]
@@ -267,14 +267,14 @@ mod tests {
         }
     }
 
-    /// A job that reports the thread it runs on.
-    fn report(to: &Sender<ThreadId>) -> Job {
+    /// A task that reports the thread it runs on.
+    fn report(to: &Sender<ThreadId>) -> Task {
         let to = to.clone();
         Box::new(move || to.send(thread::current().id()).unwrap())
     }
 
-    /// A job that reports its thread, then holds that worker until `gate` says go (or closes).
-    fn report_and_hold(to: &Sender<ThreadId>, gate: Receiver<()>) -> Job {
+    /// A task that reports its thread, then holds that worker until `gate` says go (or closes).
+    fn report_and_hold(to: &Sender<ThreadId>, gate: Receiver<()>) -> Task {
         let to = to.clone();
         Box::new(move || {
             to.send(thread::current().id()).unwrap();
@@ -307,7 +307,7 @@ mod tests {
         for _ in 0..3 {
             let (go_tx, go_rx) = unbounded();
             pool.execute(report_and_hold(&id_tx, go_rx)).unwrap();
-            // Each job holds its worker, so the next one spawns another.
+            // Each task holds its worker, so the next one spawns another.
             started.push(recv(&id_rx));
             gates.push(go_tx);
         }
@@ -317,8 +317,8 @@ mod tests {
             gate.send(()).unwrap();
             wait_until("the released worker is idle", || idle(&pool) == n + 1);
         }
-        // Held again, one job each: newest idle first, the longest idle last. The gates stay open
-        // to the end, so each job keeps its worker busy and the next must take another.
+        // Held again, one task each: newest idle first, the longest idle last. The gates stay open
+        // to the end, so each task keeps its worker busy and the next must take another.
         let mut holds = Vec::new();
         for expected in started.iter().rev() {
             let (go_tx, go_rx) = unbounded();
@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(
             pool.workers(),
             3,
-            "a job spawned a worker while one was idle"
+            "a task spawned a worker while one was idle"
         );
     }
 
@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(pool.workers(), 1);
     }
 
-    /// Runs `n` jobs at once (each waits until all have started), then lets them finish. Returns
+    /// Runs `n` tasks at once (each waits until all have started), then lets them finish. Returns
     /// the live workers counted while all `n` were running: counted after they finish, some could
     /// already have left on a loaded machine.
     fn burst(pool: &Pool, n: usize) -> usize {
@@ -419,9 +419,9 @@ mod tests {
         assert_eq!(pool.workers(), before, "the second burst spawned workers");
     }
 
-    /// Runs `per_thread` jobs from each of `threads` threads at once and checks that every job ran
-    /// exactly once. Every `hold_every`th job holds its worker a little, so the pool grows past
-    /// the spares and surplus workers keep leaving while jobs arrive.
+    /// Runs `per_thread` tasks from each of `threads` threads at once and checks that every task ran
+    /// exactly once. Every `hold_every`th task holds its worker a little, so the pool grows past
+    /// the spares and surplus workers keep leaving while tasks arrive.
     fn run_each_once(pool: &Pool, threads: usize, per_thread: usize, hold_every: usize) {
         let total = threads * per_thread;
         let runs: Arc<Vec<AtomicU8>> = Arc::new((0..total).map(|_| AtomicU8::new(0)).collect());
@@ -444,7 +444,7 @@ mod tests {
                 });
             }
         });
-        wait_until("every job has run", || {
+        wait_until("every task has run", || {
             done.load(Ordering::Acquire) >= total
         });
         assert_eq!(done.load(Ordering::Acquire), total);
@@ -456,7 +456,7 @@ mod tests {
             .collect();
         assert!(
             wrong.is_empty(),
-            "jobs not run exactly once (job, runs): {wrong:?}"
+            "tasks not run exactly once (task, runs): {wrong:?}"
         );
         // No worker is lost or stuck: each either comes back to the stack or leaves.
         wait_until("every worker is back", || idle(pool) == pool.workers());
@@ -466,7 +466,7 @@ mod tests {
     fn a_job_handed_over_as_the_wait_runs_out_still_runs() {
         // With no idle time at all, every worker's wait runs out as soon as it is listed, so
         // hand-offs keep meeting workers on their way off the stack, spares included (a spare
-        // that runs a job starts its next wait with `idle_keep` again).
+        // that runs a task starts its next wait with `idle_keep` again).
         let pool = Pool::new(Duration::ZERO);
         for _ in 0..20 {
             run_each_once(&pool, 4, 1000, 64);

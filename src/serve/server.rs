@@ -347,7 +347,7 @@ impl Server {
         // Bound by the old process is as good as bound here; only the service manager's
         // sockets stay beyond a reload's reach.
         for (listening, handed_in) in server.listening.iter_mut().zip(handed_in) {
-            listening.adopted = handed_in;
+            listening.handed_in = handed_in;
         }
         server.shared.registry.continue_after(offer.next_id);
         let taker = upgrade::Taker {
@@ -423,7 +423,7 @@ impl Server {
         let listeners: Vec<(SocketAddr, BorrowedFd<'_>, bool)> = self
             .listening
             .iter()
-            .map(|l| (l.addr, l.socket.as_fd(), l.adopted))
+            .map(|l| (l.addr, l.socket.as_fd(), l.handed_in))
             .collect();
         let admin = self
             .followers
