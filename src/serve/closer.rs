@@ -22,7 +22,6 @@ use std::thread;
 
 use super::pool::Task;
 
-
 /// Where copy threads hand over the connections they have ended. Cloned into each connection;
 /// the thread exits once every clone is gone (the server and all its connections).
 #[derive(Debug, Clone)]

@@ -32,6 +32,6 @@ pub(super) fn relay(job: Job, timeouts: Timeouts, spots: [Option<Box<Spot>>; 2])
         timeouts,
         spots,
         |task| pool.execute(task),
-        move |relayed| close::relayed(*job, relayed),
+        move |relayed| close::relayed(job, relayed),
     );
 }

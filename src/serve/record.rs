@@ -164,3 +164,75 @@ impl Record {
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::listener::Limits;
+    use crate::serve::metrics::Metrics;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A record of a loopback connection accepted on a listener with `routes`, forwarding to
+    /// `upstream`.
+    fn record(routes: usize, upstream: &str) -> Record {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let (accepted, peer) = server.accept().unwrap();
+        let mut config = crate::config::Listener::new("127.0.0.1:1".parse().unwrap());
+        for _ in 0..routes {
+            let mut route = crate::config::Route::new(vec![upstream.parse().unwrap()]);
+            route.sni = Some("a.example".parse().unwrap());
+            config.routes.push(route);
+        }
+        let limits = Limits {
+            max_connections: 4,
+            max_peeking: Some(1),
+            max_per_client: None,
+            v6_prefix: 64,
+            peek_sharers: 1,
+        };
+        let state = ListenerState::new(config, Arc::default(), &Metrics::default(), &limits);
+        drop(client);
+        Record::new(
+            Connection::new(1, peer, accepted),
+            Arc::new(state),
+            "127.0.0.1:1".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_client_is_the_sockets_peer_until_a_proxy_header_names_another_in_plain_ipv4() {
+        let record = record(0, "127.0.0.1:2");
+        assert_eq!(record.client(), record.conn.peer);
+        record.set_client("[::ffff:192.0.2.7]:4000".parse().unwrap());
+        assert_eq!(record.client(), "192.0.2.7:4000".parse().unwrap());
+    }
+
+    #[test]
+    fn rinetd_names_the_upstream_connected_else_the_routes_first() {
+        let record = record(1, "db.example:6379");
+        assert_eq!(record.rinetd_upstream(), None, "no route yet");
+        record.set_route(Arc::clone(&record.listener.routes[0]));
+        assert_eq!(
+            record.rinetd_upstream().map(HostPort::to_string).as_deref(),
+            Some("db.example:6379")
+        );
+        record.set_upstream(Upstream {
+            configured: "127.0.0.1:6380".parse().unwrap(),
+            resolved: "127.0.0.1:6380".parse().unwrap(),
+        });
+        assert_eq!(
+            record.rinetd_upstream().map(HostPort::to_string).as_deref(),
+            Some("127.0.0.1:6380")
+        );
+    }
+
+    #[test]
+    fn the_route_is_named_only_where_the_listener_has_several() {
+        for (routes, named) in [(1, false), (2, true)] {
+            let record = record(routes, "127.0.0.1:2");
+            record.set_route(Arc::clone(&record.listener.routes[0]));
+            assert_eq!(record.route_label().is_some(), named, "{routes} route(s)");
+        }
+    }
+}

@@ -121,3 +121,47 @@ impl Drop for AwaitingClient<'_> {
         self.hold.lock().worker = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Runs a worker that waits in `hold` with `read`, once the upgrade has asked; returns the
+    /// worker and what the upgrade saw it hold.
+    fn held_worker(hold: &Arc<Hold>, read: &[u8]) -> (std::thread::JoinHandle<Verdict>, Vec<u8>) {
+        hold.ask();
+        let worker = {
+            let hold = Arc::clone(hold);
+            let read = read.to_vec();
+            std::thread::spawn(move || hold.wait(read))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            if let Some(seen) = hold.read() {
+                break seen;
+            }
+            assert!(Instant::now() < deadline, "the worker never stopped");
+            std::thread::yield_now();
+        };
+        (worker, seen)
+    }
+
+    #[test]
+    fn a_held_worker_returns_when_released_and_reads_on_otherwise() {
+        for (release, verdict) in [(true, Verdict::Released), (false, Verdict::ReadOn)] {
+            let hold = Arc::new(Hold::default());
+            let (worker, seen) = held_worker(&hold, b"PROXY TCP4 ");
+            assert_eq!(seen, b"PROXY TCP4 ");
+            hold.end(release);
+            assert_eq!(worker.join().unwrap(), verdict);
+            assert!(!hold.asked());
+            assert_eq!(
+                hold.read(),
+                None,
+                "nothing is held once the worker has gone on"
+            );
+        }
+    }
+}
