@@ -94,12 +94,11 @@ impl Handle {
     /// Counts a reload refused before it reached the forwarder (the caller could not read or
     /// parse the new configuration) as [`Handle::reconfigure`] counts one it refuses, in
     /// `tcp_router_reloads_total` but not `tcp_router_reloads_succeeded_total`, and logs `why` at
-    /// error level, one line each; the running configuration stays.
-    pub fn reload_refused(&self, why: &dyn std::fmt::Display) {
+    /// error level, one line each of its [`lines`](Error::lines); the running configuration
+    /// stays.
+    pub fn reload_refused(&self, why: &Error) {
         self.shared.metrics.reloaded(false);
-        for line in why.to_string().lines() {
-            log::error!("reload refused, the running configuration stays: {line}");
-        }
+        log_refused(why);
     }
 
     /// What the forwarder is doing now: for a service manager's status line, a watchdog, or a
@@ -154,7 +153,7 @@ pub struct Status {
 
 /// Logs why a reload was refused, one line per reason.
 pub(super) fn log_refused(err: &Error) {
-    for line in err.to_string().lines() {
+    for line in err.lines() {
         log::error!("reload refused, the running configuration stays: {line}");
     }
 }
