@@ -68,15 +68,30 @@ impl fmt::Display for Error {
             Error::ResolveListen { addr, .. } => {
                 write!(f, "cannot resolve listen address '{addr}'")
             }
-            Error::Config(lines) if lines.len() > MAX_ERRORS_SHOWN => {
-                f.write_str(&lines[..MAX_ERRORS_SHOWN].join("\n"))?;
-                let more = lines.len() - MAX_ERRORS_SHOWN;
-                write!(f, "\n... and {more} more error(s) not shown")
-            }
-            Error::Config(lines) => f.write_str(&lines.join("\n")),
+            Error::Config(_) => f.write_str(&self.lines().join("\n")),
             Error::Setup { what, .. } => write!(f, "cannot {what}"),
             Error::LogFile { path, .. } => write!(f, "cannot open log file '{}'", path.display()),
             Error::Upgrade(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Error {
+    /// What `Display` shows, line by line, for a log or a terminal that prefixes each: one line
+    /// per configuration problem (the first [`MAX_ERRORS_SHOWN`], then how many more), one line
+    /// for any other error.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Error::Config(errors) => {
+                let mut lines: Vec<String> =
+                    errors.iter().take(MAX_ERRORS_SHOWN).cloned().collect();
+                let more = errors.len().saturating_sub(MAX_ERRORS_SHOWN);
+                if more > 0 {
+                    lines.push(format!("... and {more} more error(s) not shown"));
+                }
+                lines
+            }
+            other => vec![other.to_string()],
         }
     }
 }
@@ -90,5 +105,45 @@ impl StdError for Error {
             | Error::LogFile { source, .. } => Some(source),
             Error::Config(_) | Error::Upgrade(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_error_shows_one_line_per_problem() {
+        let err = Error::Config(vec!["a.conf:1: one".into(), "a.conf:2: two".into()]);
+        assert_eq!(err.lines(), ["a.conf:1: one", "a.conf:2: two"]);
+        assert_eq!(err.to_string(), "a.conf:1: one\na.conf:2: two");
+    }
+
+    #[test]
+    fn past_the_limit_the_rest_of_the_problems_are_counted_in_one_line() {
+        let problems: Vec<String> = (0..MAX_ERRORS_SHOWN + 3).map(|i| format!("e{i}")).collect();
+        let err = Error::Config(problems.clone());
+        let lines = err.lines();
+        assert_eq!(lines.len(), MAX_ERRORS_SHOWN + 1);
+        assert_eq!(lines[..MAX_ERRORS_SHOWN], problems[..MAX_ERRORS_SHOWN]);
+        assert_eq!(lines[MAX_ERRORS_SHOWN], "... and 3 more error(s) not shown");
+        assert_eq!(err.to_string(), lines.join("\n"));
+        let Error::Config(kept) = err else {
+            unreachable!()
+        };
+        assert_eq!(
+            kept.len(),
+            MAX_ERRORS_SHOWN + 3,
+            "the error keeps every problem"
+        );
+    }
+
+    #[test]
+    fn any_other_error_is_one_line() {
+        let err = Error::Setup {
+            what: "poll the listeners",
+            source: io::Error::from(io::ErrorKind::Interrupted),
+        };
+        assert_eq!(err.lines(), ["cannot poll the listeners"]);
     }
 }

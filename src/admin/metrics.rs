@@ -13,19 +13,187 @@ use crate::serve::status::Shared;
 /// The content type of the text format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A metric family as declared once: every name the exposition writes comes from one of these,
+/// so a typo cannot split a series in two.
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+/// The type a family declares.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+const BUILD_INFO: Family = Family {
+    name: "tcp_router_build_info",
+    kind: Kind::Gauge,
+    help: "Always 1; the version is a label.",
+};
+
+const PROCESS_START_TIME_SECONDS: Family = Family {
+    name: "process_start_time_seconds",
+    kind: Kind::Gauge,
+    help: "When the process started serving, in seconds since the Unix epoch.",
+};
+
+const PROCESS_OPEN_FDS: Family = Family {
+    name: "process_open_fds",
+    kind: Kind::Gauge,
+    help: "Open file descriptors.",
+};
+
+const THREADS: Family = Family {
+    name: "tcp_router_threads",
+    kind: Kind::Gauge,
+    help: "Threads of the process.",
+};
+
+const SPLICE_IN_USE: Family = Family {
+    name: "tcp_router_splice_in_use",
+    kind: Kind::Gauge,
+    help: "1 if bulk bytes move through splice(2), 0 if through buffers (not tried yet, refused by the kernel, or turned off).",
+};
+
+const RELOADS_TOTAL: Family = Family {
+    name: "tcp_router_reloads_total",
+    kind: Kind::Counter,
+    help: "Reconfigurations asked for (SIGHUP), whether or not they took effect.",
+};
+
+const RELOADS_SUCCEEDED_TOTAL: Family = Family {
+    name: "tcp_router_reloads_succeeded_total",
+    kind: Kind::Counter,
+    help: "Reconfigurations that took effect.",
+};
+
+const LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: Family = Family {
+    name: "tcp_router_last_reload_success_timestamp_seconds",
+    kind: Kind::Gauge,
+    help:
+        "When the last reconfiguration took effect, in seconds since the Unix epoch (0: none yet).",
+};
+
+const ACCEPT_ERRORS_TOTAL: Family = Family {
+    name: "tcp_router_accept_errors_total",
+    kind: Kind::Counter,
+    help: "Failed accept(2) calls by kind (emfile, enfile, enobufs, enomem, other); a client that left before being accepted is not counted.",
+};
+
+const STOPPING: Family = Family {
+    name: "tcp_router_stopping",
+    kind: Kind::Gauge,
+    help: "1 from the first moment of a graceful stop (when /ready answers 503).",
+};
+
+const CONNECTIONS_ACCEPTED_TOTAL: Family = Family {
+    name: "tcp_router_connections_accepted_total",
+    kind: Kind::Counter,
+    help: "Clients accepted, by listener.",
+};
+
+const CONNECTIONS_ENDED_TOTAL: Family = Family {
+    name: "tcp_router_connections_ended_total",
+    kind: Kind::Counter,
+    help: "Connections ended, by listener, route (none: ended before one was chosen) and result.",
+};
+
+const CONNECTIONS_ACTIVE: Family = Family {
+    name: "tcp_router_connections_active",
+    kind: Kind::Gauge,
+    help: "Connections open now, by listener and route (none: no route chosen yet).",
+};
+
+const CONNECTIONS_MAX: Family = Family {
+    name: "tcp_router_connections_max",
+    kind: Kind::Gauge,
+    help: "The cap on connections served at once, across all listeners.",
+};
+
+const ACCEPT_PAUSED: Family = Family {
+    name: "tcp_router_accept_paused",
+    kind: Kind::Gauge,
+    help: "1 while every connection slot is busy and new clients wait in the listeners' backlogs.",
+};
+
+const RELAYED_BYTES_TOTAL: Family = Family {
+    name: "tcp_router_relayed_bytes_total",
+    kind: Kind::Counter,
+    help: "Bytes relayed, by listener, route and direction, counted while they move.",
+};
+
+const DIRECTIONS_ENDED_TOTAL: Family = Family {
+    name: "tcp_router_directions_ended_total",
+    kind: Kind::Counter,
+    help: "Directions of relayed connections ended, by listener, route, direction and how (eof, reset, timeout, error, shutdown, panic).",
+};
+
+const UPSTREAM_CONNECT_ATTEMPTS_TOTAL: Family = Family {
+    name: "tcp_router_upstream_connect_attempts_total",
+    kind: Kind::Counter,
+    help: "Connect attempts, by listener, route and upstream (as written); each address a name resolves to counts once.",
+};
+
+const UPSTREAM_CONNECT_FAILURES_TOTAL: Family = Family {
+    name: "tcp_router_upstream_connect_failures_total",
+    kind: Kind::Counter,
+    help: "Failed connect attempts, by listener, route, upstream and reason (refused, timeout, unreachable, not_resolved, error).",
+};
+
+const CONNECT_DURATION_SECONDS: Family = Family {
+    name: "tcp_router_upstream_connect_duration_seconds",
+    kind: Kind::Histogram,
+    help: "Time to connect to an upstream, for the attempts that succeeded.",
+};
+
+const UPSTREAM_COOLING_DOWN: Family = Family {
+    name: "tcp_router_upstream_cooling_down",
+    kind: Kind::Gauge,
+    help: "1 while an upstream that just failed is tried only after the healthy ones.",
+};
+
 /// The exposition being written.
 struct Exposition {
     out: String,
 }
 
 impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    /// The family's HELP and TYPE lines, before its samples.
+    fn family(&mut self, family: &Family) {
+        let Family { name, kind, help } = family;
         let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.name());
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
-        self.out.push_str(name);
+    fn sample(&mut self, family: &Family, labels: &[(&str, &str)], value: impl Display) {
+        self.sample_of(family, "", labels, value);
+    }
+
+    /// A sample of one of a histogram's series (`_bucket`, `_sum`, `_count`), or with an empty
+    /// `suffix`, of the family itself.
+    fn sample_of(
+        &mut self,
+        family: &Family,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        value: impl Display,
+    ) {
+        self.out.push_str(family.name);
+        self.out.push_str(suffix);
         if !labels.is_empty() {
             self.out.push('{');
             for (i, (key, value)) in labels.iter().enumerate() {
@@ -60,97 +228,49 @@ pub(crate) fn render(shared: &Shared) -> String {
 
 fn process(e: &mut Exposition, shared: &Shared) {
     let metrics = &shared.metrics;
-    e.family(
-        "tcp_router_build_info",
-        "gauge",
-        "Always 1; the version is a label.",
-    );
-    e.sample(
-        "tcp_router_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1,
-    );
-    e.family(
-        "process_start_time_seconds",
-        "gauge",
-        "When the process started serving, in seconds since the Unix epoch.",
-    );
+    e.family(&BUILD_INFO);
+    e.sample(&BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1);
+    e.family(&PROCESS_START_TIME_SECONDS);
     let started = metrics
         .started
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    e.sample("process_start_time_seconds", &[], started);
-    e.family("process_open_fds", "gauge", "Open file descriptors.");
-    e.sample("process_open_fds", &[], open_fds());
-    e.family("tcp_router_threads", "gauge", "Threads of the process.");
-    e.sample("tcp_router_threads", &[], threads());
-    e.family(
-        "tcp_router_splice_in_use",
-        "gauge",
-        "1 if bulk bytes move through splice(2), 0 if through buffers (not tried yet, refused by the kernel, or turned off).",
-    );
-    e.sample("tcp_router_splice_in_use", &[], u8::from(splice::in_use()));
-    e.family(
-        "tcp_router_reloads_total",
-        "counter",
-        "Reconfigurations asked for (SIGHUP), whether or not they took effect.",
-    );
-    e.sample("tcp_router_reloads_total", &[], load(&metrics.reloads));
-    e.family(
-        "tcp_router_reloads_succeeded_total",
-        "counter",
-        "Reconfigurations that took effect.",
-    );
+    e.sample(&PROCESS_START_TIME_SECONDS, &[], started);
+    e.family(&PROCESS_OPEN_FDS);
+    e.sample(&PROCESS_OPEN_FDS, &[], open_fds());
+    e.family(&THREADS);
+    e.sample(&THREADS, &[], threads());
+    e.family(&SPLICE_IN_USE);
+    e.sample(&SPLICE_IN_USE, &[], u8::from(splice::in_use()));
+    e.family(&RELOADS_TOTAL);
+    e.sample(&RELOADS_TOTAL, &[], load(&metrics.reloads));
+    e.family(&RELOADS_SUCCEEDED_TOTAL);
+    e.sample(&RELOADS_SUCCEEDED_TOTAL, &[], load(&metrics.reloads_ok));
+    e.family(&LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS);
     e.sample(
-        "tcp_router_reloads_succeeded_total",
-        &[],
-        load(&metrics.reloads_ok),
-    );
-    e.family(
-        "tcp_router_last_reload_success_timestamp_seconds",
-        "gauge",
-        "When the last reconfiguration took effect, in seconds since the Unix epoch (0: none yet).",
-    );
-    e.sample(
-        "tcp_router_last_reload_success_timestamp_seconds",
+        &LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
         &[],
         load(&metrics.last_reload_ok),
     );
-    e.family(
-        "tcp_router_accept_errors_total",
-        "counter",
-        "Failed accept(2) calls by kind (emfile, enfile, enobufs, enomem, other); a client that left before being accepted is not counted.",
-    );
+    e.family(&ACCEPT_ERRORS_TOTAL);
     for (kind, count) in metrics.accept_errors() {
-        e.sample("tcp_router_accept_errors_total", &[("kind", kind)], count);
+        e.sample(&ACCEPT_ERRORS_TOTAL, &[("kind", kind)], count);
     }
-    e.family(
-        "tcp_router_stopping",
-        "gauge",
-        "1 from the first moment of a graceful stop (when /ready answers 503).",
-    );
-    e.sample("tcp_router_stopping", &[], u8::from(shared.is_stopping()));
+    e.family(&STOPPING);
+    e.sample(&STOPPING, &[], u8::from(shared.is_stopping()));
 }
 
 fn connections(e: &mut Exposition, shared: &Shared) {
     let metrics = &shared.metrics;
-    e.family(
-        "tcp_router_connections_accepted_total",
-        "counter",
-        "Clients accepted, by listener.",
-    );
+    e.family(&CONNECTIONS_ACCEPTED_TOTAL);
     for (listener, stats) in metrics.listeners() {
         e.sample(
-            "tcp_router_connections_accepted_total",
+            &CONNECTIONS_ACCEPTED_TOTAL,
             &[("listener", &listener)],
             load(&stats.accepted),
         );
     }
-    e.family(
-        "tcp_router_connections_ended_total",
-        "counter",
-        "Connections ended, by listener, route (none: ended before one was chosen) and result.",
-    );
+    e.family(&CONNECTIONS_ENDED_TOTAL);
     for ((listener, route), stats) in metrics.routes() {
         for (index, result) in Ended::NAMES.iter().enumerate() {
             let labels = [
@@ -158,18 +278,10 @@ fn connections(e: &mut Exposition, shared: &Shared) {
                 ("route", route.as_str()),
                 ("result", result),
             ];
-            e.sample(
-                "tcp_router_connections_ended_total",
-                &labels,
-                stats.ended_count(index),
-            );
+            e.sample(&CONNECTIONS_ENDED_TOTAL, &labels, stats.ended_count(index));
         }
     }
-    e.family(
-        "tcp_router_connections_active",
-        "gauge",
-        "Connections open now, by listener and route (none: no route chosen yet).",
-    );
+    e.family(&CONNECTIONS_ACTIVE);
     let mut active: BTreeMap<(String, String), u64> = metrics
         .routes()
         .into_iter()
@@ -184,36 +296,20 @@ fn connections(e: &mut Exposition, shared: &Shared) {
     }
     for ((listener, route), count) in active {
         e.sample(
-            "tcp_router_connections_active",
+            &CONNECTIONS_ACTIVE,
             &[("listener", &listener), ("route", &route)],
             count,
         );
     }
-    e.family(
-        "tcp_router_connections_max",
-        "gauge",
-        "The cap on connections served at once, across all listeners.",
-    );
-    e.sample("tcp_router_connections_max", &[], shared.permits.capacity());
-    e.family(
-        "tcp_router_accept_paused",
-        "gauge",
-        "1 while every connection slot is busy and new clients wait in the listeners' backlogs.",
-    );
-    e.sample(
-        "tcp_router_accept_paused",
-        &[],
-        u8::from(shared.is_paused()),
-    );
+    e.family(&CONNECTIONS_MAX);
+    e.sample(&CONNECTIONS_MAX, &[], shared.permits.capacity());
+    e.family(&ACCEPT_PAUSED);
+    e.sample(&ACCEPT_PAUSED, &[], u8::from(shared.is_paused()));
 }
 
 fn traffic(e: &mut Exposition, shared: &Shared) {
     let routes = shared.metrics.routes();
-    e.family(
-        "tcp_router_relayed_bytes_total",
-        "counter",
-        "Bytes relayed, by listener, route and direction, counted while they move.",
-    );
+    e.family(&RELAYED_BYTES_TOTAL);
     for ((listener, route), stats) in &routes {
         for direction in Direction::BOTH {
             let labels = [
@@ -221,18 +317,10 @@ fn traffic(e: &mut Exposition, shared: &Shared) {
                 ("route", route.as_str()),
                 ("direction", direction.name()),
             ];
-            e.sample(
-                "tcp_router_relayed_bytes_total",
-                &labels,
-                stats.traffic.get(direction),
-            );
+            e.sample(&RELAYED_BYTES_TOTAL, &labels, stats.traffic.get(direction));
         }
     }
-    e.family(
-        "tcp_router_directions_ended_total",
-        "counter",
-        "Directions of relayed connections ended, by listener, route, direction and how (eof, reset, timeout, error, shutdown, panic).",
-    );
+    e.family(&DIRECTIONS_ENDED_TOTAL);
     for ((listener, route), stats) in &routes {
         if route == NO_ROUTE {
             continue;
@@ -246,7 +334,7 @@ fn traffic(e: &mut Exposition, shared: &Shared) {
                     ("end", end),
                 ];
                 e.sample(
-                    "tcp_router_directions_ended_total",
+                    &DIRECTIONS_ENDED_TOTAL,
                     &labels,
                     stats.direction_count(direction as usize, kind),
                 );
@@ -257,11 +345,7 @@ fn traffic(e: &mut Exposition, shared: &Shared) {
 
 fn upstreams(e: &mut Exposition, shared: &Shared) {
     let upstreams = shared.metrics.upstreams();
-    e.family(
-        "tcp_router_upstream_connect_attempts_total",
-        "counter",
-        "Connect attempts, by listener, route and upstream (as written); each address a name resolves to counts once.",
-    );
+    e.family(&UPSTREAM_CONNECT_ATTEMPTS_TOTAL);
     for ((listener, route, upstream), stats) in &upstreams {
         let labels = [
             ("listener", listener.as_str()),
@@ -269,16 +353,12 @@ fn upstreams(e: &mut Exposition, shared: &Shared) {
             ("upstream", upstream.as_str()),
         ];
         e.sample(
-            "tcp_router_upstream_connect_attempts_total",
+            &UPSTREAM_CONNECT_ATTEMPTS_TOTAL,
             &labels,
             load(&stats.attempts),
         );
     }
-    e.family(
-        "tcp_router_upstream_connect_failures_total",
-        "counter",
-        "Failed connect attempts, by listener, route, upstream and reason (refused, timeout, unreachable, not_resolved, error).",
-    );
+    e.family(&UPSTREAM_CONNECT_FAILURES_TOTAL);
     for ((listener, route, upstream), stats) in &upstreams {
         for (index, reason) in Failure::NAMES.iter().enumerate() {
             let labels = [
@@ -288,18 +368,13 @@ fn upstreams(e: &mut Exposition, shared: &Shared) {
                 ("reason", reason),
             ];
             e.sample(
-                "tcp_router_upstream_connect_failures_total",
+                &UPSTREAM_CONNECT_FAILURES_TOTAL,
                 &labels,
                 stats.failure_count(index),
             );
         }
     }
-    let name = "tcp_router_upstream_connect_duration_seconds";
-    e.family(
-        name,
-        "histogram",
-        "Time to connect to an upstream, for the attempts that succeeded.",
-    );
+    e.family(&CONNECT_DURATION_SECONDS);
     for ((listener, route, upstream), stats) in &upstreams {
         let (cumulative, sum) = stats.histogram();
         let count = cumulative.last().copied().unwrap_or(0);
@@ -311,21 +386,17 @@ fn upstreams(e: &mut Exposition, shared: &Shared) {
                 ("upstream", upstream.as_str()),
                 ("le", le.as_str()),
             ];
-            e.sample(&format!("{name}_bucket"), &labels, value);
+            e.sample_of(&CONNECT_DURATION_SECONDS, "_bucket", &labels, value);
         }
         let labels = [
             ("listener", listener.as_str()),
             ("route", route.as_str()),
             ("upstream", upstream.as_str()),
         ];
-        e.sample(&format!("{name}_sum"), &labels, sum);
-        e.sample(&format!("{name}_count"), &labels, count);
+        e.sample_of(&CONNECT_DURATION_SECONDS, "_sum", &labels, sum);
+        e.sample_of(&CONNECT_DURATION_SECONDS, "_count", &labels, count);
     }
-    e.family(
-        "tcp_router_upstream_cooling_down",
-        "gauge",
-        "1 while an upstream that just failed is tried only after the healthy ones.",
-    );
+    e.family(&UPSTREAM_COOLING_DOWN);
     for (_, state) in shared.listeners() {
         let listener = state.config.listen.to_string();
         for route in &state.routes {
@@ -338,11 +409,7 @@ fn upstreams(e: &mut Exposition, shared: &Shared) {
                     ("route", label.as_str()),
                     ("upstream", upstream.as_str()),
                 ];
-                e.sample(
-                    "tcp_router_upstream_cooling_down",
-                    &labels,
-                    u8::from(cooling),
-                );
+                e.sample(&UPSTREAM_COOLING_DOWN, &labels, u8::from(cooling));
             }
         }
     }
@@ -372,12 +439,106 @@ fn threads() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::config::{Config, Listener, Route};
+    use crate::serve::Server;
+
+    /// Every family, in the order the exposition writes them.
+    const FAMILIES: &[&Family] = &[
+        &BUILD_INFO,
+        &PROCESS_START_TIME_SECONDS,
+        &PROCESS_OPEN_FDS,
+        &THREADS,
+        &SPLICE_IN_USE,
+        &RELOADS_TOTAL,
+        &RELOADS_SUCCEEDED_TOTAL,
+        &LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+        &ACCEPT_ERRORS_TOTAL,
+        &STOPPING,
+        &CONNECTIONS_ACCEPTED_TOTAL,
+        &CONNECTIONS_ENDED_TOTAL,
+        &CONNECTIONS_ACTIVE,
+        &CONNECTIONS_MAX,
+        &ACCEPT_PAUSED,
+        &RELAYED_BYTES_TOTAL,
+        &DIRECTIONS_ENDED_TOTAL,
+        &UPSTREAM_CONNECT_ATTEMPTS_TOTAL,
+        &UPSTREAM_CONNECT_FAILURES_TOTAL,
+        &CONNECT_DURATION_SECONDS,
+        &UPSTREAM_COOLING_DOWN,
+    ];
+
+    /// The exposition of a server with one listener, one route and one upstream, each family
+    /// with a sample.
+    fn exposition() -> String {
+        let mut listener = Listener::new("127.0.0.1:0".parse().unwrap());
+        listener.routes = vec![Route::new(vec!["127.0.0.1:1".parse().unwrap()])];
+        let config = Config {
+            listeners: vec![listener],
+            ..Config::default()
+        };
+        let server = Server::bind(&config, Vec::new()).unwrap();
+        let shared = server.shared();
+        shared
+            .metrics
+            .accept_failed(&std::io::Error::from_raw_os_error(24));
+        render(&shared)
+    }
+
+    #[test]
+    fn every_metric_name_is_declared_once() {
+        let names: BTreeSet<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        assert_eq!(names.len(), FAMILIES.len(), "a name declared twice");
+    }
+
+    #[test]
+    fn every_declared_family_is_written_with_samples_and_nothing_else_is() {
+        let text = exposition();
+        let typed: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split(' ').next())
+            .collect();
+        let declared: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        assert_eq!(typed, declared, "the families written, in order");
+        for family in FAMILIES {
+            let series = |line: &&str| {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                let base = match family.kind {
+                    Kind::Histogram => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|suffix| name.strip_suffix(suffix))
+                        .unwrap_or(name),
+                    Kind::Counter | Kind::Gauge => name,
+                };
+                !line.starts_with('#') && base == family.name
+            };
+            assert!(
+                text.lines().any(|line| series(&line)),
+                "no sample of {}",
+                family.name
+            );
+        }
+        let sampled = text.lines().filter(|line| !line.starts_with('#'));
+        for line in sampled {
+            assert!(
+                FAMILIES.iter().any(|f| line.starts_with(f.name)),
+                "a sample of no declared family: {line}"
+            );
+        }
+    }
 
     #[test]
     fn label_values_are_escaped() {
         let mut e = Exposition { out: String::new() };
-        e.sample("m", &[("route", "a\"b\\c\nd")], 1);
+        let m = Family {
+            name: "m",
+            kind: Kind::Gauge,
+            help: "",
+        };
+        e.sample(&m, &[("route", "a\"b\\c\nd")], 1);
         assert_eq!(e.out, "m{route=\"a\\\"b\\\\c\\nd\"} 1\n");
     }
 }

@@ -195,9 +195,7 @@ mod tests {
                 .collect()
         };
         let config = Config::from_file(&path, &Settings::default()).map_err(strip)?;
-        config
-            .validate()
-            .map_err(|e| strip(e.to_string().lines().map(String::from).collect()))?;
+        config.validate().map_err(|e| strip(e.lines()))?;
         Ok(config)
     }
 

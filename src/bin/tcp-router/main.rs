@@ -10,7 +10,6 @@ mod signals;
 mod upgrade;
 
 use std::error::Error as _;
-use std::fmt;
 use std::io::LineWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +38,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             // Configuration errors come one per line (`FILE:LINE: message`); each gets the prefix.
-            for line in failure.to_string().lines() {
+            for line in failure.lines() {
                 eprintln!("tcp-router: {line}");
             }
             ExitCode::from(failure.exit_code())
@@ -191,30 +190,26 @@ impl Failure {
             Failure::Library(_) | Failure::PidFile { .. } | Failure::Activation(_) => 1,
         }
     }
-}
 
-impl fmt::Display for Failure {
-    /// The error followed by each of its causes, separated by `: `.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut source = match self {
-            Failure::Library(err) => {
-                write!(f, "{err}")?;
-                err.source()
-            }
-            Failure::PidFile { path, source } => {
-                write!(f, "cannot write pid file '{}'", path.display())?;
-                Some(source as &(dyn std::error::Error + 'static))
-            }
-            Failure::Activation(lines) => {
-                write!(f, "{}", lines.join("\n"))?;
-                None
-            }
+    /// What to print, one line each: one per problem in the configuration or in what the
+    /// service manager passed; otherwise the error followed by each of its causes, separated by
+    /// `: `.
+    fn lines(&self) -> Vec<String> {
+        let (mut lines, mut source) = match self {
+            Failure::Library(err) => (err.lines(), err.source()),
+            Failure::PidFile { path, source } => (
+                vec![format!("cannot write pid file '{}'", path.display())],
+                Some(source as &(dyn std::error::Error + 'static)),
+            ),
+            Failure::Activation(lines) => (lines.clone(), None),
         };
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
+        if let Some(last) = lines.last_mut() {
+            while let Some(cause) = source {
+                last.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
         }
-        Ok(())
+        lines
     }
 }
 
@@ -263,6 +258,26 @@ fn init_logging(level: LevelFilter) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_configuration_problem_is_a_line_of_its_own() {
+        let failure = Failure::Library(Error::Config(vec!["a.conf:1: one".into(), "two".into()]));
+        assert_eq!(failure.lines(), ["a.conf:1: one", "two"]);
+        let failure = Failure::Activation(vec!["three".into(), "four".into()]);
+        assert_eq!(failure.lines(), ["three", "four"]);
+    }
+
+    #[test]
+    fn any_other_failure_is_one_line_with_its_causes() {
+        let failure = Failure::PidFile {
+            path: "/run/x.pid".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            failure.lines(),
+            ["cannot write pid file '/run/x.pid': permission denied"]
+        );
+    }
 
     #[test]
     fn log_timestamps_keep_their_trailing_zeros() {

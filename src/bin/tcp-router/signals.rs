@@ -121,7 +121,9 @@ fn start_reloader(
 fn reconfigure(handle: &Handle, reload: &Reload) -> Option<String> {
     match reload() {
         None => {
-            handle.reload_refused(&"SIGHUP, but there is no config file to re-read (--config)");
+            handle.reload_refused(&Error::Config(vec![
+                "SIGHUP, but there is no config file to re-read (--config)".into(),
+            ]));
             Some("no config file to re-read".into())
         }
         // The accept loop logs the outcome.
@@ -134,11 +136,7 @@ fn reconfigure(handle: &Handle, reload: &Reload) -> Option<String> {
 }
 
 fn first_line(err: &Error) -> String {
-    err.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    err.lines().into_iter().next().unwrap_or_default()
 }
 
 fn name(signal: i32) -> &'static str {
