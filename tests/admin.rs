@@ -991,16 +991,9 @@ fn the_json_samples_in_the_docs_have_the_real_outputs_shape() {
         }
     }
     fn quoted(docs: &str, intro: &str) -> Value {
-        let after =
-            &docs[docs.find(intro).unwrap_or_else(|| panic!("no {intro:?}")) + intro.len()..];
-        let start = after.find("```json\n").expect("a ```json block") + "```json\n".len();
-        let end = start + after[start..].find("```").expect("the block's end");
-        serde_json::from_str(&after[start..end]).expect("the docs' sample is JSON")
+        serde_json::from_str(fenced_block(docs, intro, "json")).expect("the docs' sample is JSON")
     }
-    let docs = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
-    )
-    .unwrap();
+    let docs = repo_file("docs/operations.md");
     let (up, release) = lingering_echo_upstream();
     let other = echo_upstream();
     let (router, admin) = start_with_admin(&["127.0.0.1:0", &s(up.addr), &s(other.addr)]);

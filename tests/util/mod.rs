@@ -1,6 +1,6 @@
 //! Shared helpers, one per idea: a router on an ephemeral port (in this process here, the binary
 //! in [`process`]), upstreams that echo, report or hold, patience instead of sleeps, scratch
-//! directories, visible skips and deterministic data. Clients and round trips are in [`net`],
+//! directories, visible skips, the repository's own files and deterministic data. Clients and round trips are in [`net`],
 //! the admin endpoint's client in [`admin`], and what the tests read of /proc in [`procfs`].
 
 #![allow(dead_code, reason = "each test module uses its own subset")]
@@ -282,6 +282,36 @@ pub fn skip_without(test: &str, tools: &[&str]) -> bool {
         }
         None => false,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The repository's own files
+// ---------------------------------------------------------------------------------------------
+
+/// The text of `path`, relative to the repository's root (a page of docs/, a manual page, the
+/// manifest).
+pub fn repo_file(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The body of the first ```` ```lang ```` block after `intro` in `page`: what the page quotes
+/// there.
+pub fn fenced_block<'a>(page: &'a str, intro: &str, lang: &str) -> &'a str {
+    let at = page
+        .find(intro)
+        .unwrap_or_else(|| panic!("no {intro:?} in the page"));
+    let after = &page[at + intro.len()..];
+    let fence = format!("```{lang}\n");
+    let start = after
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no ```{lang} block after {intro:?}"))
+        + fence.len();
+    let end = start
+        + after[start..]
+            .find("```")
+            .unwrap_or_else(|| panic!("no end of the block after {intro:?}"));
+    &after[start..end]
 }
 
 // ---------------------------------------------------------------------------------------------
