@@ -3,10 +3,9 @@
 //! as JSON, a request head bounded in size and time, an allow list, and the status page in a real
 //! browser; with curl, promtool and chromium where installed.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -20,320 +19,19 @@ use tcp_router::Forwarder;
 use crate::util::*;
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: the endpoint's address, a plain HTTP client, curl, the metrics text, upstreams
+// Helpers: curl, upstreams that hold or linger, a client that sends first, random names
 // ---------------------------------------------------------------------------------------------
-
-/// The first stderr line containing `needle`: among those seen already, or the next one.
-fn line_with(router: &mut Process, needle: &str) -> String {
-    match router.seen.iter().find(|l| l.contains(needle)) {
-        Some(line) => line.clone(),
-        None => router.wait_for_line(needle),
-    }
-}
-
-/// The admin endpoint's address, from its `admin endpoint on http://ADDR/` line (logged before
-/// the listeners', so among the lines `Process::start` has seen already).
-fn admin_addr(router: &mut Process) -> SocketAddr {
-    const NEEDLE: &str = "admin endpoint on http://";
-    let line = line_with(router, NEEDLE);
-    line.split(NEEDLE)
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-}
-
-/// The binary with `--admin 127.0.0.1:0` and `args`; returns it and the endpoint's address.
-fn start(args: &[&str]) -> (Process, SocketAddr) {
-    let mut all = vec!["--admin", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    let mut router = Process::start(&all);
-    let admin = admin_addr(&mut router);
-    (router, admin)
-}
-
-/// An address as an argument.
-fn s(addr: SocketAddr) -> String {
-    addr.to_string()
-}
-
-/// An HTTP response as received: status, head (status line and headers) and body.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    /// Parses a whole response: head, blank line, body.
-    fn parse(raw: &[u8]) -> Reply {
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no end of head in {:?}", String::from_utf8_lossy(raw)));
-        let head = String::from_utf8(raw[..end].to_vec()).expect("head is UTF-8");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {head:?}"));
-        Reply {
-            status,
-            head,
-            body: raw[end + 4..].to_vec(),
-        }
-    }
-
-    /// The value of header `name` (case-insensitive), if present.
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("body is UTF-8")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}):\n{}", self.text()))
-    }
-}
-
-/// Reads until the peer closes; a reset after the answer counts as closed.
-fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == ErrorKind::ConnectionReset => return out,
-            Err(err) => panic!("read: {err}"),
-        }
-    }
-}
-
-/// Sends `request` as is on a new connection to `admin` and reads the whole answer.
-fn exchange(admin: SocketAddr, request: &[u8]) -> Reply {
-    let mut stream = connect(admin);
-    stream.write_all(request).unwrap();
-    let _ = stream.shutdown(Shutdown::Write);
-    Reply::parse(&read_until_closed(&mut stream))
-}
-
-/// `METHOD path` on a new connection; the body must be as long as Content-Length says (HEAD
-/// aside).
-fn request(admin: SocketAddr, method: &str, path: &str) -> Reply {
-    let reply = exchange(
-        admin,
-        format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\nUser-Agent: tests\r\n\r\n")
-            .as_bytes(),
-    );
-    if method != "HEAD" {
-        let length: usize = reply
-            .header("Content-Length")
-            .and_then(|l| l.parse().ok())
-            .expect("a Content-Length");
-        assert_eq!(length, reply.body.len(), "{method} {path}: {}", reply.head);
-    }
-    reply
-}
-
-fn get(admin: SocketAddr, path: &str) -> Reply {
-    request(admin, "GET", path)
-}
-
-/// `GET path` as JSON, which must be served with status 200.
-fn get_json(admin: SocketAddr, path: &str) -> Value {
-    let reply = get(admin, path);
-    assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
-    assert_eq!(reply.header("Content-Type"), Some("application/json"));
-    reply.json()
-}
-
-/// Polls `GET path` (JSON) until `done` holds for it; fails naming `what` after [`PATIENCE`].
-fn json_until(admin: SocketAddr, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let value = get_json(admin, path);
-        if done(&value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting: {what}; last {path}:\n{value:#}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// curl with `args`, which must succeed (any HTTP status): its `-i` output parsed.
 fn curl(args: &[&str]) -> Reply {
-    let out = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "10"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run curl");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_tool(
+        Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "10"])
+            .args(args),
+        b"",
     );
-    Reply::parse(&out.stdout)
-}
-
-/// One sample of the text exposition.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// `GET /metrics`, parsed.
-struct Metrics {
-    text: String,
-    samples: Vec<Sample>,
-}
-
-impl Metrics {
-    fn parse(text: &str) -> Metrics {
-        let samples = text
-            .lines()
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| parse_sample(line).unwrap_or_else(|| panic!("bad sample line {line:?}")))
-            .collect();
-        Metrics {
-            text: text.to_string(),
-            samples,
-        }
-    }
-
-    fn matching<'a>(
-        &'a self,
-        name: &'a str,
-        labels: &'a [(&str, &str)],
-    ) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |sample| {
-            sample.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| sample.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-    }
-
-    /// The value of the one sample of `name` whose labels include `labels`, as a whole number.
-    fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let found: Vec<&Sample> = self.matching(name, labels).collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "expected exactly one {name} with {labels:?}, found {found:?}\n{}",
-            self.text
-        );
-        whole(found[0].value)
-    }
-
-    /// The sum over every sample of `name` whose labels include `labels`.
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.matching(name, labels).map(|s| whole(s.value)).sum()
-    }
-
-    /// Every series, as name and labels, without values.
-    fn series(&self) -> BTreeSet<String> {
-        self.samples
-            .iter()
-            .map(|s| format!("{}{:?}", s.name, s.labels))
-            .collect()
-    }
-}
-
-fn whole(value: f64) -> u64 {
-    assert!(
-        value >= 0.0 && value.fract() == 0.0,
-        "{value} is not a count"
-    );
-    value as u64
-}
-
-/// `name{key="value",...} value`, with the text format's escapes in label values.
-fn parse_sample(line: &str) -> Option<Sample> {
-    let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_string();
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(inner) = rest.strip_prefix('{') {
-        let mut chars = inner.char_indices();
-        loop {
-            let (start, c) = chars.next()?;
-            if c == '}' {
-                rest = &inner[start + 1..];
-                break;
-            }
-            if c == ',' {
-                continue;
-            }
-            let eq = inner[start..].find('=')? + start;
-            let key = inner[start..eq].to_string();
-            while chars.next()?.0 < eq + 1 {}
-            let mut value = String::new();
-            loop {
-                match chars.next()?.1 {
-                    '"' => break,
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    other => value.push(other),
-                }
-            }
-            labels.insert(key, value);
-        }
-    }
-    let value = rest.trim().split(' ').next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
-/// `GET /metrics`, which must be served as the text format, version 0.0.4.
-fn metrics(admin: SocketAddr) -> Metrics {
-    let reply = get(admin, "/metrics");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(
-        reply.header("Content-Type"),
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    );
-    Metrics::parse(reply.text())
-}
-
-/// Polls `/metrics` until `done` holds; fails naming `what` after [`PATIENCE`].
-fn metrics_until(admin: SocketAddr, what: &str, done: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let m = metrics(admin);
-        if done(&m) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting: {what}; last /metrics:\n{}",
-            m.text
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
+    assert!(out.status.success(), "curl {args:?}: {}", out.stderr);
+    Reply::parse(out.stdout.as_bytes())
 }
 
 /// An upstream that reads exactly `expect` bytes from its one client, reports them, waits for a
@@ -387,32 +85,6 @@ fn one_shot(addr: SocketAddr, first: &[u8]) -> Vec<u8> {
     read_until_closed(&mut client)
 }
 
-/// A minimal TLS 1.2-style ClientHello record with `name` in the server_name extension.
-fn client_hello(name: &str) -> Vec<u8> {
-    let name = name.as_bytes();
-    let mut server_name = Vec::new();
-    server_name.extend_from_slice(&(name.len() as u16 + 3).to_be_bytes());
-    server_name.push(0); // host_name
-    server_name.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    server_name.extend_from_slice(name);
-    let mut extensions = vec![0x00, 0x00]; // server_name
-    extensions.extend_from_slice(&(server_name.len() as u16).to_be_bytes());
-    extensions.extend_from_slice(&server_name);
-    let mut body = vec![0x03, 0x03]; // legacy_version: TLS 1.2
-    body.extend_from_slice(&[0x5a; 32]); // random
-    body.push(0); // no session id
-    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
-    body.extend_from_slice(&[0x01, 0x00]); // compression: null
-    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
-    body.extend_from_slice(&extensions);
-    let mut record = vec![0x16, 0x03, 0x01];
-    record.extend_from_slice(&(body.len() as u16 + 4).to_be_bytes());
-    record.push(0x01); // ClientHello
-    record.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    record.extend_from_slice(&body);
-    record
-}
-
 /// A random host name of one to three labels, some letters in capitals, ending in `suffix`.
 fn random_name(seed: u64, suffix: &str) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -446,7 +118,7 @@ fn curl_reads_every_endpoint_and_promtool_accepts_the_metrics() {
     }
     let up = echo_upstream();
     let dead = dead_addr();
-    let (router, admin) = start(&[
+    let (router, admin) = start_with_admin(&[
         "127.0.0.1:0",
         &s(up.addr),
         "--host",
@@ -454,8 +126,7 @@ fn curl_reads_every_endpoint_and_promtool_accepts_the_metrics() {
     ]);
     let router_addr = router.addr;
     let mut client = connect(router_addr);
-    client.write_all(b"ping\n").unwrap();
-    assert_eq!(read_exact(&mut client, 5), b"ping\n");
+    round_trip(&mut client, b"ping\n");
     drop(client);
     one_shot(router_addr, b"GET / HTTP/1.1\r\nHost: dead.example\r\n\r\n");
     let m = metrics_until(admin, "both connections ended", |m| {
@@ -515,26 +186,16 @@ fn curl_reads_every_endpoint_and_promtool_accepts_the_metrics() {
     if skip_without(&format!("{test} (promtool part)"), &["promtool"]) {
         return;
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&exposition)
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
+    let out = run_tool(
+        Command::new("promtool").args(["check", "metrics"]),
+        &exposition,
+    );
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool check metrics: {}\n{}{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.stdout,
+        out.stderr
     );
 }
 
@@ -572,7 +233,7 @@ fn relayed_bytes_are_exact_per_route_during_and_after_a_transfer() {
         .iter()
         .map(|l| held_upstream(l.request.len(), l.answer.clone()))
         .collect();
-    let (mut router, admin) = start(&[
+    let (mut router, admin) = start_with_admin(&[
         "127.0.0.1:0",
         &s(held[1].0.addr),
         "--host",
@@ -641,8 +302,7 @@ fn relayed_bytes_are_exact_per_route_during_and_after_a_transfer() {
 
     for ((_, (_, _, release)), client) in legs.iter().zip(&held).zip(&mut clients) {
         release.send(()).unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        assert!(read_to_end(client).is_empty());
+        close_cleanly(client);
     }
     // A connection is counted as ended just before it leaves the live set: wait for both.
     let after = metrics_until(admin, "both connections ended and left", |m| {
@@ -666,7 +326,7 @@ fn relayed_bytes_are_exact_per_route_during_and_after_a_transfer() {
             ];
             assert_eq!(after.count("tcp_router_directions_ended_total", &labels), 1);
         }
-        let line = line_with(&mut router, &format!(" route={} ", leg.route));
+        let line = router.line_with(&format!(" route={} ", leg.route));
         assert!(
             line.contains(&format!(" sent={sent} received={received} ")),
             "{line}"
@@ -691,7 +351,7 @@ fn relayed_bytes_are_exact_per_route_during_and_after_a_transfer() {
 #[test]
 fn connect_failures_and_refusals_are_counted() {
     let dead = dead_addr();
-    let (router, admin) = start(&["127.0.0.1:0", &s(dead.addr)]);
+    let (router, admin) = start_with_admin(&["127.0.0.1:0", &s(dead.addr)]);
     for _ in 0..3 {
         assert!(one_shot(router.addr, b"hello").is_empty());
     }
@@ -730,7 +390,7 @@ fn connect_failures_and_refusals_are_counted() {
 
     let up = echo_upstream();
     for rule in [["--deny", "127.0.0.1"], ["--allow", "10.0.0.0/8"]] {
-        let (router, admin) = start(&[rule[0], rule[1], "127.0.0.1:0", &s(up.addr)]);
+        let (router, admin) = start_with_admin(&[rule[0], rule[1], "127.0.0.1:0", &s(up.addr)]);
         for _ in 0..2 {
             assert!(one_shot(router.addr, b"hello").is_empty());
         }
@@ -763,7 +423,7 @@ fn random_sni_names_add_no_series() {
     let wild = echo_upstream();
     let default = echo_upstream();
     let exact = echo_upstream();
-    let (router, admin) = start(&[
+    let (router, admin) = start_with_admin(&[
         "127.0.0.1:0",
         &s(default.addr),
         "--sni",
@@ -794,10 +454,7 @@ fn random_sni_names_add_no_series() {
             let addr = router.addr;
             thread::spawn(move || {
                 for name in names.iter().skip(t).step_by(THREADS) {
-                    let hello = client_hello(name);
-                    let mut client = connect(addr);
-                    send_and_close(&mut client, &hello);
-                    assert_eq!(read_to_end(&mut client), hello, "{name}");
+                    echo_through(addr, &client_hello(name));
                 }
             })
         })
@@ -841,7 +498,7 @@ fn random_sni_names_add_no_series() {
 #[test]
 fn ready_turns_503_at_sigterm_while_the_grace_keeps_accepting_and_the_transfer_drains() {
     let up = echo_upstream();
-    let (mut router, admin) = start(&[
+    let (mut router, admin) = start_with_admin(&[
         "--shutdown-grace",
         "2s",
         "--drain-timeout",
@@ -875,9 +532,7 @@ fn ready_turns_503_at_sigterm_while_the_grace_keeps_accepting_and_the_transfer_d
     assert_eq!(metrics(admin).count("tcp_router_stopping", &[]), 1);
     assert_eq!(get_json(admin, "/routes")["stopping"], true);
 
-    let mut late = connect(router.addr);
-    send_and_close(&mut late, b"a client during the grace");
-    assert_eq!(read_to_end(&mut late), b"a client during the grace");
+    echo_through(router.addr, b"a client during the grace");
     assert!(
         signalled.elapsed() < Duration::from_secs(2),
         "served within the grace"
@@ -936,8 +591,7 @@ fn the_library_serves_the_endpoint_at_admin_addr() {
     assert_eq!(get(admin, "/health").status, 200);
 
     let mut client = connect(listen);
-    client.write_all(b"ping").unwrap();
-    assert_eq!(read_exact(&mut client, 4), b"ping");
+    round_trip(&mut client, b"ping");
     handle.stop();
     let reply = get(admin, "/ready");
     assert_eq!((reply.status, reply.text()), (503, "stopping\n"));
@@ -989,14 +643,6 @@ fn slow_admin_client(admin: SocketAddr, connected: mpsc::Sender<()>) -> (Reply, 
     (Reply::parse(&got), answered)
 }
 
-/// A forwarded echo round trip on `stream`.
-fn round_trip(stream: &mut TcpStream, payload: &[u8]) -> Duration {
-    let started = Instant::now();
-    stream.write_all(payload).unwrap();
-    assert_eq!(read_exact(stream, payload.len()), payload);
-    started.elapsed()
-}
-
 /// Forty admin clients sending one byte a second (more than the endpoint has answering
 /// threads) hold no thread while their requests arrive: `/ready`, `/health` and `/metrics` are
 /// answered 200 meanwhile, forwarded echo round trips, on an open connection and a new one, still
@@ -1005,7 +651,7 @@ fn round_trip(stream: &mut TcpStream, payload: &[u8]) -> Duration {
 fn slow_admin_clients_delay_no_forwarded_byte_and_no_probe() {
     const SLOW: usize = 40;
     let up = echo_upstream();
-    let (router, admin) = start(&["127.0.0.1:0", &s(up.addr)]);
+    let (router, admin) = start_with_admin(&["127.0.0.1:0", &s(up.addr)]);
     let mut forwarded = connect(router.addr);
     forwarded.set_nodelay(true).unwrap();
     let payload = random_bytes(6, 512);
@@ -1063,7 +709,8 @@ fn slow_admin_clients_delay_no_forwarded_byte_and_no_probe() {
 fn silent_sockets_from_a_refused_address_cannot_fail_the_probes() {
     const REFUSED: usize = 16;
     let up = echo_upstream();
-    let (_router, admin) = start(&["--admin-allow", "127.0.0.1", "127.0.0.1:0", &s(up.addr)]);
+    let (_router, admin) =
+        start_with_admin(&["--admin-allow", "127.0.0.1", "127.0.0.1:0", &s(up.addr)]);
     let mut silent: Vec<TcpStream> = (0..REFUSED).map(|_| connect_from(5, admin)).collect();
     wait_until("the admin endpoint accepts the silent clients", || {
         accept_queue(admin) == 0
@@ -1085,7 +732,7 @@ fn silent_sockets_from_a_refused_address_cannot_fail_the_probes() {
 #[test]
 fn twenty_concurrent_clients_never_see_a_busy_answer() {
     let up = echo_upstream();
-    let (_router, admin) = start(&["127.0.0.1:0", &s(up.addr)]);
+    let (_router, admin) = start_with_admin(&["127.0.0.1:0", &s(up.addr)]);
     let clients: Vec<_> = (0..20)
         .map(|i| {
             thread::spawn(move || {
@@ -1143,7 +790,7 @@ fn a_busy_endpoint_answers_429_with_retry_after_and_still_answers_probes() {
         .collect();
     let path = dir.write("router.conf", &format!("admin 127.0.0.1 0\n{routes}"));
     let mut router = Process::start(&["-c", &path]);
-    let admin = admin_addr(&mut router);
+    let admin = router.admin_addr();
     let size = get(admin, "/metrics").body.len();
     assert!(size > 200_000, "/metrics is only {size} bytes");
     let mut hogs = Vec::new();
@@ -1171,7 +818,7 @@ fn a_busy_endpoint_answers_429_with_retry_after_and_still_answers_probes() {
 fn clients_that_keep_sending_do_not_hold_the_admin_threads() {
     const ADMIN_THREADS: usize = 8;
     let up = echo_upstream();
-    let (_router, admin) = start(&["127.0.0.1:0", &s(up.addr)]);
+    let (_router, admin) = start_with_admin(&["127.0.0.1:0", &s(up.addr)]);
     let stop = Arc::new(AtomicBool::new(false));
     let (connected_tx, connected) = mpsc::channel();
     let hogs: Vec<_> = (0..ADMIN_THREADS)
@@ -1204,15 +851,10 @@ fn clients_that_keep_sending_do_not_hold_the_admin_threads() {
         accept_queue(admin) == 0
     });
     let started = Instant::now();
-    let served = loop {
-        if get(admin, "/ready").status == 200 {
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(2) {
-            break false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let served = poll_within(Duration::from_secs(2), || {
+        (get(admin, "/ready").status == 200).then_some(())
+    })
+    .is_some();
     if !served {
         stop.store(true, Ordering::SeqCst);
     }
@@ -1235,7 +877,7 @@ fn clients_that_keep_sending_do_not_hold_the_admin_threads() {
 #[test]
 fn requests_outside_the_protocol_get_431_405_404_and_head_has_no_body() {
     let up = echo_upstream();
-    let (_router, admin) = start(&["127.0.0.1:0", &s(up.addr)]);
+    let (_router, admin) = start_with_admin(&["127.0.0.1:0", &s(up.addr)]);
     let padded = |total: usize| {
         let start = b"GET /ready HTTP/1.1\r\nX-Padding: ".to_vec();
         let mut req = start.clone();
@@ -1285,12 +927,13 @@ fn admin_allow_refuses_clients_outside_it() {
         return;
     }
     let up = echo_upstream();
-    let (_outside, admin) = start(&["--admin-allow", "10.0.0.0/8", "127.0.0.1:0", &s(up.addr)]);
+    let (_outside, admin) =
+        start_with_admin(&["--admin-allow", "10.0.0.0/8", "127.0.0.1:0", &s(up.addr)]);
     for path in ["/metrics", "/ready", "/"] {
         let reply = curl(&[&format!("http://{admin}{path}")]);
         assert_eq!((reply.status, reply.text()), (403, "forbidden\n"), "{path}");
     }
-    let (_inside, admin) = start(&[
+    let (_inside, admin) = start_with_admin(&[
         "--admin-allow",
         "10.0.0.0/8",
         "--admin-allow",
@@ -1310,7 +953,7 @@ fn admin_allow_refuses_clients_outside_it() {
     };
     let path = dir.write("router.conf", &file("10.0.0.0/8"));
     let mut router = Process::start(&["-c", &path]);
-    let admin = admin_addr(&mut router);
+    let admin = router.admin_addr();
     assert_eq!(curl(&[&format!("http://{admin}/ready")]).status, 403);
     dir.write("router.conf", &file("127.0.0.1"));
     router.signal("HUP");
@@ -1348,22 +991,14 @@ fn the_json_samples_in_the_docs_have_the_real_outputs_shape() {
         }
     }
     fn quoted(docs: &str, intro: &str) -> Value {
-        let after =
-            &docs[docs.find(intro).unwrap_or_else(|| panic!("no {intro:?}")) + intro.len()..];
-        let start = after.find("```json\n").expect("a ```json block") + "```json\n".len();
-        let end = start + after[start..].find("```").expect("the block's end");
-        serde_json::from_str(&after[start..end]).expect("the docs' sample is JSON")
+        serde_json::from_str(fenced_block(docs, intro, "json")).expect("the docs' sample is JSON")
     }
-    let docs = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"),
-    )
-    .unwrap();
+    let docs = repo_file("docs/operations.md");
     let (up, release) = lingering_echo_upstream();
     let other = echo_upstream();
-    let (router, admin) = start(&["127.0.0.1:0", &s(up.addr), &s(other.addr)]);
+    let (router, admin) = start_with_admin(&["127.0.0.1:0", &s(up.addr), &s(other.addr)]);
     let mut client = connect(router.addr);
-    client.write_all(b"hello").unwrap();
-    assert_eq!(read_exact(&mut client, 5), b"hello");
+    round_trip(&mut client, b"hello");
     for (intro, path) in [
         (
             "`GET /connections` (trimmed to one connection):",
@@ -1391,7 +1026,7 @@ fn the_json_samples_in_the_docs_have_the_real_outputs_shape() {
 #[test]
 fn an_upstream_is_never_called_up_without_evidence() {
     let dead = dead_addr();
-    let (router, admin) = start(&["127.0.0.1:0", &s(dead.addr)]);
+    let (router, admin) = start_with_admin(&["127.0.0.1:0", &s(dead.addr)]);
     let state =
         |routes: &Value| routes["listeners"][0]["routes"][0]["upstreams"][0]["state"].clone();
     assert_eq!(state(&get_json(admin, "/routes")), "no recent failure");
@@ -1421,7 +1056,7 @@ fn every_refused_reload_is_counted_whatever_the_reason() {
     );
     let path = dir.write("router.conf", &good);
     let mut router = Process::start(&["--admin", "127.0.0.1:0", "-c", &path]);
-    let admin = admin_addr(&mut router);
+    let admin = router.admin_addr();
     let reloads = |m: &Metrics| {
         (
             m.count("tcp_router_reloads_total", &[]),
@@ -1464,18 +1099,16 @@ fn every_refused_reload_is_counted_whatever_the_reason() {
 fn connections_and_routes_show_the_live_state() {
     let (up, release) = lingering_echo_upstream();
     let dead = dead_addr();
-    let (mut router, admin) = start(&[
+    let (mut router, admin) = start_with_admin(&[
         "127.0.0.1:0",
         &s(up.addr),
         "--host",
         &format!("dead.example={}", dead.addr),
     ]);
     let mut first = connect(router.addr);
-    first.write_all(b"first client\n").unwrap();
-    assert_eq!(read_exact(&mut first, 13), b"first client\n");
+    round_trip(&mut first, b"first client\n");
     let mut second = connect(router.addr);
-    second.write_all(b"second, a longer line\n").unwrap();
-    assert_eq!(read_exact(&mut second, 22), b"second, a longer line\n");
+    round_trip(&mut second, b"second, a longer line\n");
 
     let expected = [(&first, 13), (&second, 22)];
     let listing = json_until(
@@ -1597,8 +1230,8 @@ fn connections_and_routes_show_the_live_state() {
 fn chromium_dom(url: &str) -> String {
     let profile = temp_dir("chromium");
     let profile_arg = format!("--user-data-dir={}", profile.path().display());
-    let mut child = Command::new("chromium")
-        .args([
+    let out = run_tool(
+        Command::new("chromium").args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -1611,30 +1244,16 @@ fn chromium_dom(url: &str) -> String {
             "--virtual-time-budget=5000",
             "--dump-dom",
             url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run chromium");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        let mut err = String::new();
-        let _ = stderr.read_to_string(&mut err);
-        let _ = tx.send((out, err));
-    });
-    let Ok((dom, err)) = rx.recv_timeout(PATIENCE) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("chromium did not finish within {PATIENCE:?}");
-    };
-    let status = child.wait().unwrap();
-    assert!(status.success(), "chromium: {status}\n{err}");
-    dom
+        ]),
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "chromium: {}\n{}",
+        out.status,
+        out.stderr
+    );
+    out.stdout
 }
 
 /// How long `upstream` is still cooling down after a failure, from `GET /routes`; `None` if it
@@ -1682,8 +1301,7 @@ fn page_while_cooling(
             }
             assert!(tried < 4, "{dead} was not tried by {tried} new clients");
             let mut short = connect(router);
-            short.write_all(request).unwrap();
-            assert_eq!(read_exact(&mut short, request.len()), request);
+            round_trip(&mut short, request);
         }
         json_until(admin, "/connections", "the short clients left", |v| {
             v["total"] == 2
@@ -1704,7 +1322,7 @@ fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
     let default_up = echo_upstream();
     let named_up = echo_upstream();
     let dead = dead_addr();
-    let (router, admin) = start(&[
+    let (router, admin) = start_with_admin(&[
         "127.0.0.1:0",
         &s(default_up.addr),
         "--host",
@@ -1712,8 +1330,7 @@ fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
     ]);
     let request = b"GET /live HTTP/1.1\r\nHost: a.example\r\n\r\n";
     let mut named = connect(router.addr);
-    named.write_all(request).unwrap();
-    assert_eq!(read_exact(&mut named, request.len()), request);
+    round_trip(&mut named, request);
     let busy = connect(router.addr);
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {
@@ -1722,8 +1339,7 @@ fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
         thread::spawn(move || {
             let chunk = random_bytes(7, 4096);
             while !stop.load(Ordering::SeqCst) {
-                busy.write_all(&chunk).unwrap();
-                assert_eq!(read_exact(&mut busy, chunk.len()), chunk);
+                round_trip(&mut busy, &chunk);
                 // Pacing, so the traffic does not starve the browser of the two cores.
                 thread::sleep(Duration::from_millis(10));
             }

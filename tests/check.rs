@@ -115,8 +115,8 @@ fn explain_without_check_is_one_line_and_exit_2() {
 }
 
 /// The config reader refuses what it cannot sensibly read, in one line and at once: a device
-/// (`-c /dev/zero` used to read until memory ran out), and a megabyte-long allow pattern (quoted
-/// by its start and length, not whole); 100,000 bad lines are 100 lines and a count.
+/// (`-c /dev/zero`, which would be read until memory ran out), and a megabyte-long allow pattern
+/// (quoted by its start and length, not whole); 100,000 bad lines are 100 lines and a count.
 #[test]
 fn the_config_reader_refuses_what_it_cannot_sensibly_read_in_one_line() {
     let (code, _, stderr) = run_bin(&["--check", "-c", "/dev/zero"]);
@@ -145,7 +145,7 @@ fn the_config_reader_refuses_what_it_cannot_sensibly_read_in_one_line() {
 }
 
 /// `tcp-router --check ... | head -n 1`: the reader going away is not an error of the program's,
-/// which used to panic with "failed printing to stdout: Broken pipe".
+/// and no panic ("failed printing to stdout: Broken pipe").
 #[test]
 fn a_reader_that_goes_away_does_not_panic_the_summary() {
     use std::io::{BufRead, BufReader};

@@ -132,10 +132,7 @@ fn sigterm_drains_in_flight_transfers() {
 /// A connection that outlives the drain timeout is cut, and the exit is still clean.
 #[test]
 fn drain_timeout_cuts_what_is_left() {
-    let up = upstream(|stream| {
-        let mut buf = [0u8; 1];
-        let _ = (&stream).read(&mut buf);
-    });
+    let up = holding_upstream();
     let mut router = Process::start(&[
         "--drain-timeout",
         "200ms",
@@ -160,10 +157,7 @@ fn drain_timeout_cuts_what_is_left() {
 /// A second SIGTERM during the drain exits at once with 128 + 15.
 #[test]
 fn second_signal_exits_at_once() {
-    let up = upstream(|stream| {
-        let mut buf = [0u8; 1];
-        let _ = (&stream).read(&mut buf);
-    });
+    let up = holding_upstream();
     let mut router =
         Process::start(&["--drain-timeout", "1h", "127.0.0.1:0", &up.addr.to_string()]);
     let mut client = connect(router.addr);
@@ -172,17 +166,6 @@ fn second_signal_exits_at_once() {
     router.wait_for_line("accepting no more clients");
     router.signal("TERM");
     assert_eq!(router.wait_exit().code(), Some(143));
-}
-
-/// The scheduling policy (field 41 of /proc/PID/task/TID/stat) of every thread of `pid`.
-fn thread_policies(pid: u32) -> Vec<u32> {
-    let mut policies = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        policies.push(after_name.split(' ').nth(38).unwrap().parse().unwrap());
-    }
-    policies
 }
 
 /// The policy this test process runs under (what a child inherits).
@@ -206,16 +189,10 @@ fn threads_run_under_the_chosen_scheduler() {
         let mut all_args = args.clone();
         all_args.push(&upstream);
         let mut router = Process::start(&all_args);
-        let started = router
-            .seen
-            .iter()
-            .find(|line| line.contains("scheduler: "))
-            .cloned()
-            .unwrap_or_else(|| router.wait_for_line("scheduler: "));
+        let started = router.line_with("scheduler: ");
         // A connection, so that a worker and a second copy thread exist.
         let mut client = connect(router.addr);
-        client.write_all(b"ping").unwrap();
-        assert_eq!(read_exact(&mut client, 4), b"ping");
+        round_trip(&mut client, b"ping");
         let policies = thread_policies(router.child.id());
         assert!(policies.len() >= 3, "{policies:?}");
         let applied = started.contains("scheduler: SCHED_BATCH");
@@ -408,7 +385,7 @@ fn a_drain_with_only_a_silent_peeking_client_ends_at_once() {
     assert!(log.contains("1 connection(s) finished, 0 cut"), "{log}");
 }
 
-/// The stop line says how long the drain took: an instant stop no longer reads as a wait of the
+/// The stop line says how long the drain took: an instant stop does not read as a wait of the
 /// whole drain timeout ("0 cut after the 10s drain timeout").
 #[test]
 fn the_stop_line_says_how_long_the_drain_took() {
@@ -484,18 +461,14 @@ fn the_conventions_people_type_first_work_or_get_a_fitting_hint() {
     );
 }
 
-/// Every log line's timestamp has one width: RFC 3339 in UTC with nine fraction digits (trailing
-/// zeros used to be dropped, so lines did not line up).
+/// Every log line's timestamp has one width: RFC 3339 in UTC with nine fraction digits, trailing
+/// zeros kept, so lines line up.
 #[test]
 fn log_timestamps_have_a_fixed_width() {
     let up = echo_upstream();
     let mut router = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
     for _ in 0..5 {
-        let mut client = connect(router.addr);
-        client.write_all(b"x").unwrap();
-        let mut byte = [0u8; 1];
-        client.read_exact(&mut byte).unwrap();
-        drop(client);
+        round_trip(&mut connect(router.addr), b"x");
         router.wait_for_line("closed #");
     }
     for line in &router.seen {

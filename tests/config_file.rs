@@ -1,7 +1,7 @@
 //! The config file end to end: several listeners, rinetd allow/deny, idle limits, reload, --check.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Mutex};
 use std::thread;
@@ -16,31 +16,6 @@ fn banner_upstream(banner: &'static str) -> Upstream {
         let mut reader = stream.try_clone().unwrap();
         let _ = std::io::copy(&mut reader, &mut stream);
     })
-}
-
-use crate::util::connect_from;
-
-/// The address logged for the listener whose log line contains `needle`.
-fn listener_addr(router: &mut Process, needle: &str) -> SocketAddr {
-    let line = match router
-        .seen
-        .iter()
-        .find(|l| l.contains("listening on ") && l.contains(needle))
-    {
-        Some(line) => line.clone(),
-        None => loop {
-            let line = router.wait_for_line("listening on ");
-            if line.contains(needle) {
-                break line;
-            }
-        },
-    };
-    line.split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// True if the router served the client (the banner arrived); false if it closed it.
@@ -68,8 +43,8 @@ fn two_listeners_in_one_process() {
         ),
     );
     let mut router = Process::start(&["-c", &file]);
-    let to_a = listener_addr(&mut router, &a.addr.to_string());
-    let to_b = listener_addr(&mut router, &b.addr.to_string());
+    let to_a = router.listener_with(&a.addr.to_string());
+    let to_b = router.listener_with(&b.addr.to_string());
     assert_eq!(read_exact(&mut connect(to_a), 1), b"A");
     assert_eq!(read_exact(&mut connect(to_b), 1), b"B");
 }
@@ -96,8 +71,8 @@ fn rinetd_allow_and_deny_by_source_address() {
         ),
     );
     let mut router = Process::start(&["-c", &file]);
-    let rule1 = listener_addr(&mut router, &format!(":{}", one.addr.port()));
-    let rule2 = listener_addr(&mut router, &format!(":{}", two.addr.port()));
+    let rule1 = router.listener_with(&format!(":{}", one.addr.port()));
+    let rule2 = router.listener_with(&format!(":{}", two.addr.port()));
 
     assert!(served(connect_from(1, rule1)), "127.0.0.1 on rule 1");
     assert!(
@@ -120,15 +95,7 @@ fn rinetd_allow_and_deny_by_source_address() {
     assert_eq!(one.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(two.accepted.load(Ordering::SeqCst), 1);
 
-    while router
-        .seen
-        .iter()
-        .filter(|l| l.contains("closed #"))
-        .count()
-        < 6
-    {
-        router.wait_for_line("closed #");
-    }
+    router.wait_for_lines("closed #", 6);
     let refusal = router
         .seen
         .iter()
@@ -304,8 +271,8 @@ fn per_listener_max_connections() {
         ),
     );
     let mut router = Process::start(&["-c", &file]);
-    let to_capped = listener_addr(&mut router, &capped.addr.to_string());
-    let to_other = listener_addr(&mut router, &other.addr.to_string());
+    let to_capped = router.listener_with(&capped.addr.to_string());
+    let to_other = router.listener_with(&other.addr.to_string());
 
     let mut first = connect(to_capped);
     assert_eq!(read_exact(&mut first, 1), b"!");
@@ -345,8 +312,8 @@ fn sighup_reload_adds_removes_and_keeps_live_transfers() {
     );
     let file = dir.write("reload.conf", &v1);
     let mut router = Process::start(&["-c", &file]);
-    let to_a = listener_addr(&mut router, &a.addr.to_string());
-    let to_b = listener_addr(&mut router, &b.addr.to_string());
+    let to_a = router.listener_with(&a.addr.to_string());
+    let to_b = router.listener_with(&b.addr.to_string());
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
@@ -372,7 +339,7 @@ fn sighup_reload_adds_removes_and_keeps_live_transfers() {
     dir.write("reload.conf", &v2);
     router.signal("HUP");
     router.wait_for_line("reloaded");
-    let to_c = listener_addr(&mut router, &c.addr.to_string());
+    let to_c = router.listener_with(&c.addr.to_string());
     assert_eq!(read_exact(&mut connect(to_c), 1), b"C");
     assert_eq!(read_exact(&mut connect(to_a), 1), b"A", "A kept its socket");
     assert!(TcpStream::connect(to_b).is_err(), "B is closed");

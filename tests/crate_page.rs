@@ -3,18 +3,13 @@
 //! carries, and a builder call needs nothing the crate root does not export.
 //! `make publish-check` runs `cargo publish --dry-run` itself.
 
-use std::path::Path;
-
-fn read(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
+use crate::util::repo_file;
 
 #[test]
 fn the_crate_readme_has_no_relative_links_or_images() {
-    let manifest = read("Cargo.toml");
+    let manifest = repo_file("Cargo.toml");
     assert!(manifest.contains("readme = \"README.crates-io.md\""));
-    let readme = read("README.crates-io.md");
+    let readme = repo_file("README.crates-io.md");
     assert!(
         !readme.contains("!["),
         "an image does not render on crates.io"
@@ -31,7 +26,7 @@ fn the_crate_readme_has_no_relative_links_or_images() {
 
 #[test]
 fn the_manifest_invents_no_address_and_carries_its_licences() {
-    let manifest = read("Cargo.toml");
+    let manifest = repo_file("Cargo.toml");
     assert!(manifest.contains("documentation = \"https://docs.rs/tcp-router\""));
     for key in ["repository", "homepage"] {
         assert!(
@@ -45,7 +40,7 @@ fn the_manifest_invents_no_address_and_carries_its_licences() {
             manifest.contains(&format!("\"/{file}\"")),
             "{file} not in include"
         );
-        assert!(read(file).len() > 500, "{file} is not a licence text");
+        assert!(repo_file(file).len() > 500, "{file} is not a licence text");
     }
 }
 

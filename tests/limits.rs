@@ -1,7 +1,7 @@
 //! Upstream failures cost one client, failover finds a live upstream, and the connection cap holds
 //! clients in the backlog instead of dropping them.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -19,12 +19,11 @@ fn refused_upstream_closes_the_client_promptly() {
     let router = start_router(config);
     let since = Instant::now();
     let mut client = connect(router.addr);
-    let mut buf = [0u8; 1];
-    match client.read(&mut buf) {
-        Ok(0) => {}
-        Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
-        other => panic!("expected the client to be closed, got {other:?}"),
-    }
+    assert_eq!(
+        read_until_closed(&mut client),
+        b"",
+        "expected the client to be closed"
+    );
     let waited = since.elapsed();
     assert!(waited < Duration::from_secs(2), "closed after {waited:?}");
 }
@@ -104,55 +103,38 @@ fn max_connections_holds_clients_in_the_backlog() {
     assert_eq!(accept_queue(router.addr), 0);
 }
 
-/// Threads of a process, from /proc.
-fn threads_of(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap()
-}
-
 /// During a burst the pools grow to what the concurrency needs (two copy threads a connection,
 /// and a set-up worker for each connection being set up at once), not more; the set-up workers
 /// leave once the burst's connections are relaying, and a few seconds after the burst the
 /// surplus copy threads are gone too.
 #[test]
 fn threads_follow_the_load() {
-    use std::io::{Read, Write};
     const CONNECTIONS: usize = 100;
-    let up = crate::util::echo_upstream();
-    let mut process = crate::util::Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    let up = echo_upstream();
+    let mut process = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
     let pid = process.child.id();
     let idle = threads_of(pid);
     // Three waves of connections, each ended before the next opens: the second and third reuse
     // the first one's threads.
     let mut most = 0;
     for wave in 0..3 {
-        let mut streams: Vec<_> = (0..CONNECTIONS)
-            .map(|_| crate::util::connect(process.addr))
-            .collect();
+        let mut streams: Vec<_> = (0..CONNECTIONS).map(|_| connect(process.addr)).collect();
         for (i, stream) in streams.iter_mut().enumerate() {
             stream.write_all(&[wave, i as u8]).unwrap();
         }
         for (i, stream) in streams.iter_mut().enumerate() {
-            let mut echo = [0u8; 2];
-            stream.read_exact(&mut echo).unwrap();
-            assert_eq!(echo, [wave, i as u8]);
+            assert_eq!(read_exact(stream, 2), [wave, i as u8]);
         }
         most = most.max(threads_of(pid));
         if wave == 0 {
             // Relaying, with no connection being set up: two copy threads each, and spares.
-            crate::util::wait_until("the set-up workers to leave", || {
+            wait_until("the set-up workers to leave", || {
                 threads_of(pid) <= idle + 2 * CONNECTIONS + 2 * 8
             });
         }
         drop(streams);
         // The next wave starts once this one has ended (its threads are back in the pool).
-        for _ in 0..CONNECTIONS {
-            process.wait_for_line("closed #");
-        }
+        process.wait_for_lines("closed #", (usize::from(wave) + 1) * CONNECTIONS);
     }
     // Two copy threads a connection and at most one set-up worker each; spares and threads on
     // their way back allow a few more.
@@ -163,7 +145,7 @@ fn threads_follow_the_load() {
     // After the burst the surplus leaves within a few seconds; spares stay (eight a pool: set-up
     // workers and copy threads).
     let burst_over = std::time::Instant::now();
-    crate::util::wait_until("the surplus threads to exit", || {
+    wait_until("the surplus threads to exit", || {
         threads_of(pid) <= idle + 2 * 8
     });
     eprintln!(
@@ -175,61 +157,14 @@ fn threads_follow_the_load() {
     assert!(process.wait_exit().success());
 }
 
-/// True if the router closes `stream` without a byte (a refusal), false if it echoes `data`.
-fn echoes(stream: &mut TcpStream, data: &[u8]) -> bool {
-    use std::io::{Read, Write};
-    if stream.write_all(data).is_err() {
-        return false;
-    }
-    let mut got = vec![0u8; data.len()];
-    stream.read_exact(&mut got).is_ok() && got == data
-}
-
-/// The admin endpoint's address, from the router's log.
-fn admin_addr(process: &mut crate::util::Process) -> SocketAddr {
-    let line = process
-        .seen
-        .iter()
-        .find(|l| l.contains("admin endpoint on http://"))
-        .cloned()
-        .unwrap_or_else(|| process.wait_for_line("admin endpoint on http://"));
-    line.split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// The body of a GET on the admin endpoint.
-fn admin_get(admin: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = crate::util::connect(admin);
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Waits until the router has logged `n` lines containing `needle`.
-fn wait_for_lines(process: &mut crate::util::Process, needle: &str, n: usize) {
-    for _ in 0..n {
-        process.wait_for_line(needle);
-    }
-}
-
 /// Starts tcp-router with `limits`, a listener that routes by name (20 s peek deadline), a plain
 /// one on 127.0.0.1 and another on 127.0.0.2, all to `up`, and its admin endpoint. Returns the
 /// process, the name-routing and plain 127.0.0.1 listeners, and the admin address.
 fn start_name_and_plain_listeners(
-    dir: &crate::util::TempDir,
-    up: &crate::util::Upstream,
+    dir: &TempDir,
+    up: &Upstream,
     limits: &[&str],
-) -> (crate::util::Process, SocketAddr, SocketAddr, SocketAddr) {
+) -> (Process, SocketAddr, SocketAddr, SocketAddr) {
     let config = dir.write(
         "t.conf",
         &format!(
@@ -239,12 +174,10 @@ fn start_name_and_plain_listeners(
     );
     let mut args = vec!["-c", config.as_str()];
     args.extend_from_slice(limits);
-    args.extend_from_slice(&["--admin", "127.0.0.1:0"]);
-    let mut router = crate::util::Process::start(&args);
+    let (mut router, admin) = start_with_admin(&args);
     let named = router.addr;
-    let admin = admin_addr(&mut router);
     let line = router.wait_for_line("listening on ");
-    let plain: SocketAddr = crate::util::listening_addr(&line);
+    let plain: SocketAddr = listening_addr(&line);
     (router, named, plain, admin)
 }
 
@@ -254,38 +187,32 @@ fn start_name_and_plain_listeners(
 #[test]
 fn one_client_cannot_take_every_slot() {
     let up = echo_upstream();
-    let dir = crate::util::temp_dir("per-client");
+    let dir = temp_dir("per-client");
     let (mut router, named, plain, admin) =
         start_name_and_plain_listeners(&dir, &up, &["--max-connections-per-client", "3"]);
     assert_ne!(named, plain);
-    let silent: Vec<TcpStream> = (0..3)
-        .map(|_| crate::util::connect_from(1, named))
-        .collect();
+    let silent: Vec<TcpStream> = (0..3).map(|_| connect_from(1, named)).collect();
     // Each counts once its worker has read who the client is; then it waits in the peek phase.
-    crate::util::wait_until("the three silent connections to be counted", || {
-        admin_get(admin, "/connections").contains("\"total\": 3")
+    wait_until("the three silent connections to be counted", || {
+        get_json(admin, "/connections")["total"] == 3
     });
     // The fourth, on either listener, is refused at once.
-    let mut fourth = crate::util::connect_from(1, named);
+    let mut fourth = connect_from(1, named);
     assert!(!echoes(&mut fourth, b"x"), "a fourth connection was served");
-    let mut elsewhere = crate::util::connect_from(1, plain);
+    let mut elsewhere = connect_from(1, plain);
     assert!(
         !echoes(&mut elsewhere, b"x"),
         "the client's limit is process-wide"
     );
-    wait_for_lines(
-        &mut router,
+    router.wait_for_lines(
         "result=refused-client-limit (the client has 3 connections)",
         2,
     );
     // Another client is served on both listeners, without waiting for the silent ones.
     let started = std::time::Instant::now();
+    assert!(echoes(&mut connect_from(2, plain), b"other client, plain"));
     assert!(echoes(
-        &mut crate::util::connect_from(2, plain),
-        b"other client, plain"
-    ));
-    assert!(echoes(
-        &mut crate::util::connect_from(2, named),
+        &mut connect_from(2, named),
         b"GET / HTTP/1.0\r\n\r\n"
     ));
     assert!(
@@ -295,8 +222,8 @@ fn one_client_cannot_take_every_slot() {
     );
     // The silent ones end: the client may connect again.
     drop(silent);
-    crate::util::wait_until("the silent connections to end", || {
-        echoes(&mut crate::util::connect_from(1, plain), b"back")
+    wait_until("the silent connections to end", || {
+        echoes(&mut connect_from(1, plain), b"back")
     });
 }
 
@@ -306,26 +233,23 @@ fn one_client_cannot_take_every_slot() {
 #[test]
 fn silent_clients_of_one_listener_leave_room_for_the_others() {
     let up = echo_upstream();
-    let dir = crate::util::temp_dir("peek-cap");
+    let dir = temp_dir("peek-cap");
     let (mut router, named, plain, admin) =
         start_name_and_plain_listeners(&dir, &up, &["--max-peeking", "2"]);
-    let mut oldest = crate::util::connect_from(3, named);
-    crate::util::wait_until("the first silent client to be in the peek phase", || {
-        admin_get(admin, "/connections").contains("\"total\": 1")
+    let mut oldest = connect_from(3, named);
+    wait_until("the first silent client to be in the peek phase", || {
+        get_json(admin, "/connections")["total"] == 1
     });
-    let _younger = crate::util::connect_from(4, named);
-    crate::util::wait_until("both silent clients to be in the peek phase", || {
-        admin_get(admin, "/connections").contains("\"total\": 2")
+    let _younger = connect_from(4, named);
+    wait_until("both silent clients to be in the peek phase", || {
+        get_json(admin, "/connections")["total"] == 2
     });
     // A third client choosing a route on that listener takes the longest-waiting one's place.
-    assert!(echoes(&mut crate::util::connect_from(5, named), b"x"));
+    assert!(echoes(&mut connect_from(5, named), b"x"));
     let line = router.wait_for_line("result=evicted-peek-full");
     assert!(line.contains("127.0.0.3"), "{line}");
     assert_eq!(oldest.read(&mut [0u8; 1]).unwrap_or(0), 0, "evicted");
-    assert!(echoes(
-        &mut crate::util::connect_from(5, plain),
-        b"served elsewhere"
-    ));
+    assert!(echoes(&mut connect_from(5, plain), b"served elsewhere"));
 }
 
 /// Echoes `data` within 3 s: false for a client refused, closed, or left waiting.
@@ -342,23 +266,20 @@ fn echoes_promptly(stream: &mut TcpStream, data: &[u8]) -> bool {
 #[test]
 fn one_address_holds_only_its_share_of_the_peek_phase() {
     let up = echo_upstream();
-    let dir = crate::util::temp_dir("peek-share");
+    let dir = temp_dir("peek-share");
     let (mut router, named, _plain, admin) =
         start_name_and_plain_listeners(&dir, &up, &["--max-connections", "100"]);
-    let _silent: Vec<TcpStream> = (0..25)
-        .map(|_| crate::util::connect_from(5, named))
-        .collect();
+    let _silent: Vec<TcpStream> = (0..25).map(|_| connect_from(5, named)).collect();
     // Settled: 12 held and 13 refused (or, were there no share, all 25 held).
-    crate::util::wait_until("the silent connections to be counted", || {
-        let connections = admin_get(admin, "/connections");
-        connections.contains("\"total\": 12") || connections.contains("\"total\": 25")
+    wait_until("the silent connections to be counted", || {
+        let total = &get_json(admin, "/connections")["total"];
+        total == 12 || total == 25
     });
     assert!(echoes_promptly(
-        &mut crate::util::connect_from(6, named),
+        &mut connect_from(6, named),
         b"GET / HTTP/1.0\r\n\r\n"
     ));
-    wait_for_lines(
-        &mut router,
+    router.wait_for_lines(
         "result=refused-peek-limit (the client has 12 connections choosing a route)",
         13,
     );
@@ -370,7 +291,7 @@ fn one_address_holds_only_its_share_of_the_peek_phase() {
 #[test]
 fn one_address_cannot_take_a_routes_cap() {
     let up = echo_upstream();
-    let dir = crate::util::temp_dir("route-cap");
+    let dir = temp_dir("route-cap");
     let config = dir.write(
         "t.conf",
         &format!(
@@ -380,16 +301,12 @@ fn one_address_cannot_take_a_routes_cap() {
             u = up.addr
         ),
     );
-    let mut router = crate::util::Process::start(&["-c", config.as_str()]);
+    let mut router = Process::start(&["-c", config.as_str()]);
     let named = router.addr;
     let line = router.wait_for_line("listening on 127.0.0.2:");
-    let plain: SocketAddr = crate::util::listening_addr(&line);
-    let _silent: Vec<TcpStream> = (0..10)
-        .map(|_| crate::util::connect_from(7, named))
-        .collect();
-    let mut idle: Vec<TcpStream> = (0..10)
-        .map(|_| crate::util::connect_from(7, plain))
-        .collect();
+    let plain: SocketAddr = listening_addr(&line);
+    let _silent: Vec<TcpStream> = (0..10).map(|_| connect_from(7, named)).collect();
+    let mut idle: Vec<TcpStream> = (0..10).map(|_| connect_from(7, plain)).collect();
     let served = idle
         .iter_mut()
         .map(|stream| echoes_promptly(stream, b"idle"))
@@ -397,14 +314,11 @@ fn one_address_cannot_take_a_routes_cap() {
         .count();
     assert_eq!(served, 8, "one address's share of 10");
     assert!(
-        echoes_promptly(
-            &mut crate::util::connect_from(8, named),
-            b"GET / HTTP/1.0\r\n\r\n"
-        ),
+        echoes_promptly(&mut connect_from(8, named), b"GET / HTTP/1.0\r\n\r\n"),
         "a prompt client of the name-routing listener waited or was refused"
     );
     assert!(
-        echoes_promptly(&mut crate::util::connect_from(8, plain), b"other"),
+        echoes_promptly(&mut connect_from(8, plain), b"other"),
         "a client of the plain listener waited or was refused"
     );
     assert!(
@@ -419,31 +333,23 @@ fn one_address_cannot_take_a_routes_cap() {
 #[test]
 fn a_flood_of_silent_addresses_does_not_starve_prompt_clients() {
     let up = echo_upstream();
-    let dir = crate::util::temp_dir("peek-flood");
+    let dir = temp_dir("peek-flood");
     let (mut router, named, _plain, _admin) =
         start_name_and_plain_listeners(&dir, &up, &["--max-connections", "400"]);
     let address =
         |n: u16| std::net::Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8);
     let _silent: Vec<TcpStream> = (0..300)
-        .map(|n| crate::util::connect_from_ip(address(n), named))
+        .map(|n| connect_from_ip(address(n), named))
         .collect();
     // Each one past the budget evicts the longest-waiting one (or, were it refused, says so).
-    wait_for_lines(&mut router, "-peek-", 200);
+    router.wait_for_lines("-peek-", 200);
     let served = (0..10)
         .filter(|n| {
-            let mut prompt =
-                crate::util::connect_from_ip(std::net::Ipv4Addr::new(127, 0, 9, 1 + n), named);
+            let mut prompt = connect_from_ip(std::net::Ipv4Addr::new(127, 0, 9, 1 + n), named);
             echoes_promptly(&mut prompt, b"GET / HTTP/1.0\r\n\r\n")
         })
         .count();
     assert_eq!(served, 10, "prompt clients served");
-}
-
-/// Open descriptors of a process, from /proc.
-fn fds_of(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
 }
 
 /// Sets the soft limit of one resource of a running process with util-linux's prlimit (the
@@ -475,14 +381,14 @@ fn set_limit_as(as_user: &[&str], pid: u32, resource: &str, value: usize) {
 /// served again.
 #[test]
 fn running_out_of_descriptors_costs_only_what_is_over_the_limit() {
-    if crate::util::skip_without(
+    if skip_without(
         "limits::running_out_of_descriptors_costs_only_what_is_over_the_limit",
         &["prlimit"],
     ) {
         return;
     }
     let up = echo_upstream();
-    let mut router = crate::util::Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
+    let mut router = Process::start(&["127.0.0.1:0", &up.addr.to_string()]);
     let pid = router.child.id();
     // Splice pipes come and go with bulk chunks; these small echoes never take one.
     set_limit(pid, "nofile", fds_of(pid) + 6);
@@ -509,13 +415,7 @@ fn running_out_of_descriptors_costs_only_what_is_over_the_limit() {
             "held {i} after the limit"
         );
     }
-    let hard = std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(4).map(String::from))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(4096);
+    let hard = hard_limit(pid, "Max open files").unwrap_or(4096);
     set_limit(pid, "nofile", hard);
     drop(over);
     wait_until("a new client to be served once the limit is lifted", || {
@@ -530,7 +430,7 @@ fn running_out_of_descriptors_costs_only_what_is_over_the_limit() {
 /// limit is lifted new clients are served again.
 #[test]
 fn running_out_of_threads_costs_only_what_is_over_the_limit() {
-    if crate::util::skip_without(
+    if skip_without(
         "limits::running_out_of_threads_costs_only_what_is_over_the_limit",
         &["prlimit", "setpriv"],
     ) {
@@ -543,9 +443,9 @@ fn running_out_of_threads_costs_only_what_is_over_the_limit() {
     command
         .args(nobody)
         .arg("--")
-        .arg(crate::util::bin())
+        .arg(bin())
         .args(["127.0.0.1:0", &up.addr.to_string()]);
-    let mut router = crate::util::Process::start_command(command);
+    let mut router = Process::start_command(command);
     let pid = router.child.id();
     let threads = threads_of(pid);
     // Room for two connections: two copy threads each, and a set-up worker each (the second
@@ -572,13 +472,7 @@ fn running_out_of_threads_costs_only_what_is_over_the_limit() {
             "held {i} after the limit"
         );
     }
-    let hard = std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max processes"))
-        .and_then(|l| l.split_whitespace().nth(3).map(String::from))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(threads + 64);
+    let hard = hard_limit(pid, "Max processes").unwrap_or(threads + 64);
     set_limit_as(&nobody, pid, "nproc", hard);
     drop(over);
     wait_until("a new client to be served once the limit is lifted", || {
@@ -595,14 +489,14 @@ fn running_out_of_threads_costs_only_what_is_over_the_limit() {
 #[test]
 fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
     const TEST: &str = "limits::the_derived_cap_keeps_every_client_whose_bytes_were_read";
-    if crate::util::skip_without(TEST, &["prlimit", "setpriv"]) {
+    if skip_without(TEST, &["prlimit", "setpriv"]) {
         return;
     }
-    if !crate::util::is_root() {
-        crate::util::skip(TEST, "needs root to run the router as nobody");
+    if !is_root() {
+        skip(TEST, "needs root to run the router as nobody");
         return;
     }
-    let dir = crate::util::temp_dir("nproc-cap");
+    let dir = temp_dir("nproc-cap");
     // The config file must be readable by nobody.
     std::fs::set_permissions(
         dir.path(),
@@ -613,7 +507,7 @@ fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
     command
         .args(["--nproc=400:400", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(crate::util::bin());
+        .arg(bin());
     serve_the_derived_cap(command, &dir);
 }
 
@@ -623,10 +517,10 @@ fn the_derived_cap_keeps_every_client_whose_bytes_were_read() {
 fn the_derived_cap_follows_the_cgroups_pids_max() {
     const TEST: &str = "limits::the_derived_cap_follows_the_cgroups_pids_max";
     let Some(group) = PidsGroup::new("tcp-router-test", 400) else {
-        crate::util::skip(TEST, "no pids cgroup this process may create (needs root)");
+        skip(TEST, "no pids cgroup this process may create (needs root)");
         return;
     };
-    let dir = crate::util::temp_dir("pids-max-cap");
+    let dir = temp_dir("pids-max-cap");
     let mut command = std::process::Command::new("sh");
     command
         .arg("-c")
@@ -634,7 +528,7 @@ fn the_derived_cap_follows_the_cgroups_pids_max() {
             "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
             group.path.display()
         ))
-        .arg(crate::util::bin());
+        .arg(bin());
     serve_the_derived_cap(command, &dir);
 }
 
@@ -667,7 +561,7 @@ impl PidsGroup {
 
 impl Drop for PidsGroup {
     fn drop(&mut self) {
-        crate::util::wait_until("the test cgroup to empty", || {
+        wait_until("the test cgroup to empty", || {
             std::fs::read_to_string(self.path.join("cgroup.procs")).map_or(true, |p| p.is_empty())
         });
         let _ = std::fs::remove_dir(&self.path);
@@ -677,7 +571,7 @@ impl Drop for PidsGroup {
 /// Starts `command` followed by the router's arguments (two listeners reading ClientHellos or
 /// HTTP heads, the admin endpoint) and checks, under a limit that makes the derived cap 112, that
 /// that many clients held in the peek phase and then all sending their heads are all served.
-fn serve_the_derived_cap(mut command: std::process::Command, dir: &crate::util::TempDir) {
+fn serve_the_derived_cap(mut command: std::process::Command, dir: &TempDir) {
     let up = echo_upstream();
     let config = dir.write(
         "t.conf",
@@ -694,7 +588,7 @@ fn serve_the_derived_cap(mut command: std::process::Command, dir: &crate::util::
         "--admin",
         "127.0.0.1:0",
     ]);
-    let mut router = crate::util::Process::spawn_command(command);
+    let mut router = Process::spawn_command(command);
     let line = router.wait_for_line("max connections: ");
     assert!(line.contains("thread limit 400"), "{line}");
     let cap: usize = line
@@ -703,17 +597,17 @@ fn serve_the_derived_cap(mut command: std::process::Command, dir: &crate::util::
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap();
-    let named: SocketAddr = crate::util::listening_addr(&router.wait_for_line("listening on "));
-    let admin = admin_addr(&mut router);
+    let named: SocketAddr = listening_addr(&router.wait_for_line("listening on "));
+    let admin = router.admin_addr();
     // Four addresses, so no client's share (half of the peek budget) is the limit.
     let mut clients: Vec<TcpStream> = (0..cap)
         .map(|i| {
             let from = std::net::Ipv4Addr::new(127, 0, 4, 1 + (i % 4) as u8);
-            crate::util::connect_from_ip(from, named)
+            connect_from_ip(from, named)
         })
         .collect();
-    crate::util::wait_until("every client to be held in the peek phase", || {
-        admin_get(admin, "/connections").contains(&format!("\"total\": {cap}"))
+    wait_until("every client to be held in the peek phase", || {
+        get_json(admin, "/connections")["total"] == cap
     });
     let head = b"GET / HTTP/1.0\r\n\r\n";
     for client in &mut clients {
@@ -744,7 +638,7 @@ fn serve_the_derived_cap(mut command: std::process::Command, dir: &crate::util::
 #[test]
 fn the_peek_deadline_counts_from_accept_not_from_the_proxy_header() {
     let up = echo_upstream();
-    let dir = crate::util::temp_dir("peek-deadline");
+    let dir = temp_dir("peek-deadline");
     let config = dir.write(
         "t.conf",
         &format!(
@@ -753,7 +647,7 @@ fn the_peek_deadline_counts_from_accept_not_from_the_proxy_header() {
             u = up.addr
         ),
     );
-    let mut router = crate::util::Process::start(&["-c", config.as_str()]);
+    let mut router = Process::start(&["-c", config.as_str()]);
     let mut client = connect(router.addr);
     let since = Instant::now();
     // The client's own delay is the case itself: its header comes 600 ms after accept.

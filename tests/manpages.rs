@@ -7,13 +7,12 @@
 //! checks the markup itself.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use crate::util::{run_bin, temp_dir};
+use crate::util::{fenced_block, repo_file, run_bin, temp_dir};
 
+/// The manual page `name` in man/.
 fn page(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    repo_file(&format!("man/{name}"))
 }
 
 /// Every `--name` in `text`, without its leading dashes: `--config` is `config`.
@@ -133,16 +132,12 @@ fn every_route_key_is_in_the_config_manual_page() {
     );
 }
 
-/// docs/operations.md quotes `--help` whole: the quote is the program's output, byte for byte
-/// (it had gone stale, three options missing).
+/// docs/operations.md quotes `--help` whole: the quote is the program's output, byte for byte.
 #[test]
 fn the_help_quoted_in_the_docs_is_the_programs() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
-    let docs = std::fs::read_to_string(&path).unwrap();
+    let docs = repo_file("docs/operations.md");
     let marker = "The complete command line, as `tcp-router --help` prints it:";
-    let after = &docs[docs.find(marker).expect("the --help quote's introduction") + marker.len()..];
-    let start = after.find("```text\n").expect("a ```text block") + "```text\n".len();
-    let quoted = &after[start..start + after[start..].find("```").expect("the block's end")];
+    let quoted = fenced_block(&docs, marker, "text");
     let (code, help, _) = run_bin(&["--help"]);
     assert_eq!(code, 0);
     assert!(

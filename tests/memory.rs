@@ -3,11 +3,9 @@
 //! per-connection allocation grown by kilobytes would break it. The figures behind the bounds are
 //! in docs/performance.md ("An idle connection, line by line").
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
 
-use crate::util::{self, echo_upstream, Process, PATIENCE};
+use crate::util::{self, echo_upstream, Process};
 
 /// Idle connections held open.
 const IDLE: usize = 500;
@@ -34,41 +32,11 @@ const STATIC_BINARY_ENV: &str = "TCP_ROUTER_MEMORY_STATIC_BIN";
 /// the burst, 14.1 KiB).
 const MAX_KIB_STATIC: f64 = 13.0;
 
-/// A field of /proc/PID/status, in the unit it is given in (kB for VmRSS).
-fn status_field(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// Opens a connection through `process` and waits for one echo, so both copy threads have run.
 fn idle_connection(process: &Process) -> TcpStream {
     let mut stream = util::connect(process.addr);
-    stream.write_all(b"PING\r\n").unwrap();
-    let mut back = [0u8; 6];
-    stream.read_exact(&mut back).unwrap();
+    util::round_trip(&mut stream, b"PING\r\n");
     stream
-}
-
-/// Waits until the router runs `threads` threads: each connection's second copy thread has
-/// started and settled in its wait.
-fn wait_for_threads(pid: u32, threads: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    while status_field(pid, "Threads:") < threads {
-        assert!(
-            Instant::now() < deadline,
-            "the router never ran {threads} threads"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -97,19 +65,20 @@ fn assert_idle_cost(binary: &str, max: f64) {
     const WARM: usize = 20;
     let warm: Vec<TcpStream> = (0..WARM).map(|_| idle_connection(&process)).collect();
     drop(warm);
-    let base_threads = status_field(pid, "Threads:");
-    let base = status_field(pid, "VmRSS:");
+    let base_threads = util::threads_of(pid);
+    let base = util::rss_kib(pid);
     // A burst that comes and goes first, so the idle connections below run on threads that have
     // each served and ended a connection (logged it, released it), as a running service's
     // threads have: a page touched by ending a connection stays with its thread.
     let burst: Vec<TcpStream> = (0..IDLE).map(|_| idle_connection(&process)).collect();
     drop(burst);
-    for _ in 0..WARM + IDLE {
-        process.wait_for_line("closed #");
-    }
+    process.wait_for_lines("closed #", WARM + IDLE);
     let idle: Vec<TcpStream> = (0..IDLE).map(|_| idle_connection(&process)).collect();
-    wait_for_threads(pid, base_threads + IDLE as u64);
-    let rss = status_field(pid, "VmRSS:");
+    // Each connection's second copy thread has started and settled in its wait.
+    util::wait_until(&format!("the router to run {IDLE} more threads"), || {
+        util::threads_of(pid) >= base_threads + IDLE
+    });
+    let rss = util::rss_kib(pid);
     let per_connection = rss.saturating_sub(base) as f64 / IDLE as f64;
     assert!(
         per_connection <= max,

@@ -1,17 +1,15 @@
 //! The tutorial's scenario, end to end: redis-cli talks to redis-server through tcp-router.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::util::*;
 
 /// redis-server on 127.0.0.1 for one test, killed and reaped on drop.
 struct RedisServer {
-    child: Child,
+    _kid: Kid,
     addr: SocketAddr,
     /// Holds the port until redis-server is gone (redis cannot be told to pick its own).
     _port: ReservedPort,
@@ -22,63 +20,44 @@ impl RedisServer {
     /// connections and has answered a PING over a socket; fails the test after [`PATIENCE`].
     fn start() -> RedisServer {
         let port = reserve_port();
-        let mut child = Command::new("redis-server")
+        let mut kid = Kid(Command::new("redis-server")
             .args(["--port", &port.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-server");
-        let stdout = child.stdout.take().unwrap();
+            .expect("start redis-server"));
+        // redis-server logs to stdout.
+        let lines = lines_of(kid.0.stdout.take().unwrap());
         let server = RedisServer {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port.port)),
+            _kid: kid,
+            addr: port.addr(),
             _port: port,
         };
-        // redis-server logs to stdout; read it for its whole life so the pipe never fills.
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
+        first_line(&lines, "redis-server ready to accept connections", |line| {
+            line.contains("Ready to accept connections").then_some(())
         });
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains("Ready to accept connections") => break,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("redis-server did not get ready:\n{}", seen.join("\n")),
-            }
-        }
         let mut ping = connect(server.addr);
         ping.write_all(b"PING\r\n").unwrap();
-        let mut pong = [0u8; 7];
-        ping.read_exact(&mut pong)
-            .expect("redis-server answers PING");
-        assert_eq!(&pong, b"+PONG\r\n");
+        assert_eq!(
+            read_exact(&mut ping, 7),
+            b"+PONG\r\n",
+            "redis-server answers PING"
+        );
         server
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// What redis-cli prints for `args`, sent to 127.0.0.1:`port`.
 fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let out = run_tool(
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+        b"",
+    );
+    out.stdout.trim().to_string()
 }
 
 /// PING -> PONG, SET then GET, from redis-cli to redis-server through the binary exactly as

@@ -1,6 +1,6 @@
 //! Bytes move exactly, in order, both ways; ends of stream and resets are passed on faithfully.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -15,8 +15,7 @@ fn echo_round_trip() {
     let up = echo_upstream();
     let router = start_router(config_to(&[up.addr]));
     let mut client = connect(router.addr);
-    client.write_all(b"hello, tcp-router\n").unwrap();
-    assert_eq!(read_exact(&mut client, 18), b"hello, tcp-router\n");
+    round_trip(&mut client, b"hello, tcp-router\n");
     send_and_close(&mut client, b"bye");
     assert_eq!(read_to_end(&mut client), b"bye");
 }
@@ -86,24 +85,13 @@ fn client_reset_is_passed_on_as_reset() {
     let up = upstream(move |mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.write_all(b"ready").unwrap();
-        let mut buf = [0u8; 64];
-        let result = loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(_) => continue,
-                Err(err) => break Err(err.kind()),
-            }
-        };
-        result_tx.send(result).unwrap();
+        result_tx.send(read_to_close(&mut stream).1).unwrap();
     });
     let router = start_router(config_to(&[up.addr]));
     let mut client = connect(router.addr);
     assert_eq!(read_exact(&mut client, 5), b"ready");
     reset(client);
-    assert_eq!(
-        result_rx.recv_timeout(PATIENCE).unwrap(),
-        Err(ErrorKind::ConnectionReset)
-    );
+    assert_eq!(result_rx.recv_timeout(PATIENCE).unwrap(), Ending::Reset);
 }
 
 /// An upstream reset reaches the client as a reset.
@@ -117,15 +105,7 @@ fn upstream_reset_is_passed_on_as_reset() {
     let router = start_router(config_to(&[up.addr]));
     let mut client = connect(router.addr);
     client.write_all(b"reset").unwrap();
-    let mut buf = [0u8; 16];
-    let result = loop {
-        match client.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(_) => continue,
-            Err(err) => break Err(err.kind()),
-        }
-    };
-    assert_eq!(result, Err(ErrorKind::ConnectionReset));
+    assert_eq!(read_to_close(&mut client).1, Ending::Reset);
 }
 
 /// TCP urgent data in the middle of a bulk upload: the urgent byte is dropped (the relay reads

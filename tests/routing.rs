@@ -4,8 +4,8 @@
 //! records `SKIPPED: <test>: <tool> not installed` (stderr and target/skipped-tests.txt, see
 //! `util::skip`) and passes.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -23,58 +23,6 @@ use crate::util::*;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------
-
-/// What a tool run to completion printed.
-struct ToolOutput {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl ToolOutput {
-    fn both(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs `command` with `stdin` as its input; fails the test if it takes longer than PATIENCE.
-fn run_tool(command: &mut Command, stdin: &[u8]) -> ToolOutput {
-    let mut child = Kid(command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tool"));
-    let mut input = child.0.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // Written from a thread so a tool that does not read its input cannot block the test.
-    thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = pipe.read_to_end(&mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{command:?} did not finish");
-        // Polling the child's status: there is no portable blocking wait with a timeout.
-        thread::sleep(Duration::from_millis(5));
-    };
-    ToolOutput {
-        success: status.success(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
 
 /// `openssl s_client -brief` through `addr` asking for `name`; returns what it printed.
 fn s_client(addr: SocketAddr, extra: &[&str]) -> ToolOutput {
@@ -177,22 +125,17 @@ fn reframe(hello: &[u8], parts: usize) -> Vec<Vec<u8>> {
 
 /// An upstream that reads each connection to its end and reports every byte it got.
 fn recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    let up = upstream(move |mut stream| {
+    reporting_upstream(|mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut got = Vec::new();
         let _ = stream.read_to_end(&mut got);
-        let _ = tx.lock().unwrap().send(got);
-    });
-    (up, rx)
+        got
+    })
 }
 
 /// Echoes each connection and, at its end, reports every byte it got.
 fn echo_recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    let up = upstream(move |mut stream| {
+    reporting_upstream(|mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
@@ -208,9 +151,8 @@ fn echo_recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
             }
         }
         let _ = stream.shutdown(Shutdown::Write);
-        let _ = tx.lock().unwrap().send(got);
-    });
-    (up, rx)
+        got
+    })
 }
 
 /// A tiny HTTP server: reads the request head, reports it, answers `HTTP/1.0 200 OK` with `body`.
@@ -246,20 +188,6 @@ fn send_chunks(addr: SocketAddr, chunks: &[&[u8]], close: bool) -> Vec<u8> {
     read_until_closed(&mut client)
 }
 
-/// Reads until the peer closes; a reset counts as closed (a refused client may get either).
-fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(err) if err.kind() == ErrorKind::ConnectionReset => return out,
-            Err(err) => panic!("read from the router: {err}"),
-        }
-    }
-}
-
 /// Asserts how many connections `up` has accepted so far.
 fn assert_accepted(up: &Upstream, accepted: usize, what: &str) {
     assert_eq!(
@@ -267,10 +195,6 @@ fn assert_accepted(up: &Upstream, accepted: usize, what: &str) {
         accepted,
         "{what}: unexpected number of connections"
     );
-}
-
-fn s(addr: SocketAddr) -> String {
-    addr.to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,7 +224,11 @@ fn two_tls_names_reach_two_backends() {
     ]);
 
     let out = s_client(router.addr, &["-servername", "a.example.com"]);
-    assert!(out.success, "s_client a.example.com:\n{}", out.both());
+    assert!(
+        out.status.success(),
+        "s_client a.example.com:\n{}",
+        out.both()
+    );
     assert!(
         out.both().contains("CONNECTION ESTABLISHED"),
         "{}",
@@ -317,7 +245,11 @@ fn two_tls_names_reach_two_backends() {
     assert!(line.contains("route=sni=a.example.com "), "{line}");
 
     let out = s_client(router.addr, &["-servername", "x.b.example.com"]);
-    assert!(out.success, "s_client x.b.example.com:\n{}", out.both());
+    assert!(
+        out.status.success(),
+        "s_client x.b.example.com:\n{}",
+        out.both()
+    );
     assert!(
         out.both()
             .contains("Peer certificate: CN = *.b.example.com"),
@@ -344,7 +276,7 @@ fn two_tls_names_reach_two_backends() {
                 .arg(format!("https://{name}:{port}/")),
             b"",
         );
-        assert!(out.success, "curl {name}:\n{}", out.both());
+        assert!(out.status.success(), "curl {name}:\n{}", out.both());
         // s_server -www shows its own command line, which names its certificate file.
         assert!(out.stdout.contains("s_server"), "{name}: {}", out.stdout);
         assert!(out.stdout.contains(cert), "{name}: {}", out.stdout);
@@ -427,7 +359,7 @@ fn no_route_sends_unrecognized_name_alert() {
     assert!(line.contains("result=no-route"), "{line}");
 
     let out = s_client(router.addr, &["-servername", "nope.example.org"]);
-    assert!(!out.success, "{}", out.both());
+    assert!(!out.status.success(), "{}", out.both());
     assert!(out.both().contains("unrecognized name"), "{}", out.both());
     assert!(out.both().contains("alert number 112"), "{}", out.both());
     let line = router.wait_for_line("closed #2 ");
@@ -437,7 +369,7 @@ fn no_route_sends_unrecognized_name_alert() {
 }
 
 /// Without a matching route or a default, an HTTP client gets `421 Misdirected Request` and is
-/// closed, where it used to get an empty reply; the log says `result=no-route` and the Host.
+/// closed, not an empty reply; the log says `result=no-route` and the Host.
 #[test]
 fn no_route_answers_an_http_client_421() {
     let (named, _rx) = recording_upstream();
@@ -580,7 +512,7 @@ fn http_requests_are_routed_by_host() {
             .arg(format!("http://{}/curl", router.addr)),
         b"",
     );
-    assert!(out.success, "curl:\n{}", out.both());
+    assert!(out.status.success(), "curl:\n{}", out.both());
     assert_eq!(out.stdout, "A");
     let head = String::from_utf8(a_rx.recv_timeout(PATIENCE).unwrap()).unwrap();
     assert!(head.starts_with("GET /curl HTTP/1.1\r\n"), "{head}");
@@ -628,7 +560,7 @@ fn silent_client_is_closed_after_the_peek_timeout() {
 #[test]
 fn an_incomplete_record_goes_to_the_default_route_with_its_bytes() {
     // A whole ClientHello for a.example.com, in a record that claims 40 bytes more.
-    let mut hello = client_hello_record("a.example.com");
+    let mut hello = client_hello("a.example.com");
     let claimed = u16::from_be_bytes([hello[3], hello[4]]) + 40;
     hello[3..5].copy_from_slice(&claimed.to_be_bytes());
     for (half_close, peek) in [(true, "5s"), (false, "300ms")] {
@@ -668,36 +600,6 @@ fn an_incomplete_record_goes_to_the_default_route_with_its_bytes() {
         assert!(line.contains(&format!("first-bytes={why}")), "{line}");
         assert_accepted(&named, 0, "named backend");
     }
-}
-
-/// A minimal TLS record holding a ClientHello with one server name.
-fn client_hello_record(name: &str) -> Vec<u8> {
-    let mut sni = vec![0];
-    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    sni.extend_from_slice(name.as_bytes());
-    let mut list = (sni.len() as u16).to_be_bytes().to_vec();
-    list.extend_from_slice(&sni);
-    let mut ext = vec![0, 0];
-    ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
-    ext.extend_from_slice(&list);
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[0x11; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01]);
-    body.extend_from_slice(&[1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut message = vec![1];
-    message.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    message.extend_from_slice(&body);
-    let mut record = vec![22, 3, 1];
-    record.extend_from_slice(&(message.len() as u16).to_be_bytes());
-    record.extend_from_slice(&message);
-    assert!(matches!(
-        parse_client_hello(&record),
-        Ok(Status::Complete(hello)) if hello.server_name.as_deref() == Some(name)
-    ));
-    record
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 //! `systemd-socket-activate`), readiness and state notifications through `NOTIFY_SOCKET`, the
 //! watchdog, and several processes on one port with SO_REUSEPORT.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixDatagram;
@@ -10,14 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::util::{self, echo_upstream, Process, PATIENCE};
-
-/// An echo round trip through `addr`.
-fn echoes_through(addr: SocketAddr, text: &[u8]) {
-    let mut stream = util::connect(addr);
-    stream.write_all(text).unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(util::read_to_end(&mut stream), text);
-}
 
 /// `systemd-socket-activate` binding `addrs` and running the binary with `args`.
 fn socket_activated(addrs: &[SocketAddr], names: &str, args: &[&str]) -> Command {
@@ -44,8 +35,7 @@ fn knock(addr: SocketAddr) -> TcpStream {
 /// Two loopback addresses nothing else will take while the ports are held.
 fn two_free_addresses() -> ([util::ReservedPort; 2], SocketAddr, SocketAddr) {
     let held = [util::reserve_port(), util::reserve_port()];
-    let addr = |p: &util::ReservedPort| SocketAddr::from(([127, 0, 0, 1], p.port));
-    let (a, b) = (addr(&held[0]), addr(&held[1]));
+    let (a, b) = (held[0].addr(), held[1].addr());
     (held, a, b)
 }
 
@@ -77,11 +67,10 @@ fn socket_activation_serves_the_passed_sockets() {
     process.wait_for_line(&format!(
         "listener {addr_b}: using fd 4 (other) from the service manager"
     ));
-    first.write_all(b"queued before the start").unwrap();
-    first.shutdown(std::net::Shutdown::Write).unwrap();
+    util::send_and_close(&mut first, b"queued before the start");
     assert_eq!(util::read_to_end(&mut first), b"queued before the start");
-    echoes_through(addr_a, b"through the first socket");
-    echoes_through(addr_b, b"through the second socket");
+    util::echo_through(addr_a, b"through the first socket");
+    util::echo_through(addr_b, b"through the second socket");
     process.signal("TERM");
     assert!(process.wait_exit().success());
 }
@@ -241,7 +230,7 @@ fn the_service_manager_hears_start_reload_and_stop() {
             && refused.contains("nonsense"),
         "{refused:?}"
     );
-    echoes_through(process.addr, b"still serving the old configuration");
+    util::echo_through(process.addr, b"still serving the old configuration");
 
     process.signal("TERM");
     let stopping = notify.next_event();
@@ -303,13 +292,7 @@ fn two_processes_share_a_port_with_reuse_port() {
     let mut n = 0;
     while (by_first == 0 || by_second == 0) && Instant::now() < deadline && n < 400 {
         n += 1;
-        let mut stream = util::connect(shared);
-        stream.write_all(b"ping").unwrap();
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut echoed = Vec::new();
-        stream.read_to_end(&mut echoed).unwrap();
-        assert_eq!(echoed, b"ping");
-        drop(stream);
+        util::echo_through(shared, b"ping");
         // Each process logs its own connections as `closed #N`; count them as they come.
         while let Ok(line) = first.lines.try_recv() {
             by_first += usize::from(line.contains("closed #"));
@@ -349,7 +332,7 @@ fn a_reload_keeps_a_handed_in_listener() {
         .unwrap();
     let handle = forwarder.handle();
     let running = forwarder.spawn().unwrap();
-    echoes_through(addr, b"before");
+    util::echo_through(addr, b"before");
     let err = handle
         .reconfigure(tcp_router::Config::default())
         .unwrap_err()
@@ -365,7 +348,7 @@ fn a_reload_keeps_a_handed_in_listener() {
     let mut config = tcp_router::Config::default();
     config.listeners.push(moved);
     handle.reconfigure(config).unwrap();
-    echoes_through(addr, b"after");
+    util::echo_through(addr, b"after");
     util::wait_until("the new upstream to serve", || {
         other.accepted.load(std::sync::atomic::Ordering::SeqCst) == 1
     });
@@ -383,9 +366,8 @@ fn an_upgrade_tells_the_service_manager_the_new_main_pid() {
     let config = dir.write("t.conf", &format!("route 127.0.0.1:0 {}\n", up.addr));
     let mut process = Process::start_command(notified_binary(&notify, &["-c", &config]));
     assert!(notify.next_event().contains("READY=1\n"));
-    let mut open = TcpStream::connect(process.addr).unwrap();
-    open.set_read_timeout(Some(PATIENCE)).unwrap();
-    round_trip(&mut open, b"before");
+    let mut open = util::connect(process.addr);
+    util::round_trip(&mut open, b"before");
 
     process.signal("USR2");
     let named = notify.next_event();
@@ -401,27 +383,12 @@ fn an_upgrade_tells_the_service_manager_the_new_main_pid() {
         "{ready:?}"
     );
     assert!(process.wait_exit().success(), "the old process exits 0");
-    round_trip(&mut open, b"after");
-    echoes_through(process.addr, b"a new client");
+    util::round_trip(&mut open, b"after");
+    util::echo_through(process.addr, b"a new client");
     drop(open);
 
-    let status = Command::new("kill")
-        .args(["-s", "TERM", &new_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    util::send_signal(new_pid, "TERM");
     assert!(notify.next_event().starts_with("STOPPING=1\n"));
-    let deadline = Instant::now() + PATIENCE;
     // Gone, or a zombie: its parent exited, and it may have been re-parented to this test.
-    while util::alive(new_pid) {
-        assert!(Instant::now() < deadline, "the new process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn round_trip(stream: &mut TcpStream, text: &[u8]) {
-    stream.write_all(text).unwrap();
-    let mut back = vec![0; text.len()];
-    stream.read_exact(&mut back).unwrap();
-    assert_eq!(back, text);
+    util::wait_until("the new process to exit", || !util::alive(new_pid));
 }

@@ -4,9 +4,11 @@
 //! old process serving everything, and a later SIGUSR2 may try again.
 //!
 //! The router runs from a copy of the binary in a scratch directory, so a test can rename another
-//! file over it (writing over a running binary fails with ETXTBSY). Only the first process is the
-//! test's child. The test makes itself a child subreaper, so each later process is re-parented to
-//! it when the process that started it exits, and its exit status can be read like a child's.
+//! file over it (writing over a running binary fails with ETXTBSY). Its listeners are on ports
+//! the test holds ([`ReservedPort`]), fixed addresses, so nothing depends on how port 0 in the
+//! config is carried through an upgrade. Only the first process is the test's child. The test
+//! makes itself a child subreaper, so each later process is re-parented to it when the process
+//! that started it exits, and its exit status can be read like a child's.
 //!
 //! What the tests rely on from the router: the pid file names the process serving; stderr (shared
 //! by every process, since each inherits it) has `upgrade: starting` from the old process,
@@ -16,7 +18,7 @@
 //! environment overrides the version of the hand-over it speaks.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -113,7 +115,7 @@ struct Upgrade {
 
 /// tcp-router running from `binary`, a copy of the built binary in its own scratch directory,
 /// with a config file and a pid file there.
-struct Router {
+struct Upgradable {
     /// The first process, the test's child. Every later process writes to the same stderr pipe,
     /// so its `lines` and `seen` are the log of all of them, in the order written.
     first: Process,
@@ -125,10 +127,10 @@ struct Router {
     later: Vec<u32>,
 }
 
-impl Router {
+impl Upgradable {
     /// Starts the copy with `config` (which has `listeners` listeners) and waits until each
     /// listener is logged and the pid file names the process.
-    fn start(name: &str, config: &str, listeners: usize) -> Router {
+    fn start(name: &str, config: &str, listeners: usize) -> Upgradable {
         become_subreaper();
         let dir = temp_dir(name);
         let binary = dir.join("tcp-router");
@@ -144,7 +146,7 @@ impl Router {
             // Room for the idle connections and everything else, well under the open-files limit.
             .args(["--max-connections", "3000"])
             .env_remove(VERSION_VARIABLE);
-        let mut router = Router {
+        let mut router = Upgradable {
             first: Process::spawn_command(command),
             dir,
             binary,
@@ -181,22 +183,14 @@ impl Router {
         )
     }
 
-    /// Moves every line written so far into `seen`.
-    fn drain(&mut self) {
-        while let Ok(line) = self.first.lines.try_recv() {
-            self.first.seen.push(line);
-        }
-    }
-
     /// The number of lines written so far: lines from here on were written after this call.
     fn mark(&mut self) -> usize {
-        self.drain();
-        self.first.seen.len()
+        self.first.drain()
     }
 
     /// The last lines written, without the churn's clean connections (they would fill it).
     fn tail(&mut self) -> String {
-        self.drain();
+        self.first.drain();
         let churn = format!(" sent={CHURN_LEN} received={CHURN_LEN} ");
         let lines: Vec<&str> = self
             .first
@@ -211,52 +205,47 @@ impl Router {
     /// The first line at or after index `from` of the log containing one of `needles`, and its
     /// index; fails naming `what` after [`PATIENT`].
     fn line_after(&mut self, from: usize, needles: &[&str], what: &str) -> (usize, String) {
-        let deadline = Instant::now() + PATIENT;
-        let mut next = from;
-        loop {
-            while let Some(line) = self.first.seen.get(next) {
-                if needles.iter().any(|needle| line.contains(needle)) {
-                    return (next, line.clone());
-                }
-                next += 1;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.first.lines.recv_timeout(left) {
-                Ok(line) => self.first.seen.push(line),
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "gave up after {PATIENT:?} waiting for {what} (a line with {needles:?}); \
-                     the router's stderr ends:\n{}",
-                    self.tail()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "every router process closed its stderr while the test waited for {what} \
-                     (a line with {needles:?}); it ends:\n{}",
-                    self.tail()
-                ),
-            }
+        let found = self.first.line_where(from, PATIENT, |line| {
+            needles.iter().any(|needle| line.contains(needle))
+        });
+        match found {
+            Ok(found) => found,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "gave up after {PATIENT:?} waiting for {what} (a line with {needles:?}); the \
+                 router's stderr ends:\n{}",
+                self.tail()
+            ),
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "every router process closed its stderr while the test waited for {what} (a \
+                 line with {needles:?}); it ends:\n{}",
+                self.tail()
+            ),
         }
     }
 
     /// Polls `poll` until it gives a value, for state no log line announces (counters, files,
     /// /proc); fails naming `what` after [`PATIENT`].
-    fn poll_until<T>(&mut self, what: &str, mut poll: impl FnMut(&mut Router) -> Option<T>) -> T {
-        let deadline = Instant::now() + PATIENT;
-        loop {
-            if let Some(value) = poll(self) {
-                return value;
+    fn poll_until<T>(
+        &mut self,
+        what: &str,
+        mut poll: impl FnMut(&mut Upgradable) -> Option<T>,
+    ) -> T {
+        let found = poll_within(PATIENT, || {
+            let value = poll(self);
+            if value.is_none() {
+                self.first.drain();
             }
-            if Instant::now() >= deadline {
-                panic!(
-                    "gave up after {PATIENT:?} waiting for {what}; the router's stderr ends:\n{}",
-                    self.tail()
-                );
-            }
-            self.drain();
-            thread::sleep(Duration::from_millis(5));
-        }
+            value
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "gave up after {PATIENT:?} waiting for {what}; the router's stderr ends:\n{}",
+                self.tail()
+            )
+        })
     }
 
-    /// Waits until `done` holds; see [`Router::poll_until`].
+    /// Waits until `done` holds; see [`Upgradable::poll_until`].
     fn wait_for(&mut self, what: &str, mut done: impl FnMut() -> bool) {
         self.poll_until(what, |_| done().then_some(()));
     }
@@ -275,7 +264,7 @@ impl Router {
         let old = self.pid();
         self.wait_until_it_catches_usr2(old);
         let from = self.mark();
-        signal(old, "USR2");
+        send_signal(old, "USR2");
         let what = format!("the end of pid {old}'s upgrade");
         let (handed_over_at, line) = self.line_after(from, &[HANDED_OVER, FAILED], &what);
         if line.contains(FAILED) {
@@ -320,7 +309,7 @@ impl Router {
         let old = self.pid();
         self.wait_until_it_catches_usr2(old);
         let from = self.mark();
-        signal(old, "USR2");
+        send_signal(old, "USR2");
         let what = format!("the end of pid {old}'s upgrade");
         let (_, line) = self.line_after(from, &[HANDED_OVER, FAILED], &what);
         assert!(
@@ -353,7 +342,7 @@ impl Router {
     /// SIGTERM to the process the pid file names, which must drain and exit 0.
     fn stop(&mut self) {
         let pid = self.pid();
-        signal(pid, "TERM");
+        send_signal(pid, "TERM");
         let ended = self.wait_exit(pid);
         assert_eq!(
             ended,
@@ -385,45 +374,46 @@ impl Router {
         let wanted: HashMap<&Key, usize> = keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
         let mut found: Vec<Vec<(usize, String)>> = vec![Vec::new(); keys.len()];
         let mut missing = keys.len();
-        let mut next = from;
-        let deadline = Instant::now() + PATIENT;
-        loop {
-            while let Some(line) = self.first.seen.get(next) {
-                let slots = Key::of(line)
-                    .into_iter()
-                    .filter_map(|key| wanted.get(&key).copied());
-                for slot in slots {
-                    missing -= usize::from(found[slot].is_empty());
-                    found[slot].push((next, line.clone()));
-                }
-                next += 1;
+        // Records the line at index `at`; true once every key has a line.
+        let mut record = |at: usize, line: &str| {
+            let slots = Key::of(line)
+                .into_iter()
+                .filter_map(|key| wanted.get(&key).copied());
+            for slot in slots {
+                missing -= usize::from(found[slot].is_empty());
+                found[slot].push((at, line.to_string()));
             }
-            if missing == 0 {
-                return found;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.first.lines.recv_timeout(left) {
-                Ok(line) => self.first.seen.push(line),
-                Err(_) => {
-                    let absent: Vec<String> = keys
-                        .iter()
-                        .zip(&found)
-                        .filter(|(_, lines)| lines.is_empty())
-                        .take(10)
-                        .map(|(key, _)| format!("{key:?}"))
-                        .collect();
-                    panic!(
-                        "gave up after {PATIENT:?} waiting for the close lines of {missing} \
-                         connection(s), among them {absent:?}; the router's stderr ends:\n{}",
-                        self.tail()
-                    )
-                }
-            }
+            missing == 0
+        };
+        let mut at = from;
+        let last = self.first.line_where(from, PATIENT, |line| {
+            at += 1;
+            record(at - 1, line)
+        });
+        let Ok((last, _)) = last else {
+            let absent: Vec<String> = keys
+                .iter()
+                .zip(&found)
+                .filter(|(_, lines)| lines.is_empty())
+                .take(10)
+                .map(|(key, _)| format!("{key:?}"))
+                .collect();
+            panic!(
+                "gave up after {PATIENT:?} waiting for the close lines of {missing} \
+                 connection(s), among them {absent:?}; the router's stderr ends:\n{}",
+                self.tail()
+            )
+        };
+        // The lines received already after the last one wanted: a second close line there must
+        // be seen too.
+        for (at, line) in self.first.seen.iter().enumerate().skip(last + 1) {
+            record(at, line);
         }
+        found
     }
 }
 
-impl Drop for Router {
+impl Drop for Upgradable {
     /// A test that failed half-way may leave later processes running, and one started but not
     /// announced yet (named by the pid file, re-parented to the test): they are killed, by pid,
     /// and reaped. The first process is `first`'s to kill.
@@ -456,7 +446,7 @@ fn copy_by_child(from: &Path, to: &Path) {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn cp"));
-    let status = wait_kid(&mut cp, "cp");
+    let status = cp.wait_exit("cp");
     assert!(status.success(), "cp {} {}", from.display(), to.display());
 }
 
@@ -487,27 +477,6 @@ fn reaped(pid: u32) -> Option<Ended> {
 /// The pid a pid file holds, if it holds one.
 fn pid_in(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// True if `pid` has a handler for `signal` (its bit in SigCgt of /proc/PID/status).
-fn catches(pid: u32, signal: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("SigCgt:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
-}
-
-/// Sends `signal` (a name for kill(1)) to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -s {signal} {pid}");
 }
 
 /// Asserts `pid` runs the very file at `binary` now (not a file it replaced).
@@ -567,47 +536,9 @@ impl Key {
     }
 }
 
-/// A loopback address on a port held for the router (see [`reserve_port`]): listeners on fixed
-/// addresses, so nothing depends on how port 0 in the config is carried through an upgrade.
-fn listen_addr(held: &ReservedPort) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], held.port))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Clients and upstreams
 // ---------------------------------------------------------------------------------------------
-
-/// A client connection whose reads and writes time out after `timeout`.
-fn connect_to(addr: SocketAddr, timeout: Duration) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(timeout)).unwrap();
-    stream.set_write_timeout(Some(timeout)).unwrap();
-    stream
-}
-
-/// Sends `text` and expects it back from the echo upstream.
-fn echo_once(stream: &mut TcpStream, text: &[u8]) {
-    stream
-        .write_all(text)
-        .unwrap_or_else(|e| panic!("send {:?}: {e}", String::from_utf8_lossy(text)));
-    let mut echoed = vec![0u8; text.len()];
-    stream
-        .read_exact(&mut echoed)
-        .unwrap_or_else(|e| panic!("echo of {:?}: {e}", String::from_utf8_lossy(text)));
-    assert_eq!(echoed, text);
-}
-
-/// Ends the client's side and expects the end of stream back, and nothing else.
-fn close_cleanly(stream: &mut TcpStream) {
-    stream
-        .shutdown(Shutdown::Write)
-        .expect("shut down the write side");
-    let mut rest = Vec::new();
-    stream
-        .read_to_end(&mut rest)
-        .expect("read to the end of stream");
-    assert!(rest.is_empty(), "{} unexpected bytes", rest.len());
-}
 
 /// What idle connection `i` sends before the upgrades and after them.
 fn idle_text(i: usize, when: &str) -> Vec<u8> {
@@ -767,7 +698,7 @@ impl Bulk {
 
     /// Waits until the readers are at `read`, bytes are in flight each way and the writers have
     /// stalled on full buffers.
-    fn wait_until_held(&self, router: &mut Router, read: u64) {
+    fn wait_until_held(&self, router: &mut Upgradable, read: u64) {
         let mut last = ((0, 0), Instant::now());
         router.wait_for(
             &format!(
@@ -852,19 +783,13 @@ fn bulk_end(stream: TcpStream, end: End, bulk: Arc<Bulk>) -> Result<Ends, String
 
 /// The bulk connection's upstream ([`bulk_end`] on each connection); reports its ends.
 fn bulk_upstream(bulk: &Arc<Bulk>) -> (Upstream, Receiver<Result<Ends, String>>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
     let bulk = Arc::clone(bulk);
-    let up = upstream(move |stream| {
-        let ends = bulk_end(stream, End::Upstream, Arc::clone(&bulk));
-        let _ = tx.lock().unwrap().send(ends);
-    });
-    (up, rx)
+    reporting_upstream(move |stream| bulk_end(stream, End::Upstream, Arc::clone(&bulk)))
 }
 
 /// The bulk connection's client, on its own thread: its address, and its ends when done.
 fn bulk_client(addr: SocketAddr, bulk: &Arc<Bulk>) -> (SocketAddr, Receiver<Result<Ends, String>>) {
-    let stream = connect_to(addr, STALL);
+    let stream = connect_with(addr, STALL);
     let local = stream.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
     let bulk = Arc::clone(bulk);
@@ -1045,18 +970,6 @@ impl TlsBackend {
     }
 }
 
-/// Every line `pipe` gives, read on a thread for the pipe's whole life (so it never fills).
-fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
 /// `openssl s_client` asking for [`TLS_NAME`] through the router, talking line by line.
 struct TlsClient {
     kid: Kid,
@@ -1105,7 +1018,7 @@ impl TlsClient {
     /// Ends the session (s_client closes it at the end of its input) and waits for s_client.
     fn finish(mut self) {
         drop(self.stdin.take());
-        let status = wait_kid(&mut self.kid, "openssl s_client");
+        let status = self.kid.wait_exit("openssl s_client");
         assert!(
             status.success(),
             "s_client: {status}\n{}",
@@ -1172,7 +1085,8 @@ fn upgrade_moves_every_connection() {
         reserve_port(),
         reserve_port(),
     ];
-    let [echo_listen, bulk_listen, half_listen, tls_listen] = held.each_ref().map(listen_addr);
+    let [echo_listen, bulk_listen, half_listen, tls_listen] =
+        held.each_ref().map(ReservedPort::addr);
     let mut config = format!(
         "route {echo_listen} {}\nroute {bulk_listen} {}\nroute {half_listen} {}\n",
         echo.addr, bulk_up.addr, half.addr
@@ -1181,17 +1095,17 @@ fn upgrade_moves_every_connection() {
         config.push_str(&format!("route {tls_listen} {} sni={TLS_NAME}\n", tls.addr));
     }
     let listeners = 3 + usize::from(tls.is_some());
-    let mut router = Router::start("upgrade-moves", &config, listeners);
+    let mut router = Upgradable::start("upgrade-moves", &config, listeners);
 
     let churn = Churn::start(echo_listen);
     let mut idle: Vec<TcpStream> = (0..IDLE_CONNECTIONS)
         .map(|i| {
-            let mut stream = connect_to(echo_listen, PATIENT);
-            echo_once(&mut stream, &idle_text(i, "before"));
+            let mut stream = connect_with(echo_listen, PATIENT);
+            round_trip(&mut stream, &idle_text(i, "before"));
             stream
         })
         .collect();
-    let mut half_closed = connect_to(half_listen, STALL);
+    let mut half_closed = connect_with(half_listen, STALL);
     send_and_close(&mut half_closed, REQUEST);
     let request = router.poll_until("the half-closed connection's request and end", |_| {
         request_rx.try_recv().ok()
@@ -1234,7 +1148,7 @@ fn upgrade_moves_every_connection() {
         client.finish();
     }
     for (i, stream) in idle.iter_mut().enumerate() {
-        echo_once(stream, &idle_text(i, "after"));
+        round_trip(stream, &idle_text(i, "after"));
     }
     for stream in &idle {
         stream.shutdown(Shutdown::Write).unwrap();
@@ -1336,7 +1250,7 @@ enum Breakage {
 }
 
 impl Breakage {
-    fn apply(self, router: &Router) {
+    fn apply(self, router: &Upgradable) {
         match self {
             Breakage::ExitsAtOnce => router.install_script("#!/bin/sh\nexit 1\n"),
             Breakage::InvalidConfig => {
@@ -1351,7 +1265,7 @@ impl Breakage {
         }
     }
 
-    fn undo(self, router: &Router, config: &str) {
+    fn undo(self, router: &Upgradable, config: &str) {
         match self {
             Breakage::ExitsAtOnce | Breakage::OtherVersion => router.install(Path::new(bin())),
             Breakage::InvalidConfig => std::fs::write(&router.config, config).unwrap(),
@@ -1367,18 +1281,18 @@ impl Breakage {
 fn upgrade_failure_keeps_the_old_process_serving() {
     let echo = echo_upstream();
     let held = reserve_port();
-    let listen = listen_addr(&held);
+    let listen = held.addr();
     let config = format!("route {listen} {}\n", echo.addr);
-    let mut router = Router::start("upgrade-failure", &config, 1);
+    let mut router = Upgradable::start("upgrade-failure", &config, 1);
 
     for breakage in [
         Breakage::ExitsAtOnce,
         Breakage::InvalidConfig,
         Breakage::OtherVersion,
     ] {
-        let mut before = connect_to(listen, PATIENT);
+        let mut before = connect_with(listen, PATIENT);
         let texts = ["opened before SIGUSR2\n", "after the failure\n", "moved\n"];
-        echo_once(&mut before, texts[0].as_bytes());
+        round_trip(&mut before, texts[0].as_bytes());
         let old = router.pid();
         breakage.apply(&router);
         let failure = router.failed_upgrade();
@@ -1388,8 +1302,8 @@ fn upgrade_failure_keeps_the_old_process_serving() {
                 "the reason does not name the version: {failure}"
             );
         }
-        echo_once(&mut before, texts[1].as_bytes());
-        echo_once(&mut connect_to(listen, PATIENT), b"a new connection\n");
+        round_trip(&mut before, texts[1].as_bytes());
+        round_trip(&mut connect_with(listen, PATIENT), b"a new connection\n");
         // Again after those round trips: a failed new process must not have written it late.
         assert_eq!(
             router.pid(),
@@ -1399,9 +1313,9 @@ fn upgrade_failure_keeps_the_old_process_serving() {
 
         breakage.undo(&router, &config);
         let upgrade = router.upgrade();
-        echo_once(&mut before, texts[2].as_bytes());
-        echo_once(
-            &mut connect_to(listen, PATIENT),
+        round_trip(&mut before, texts[2].as_bytes());
+        round_trip(
+            &mut connect_with(listen, PATIENT),
             b"served by the new process\n",
         );
         close_cleanly(&mut before);
@@ -1419,33 +1333,6 @@ fn upgrade_failure_keeps_the_old_process_serving() {
     router.stop();
 }
 
-/// A GET on the admin endpoint at `addr`, its whole answer.
-fn admin_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = connect_to(addr, PATIENT);
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap();
-    String::from_utf8_lossy(&read_to_end(&mut stream)).into_owned()
-}
-
-/// A metric's value in a /metrics answer, summed over its labels.
-fn metric(answer: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> = answer
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.split_once("} ")?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.trim().parse().ok()
-        })
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
-}
-
 /// The rest of what a live upgrade must get right: the admin endpoint is served by the new
 /// process (its own counters, the moved connection counted as active); a connection still
 /// choosing its route (half an HTTP head read) moves with what was read and is routed by the new
@@ -1455,54 +1342,55 @@ fn metric(answer: &str, name: &str) -> Option<f64> {
 fn upgrade_moves_the_admin_endpoint_and_a_stop_wins_over_an_upgrade() {
     let echo = echo_upstream();
     let (held, held_host, held_admin) = (reserve_port(), reserve_port(), reserve_port());
-    let (listen, host_listen, admin) = (
-        listen_addr(&held),
-        listen_addr(&held_host),
-        listen_addr(&held_admin),
-    );
+    let (listen, host_listen, admin) = (held.addr(), held_host.addr(), held_admin.addr());
     let config = format!(
         "route {listen} {up}\nroute {host_listen} {up} host=a.example\nadmin {ip} {port}\n",
         up = echo.addr,
         ip = admin.ip(),
         port = admin.port()
     );
-    let mut router = Router::start("upgrade-edges", &config, 2);
-    let mut open = connect_to(listen, PATIENT);
-    echo_once(&mut open, b"before\n");
-    let first_start = metric(&admin_get(admin, "/metrics"), "process_start_time_seconds");
+    let mut router = Upgradable::start("upgrade-edges", &config, 2);
+    let mut open = connect_with(listen, PATIENT);
+    round_trip(&mut open, b"before\n");
+    let first_start = metrics(admin).total("process_start_time_seconds");
 
     let upgrade = router.upgrade();
-    echo_once(&mut open, b"moved\n");
-    let metrics = admin_get(admin, "/metrics");
+    round_trip(&mut open, b"moved\n");
+    let moved = metrics(admin);
     assert_eq!(
-        metric(&metrics, "tcp_router_connections_active"),
+        moved.total("tcp_router_connections_active"),
         Some(1.0),
-        "the moved connection, counted by the new process:\n{metrics}"
+        "the moved connection, counted by the new process:\n{}",
+        moved.text
     );
     assert!(
-        metric(&metrics, "process_start_time_seconds") >= first_start,
-        "{metrics}"
+        moved.total("process_start_time_seconds") >= first_start,
+        "{}",
+        moved.text
     );
-    let connections = admin_get(admin, "/connections");
-    assert!(connections.contains("\"id\":"), "{connections}");
+    let connections = get(admin, "/connections");
+    assert!(
+        connections.text().contains("\"id\":"),
+        "{}",
+        connections.text()
+    );
 
     // Half a request head: the connection is still choosing its route when the upgrade comes.
     let (head, tail) = (&b"GET / HTTP/1.1\r\nHo"[..], &b"st: a.example\r\n\r\n"[..]);
-    let mut choosing = connect_to(host_listen, PATIENT);
+    let mut choosing = connect_with(host_listen, PATIENT);
     choosing.write_all(head).unwrap();
     router.wait_for("the half-sent head to be accepted", || {
-        metric(
-            &admin_get(admin, "/metrics"),
-            "tcp_router_connections_active",
-        ) == Some(2.0)
+        metrics(admin).total("tcp_router_connections_active") == Some(2.0)
     });
     let second = router.upgrade();
     assert_ne!(second.old, upgrade.old);
     choosing.write_all(tail).unwrap();
     let whole = [head, tail].concat();
-    let mut back = vec![0; whole.len()];
-    choosing.read_exact(&mut back).unwrap();
-    assert_eq!(back, whole, "the upstream got the head as sent, in order");
+    assert_eq!(
+        read_exact(&mut choosing, whole.len()),
+        whole,
+        "the upstream got the head as sent, in order"
+    );
     close_cleanly(&mut choosing);
     let key = Key::of_stream(&choosing, host_listen);
     let lines = router.close_lines(second.handed_over_at, &[key]);
@@ -1517,20 +1405,20 @@ fn upgrade_moves_the_admin_endpoint_and_a_stop_wins_over_an_upgrade() {
     let pid = second.new;
     router.wait_until_it_catches_usr2(pid);
     let from = router.mark();
-    signal(pid, "USR2");
+    send_signal(pid, "USR2");
     router.line_after(from, &[STARTING], "the upgrade's first line");
-    signal(pid, "USR2");
+    send_signal(pid, "USR2");
     router.line_after(
         from,
         &["already under way; ignored"],
         "the second SIGUSR2 ignored",
     );
-    signal(pid, "TERM");
+    send_signal(pid, "TERM");
     let (_, failed) = router.line_after(from, &[FAILED, HANDED_OVER], "the upgrade to end");
     assert!(failed.contains("stop was requested"), "{failed}");
     router.line_after(from, &["stopping: accepting no more clients"], "the drain");
     // The old process drains everything: the connection it kept still works meanwhile.
-    echo_once(&mut open, b"drained by the old process\n");
+    round_trip(&mut open, b"drained by the old process\n");
     close_cleanly(&mut open);
     assert_eq!(router.wait_exit(pid), Ended::Code(0), "{}", router.tail());
 }
@@ -1541,21 +1429,21 @@ fn upgrade_moves_the_admin_endpoint_and_a_stop_wins_over_an_upgrade() {
 fn a_connection_whose_listener_was_removed_keeps_its_listener_across_an_upgrade() {
     let echo = echo_upstream();
     let (held_kept, held_removed) = (reserve_port(), reserve_port());
-    let (kept, removed) = (listen_addr(&held_kept), listen_addr(&held_removed));
+    let (kept, removed) = (held_kept.addr(), held_removed.addr());
     let config = format!("route {kept} {up}\nroute {removed} {up}\n", up = echo.addr);
-    let mut router = Router::start("upgrade-gone-listener", &config, 2);
-    let mut open = connect_to(removed, PATIENT);
-    echo_once(&mut open, b"before the reload\n");
+    let mut router = Upgradable::start("upgrade-gone-listener", &config, 2);
+    let mut open = connect_with(removed, PATIENT);
+    round_trip(&mut open, b"before the reload\n");
 
     std::fs::write(&router.config, format!("route {kept} {}\n", echo.addr)).unwrap();
     let from = router.mark();
-    signal(router.pid(), "HUP");
+    send_signal(router.pid(), "HUP");
     router.line_after(
         from,
         &[&format!("closing listener {removed}")],
         "the reload",
     );
-    echo_once(&mut open, b"after the reload\n");
+    round_trip(&mut open, b"after the reload\n");
 
     let upgrade = router.upgrade();
     let (_, warning) = router.line_after(
@@ -1564,7 +1452,7 @@ fn a_connection_whose_listener_was_removed_keeps_its_listener_across_an_upgrade(
         "the warning",
     );
     assert!(warning.contains(&removed.to_string()), "{warning}");
-    echo_once(&mut open, b"after the upgrade\n");
+    round_trip(&mut open, b"after the upgrade\n");
     close_cleanly(&mut open);
     let key = Key::of_stream(&open, removed);
     let lines = router.close_lines(upgrade.handed_over_at, &[key]);
@@ -1652,13 +1540,13 @@ fn a_new_process_refuses_a_peer_that_is_not_its_parent() {
 fn the_peek_deadline_is_kept_across_an_upgrade() {
     let echo = echo_upstream();
     let held = reserve_port();
-    let listen = listen_addr(&held);
+    let listen = held.addr();
     let config = format!(
         "route {listen} {up} host=a.example peek_timeout=2s\n",
         up = echo.addr
     );
-    let mut router = Router::start("upgrade-peek-deadline", &config, 1);
-    let mut choosing = connect_to(listen, PATIENT);
+    let mut router = Upgradable::start("upgrade-peek-deadline", &config, 1);
+    let mut choosing = connect_with(listen, PATIENT);
     let since = Instant::now();
     choosing.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
     // The client's own pause is the case: it is still choosing its route a second in.

@@ -163,7 +163,7 @@ fn the_command_line_refuses_port_0_and_the_same_upstream_twice() {
     }
 }
 
-/// Stopping with `Duration::MAX`, "as long as it takes", used to panic the forwarder's thread
+/// Stopping with `Duration::MAX`, "as long as it takes", does not panic the forwarder's thread
 /// ("overflow when adding duration to instant").
 #[test]
 fn stopping_within_the_longest_duration_does_not_panic() {
