@@ -98,8 +98,8 @@ pub(crate) struct Connection {
     pub(crate) park: Park,
     /// Where a direction that met a reset on a write waits for the other to end (see
     /// `relay::finish`); signalled only once the connection is aborted.
-    ending: Mutex<()>,
-    ended: Condvar,
+    end_lock: Mutex<()>,
+    end_set: Condvar,
 }
 
 impl Connection {
@@ -118,8 +118,8 @@ impl Connection {
             route_traffic: OnceLock::new(),
             ends: [AtomicU8::new(OPEN), AtomicU8::new(OPEN)],
             park: Park::default(),
-            ending: Mutex::new(()),
-            ended: Condvar::new(),
+            end_lock: Mutex::new(()),
+            end_set: Condvar::new(),
         }
     }
 
@@ -179,8 +179,8 @@ impl Connection {
     pub(crate) fn set_end(&self, direction: Direction, end: End) {
         self.ends[direction as usize].store(end.code(), Ordering::SeqCst);
         if self.stop() == Stop::Aborted {
-            let _held = lock(&self.ending);
-            self.ended.notify_all();
+            let _held = lock(&self.end_lock);
+            self.end_set.notify_all();
         }
     }
 
@@ -188,7 +188,7 @@ impl Connection {
     /// connection: [`Connection::set_end`] signals only then. Both the end and the stop are
     /// sequentially consistent, so either this sees the end or the end's writer sees the stop.
     pub(crate) fn wait_for_end(&self, direction: Direction, deadline: Instant) -> Option<End> {
-        let mut held = lock(&self.ending);
+        let mut held = lock(&self.end_lock);
         loop {
             if let Some(end) = End::from_code(self.ends[direction as usize].load(Ordering::SeqCst))
             {
@@ -198,7 +198,7 @@ impl Connection {
             if left.is_zero() {
                 return None;
             }
-            held = match self.ended.wait_timeout(held, left) {
+            held = match self.end_set.wait_timeout(held, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
