@@ -37,7 +37,7 @@ impl Watch for Watcher<'_> {
 }
 
 /// The socket timeout of a connection without idle limits. Not for a deadline: a socket with a
-/// timeout returns `EINTR` when its thread is signalled (see `sys::wake`), which is how a hand-off
+/// timeout returns `EINTR` when its thread is signalled (see `sys::wake`), which is how a live upgrade
 /// brings a blocked copy thread to a safe point. Waking once an hour costs an idle connection
 /// nothing measurable.
 const QUIET_TICK: Duration = Duration::from_secs(3600);

@@ -718,7 +718,7 @@ mod tests {
         assert_eq!(pool.free.lock().unwrap().len(), 1);
     }
 
-    /// A connection being handed over: an interrupted write parks.
+    /// An upgrade asking the copy threads to park: an interrupted write stops.
     struct Parking;
 
     impl Watch for Parking {

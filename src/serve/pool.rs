@@ -84,7 +84,7 @@ struct Idle {
     thread: Thread,
 }
 
-/// One worker's hand-off place. Empty while the worker is listed idle; `execute` fills it under
+/// One worker's place for its next task. Empty while the worker is listed idle; `execute` fills it under
 /// the `idle` lock, at the moment it takes the worker off the stack.
 struct Slot {
     task: Mutex<Option<Task>>,
@@ -212,7 +212,7 @@ fn wait_for_task(slot: &Arc<Slot>, inner: &Inner) -> Option<Task> {
 }
 
 /// Parks until the slot holds a task or `keep` has passed. Wakes without a task are expected: a
-/// stale unpark from an earlier hand-off (the worker found that task before the unpark came), or
+/// stale unpark from an earlier task given (the worker found that task before the unpark came), or
 /// one from whatever a task used that parks this thread too, such as a channel.
 fn park_for_task(slot: &Slot, keep: Duration) -> Option<Task> {
     // A `keep` too long to add to now is a wait without end.
@@ -334,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_job_does_not_kill_the_pool() {
+    fn a_panicking_task_does_not_kill_the_pool() {
         let pool = Pool::new(Duration::from_secs(5));
         let (done_tx, done_rx) = unbounded();
         pool.execute(Box::new(|| panic!("test panic"))).unwrap();
@@ -344,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_job_does_not_kill_its_worker() {
+    fn a_panicking_task_does_not_kill_its_worker() {
         let pool = Pool::new(Duration::from_secs(5));
         let (id_tx, id_rx) = unbounded();
         let tx = id_tx.clone();
@@ -463,9 +463,9 @@ mod tests {
     }
 
     #[test]
-    fn a_job_handed_over_as_the_wait_runs_out_still_runs() {
+    fn a_task_given_as_the_wait_runs_out_still_runs() {
         // With no idle time at all, every worker's wait runs out as soon as it is listed, so
-        // hand-offs keep meeting workers on their way off the stack, spares included (a spare
+        // tasks given keep meeting workers on their way off the stack, spares included (a spare
         // that runs a task starts its next wait with `idle_keep` again).
         let pool = Pool::new(Duration::ZERO);
         for _ in 0..20 {

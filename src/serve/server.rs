@@ -1,5 +1,5 @@
 //! The server: its listeners bound (or taken over from the old process), and the accept loop,
-//! which takes control requests between accepts until a stop or a hand-off. What one round
+//! which takes control requests between accepts until a stop or a live upgrade. What one round
 //! does is in `accept`, a reload in `reload`, the graceful stop in `drain`; the `Handle` that
 //! sends the requests is in `handle`.
 //!

@@ -1,5 +1,5 @@
 //! Waking one blocked thread out of a system call, so a copy thread blocked in `recv` or in a
-//! blocking write can be brought to a safe point (the live upgrade's hand-off).
+//! blocking write can be brought to a safe point (for a live upgrade).
 //!
 //! A thread is woken by a signal sent to it alone (`pthread_kill` with SIGURG, which nothing else
 //! here uses and whose default action is to ignore it). The handler does nothing; what matters is
