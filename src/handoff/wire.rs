@@ -275,6 +275,7 @@ impl Message {
 /// For the fuzz target `handoff_wire` (through `upgrade::decode_round_trip`): decodes `bytes`
 /// and, if they are a message, asserts that it encodes to bytes that decode to it again. True if
 /// `bytes` were a message; a panic is a bug.
+#[cfg(any(test, fuzzing))]
 pub(crate) fn decode_round_trip(bytes: &[u8]) -> bool {
     let Ok(message) = Message::decode(bytes) else {
         return false;
