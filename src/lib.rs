@@ -61,6 +61,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+// Linux only, said once: splice, the sock_diag netlink answer and Linux's socket options are
+// used without a fallback for other systems.
+#[cfg(not(target_os = "linux"))]
+compile_error!("tcp-router runs on Linux only");
+
 mod admin;
 mod check;
 pub mod config;

@@ -61,7 +61,6 @@ pub(crate) mod copy;
 mod finish;
 mod outcome;
 mod pump;
-#[cfg(target_os = "linux")]
 pub(crate) mod splice;
 
 pub(crate) use connection::{Connection, Halted, Past, Resumed, Settled, Traffic};

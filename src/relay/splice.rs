@@ -45,7 +45,6 @@
 //! - A splice from a socket stops at TCP urgent data, and then returns 0 as if at end of stream
 //!   while poll says readable. FIONREAD counts only the bytes before the mark, so such a chunk
 //!   goes to the buffer path, whose `recv` steps over the urgent byte as before.
-//! - Linux only; other systems always use the buffer path.
 
 use std::cell::Cell;
 use std::io;
@@ -70,13 +69,9 @@ pub(crate) const FDS_PER_PIPE: u64 = 2;
 
 /// Pipes the splice pool may have alive under `open_files`: [`MAX_PIPES`], but never more than
 /// a quarter of the descriptors, so a small limit (1,024 is common) still leaves most of them to
-/// connections. Zero where splice is not used.
+/// connections.
 pub(crate) fn pipe_budget(open_files: u64) -> u64 {
-    if cfg!(target_os = "linux") {
-        MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
-    } else {
-        0
-    }
+    MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
 }
 
 /// The environment variable that turns splice off when set to anything but "" or "0".
