@@ -61,6 +61,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+// Linux only, said once: splice, the sock_diag netlink answer and Linux's socket options are
+// used without a fallback for other systems.
+#[cfg(not(target_os = "linux"))]
+compile_error!("tcp-router runs on Linux only");
+
 mod admin;
 mod check;
 pub mod config;
@@ -96,9 +101,11 @@ pub mod upgrade {
     pub use crate::handoff::{Channel, Rendezvous, CHANNEL_ENV, VERSION, VERSION_ENV};
     pub use crate::serve::{HandedOff, TakenOver};
 
-    /// For the fuzz target `handoff_wire`, not an API: decodes `bytes` as a hand-off message
-    /// and, if they are one, checks that it encodes to bytes that decode to it again (panics if
-    /// not). True if `bytes` were a message.
+    /// For the fuzz target `handoff_wire`, not an API (built only under `cfg(fuzzing)`, as
+    /// `cargo fuzz` builds): decodes `bytes` as a hand-off message and, if they are one, checks
+    /// that it encodes to bytes that decode to it again (panics if not). True if `bytes` were a
+    /// message.
+    #[cfg(fuzzing)]
     #[doc(hidden)]
     pub fn decode_round_trip(bytes: &[u8]) -> bool {
         crate::handoff::wire::decode_round_trip(bytes)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tcp_router::proto::tls::parse_client_hello;
-use tcp_router::proto::Status;
+use tcp_router::proto::Parsed;
 use tcp_router::Forwarder;
 
 use crate::util::*;
@@ -439,7 +439,7 @@ fn random_sni_names_add_no_series() {
         .collect();
     for name in &names {
         match parse_client_hello(&client_hello(name)) {
-            Ok(Status::Complete(hello)) => {
+            Ok(Parsed::Complete(hello)) => {
                 assert_eq!(hello.server_name, Some(name.to_ascii_lowercase()))
             }
             other => panic!("{name}: {other:?}"),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tcp_router::proto::proxy::Version;
 use tcp_router::proto::tls::parse_client_hello;
-use tcp_router::proto::Status;
+use tcp_router::proto::Parsed;
 use tcp_router::Forwarder;
 
 use crate::util::*;
@@ -55,7 +55,7 @@ fn captured_hello() -> &'static [u8] {
             stream.set_read_timeout(Some(PATIENCE)).unwrap();
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            while !matches!(parse_client_hello(&buf), Ok(Status::Complete(_))) {
+            while !matches!(parse_client_hello(&buf), Ok(Parsed::Complete(_))) {
                 let n = stream.read(&mut chunk).expect("read the ClientHello");
                 assert!(n > 0, "s_client closed before its ClientHello was complete");
                 buf.extend_from_slice(&chunk[..n]);
@@ -63,7 +63,7 @@ fn captured_hello() -> &'static [u8] {
             let _ = tx.send(buf);
         });
         let buf = rx.recv_timeout(PATIENCE).expect("capture a ClientHello");
-        let Ok(Status::Complete(hello)) = parse_client_hello(&buf) else {
+        let Ok(Parsed::Complete(hello)) = parse_client_hello(&buf) else {
             unreachable!()
         };
         assert_eq!(hello.server_name.as_deref(), Some("split.example.com"));
@@ -320,7 +320,7 @@ fn default_route_catches_no_sni_and_plain_clients() {
     let _ = s_client(router.addr, &["-noservername"]);
     let got = default_rx.recv_timeout(PATIENCE).unwrap();
     match parse_client_hello(&got) {
-        Ok(Status::Complete(hello)) => assert_eq!(hello.server_name, None),
+        Ok(Parsed::Complete(hello)) => assert_eq!(hello.server_name, None),
         other => panic!("the default upstream got no ClientHello: {other:?}"),
     }
     let line = router.wait_for_line("closed #2 ");
@@ -429,7 +429,7 @@ fn fragmented_client_hello_is_routed_and_replayed_exactly() {
     let three = records.concat();
     assert!(matches!(
         parse_client_hello(&three),
-        Ok(Status::Complete(h)) if h.server_name.as_deref() == Some("split.example.com")
+        Ok(Parsed::Complete(h)) if h.server_name.as_deref() == Some("split.example.com")
     ));
     let chunks: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
     assert_eq!(send_chunks(router.addr, &chunks, true), b"");

@@ -1,6 +1,6 @@
 //! Helpers shared by the fuzz targets.
 
-use tcp_router::proto::Status;
+use tcp_router::proto::Parsed;
 
 /// A cheap sample of split points in `0..len`: the first few bytes, the
 /// thirds, the last byte, and two points chosen by the input's own bytes.
@@ -18,7 +18,7 @@ pub fn split_points(data: &[u8]) -> Vec<usize> {
 
 /// Asserts that a parser's answer for a prefix of `data` is `Partial` or the
 /// same as its answer for all of `data`: answers never change as bytes arrive.
-pub fn check_prefixes<T, E>(data: &[u8], parse: impl Fn(&[u8]) -> Result<Status<T>, E>)
+pub fn check_prefixes<T, E>(data: &[u8], parse: impl Fn(&[u8]) -> Result<Parsed<T>, E>)
 where
     T: PartialEq + std::fmt::Debug,
     E: PartialEq + std::fmt::Debug,
@@ -26,7 +26,7 @@ where
     let full = parse(data);
     for cut in split_points(data) {
         let prefix = parse(&data[..cut]);
-        if !matches!(prefix, Ok(Status::Partial)) {
+        if !matches!(prefix, Ok(Parsed::Partial)) {
             assert_eq!(prefix, full, "prefix of {cut} bytes disagrees");
         }
     }

@@ -27,20 +27,20 @@ const HEALTH_STALE: Duration = Duration::from_secs(5);
 const PAGE: &str = include_str!("page.html");
 
 /// One answering thread's place among a few; given back when dropped.
-pub(super) struct Slot(Arc<AtomicUsize>);
+pub(super) struct AnswerSlot(Arc<AtomicUsize>);
 
-impl Slot {
+impl AnswerSlot {
     /// A place among `max`, if one is free.
-    pub(super) fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+    pub(super) fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<AnswerSlot> {
         if count.fetch_add(1, Ordering::SeqCst) >= max {
             count.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
-        Some(Slot(Arc::clone(count)))
+        Some(AnswerSlot(Arc::clone(count)))
     }
 }
 
-impl Drop for Slot {
+impl Drop for AnswerSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

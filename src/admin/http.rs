@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::proto::Status;
+use crate::proto::Parsed;
 
 /// The largest request head accepted; more is answered 431 without reading on.
 pub(crate) const MAX_REQUEST: usize = 8 * 1024;
@@ -18,7 +18,7 @@ pub(crate) struct Request {
 
 /// Why a request head cannot be served, as a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum RequestError {
     /// 400: not an HTTP/1.x request line.
     Malformed,
     /// 431: the head is over [`MAX_REQUEST`] bytes.
@@ -27,37 +27,37 @@ pub(crate) enum Refusal {
 
 /// Reads the request head at the start of `buf`: `Partial` until the blank line that ends it has
 /// arrived. Only the request line is interpreted; header lines are skipped.
-pub(crate) fn parse_request(buf: &[u8]) -> Result<Status<Request>, Refusal> {
+pub(crate) fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, RequestError> {
     let window = &buf[..buf.len().min(MAX_REQUEST)];
     let Some(end) = find(window, b"\r\n\r\n")
         .map(|i| i + 4)
         .or_else(|| find(window, b"\n\n").map(|i| i + 2))
     else {
         return if buf.len() >= MAX_REQUEST {
-            Err(Refusal::TooLarge)
+            Err(RequestError::TooLarge)
         } else if looks_like_http_so_far(window) {
-            Ok(Status::Partial)
+            Ok(Parsed::Partial)
         } else {
-            Err(Refusal::Malformed)
+            Err(RequestError::Malformed)
         };
     };
-    let head = std::str::from_utf8(&window[..end]).map_err(|_| Refusal::Malformed)?;
+    let head = std::str::from_utf8(&window[..end]).map_err(|_| RequestError::Malformed)?;
     let line = head.lines().next().unwrap_or("");
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Refusal::Malformed);
+        return Err(RequestError::Malformed);
     };
     if method.is_empty()
         || !method.bytes().all(|b| b.is_ascii_uppercase())
         || !target.starts_with('/')
         || !version.starts_with("HTTP/1.")
     {
-        return Err(Refusal::Malformed);
+        return Err(RequestError::Malformed);
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Ok(Status::Complete(Request {
+    Ok(Parsed::Complete(Request {
         method: method.to_string(),
         path: path.to_string(),
         query: query.to_string(),
@@ -173,31 +173,31 @@ mod tests {
         let head = b"GET /connections?limit=5 HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(
             parse_request(head),
-            Ok(Status::Complete(request("GET", "/connections", "limit=5")))
+            Ok(Parsed::Complete(request("GET", "/connections", "limit=5")))
         );
         for n in 0..head.len() - 1 {
-            assert_eq!(parse_request(&head[..n]), Ok(Status::Partial), "prefix {n}");
+            assert_eq!(parse_request(&head[..n]), Ok(Parsed::Partial), "prefix {n}");
         }
         assert_eq!(
             parse_request(b"HEAD / HTTP/1.0\n\n"),
-            Ok(Status::Complete(request("HEAD", "/", "")))
+            Ok(Parsed::Complete(request("HEAD", "/", "")))
         );
     }
 
     #[test]
     fn what_is_not_http_or_too_large_is_refused() {
-        assert_eq!(parse_request(b"\x16\x03\x01"), Err(Refusal::Malformed));
+        assert_eq!(parse_request(b"\x16\x03\x01"), Err(RequestError::Malformed));
         assert_eq!(
             parse_request(b"GET nopath HTTP/1.1\r\n\r\n"),
-            Err(Refusal::Malformed)
+            Err(RequestError::Malformed)
         );
         assert_eq!(
             parse_request(b"GET / SPDY/3\r\n\r\n"),
-            Err(Refusal::Malformed)
+            Err(RequestError::Malformed)
         );
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_REQUEST, b'a');
-        assert_eq!(parse_request(&big), Err(Refusal::TooLarge));
+        assert_eq!(parse_request(&big), Err(RequestError::TooLarge));
     }
 
     #[test]

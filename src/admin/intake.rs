@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::config::{listed, Pattern};
-use crate::proto::Status;
+use crate::proto::Parsed;
 use crate::serve::status::Shared;
 
 use super::client::{self, DEADLINE, LINGER, LINGER_BYTES};
-use super::http::{self, Refusal, Request, Response};
+use super::http::{self, Request, RequestError, Response};
 
 /// Requests answered at once, each on a thread: room for a scraper, a status page and probes
 /// together with a wide margin. A thread keeps its place until the client has closed (or its
@@ -44,7 +44,7 @@ const MAX_CLOSING: usize = 256;
 const ACCEPT_BATCH: usize = 64;
 
 /// A client whose request head is still arriving.
-struct Waiting {
+struct Arriving {
     stream: TcpStream,
     peer: SocketAddr,
     head: Vec<u8>,
@@ -64,7 +64,7 @@ struct Intake {
     shared: Arc<Shared>,
     allow: Arc<RwLock<Vec<Pattern>>>,
     answering: Arc<AtomicUsize>,
-    waiting: VecDeque<Waiting>,
+    waiting: VecDeque<Arriving>,
     closing: VecDeque<Closing>,
 }
 
@@ -181,7 +181,7 @@ impl Intake {
                 self.answer_here(oldest.stream, &timeout(), false);
             }
         }
-        self.waiting.push_back(Waiting {
+        self.waiting.push_back(Arriving {
             stream,
             peer,
             head: Vec::with_capacity(1024),
@@ -209,16 +209,16 @@ impl Intake {
             }
             let closed = read_more(&client.stream, &mut client.head);
             match http::parse_request(&client.head) {
-                Ok(Status::Complete(request)) => self.dispatch(client, request),
-                Ok(Status::Partial) if !closed => still.push_back(client),
-                Ok(Status::Partial) => {
+                Ok(Parsed::Complete(request)) => self.dispatch(client, request),
+                Ok(Parsed::Partial) if !closed => still.push_back(client),
+                Ok(Parsed::Partial) => {
                     let response = Response::text(400, "closed before a whole request");
                     self.answer_here(client.stream, &response, false);
                 }
-                Err(Refusal::Malformed) => {
+                Err(RequestError::Malformed) => {
                     self.answer_here(client.stream, &Response::text(400, "bad request"), false);
                 }
-                Err(Refusal::TooLarge) => {
+                Err(RequestError::TooLarge) => {
                     let response = Response::text(431, "request head too large");
                     self.answer_here(client.stream, &response, false);
                 }
@@ -229,10 +229,10 @@ impl Intake {
 
     /// Answers a complete request on a thread of its own, or, with every thread busy, here:
     /// the probes as usual, anything else `429`.
-    fn dispatch(&mut self, client: Waiting, request: Request) {
+    fn dispatch(&mut self, client: Arriving, request: Request) {
         let head_only = request.method == "HEAD";
-        let Waiting { stream, peer, .. } = client;
-        let Some(slot) = client::Slot::take(&self.answering, MAX_ANSWERING) else {
+        let Arriving { stream, peer, .. } = client;
+        let Some(slot) = client::AnswerSlot::take(&self.answering, MAX_ANSWERING) else {
             let response = if matches!(request.path.as_str(), "/health" | "/ready") {
                 client::answer(&request, &self.shared)
             } else {

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::relay::{splice, Direction, End};
 use crate::serve::listener::NO_ROUTE;
-use crate::serve::metrics::{Ended, Failure, CONNECT_BUCKETS};
+use crate::serve::metrics::{ConnectFailure, Ended, CONNECT_BUCKETS};
 use crate::serve::status::Shared;
 
 /// The content type of the text format.
@@ -360,7 +360,7 @@ fn upstreams(e: &mut Exposition, shared: &Shared) {
     }
     e.family(&UPSTREAM_CONNECT_FAILURES_TOTAL);
     for ((listener, route, upstream), stats) in &upstreams {
-        for (index, reason) in Failure::NAMES.iter().enumerate() {
+        for (index, reason) in ConnectFailure::NAMES.iter().enumerate() {
             let labels = [
                 ("listener", listener.as_str()),
                 ("route", route.as_str()),

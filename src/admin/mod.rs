@@ -30,13 +30,13 @@ use crate::sys::net;
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     shared: Arc<Shared>,
-    running: Option<Running>,
+    running: Option<Serving>,
     prepared: Option<Prepared>,
 }
 
 /// A bound endpoint and its accept thread.
 #[derive(Debug)]
-struct Running {
+struct Serving {
     config: Admin,
     addr: SocketAddr,
     /// Who may ask; replaced in place when only the list changes.
@@ -118,7 +118,7 @@ impl Endpoint {
             );
         }
         log::info!("admin endpoint on http://{addr}/ (metrics at /metrics)");
-        self.running = Some(Running {
+        self.running = Some(Serving {
             config,
             addr,
             allow,

@@ -33,7 +33,7 @@ pub const VERSION_ENV: &str = "TCP_ROUTER_HANDOFF_VERSION";
 /// A connected hand-off channel, to the old process or to the new one.
 #[derive(Debug)]
 pub struct Channel {
-    inner: fd_pass::Channel,
+    inner: fd_pass::SeqPacket,
     /// The peer's process id, when this end accepted it.
     peer_pid: Option<u32>,
 }
@@ -55,7 +55,7 @@ pub struct Channel {
 pub struct Rendezvous {
     dir: PathBuf,
     path: PathBuf,
-    listener: fd_pass::ChannelListener,
+    listener: fd_pass::SeqPacketListener,
 }
 
 impl Rendezvous {
@@ -72,7 +72,7 @@ impl Rendezvous {
         ));
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let path = dir.join("channel");
-        match fd_pass::ChannelListener::bind(&path) {
+        match fd_pass::SeqPacketListener::bind(&path) {
             Ok(listener) => Ok(Rendezvous {
                 dir,
                 path,
@@ -122,7 +122,7 @@ impl Channel {
     pub fn connect(path: &Path) -> io::Result<Channel> {
         let uid = rustix::process::geteuid().as_raw();
         check_private_dir(path.parent().unwrap_or(Path::new(".")), uid)?;
-        let inner = fd_pass::Channel::connect(path)?;
+        let inner = fd_pass::SeqPacket::connect(path)?;
         let (pid, peer_uid) = inner.peer()?;
         if peer_uid != uid {
             return Err(io::Error::new(
@@ -144,7 +144,7 @@ impl Channel {
     /// Both ends of a channel, for tests.
     #[cfg(test)]
     pub(crate) fn pair() -> (Channel, Channel) {
-        let (a, b) = fd_pass::Channel::pair().expect("a socket pair");
+        let (a, b) = fd_pass::SeqPacket::pair().expect("a socket pair");
         (
             Channel {
                 inner: a,

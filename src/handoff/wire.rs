@@ -136,7 +136,7 @@ const SETUP: u8 = 8;
 impl Message {
     /// The message as bytes.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Writer(MAGIC.to_vec());
+        let mut out = WireWriter(MAGIC.to_vec());
         match self {
             Message::Hello { version, pid } => {
                 out.u8(HELLO);
@@ -189,7 +189,7 @@ impl Message {
 
     /// Reads one message; anything else than exactly one well-formed message is an error.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Message, Malformed> {
-        let mut r = Reader(bytes);
+        let mut r = WireReader(bytes);
         if r.take(4)? != MAGIC {
             return Err(Malformed("not a hand-off message"));
         }
@@ -275,6 +275,7 @@ impl Message {
 /// For the fuzz target `handoff_wire` (through `upgrade::decode_round_trip`): decodes `bytes`
 /// and, if they are a message, asserts that it encodes to bytes that decode to it again. True if
 /// `bytes` were a message; a panic is a bug.
+#[cfg(any(test, fuzzing))]
 pub(crate) fn decode_round_trip(bytes: &[u8]) -> bool {
     let Ok(message) = Message::decode(bytes) else {
         return false;
@@ -301,9 +302,9 @@ fn clip(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-struct Writer(Vec<u8>);
+struct WireWriter(Vec<u8>);
 
-impl Writer {
+impl WireWriter {
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -381,9 +382,9 @@ impl Writer {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+struct WireReader<'a>(&'a [u8]);
 
-impl<'a> Reader<'a> {
+impl<'a> WireReader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         if self.0.len() < n {
             return Err(Malformed("message cut short"));

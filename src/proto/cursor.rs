@@ -1,12 +1,12 @@
-//! Shared building blocks for the protocol readers: the incremental-parse [`Status`] and a
-//! bounds-checked byte cursor.
+//! Shared building blocks for the protocol readers: an incremental parse's outcome
+//! ([`Parsed`]) and a bounds-checked byte cursor.
 
 /// Outcome of an incremental parse over the bytes received so far.
 ///
 /// Running out of input is never an error: the caller reads more and calls
 /// the parser again with the longer buffer (the same model as `httparse`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status<T> {
+pub enum Parsed<T> {
     /// The value is fully determined by the bytes seen; more bytes won't change it.
     Complete(T),
     /// Every byte so far is consistent with a valid input, but more are needed.

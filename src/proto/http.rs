@@ -29,7 +29,7 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use super::cursor::{Reader, Status};
+use super::cursor::{Parsed, Reader};
 use super::name;
 
 /// The caller's read cap: if the host is not decided within this many bytes
@@ -80,20 +80,20 @@ pub fn misdirected_response() -> &'static [u8] {
 /// when the headers end without a Host header (or with an empty one), and
 /// `Partial` while more bytes are needed. An answer other than `Partial`
 /// never changes as more bytes arrive.
-pub fn parse_host(buf: &[u8]) -> Result<Status<Option<String>>, HttpError> {
+pub fn parse_host(buf: &[u8]) -> Result<Parsed<Option<String>>, HttpError> {
     // Bytes past the cap are never looked at, so prefixes stay consistent.
     let window = buf.get(..MAX_HEAD_BYTES).unwrap_or(buf);
     match parse_head(window)? {
-        Status::Partial if buf.len() >= MAX_HEAD_BYTES => Err(HttpError::TooLarge),
+        Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => Err(HttpError::TooLarge),
         status => Ok(status),
     }
 }
 
 /// Request line, then headers until the host is decided.
-fn parse_head(buf: &[u8]) -> Result<Status<Option<String>>, HttpError> {
+fn parse_head(buf: &[u8]) -> Result<Parsed<Option<String>>, HttpError> {
     let mut r = Reader::new(buf);
     let Some(target) = request_line(&mut r)? else {
-        return Ok(Status::Partial);
+        return Ok(Parsed::Partial);
     };
     if let Some(authority) = absolute_form_authority(target) {
         if authority.is_empty() || authority.contains(&b'@') {
@@ -101,7 +101,7 @@ fn parse_head(buf: &[u8]) -> Result<Status<Option<String>>, HttpError> {
                 "request target has no usable authority",
             ));
         }
-        return host_value(authority).map(Status::Complete);
+        return host_value(authority).map(Parsed::Complete);
     }
     headers(&mut r)
 }
@@ -202,31 +202,31 @@ fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
 }
 
 /// Reads header lines until the Host header or the end of the headers.
-fn headers(r: &mut Reader<'_>) -> Result<Status<Option<String>>, HttpError> {
+fn headers(r: &mut Reader<'_>) -> Result<Parsed<Option<String>>, HttpError> {
     const BAD_END: HttpError = HttpError::Malformed("CR not followed by LF");
     loop {
         match r.clone().u8() {
-            None => return Ok(Status::Partial),
+            None => return Ok(Parsed::Partial),
             Some(b'\r' | b'\n') => {
                 // The empty line: headers ended without a Host header.
                 return Ok(if line_end(r, BAD_END)? {
-                    Status::Complete(None)
+                    Parsed::Complete(None)
                 } else {
-                    Status::Partial
+                    Parsed::Partial
                 });
             }
             Some(b' ' | b'\t') => return Err(HttpError::Malformed("line starts with whitespace")),
             Some(_) => {}
         }
         let Some((name, value)) = header_line(r)? else {
-            return Ok(Status::Partial);
+            return Ok(Parsed::Partial);
         };
         if name.eq_ignore_ascii_case(b"host") {
             // Wait for the next line's first byte to rule out a folded value.
             return match r.clone().u8() {
-                None => Ok(Status::Partial),
+                None => Ok(Parsed::Partial),
                 Some(b' ' | b'\t') => Err(HttpError::Malformed("line starts with whitespace")),
-                Some(_) => host_value(value).map(Status::Complete),
+                Some(_) => host_value(value).map(Parsed::Complete),
             };
         }
     }
@@ -305,28 +305,28 @@ mod tests {
     use super::*;
     use crate::test_support::XorShift;
 
-    fn host(input: &[u8]) -> Result<Status<Option<String>>, HttpError> {
+    fn host(input: &[u8]) -> Result<Parsed<Option<String>>, HttpError> {
         parse_host(input)
     }
 
-    fn found(name: &str) -> Result<Status<Option<String>>, HttpError> {
-        Ok(Status::Complete(Some(name.to_string())))
+    fn found(name: &str) -> Result<Parsed<Option<String>>, HttpError> {
+        Ok(Parsed::Complete(Some(name.to_string())))
     }
 
-    const NONE: Result<Status<Option<String>>, HttpError> = Ok(Status::Complete(None));
+    const NONE: Result<Parsed<Option<String>>, HttpError> = Ok(Parsed::Complete(None));
 
-    fn malformed(why: &'static str) -> Result<Status<Option<String>>, HttpError> {
+    fn malformed(why: &'static str) -> Result<Parsed<Option<String>>, HttpError> {
         Err(HttpError::Malformed(why))
     }
 
     /// Every prefix is `Partial` or already the final answer, and once an
     /// answer appears it never changes. Returns the final answer.
-    fn check_splits(input: &[u8]) -> Result<Status<Option<String>>, HttpError> {
+    fn check_splits(input: &[u8]) -> Result<Parsed<Option<String>>, HttpError> {
         let full = host(input);
         let mut decided = false;
         for end in 0..=input.len() {
             let got = host(&input[..end]);
-            if got == Ok(Status::Partial) {
+            if got == Ok(Parsed::Partial) {
                 assert!(!decided, "{input:?}: Partial after an answer at {end}");
             } else {
                 assert_eq!(got, full, "{input:?} cut at {end}");
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(check_splits(req), found("foo.example"));
         // The answer comes once the byte after the Host line is there.
         let at = req.iter().position(|&b| b == b'8').unwrap() + b"8443 \r\n".len();
-        assert_eq!(host(&req[..at]), Ok(Status::Partial));
+        assert_eq!(host(&req[..at]), Ok(Parsed::Partial));
         assert_eq!(host(&req[..at + 1]), found("foo.example"));
     }
 
@@ -495,7 +495,7 @@ mod tests {
             b"GET /",
             b"GET / HTTP/1",
         ] {
-            assert_eq!(host(prefix), Ok(Status::Partial), "{prefix:?}");
+            assert_eq!(host(prefix), Ok(Parsed::Partial), "{prefix:?}");
         }
     }
 
@@ -530,7 +530,7 @@ mod tests {
         while req.len() < MAX_HEAD_BYTES + 100 {
             req.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
         }
-        assert_eq!(host(&req[..MAX_HEAD_BYTES - 1]), Ok(Status::Partial));
+        assert_eq!(host(&req[..MAX_HEAD_BYTES - 1]), Ok(Parsed::Partial));
         assert_eq!(host(&req[..MAX_HEAD_BYTES]), Err(HttpError::TooLarge));
         req.extend_from_slice(b"Host: a\r\n\r\n");
         assert_eq!(host(&req), Err(HttpError::TooLarge));
@@ -552,7 +552,7 @@ mod tests {
     fn check_consistent(input: &[u8], cut: usize) {
         let full = host(input);
         let prefix = host(&input[..cut.min(input.len())]);
-        if prefix != Ok(Status::Partial) {
+        if prefix != Ok(Parsed::Partial) {
             assert_eq!(prefix, full, "{input:?} cut at {cut}");
         }
     }

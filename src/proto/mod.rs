@@ -2,8 +2,8 @@
 //! ClientHello ([`tls`]), the HTTP/1.x request head ([`http`]) and the PROXY protocol v1/v2
 //! ([`proxy`], with its encoder).
 //!
-//! Each reader takes the bytes received so far and answers [`Status::Complete`] with what it
-//! found, [`Status::Partial`] when it needs more, or an error when the bytes cannot start a valid
+//! Each reader takes the bytes received so far and answers [`Parsed::Complete`] with what it
+//! found, [`Parsed::Partial`] when it needs more, or an error when the bytes cannot start a valid
 //! message. They never panic, allocate little and read no socket, so they are unit-tested on every
 //! prefix and split of real captures and fuzzed (`fuzz/`). The socket loop around them lives in
 //! `serve::peek`.
@@ -12,11 +12,11 @@
 //! bounds-checked cursor and the host-name rule, [`name`](self)).
 //!
 //! ```
-//! use tcp_router::proto::{http, Status};
+//! use tcp_router::proto::{http, Parsed};
 //!
 //! let head = b"GET / HTTP/1.1\r\nHost: Example.com:8080\r\n\r\n";
-//! assert_eq!(http::parse_host(head), Ok(Status::Complete(Some("example.com".into()))));
-//! assert_eq!(http::parse_host(&head[..20]), Ok(Status::Partial));
+//! assert_eq!(http::parse_host(head), Ok(Parsed::Complete(Some("example.com".into()))));
+//! assert_eq!(http::parse_host(&head[..20]), Ok(Parsed::Partial));
 //! ```
 
 mod cursor;
@@ -25,4 +25,4 @@ pub(crate) mod name;
 pub mod proxy;
 pub mod tls;
 
-pub use cursor::Status;
+pub use cursor::Parsed;

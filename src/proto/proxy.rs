@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use super::cursor::{Reader, Status};
+use super::cursor::{Parsed, Reader};
 
 /// The 12-byte v2 signature (section 2.2).
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -164,18 +164,18 @@ impl std::error::Error for ProxyError {}
 ///
 /// ```
 /// use tcp_router::proto::proxy::{encode, parse, ProxyHeader, Version};
-/// use tcp_router::proto::Status;
+/// use tcp_router::proto::Parsed;
 ///
 /// let (src, dst) = ("192.0.2.7:40000".parse().unwrap(), "198.51.100.1:443".parse().unwrap());
 /// let v1 = encode(Version::V1, src, dst);
 /// assert_eq!(v1, b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n");
 /// let v2 = encode(Version::V2, src, dst);
-/// assert_eq!(parse(&v2), Ok(Status::Complete((ProxyHeader::Tcp { src, dst }, v2.len()))));
+/// assert_eq!(parse(&v2), Ok(Parsed::Complete((ProxyHeader::Tcp { src, dst }, v2.len()))));
 /// ```
 pub fn encode(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let addrs = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => Addrs::V4(s, d),
-        (s, d) => Addrs::V6(mapped(s), mapped(d)),
+        (IpAddr::V4(s), IpAddr::V4(d)) => AddrPair::V4(s, d),
+        (s, d) => AddrPair::V6(mapped(s), mapped(d)),
     };
     match version {
         Version::V1 => encode_v1(&addrs, src.port(), dst.port()),
@@ -184,7 +184,7 @@ pub fn encode(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
 }
 
 /// Both addresses of a header, in one family.
-enum Addrs {
+enum AddrPair {
     V4(Ipv4Addr, Ipv4Addr),
     V6(Ipv6Addr, Ipv6Addr),
 }
@@ -197,10 +197,10 @@ fn mapped(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
-fn encode_v1(addrs: &Addrs, src_port: u16, dst_port: u16) -> Vec<u8> {
+fn encode_v1(addrs: &AddrPair, src_port: u16, dst_port: u16) -> Vec<u8> {
     let line = match addrs {
-        Addrs::V4(s, d) => format!("PROXY TCP4 {s} {d} {src_port} {dst_port}\r\n"),
-        Addrs::V6(s, d) => format!(
+        AddrPair::V4(s, d) => format!("PROXY TCP4 {s} {d} {src_port} {dst_port}\r\n"),
+        AddrPair::V6(s, d) => format!(
             "PROXY TCP6 {} {} {src_port} {dst_port}\r\n",
             v6_hex(s),
             v6_hex(d)
@@ -239,18 +239,18 @@ fn v6_hex(addr: &Ipv6Addr) -> String {
     format!("{}::{}", hex(head), hex(tail))
 }
 
-fn encode_v2(addrs: &Addrs, src_port: u16, dst_port: u16) -> Vec<u8> {
+fn encode_v2(addrs: &AddrPair, src_port: u16, dst_port: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(V2_HEADER_LEN + usize::from(V2_TCP6_LEN));
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(V2_VERSION << 4 | V2_CMD_PROXY);
     match addrs {
-        Addrs::V4(s, d) => {
+        AddrPair::V4(s, d) => {
             out.push(V2_TCP4);
             out.extend_from_slice(&V2_TCP4_LEN.to_be_bytes());
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
         }
-        Addrs::V6(s, d) => {
+        AddrPair::V6(s, d) => {
             out.push(V2_TCP6);
             out.extend_from_slice(&V2_TCP6_LEN.to_be_bytes());
             out.extend_from_slice(&s.octets());
@@ -268,9 +268,9 @@ fn encode_v2(addrs: &Addrs, src_port: u16, dst_port: u16) -> Vec<u8> {
 ///
 /// `Partial` means every byte so far fits a valid header; an answer other
 /// than `Partial` never changes as more bytes arrive.
-pub fn parse(buf: &[u8]) -> Result<Status<(ProxyHeader, usize)>, ProxyError> {
+pub fn parse(buf: &[u8]) -> Result<Parsed<(ProxyHeader, usize)>, ProxyError> {
     match buf.first() {
-        None => Ok(Status::Partial),
+        None => Ok(Parsed::Partial),
         Some(b'P') => parse_v1(buf),
         Some(b'\r') => parse_v2(buf),
         Some(_) => Err(ProxyError::NotProxy),
@@ -294,7 +294,7 @@ enum LineEnd {
 }
 
 /// Parses a v1 line (section 2.1).
-fn parse_v1(buf: &[u8]) -> Result<Status<(ProxyHeader, usize)>, ProxyError> {
+fn parse_v1(buf: &[u8]) -> Result<Parsed<(ProxyHeader, usize)>, ProxyError> {
     // "PROXY" identifies v1 (section 2.2); a broken rest is `Malformed`.
     let magic = buf.len().min(5);
     if buf.get(..magic) != V1_PREFIX.get(..magic) {
@@ -308,11 +308,11 @@ fn parse_v1(buf: &[u8]) -> Result<Status<(ProxyHeader, usize)>, ProxyError> {
         LineEnd::Found(at) => {
             let header = v1_fields(content(at), true)?;
             let header = header.ok_or(malformed("incomplete line"))?;
-            Ok(Status::Complete((header, at + 2)))
+            Ok(Parsed::Complete((header, at + 2)))
         }
         LineEnd::NotYet(end) => {
             v1_fields(content(end), false)?;
-            Ok(Status::Partial)
+            Ok(Parsed::Partial)
         }
         LineEnd::Invalid(end, why) => {
             v1_fields(content(end), false)?;
@@ -485,18 +485,18 @@ fn v1_port(text: &[u8], prefix: bool) -> Result<u16, ProxyError> {
 }
 
 /// Parses a v2 header (section 2.2), checking each byte as it arrives.
-fn parse_v2(buf: &[u8]) -> Result<Status<(ProxyHeader, usize)>, ProxyError> {
+fn parse_v2(buf: &[u8]) -> Result<Parsed<(ProxyHeader, usize)>, ProxyError> {
     let mut r = Reader::new(buf);
     let sig_len = buf.len().min(V2_SIGNATURE.len());
     if r.take(sig_len) != V2_SIGNATURE.get(..sig_len) {
         return Err(ProxyError::NotProxy);
     }
     let Some(ver_cmd) = r.u8() else {
-        return Ok(Status::Partial);
+        return Ok(Parsed::Partial);
     };
     let command = v2_command(ver_cmd)?;
     let Some(family) = r.u8() else {
-        return Ok(Status::Partial);
+        return Ok(Parsed::Partial);
     };
     // LOCAL ignores the family byte entirely (section 2.2).
     let proxied = command == V2_CMD_PROXY;
@@ -504,21 +504,21 @@ fn parse_v2(buf: &[u8]) -> Result<Status<(ProxyHeader, usize)>, ProxyError> {
         v2_family(family)?;
     }
     let Some(len) = r.u16() else {
-        return Ok(Status::Partial);
+        return Ok(Parsed::Partial);
     };
     let len = usize::from(len);
     if proxied {
         v2_check_len(family, len)?;
     }
     let Some(mut block) = r.sub(len) else {
-        return Ok(Status::Partial);
+        return Ok(Parsed::Partial);
     };
     let header = if proxied {
         v2_addresses(family, &mut block)
     } else {
         ProxyHeader::Local
     };
-    Ok(Status::Complete((header, V2_HEADER_LEN + len)))
+    Ok(Parsed::Complete((header, V2_HEADER_LEN + len)))
 }
 
 /// Checks the version (must be 2) and returns the command (LOCAL or PROXY).
@@ -586,7 +586,7 @@ mod tests {
     use super::*;
     use crate::test_support::XorShift;
 
-    type Parsed = Result<Status<(ProxyHeader, usize)>, ProxyError>;
+    type Answer = Result<Parsed<(ProxyHeader, usize)>, ProxyError>;
 
     fn sa(text: &str) -> SocketAddr {
         text.parse().unwrap()
@@ -599,21 +599,21 @@ mod tests {
         }
     }
 
-    fn bad(why: &'static str) -> Parsed {
+    fn bad(why: &'static str) -> Answer {
         Err(ProxyError::Malformed(why))
     }
 
     /// Parses `stream`; every prefix shorter than the header it starts with
     /// must be `Partial`, and every longer one must give the same answer.
-    fn parse_whole(stream: &[u8]) -> Parsed {
+    fn parse_whole(stream: &[u8]) -> Answer {
         let full = parse(stream);
         let used = match full {
-            Ok(Status::Complete((_, used))) => used,
+            Ok(Parsed::Complete((_, used))) => used,
             _ => stream.len(),
         };
         for end in 0..stream.len() {
             let want = if end < used {
-                Ok(Status::Partial)
+                Ok(Parsed::Partial)
             } else {
                 full
             };
@@ -643,7 +643,7 @@ mod tests {
         let want = tcp("192.168.0.1:56324", "192.168.0.11:443");
         assert_eq!(
             parse_whole(&stream),
-            Ok(Status::Complete((want, line.len())))
+            Ok(Parsed::Complete((want, line.len())))
         );
         let encoded = encode(Version::V1, sa("192.168.0.1:56324"), sa("192.168.0.11:443"));
         assert_eq!(encoded, line);
@@ -656,7 +656,7 @@ mod tests {
         let want = tcp("192.168.0.1:56324", "192.168.0.11:443");
         assert_eq!(
             parse_whole(&V2_SPEC_EXAMPLE),
-            Ok(Status::Complete((want, 28)))
+            Ok(Parsed::Complete((want, 28)))
         );
         let v6 = encode(Version::V2, sa("[2001:db8::1]:1"), sa("[::1]:65535"));
         assert_eq!(v6.len(), 16 + 36);
@@ -669,7 +669,7 @@ mod tests {
         let v4 = b"PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n";
         assert_eq!(v4.len(), 56);
         let want = tcp("255.255.255.255:65535", "255.255.255.255:65535");
-        assert_eq!(parse_whole(v4), Ok(Status::Complete((want, 56))));
+        assert_eq!(parse_whole(v4), Ok(Parsed::Complete((want, 56))));
         let f = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
         let v6 = format!("PROXY TCP6 {f} {f} 65535 65535\r\n");
         assert_eq!(v6.len(), 104);
@@ -677,15 +677,15 @@ mod tests {
         let want = tcp(&addr, &addr);
         assert_eq!(
             parse_whole(v6.as_bytes()),
-            Ok(Status::Complete((want, 104)))
+            Ok(Parsed::Complete((want, 104)))
         );
         let unknown = format!("PROXY UNKNOWN {f} {f} 65535 65535\r\n");
         assert_eq!(unknown.len(), 107);
         let got = parse_whole(unknown.as_bytes());
-        assert_eq!(got, Ok(Status::Complete((ProxyHeader::Unknown, 107))));
+        assert_eq!(got, Ok(Parsed::Complete((ProxyHeader::Unknown, 107))));
         assert_eq!(
             parse_whole(b"PROXY UNKNOWN\r\n"),
-            Ok(Status::Complete((ProxyHeader::Unknown, 15)))
+            Ok(Parsed::Complete((ProxyHeader::Unknown, 15)))
         );
     }
 
@@ -703,7 +703,7 @@ mod tests {
         for (src, dst) in pairs {
             for version in [Version::V1, Version::V2] {
                 let bytes = encode(version, sa(src), sa(dst));
-                let want = Ok(Status::Complete((tcp(src, dst), bytes.len())));
+                let want = Ok(Parsed::Complete((tcp(src, dst), bytes.len())));
                 assert_eq!(parse_whole(&bytes), want, "{version} {src} {dst}");
             }
         }
@@ -715,20 +715,20 @@ mod tests {
         let v1 = encode(Version::V1, src, dst);
         assert_eq!(v1, b"PROXY TCP6 ::ffff:a00:1 2001:db8::2 1000 443\r\n");
         let want = tcp("[::ffff:10.0.0.1]:1000", "[2001:db8::2]:443");
-        assert_eq!(parse(&v1), Ok(Status::Complete((want, v1.len()))));
+        assert_eq!(parse(&v1), Ok(Parsed::Complete((want, v1.len()))));
         let v2 = encode(Version::V2, src, dst);
-        assert_eq!(parse(&v2), Ok(Status::Complete((want, v2.len()))));
+        assert_eq!(parse(&v2), Ok(Parsed::Complete((want, v2.len()))));
     }
 
     #[test]
     fn v1_accepts_inet_pton_forms() {
         let line = b"PROXY TCP6 ::FFFF:1.2.3.4 0:0:0:0:0:0:0:1 1 2\r\n";
         let want = tcp("[::ffff:1.2.3.4]:1", "[::1]:2");
-        assert_eq!(parse_whole(line), Ok(Status::Complete((want, line.len()))));
+        assert_eq!(parse_whole(line), Ok(Parsed::Complete((want, line.len()))));
         let line = b"PROXY UNKNOWN whatever the sender puts here\r\npayload";
         assert_eq!(
             parse_whole(line),
-            Ok(Status::Complete((ProxyHeader::Unknown, 45)))
+            Ok(Parsed::Complete((ProxyHeader::Unknown, 45)))
         );
     }
 
@@ -738,14 +738,14 @@ mod tests {
         local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
         assert_eq!(
             parse_whole(&local),
-            Ok(Status::Complete((ProxyHeader::Local, 16)))
+            Ok(Parsed::Complete((ProxyHeader::Local, 16)))
         );
         // LOCAL with addresses and an undefined family: all ignored.
         let mut local = V2_SIGNATURE.to_vec();
         local.extend_from_slice(&[0x20, 0xff, 0x00, 0x03, 1, 2, 3, 9]);
         assert_eq!(
             parse_whole(&local),
-            Ok(Status::Complete((ProxyHeader::Local, 19)))
+            Ok(Parsed::Complete((ProxyHeader::Local, 19)))
         );
         for (family, len) in [
             (0x00u8, 0u16),
@@ -759,7 +759,7 @@ mod tests {
             h.extend_from_slice(&[0x21, family]);
             h.extend_from_slice(&len.to_be_bytes());
             h.resize(16 + usize::from(len), 7);
-            let want = Ok(Status::Complete((ProxyHeader::Unknown, h.len())));
+            let want = Ok(Parsed::Complete((ProxyHeader::Unknown, h.len())));
             assert_eq!(parse_whole(&h), want, "family {family:#x}");
         }
         // A TCP4 header with 1,000 bytes of TLVs after the addresses.
@@ -768,13 +768,13 @@ mod tests {
         h.extend((0..1000).map(|i| i as u8));
         h.extend_from_slice(b"client data");
         let want = tcp("192.168.0.1:56324", "192.168.0.11:443");
-        assert_eq!(parse_whole(&h), Ok(Status::Complete((want, 28 + 1000))));
+        assert_eq!(parse_whole(&h), Ok(Parsed::Complete((want, 28 + 1000))));
         // The largest declared length is waited for too.
         let mut h = V2_SPEC_EXAMPLE.to_vec();
         h[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
         h.resize(16 + 65535, 0);
-        assert_eq!(parse(&h[..h.len() - 1]), Ok(Status::Partial));
-        assert_eq!(parse(&h), Ok(Status::Complete((want, 16 + 65535))));
+        assert_eq!(parse(&h[..h.len() - 1]), Ok(Parsed::Partial));
+        assert_eq!(parse(&h), Ok(Parsed::Complete((want, 16 + 65535))));
     }
 
     #[test]
@@ -791,7 +791,7 @@ mod tests {
             assert_eq!(parse(input), Err(ProxyError::NotProxy), "{input:?}");
         }
         // Detected at the first byte that differs.
-        assert_eq!(parse(b"PR"), Ok(Status::Partial));
+        assert_eq!(parse(b"PR"), Ok(Parsed::Partial));
         assert_eq!(parse(b"PRX"), Err(ProxyError::NotProxy));
     }
 
@@ -857,7 +857,7 @@ mod tests {
         }
         let long = format!("PROXY UNKNOWN {}", "x".repeat(92));
         assert_eq!(long.len(), 106);
-        assert_eq!(parse(long.as_bytes()), Ok(Status::Partial));
+        assert_eq!(parse(long.as_bytes()), Ok(Parsed::Partial));
         let longer = format!("{long}\r");
         assert_eq!(parse(longer.as_bytes()), bad("no CRLF within 107 bytes"));
         let longer = format!("{long}x");
@@ -965,11 +965,11 @@ mod tests {
 
     fn check_consistent(input: &[u8], cut: usize) {
         let full = parse(input);
-        if let Ok(Status::Complete((_, used))) = full {
+        if let Ok(Parsed::Complete((_, used))) = full {
             assert!(used <= input.len());
         }
         let prefix = parse(&input[..cut.min(input.len())]);
-        if prefix != Ok(Status::Partial) {
+        if prefix != Ok(Parsed::Partial) {
             assert_eq!(prefix, full, "{input:?} cut at {cut}");
         }
     }

@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::cursor::{Reader, Status};
+use super::cursor::{Parsed, Reader};
 use super::name;
 
 /// Largest ClientHello body (the handshake message's declared 24-bit length)
@@ -116,12 +116,12 @@ impl std::error::Error for TlsError {}
 /// Parses the ClientHello at the start of `buf`, which holds everything
 /// received from the client so far.
 ///
-/// Returns `Ok(Status::Partial)` while every byte is consistent with a valid
+/// Returns `Ok(Parsed::Partial)` while every byte is consistent with a valid
 /// hello but more are needed; the answer for a prefix that is not `Partial`
 /// never changes as more bytes arrive.
-pub fn parse_client_hello(buf: &[u8]) -> Result<Status<ClientHello>, TlsError> {
+pub fn parse_client_hello(buf: &[u8]) -> Result<Parsed<ClientHello>, TlsError> {
     let Some(&first) = buf.first() else {
-        return Ok(Status::Partial);
+        return Ok(Parsed::Partial);
     };
     if first & 0x80 != 0 {
         return parse_sslv2(buf);
@@ -133,9 +133,9 @@ pub fn parse_client_hello(buf: &[u8]) -> Result<Status<ClientHello>, TlsError> {
     // every buffer that shares the first MAX_HELLO_BYTES bytes.
     let window = buf.get(..MAX_HELLO_BYTES).unwrap_or(buf);
     match reassemble(window)? {
-        Some(message) => parse_hello(&message).map(Status::Complete),
+        Some(message) => parse_hello(&message).map(Parsed::Complete),
         None if buf.len() >= MAX_HELLO_BYTES => Err(TlsError::TooLarge),
-        None => Ok(Status::Partial),
+        None => Ok(Parsed::Partial),
     }
 }
 
@@ -156,17 +156,17 @@ pub fn unrecognized_name_alert() -> [u8; 7] {
 /// Recognises an SSLv2-compatible CLIENT-HELLO (2-byte header with the high
 /// bit set, then message type 1). It carries no extensions, so there is
 /// nothing to extract: the answer is complete after three bytes.
-fn parse_sslv2(buf: &[u8]) -> Result<Status<ClientHello>, TlsError> {
+fn parse_sslv2(buf: &[u8]) -> Result<Parsed<ClientHello>, TlsError> {
     let mut r = Reader::new(buf);
     let (Some(hi), Some(lo)) = (r.u8(), r.u8()) else {
-        return Ok(Status::Partial);
+        return Ok(Parsed::Partial);
     };
     if u16::from_be_bytes([hi & 0x7f, lo]) < MIN_SSLV2_HELLO_LEN {
         return Err(TlsError::NotTls);
     }
     match r.u8() {
-        None => Ok(Status::Partial),
-        Some(SSLV2_CLIENT_HELLO) => Ok(Status::Complete(ClientHello::default())),
+        None => Ok(Parsed::Partial),
+        Some(SSLV2_CLIENT_HELLO) => Ok(Parsed::Complete(ClientHello::default())),
         Some(_) => Err(TlsError::NotTls),
     }
 }
@@ -615,12 +615,12 @@ mod tests {
         for n in hello_end..wire.len() {
             assert_eq!(
                 parse_client_hello(&wire[..n]),
-                Ok(Status::Partial),
+                Ok(Parsed::Partial),
                 "{n} of {}",
                 wire.len()
             );
         }
-        let Ok(Status::Complete(hello)) = parse_client_hello(&wire) else {
+        let Ok(Parsed::Complete(hello)) = parse_client_hello(&wire) else {
             panic!("the whole record decides");
         };
         assert_eq!(hello.server_name.as_deref(), Some("a.io"));
@@ -635,9 +635,9 @@ mod tests {
         let wire = records(&body, &[msg.len() / 2]);
         assert_eq!(
             parse_client_hello(&wire[..wire.len() - 1]),
-            Ok(Status::Partial)
+            Ok(Parsed::Partial)
         );
-        assert!(matches!(parse_client_hello(&wire), Ok(Status::Complete(_))));
+        assert!(matches!(parse_client_hello(&wire), Ok(Parsed::Complete(_))));
     }
 
     fn small_expected() -> ClientHello {
@@ -650,7 +650,7 @@ mod tests {
 
     fn complete(buf: &[u8]) -> ClientHello {
         match parse_client_hello(buf) {
-            Ok(Status::Complete(hello)) => hello,
+            Ok(Parsed::Complete(hello)) => hello,
             other => panic!("expected a complete hello, got {other:?}"),
         }
     }
@@ -659,7 +659,7 @@ mod tests {
         for end in 0..wire.len() {
             assert_eq!(
                 parse_client_hello(&wire[..end]),
-                Ok(Status::Partial),
+                Ok(Parsed::Partial),
                 "prefix of {end} bytes"
             );
         }
@@ -797,7 +797,7 @@ mod tests {
         assert!(wire.len() > MAX_HELLO_BYTES);
         assert_eq!(
             parse_client_hello(&wire[..MAX_HELLO_BYTES - 1]),
-            Ok(Status::Partial)
+            Ok(Parsed::Partial)
         );
         assert_eq!(
             parse_client_hello(&wire[..MAX_HELLO_BYTES]),
@@ -816,8 +816,8 @@ mod tests {
         v2.extend_from_slice(&[0x00, 0x00, 0x2f, 0x00, 0x00, 0x35, 0x01, 0x00, 0x80]);
         v2.extend_from_slice(&[0xab; 16]);
         assert_eq!(complete(&v2), ClientHello::default());
-        assert_eq!(parse_client_hello(&v2[..1]), Ok(Status::Partial));
-        assert_eq!(parse_client_hello(&v2[..2]), Ok(Status::Partial));
+        assert_eq!(parse_client_hello(&v2[..1]), Ok(Parsed::Partial));
+        assert_eq!(parse_client_hello(&v2[..2]), Ok(Parsed::Partial));
         assert_eq!(complete(&v2[..3]), ClientHello::default());
         assert_eq!(
             parse_client_hello(&[0x80, 0x1f, 0x04]),
@@ -845,7 +845,7 @@ mod tests {
                 "{input:?}"
             );
         }
-        assert_eq!(parse_client_hello(b""), Ok(Status::Partial));
+        assert_eq!(parse_client_hello(b""), Ok(Parsed::Partial));
     }
 
     #[test]
@@ -885,7 +885,7 @@ mod tests {
         let huge_hello = [CONTENT_HANDSHAKE, 3, 1, 0, 4, 1, 0, 0x40, 0x01];
         assert_eq!(parse_client_hello(&huge_hello), Err(TlsError::TooLarge));
         let max_hello = [CONTENT_HANDSHAKE, 3, 1, 0, 4, 1, 0, 0x40, 0x00];
-        assert_eq!(parse_client_hello(&max_hello), Ok(Status::Partial));
+        assert_eq!(parse_client_hello(&max_hello), Ok(Parsed::Partial));
     }
 
     #[test]
@@ -894,7 +894,7 @@ mod tests {
         let len = u32::from_be_bytes([0, msg[1], msg[2], msg[3]]);
         let set = |msg: &mut Vec<u8>, v: u32| msg[1..4].copy_from_slice(&v.to_be_bytes()[1..]);
         set(&mut msg, len + 1);
-        assert_eq!(parse_client_hello(&records(&msg, &[])), Ok(Status::Partial));
+        assert_eq!(parse_client_hello(&records(&msg, &[])), Ok(Parsed::Partial));
         set(&mut msg, len - 1);
         let got = parse_client_hello(&records(&msg, &[]));
         assert!(matches!(got, Err(TlsError::Malformed(_))), "{got:?}");
@@ -1027,7 +1027,7 @@ mod tests {
     fn check_consistent(input: &[u8], cut: usize) {
         let full = parse_client_hello(input);
         let prefix = parse_client_hello(&input[..cut.min(input.len())]);
-        if prefix != Ok(Status::Partial) {
+        if prefix != Ok(Parsed::Partial) {
             assert_eq!(prefix, full, "input {input:?} cut at {cut}");
         }
     }

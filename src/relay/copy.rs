@@ -13,7 +13,6 @@ use std::net::TcpStream;
 use rustix::net::RecvFlags;
 
 use super::chunk::{self, ChunkError, Moved, Watch};
-#[cfg(target_os = "linux")]
 use super::splice;
 
 /// Size of the stack buffer a copy thread waits with: a Redis command or reply, a small HTTP
@@ -24,19 +23,15 @@ use super::splice;
 pub(crate) const WAIT_BUFFER_SIZE: usize = 512;
 
 /// Reads what `src` has (without blocking) and writes all of it to `dst` (blocking, so a slow
-/// reader slows the sender down instead of growing memory). On Linux the bytes go through a
-/// pooled pipe with splice when that pays (see the `splice` module), through a buffer otherwise.
+/// reader slows the sender down instead of growing memory). The bytes go through a pooled pipe
+/// with splice when that pays (see the `splice` module), through a buffer otherwise.
 pub(crate) fn move_chunk(
     src: &TcpStream,
     dst: &TcpStream,
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
-    #[cfg(target_os = "linux")]
     let result = splice::move_chunk(src, dst, watch)
         .unwrap_or_else(|| chunk::move_through_buffer(src, dst, watch));
-    #[cfg(not(target_os = "linux"))]
-    let result = chunk::move_through_buffer(src, dst, watch);
-    #[cfg(target_os = "linux")]
     splice::note(&result);
     result
 }
@@ -50,7 +45,6 @@ pub(crate) fn wait_and_move(
 ) -> Result<Moved, ChunkError> {
     let mut buffer = [0u8; WAIT_BUFFER_SIZE];
     let result = chunk::move_through(&mut buffer, RecvFlags::empty(), src, dst, watch);
-    #[cfg(target_os = "linux")]
     splice::note(&result);
     result
 }

@@ -57,7 +57,6 @@ mod finish;
 mod outcome;
 mod park;
 mod pump;
-#[cfg(target_os = "linux")]
 pub(crate) mod splice;
 
 pub(crate) use connection::{Connection, Past, Traffic};

@@ -45,7 +45,6 @@
 //! - A splice from a socket stops at TCP urgent data, and then returns 0 as if at end of stream
 //!   while poll says readable. FIONREAD counts only the bytes before the mark, so such a chunk
 //!   goes to the buffer path, whose `recv` steps over the urgent byte as before.
-//! - Linux only; other systems always use the buffer path.
 
 use std::cell::Cell;
 use std::io;
@@ -70,13 +69,9 @@ pub(crate) const FDS_PER_PIPE: u64 = 2;
 
 /// Pipes the splice pool may have alive under `open_files`: [`MAX_PIPES`], but never more than
 /// a quarter of the descriptors, so a small limit (1,024 is common) still leaves most of them to
-/// connections. Zero where splice is not used.
+/// connections.
 pub(crate) fn pipe_budget(open_files: u64) -> u64 {
-    if cfg!(target_os = "linux") {
-        MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
-    } else {
-        0
-    }
+    MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
 }
 
 /// The environment variable that turns splice off when set to anything but "" or "0".
@@ -113,7 +108,7 @@ const UNAVAILABLE: u8 = 2;
 
 static SPLICE: AtomicU8 = AtomicU8::new(UNKNOWN);
 
-static POOL: OnceLock<Pool> = OnceLock::new();
+static POOL: OnceLock<PipePool> = OnceLock::new();
 
 thread_local! {
     /// The last chunk this copy thread moved was at least [`BULK_CHUNK`] bytes. A copy thread
@@ -134,7 +129,8 @@ pub(crate) fn move_chunk(
     if !BULK.get() || !enabled() {
         return None;
     }
-    let pool = POOL.get_or_init(|| Pool::new(pipe_budget(limits::open_files_limit()), PIPE_SIZE));
+    let pool =
+        POOL.get_or_init(|| PipePool::new(pipe_budget(limits::open_files_limit()), PIPE_SIZE));
     move_with(pool, src, dst, watch)
 }
 
@@ -145,7 +141,7 @@ pub(crate) fn note(result: &Result<Moved, ChunkError>) {
 
 /// [`move_chunk`] with a given pool, whatever the last chunk was.
 fn move_with(
-    pool: &Pool,
+    pool: &PipePool,
     src: &TcpStream,
     dst: &TcpStream,
     watch: &dyn Watch,
@@ -360,7 +356,7 @@ impl Pipe {
 
 /// Pipes not in use, and how many exist in all.
 #[derive(Debug)]
-struct Pool {
+struct PipePool {
     free: Mutex<Vec<Pipe>>,
     /// Pipes alive: free ones plus leased ones.
     alive: AtomicUsize,
@@ -370,9 +366,9 @@ struct Pool {
     pipe_size: usize,
 }
 
-impl Pool {
-    fn new(cap: u64, pipe_size: usize) -> Pool {
-        Pool {
+impl PipePool {
+    fn new(cap: u64, pipe_size: usize) -> PipePool {
+        PipePool {
             pipe_size,
             free: Mutex::new(Vec::new()),
             alive: AtomicUsize::new(0),
@@ -445,7 +441,7 @@ impl Pool {
 /// and closes it otherwise, so no pipe ever carries one connection's bytes into another's.
 #[derive(Debug)]
 struct Lease<'a> {
-    pool: &'a Pool,
+    pool: &'a PipePool,
     pipe: Option<Pipe>,
     /// Bytes spliced into the pipe and not yet out of it.
     filled: usize,
@@ -533,7 +529,7 @@ mod tests {
     #[test]
     fn a_chunk_moves_over_a_loopback_pair_and_the_pipe_goes_back() {
         let mut p = pairs();
-        let pool = Pool::new(4, PIPE_SIZE);
+        let pool = PipePool::new(4, PIPE_SIZE);
         p.a_peer.write_all(b"through the pipe").unwrap();
         wait_readable(&p.a);
         let moved = move_with(&pool, &p.a, &p.b, &Patient);
@@ -552,7 +548,7 @@ mod tests {
     #[test]
     fn nothing_queued_is_left_to_the_buffer_path_without_blocking() {
         let p = pairs();
-        let pool = Pool::new(4, PIPE_SIZE);
+        let pool = PipePool::new(4, PIPE_SIZE);
         // Nothing yet: a splice would sleep here; the probe sends it to recv, which says so.
         assert!(move_with(&pool, &p.a, &p.b, &Patient).is_none());
         BULK.set(true);
@@ -632,7 +628,7 @@ mod tests {
     fn a_big_chunk_fills_what_was_asked() {
         let mut p = pairs();
         // Default-sized pipes: a loopback socket's initial receive buffer holds less than 256 KiB.
-        let pool = Pool::new(1, 64 * 1024);
+        let pool = PipePool::new(1, 64 * 1024);
         let capacity = pool.take().unwrap().pipe().capacity as u64;
         let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         let writer = {
@@ -677,7 +673,7 @@ mod tests {
 
     #[test]
     fn the_pool_cap_sends_chunks_to_the_buffer_path() {
-        let pool = Pool::new(1, PIPE_SIZE);
+        let pool = PipePool::new(1, PIPE_SIZE);
         let held = pool.take().unwrap();
         assert!(pool.take().is_none(), "the cap is 1 pipe");
         assert_eq!(pool.alive.load(Ordering::SeqCst), 1);
@@ -695,7 +691,7 @@ mod tests {
 
     #[test]
     fn a_pipe_with_bytes_left_is_closed_not_pooled() {
-        let pool = Pool::new(2, PIPE_SIZE);
+        let pool = PipePool::new(2, PIPE_SIZE);
         let mut lease = pool.take().unwrap();
         rustix::io::write(&lease.pipe().write, b"leftover").unwrap();
         lease.filled = 8;
@@ -707,7 +703,7 @@ mod tests {
     #[test]
     fn salvage_empties_the_pipe_through_a_buffer() {
         let mut p = pairs();
-        let pool = Pool::new(1, PIPE_SIZE);
+        let pool = PipePool::new(1, PIPE_SIZE);
         let mut lease = pool.take().unwrap();
         rustix::io::write(&lease.pipe().write, b"stranded bytes").unwrap();
         lease.filled = 14;
@@ -739,7 +735,7 @@ mod tests {
     #[test]
     fn a_parked_drain_hands_over_what_the_pipe_holds_in_order() {
         let mut p = pairs();
-        let pool = Pool::new(1, PIPE_SIZE);
+        let pool = PipePool::new(1, PIPE_SIZE);
         // Nobody reads b_peer yet, so the drain blocks; a send timeout makes a signal interrupt
         // it (see sys::wake), as the copy loop's sockets always have one.
         crate::sys::net::set_send_timeout(&p.b, Some(std::time::Duration::from_secs(3600)));
@@ -816,7 +812,7 @@ mod tests {
     #[test]
     fn a_stalled_write_ends_at_the_idle_limit_and_drops_its_pipe() {
         let p = pairs();
-        let pool = Pool::new(1, PIPE_SIZE);
+        let pool = PipePool::new(1, PIPE_SIZE);
         // Nobody reads b_peer; the send timeout makes the blocked splice come back to ask.
         crate::sys::net::set_send_timeout(&p.b, Some(std::time::Duration::from_millis(20)));
         let mut a_peer = p.a_peer.try_clone().unwrap();
@@ -847,7 +843,7 @@ mod tests {
     #[test]
     fn a_write_to_a_reset_peer_is_a_write_failure() {
         let p = pairs();
-        let pool = Pool::new(1, PIPE_SIZE);
+        let pool = PipePool::new(1, PIPE_SIZE);
         crate::sys::net::abort(&p.b);
         p.a_peer.try_clone().unwrap().write_all(b"x").unwrap();
         wait_readable(&p.a);

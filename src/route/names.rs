@@ -33,8 +33,10 @@ impl fmt::Display for MatchKind {
     }
 }
 
+/// One entry of a [`NameTable`]: a name pattern (`None` for the default route), an ALPN value,
+/// and what they lead to.
 #[derive(Debug, Clone)]
-struct Entry<T> {
+struct NameEntry<T> {
     pattern: Option<NamePattern>,
     alpn: Option<String>,
     value: T,
@@ -44,7 +46,7 @@ struct Entry<T> {
 /// `None` pattern is the default route (at most one per ALPN value).
 #[derive(Debug, Clone)]
 pub(crate) struct NameTable<T> {
-    entries: Vec<Entry<T>>,
+    entries: Vec<NameEntry<T>>,
 }
 
 impl<T> NameTable<T> {
@@ -57,7 +59,7 @@ impl<T> NameTable<T> {
         NameTable {
             entries: entries
                 .into_iter()
-                .map(|(pattern, alpn, value)| Entry {
+                .map(|(pattern, alpn, value)| NameEntry {
                     pattern,
                     alpn,
                     value,
@@ -128,7 +130,7 @@ impl<T> NameTable<T> {
                 .enumerate()
                 .filter(move |(_, e)| e.pattern.as_ref() == pattern)
         };
-        let offered = |e: &Entry<T>| e.alpn.as_ref().is_some_and(|a| alpn.contains(a));
+        let offered = |e: &NameEntry<T>| e.alpn.as_ref().is_some_and(|a| alpn.contains(a));
         same()
             .find(|(_, e)| offered(e))
             .or_else(|| same().find(|(_, e)| e.alpn.is_none()))

@@ -12,7 +12,7 @@ use crate::config::HostPort;
 use crate::sys::net;
 
 use super::listener::RouteState;
-use super::metrics::{Failure, UpstreamStats};
+use super::metrics::{ConnectFailure, UpstreamStats};
 
 /// Where a connect attempt went and why it failed.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ fn connect_one(
                 addr: None,
                 error,
             };
-            stats.failed(Failure::NotResolved, attempt.to_string());
+            stats.failed(ConnectFailure::NotResolved, attempt.to_string());
             failed.push(attempt);
             return None;
         }
@@ -93,7 +93,7 @@ fn connect_one(
                     addr: Some(addr),
                     error,
                 };
-                stats.failed(Failure::of(&attempt.error), attempt.to_string());
+                stats.failed(ConnectFailure::of(&attempt.error), attempt.to_string());
                 failed.push(attempt);
             }
         }

@@ -49,7 +49,7 @@ impl Ended {
 
 /// Why an upstream connect attempt failed, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
+pub(crate) enum ConnectFailure {
     Refused = 0,
     Timeout = 1,
     Unreachable = 2,
@@ -57,21 +57,21 @@ pub(crate) enum Failure {
     Error = 4,
 }
 
-impl Failure {
+impl ConnectFailure {
     /// The label values, indexed by the variant.
     pub(crate) const NAMES: [&'static str; 5] =
         ["refused", "timeout", "unreachable", "not_resolved", "error"];
 
     /// The reason for a connect error.
-    pub(crate) fn of(err: &std::io::Error) -> Failure {
+    pub(crate) fn of(err: &std::io::Error) -> ConnectFailure {
         use std::io::ErrorKind::*;
         match err.kind() {
-            ConnectionRefused => Failure::Refused,
-            TimedOut | WouldBlock => Failure::Timeout,
+            ConnectionRefused => ConnectFailure::Refused,
+            TimedOut | WouldBlock => ConnectFailure::Timeout,
             HostUnreachable | NetworkUnreachable | AddrNotAvailable | NetworkDown => {
-                Failure::Unreachable
+                ConnectFailure::Unreachable
             }
-            _ => Failure::Error,
+            _ => ConnectFailure::Error,
         }
     }
 }
@@ -127,7 +127,7 @@ impl RouteStats {
 pub(crate) struct UpstreamStats {
     /// Connect attempts (each address tried counts once).
     pub(crate) attempts: AtomicU64,
-    /// Failed attempts, by [`Failure`].
+    /// Failed attempts, by [`ConnectFailure`].
     failures: [AtomicU64; 5],
     /// Connect times of successful attempts: per bucket of [`CONNECT_BUCKETS`] (not cumulative),
     /// then the ones above the last bound.
@@ -140,7 +140,7 @@ pub(crate) struct UpstreamStats {
 
 impl UpstreamStats {
     /// Counts a failed attempt.
-    pub(crate) fn failed(&self, failure: Failure, error: String) {
+    pub(crate) fn failed(&self, failure: ConnectFailure, error: String) {
         self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_error) = Some((error, SystemTime::now()));
     }
@@ -157,7 +157,7 @@ impl UpstreamStats {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// Failed attempts with `failure` (an index into [`Failure::NAMES`]).
+    /// Failed attempts with `failure` (an index into [`ConnectFailure::NAMES`]).
     pub(crate) fn failure_count(&self, failure: usize) -> u64 {
         self.failures[failure].load(Ordering::Relaxed)
     }
@@ -352,20 +352,20 @@ mod tests {
     fn connect_failures_have_reasons() {
         use std::io::{Error, ErrorKind};
         assert_eq!(
-            Failure::of(&Error::from(ErrorKind::ConnectionRefused)),
-            Failure::Refused
+            ConnectFailure::of(&Error::from(ErrorKind::ConnectionRefused)),
+            ConnectFailure::Refused
         );
         assert_eq!(
-            Failure::of(&Error::from(ErrorKind::TimedOut)),
-            Failure::Timeout
+            ConnectFailure::of(&Error::from(ErrorKind::TimedOut)),
+            ConnectFailure::Timeout
         );
         assert_eq!(
-            Failure::of(&Error::from(ErrorKind::HostUnreachable)),
-            Failure::Unreachable
+            ConnectFailure::of(&Error::from(ErrorKind::HostUnreachable)),
+            ConnectFailure::Unreachable
         );
         assert_eq!(
-            Failure::of(&Error::from(ErrorKind::PermissionDenied)),
-            Failure::Error
+            ConnectFailure::of(&Error::from(ErrorKind::PermissionDenied)),
+            ConnectFailure::Error
         );
     }
 }

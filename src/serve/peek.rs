@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Instant;
 
-use crate::proto::{http, tls, Status};
+use crate::proto::{http, tls, Parsed};
 use crate::sys::net;
 
 use super::clients::Evicted;
@@ -65,13 +65,13 @@ pub(crate) fn read_until<T, E>(
     buf: &mut Vec<u8>,
     deadline: Instant,
     upgrading: &dyn Fn() -> bool,
-    decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
+    decide: impl Fn(&[u8]) -> Result<Parsed<T>, E>,
 ) -> Result<T, PeekError<E>> {
     loop {
         if !buf.is_empty() {
             match decide(buf) {
-                Ok(Status::Complete(value)) => return Ok(value),
-                Ok(Status::Partial) => {}
+                Ok(Parsed::Complete(value)) => return Ok(value),
+                Ok(Parsed::Partial) => {}
                 Err(err) => return Err(PeekError::Invalid(err)),
             }
         }
@@ -125,11 +125,11 @@ mod tests {
     }
 
     /// Complete once a newline has arrived.
-    fn line(buf: &[u8]) -> Result<Status<usize>, &'static str> {
+    fn line(buf: &[u8]) -> Result<Parsed<usize>, &'static str> {
         match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => Ok(Status::Complete(i)),
+            Some(i) => Ok(Parsed::Complete(i)),
             None if buf.starts_with(b"!") => Err("bang"),
-            None => Ok(Status::Partial),
+            None => Ok(Parsed::Partial),
         }
     }
 

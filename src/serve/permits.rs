@@ -170,13 +170,8 @@ mod tests {
 
     #[test]
     fn default_cap_fits_the_tighter_limit() {
-        // 2,048 descriptors for splice pipes on Linux; none elsewhere.
-        let by_fds = if cfg!(target_os = "linux") {
-            8_944
-        } else {
-            9_968
-        };
-        assert_eq!(default_max_connections(20_000, 32_768), by_fds);
+        // 2,048 descriptors for splice pipes.
+        assert_eq!(default_max_connections(20_000, 32_768), 8_944);
         assert_eq!(default_max_connections(1_000_000, 32_768), 10_901);
         // nobody with `nproc 400`: (400 - 64) / 3, room for every connection's set-up worker.
         assert_eq!(default_max_connections(1_000_000, 400), 112);
@@ -188,7 +183,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(target_os = "linux")]
     fn pipes_come_out_of_the_descriptor_budget() {
         assert_eq!(splice::pipe_budget(20_000), splice::MAX_PIPES);
         // A small limit: 128 pipes (256 fds), (1,024 - 64 - 256) / 2 connections.

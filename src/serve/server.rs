@@ -164,12 +164,7 @@ impl Server {
         let mut server = match Server::bind(config, sockets) {
             Ok(server) => server,
             Err(err) => {
-                let reason = err
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
+                let reason = err.lines().into_iter().next().unwrap_or_default();
                 let _ = channel.send(&upgrade::refusal(reason), &[]);
                 return Err(err);
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::proto::proxy::{self, ProxyHeader};
 use crate::proto::tls::{self, ClientHello};
-use crate::proto::{http, Status};
+use crate::proto::{http, Parsed};
 use crate::relay::{Direction, Timeouts};
 use crate::route::access;
 use crate::route::names::MatchKind;
@@ -166,7 +166,7 @@ impl Setup<'_> {
     fn peek<T, E>(
         &mut self,
         timeout: Duration,
-        decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
+        decide: impl Fn(&[u8]) -> Result<Parsed<T>, E>,
     ) -> Result<T, PeekError<E>> {
         // Once the client has sent something it is not silent, and gives way to a newcomer only
         // when no silent connection can.
@@ -195,7 +195,7 @@ impl Setup<'_> {
     fn read_first<T, E>(
         &mut self,
         timeout: Duration,
-        decide: impl Fn(&[u8]) -> Result<Status<T>, E>,
+        decide: impl Fn(&[u8]) -> Result<Parsed<T>, E>,
     ) -> Result<T, PeekError<E>> {
         let record = self.record();
         let hold = &record.hold;
@@ -361,28 +361,28 @@ fn classify(
     buf: &[u8],
     by_sni: bool,
     by_host: bool,
-) -> Result<Status<FirstBytes>, std::convert::Infallible> {
+) -> Result<Parsed<FirstBytes>, std::convert::Infallible> {
     let mut undecided = false;
     if by_sni {
         match tls::parse_client_hello(buf) {
-            Ok(Status::Complete(hello)) => return Ok(Status::Complete(FirstBytes::Tls(hello))),
-            Ok(Status::Partial) => undecided = true,
+            Ok(Parsed::Complete(hello)) => return Ok(Parsed::Complete(FirstBytes::Tls(hello))),
+            Ok(Parsed::Partial) => undecided = true,
             Err(tls::TlsError::NotTls) => {}
-            Err(_) => return Ok(Status::Complete(FirstBytes::Other("malformed-tls"))),
+            Err(_) => return Ok(Parsed::Complete(FirstBytes::Other("malformed-tls"))),
         }
     }
     if by_host {
         match http::parse_host(buf) {
-            Ok(Status::Complete(host)) => return Ok(Status::Complete(FirstBytes::Http(host))),
-            Ok(Status::Partial) => undecided = true,
+            Ok(Parsed::Complete(host)) => return Ok(Parsed::Complete(FirstBytes::Http(host))),
+            Ok(Parsed::Partial) => undecided = true,
             Err(http::HttpError::NotHttp) => {}
-            Err(_) => return Ok(Status::Complete(FirstBytes::Other("malformed-http"))),
+            Err(_) => return Ok(Parsed::Complete(FirstBytes::Other("malformed-http"))),
         }
     }
     Ok(if undecided {
-        Status::Partial
+        Parsed::Partial
     } else {
-        Status::Complete(FirstBytes::Other("not-tls-or-http"))
+        Parsed::Complete(FirstBytes::Other("not-tls-or-http"))
     })
 }
 
@@ -392,12 +392,12 @@ mod tests {
 
     fn decided(buf: &[u8], by_sni: bool, by_host: bool) -> Option<String> {
         match classify(buf, by_sni, by_host) {
-            Ok(Status::Complete(FirstBytes::Tls(hello))) => {
+            Ok(Parsed::Complete(FirstBytes::Tls(hello))) => {
                 Some(format!("tls {:?}", hello.server_name))
             }
-            Ok(Status::Complete(FirstBytes::Http(host))) => Some(format!("http {host:?}")),
-            Ok(Status::Complete(FirstBytes::Other(what))) => Some(what.to_string()),
-            Ok(Status::Partial) => None,
+            Ok(Parsed::Complete(FirstBytes::Http(host))) => Some(format!("http {host:?}")),
+            Ok(Parsed::Complete(FirstBytes::Other(what))) => Some(what.to_string()),
+            Ok(Parsed::Partial) => None,
             Err(never) => match never {},
         }
     }

@@ -33,8 +33,8 @@ pub(crate) fn pids_dirs(cgroup: &str, mountinfo: &str) -> Vec<PathBuf> {
             let mut fields = line.splitn(3, ':');
             let (_id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
             let counts_tasks = match mount.version {
-                Version::V2 => controllers.is_empty(),
-                Version::V1 => controllers.split(',').any(|c| c == "pids"),
+                CgroupVersion::V2 => controllers.is_empty(),
+                CgroupVersion::V1 => controllers.split(',').any(|c| c == "pids"),
             };
             counts_tasks.then_some(path)
         });
@@ -46,7 +46,7 @@ pub(crate) fn pids_dirs(cgroup: &str, mountinfo: &str) -> Vec<PathBuf> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
+enum CgroupVersion {
     V1,
     V2,
 }
@@ -54,7 +54,7 @@ enum Version {
 /// A cgroup mount that counts tasks: where it is, and which group of the hierarchy it shows.
 #[derive(Debug)]
 struct Mount<'a> {
-    version: Version,
+    version: CgroupVersion,
     /// The group of the hierarchy at the mount point (`/` unless a container mounted its own).
     root: &'a str,
     point: PathBuf,
@@ -70,8 +70,8 @@ impl<'a> Mount<'a> {
         let mut after = after.split(' ');
         let (fstype, super_options) = (after.next()?, after.nth(1).unwrap_or(""));
         let version = match fstype {
-            "cgroup2" => Version::V2,
-            "cgroup" if super_options.split(',').any(|o| o == "pids") => Version::V1,
+            "cgroup2" => CgroupVersion::V2,
+            "cgroup" if super_options.split(',').any(|o| o == "pids") => CgroupVersion::V1,
             _ => return None,
         };
         Some(Mount {

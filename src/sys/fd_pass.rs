@@ -27,13 +27,13 @@ pub(crate) const MAX_FDS: usize = 64;
 
 /// A connected channel.
 #[derive(Debug)]
-pub(crate) struct Channel {
+pub(crate) struct SeqPacket {
     fd: OwnedFd,
 }
 
 /// A channel's listening end, bound to a path.
 #[derive(Debug)]
-pub(crate) struct ChannelListener {
+pub(crate) struct SeqPacketListener {
     fd: OwnedFd,
 }
 
@@ -46,17 +46,17 @@ fn seqpacket() -> io::Result<OwnedFd> {
     )?)
 }
 
-impl ChannelListener {
+impl SeqPacketListener {
     /// Listens on `path` (which must not exist yet).
-    pub(crate) fn bind(path: &Path) -> io::Result<ChannelListener> {
+    pub(crate) fn bind(path: &Path) -> io::Result<SeqPacketListener> {
         let fd = seqpacket()?;
         rustix::net::bind(&fd, &SocketAddrUnix::new(path)?)?;
         rustix::net::listen(&fd, 1)?;
-        Ok(ChannelListener { fd })
+        Ok(SeqPacketListener { fd })
     }
 
     /// Waits up to `timeout` for a peer; returns it with its process id, or `None` on timeout.
-    pub(crate) fn accept(&self, timeout: Duration) -> io::Result<Option<(Channel, u32)>> {
+    pub(crate) fn accept(&self, timeout: Duration) -> io::Result<Option<(SeqPacket, u32)>> {
         if !wait_readable(self.fd.as_fd(), Some(timeout))? {
             return Ok(None);
         }
@@ -64,16 +64,16 @@ impl ChannelListener {
         let pid = rustix::net::sockopt::socket_peercred(&fd)?
             .pid
             .as_raw_nonzero();
-        Ok(Some((Channel::tuned(fd)?, pid.get() as u32)))
+        Ok(Some((SeqPacket::tuned(fd)?, pid.get() as u32)))
     }
 }
 
-impl Channel {
+impl SeqPacket {
     /// Connects to the listener at `path`.
-    pub(crate) fn connect(path: &Path) -> io::Result<Channel> {
+    pub(crate) fn connect(path: &Path) -> io::Result<SeqPacket> {
         let fd = seqpacket()?;
         rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
-        Channel::tuned(fd)
+        SeqPacket::tuned(fd)
     }
 
     /// The process id and user id of the peer, as the kernel recorded them when it connected
@@ -85,20 +85,20 @@ impl Channel {
 
     /// Both ends of a channel within this process (for tests).
     #[cfg(test)]
-    pub(crate) fn pair() -> io::Result<(Channel, Channel)> {
+    pub(crate) fn pair() -> io::Result<(SeqPacket, SeqPacket)> {
         let (a, b) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
             SocketFlags::CLOEXEC,
             None,
         )?;
-        Ok((Channel::tuned(a)?, Channel::tuned(b)?))
+        Ok((SeqPacket::tuned(a)?, SeqPacket::tuned(b)?))
     }
 
-    fn tuned(fd: OwnedFd) -> io::Result<Channel> {
+    fn tuned(fd: OwnedFd) -> io::Result<SeqPacket> {
         // Room for the largest message in one packet.
         rustix::net::sockopt::set_socket_send_buffer_size(&fd, 2 * MAX_MESSAGE)?;
-        Ok(Channel { fd })
+        Ok(SeqPacket { fd })
     }
 
     /// Sends one message with `fds` attached (the descriptors are duplicated into the peer;
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_message_arrives_whole_with_its_sockets() {
-        let (a, b) = Channel::pair().unwrap();
+        let (a, b) = SeqPacket::pair().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         a.send(b"first", &[listener.as_fd()]).unwrap();
@@ -225,12 +225,12 @@ mod tests {
     fn a_listener_names_the_peer_process() {
         let dir = crate::test_support::temp_dir("fd-pass");
         let path = dir.join("channel");
-        let listener = ChannelListener::bind(&path).unwrap();
+        let listener = SeqPacketListener::bind(&path).unwrap();
         assert!(listener
             .accept(Duration::from_millis(10))
             .unwrap()
             .is_none());
-        let _peer = Channel::connect(&path).unwrap();
+        let _peer = SeqPacket::connect(&path).unwrap();
         let (_channel, pid) = listener.accept(Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!(pid, std::process::id());
     }

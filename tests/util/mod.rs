@@ -24,7 +24,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tcp_router::proto::tls::parse_client_hello;
-use tcp_router::proto::Status;
+use tcp_router::proto::Parsed;
 use tcp_router::{Config, DrainReport, Forwarder, Handle, HostPort, Listener, Route};
 
 // ---------------------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ pub fn client_hello(name: &str) -> Vec<u8> {
     assert!(
         matches!(
             parse_client_hello(&record),
-            Ok(Status::Complete(hello)) if hello.server_name.as_deref() == Some(lower.as_str())
+            Ok(Parsed::Complete(hello)) if hello.server_name.as_deref() == Some(lower.as_str())
         ),
         "the ClientHello for {name:?} does not parse to its name"
     );
