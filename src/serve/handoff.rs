@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::handoff::wire::{
     ConnState, DirectionState, Message, Offered, Role, SetupState, VERSION,
 };
-use crate::handoff::{our_version, upgrade_error, Channel};
+use crate::handoff::{upgrade_error, Channel};
 use crate::log::line::Summary;
 use crate::relay::{Carried, Connection, Direction, End, Flow, Halted, Past, Settled, Timeouts};
 
@@ -453,7 +453,7 @@ pub(super) struct OfferedSocket {
 
 /// The new side, first step: says hello and receives the listening sockets.
 pub(super) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
-    let ours = our_version();
+    let ours = channel.version();
     channel.send(
         &Message::Hello {
             version: ours,
@@ -512,7 +512,11 @@ pub(super) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option
         .listeners
         .iter()
         .map(|listener| {
-            let addrs = listener.listen.resolve().unwrap_or_default();
+            let addrs = crate::sys::resolve::resolve(
+                &listener.listen.host.to_string(),
+                listener.listen.port,
+            )
+            .unwrap_or_default();
             // Port 0 was bound to some free port: the same address with any port is it.
             let wanted = |addr: &SocketAddr| {
                 addrs.contains(addr)
