@@ -11,6 +11,7 @@ use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
 use crate::config::Config;
 use crate::route::router::Router;
+use crate::sys::resolve;
 
 /// Checks a validated configuration as `--check` does, resolving every host name in it:
 /// `Ok(summary)` to print, or every problem found, one line each. With `explain`, the summary
@@ -127,7 +128,7 @@ fn can_bind_privileged() -> bool {
 
 fn resolve(addr: &HostPort, origin: &str, errors: &mut Vec<String>) {
     if let Host::Name(_) = addr.host {
-        if let Err(err) = addr.resolve() {
+        if let Err(err) = resolve::resolve(&addr.host.to_string(), addr.port) {
             errors.push(format!("{origin}: cannot resolve '{addr}': {err}"));
         }
     }

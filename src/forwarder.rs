@@ -5,19 +5,36 @@
 //! Nothing here touches process-wide state: no signal handlers, no scheduling policy, no
 //! resource limits, no pid file, no `process::exit`. Those are the binary's (see
 //! [`crate::process`] for the opt-in calls it makes).
+//!
+//! Also here, the two public parsers that need the system, since the configuration itself does
+//! no I/O: [`Config::from_file`] reads the file, and `HostPort`'s `FromStr` looks a port given by
+//! name up in /etc/services.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::str::FromStr;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::admin;
 use crate::config::{
-    Action, Config, HostPort, Listener, NamePattern, Pattern, Route, Rule, Settings,
+    Action, AddrError, Config, HostPort, Listener, NamePattern, Pattern, Route, Rule, Settings,
+    MAX_CONFIG_FILE_SIZE,
 };
 use crate::error::Error;
 use crate::handoff::Channel;
 use crate::proto::proxy::Version;
 use crate::serve::{DrainReport, Handle, Server, TakenOver};
+use crate::sys::{file, services};
+
+/// What `config` sets for the whole process, as a forwarder starts: splice off, if it says so
+/// (for good: the relay's switch is process-wide, as a kernel's refusal of splice is).
+fn apply_process_wide(config: &Config) {
+    if !config.splice {
+        #[cfg(target_os = "linux")]
+        crate::relay::splice::turn_off();
+    }
+}
 
 /// Something that names a `host:port`: a string such as `"127.0.0.1:6379"`, `"[::1]:80"` or
 /// `"db.internal:5432"`, a [`SocketAddr`], or a [`HostPort`].
@@ -148,6 +165,7 @@ impl Forwarder {
         sockets: Vec<Option<TcpListener>>,
     ) -> Result<Forwarder, Error> {
         config.validate()?;
+        apply_process_wide(config);
         let mut server = Server::bind(config, sockets)?;
         let endpoint = admin::Endpoint::start_with(config, server.shared(), None)?;
         let admin_addr = endpoint.local_addr();
@@ -161,6 +179,7 @@ impl Forwarder {
     /// begins with [`Forwarder::serve`]. On `Err` the old process keeps serving everything.
     pub fn take_over(config: &Config, channel: Channel) -> Result<(Forwarder, TakenOver), Error> {
         config.validate()?;
+        apply_process_wide(config);
         let (mut server, taken, admin_socket) = Server::take_over(config, channel)?;
         let endpoint = admin::Endpoint::start_with(config, server.shared(), admin_socket)?;
         let admin_addr = endpoint.local_addr();
@@ -387,6 +406,14 @@ impl Builder {
         self
     }
 
+    /// Whether bulk transfers may move through `splice(2)` (default true, where the kernel
+    /// allows it); false copies every byte through a buffer, for the whole process (see
+    /// [`Config::splice`]).
+    pub fn splice(mut self, splice: bool) -> Builder {
+        self.config.splice = splice;
+        self
+    }
+
     /// Serves the admin endpoint (metrics, readiness, live connections, a status page) on
     /// `listen`; bind it to a loopback address unless others must reach it.
     pub fn admin(mut self, listen: impl Address) -> Builder {
@@ -469,5 +496,31 @@ impl Builder {
         }
         self.config.listeners.push(listener);
         Ok((self.config, self.socket))
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = AddrError;
+
+    /// Reads `host:port`; an IPv6 host must be in brackets (`[::1]:80`); a port may be a TCP
+    /// service name from /etc/services (`app1:http`).
+    fn from_str(text: &str) -> Result<HostPort, AddrError> {
+        HostPort::parse_with(text, services::tcp_port)
+    }
+}
+
+impl Config {
+    /// Reads and parses the config file at `path`; settings a route does not give come from
+    /// `defaults`. Every problem found is one line of the error, `FILE:LINE: message`. The result
+    /// is not validated as a whole yet: the caller may add to it first, then call
+    /// [`Config::validate`].
+    pub fn from_file(path: &Path, defaults: &Settings) -> Result<Config, Vec<String>> {
+        let text = file::read_text(path, MAX_CONFIG_FILE_SIZE).map_err(|why| {
+            vec![format!(
+                "cannot read config file '{}': {why}",
+                path.display()
+            )]
+        })?;
+        Config::from_text(path, &text, defaults, services::tcp_port)
     }
 }

@@ -1,11 +1,12 @@
 //! Addresses as users write them: `host:port`, `[v6]:port`, bare hosts and ports (numbers or service names).
+//!
+//! Pure: a host name is kept as written and resolved where it is used (`sys::resolve`), and a
+//! port given as a service name is looked up by the function the parser is given
+//! ([`Services`]).
 
 use super::text::printable;
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::str::FromStr;
-use std::sync::OnceLock;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::proto::name;
 
@@ -85,14 +86,17 @@ impl fmt::Display for HostPort {
     }
 }
 
-impl FromStr for HostPort {
-    type Err = AddrError;
+/// Looks a TCP service name up (`http` → 80): `sys::services::tcp_port` reads /etc/services.
+/// The parsers are given it, so they do no I/O of their own.
+pub(crate) type Services = fn(&str) -> Option<u16>;
 
-    /// Reads `host:port`; an IPv6 host must be in brackets (`[::1]:80`).
-    fn from_str(text: &str) -> Result<Self, AddrError> {
+impl HostPort {
+    /// Reads `host:port`; an IPv6 host must be in brackets (`[::1]:80`); a port given by name is
+    /// looked up in `services`. (`HostPort`'s `FromStr`, in `forwarder.rs`, passes /etc/services.)
+    pub(crate) fn parse_with(text: &str, services: Services) -> Result<HostPort, AddrError> {
         let (host, port) = split_host_port(text)?;
         let host = parse_host(host).map_err(|e| addr_error(text, e.reason))?;
-        let port = parse_port(port).map_err(|e| addr_error(text, e.reason))?;
+        let port = parse_port(port, services).map_err(|e| addr_error(text, e.reason))?;
         Ok(HostPort { host, port })
     }
 }
@@ -102,26 +106,6 @@ impl From<SocketAddr> for HostPort {
         HostPort {
             host: Host::Ip(addr.ip()),
             port: addr.port(),
-        }
-    }
-}
-
-impl HostPort {
-    /// Resolves to socket addresses, at each call (names are never cached here).
-    pub fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
-        match &self.host {
-            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
-            Host::Name(name) => {
-                let addrs: Vec<SocketAddr> =
-                    (name.as_str(), self.port).to_socket_addrs()?.collect();
-                if addrs.is_empty() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("'{name}' resolved to no address"),
-                    ));
-                }
-                Ok(addrs)
-            }
         }
     }
 }
@@ -211,8 +195,9 @@ fn looks_like_ipv4(text: &str) -> bool {
     text.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
-/// Reads a port: a number 0–65535 or a TCP service name from /etc/services; a `/tcp` suffix is accepted.
-pub(crate) fn parse_port(text: &str) -> Result<u16, AddrError> {
+/// Reads a port: a number 0–65535 or a TCP service name, looked up in `services`; a `/tcp` suffix
+/// is accepted.
+pub(crate) fn parse_port(text: &str, services: Services) -> Result<u16, AddrError> {
     let (name, proto) = match text.split_once('/') {
         Some((name, proto)) => (name, Some(proto)),
         None => (text, None),
@@ -230,48 +215,12 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, AddrError> {
             .parse::<u16>()
             .map_err(|_| addr_error(text, "port out of range (0-65535)"));
     }
-    service_port(name).ok_or_else(|| {
+    services(name).ok_or_else(|| {
         addr_error(
             text,
             "not a port number or a TCP service name from /etc/services",
         )
     })
-}
-
-/// Looks a TCP service name (or alias) up in /etc/services, read once per process.
-pub(crate) fn service_port(name: &str) -> Option<u16> {
-    static SERVICES: OnceLock<Vec<(String, u16)>> = OnceLock::new();
-    let services = SERVICES.get_or_init(|| {
-        std::fs::read_to_string("/etc/services")
-            .map(|text| parse_services(&text))
-            .unwrap_or_default()
-    });
-    services
-        .iter()
-        .find(|(service, _)| service.eq_ignore_ascii_case(name))
-        .map(|(_, port)| *port)
-}
-
-/// Parses the text of /etc/services into (name or alias, TCP port) pairs.
-fn parse_services(text: &str) -> Vec<(String, u16)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut fields = line.split_whitespace();
-        let (Some(name), Some(port_proto)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let Some((port, "tcp")) = port_proto.split_once('/') else {
-            continue;
-        };
-        let Ok(port) = port.parse::<u16>() else {
-            continue;
-        };
-        for alias in std::iter::once(name).chain(fields) {
-            out.push((alias.to_string(), port));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -332,14 +281,19 @@ mod tests {
 
     #[test]
     fn ports_take_numbers_service_names_and_tcp_suffix() {
-        assert_eq!(parse_port("8080"), Ok(8080));
-        assert_eq!(parse_port("80/tcp"), Ok(80));
-        assert!(parse_port("53/udp").unwrap_err().reason.contains("UDP"));
-        let services = parse_services("http 80/tcp www # web\nhttp 80/udp\nssh\t22/tcp\n");
-        assert_eq!(
-            services,
-            vec![("http".into(), 80), ("www".into(), 80), ("ssh".into(), 22)]
-        );
+        let services: Services = |name| (name == "http").then_some(80);
+        assert_eq!(parse_port("8080", services), Ok(8080));
+        assert_eq!(parse_port("80/tcp", services), Ok(80));
+        assert_eq!(parse_port("http", services), Ok(80));
+        assert_eq!(parse_port("http/tcp", services), Ok(80));
+        assert!(parse_port("gopher", services)
+            .unwrap_err()
+            .reason
+            .contains("service name"));
+        assert!(parse_port("53/udp", services)
+            .unwrap_err()
+            .reason
+            .contains("UDP"));
     }
 
     #[test]
@@ -350,11 +304,5 @@ mod tests {
             Ok(Host::Ip("fe80::1".parse().unwrap()))
         );
         assert!(parse_host("fe80::zz").is_err());
-    }
-
-    #[test]
-    fn resolves_literals_without_dns() {
-        let addrs = hp("[::1]:9").resolve().unwrap();
-        assert_eq!(addrs, vec!["[::1]:9".parse().unwrap()]);
     }
 }

@@ -194,10 +194,10 @@ mod tests {
         }
     }
 
-    // Regression, found by the fuzz target `durations` (inputs `4588186.6`, `6666666.6`,
-    // `1844674407375161.5` and more): the number used to be read as an f64 and multiplied by the
-    // unit, so from about 52 days on a whole number of milliseconds did not always parse to
-    // exactly that many, and format_duration's output did not parse back to the value it showed.
+    // Found by the fuzz target `durations` (inputs `4588186.6`, `6666666.6`,
+    // `1844674407375161.5` and more): a number read as an f64 and multiplied by the unit does
+    // not always give exactly a whole number of milliseconds from about 52 days on, and
+    // format_duration's output would not parse back to the value it showed.
     #[test]
     fn whole_milliseconds_parse_exactly_and_round_trip() {
         let days_53 = parse_duration("4588186.6").unwrap();

@@ -1,6 +1,7 @@
 //! The config file parser: rinetd.conf syntax plus tcp-router's `route` rule, text in, AST out.
 //!
-//! Pure: no DNS, no sockets, no file reads. Every error in the file is collected, each
+//! Pure: no DNS, no sockets, no file reads (a port's service name is looked up by the function
+//! it is given). Every error in the file is collected, each
 //! with its line number. See docs/config.md for the format reference.
 //!
 //! rinetd syntax, as rinetd(8) and rinetd 0.73's grammar (parse.peg) define it:
@@ -31,7 +32,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use super::acl::{self, Action, Pattern};
-use super::addr::{parse_host, parse_ip, parse_port, Host, HostPort};
+use super::addr::{parse_host, parse_ip, parse_port, Host, HostPort, Services};
 use super::names::NamePattern;
 use super::settings::Overrides;
 
@@ -96,11 +97,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parses config file text (`path` is only used in error messages). Returns every
-/// error in the file, sorted by line, or the parsed file when there are none.
-pub(crate) fn parse(path: &Path, text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
+/// Parses config file text (`path` is only used in error messages), looking ports given by name
+/// up in `services`. Returns every error in the file, sorted by line, or the parsed file when
+/// there are none.
+pub(crate) fn parse(
+    path: &Path,
+    text: &str,
+    services: Services,
+) -> Result<ConfigFile, Vec<ConfigError>> {
     let mut p = Parser {
         path,
+        services,
         cfg: ConfigFile::default(),
         errors: Vec::new(),
         acl_target: AclTarget::Global,
@@ -136,6 +143,7 @@ enum AclTarget {
 
 struct Parser<'a> {
     path: &'a Path,
+    services: Services,
     cfg: ConfigFile,
     errors: Vec<ConfigError>,
     acl_target: AclTarget,
@@ -252,7 +260,7 @@ impl Parser<'_> {
             "logfile" | "pidlogfile" => self.path_line(n, &toks),
             "logcommon" if toks.len() == 1 => self.cfg.logcommon = true,
             "logcommon" => self.err(n, "'logcommon' takes no value"),
-            "route" => self.rule_result(n, route_rule(n, &toks)),
+            "route" => self.rule_result(n, route_rule(n, &toks, self.services)),
             // Three fields: rinetd's forwarding rules have four or more, so a bind host named
             // `admin` still reads as one.
             "admin" if toks.len() <= 3 => self.admin_line(n, &toks),
@@ -272,7 +280,7 @@ impl Parser<'_> {
                     first.text
                 ),
             ),
-            _ => self.rule_result(n, rinetd_rule(n, content, &toks)),
+            _ => self.rule_result(n, rinetd_rule(n, content, &toks, self.services)),
         }
     }
 
@@ -333,7 +341,7 @@ impl Parser<'_> {
             return self.err(n, format!("'admin' given twice (first on line {first})"));
         }
         let host = rinetd_host("admin address", toks[1].text);
-        let port = parse_port(toks[2].text).map_err(|e| format!("admin port: {e}"));
+        let port = parse_port(toks[2].text, self.services).map_err(|e| format!("admin port: {e}"));
         match (host, port) {
             (Ok(host), Ok(port)) => self.cfg.admin = Some((HostPort { host, port }, n)),
             (host, port) => {
@@ -422,7 +430,7 @@ fn rinetd_host(what: &str, text: &str) -> Result<Host, String> {
 }
 
 /// A rinetd port field: number or service name, optional `/tcp`; `/udp` is refused.
-fn rinetd_port(what: &str, text: &str) -> Result<u16, String> {
+fn rinetd_port(what: &str, text: &str, services: Services) -> Result<u16, String> {
     if text.is_empty() {
         return Err(format!("{what} is missing (expected {USAGE_RINETD})"));
     }
@@ -431,7 +439,7 @@ fn rinetd_port(what: &str, text: &str) -> Result<u16, String> {
             "invalid {what} '{text}': UDP forwarding is not supported"
         ));
     }
-    let port = parse_port(text).map_err(|e| format!("{what}: {e}"))?;
+    let port = parse_port(text, services).map_err(|e| format!("{what}: {e}"))?;
     if what == "bind port" {
         // As on `route` lines, port 0 to listen on means any free port (logged at start).
         return Ok(port);
@@ -445,7 +453,12 @@ fn take<T>(r: Result<T, String>, errors: &mut Vec<String>) -> Option<T> {
 }
 
 /// Parses `bindaddress bindport connectaddress connectport [options]`.
-fn rinetd_rule(n: usize, content: &str, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
+fn rinetd_rule(
+    n: usize,
+    content: &str,
+    toks: &[Token],
+    services: Services,
+) -> Result<RuleDef, Vec<String>> {
     // rinetd allows the options right after the port (`80[src=...]`), so split there.
     let port_tok = toks[3];
     let (connect_port, options_text) = match port_tok.text.find('[') {
@@ -454,9 +467,15 @@ fn rinetd_rule(n: usize, content: &str, toks: &[Token]) -> Result<RuleDef, Vec<S
     };
     let mut errors = Vec::new();
     let bind_host = take(rinetd_host("bind address", toks[0].text), &mut errors);
-    let bind_port = take(rinetd_port("bind port", toks[1].text), &mut errors);
+    let bind_port = take(
+        rinetd_port("bind port", toks[1].text, services),
+        &mut errors,
+    );
     let connect_host = take(rinetd_host("connect address", toks[2].text), &mut errors);
-    let connect_port = take(rinetd_port("connect port", connect_port), &mut errors);
+    let connect_port = take(
+        rinetd_port("connect port", connect_port, services),
+        &mut errors,
+    );
     let src = rinetd_options(options_text.trim(), &mut errors);
     match (bind_host, bind_port, connect_host, connect_port) {
         (Some(bh), Some(bp), Some(ch), Some(cp)) if errors.is_empty() => Ok(RuleDef {
@@ -521,7 +540,7 @@ fn rinetd_options(text: &str, errors: &mut Vec<String>) -> Option<IpAddr> {
 }
 
 /// Parses `route LISTEN UPSTREAM[,UPSTREAM...] [key=value ...]`.
-fn route_rule(n: usize, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
+fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, Vec<String>> {
     if toks.len() < 3 {
         return Err(vec![format!(
             "'route' needs a listen address and an upstream: {USAGE_ROUTE}"
@@ -531,13 +550,10 @@ fn route_rule(n: usize, toks: &[Token]) -> Result<RuleDef, Vec<String>> {
     // Port 0 on a listen address means "any free port" (logged at start), handy for tests and
     // ad-hoc use; rinetd-style bind ports take it too (rinetd refuses it).
     let listen = take(
-        toks[1]
-            .text
-            .parse::<HostPort>()
-            .map_err(|e| format!("listen address: {e}")),
+        HostPort::parse_with(toks[1].text, services).map_err(|e| format!("listen address: {e}")),
         &mut errors,
     );
-    let upstreams = upstream_list(toks[2].text, &mut errors);
+    let upstreams = upstream_list(toks[2].text, services, &mut errors);
     let mut rule = RuleDef {
         line: n,
         listen: HostPort::from(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -613,20 +629,20 @@ impl RuleDef {
     }
 }
 
-fn host_port(what: &str, text: &str) -> Result<HostPort, String> {
-    let hp: HostPort = text.parse().map_err(|e| format!("{what}: {e}"))?;
+fn host_port(what: &str, text: &str, services: Services) -> Result<HostPort, String> {
+    let hp = HostPort::parse_with(text, services).map_err(|e| format!("{what}: {e}"))?;
     nonzero_port(what, text, hp.port)?;
     Ok(hp)
 }
 
-fn upstream_list(text: &str, errors: &mut Vec<String>) -> Vec<HostPort> {
+fn upstream_list(text: &str, services: Services, errors: &mut Vec<String>) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::new();
     for item in text.split(',') {
         if item.is_empty() {
             errors.push(format!("invalid upstream list '{text}': empty entry"));
             continue;
         }
-        match host_port("upstream", item) {
+        match host_port("upstream", item, services) {
             Ok(hp) if out.contains(&hp) => {
                 errors.push(format!("upstream '{item}' is listed twice"))
             }
@@ -690,8 +706,18 @@ mod tests {
     use crate::proto::proxy::Version;
     use std::time::Duration;
 
+    /// The services the tests name, as /etc/services lists them.
+    fn services(name: &str) -> Option<u16> {
+        match name {
+            "http" => Some(80),
+            "https" => Some(443),
+            "ssh" => Some(22),
+            _ => None,
+        }
+    }
+
     fn parse_text(text: &str) -> Result<ConfigFile, Vec<ConfigError>> {
-        parse(Path::new("t.conf"), text)
+        parse(Path::new("t.conf"), text, services)
     }
 
     fn ok(text: &str) -> ConfigFile {
@@ -983,7 +1009,7 @@ logcommon
 
     #[test]
     fn rinetd_field_errors() {
-        assert!(parse(Path::new("t"), "0.0.0.0 0 192.0.2.1 80").is_ok());
+        assert!(parse(Path::new("t"), "0.0.0.0 0 192.0.2.1 80", services).is_ok());
         assert_eq!(
             err1("0.0.0.0 80 192.0.2.1 0"),
             "1: invalid connect port '0': port 0 is not allowed"
@@ -1007,9 +1033,6 @@ logcommon
 
     #[test]
     fn service_names() {
-        if crate::config::addr::service_port("http").is_none() {
-            return; // No /etc/services on this machine.
-        }
         assert_eq!(
             one_rule("0.0.0.0 http 127.0.0.1 8080/tcp"),
             rinetd("0.0.0.0:80", "127.0.0.1:8080")
@@ -1331,7 +1354,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             err1("route ::1:80 127.0.0.1:81"),
             "1: listen address: invalid address '::1:80': an IPv6 address needs brackets, as in [::1]:80"
         );
-        assert!(parse(Path::new("t"), "route 127.0.0.1:0 127.0.0.1:81").is_ok());
+        assert!(parse(Path::new("t"), "route 127.0.0.1:0 127.0.0.1:81", services).is_ok());
         assert_eq!(
             err1("route 127.0.0.1:80 127.0.0.1:0"),
             "1: invalid upstream '127.0.0.1:0': port 0 is not allowed"
@@ -1427,7 +1450,8 @@ route 127.0.0.1:80 127.0.0.1:82
         );
         let lines: Vec<&str> = all.iter().map(|e| e.split(':').next().unwrap()).collect();
         assert_eq!(lines, ["1", "2", "3", "4"], "{all:#?}");
-        let with_path = parse(Path::new("/etc/tcp-router.conf"), "logcommon x").unwrap_err();
+        let with_path =
+            parse(Path::new("/etc/tcp-router.conf"), "logcommon x", services).unwrap_err();
         assert_eq!(
             with_path[0].to_string(),
             "/etc/tcp-router.conf:1: 'logcommon' takes no value"
@@ -1503,6 +1527,7 @@ route 127.0.0.1:80 127.0.0.1:82
         let cfg = parse(
             Path::new("examples/tcp-router.conf"),
             include_str!("../../examples/tcp-router.conf"),
+            services,
         )
         .unwrap_or_else(|errs| {
             let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();

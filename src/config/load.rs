@@ -6,24 +6,24 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use super::addr::Services;
 use super::duration::format_duration;
 use super::file::{self, RuleDef};
 use super::model::{Admin, Config, Listener, LogFile, Route};
 use super::settings::Settings;
 
 impl Config {
-    /// Reads and parses the config file at `path`; settings a route does not give come from
-    /// `defaults`. Every problem found is one line of the error, `FILE:LINE: message`. The result
-    /// is not validated as a whole yet: the caller may add to it first, then call
-    /// [`Config::validate`].
-    pub fn from_file(path: &Path, defaults: &Settings) -> Result<Config, Vec<String>> {
-        let text = read_config_text(path).map_err(|why| {
-            vec![format!(
-                "cannot read config file '{}': {why}",
-                path.display()
-            )]
-        })?;
-        let file = file::parse(path, &text)
+    /// Parses `text`, the config file at `path` (named in messages), looking ports given by name
+    /// up in `services`; settings a route does not give come from `defaults`. Every problem found
+    /// is one line of the error, `FILE:LINE: message`. [`Config::from_file`] reads the file and
+    /// calls this.
+    pub(crate) fn from_text(
+        path: &Path,
+        text: &str,
+        defaults: &Settings,
+        services: Services,
+    ) -> Result<Config, Vec<String>> {
+        let file = file::parse(path, text, services)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let listeners = group_into_listeners(path, &file.rules, defaults)?;
         Ok(Config {
@@ -47,31 +47,6 @@ impl Config {
 /// The largest config file read: 16 MiB, some hundred times a file of 20,000 routes. A larger
 /// one is refused before it is read.
 pub const MAX_CONFIG_FILE_SIZE: u64 = 16 << 20;
-
-/// The text of the config file at `path`: a regular file (a device such as `/dev/zero` or a pipe
-/// could be read for ever) of at most [`MAX_CONFIG_FILE_SIZE`] bytes, in UTF-8. The error is the
-/// reason alone.
-fn read_config_text(path: &Path) -> Result<String, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let too_large = || format!("larger than {} MiB", MAX_CONFIG_FILE_SIZE >> 20);
-    if meta.len() > MAX_CONFIG_FILE_SIZE {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // Bounded even if the file grows while it is read.
-    file.take(MAX_CONFIG_FILE_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_CONFIG_FILE_SIZE {
-        return Err(too_large());
-    }
-    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
-}
 
 /// Rules sharing a listen address (as written) become one listener, in the order of first
 /// appearance; each rule is one of its routes.

@@ -62,6 +62,11 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// The admin endpoint (metrics, readiness, live connections, a status page); off when `None`.
     pub admin: Option<Admin>,
+    /// Whether bulk transfers may move socket → pipe → socket with `splice(2)` (Linux, where the
+    /// kernel allows it; default true). False copies every byte through a buffer. It applies to
+    /// the whole process, from the start of a forwarder that says false on, and a reload does not
+    /// turn it back on. The binary sets it false when `TCP_ROUTER_NO_SPLICE` is set.
+    pub splice: bool,
 }
 
 /// The admin endpoint: where it listens, and who may ask.
@@ -101,6 +106,7 @@ impl Default for Config {
             max_connections_per_client: None,
             client_ipv6_prefix: DEFAULT_CLIENT_IPV6_PREFIX,
             max_peeking: None,
+            splice: true,
         }
     }
 }

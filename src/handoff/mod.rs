@@ -2,12 +2,13 @@
 //! other, and the messages they exchange ([`wire`]). What moves, and in which order, is
 //! `serve::handoff`'s; this part only carries it.
 //!
-//! The old process listens on a Unix socket in a directory of its own (mode 0700, under
-//! `$XDG_RUNTIME_DIR` or the temporary directory), names it to the new process in
-//! [`CHANNEL_ENV`], and accepts only the process it started (by `SO_PEERCRED`). The new process
-//! connects only through a directory of its own user with mode 0700, to a peer of its own user,
-//! and learns the peer's process id (to check it is its parent): a directory another user owns
-//! or could enter, or substituted beneath it, is refused.
+//! The old process listens on a Unix socket in a directory of its own (mode 0700, in a directory
+//! the caller names: the binary's is `$XDG_RUNTIME_DIR` or the temporary directory), names it
+//! to the new process in [`CHANNEL_ENV`], and accepts only the process it started (by
+//! `SO_PEERCRED`). The new process connects only through a directory of its own user with mode
+//! 0700, to a peer of its own user, and learns the peer's process id (to check it is its
+//! parent): a directory another user owns or could enter, or substituted beneath it, is
+//! refused.
 
 pub(crate) mod wire;
 
@@ -27,7 +28,8 @@ pub use wire::VERSION;
 /// The environment variable that tells a new process where its predecessor waits.
 pub const CHANNEL_ENV: &str = "TCP_ROUTER_UPGRADE";
 
-/// For tests of a version mismatch: the hand-off version this process claims to speak.
+/// For tests of a version mismatch: the hand-off version the binary claims to speak when it
+/// takes over (see [`Channel::claiming_version`]).
 pub const VERSION_ENV: &str = "TCP_ROUTER_HANDOFF_VERSION";
 
 /// A connected hand-off channel, to the old process or to the new one.
@@ -36,6 +38,8 @@ pub struct Channel {
     inner: fd_pass::SeqPacket,
     /// The peer's process id, when this end accepted it.
     peer_pid: Option<u32>,
+    /// The hand-off version this end says it speaks: [`VERSION`] unless a test claims another.
+    version: u32,
 }
 
 /// Where an old process waits for the new one: a private directory with the channel's socket,
@@ -45,7 +49,7 @@ pub struct Channel {
 /// use std::time::Duration;
 /// use tcp_router::upgrade::{Channel, Rendezvous};
 ///
-/// let rendezvous = Rendezvous::new()?;
+/// let rendezvous = Rendezvous::new(&std::env::temp_dir())?;
 /// let _new = Channel::connect(rendezvous.path())?;
 /// let old = rendezvous.accept(Duration::from_secs(5))?.expect("connected");
 /// assert_eq!(old.peer_pid(), Some(std::process::id()));
@@ -59,12 +63,8 @@ pub struct Rendezvous {
 }
 
 impl Rendezvous {
-    /// Creates the directory and starts listening.
-    pub fn new() -> io::Result<Rendezvous> {
-        let base = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .filter(|dir| dir.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
+    /// Creates a private directory in `base` and starts listening there.
+    pub fn new(base: &Path) -> io::Result<Rendezvous> {
         let dir = base.join(format!(
             "tcp-router-upgrade-{}-{}",
             std::process::id(),
@@ -95,6 +95,7 @@ impl Rendezvous {
         Ok(self.listener.accept(timeout)?.map(|(inner, pid)| Channel {
             inner,
             peer_pid: Some(pid),
+            version: VERSION,
         }))
     }
 }
@@ -133,7 +134,20 @@ impl Channel {
         Ok(Channel {
             inner,
             peer_pid: Some(pid),
+            version: VERSION,
         })
+    }
+
+    /// Says hello with hand-off `version` instead of [`VERSION`] when this end takes over: for
+    /// tests of how a mismatch is refused (the binary's [`VERSION_ENV`]).
+    pub fn claiming_version(mut self, version: u32) -> Channel {
+        self.version = version;
+        self
+    }
+
+    /// The hand-off version this end says it speaks.
+    pub(crate) fn version(&self) -> u32 {
+        self.version
     }
 
     /// The peer's process id (from `SO_PEERCRED`).
@@ -149,10 +163,12 @@ impl Channel {
             Channel {
                 inner: a,
                 peer_pid: None,
+                version: VERSION,
             },
             Channel {
                 inner: b,
                 peer_pid: None,
+                version: VERSION,
             },
         )
     }
@@ -209,15 +225,6 @@ fn check_private_dir(dir: &Path, uid: u32) -> io::Result<()> {
             ),
         )),
     }
-}
-
-/// The hand-off version this process speaks: [`VERSION`], unless [`VERSION_ENV`] says otherwise
-/// (to test how a mismatch is refused).
-pub(crate) fn our_version() -> u32 {
-    std::env::var(VERSION_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(VERSION)
 }
 
 pub(crate) fn upgrade_error(why: String) -> Error {

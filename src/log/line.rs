@@ -71,8 +71,8 @@ impl fmt::Display for Line<'_> {
 }
 
 /// A duration as seconds with three decimals (`1.500s`), rounded to the millisecond. Integer
-/// arithmetic rather than `{:.3}` of an f64, the deepest code a log line would run (see "Two
-/// stack pages per idle thread" in the relay's module doc).
+/// arithmetic rather than `{:.3}` of an f64, the deepest code a log line would run (see "One
+/// stack page per idle thread" in the relay's module doc).
 struct Seconds(Duration);
 
 impl fmt::Display for Seconds {

@@ -21,7 +21,7 @@ static FREE_BUFFERS: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 pub(crate) enum Moved {
     /// `n` bytes were read and all written; `full` says the read filled what was asked (the
     /// buffer, or the pipe on the splice path), so more is probably waiting and the caller may
-    /// read again before polling.
+    /// read again at once, without waiting for data.
     Bytes {
         /// Bytes moved.
         n: usize,

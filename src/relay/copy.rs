@@ -19,7 +19,7 @@ use super::splice;
 /// request, a TLS record header and most small messages fit; a bigger one fills it and the rest
 /// is drained at once through the 64 KiB path (two more system calls). Small so the copy loop's
 /// frames stay in the thread's first stack page under musl: at 1.5 KiB each copy thread kept
-/// two pages (18.3 instead of 10.3 KiB RSS per idle connection with the static build).
+/// two (docs/performance.md, "At the shape's floor: one stack page, and the connection path").
 pub(crate) const WAIT_BUFFER_SIZE: usize = 512;
 
 /// Reads what `src` has (without blocking) and writes all of it to `dst` (blocking, so a slow

@@ -46,9 +46,10 @@
 //!   `serve`'s closing thread, which formats its line (the deepest code a connection runs) and
 //!   releases it.
 //!
-//! Measured with the static (musl) build, 1,000 idle connections: 18.3 → 10.5 KiB RSS per idle
-//! connection, copy threads at one stack page instead of two, also after a burst of connections
-//! has come and gone (docs/performance.md).
+//! `tests/memory.rs` bounds what an idle connection costs, so a second page on a copy thread
+//! (under musl) fails it, also after a burst of connections has come and gone; the figures are
+//! in docs/performance.md, "An idle connection, line by line", and why every part must keep to
+//! it in docs/design.md, "Cross-cutting concerns".
 
 mod chunk;
 mod connection;

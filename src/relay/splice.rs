@@ -10,9 +10,9 @@
 //! or write failure of the connection, exactly as on the plain path.
 //!
 //! Only bulk transfers use it: a copy thread splices its next chunk only if its last chunk was at
-//! least 16 KiB. A small request or answer takes the buffer path, whose three system calls (poll,
-//! recv, write) are fewer than splice's four (poll, FIONREAD, two splices) and whose copy is too
-//! small to matter.
+//! least 16 KiB. A small request or answer takes the buffer path, whose two system calls (recv,
+//! write) are fewer than splice's three (FIONREAD, two splices) and whose copy is too small to
+//! matter.
 //!
 //! A pipe is borrowed from a shared free list only while bytes move, as the copy buffers are, and
 //! goes back only when it is empty. The number of pipes alive is capped (see
@@ -20,11 +20,12 @@
 //! when none is free and the cap is reached, the chunk takes the buffer path. Nothing ever waits
 //! for a pipe.
 //!
-//! Setting `TCP_ROUTER_NO_SPLICE=1` in the environment turns the fast path off (read once).
+//! [`turn_off`] turns the fast path off for good, when the configuration says so
+//! (`Config::splice`; the binary sets it from `TCP_ROUTER_NO_SPLICE`).
 //!
 //! Advantages:
-//! - No copy of the payload through user space: about 25-30% less proxy CPU per byte on loopback
-//!   bulk transfers (docs/performance.md), and no buffer memory while bytes move.
+//! - No copy of the payload through user space: less proxy CPU per byte on bulk transfers (see
+//!   docs/performance.md, "Bulk: splice and pipe size"), and no buffer memory while bytes move.
 //! - The same blocking, one-chunk-at-a-time shape as the buffer path: flow control, byte counts,
 //!   half-close, resets and idle limits are untouched.
 //!
@@ -44,7 +45,7 @@
 //!   killed instead.
 //! - A splice from a socket stops at TCP urgent data, and then returns 0 as if at end of stream
 //!   while poll says readable. FIONREAD counts only the bytes before the mark, so such a chunk
-//!   goes to the buffer path, whose `recv` steps over the urgent byte as before.
+//!   goes to the buffer path, whose `recv` steps over the urgent byte.
 
 use std::cell::Cell;
 use std::io;
@@ -74,17 +75,13 @@ pub(crate) fn pipe_budget(open_files: u64) -> u64 {
     MAX_PIPES.min(open_files / (4 * FDS_PER_PIPE))
 }
 
-/// The environment variable that turns splice off when set to anything but "" or "0".
-pub(crate) const NO_SPLICE_ENV: &str = "TCP_ROUTER_NO_SPLICE";
-
-/// The pipe size asked of the kernel, and so the most one chunk moves. Measured on loopback
-/// (iperf3 through tcp-router, 1 and 8 streams, two interleaved runs, medians of 3 each), proxy
-/// CPU per GiB was about 0.45-0.6 s with the default 64 KiB pipe, 0.34-0.42 s at 256 KiB and
-/// 0.28-0.36 s at 1 MiB; throughput differences were within the noise. 256 KiB keeps most of the
-/// gain at a quarter of 1 MiB's cost in memory held per stalled direction and in the per-user pipe
-/// budget (256 such pipes fill the default 64 MiB). Real networks may gain more than loopback
-/// (not measured here): a pipe holds one fragment per page slot, and with a 1500-byte MTU a
-/// fragment is often a single packet, so a 16-slot (64 KiB) pipe could take only ~23 KB a splice.
+/// The pipe size asked of the kernel, and so the most one chunk moves. A bigger pipe costs less
+/// CPU per byte (measured on loopback: docs/performance.md, "Bulk: splice and pipe size"); 256 KiB
+/// keeps most of 1 MiB's gain at a quarter of its cost in memory held per stalled direction and in
+/// the per-user pipe budget (256 such pipes fill the default 64 MiB). Real networks may gain more
+/// than loopback (not measured): a pipe holds one fragment per page slot, and with a 1500-byte MTU
+/// a fragment is often a single packet, so a 16-slot (64 KiB) pipe could take only ~23 KB a
+/// splice.
 const PIPE_SIZE: usize = 256 * 1024;
 
 /// The smallest pipe worth using: a pipe smaller than a copy buffer moves less per system call
@@ -103,7 +100,7 @@ const MAX_FREE_PIPES: usize = 64;
 const UNKNOWN: u8 = 0;
 /// Splice has moved bytes in this process.
 const WORKS: u8 = 1;
-/// The kernel refused splice before it moved anything, or the environment turned it off.
+/// The kernel refused splice before it moved anything, or the configuration turned it off.
 const UNAVAILABLE: u8 = 2;
 
 static SPLICE: AtomicU8 = AtomicU8::new(UNKNOWN);
@@ -147,11 +144,11 @@ fn move_with(
     watch: &dyn Watch,
 ) -> Option<Result<Moved, ChunkError>> {
     // A splice from a blocking socket waits for data whatever SPLICE_F_NONBLOCK says (that flag
-    // is for the pipe), and the caller does not always poll first (it reads again at once after
+    // is for the pipe), and the caller does not wait for data first (it reads again at once after
     // a full chunk). So look first. Nothing queued means end of stream, an error, urgent data at
-    // the head or really nothing yet, and the buffer path's recv(MSG_DONTWAIT) tells those apart
-    // exactly as before. With bytes queued a splice returns at once, since only this thread
-    // reads `src`, and it stops at urgent data (FIONREAD counts only the bytes before it).
+    // the head or really nothing yet, and the buffer path's recv(MSG_DONTWAIT) tells those apart.
+    // With bytes queued a splice returns at once, since only this thread reads `src`, and it
+    // stops at urgent data (FIONREAD counts only the bytes before it).
     match rustix::io::ioctl_fionread(src) {
         Ok(queued) if queued > 0 => {}
         _ => return None,
@@ -166,24 +163,12 @@ pub(crate) fn in_use() -> bool {
 }
 
 fn enabled() -> bool {
-    match SPLICE.load(Ordering::Relaxed) {
-        WORKS => true,
-        UNAVAILABLE => false,
-        _ => !disabled_by_env(),
-    }
+    SPLICE.load(Ordering::Relaxed) != UNAVAILABLE
 }
 
-/// Reads [`NO_SPLICE_ENV`] once, and if it says so turns splice off for good.
-fn disabled_by_env() -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| {
-        let off = std::env::var_os(NO_SPLICE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
-        if off {
-            SPLICE.store(UNAVAILABLE, Ordering::Relaxed);
-            log::info!("{NO_SPLICE_ENV} is set: moving bytes through buffers, not splice");
-        }
-        off
-    })
+/// Turns splice off for good in this process: every chunk takes the buffer path from now on.
+pub(crate) fn turn_off() {
+    SPLICE.store(UNAVAILABLE, Ordering::Relaxed);
 }
 
 /// Errors that mean "this kernel, sandbox or socket does not do splice", not "the connection
@@ -236,9 +221,9 @@ fn move_through(
             .map_err(|err| err.of_chunk(n))
             .map(|()| Moved::Bytes {
                 n,
-                // A full pipe means more is probably queued: the caller reads again without polling
-                // (the FIONREAD probe makes that safe). Measured with 64 KiB pipes: 15-30% less CPU per
-                // GiB than polling before every chunk.
+                // A full pipe means more is probably queued: the caller reads again without waiting
+                // (the FIONREAD probe makes that safe), which saves CPU per byte (docs/performance.md,
+                // "Bulk: splice and pipe size").
                 full: n == asked,
             }),
     )

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::HostPort;
 use crate::error::Error;
-use crate::sys::net;
+use crate::sys::{net, resolve};
 
 use super::listener::ListenerState;
 use super::permits::Permits;
@@ -146,9 +146,11 @@ pub(crate) fn switch(
 
 /// Resolves and binds a listen address; returns the socket and the address actually bound.
 fn bind_socket(listen: &HostPort, reuse_port: bool) -> Result<(TcpListener, SocketAddr), Error> {
-    let addrs = listen.resolve().map_err(|source| Error::ResolveListen {
-        addr: listen.to_string(),
-        source,
+    let addrs = resolve::resolve(&listen.host.to_string(), listen.port).map_err(|source| {
+        Error::ResolveListen {
+            addr: listen.to_string(),
+            source,
+        }
     })?;
     // `resolve` never returns an empty list; the fallback only keeps this free of a panic path.
     let addr = addrs

@@ -5,7 +5,8 @@
 //! code a connection runs. Run on the copy thread that ended second, it touched a stack page the
 //! copy loop never needs, and a pool thread keeps every page it has touched, for every later
 //! connection it serves: after a burst of connections had come and gone, half the copy threads of
-//! the static build carried a second page (14.5 instead of 10.5 KiB per idle connection). Here the
+//! the static build carried a second page (docs/performance.md, "At the shape's floor: one
+//! stack page, and the connection path"). Here the
 //! formatting runs on one thread whose pages are touched once. Under load it takes the ends as
 //! they queue, without a wake-up each.
 //!

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::HostPort;
-use crate::sys::net;
+use crate::sys::{net, resolve};
 
 use super::listener::RouteState;
 use super::metrics::{ConnectFailure, UpstreamStats};
@@ -56,7 +56,7 @@ fn connect_one(
     stats: &UpstreamStats,
     failed: &mut Vec<Attempt>,
 ) -> Option<Dialed> {
-    let addrs = match upstream.resolve() {
+    let addrs = match resolve::resolve(&upstream.host.to_string(), upstream.port) {
         Ok(addrs) => addrs,
         Err(error) => {
             stats.attempts.fetch_add(1, Ordering::Relaxed);

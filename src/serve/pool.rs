@@ -16,10 +16,8 @@
 //! already in the slot, so it runs that task instead.
 //!
 //! A worker is on the stack exactly while it can take a task: a task stored in its slot is found
-//! whether or not the worker has parked yet. The rendezvous channel this replaced counted a worker
-//! idle some time before it could receive, which is why a task used to wait briefly (1 ms) for a
-//! worker on its way back rather than spawn another; with the stack there is no such window, so
-//! that wait is gone.
+//! whether or not the worker has parked yet. There is no moment when a worker counts as idle but
+//! cannot take a task, so a task never waits for a worker on its way back.
 //!
 //! The wait itself is a `park_timeout` loop a few frames deep that allocates nothing. Each task runs
 //! under `catch_unwind`: a panic costs that task only.

@@ -5,8 +5,8 @@
 //! or server it relays for), which costs two extra context switches per message. SCHED_BATCH is
 //! the normal time-sharing policy without that wake-up preemption: a woken thread runs at once
 //! on an idle CPU, and otherwise at the next scheduling point. Same nice value, same fairness,
-//! no privilege needed. On the 2-core bench machine it raised PING/s at 50 connections by about
-//! 40 %, with single-connection latency unchanged (docs/performance.md).
+//! no privilege needed. It raises request/response rates under load, with single-connection
+//! latency unchanged (docs/performance.md, "Many busy connections: scheduling and the wait").
 
 use std::fmt;
 

@@ -1,12 +1,14 @@
 //! Socket activation: listening sockets the service manager passes in (`LISTEN_FDS` from fd 3 on,
 //! for this process when `LISTEN_PID` says so, named by `LISTEN_FDNAMES`), each used for the
-//! listener whose address it is bound to instead of binding. The variables are removed from the
-//! environment once read, so nothing this process starts inherits them.
+//! listener whose address it is bound to instead of binding. The variables are read (and removed
+//! from the environment) at start, by [`Environment::take`].
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
 use socket2::SockRef;
-use tcp_router::Config;
+use tcp_router::{Config, HostPort};
+
+use crate::environment::Environment;
 
 /// The first descriptor the service manager passes.
 const FIRST_FD: usize = 3;
@@ -21,26 +23,10 @@ pub(crate) struct Passed {
 }
 
 /// Takes the sockets passed to this process, if any; every one must be a listening TCP socket.
-/// Call it before any thread starts: it changes the environment.
-pub(crate) fn take() -> Result<Vec<Passed>, Vec<String>> {
-    let for_us = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|pid| pid.trim().parse::<u32>().ok())
-        == Some(std::process::id());
-    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
-        .map(|names| names.split(':').map(String::from).collect())
-        .unwrap_or_default();
-    let present = std::env::var_os("LISTEN_FDS").is_some();
-    // listenfd reads LISTEN_FDS and removes it and LISTEN_PID; the names are ours to remove.
-    let mut fds = if for_us {
-        listenfd::ListenFd::from_env()
-    } else {
-        listenfd::ListenFd::empty()
-    };
-    std::env::remove_var("LISTEN_FDS");
-    std::env::remove_var("LISTEN_PID");
-    std::env::remove_var("LISTEN_FDNAMES");
-    if present && !for_us {
+pub(crate) fn take(environment: &mut Environment) -> Result<Vec<Passed>, Vec<String>> {
+    let fds = &mut environment.listen_fds;
+    let names = &environment.listen_fd_names;
+    if environment.listen_fds_for_another {
         log::debug!("LISTEN_FDS is set for another process (LISTEN_PID); ignored");
     }
     let mut passed = Vec::new();
@@ -50,7 +36,7 @@ pub(crate) fn take() -> Result<Vec<Passed>, Vec<String>> {
             Some(name) => format!("fd {} ({name})", FIRST_FD + index),
             None => format!("fd {}", FIRST_FD + index),
         };
-        match take_one(&mut fds, index, &label) {
+        match take_one(fds, index, &label) {
             Ok(one) => passed.push(one),
             Err(e) => errors.push(e),
         }
@@ -97,7 +83,7 @@ pub(crate) fn assign(
     let mut left: Vec<Option<Passed>> = passed.into_iter().map(Some).collect();
     let mut sockets = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        let addrs = listener.listen.resolve().unwrap_or_default();
+        let addrs = resolve(&listener.listen);
         let found = left
             .iter_mut()
             .find(|p| p.as_ref().is_some_and(|p| addrs.contains(&p.addr)))
@@ -137,4 +123,12 @@ pub(crate) fn assign(
     } else {
         Err(unmatched)
     }
+}
+
+/// The addresses `listen` names (a host name looked up now); none if it cannot be resolved.
+fn resolve(listen: &HostPort) -> Vec<SocketAddr> {
+    (listen.host.to_string().as_str(), listen.port)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default()
 }

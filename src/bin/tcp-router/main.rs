@@ -1,9 +1,12 @@
 //! The `tcp-router` binary: parse the command line, start logging, take the process-wide
-//! settings the library leaves alone (scheduling policy, open-files limit, signals, pid file),
-//! serve, and map the result to an exit code.
+//! settings the library leaves alone (scheduling policy, open-files limit, signals, pid file,
+//! the environment), serve, and map the result to an exit code.
+
+#![forbid(unsafe_code)]
 
 mod activation;
 mod args;
+mod environment;
 mod notify;
 mod pid_file;
 mod signals;
@@ -19,6 +22,7 @@ use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 use tcp_router::{process, Error, Forwarder};
 
 use args::Args;
+use environment::Environment;
 use pid_file::PidFile;
 
 fn main() -> ExitCode {
@@ -51,11 +55,21 @@ fn run(args: Args) -> Result<(), Failure> {
     // First, while this is the only thread: what the service manager passed is read (and its
     // variables removed from the environment), and threads inherit the scheduling policy when
     // they are created.
-    let passed = activation::take().map_err(Failure::Activation)?;
-    let notifier = notify::Notifier::from_env();
-    let watchdog = notify::watchdog_from_env();
-    let predecessor = upgrade::predecessor_from_env();
+    let mut environment = Environment::take();
+    let passed = activation::take(&mut environment).map_err(Failure::Activation)?;
+    let notifier = notify::Notifier::connect_to(environment.notify_socket.as_deref());
+    let watchdog = notify::watchdog(
+        environment.watchdog_usec.as_deref(),
+        environment.watchdog_pid.as_deref(),
+    );
+    let predecessor = environment.predecessor;
     let config = args.load()?;
+    if !config.splice {
+        log::info!(
+            "{} is set: moving bytes through buffers, not splice",
+            environment::NO_SPLICE_ENV
+        );
+    }
     let scheduler = process::apply_scheduler(args.scheduler);
     let open_files = process::raise_open_files_limit();
     let forwarder = match &predecessor {

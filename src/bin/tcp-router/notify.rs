@@ -1,6 +1,7 @@
 //! Readiness and state notification to the service manager (`NOTIFY_SOCKET`, a path or an
 //! abstract `@name`), as sd_notify(3) describes: plain datagrams, no libsystemd.
 
+use std::ffi::OsStr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::Arc;
@@ -21,11 +22,9 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    /// The notifier `NOTIFY_SOCKET` names, if it is set (and then removed from the environment,
-    /// so nothing this process starts inherits it). Call it before any thread starts.
-    pub(crate) fn from_env() -> Option<Arc<Notifier>> {
-        let target = std::env::var_os("NOTIFY_SOCKET")?;
-        std::env::remove_var("NOTIFY_SOCKET");
+    /// The notifier `NOTIFY_SOCKET` named at start (see `Environment::take`), if it was set.
+    pub(crate) fn connect_to(target: Option<&OsStr>) -> Option<Arc<Notifier>> {
+        let target = target?;
         let target = target.to_string_lossy().into_owned();
         match connect(&target) {
             Ok(socket) => Some(Arc::new(Notifier {
@@ -119,16 +118,9 @@ fn monotonic_usec() -> u64 {
 }
 
 /// The watchdog interval systemd asked for (`WATCHDOG_USEC`, for this process when
-/// `WATCHDOG_PID` is set), removed from the environment once read.
-pub(crate) fn watchdog_from_env() -> Option<Duration> {
-    let usec = std::env::var("WATCHDOG_USEC")
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok();
-    let pid = std::env::var("WATCHDOG_PID").ok();
-    std::env::remove_var("WATCHDOG_USEC");
-    std::env::remove_var("WATCHDOG_PID");
+/// `WATCHDOG_PID` is set), from the values read at start (see `Environment::take`).
+pub(crate) fn watchdog(usec: Option<&str>, pid: Option<&str>) -> Option<Duration> {
+    let usec = usec?.trim().parse::<u64>().ok();
     let for_us = pid.is_none_or(|pid| pid.trim().parse::<u32>().ok() == Some(std::process::id()));
     usec.filter(|usec| *usec > 0 && for_us)
         .map(Duration::from_micros)

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tcp_router::upgrade::{Channel, Rendezvous, CHANNEL_ENV};
 use tcp_router::{Error, Handle};
 
+use crate::environment;
 use crate::notify::Notifier;
 
 /// How long the new process may take to start and connect.
@@ -120,8 +121,8 @@ impl Upgrader {
 
     /// `Err(None)`: failed, and already logged.
     fn hand_off(&self) -> Result<(), Option<String>> {
-        let rendezvous =
-            Rendezvous::new().map_err(|err| format!("cannot create the hand-off socket: {err}"))?;
+        let rendezvous = Rendezvous::new(&environment::runtime_dir())
+            .map_err(|err| format!("cannot create the hand-off socket: {err}"))?;
         let mut command = Command::new(&self.exe);
         command.args(&self.args).env(CHANNEL_ENV, rendezvous.path());
         // What this process took out of its environment at start, the new one needs too
@@ -234,17 +235,9 @@ fn strip_deleted(exe: PathBuf) -> PathBuf {
     }
 }
 
-/// Where the old process waits, if this process was started by a live upgrade (the variable is
-/// removed from the environment, so nothing this process starts inherits it). Call it before any
-/// thread starts.
-pub(crate) fn predecessor_from_env() -> Option<PathBuf> {
-    let path = std::env::var_os(CHANNEL_ENV)?;
-    std::env::remove_var(CHANNEL_ENV);
-    Some(PathBuf::from(path))
-}
-
 /// Connects to the old process waiting at `path`, which must be this process's parent (it
-/// started this one and waits for it): anything else listening there is refused.
+/// started this one and waits for it): anything else listening there is refused. The channel
+/// claims the hand-off version `TCP_ROUTER_HANDOFF_VERSION` names, if it names one.
 pub(crate) fn connect(path: &std::path::Path) -> Result<Channel, Error> {
     let channel = Channel::connect(path).map_err(|err| {
         Error::Upgrade(format!(
@@ -252,6 +245,10 @@ pub(crate) fn connect(path: &std::path::Path) -> Result<Channel, Error> {
             path.display()
         ))
     })?;
+    let channel = match environment::handoff_version() {
+        Some(version) => channel.claiming_version(version),
+        None => channel,
+    };
     let parent = std::os::unix::process::parent_id();
     match channel.peer_pid() {
         Some(pid) if pid == parent => Ok(channel),

@@ -39,7 +39,7 @@ impl AtSafePoint {
 /// Offers `listeners` (and the admin endpoint's socket) to the new process at the other end of
 /// `channel`, then every connection of `shared`. Returns once the new process has started; on
 /// `Err` everything here carries on.
-pub(in crate::serve) fn hand_off(
+pub(crate) fn hand_off(
     channel: Channel,
     listeners: &[(SocketAddr, BorrowedFd<'_>, bool)],
     admin: Option<(SocketAddr, BorrowedFd<'_>)>,

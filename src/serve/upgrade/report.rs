@@ -60,7 +60,7 @@ impl TakenOver {
 }
 
 /// A refusal to send the other side.
-pub(in crate::serve) fn refusal(reason: String) -> Message {
+pub(crate) fn refusal(reason: String) -> Message {
     Message::Refuse { reason }
 }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 use crate::config::{Config, HostPort};
 use crate::error::Error;
 use crate::handoff::wire::{ConnState, DirectionState, Message, Role, SetupState};
-use crate::handoff::{our_version, upgrade_error, Channel};
+use crate::handoff::{upgrade_error, Channel};
 use crate::relay::{Connection, Direction, End, Past, Spot, Timeouts};
+use crate::sys::resolve::resolve;
 
 use super::super::admit::{self, readmit};
 use super::super::bound::Listening;
@@ -28,30 +29,30 @@ use super::{unexpected, TakenOver, QUIESCE, START, STEP};
 
 /// What the old process offered: its listening sockets by address (and whether the service
 /// manager handed them in), and its admin endpoint's.
-pub(in crate::serve) struct Offer {
-    pub(in crate::serve) next_id: u64,
-    pub(in crate::serve) listeners: Vec<OfferedSocket>,
-    pub(in crate::serve) admin: Option<TcpListener>,
+pub(crate) struct Offer {
+    pub(crate) next_id: u64,
+    pub(crate) listeners: Vec<OfferedSocket>,
+    pub(crate) admin: Option<TcpListener>,
 }
 
 /// A listening socket offered.
-pub(in crate::serve) struct OfferedSocket {
-    pub(in crate::serve) addr: SocketAddr,
-    pub(in crate::serve) socket: TcpListener,
-    pub(in crate::serve) handed_in: bool,
+pub(crate) struct OfferedSocket {
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: TcpListener,
+    pub(crate) handed_in: bool,
 }
 
 /// What the new process's server lends to take connections over.
-pub(in crate::serve) struct Server<'a> {
-    pub(in crate::serve) listening: &'a [Listening],
-    pub(in crate::serve) shared: &'a Shared,
+pub(crate) struct Server<'a> {
+    pub(crate) listening: &'a [Listening],
+    pub(crate) shared: &'a Shared,
     /// Where connections still choosing a route are set up.
-    pub(in crate::serve) pool: &'a Pool,
+    pub(crate) pool: &'a Pool,
     /// What every connection shares with the server.
-    pub(in crate::serve) context: &'a Arc<Context>,
+    pub(crate) context: &'a Arc<Context>,
     /// Listeners a reload removed while some of their connections went on: each connection
     /// keeps its own listener's address (in its log line and its counters), with no route.
-    pub(in crate::serve) gone: RefCell<Vec<Arc<ListenerState>>>,
+    pub(crate) gone: RefCell<Vec<Arc<ListenerState>>>,
 }
 
 /// A connection taken over, ready to start.
@@ -63,8 +64,8 @@ enum Arrived {
 }
 
 /// Says hello and receives the listening sockets.
-pub(in crate::serve) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
-    let ours = our_version();
+pub(crate) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
+    let ours = channel.version();
     channel.send(
         &Message::Hello {
             version: ours,
@@ -117,7 +118,7 @@ pub(in crate::serve) fn receive_offer(channel: &Channel) -> Result<Offer, Error>
 
 /// The sockets offered for each listener of `config`, by bound address; a listener offered
 /// nothing is bound as usual, an offered socket no listener wants is closed (logged).
-pub(in crate::serve) fn assign(
+pub(crate) fn assign(
     config: &Config,
     offered: Vec<OfferedSocket>,
 ) -> Vec<Option<OfferedSocket>> {
@@ -126,7 +127,8 @@ pub(in crate::serve) fn assign(
         .listeners
         .iter()
         .map(|listener| {
-            let addrs = listener.listen.resolve().unwrap_or_default();
+            let addrs = resolve(&listener.listen.host.to_string(), listener.listen.port)
+                .unwrap_or_default();
             // Port 0 was bound to some free port: the same address with any port is it.
             let wanted = |addr: &SocketAddr| {
                 addrs.contains(addr)
@@ -147,7 +149,7 @@ pub(in crate::serve) fn assign(
 }
 
 /// Says ready, takes every connection, and on commit starts them.
-pub(in crate::serve) fn take_connections(
+pub(crate) fn take_connections(
     server: &Server<'_>,
     channel: Channel,
     listeners: usize,
