@@ -22,10 +22,11 @@ use crate::config::{
     MAX_CONFIG_FILE_SIZE,
 };
 use crate::error::Error;
-use crate::handoff::Channel;
 use crate::proto::proxy::Version;
-use crate::serve::{DrainReport, Handle, Server, TakenOver};
+use crate::serve::{DrainReport, Handle, Server};
 use crate::sys::{file, services};
+use crate::upgrade::Channel;
+use crate::upgrade::TakenOver;
 
 /// What `config` sets for the whole process, as a forwarder starts: splice off, if it says so
 /// (for good: the relay's switch is process-wide, as a kernel's refusal of splice is).

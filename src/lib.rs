@@ -71,7 +71,6 @@ mod check;
 pub mod config;
 mod error;
 mod forwarder;
-mod handoff;
 mod log;
 pub mod proto;
 mod relay;
@@ -80,6 +79,7 @@ mod serve;
 mod sys;
 #[cfg(test)]
 mod test_support;
+pub mod upgrade;
 
 /// The crate README's code, compiled as a doctest so the crate's page cannot show an example that
 /// does not build.
@@ -93,24 +93,6 @@ pub use error::{Error, MAX_ERRORS_SHOWN};
 pub use forwarder::{Address, Builder, Forwarder, Running};
 pub use proto::proxy::Version;
 pub use serve::{DrainReport, Handle, Status};
-
-/// The live upgrade: a running process hands its listeners and every established connection to a
-/// new one (see docs/operations.md). The binary drives it on SIGUSR2; the calls are here for a
-/// program that embeds tcp-router and wants the same.
-pub mod upgrade {
-    pub use crate::handoff::{Channel, Rendezvous, CHANNEL_ENV, VERSION, VERSION_ENV};
-    pub use crate::serve::{HandedOff, TakenOver};
-
-    /// For the fuzz target `handoff_wire`, not an API (built only under `cfg(fuzzing)`, as
-    /// `cargo fuzz` builds): decodes `bytes` as a hand-off message and, if they are one, checks
-    /// that it encodes to bytes that decode to it again (panics if not). True if `bytes` were a
-    /// message.
-    #[cfg(fuzzing)]
-    #[doc(hidden)]
-    pub fn decode_round_trip(bytes: &[u8]) -> bool {
-        crate::handoff::wire::decode_round_trip(bytes)
-    }
-}
 
 /// Process-wide settings, for the binary or an embedding program that opts in: the library
 /// itself never calls these.

@@ -10,10 +10,10 @@ use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::handoff::Channel;
+use crate::upgrade::Channel;
 
 use super::status::Shared;
-use super::upgrade::HandedOff;
+use crate::upgrade::HandedOff;
 
 /// Requests the accept loop takes from its [`Handle`]s.
 #[derive(Debug)]

@@ -49,4 +49,3 @@ pub(crate) use configured::Follower;
 pub use drain::DrainReport;
 pub use handle::{Handle, Status};
 pub(crate) use server::Server;
-pub use upgrade::{HandedOff, TakenOver};

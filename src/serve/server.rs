@@ -19,8 +19,8 @@ use crossbeam_channel::{unbounded, Receiver};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::handoff::Channel;
 use crate::sys::{clock, limits};
+use crate::upgrade::Channel;
 
 use super::backoff::ErrorBackoff;
 use super::bound::Listening;
@@ -34,7 +34,8 @@ use super::metrics::Metrics;
 use super::permits::{self, Permits};
 use super::pool::Pool;
 use super::status::Shared;
-use super::upgrade::{self, HandedOff, TakenOver};
+use super::upgrade;
+use crate::upgrade::{HandedOff, TakenOver};
 
 /// Why the accept loop ended.
 #[derive(Debug)]

@@ -89,8 +89,9 @@ pub(crate) fn no_splice() -> bool {
     std::env::var_os(NO_SPLICE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// The hand-off version a new process claims, if `TCP_ROUTER_HANDOFF_VERSION` names one.
-pub(crate) fn handoff_version() -> Option<u32> {
+/// The upgrade protocol's version a new process claims, if `TCP_ROUTER_HANDOFF_VERSION` names
+/// one (the variable keeps its name: tests and scripts already use it).
+pub(crate) fn upgrade_version() -> Option<u32> {
     std::env::var(VERSION_ENV)
         .ok()
         .and_then(|v| v.trim().parse().ok())

@@ -245,7 +245,7 @@ pub(crate) fn connect(path: &std::path::Path) -> Result<Channel, Error> {
             path.display()
         ))
     })?;
-    let channel = match environment::handoff_version() {
+    let channel = match environment::upgrade_version() {
         Some(version) => channel.claiming_version(version),
         None => channel,
     };

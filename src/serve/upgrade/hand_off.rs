@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::handoff::wire::{
+use crate::relay::{Parked, Spot};
+use crate::upgrade::wire::{
     ConnState, DirectionState, Message, Offered, Role, SetupState, VERSION,
 };
-use crate::handoff::{upgrade_error, Channel};
-use crate::relay::{Parked, Spot};
+use crate::upgrade::{upgrade_error, Channel};
 
 use super::super::record::Record;
 use super::super::registry::Registry;
 use super::super::status::Shared;
-use super::{unexpected, HandedOff, QUIESCE, START, STEP};
+use super::{unexpected, QUIESCE, START, STEP};
+use crate::upgrade::HandedOff;
 
 /// A connection at its safe point.
 enum AtSafePoint {
@@ -320,14 +321,14 @@ fn conn_state(record: &Record, parked: &Parked) -> Result<ConnState, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{refusal, STEP};
+    use super::super::steps::{refusal, STEP};
     use super::super::take_over::receive_offer;
     use super::*;
-    use crate::handoff::wire::Message;
-    use crate::handoff::Channel;
     use crate::serve::metrics::Metrics;
     use crate::serve::permits::Permits;
     use crate::serve::status::Shared;
+    use crate::upgrade::wire::Message;
+    use crate::upgrade::Channel;
 
     fn shared() -> Shared {
         Shared::new(Metrics::default(), Permits::new(4))

@@ -26,12 +26,11 @@
 
 mod hand_off;
 mod hold;
-mod report;
+mod steps;
 mod take_over;
 
 pub(super) use hand_off::hand_off;
 pub(crate) use hold::{Hold, Verdict};
-pub(super) use report::refusal;
-use report::{unexpected, QUIESCE, START, STEP};
-pub use report::{HandedOff, TakenOver};
+pub(super) use steps::refusal;
+use steps::{unexpected, QUIESCE, START, STEP};
 pub(super) use take_over::{assign, receive_offer, take_connections, Server as Taker};

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use crate::config::{Config, HostPort};
 use crate::error::Error;
-use crate::handoff::wire::{ConnState, DirectionState, Message, Role, SetupState};
-use crate::handoff::{upgrade_error, Channel};
 use crate::relay::{Connection, Direction, End, Past, Spot, Timeouts};
 use crate::sys::resolve::resolve;
+use crate::upgrade::wire::{ConnState, DirectionState, Message, Role, SetupState};
+use crate::upgrade::{upgrade_error, Channel};
 
 use super::super::admit::{self, readmit};
 use super::super::bound::Listening;
@@ -25,7 +25,8 @@ use super::super::permits::{Permit, Permits};
 use super::super::pool::Pool;
 use super::super::record::{Record, Upstream};
 use super::super::status::Shared;
-use super::{unexpected, TakenOver, QUIESCE, START, STEP};
+use super::{unexpected, QUIESCE, START, STEP};
+use crate::upgrade::TakenOver;
 
 /// What the old process offered: its listening sockets by address (and whether the service
 /// manager handed them in), and its admin endpoint's.
@@ -118,10 +119,7 @@ pub(crate) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
 
 /// The sockets offered for each listener of `config`, by bound address; a listener offered
 /// nothing is bound as usual, an offered socket no listener wants is closed (logged).
-pub(crate) fn assign(
-    config: &Config,
-    offered: Vec<OfferedSocket>,
-) -> Vec<Option<OfferedSocket>> {
+pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option<OfferedSocket>> {
     let mut left: Vec<Option<OfferedSocket>> = offered.into_iter().map(Some).collect();
     let sockets = config
         .listeners

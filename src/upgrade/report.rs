@@ -1,20 +1,8 @@
-//! What each side of a live upgrade reports, and how long each of its steps may take.
+//! What each side of a live upgrade reports when it is done.
 
 use std::time::Duration;
 
-use crate::error::Error;
-use crate::handoff::wire::Message;
-use crate::handoff::{upgrade_error, Channel};
-
-/// How long each side waits for the other's next message while nothing slow is expected.
-pub(super) const STEP: Duration = Duration::from_secs(10);
-
-/// How long the new process may take to start and be ready (configuration, binding).
-pub(super) const START: Duration = Duration::from_secs(30);
-
-/// How long connections may take to reach a safe point (those connecting upstream finish that
-/// first; the connect timeouts bound it).
-pub(super) const QUIESCE: Duration = Duration::from_secs(15);
+use super::channel::Channel;
 
 /// What an old process handed over.
 #[derive(Debug)]
@@ -28,7 +16,7 @@ pub struct HandedOff {
     /// Held until dropped: the new process waits for it to close before it tells the service
     /// manager it is the main process.
     #[allow(dead_code, reason = "held for its Drop, which closes the channel")]
-    pub(super) channel: Channel,
+    pub(crate) channel: Channel,
 }
 
 /// What a new process took over.
@@ -38,7 +26,7 @@ pub struct TakenOver {
     pub listeners: usize,
     /// Established connections taken over.
     pub connections: usize,
-    pub(super) channel: Channel,
+    pub(crate) channel: Channel,
 }
 
 impl TakenOver {
@@ -57,17 +45,4 @@ impl TakenOver {
             let _ = wait.recv_timeout(timeout);
         }
     }
-}
-
-/// A refusal to send the other side.
-pub(crate) fn refusal(reason: String) -> Message {
-    Message::Refuse { reason }
-}
-
-/// The error for a message that is not the one the step expects.
-pub(super) fn unexpected(wanted: &str, got: &Message) -> Error {
-    upgrade_error(format!(
-        "expected the {wanted} message, got the {}",
-        got.name()
-    ))
 }

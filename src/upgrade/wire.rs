@@ -272,11 +272,15 @@ impl Message {
     }
 }
 
-/// For the fuzz target `handoff_wire` (through `upgrade::decode_round_trip`): decodes `bytes`
-/// and, if they are a message, asserts that it encodes to bytes that decode to it again. True if
-/// `bytes` were a message; a panic is a bug.
+/// For the fuzz target `handoff_wire`, not an API (built only under `cfg(fuzzing)`, as `cargo
+/// fuzz` builds): decodes `bytes` and, if they are a message, asserts that it encodes to bytes
+/// that decode to it again. True if `bytes` were a message; a panic is a bug.
 #[cfg(any(test, fuzzing))]
-pub(crate) fn decode_round_trip(bytes: &[u8]) -> bool {
+#[cfg_attr(
+    test,
+    allow(unreachable_pub, reason = "public for the fuzz target only")
+)]
+pub fn decode_round_trip(bytes: &[u8]) -> bool {
     let Ok(message) = Message::decode(bytes) else {
         return false;
     };

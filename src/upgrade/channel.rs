@@ -1,6 +1,5 @@
-//! The live upgrade's hand-off channel: how an old process and the new one it started find each
-//! other, and the messages they exchange ([`wire`]). What moves, and in which order, is
-//! `serve::handoff`'s; this part only carries it.
+//! The live upgrade's channel: how an old process and the new one it started find each other,
+//! and send the messages of `wire` with sockets attached.
 //!
 //! The old process listens on a Unix socket in a directory of its own (mode 0700, in a directory
 //! the caller names: the binary's is `$XDG_RUNTIME_DIR` or the temporary directory), names it
@@ -9,8 +8,6 @@
 //! 0700, to a peer of its own user, and learns the peer's process id (to check it is its
 //! parent): a directory another user owns or could enter, or substituted beneath it, is
 //! refused.
-
-pub(crate) mod wire;
 
 use std::fs;
 use std::io;
@@ -22,8 +19,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::sys::fd_pass;
 
-use wire::Message;
-pub use wire::VERSION;
+use super::wire::{Message, VERSION};
 
 /// The environment variable that tells a new process where its predecessor waits.
 pub const CHANNEL_ENV: &str = "TCP_ROUTER_UPGRADE";
