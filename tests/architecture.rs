@@ -33,6 +33,7 @@ const CHECKED: &[&str] = &[
     "The library touches no process-wide state",
     "The library reads no environment variable.",
     "The binary is safe code too, and changes its environment once.",
+    "One name for one thing.",
 ];
 
 /// A source file as a module path: `src/config/file.rs` is `["config", "file"]`, a folder's
@@ -775,6 +776,61 @@ fn the_library_reads_no_environment_variable() {
     );
 }
 
+/// No two types share a name anywhere in `src/` (the library and the binary, private types and
+/// those of unit tests included): a reader who meets a name knows which type it is.
+#[test]
+fn no_two_types_share_a_name() {
+    let mut files = Vec::new();
+    collect(&root().join("src"), &mut files);
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for path in &files {
+        let name = path
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        for line in fs::read_to_string(path).unwrap().lines() {
+            if let Some(declared) = type_declared(line) {
+                seen.entry(declared).or_default().push(name.clone());
+            }
+        }
+    }
+    let shared: Vec<String> = seen
+        .into_iter()
+        .filter(|(_, files)| files.len() > 1)
+        .map(|(name, files)| format!("{name}: {}", files.join(", ")))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "one name for one thing (docs/design.md); these types share a name:\n{}",
+        shared.join("\n")
+    );
+}
+
+/// The name of the type a line declares (`struct`, `enum`, `union`, `trait`, or a `type` alias
+/// that is not a trait's associated type), if it declares one.
+fn type_declared(line: &str) -> Option<String> {
+    const ASSOCIATED: &[&str] = &["Err", "Error", "Output", "Item", "Target", "IntoIter"];
+    let mut rest = without_comment(line).trim_start();
+    if let Some(after) = rest.strip_prefix("pub") {
+        rest = match after.strip_prefix('(') {
+            Some(scoped) => scoped.split_once(')')?.1,
+            None => after,
+        }
+        .trim_start();
+    }
+    let (keyword, rest) = rest.split_once(' ')?;
+    if !["struct", "enum", "union", "trait", "type"].contains(&keyword) {
+        return None;
+    }
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    let is_type_name = name.starts_with(|c: char| c.is_ascii_uppercase());
+    (is_type_name && !(keyword == "type" && ASSOCIATED.contains(&name))).then(|| name.to_string())
+}
+
 /// The binary forbids unsafe code, and changes its environment in one function only, the one it
 /// calls at start before any thread (`remove_var` is unsafe from Rust 2024 on for that reason).
 #[test]
@@ -941,6 +997,17 @@ fn the_checker_reads_paths_re_exports_tables_and_loops() {
         Some("pub fn f() {}")
     );
     assert!(contains_word("use std::fs::File;", "fs::"));
+    assert_eq!(
+        type_declared("pub(crate) struct Record {").as_deref(),
+        Some("Record")
+    );
+    assert_eq!(type_declared("    enum Spot {").as_deref(), Some("Spot"));
+    assert_eq!(
+        type_declared("pub type Relayed = Result<(), ()>;").as_deref(),
+        Some("Relayed")
+    );
+    assert_eq!(type_declared("    type Err = AddrError;"), None);
+    assert_eq!(type_declared("    let struct_name = 1;"), None);
     assert!(!contains_word("pub logfile: Option<LogFile>", "File"));
     let edges: BTreeSet<(String, String)> = [("a", "b"), ("b", "c"), ("c", "a")]
         .iter()

@@ -30,12 +30,12 @@ pub(crate) struct Park {
     /// The copy thread of each direction while it is inside its copy loop, for an upgrade to
     /// wake; under a lock, so it is never woken after it has left.
     threads: Mutex<[Option<ThreadId>; 2]>,
-    meeting: OnceLock<Box<Meeting>>,
+    parked_threads: OnceLock<Box<ParkedThreads>>,
 }
 
 /// Where parked copy threads wait for the verdict.
 #[derive(Debug, Default)]
-struct Meeting {
+struct ParkedThreads {
     state: Mutex<ParkState>,
     /// Signalled when a copy thread parks, and when the verdict comes.
     changed: Condvar,
@@ -48,12 +48,12 @@ struct ParkState {
     /// The idle limits the copy threads run under, left by the first to park (the new process
     /// carries them on).
     timeouts: Option<Timeouts>,
-    verdict: Verdict,
+    verdict: ParkVerdict,
 }
 
 /// What a parked copy thread is told.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
+enum ParkVerdict {
     /// Not yet: stay parked.
     #[default]
     Wait,
@@ -132,13 +132,13 @@ pub(super) fn safe_point(
 /// The upgrade's side: ask the copy threads to stop, wake them, see where they stopped, then
 /// release them or let them carry on.
 impl Park {
-    fn meeting(&self) -> &Meeting {
-        self.meeting.get_or_init(Box::default)
+    fn parked_threads(&self) -> &ParkedThreads {
+        self.parked_threads.get_or_init(Box::default)
     }
 
     /// Asks both copy threads to stop at their next safe point.
     pub(crate) fn ask(&self) {
-        lock(&self.meeting().state).verdict = Verdict::Wait;
+        lock(&self.parked_threads().state).verdict = ParkVerdict::Wait;
         self.asked.store(true, Ordering::SeqCst);
     }
 
@@ -147,7 +147,7 @@ impl Park {
     /// that comes just before.
     pub(crate) fn wake(&self) {
         let threads = lock(&self.threads);
-        let state = lock(&self.meeting().state);
+        let state = lock(&self.parked_threads().state);
         for (thread, held) in threads.iter().zip(&state.held) {
             if let (Some(thread), None) = (thread, held) {
                 // Under the lock: the thread cannot leave its loop (and end) meanwhile.
@@ -159,7 +159,7 @@ impl Park {
     /// Where the copy threads stopped, once every direction is either parked or ended (`ends`,
     /// at `ended_ms` after the start; at least one parked); `None` until then.
     pub(super) fn spots(&self, ends: [Option<End>; 2], ended_ms: u64) -> Option<Parked> {
-        let state = lock(&self.meeting().state);
+        let state = lock(&self.parked_threads().state);
         let spots = Direction::BOTH.map(|d| match (&state.held[d as usize], ends[d as usize]) {
             (Some(held), _) => Some(Spot::Holding(held.clone())),
             (None, Some(end)) => Some(Spot::Ended(end, ended_ms)),
@@ -177,14 +177,14 @@ impl Park {
     /// The upgrade is over for this connection: parked threads return at once (`release`) or
     /// carry on; threads not parked yet carry on without stopping.
     pub(crate) fn end(&self, release: bool) {
-        let Some(meeting) = self.meeting.get() else {
+        let Some(meeting) = self.parked_threads.get() else {
             return;
         };
         let mut state = lock(&meeting.state);
         state.verdict = if release {
-            Verdict::Release
+            ParkVerdict::Release
         } else {
-            Verdict::Resume
+            ParkVerdict::Resume
         };
         self.asked.store(false, Ordering::SeqCst);
         drop(state);
@@ -217,12 +217,12 @@ impl Park {
         held: Vec<u8>,
         timeouts: Timeouts,
     ) -> Result<Vec<u8>, Left> {
-        let meeting = self.meeting();
+        let meeting = self.parked_threads();
         let mut state = lock(&meeting.state);
         state.held[direction as usize] = Some(held);
         state.timeouts = Some(timeouts);
         meeting.changed.notify_all();
-        while state.verdict == Verdict::Wait && self.asked() {
+        while state.verdict == ParkVerdict::Wait && self.asked() {
             state = match meeting.changed.wait(state) {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
@@ -230,8 +230,8 @@ impl Park {
         }
         let held = state.held[direction as usize].take().unwrap_or_default();
         match state.verdict {
-            Verdict::Release => Err(Left::Released),
-            Verdict::Wait | Verdict::Resume => Ok(held),
+            ParkVerdict::Release => Err(Left::Released),
+            ParkVerdict::Wait | ParkVerdict::Resume => Ok(held),
         }
     }
 }
@@ -275,14 +275,14 @@ mod tests {
 
     /// A relayed connection over loopback: the test holds the client's and the upstream's far
     /// ends; the relay runs on threads of its own and reports on `done`.
-    struct Relayed {
+    struct Relaying {
         conn: Arc<Connection>,
         client: TcpStream,
         upstream: TcpStream,
         done: mpsc::Receiver<Result<Outcome, Released>>,
     }
 
-    fn relayed() -> Relayed {
+    fn relayed() -> Relaying {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (client_side, peer) = listener.accept().unwrap();
@@ -301,7 +301,7 @@ mod tests {
                 move |relayed| tx.send(relayed).unwrap(),
             )
         });
-        Relayed {
+        Relaying {
             conn,
             client,
             upstream: upstream_far,
@@ -323,7 +323,7 @@ mod tests {
         }
     }
 
-    fn echo_once(r: &mut Relayed, message: &[u8]) {
+    fn echo_once(r: &mut Relaying, message: &[u8]) {
         r.client.write_all(message).unwrap();
         let mut got = vec![0; message.len()];
         r.upstream.read_exact(&mut got).unwrap();

@@ -25,7 +25,7 @@ use super::listener::{ListenerState, RouteState};
 use super::peek::{self, PeekError};
 use super::record::{canonical, Record, Upstream};
 use super::refused::Refused;
-use super::upgrade::Verdict;
+use super::upgrade::HoldVerdict;
 
 /// Sets the connection of `job` up, having read `read` of the client's bytes already (by the old
 /// process of a live upgrade, before it had chosen a route): routing reads them first. Returns
@@ -209,7 +209,7 @@ impl Setup<'_> {
                 Err(PeekError::Held) => {
                     let mut read = self.proxy_header.clone();
                     read.extend_from_slice(&self.peeked);
-                    if hold.wait(read) == Verdict::Released {
+                    if hold.wait(read) == HoldVerdict::Released {
                         return Err(PeekError::Held);
                     }
                 }

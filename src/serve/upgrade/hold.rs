@@ -30,7 +30,7 @@ struct HoldState {
 
 /// How a held set-up worker goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum HoldVerdict {
     /// The upgrade did not happen: read on.
     ReadOn,
     /// The new process serves the connection now: return without touching the socket.
@@ -52,7 +52,7 @@ impl Hold {
 
     /// Stops the set-up worker, having read `read` of the client's bytes, until the upgrade
     /// decides.
-    pub(crate) fn wait(&self, read: Vec<u8>) -> Verdict {
+    pub(crate) fn wait(&self, read: Vec<u8>) -> HoldVerdict {
         let mut state = self.lock();
         state.read = Some(read);
         self.changed.notify_all();
@@ -64,8 +64,8 @@ impl Hold {
         }
         state.read = None;
         match state.released {
-            Some(true) => Verdict::Released,
-            Some(false) | None => Verdict::ReadOn,
+            Some(true) => HoldVerdict::Released,
+            Some(false) | None => HoldVerdict::ReadOn,
         }
     }
 
@@ -130,7 +130,10 @@ mod tests {
 
     /// Runs a worker that waits in `hold` with `read`, once the upgrade has asked; returns the
     /// worker and what the upgrade saw it hold.
-    fn held_worker(hold: &Arc<Hold>, read: &[u8]) -> (std::thread::JoinHandle<Verdict>, Vec<u8>) {
+    fn held_worker(
+        hold: &Arc<Hold>,
+        read: &[u8],
+    ) -> (std::thread::JoinHandle<HoldVerdict>, Vec<u8>) {
         hold.ask();
         let worker = {
             let hold = Arc::clone(hold);
@@ -150,7 +153,7 @@ mod tests {
 
     #[test]
     fn a_held_worker_returns_when_released_and_reads_on_otherwise() {
-        for (release, verdict) in [(true, Verdict::Released), (false, Verdict::ReadOn)] {
+        for (release, verdict) in [(true, HoldVerdict::Released), (false, HoldVerdict::ReadOn)] {
             let hold = Arc::new(Hold::default());
             let (worker, seen) = held_worker(&hold, b"PROXY TCP4 ");
             assert_eq!(seen, b"PROXY TCP4 ");

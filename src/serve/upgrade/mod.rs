@@ -30,7 +30,7 @@ mod steps;
 mod take_over;
 
 pub(super) use hand_off::hand_off;
-pub(crate) use hold::{Hold, Verdict};
+pub(crate) use hold::{Hold, HoldVerdict};
 pub(super) use steps::refusal;
 use steps::{unexpected, QUIESCE, START, STEP};
-pub(super) use take_over::{assign, receive_offer, take_connections, Server as Taker};
+pub(super) use take_over::{assign, receive_offer, take_connections, Taker};

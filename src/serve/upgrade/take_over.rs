@@ -44,7 +44,7 @@ pub(crate) struct OfferedSocket {
 }
 
 /// What the new process's server lends to take connections over.
-pub(crate) struct Server<'a> {
+pub(crate) struct Taker<'a> {
     pub(crate) listening: &'a [Listening],
     pub(crate) shared: &'a Shared,
     /// Where connections still choosing a route are set up.
@@ -148,7 +148,7 @@ pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option
 
 /// Says ready, takes every connection, and on commit starts them.
 pub(crate) fn take_connections(
-    server: &Server<'_>,
+    server: &Taker<'_>,
     channel: Channel,
     listeners: usize,
 ) -> Result<TakenOver, Error> {
@@ -202,7 +202,7 @@ fn start(arrived: Arrived, pool: &Pool) -> std::io::Result<()> {
     }
 }
 
-impl Server<'_> {
+impl Taker<'_> {
     /// The run-time state of the listener bound to `addr` (configured as `listen`), and its own
     /// connection cap; for an address no listener has any more, a state of its own with no
     /// routes.
@@ -254,7 +254,7 @@ impl Server<'_> {
 
 /// Takes a connection that was still choosing its route (nothing starts yet): its client, the
 /// bytes read so far, and fresh places under this process's limits.
-fn take_held(server: &Server<'_>, state: &SetupState, fds: Vec<OwnedFd>) -> Result<Arrived, Error> {
+fn take_held(server: &Taker<'_>, state: &SetupState, fds: Vec<OwnedFd>) -> Result<Arrived, Error> {
     let [client] = sockets(state.id, fds)?;
     let (listener, limit) = server.listener_for(state.id, state.listener, None);
     let past = Past {
@@ -272,7 +272,7 @@ fn take_held(server: &Server<'_>, state: &SetupState, fds: Vec<OwnedFd>) -> Resu
 
 /// Takes a relaying connection from its record and sockets (nothing starts yet).
 fn take_relaying(
-    server: &Server<'_>,
+    server: &Taker<'_>,
     state: &ConnState,
     fds: Vec<OwnedFd>,
 ) -> Result<Arrived, Error> {
