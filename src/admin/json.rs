@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::config::{format_duration, Route};
 use crate::relay::Direction;
 use crate::serve::listener::{RouteState, NO_ROUTE};
-use crate::serve::metrics::Ended;
+use crate::serve::metrics::Disposition;
 use crate::serve::record::Record;
 use crate::serve::status::Shared;
 
@@ -100,7 +100,7 @@ pub(crate) fn routes(shared: &Shared) -> Value {
 
 fn route_json(route: &RouteState, active: usize) -> Value {
     let config: &Route = &route.config;
-    let ended: serde_json::Map<String, Value> = Ended::NAMES
+    let ended: serde_json::Map<String, Value> = Disposition::NAMES
         .iter()
         .enumerate()
         .map(|(i, name)| (name.to_string(), json!(route.stats.ended_count(i))))

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::relay::{splice, Direction, End};
 use crate::serve::listener::NO_ROUTE;
-use crate::serve::metrics::{ConnectFailure, Ended, CONNECT_BUCKETS};
+use crate::serve::metrics::{ConnectFailure, Disposition, CONNECT_BUCKETS};
 use crate::serve::status::Shared;
 
 /// The content type of the text format.
@@ -272,7 +272,7 @@ fn connections(e: &mut Exposition, shared: &Shared) {
     }
     e.family(&CONNECTIONS_ENDED_TOTAL);
     for ((listener, route), stats) in metrics.routes() {
-        for (index, result) in Ended::NAMES.iter().enumerate() {
+        for (index, result) in Disposition::NAMES.iter().enumerate() {
             let labels = [
                 ("listener", listener.as_str()),
                 ("route", route.as_str()),

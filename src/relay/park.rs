@@ -74,7 +74,7 @@ pub(crate) enum Spot {
     /// Its copy thread is parked holding these bytes, read and not written: written first.
     Holding(Vec<u8>),
     /// It had ended already, this way, this many milliseconds after the start.
-    Ended(End, u64),
+    Disposition(End, u64),
 }
 
 /// A connection whose copy threads are all at their safe point.
@@ -162,7 +162,7 @@ impl Park {
         let state = lock(&self.parked_threads().state);
         let spots = Direction::BOTH.map(|d| match (&state.held[d as usize], ends[d as usize]) {
             (Some(held), _) => Some(Spot::Holding(held.clone())),
-            (None, Some(end)) => Some(Spot::Ended(end, ended_ms)),
+            (None, Some(end)) => Some(Spot::Disposition(end, ended_ms)),
             (None, None) => None,
         });
         match (spots, state.timeouts) {

@@ -80,7 +80,7 @@ pub(crate) fn relay(
     let mut failed: Option<Flow> = None;
     for (direction, spot) in Direction::BOTH.into_iter().zip(spots) {
         let held = match spot.map(|spot| *spot) {
-            Some(Spot::Ended(end, ms)) => {
+            Some(Spot::Disposition(end, ms)) => {
                 let ended = Duration::from_millis(ms);
                 meeting.arrive(direction, Ok(Flow { end, ended }));
                 continue;

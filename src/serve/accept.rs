@@ -16,7 +16,7 @@ use super::admit::admit;
 use super::backoff;
 use super::conn;
 use super::job::Job;
-use super::metrics::Ended;
+use super::metrics::Disposition;
 use super::permits::{Permit, Permits};
 use super::server::Server;
 use super::status::HEARTBEAT;
@@ -160,7 +160,7 @@ impl Server {
             .execute(Box::new(move || conn::serve(job, Vec::new())))
         {
             // Thread creation failed (RLIMIT_NPROC, memory): this client is closed; the rest go on.
-            unrouted.ended(Ended::Error);
+            unrouted.ended(Disposition::Error);
             log::warn!("client {peer}: cannot start a worker thread: {err}; closing the client");
         }
     }

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::relay::{End, Traffic};
 
-/// How a connection ended, as the metrics count it.
+/// How a connection ended, as the metrics count it (the `result` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ended {
+pub(crate) enum Disposition {
     Forwarded = 0,
     Refused = 1,
     NoUpstream = 2,
@@ -30,7 +30,7 @@ pub(crate) enum Ended {
     PeekEvicted = 10,
 }
 
-impl Ended {
+impl Disposition {
     /// The label values, indexed by the variant.
     pub(crate) const NAMES: [&'static str; 11] = [
         "forwarded",
@@ -94,7 +94,7 @@ pub(crate) struct ListenerStats {
 pub(crate) struct RouteStats {
     /// Bytes relayed each way, counted while they move.
     pub(crate) traffic: Arc<Traffic>,
-    /// Connections ended, by [`Ended`].
+    /// Connections ended, by [`Disposition`].
     ended: [AtomicU64; 11],
     /// Directions ended, client to upstream first, by [`End::KINDS`].
     directions: [[AtomicU64; 6]; 2],
@@ -102,7 +102,7 @@ pub(crate) struct RouteStats {
 
 impl RouteStats {
     /// Counts a connection's end.
-    pub(crate) fn ended(&self, result: Ended) {
+    pub(crate) fn ended(&self, result: Disposition) {
         self.ended[result as usize].fetch_add(1, Ordering::Relaxed);
     }
 

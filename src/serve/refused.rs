@@ -8,20 +8,22 @@ use super::clients::{Evicted, PeekRefusal};
 use super::metrics;
 
 /// The metrics' word for how a connection ended.
-pub(super) fn metrics_result(result: &Result<Outcome, Refused>) -> metrics::Ended {
+pub(super) fn metrics_result(result: &Result<Outcome, Refused>) -> metrics::Disposition {
     match result {
-        Ok(_) => metrics::Ended::Forwarded,
-        Err(Refused::Acl(_)) => metrics::Ended::Refused,
-        Err(Refused::NoUpstream) => metrics::Ended::NoUpstream,
-        Err(Refused::NoRoute) => metrics::Ended::NoRoute,
-        Err(Refused::Peek { timeout: true, .. }) => metrics::Ended::PeekTimeout,
-        Err(Refused::Peek { .. }) => metrics::Ended::Error,
-        Err(Refused::BadProxyHeader(_) | Refused::UntrustedProxy) => metrics::Ended::ProxyHeader,
-        Err(Refused::Stopped | Refused::Upgraded) => metrics::Ended::Stopped,
-        Err(Refused::ClientLimit(_)) => metrics::Ended::ClientLimit,
-        Err(Refused::PeekLimit(_)) => metrics::Ended::PeekLimit,
-        Err(Refused::Evicted(Evicted::ForNewcomer)) => metrics::Ended::PeekEvicted,
-        Err(Refused::Evicted(Evicted::Stopping)) => metrics::Ended::Stopped,
+        Ok(_) => metrics::Disposition::Forwarded,
+        Err(Refused::Acl(_)) => metrics::Disposition::Refused,
+        Err(Refused::NoUpstream) => metrics::Disposition::NoUpstream,
+        Err(Refused::NoRoute) => metrics::Disposition::NoRoute,
+        Err(Refused::Peek { timeout: true, .. }) => metrics::Disposition::PeekTimeout,
+        Err(Refused::Peek { .. }) => metrics::Disposition::Error,
+        Err(Refused::BadProxyHeader(_) | Refused::UntrustedProxy) => {
+            metrics::Disposition::ProxyHeader
+        }
+        Err(Refused::Stopped | Refused::Upgraded) => metrics::Disposition::Stopped,
+        Err(Refused::ClientLimit(_)) => metrics::Disposition::ClientLimit,
+        Err(Refused::PeekLimit(_)) => metrics::Disposition::PeekLimit,
+        Err(Refused::Evicted(Evicted::ForNewcomer)) => metrics::Disposition::PeekEvicted,
+        Err(Refused::Evicted(Evicted::Stopping)) => metrics::Disposition::Stopped,
     }
 }
 

@@ -110,8 +110,8 @@ pub(crate) struct SetupState {
 pub(crate) enum DirectionState {
     /// Running; these bytes were read and not yet written, and go first.
     Open { pending: Vec<u8> },
-    /// Ended, this way (the relay's end code), this long after the start.
-    Ended { end: u8, ms: u64 },
+    /// Disposition, this way (the relay's end code), this long after the start.
+    Disposition { end: u8, ms: u64 },
 }
 
 /// Why bytes are not a message.
@@ -376,7 +376,7 @@ impl WireWriter {
                     self.u8(0);
                     self.bytes(pending);
                 }
-                DirectionState::Ended { end, ms } => {
+                DirectionState::Disposition { end, ms } => {
                     self.u8(1);
                     self.u8(*end);
                     self.u64(*ms);
@@ -456,7 +456,7 @@ impl<'a> WireReader<'a> {
             0 => DirectionState::Open {
                 pending: self.bytes(MAX_PENDING)?.to_vec(),
             },
-            1 => DirectionState::Ended {
+            1 => DirectionState::Disposition {
                 end: self.u8()?,
                 ms: self.u64()?,
             },
@@ -510,7 +510,7 @@ mod tests {
             fin_timeout_ms: Some(300_000),
             directions: [
                 DirectionState::Open { pending },
-                DirectionState::Ended { end: 1, ms: 42 },
+                DirectionState::Disposition { end: 1, ms: 42 },
             ],
         }
     }

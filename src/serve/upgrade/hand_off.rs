@@ -293,7 +293,7 @@ fn conn_state(record: &Record, parked: &Parked) -> Result<ConnState, Error> {
     let past = conn.past();
     let directions = parked.spots.clone().map(|spot| match spot {
         Spot::Holding(pending) => DirectionState::Open { pending },
-        Spot::Ended(end, ms) => DirectionState::Ended {
+        Spot::Disposition(end, ms) => DirectionState::Disposition {
             end: end.code(),
             ms,
         },

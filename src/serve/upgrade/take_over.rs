@@ -345,10 +345,10 @@ fn spots(conn: &Connection, state: &ConnState) -> [Option<Box<Spot>>; 2] {
     Direction::BOTH.map(|direction| {
         let spot = match &state.directions[direction as usize] {
             DirectionState::Open { pending } => Spot::Holding(pending.clone()),
-            DirectionState::Ended { end, ms } => {
+            DirectionState::Disposition { end, ms } => {
                 let end = End::from_code(*end).unwrap_or(End::Eof);
                 conn.set_end(direction, end);
-                Spot::Ended(end, *ms)
+                Spot::Disposition(end, *ms)
             }
         };
         Some(Box::new(spot))
