@@ -159,8 +159,9 @@ impl Forwarder {
         Forwarder::from_config_with(config, Vec::new())
     }
 
-    /// Like [`Forwarder::from_config`], adopting `sockets[i]` (when `Some`) for listener `i`
-    /// instead of binding its address.
+    /// Like [`Forwarder::from_config`], taking `sockets[i]` (when `Some`: handed in by a
+    /// service manager, or already bound by the caller) for listener `i` instead of binding its
+    /// address.
     pub fn from_config_with(
         config: &Config,
         sockets: Vec<Option<TcpListener>>,

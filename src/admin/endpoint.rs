@@ -49,8 +49,8 @@ enum Prepared {
 }
 
 impl Endpoint {
-    /// Binds the endpoint of `config`, if it has one (or adopts `socket`, already bound and
-    /// listening: handed over by a live upgrade), and starts serving it.
+    /// Binds the endpoint of `config`, if it has one (or takes `socket`, already bound and
+    /// listening: taken over in a live upgrade), and starts serving it.
     pub(crate) fn start_with(
         config: &Config,
         shared: Arc<Shared>,

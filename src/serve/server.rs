@@ -79,7 +79,7 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds every listener of `config` (validated), or adopts the socket given for it in
+    /// Binds every listener of `config` (validated), or takes the socket handed in for it in
     /// `sockets` (by listener index). Nothing is accepted until [`Server::run`], but clients can
     /// connect at once: the kernel queues them.
     pub(crate) fn bind(
