@@ -1,7 +1,7 @@
 //! Setting a connection up, on its set-up worker, in the steps it takes: read the PROXY header
 //! of a trusted front, authorize the client, choose a route (by the client's first bytes on a
 //! listener that routes by name), dial the upstream, send the preface. Each step records what it
-//! learns in the connection's [`Record`](super::record::Record); the first that refuses ends the
+//! learns in the connection's [`Record`]; the first that refuses ends the
 //! set-up with why.
 
 use std::io::Write;

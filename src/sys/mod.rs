@@ -1,7 +1,7 @@
 //! What the standard library lacks, and the I/O the pure parts leave to it: deadlines that never
 //! overflow ([`clock`]); socket options and timeouts, abortive close, waiting on one socket with a
 //! deadline ([`net`]); host names to addresses ([`resolve`]) and service names to ports
-//! ([`services`]); a bounded read of the config file ([`file`]); what a socket still holds
+//! ([`services`]); a bounded read of the config file ([`mod@file`]); what a socket still holds
 //! unacknowledged ([`diag`]); the process's open-files and thread limits ([`limits`], with the
 //! cgroup's `pids.max` from [`cgroup`]); the threads' scheduling policy ([`sched`]); waking one
 //! blocked thread ([`wake`]); passing sockets to another process ([`fd_pass`]).
