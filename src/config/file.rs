@@ -1293,7 +1293,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             e("colour=blue"),
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
-              sni, host, alpn)"]
+              balance, max_fails, fail_timeout, backup, sni, host, alpn)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),

@@ -196,7 +196,10 @@ mod tests {
         let balancer = Balancer::new(2, 0, policy(Balance::First, 1));
         balancer.failed_at(0, 1000);
         assert_eq!(balancer.order_at(5999), [1, 0]);
-        assert_eq!(balancer.down_for_at(0, 5999), Some(Duration::from_millis(1)));
+        assert_eq!(
+            balancer.down_for_at(0, 5999),
+            Some(Duration::from_millis(1))
+        );
         assert_eq!(balancer.order_at(6000), [0, 1]);
         assert_eq!(balancer.down_for_at(0, 6000), None);
     }
