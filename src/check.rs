@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
-use crate::config::Config;
+use crate::config::{Config, Route};
 use crate::route::router::Router;
 use crate::sys::resolve;
 
@@ -34,7 +34,7 @@ pub fn check(config: &Config, explain: Option<&str>) -> Result<String, Vec<Strin
     for listener in &config.listeners {
         resolve(&listener.listen, &listener.origin, &mut errors);
         for route in &listener.routes {
-            for upstream in &route.upstreams {
+            for upstream in route.upstreams.iter().chain(&route.backups) {
                 resolve(upstream, &route.origin, &mut errors);
             }
         }
@@ -204,6 +204,7 @@ fn summary(config: &Config) -> String {
             if let Some(version) = route.proxy_protocol {
                 keys.push(format!("proxy_protocol={version}"));
             }
+            keys.extend(health_keys(route));
             if !route.acl.is_empty() {
                 keys.push(format!("rules: {}", rules(&route.acl)));
             }
@@ -218,6 +219,21 @@ fn summary(config: &Config) -> String {
         }
     }
     out
+}
+
+/// How a route balances and when it gives up on an upstream: `balance=`, `max_fails=`,
+/// `fail_timeout=`, and `backup=` when it has backups.
+fn health_keys(route: &Route) -> Vec<String> {
+    let mut keys = vec![
+        format!("balance={}", route.balance),
+        format!("max_fails={}", route.max_fails),
+        format!("fail_timeout={}", format_duration(route.fail_timeout)),
+    ];
+    if !route.backups.is_empty() {
+        let backups: Vec<String> = route.backups.iter().map(ToString::to_string).collect();
+        keys.push(format!("backup={}", backups.join(",")));
+    }
+    keys
 }
 
 fn rules(list: &[Rule]) -> String {

@@ -16,6 +16,8 @@ mod cli;
 mod config_file;
 /// The crate as crates.io would show it: README, manifest, licences, root exports.
 mod crate_page;
+/// Passive health, backups and `balance=first`: which upstream clients reach, and what is said.
+mod health;
 /// A peer's last words before its reset: every byte, then the reset.
 mod last_words;
 /// Upstream failures, failover and the connection cap.

@@ -58,6 +58,24 @@ const REFUSED: &[Refused] = &[
         value: "-1",
         reason: "expected a whole number",
     },
+    Refused {
+        flag: "--max-fails",
+        key: "max_fails",
+        value: "0",
+        reason: "must be at least 1",
+    },
+    Refused {
+        flag: "--fail-timeout",
+        key: "fail_timeout",
+        value: "0",
+        reason: "must be greater than zero",
+    },
+    Refused {
+        flag: "--balance",
+        key: "balance",
+        value: "leastconn",
+        reason: "expected roundrobin or first",
+    },
 ];
 
 /// The reason of a builder's refusal, one line per problem.

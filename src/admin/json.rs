@@ -105,22 +105,25 @@ fn route_json(route: &RouteState, active: usize) -> Value {
         .enumerate()
         .map(|(i, name)| (name.to_string(), json!(route.stats.ended_count(i))))
         .collect();
-    let upstreams: Vec<Value> = config
-        .upstreams
-        .iter()
+    let upstreams: Vec<Value> = route
+        .all_upstreams()
         .enumerate()
         .map(|(i, upstream)| {
             let stats = &route.upstream_stats[i];
             let last_error = stats.last_error();
+            let down_for = route.balancer.cooling_for(i);
             json!({
                 "upstream": upstream.to_string(),
-                // Nothing checks an upstream's health yet: never "up", only what is known.
-                "state": if route.balancer.cooling_for(i).is_some() {
+                "role": if route.balancer.is_backup(i) { "backup" } else { "primary" },
+                "health": if down_for.is_some() { "down" } else { "up" },
+                "down_for_seconds": down_for.map(seconds),
+                // Passive health only: "state" says what the last connects showed, never "up".
+                "state": if down_for.is_some() {
                     "cooling down"
                 } else {
                     "no recent failure"
                 },
-                "cooling_down_for_seconds": route.balancer.cooling_for(i).map(seconds),
+                "cooling_down_for_seconds": down_for.map(seconds),
                 "attempts": stats.attempts.load(std::sync::atomic::Ordering::Relaxed),
                 "last_error": last_error.as_ref().map(|(text, _)| text.clone()),
                 "last_error_at": last_error.map(|(_, at)| timestamp(at)),
@@ -139,6 +142,9 @@ fn route_json(route: &RouteState, active: usize) -> Value {
         "fin_timeout": optional(config.fin_timeout),
         "proxy_protocol": config.proxy_protocol.map(|v| v.to_string()),
         "src": config.src.map(|ip| ip.to_string()),
+        "balance": config.balance.to_string(),
+        "max_fails": config.max_fails,
+        "fail_timeout": format_duration(config.fail_timeout),
         "active": active,
         "bytes": {
             "client_to_upstream": route.stats.traffic.get(Direction::ClientToUpstream),

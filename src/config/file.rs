@@ -45,6 +45,8 @@ pub(crate) struct RuleDef {
     pub listen: HostPort,
     /// Where to forward, in failover order (a rinetd line has exactly one).
     pub upstreams: Vec<HostPort>,
+    /// `backup=UPSTREAM[,UPSTREAM...]`: tried only when no primary accepts.
+    pub backups: Vec<HostPort>,
     /// `allow`/`deny` lines written after this rule (and before the next one).
     pub acl: Vec<acl::Rule>,
     /// The settings the rule gives (`key=value` on a route line, `[src=]` on a rinetd line).
@@ -482,6 +484,7 @@ fn rinetd_rule(
             line: n,
             listen: HostPort { host: bh, port: bp },
             upstreams: vec![HostPort { host: ch, port: cp }],
+            backups: Vec::new(),
             acl: Vec::new(),
             settings: Overrides {
                 src,
@@ -553,11 +556,12 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         HostPort::parse_with(toks[1].text, services).map_err(|e| format!("listen address: {e}")),
         &mut errors,
     );
-    let upstreams = upstream_list(toks[2].text, services, &mut errors);
+    let upstreams = upstream_list("upstream", toks[2].text, services, &mut errors);
     let mut rule = RuleDef {
         line: n,
         listen: HostPort::from(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
         upstreams,
+        backups: Vec::new(),
         acl: Vec::new(),
         settings: Overrides::default(),
         sni: None,
@@ -570,13 +574,14 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         let result = match tok.text.split_once('=') {
             None => Err(format!("expected key=value, found '{}'", tok.text)),
             Some((key, _)) if !is_key(key) => Err(format!(
-                "unknown key '{key}' (known: {}, {})",
+                "unknown key '{key}' (known: {}, {}, {})",
                 Overrides::KEYS.join(", "),
+                UPSTREAM_KEYS.join(", "),
                 NAME_KEYS.join(", ")
             )),
             Some((key, _)) if !seen.insert(key) => Err(format!("key '{key}' given twice")),
             Some((key, "")) => Err(format!("key '{key}' needs a value")),
-            Some((key, value)) => rule.set(key, value),
+            Some((key, value)) => rule.set(key, value, services),
         };
         if let Err(e) = result {
             errors.push(e);
@@ -592,19 +597,29 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
 /// The keys of a route line that choose the route rather than set it up.
 const NAME_KEYS: [&str; 3] = ["sni", "host", "alpn"];
 
+/// The keys of a route line that add upstreams to it.
+const UPSTREAM_KEYS: [&str; 1] = ["backup"];
+
 fn is_key(key: &str) -> bool {
-    Overrides::KEYS.contains(&key) || NAME_KEYS.contains(&key)
+    Overrides::KEYS.contains(&key) || UPSTREAM_KEYS.contains(&key) || NAME_KEYS.contains(&key)
 }
 
 impl RuleDef {
     /// Sets one known `key=value` (not seen before on this route, value not empty).
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    fn set(&mut self, key: &str, value: &str, services: Services) -> Result<(), String> {
         let pattern = || {
             value
                 .parse::<NamePattern>()
                 .map_err(|e| format!("{key}: {e}"))
         };
         match key {
+            "backup" => {
+                let mut errors = Vec::new();
+                self.backups = upstream_list("backup", value, services, &mut errors);
+                if !errors.is_empty() {
+                    return Err(errors.join("; "));
+                }
+            }
             "sni" => self.sni = Some(pattern()?),
             "host" => self.host = Some(pattern()?),
             "alpn" => {
@@ -635,17 +650,20 @@ fn host_port(what: &str, text: &str, services: Services) -> Result<HostPort, Str
     Ok(hp)
 }
 
-fn upstream_list(text: &str, services: Services, errors: &mut Vec<String>) -> Vec<HostPort> {
+fn upstream_list(
+    what: &str,
+    text: &str,
+    services: Services,
+    errors: &mut Vec<String>,
+) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::new();
     for item in text.split(',') {
         if item.is_empty() {
-            errors.push(format!("invalid upstream list '{text}': empty entry"));
+            errors.push(format!("invalid {what} list '{text}': empty entry"));
             continue;
         }
-        match host_port("upstream", item, services) {
-            Ok(hp) if out.contains(&hp) => {
-                errors.push(format!("upstream '{item}' is listed twice"))
-            }
+        match host_port(what, item, services) {
+            Ok(hp) if out.contains(&hp) => errors.push(format!("{what} '{item}' is listed twice")),
             Ok(hp) => out.push(hp),
             Err(e) => errors.push(e),
         }
@@ -767,6 +785,7 @@ mod tests {
             line: 1,
             listen: hp(listen),
             upstreams: vec![hp(upstream)],
+            backups: Vec::new(),
             acl: Vec::new(),
             settings: Overrides::default(),
             sni: None,
@@ -1274,7 +1293,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             e("colour=blue"),
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
-              sni, host, alpn)"]
+              balance, max_fails, fail_timeout, backup, sni, host, alpn)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1392,6 +1411,7 @@ route 0.0.0.0:80 192.0.2.2:80
             line,
             listen: hp(listen),
             upstreams: vec![hp(upstream)],
+            backups: Vec::new(),
             acl: Vec::new(),
             settings: Overrides::default(),
             sni: (!sni.is_empty()).then(|| sni.parse().unwrap()),

@@ -83,6 +83,7 @@ fn group_into_listeners(
 fn route(rule: &RuleDef, settings: &Settings, origin: String) -> Route {
     let mut route = Route::with(rule.upstreams.clone(), settings, origin);
     route.acl = rule.acl.clone();
+    route.backups = rule.backups.clone();
     route.sni = rule.sni.clone();
     route.host = rule.host.clone();
     route.alpn = rule.alpn.clone();

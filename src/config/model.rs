@@ -10,7 +10,7 @@ use crate::proto::proxy::Version;
 use super::acl::{Pattern, Rule};
 use super::addr::HostPort;
 use super::names::NamePattern;
-use super::settings::Settings;
+use super::settings::{Balance, Settings};
 
 /// Built-in default for `drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,8 +180,16 @@ impl Listener {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Route {
-    /// Upstreams tried round-robin, with failover.
+    /// The primary upstreams, tried in the order of `balance`, with failover.
     pub upstreams: Vec<HostPort>,
+    /// Backup upstreams (`backup=`): tried only when no primary accepted the client.
+    pub backups: Vec<HostPort>,
+    /// The order in which clients try the upstreams (`balance=`).
+    pub balance: Balance,
+    /// Consecutive failed connects that mark an upstream down (`max_fails=`, at least 1).
+    pub max_fails: usize,
+    /// How long an upstream marked down is skipped (`fail_timeout=`).
+    pub fail_timeout: Duration,
     /// Time allowed for one upstream's connect attempt.
     pub connect_timeout: Duration,
     /// Close after this long with no bytes moving either way; `None` is off.
@@ -216,6 +224,10 @@ impl Route {
     pub fn with(upstreams: Vec<HostPort>, settings: &Settings, origin: String) -> Route {
         Route {
             upstreams,
+            backups: Vec::new(),
+            balance: settings.balance,
+            max_fails: settings.max_fails,
+            fail_timeout: settings.fail_timeout,
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
             fin_timeout: settings.fin_timeout,

@@ -3,7 +3,9 @@
 //! defaults (route key > command line > built-in default).
 
 use super::text::printable;
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::proto::proxy::Version;
@@ -24,6 +26,50 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Built-in default for `peek_timeout`.
 pub const DEFAULT_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Built-in default for `max_fails`: one failed connect marks an upstream down.
+pub const DEFAULT_MAX_FAILS: usize = 1;
+/// Built-in default for `fail_timeout`: how long an upstream marked down is skipped.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// In which order a route's clients try its upstreams (`balance=`, haproxy's keyword).
+///
+/// ```
+/// use tcp_router::config::Balance;
+///
+/// assert_eq!("first".parse::<Balance>(), Ok(Balance::First));
+/// assert_eq!(Balance::default().to_string(), "roundrobin");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Balance {
+    /// Each client starts one upstream further along the list (`roundrobin`).
+    #[default]
+    RoundRobin,
+    /// Every client tries the upstreams in the order written (`first`): a primary with ordered
+    /// standbys.
+    First,
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Balance::RoundRobin => "roundrobin",
+            Balance::First => "first",
+        })
+    }
+}
+
+impl FromStr for Balance {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Balance, String> {
+        match text {
+            "roundrobin" => Ok(Balance::RoundRobin),
+            "first" => Ok(Balance::First),
+            _ => Err("expected roundrobin or first".into()),
+        }
+    }
+}
 
 /// Every setting a route (or the listener it is on) can be given, with its value in force.
 ///
@@ -69,6 +115,12 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Cap on one client's connections to this route (`max_connections_per_client`).
     pub max_connections_per_client: Option<usize>,
+    /// Consecutive failed connects that mark an upstream down (`max_fails`, nginx's name).
+    pub max_fails: usize,
+    /// How long an upstream marked down is skipped (`fail_timeout`, nginx's name).
+    pub fail_timeout: Duration,
+    /// The order in which clients try the upstreams (`balance`).
+    pub balance: Balance,
 }
 
 impl Default for Settings {
@@ -85,6 +137,9 @@ impl Default for Settings {
             reuse_port: false,
             max_connections: None,
             max_connections_per_client: None,
+            max_fails: DEFAULT_MAX_FAILS,
+            fail_timeout: DEFAULT_FAIL_TIMEOUT,
+            balance: Balance::RoundRobin,
         }
     }
 }
@@ -116,11 +171,17 @@ pub struct Overrides {
     pub max_connections: Option<usize>,
     /// `max_connections_per_client=N`.
     pub max_connections_per_client: Option<usize>,
+    /// `max_fails=N`.
+    pub max_fails: Option<usize>,
+    /// `fail_timeout=DUR`.
+    pub fail_timeout: Option<Duration>,
+    /// `balance=roundrobin|first`.
+    pub balance: Option<Balance>,
 }
 
 impl Overrides {
     /// The keys [`Overrides::set`] takes, in the order the docs list them.
-    pub const KEYS: [&'static str; 11] = [
+    pub const KEYS: [&'static str; 14] = [
         "connect_timeout",
         "idle_timeout",
         "fin_timeout",
@@ -132,6 +193,9 @@ impl Overrides {
         "accept_proxy",
         "accept_proxy_from",
         "reuse_port",
+        "balance",
+        "max_fails",
+        "fail_timeout",
     ];
 
     /// Sets one setting from its `key` and textual `value`, as a `route` line writes them. The
@@ -173,6 +237,9 @@ impl Overrides {
                 self.accept_proxy.get_or_insert(true);
             }
             "reuse_port" => self.reuse_port = Some(boolean(value).map_err(|w| invalid(w.into()))?),
+            "balance" => self.balance = Some(value.parse().map_err(invalid)?),
+            "max_fails" => self.max_fails = Some(parse_count(value).map_err(invalid)?),
+            "fail_timeout" => self.fail_timeout = Some(positive_duration(key, value)?),
             _ => return Err(format!("unknown key '{key}'")),
         }
         Ok(())
@@ -199,6 +266,9 @@ impl Settings {
             max_connections_per_client: given
                 .max_connections_per_client
                 .or(self.max_connections_per_client),
+            max_fails: given.max_fails.unwrap_or(self.max_fails),
+            fail_timeout: given.fail_timeout.unwrap_or(self.fail_timeout),
+            balance: given.balance.unwrap_or(self.balance),
         }
     }
 }
@@ -291,6 +361,9 @@ mod tests {
             "true",
             "10.0.0.0/8,192.0.2.7",
             "true",
+            "first",
+            "3",
+            "10s",
         ]) {
             given
                 .set(key, value)
@@ -300,6 +373,9 @@ mod tests {
         assert_eq!(given.src, Some("::1".parse().unwrap()));
         assert_eq!(given.proxy_protocol, Some(Version::V1));
         assert_eq!(given.accept_proxy_from.map(|list| list.len()), Some(2));
+        assert_eq!(given.balance, Some(Balance::First));
+        assert_eq!(given.max_fails, Some(3));
+        assert_eq!(given.fail_timeout, Some(Duration::from_secs(10)));
     }
 
     #[test]
@@ -343,6 +419,18 @@ mod tests {
         );
         assert!(err("src", "example.com").contains("host names are not allowed"));
         assert_eq!(err("colour", "red"), "unknown key 'colour'");
+        assert_eq!(
+            err("balance", "leastconn"),
+            "invalid balance 'leastconn': expected roundrobin or first"
+        );
+        assert_eq!(
+            err("max_fails", "0"),
+            "invalid max_fails '0': must be at least 1"
+        );
+        assert_eq!(
+            err("fail_timeout", "0"),
+            "invalid fail_timeout '0': must be greater than zero"
+        );
         assert_eq!(
             err("connect_timeout", "8761h"),
             "invalid connect_timeout '8761h': must be at most 8760h (365 days)"

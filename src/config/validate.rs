@@ -132,9 +132,18 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
                 ));
             }
         }
+        if let Err(why) = check_count(route.max_fails) {
+            errors.push(format!(
+                "{}: invalid max_fails '{}' for {}: {why}",
+                route.origin,
+                route.max_fails,
+                place()
+            ));
+        }
         errors.extend(
             upstream_problems(&route.upstreams)
                 .into_iter()
+                .chain(backup_problems(&route.upstreams, &route.backups))
                 .map(|why| format!("{}: {why} ({})", route.origin, place())),
         );
     }
@@ -149,9 +158,25 @@ fn route_durations(route: &Route) -> impl Iterator<Item = (&'static str, Duratio
         ("connect_timeout", Some(route.connect_timeout)),
         ("idle_timeout", route.idle_timeout),
         ("fin_timeout", route.fin_timeout),
+        ("fail_timeout", Some(route.fail_timeout)),
     ]
     .into_iter()
     .filter_map(|(key, value)| Some((key, value?)))
+}
+
+/// Backups that cannot be connected to (port 0), that repeat a primary, or that are listed twice.
+fn backup_problems(primaries: &[HostPort], backups: &[HostPort]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, backup) in backups.iter().enumerate() {
+        if backup.port == 0 {
+            problems.push(format!("invalid backup '{backup}': port 0 is not allowed"));
+        } else if primaries.contains(backup) {
+            problems.push(format!("backup '{backup}' is also a primary upstream"));
+        } else if backups[..i].contains(backup) {
+            problems.push(format!("backup '{backup}' is listed twice"));
+        }
+    }
+    problems
 }
 
 /// Upstreams that cannot be connected to (port 0) or are listed twice in one route: the config
@@ -274,6 +299,27 @@ mod tests {
         assert_eq!(
             errors(&config),
             ["f.conf:3: duplicate route on 127.0.0.1:443: --sni already has one with no sni/host/alpn"]
+        );
+    }
+
+    #[test]
+    fn a_backup_may_not_repeat_a_primary_or_another_backup_and_health_keys_are_bounded() {
+        let mut config = Config::default();
+        let mut r = route("f.conf:2", None);
+        r.backups = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:2"]
+            .map(|b| b.parse().unwrap())
+            .to_vec();
+        r.max_fails = 0;
+        r.fail_timeout = Duration::ZERO;
+        config.listeners.push(listener(vec![r]));
+        assert_eq!(
+            errors(&config),
+            [
+                "f.conf:2: invalid fail_timeout '0s' for route default on 127.0.0.1:443: must be greater than zero",
+                "f.conf:2: invalid max_fails '0' for route default on 127.0.0.1:443: must be at least 1",
+                "f.conf:2: backup '127.0.0.1:1' is also a primary upstream (route default on 127.0.0.1:443)",
+                "f.conf:2: backup '127.0.0.1:2' is listed twice (route default on 127.0.0.1:443)",
+            ]
         );
     }
 

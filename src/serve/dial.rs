@@ -1,6 +1,7 @@
-//! Dialing a route's upstream: the order comes from the route's balancer (round-robin, failed
-//! ones last); each upstream is resolved at every dial, so DNS changes are followed, and its
-//! addresses are tried within one connect budget. Every failed attempt is reported for the log.
+//! Dialing a route's upstream: the order comes from the route's balancer (primaries that are up,
+//! then backups that are up, then those marked down); each upstream is resolved at every dial,
+//! so DNS changes are followed, and its addresses are tried within one connect budget. Every
+//! failed attempt is reported for the log, and every upstream marked down or up again is logged.
 
 use std::fmt;
 use std::io;
@@ -8,7 +9,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::config::HostPort;
+use crate::config::{format_duration, HostPort};
+use crate::route::balance::MarkedDown;
 use crate::sys::{net, resolve};
 
 use super::listener::RouteState;
@@ -118,15 +120,68 @@ pub(crate) fn dial(route: &RouteState, failed: &mut Vec<Attempt>) -> Option<Dial
         src: route.config.src,
     };
     for index in route.balancer.order() {
-        let upstream = &route.config.upstreams[index];
+        let upstream = route.upstream(index);
         let stats = &route.upstream_stats[index];
         match connect_one(upstream, options, stats, failed) {
             Some(connected) => {
-                route.balancer.succeeded(index);
+                if route.balancer.succeeded(index) {
+                    log::info!("upstream {upstream} up: connected");
+                }
                 return Some(connected);
             }
-            None => route.balancer.failed(index),
+            None => {
+                if let Some(down) = route.balancer.failed(index) {
+                    log::warn!("{}", down_line(upstream, down, failed.last()));
+                }
+            }
         }
     }
     None
+}
+
+/// The log line of an upstream just marked down, with the last failure's reason:
+/// `upstream 127.0.0.1:6380 down: 3 failed connects in a row (connection refused); skipped for 5s`.
+fn down_line(upstream: &HostPort, down: MarkedDown, last: Option<&Attempt>) -> String {
+    let reason = match last {
+        Some(Attempt { addr: None, .. }) => " (cannot resolve)".to_string(),
+        Some(attempt) => format!(" ({})", attempt.error.kind()),
+        None => String::new(),
+    };
+    let connects = if down.fails == 1 {
+        "1 failed connect".to_string()
+    } else {
+        format!("{} failed connects in a row", down.fails)
+    };
+    format!(
+        "upstream {upstream} down: {connects}{reason}; skipped for {}",
+        format_duration(down.skipped_for)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_down_line_says_how_many_failures_why_and_for_how_long() {
+        let upstream: HostPort = "127.0.0.1:6380".parse().unwrap();
+        let refused = Attempt {
+            upstream: upstream.clone(),
+            addr: Some("127.0.0.1:6380".parse().unwrap()),
+            error: io::ErrorKind::ConnectionRefused.into(),
+        };
+        let down = |fails| MarkedDown {
+            fails,
+            skipped_for: Duration::from_secs(5),
+        };
+        assert_eq!(
+            down_line(&upstream, down(3), Some(&refused)),
+            "upstream 127.0.0.1:6380 down: 3 failed connects in a row (connection refused); \
+             skipped for 5s"
+        );
+        assert_eq!(
+            down_line(&upstream, down(1), None),
+            "upstream 127.0.0.1:6380 down: 1 failed connect; skipped for 5s"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, HostPort, Listener, Route, Rule};
-use crate::route::balance::Balancer;
+use crate::route::balance::{Balancer, Policy};
 use crate::route::router::Router;
 
 use super::clients::{self, Peeking, PerClient};
@@ -17,11 +17,12 @@ use super::metrics::{ListenerStats, Metrics, RouteStats, UpstreamStats};
 pub(crate) struct RouteState {
     /// The route as configured.
     pub(crate) config: Route,
-    /// Round-robin cursor and cool-down marks of `config.upstreams`.
+    /// Round-robin cursor and down marks of `config.upstreams` then `config.backups`.
     pub(crate) balancer: Balancer,
     /// The route's counters.
     pub(crate) stats: Arc<RouteStats>,
-    /// Each upstream's counters, in the order of `config.upstreams`.
+    /// Each upstream's counters: `config.upstreams`, then `config.backups` (indices continue
+    /// after the primaries, as in the balancer).
     pub(crate) upstream_stats: Vec<Arc<UpstreamStats>>,
     /// The route's own per-client limit (`max_connections_per_client=`), if it has one.
     pub(crate) per_client: Option<Arc<PerClient>>,
@@ -30,13 +31,16 @@ pub(crate) struct RouteState {
 impl RouteState {
     fn new(config: Route, listener: &str, metrics: &Metrics, v6_prefix: u8) -> RouteState {
         let label = config.label();
-        let upstream_stats = config
-            .upstreams
-            .iter()
+        let upstream_stats = (config.upstreams.iter())
+            .chain(&config.backups)
             .map(|u| metrics.upstream(listener, &label, &u.to_string()))
             .collect();
         RouteState {
-            balancer: Balancer::new(config.upstreams.len()),
+            balancer: Balancer::new(
+                config.upstreams.len(),
+                config.backups.len(),
+                Policy::of(&config),
+            ),
             stats: metrics.route(listener, &label),
             upstream_stats,
             per_client: config
@@ -46,15 +50,31 @@ impl RouteState {
         }
     }
 
-    /// The upstreams as one readable list, for logs.
+    /// Every upstream, primaries then backups: index `i` is the balancer's and
+    /// `upstream_stats`'s upstream `i`.
+    pub(crate) fn all_upstreams(&self) -> impl Iterator<Item = &HostPort> {
+        self.config.upstreams.iter().chain(&self.config.backups)
+    }
+
+    /// Upstream `index`, primaries then backups.
+    pub(crate) fn upstream(&self, index: usize) -> &HostPort {
+        let primaries = self.config.upstreams.len();
+        match index.checked_sub(primaries) {
+            Some(backup) => &self.config.backups[backup],
+            None => &self.config.upstreams[index],
+        }
+    }
+
+    /// The upstreams as one readable list, for logs; backups, if any, after `backup`.
     pub(crate) fn describe_upstreams(&self) -> String {
-        let names: Vec<String> = self
-            .config
-            .upstreams
-            .iter()
-            .map(HostPort::to_string)
-            .collect();
-        names.join(", ")
+        let list = |hosts: &[HostPort]| {
+            let names: Vec<String> = hosts.iter().map(HostPort::to_string).collect();
+            names.join(", ")
+        };
+        match self.config.backups.as_slice() {
+            [] => list(&self.config.upstreams),
+            backups => format!("{}, backup {}", list(&self.config.upstreams), list(backups)),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use argh::FromArgs;
 use log::LevelFilter;
 use tcp_router::config::{
     check_duration, parse_count, parse_duration, parse_optional_duration, parse_patterns, Action,
-    Admin, NamePattern, Overrides, Pattern, Rule, Settings,
+    Admin, Balance, NamePattern, Overrides, Pattern, Rule, Settings,
 };
 use tcp_router::process::Scheduler;
 use tcp_router::proto::proxy::Version;
@@ -60,6 +60,18 @@ pub(crate) struct Args {
     /// time allowed for each upstream connect before trying the next (default 5s)
     #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) connect_timeout: Option<Duration>,
+
+    /// the order in which clients try a route's upstreams: roundrobin (each client starts one further along) or first (every client tries them in the order written) (default roundrobin)
+    #[argh(option, from_str_fn(balance_arg))]
+    pub(crate) balance: Option<Balance>,
+
+    /// connects in a row that must fail before an upstream is marked down and skipped while others are up (default 1)
+    #[argh(option, from_str_fn(count_arg))]
+    pub(crate) max_fails: Option<usize>,
+
+    /// how long an upstream marked down is skipped while others are up (default 5s)
+    #[argh(option, from_str_fn(positive_duration_arg))]
+    pub(crate) fail_timeout: Option<Duration>,
 
     /// close a connection after this long with no bytes moving in either direction (default off)
     #[argh(option, from_str_fn(optional_duration_arg))]
@@ -303,6 +315,9 @@ impl Args {
         given.connect_timeout = self.connect_timeout;
         given.idle_timeout = self.idle_timeout;
         given.fin_timeout = self.fin_timeout;
+        given.balance = self.balance;
+        given.max_fails = self.max_fails;
+        given.fail_timeout = self.fail_timeout;
         given.peek_timeout = self.peek_timeout;
         given.proxy_protocol = self.proxy_protocol;
         given.accept_proxy = self.accept_proxy.then_some(true);
@@ -416,6 +431,11 @@ fn prefix_arg(text: &str) -> Result<u8, String> {
 
 fn pattern_arg(text: &str) -> Result<Pattern, String> {
     text.parse::<Pattern>().map_err(|e| e.to_string())
+}
+
+/// `--balance`: `roundrobin` or `first`.
+fn balance_arg(text: &str) -> Result<Balance, String> {
+    text.parse()
 }
 
 fn version_arg(text: &str) -> Result<Version, String> {
