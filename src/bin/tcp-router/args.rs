@@ -17,8 +17,6 @@ use tcp_router::process::Scheduler;
 use tcp_router::proto::proxy::Version;
 use tcp_router::{Config, Error, HostPort, Listener, Route};
 
-use crate::environment;
-
 /// Forward TCP connections from LISTEN to one of the UPSTREAMs, byte for byte.
 #[derive(FromArgs, Debug, Clone)]
 #[argh(
@@ -298,7 +296,6 @@ impl Args {
         if self.pid_file.is_some() {
             config.pid_file = self.pid_file.clone();
         }
-        config.splice = !environment::no_splice();
         if let Err(Error::Config(lines)) = config.validate() {
             errors.extend(lines);
         }

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
-use tcp_router::{process, Error, Forwarder};
+use tcp_router::{process, Config, Error, Forwarder};
 
 use args::Args;
 use environment::Environment;
@@ -63,7 +63,7 @@ fn run(args: Args) -> Result<(), Failure> {
         environment.watchdog_pid.as_deref(),
     );
     let predecessor = environment.predecessor;
-    let config = args.load()?;
+    let config = load(&args)?;
     if !config.splice {
         log::info!(
             "{} is set: moving bytes through buffers, not splice",
@@ -92,7 +92,7 @@ fn run(args: Args) -> Result<(), Failure> {
     );
     let handle = forwarder.handle();
     let upgrader = upgrade::Upgrader::new(handle.clone(), notifier.clone(), watchdog);
-    let reload: signals::Reload = Box::new(move || args.config.is_some().then(|| args.load()));
+    let reload: signals::Reload = Box::new(move || args.config.is_some().then(|| load(&args)));
     signals::install(
         handle.clone(),
         reload,
@@ -149,9 +149,17 @@ fn take_over(config: &tcp_router::Config, path: &std::path::Path) -> Result<Forw
     Ok(forwarder)
 }
 
+/// The configuration the arguments name, with what the environment switches
+/// (`TCP_ROUTER_NO_SPLICE`): at start, at each reload and for `--check` alike.
+fn load(args: &Args) -> Result<Config, Error> {
+    let mut config = args.load()?;
+    config.splice = !environment::no_splice();
+    Ok(config)
+}
+
 /// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.
 fn check(args: &Args) -> ExitCode {
-    let checked = args.load().and_then(|config| {
+    let checked = load(args).and_then(|config| {
         tcp_router::check(&config, args.explain.as_deref()).map_err(Error::Config)
     });
     match checked {
