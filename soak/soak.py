@@ -2233,6 +2233,10 @@ class Soak:
     EXPECTED_WARN = re.compile(
         r"\[WARN\] conn #\d+ from \S+: (connect to \S+: (Connection refused|connection timed out"
         r"|timed out).*|no upstream reachable .*)$", re.I)
+    # An upstream marked down by its failed connects (`max_fails`), once per route and
+    # configuration: the dead upstreams of the failover and no-upstream kinds, again after each
+    # reload (a reload builds the routes afresh).
+    UPSTREAM_DOWN_WARN = re.compile(r"\[WARN\] upstream \S+ down: \d+ failed connects? ")
     # A reloaded-listener-long connection moved by an upgrade after a reload removed its listener:
     # the new process says it keeps the listener's address, with no route.
     GONE_LISTENER_WARN = re.compile(
@@ -2302,7 +2306,10 @@ class Soak:
                         self.reload_cv.notify_all()
                     continue
                 if "[WARN]" in line:
-                    if self.EXPECTED_WARN.search(line):
+                    if self.UPSTREAM_DOWN_WARN.search(line):
+                        with self.lock:
+                            _add(self.warn_counts, "upstream marked down")
+                    elif self.EXPECTED_WARN.search(line):
                         k = "no upstream reachable" if "no upstream" in line else (
                             "connect refused" if "refused" in line.lower() else "connect timed out")
                         with self.lock:
