@@ -5,10 +5,11 @@
 
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::sys::net;
+use crate::sys::sync::{lock, wait_timeout};
 
 use super::outcome::{Direction, End, Timeouts};
 use super::park::{Park, Parked};
@@ -198,10 +199,7 @@ impl Connection {
             if left.is_zero() {
                 return None;
             }
-            held = match self.end_set.wait_timeout(held, left) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            held = wait_timeout(&self.end_set, held, left);
         }
     }
 
@@ -365,14 +363,6 @@ pub(crate) struct Past {
     pub(crate) half_closed_ms: Option<u64>,
     /// Bytes moved each way, client to upstream first.
     pub(crate) traffic: [u64; 2],
-}
-
-/// Locks `mutex`; a panic elsewhere never leaves it unusable, since every update under it is one
-/// assignment.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The deadline has passed.

@@ -13,8 +13,9 @@
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
+use crate::sys::sync::{lock, wait};
 use crate::sys::wake::ThreadId;
 
 use super::chunk::{self, ChunkError, Watch};
@@ -223,10 +224,7 @@ impl Park {
         state.timeouts = Some(timeouts);
         meeting.changed.notify_all();
         while state.verdict == ParkVerdict::Wait && self.asked() {
-            state = match meeting.changed.wait(state) {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            state = wait(&meeting.changed, state);
         }
         let held = state.held[direction as usize].take().unwrap_or_default();
         match state.verdict {
@@ -234,14 +232,6 @@ impl Park {
             ParkVerdict::Wait | ParkVerdict::Resume => Ok(held),
         }
     }
-}
-
-/// Locks `mutex`; a panic elsewhere never leaves the park unusable, since every update is one
-/// assignment.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A copy thread inside its loop (see [`Park::enter`]).

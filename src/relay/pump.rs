@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::sys::net;
+use crate::sys::sync::lock;
 
 use super::chunk::{ChunkError, Moved, Watch};
 use super::connection::{Connection, Expired, Stop};
@@ -147,7 +148,7 @@ impl<F: FnOnce(Relayed)> Meeting<F> {
     /// Leaves one direction's result; runs `done` (on this thread) if the other is already in.
     fn arrive(&self, direction: Direction, flow: Result<Flow, Released>) {
         let ready = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = lock(&self.state);
             match direction {
                 Direction::ClientToUpstream => state.sent = Some(flow),
                 Direction::UpstreamToClient => state.received = Some(flow),

@@ -52,13 +52,14 @@ use std::io;
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock};
 
 use rustix::io::Errno;
 use rustix::pipe::{fcntl_getpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 
 use super::chunk::{self, ChunkError, Moved, Watch};
 use crate::sys::limits;
+use crate::sys::sync::lock;
 
 /// Most pipes the splice pool keeps alive (free and in use): 2,048 descriptors. A pipe is held
 /// only while a chunk moves, so this bounds chunks moving (or stalled on a slow reader) at once,
@@ -363,11 +364,7 @@ impl PipePool {
 
     /// A free pipe, or a new one if the cap allows; `None` (never a wait) otherwise.
     fn take(&self) -> Option<Lease<'_>> {
-        let reused = self
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let reused = lock(&self.free).pop();
         let pipe = match reused {
             Some(pipe) => pipe,
             None => self.create()?,
@@ -407,7 +404,7 @@ impl PipePool {
     }
 
     fn give_back(&self, pipe: Pipe) {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut free = lock(&self.free);
         if free.len() < MAX_FREE_PIPES {
             free.push(pipe);
         } else {

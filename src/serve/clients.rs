@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::relay::Connection;
 use crate::sys::net;
+use crate::sys::sync::lock;
 
 /// One client, as the limits count it: an IPv4 address, or an IPv6 network.
 pub(crate) type ClientKey = IpAddr;
@@ -76,9 +77,7 @@ impl PerClient {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ClientKey, usize>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.counts)
     }
 }
 
@@ -273,9 +272,7 @@ impl Peeking {
     }
 
     fn lock(&self) -> MutexGuard<'_, PeekTable> {
-        self.table
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.table)
     }
 }
 

@@ -18,8 +18,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+
+use crate::sys::sync::{lock, wait};
 
 use super::pool::Task;
 
@@ -120,10 +122,7 @@ fn run(queue: &Queue) {
             let mut state = lock(&queue.state);
             while state.ends.is_empty() && !state.closed {
                 state.sleeping = true;
-                state = queue
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                state = wait(&queue.wake, state);
             }
             state.sleeping = false;
             if state.ends.is_empty() {
@@ -135,11 +134,6 @@ fn run(queue: &Queue) {
             let _ = catch_unwind(AssertUnwindSafe(end));
         }
     }
-}
-
-/// Nothing panics while the queue's lock is held (ends run outside it).
-fn lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

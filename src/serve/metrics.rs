@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::relay::{End, Traffic};
+use crate::sys::sync::lock;
 
 /// How a connection ended, as the metrics count it (the `result` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,14 +308,6 @@ impl Metrics {
             .map(|(k, v)| (*k, *v))
             .collect()
     }
-}
-
-/// Locks a map of counters; a panic elsewhere never leaves it unusable, since every update is one
-/// call.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -27,9 +27,11 @@ use std::fmt;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
+
+use crate::sys::sync::lock;
 
 /// A unit of work: one connection's handling, or one direction of its relay.
 pub(super) type Task = Box<dyn FnOnce() + Send + 'static>;
@@ -230,12 +232,6 @@ fn park_for_task(slot: &Slot, keep: Duration) -> Option<Task> {
             }
         }
     }
-}
-
-/// Nothing panics while holding the pool's locks (tasks run outside them), so a poisoned lock
-/// still guards consistent data.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs a task so that its panic ends the task, not the worker or the process. The panic itself is

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::relay::Connection;
 use crate::sys::clock;
+use crate::sys::sync::{lock, wait_timeout};
 
 use super::listener::ListenerState;
 use super::record::Record;
@@ -96,10 +97,7 @@ impl Registry {
                 return false;
             }
             self.waiters.fetch_add(1, Ordering::Relaxed);
-            live = match self.left.wait_timeout(live, left) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            live = wait_timeout(&self.left, live, left);
             self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
         true
@@ -113,9 +111,7 @@ impl Registry {
 
     /// Locks the map; a panic elsewhere never leaves it unusable, since every update is one call.
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Record>>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.live)
     }
 }
 

@@ -3,6 +3,7 @@
 //! loop is alive, paused at its cap, or stopping. Written by the serving threads, read by others;
 //! nothing here blocks serving.
 
+use crate::sys::sync::lock;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,9 +61,7 @@ impl Shared {
     }
 
     fn lock_listeners(&self) -> MutexGuard<'_, Vec<(SocketAddr, Arc<ListenerState>)>> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.listeners)
     }
 
     /// True while the accept loop waits for a free connection slot.

@@ -19,4 +19,5 @@ pub(crate) mod net;
 pub(crate) mod resolve;
 pub(crate) mod sched;
 pub(crate) mod services;
+pub(crate) mod sync;
 pub(crate) mod wake;

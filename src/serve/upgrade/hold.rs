@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use crate::sys::sync::{lock, wait};
 use crate::sys::wake::ThreadId;
 
 /// One connection's hold: asked by the upgrade, taken by its set-up worker while it peeks.
@@ -57,10 +58,7 @@ impl Hold {
         state.read = Some(read);
         self.changed.notify_all();
         while state.released.is_none() && self.asked() {
-            state = match self.changed.wait(state) {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            state = wait(&self.changed, state);
         }
         state.read = None;
         match state.released {
@@ -101,12 +99,8 @@ impl Hold {
         self.changed.notify_all();
     }
 
-    /// Locks the state; a panic elsewhere never leaves it unusable, since every update is one
-    /// assignment.
     fn lock(&self) -> MutexGuard<'_, HoldState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 }
 
