@@ -71,6 +71,7 @@ mod check;
 pub mod config;
 mod error;
 mod forwarder;
+mod health;
 mod log;
 pub mod proto;
 mod relay;

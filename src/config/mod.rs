@@ -18,7 +18,12 @@ pub(crate) mod acl;
 pub(crate) mod addr;
 pub(crate) mod duration;
 pub(crate) mod file;
+mod health;
 mod load;
+pub use health::{
+    CheckKind, HealthCheck, OnDown, StatusRange, Step, DEFAULT_CHECK_INTERVAL, DEFAULT_FALL,
+    DEFAULT_RESOLVE_INTERVAL, DEFAULT_RISE,
+};
 pub use load::MAX_CONFIG_FILE_SIZE;
 mod model;
 pub(crate) mod names;
