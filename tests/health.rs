@@ -210,7 +210,7 @@ fn max_fails_keeps_an_upstream_up_after_two_failures_and_marks_it_down_at_the_th
     assert_eq!(dead_one["health"], "down", "{dead_one:#}");
     let left = dead_one["down_for_seconds"].as_f64().expect("down for");
     assert!(left > 0.0 && left <= 30.0, "{left}");
-    assert_eq!(dead_one["state"], "cooling down", "{dead_one:#}");
+    assert_eq!(dead_one["state"], "cooling", "{dead_one:#}");
 
     // Skipped while down: the next client goes straight to the live one.
     assert_eq!(reached(router.addr), "alive");

@@ -73,8 +73,8 @@ const REFUSED: &[Refused] = &[
     Refused {
         flag: "--balance",
         key: "balance",
-        value: "leastconn",
-        reason: "expected roundrobin or first",
+        value: "random",
+        reason: "expected roundrobin, first, leastconn or source",
     },
 ];
 

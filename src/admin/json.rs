@@ -2,12 +2,14 @@
 //! upstream's state, as JSON (serde_json does the escaping: client addresses are ours, but route
 //! names and upstream names come from a config file).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::config::{format_duration, Route};
+use crate::health::marks::Condition;
+use crate::health::roster::Entry;
 use crate::relay::Direction;
 use crate::serve::listener::{RouteState, NO_ROUTE};
 use crate::serve::metrics::Disposition;
@@ -105,30 +107,8 @@ fn route_json(route: &RouteState, active: usize) -> Value {
         .enumerate()
         .map(|(i, name)| (name.to_string(), json!(route.stats.ended_count(i))))
         .collect();
-    let upstreams: Vec<Value> = route
-        .all_upstreams()
-        .enumerate()
-        .map(|(i, upstream)| {
-            let stats = &route.upstream_stats[i];
-            let last_error = stats.last_error();
-            let down_for = route.balancer.cooling_for(i);
-            json!({
-                "upstream": upstream.to_string(),
-                "role": if route.balancer.is_backup(i) { "backup" } else { "primary" },
-                "health": if down_for.is_some() { "down" } else { "up" },
-                "down_for_seconds": down_for.map(seconds),
-                // Passive health only: "state" says what the last connects showed, never "up".
-                "state": if down_for.is_some() {
-                    "cooling down"
-                } else {
-                    "no recent failure"
-                },
-                "cooling_down_for_seconds": down_for.map(seconds),
-                "attempts": stats.attempts.load(std::sync::atomic::Ordering::Relaxed),
-                "last_error": last_error.as_ref().map(|(text, _)| text.clone()),
-                "last_error_at": last_error.map(|(_, at)| timestamp(at)),
-            })
-        })
+    let upstreams: Vec<Value> = (route.roster.entries().iter().enumerate())
+        .flat_map(|(i, entry)| upstream_json(route, i, entry))
         .collect();
     let optional = |d: Option<Duration>| d.map_or_else(|| "off".to_string(), format_duration);
     json!({
@@ -145,6 +125,14 @@ fn route_json(route: &RouteState, active: usize) -> Value {
         "balance": config.balance.to_string(),
         "max_fails": config.max_fails,
         "fail_timeout": format_duration(config.fail_timeout),
+        "check": config.check.as_ref().map(|c| c.kind.to_string()),
+        "check_port": config.check.as_ref().and_then(|c| c.port),
+        "check_interval": config.check.as_ref().map(|c| format_duration(c.interval)),
+        "check_timeout": config.check.as_ref().map(|_| format_duration(route.roster.check_timeout())),
+        "rise": config.check.as_ref().map(|c| c.rise),
+        "fall": config.check.as_ref().map(|c| c.fall),
+        "on_down": config.on_down.to_string(),
+        "resolve_interval": format_duration(config.resolve_interval),
         "active": active,
         "bytes": {
             "client_to_upstream": route.stats.traffic.get(Direction::ClientToUpstream),
@@ -153,6 +141,66 @@ fn route_json(route: &RouteState, active: usize) -> Value {
         "ended": ended,
         "upstreams": upstreams,
     })
+}
+
+/// One entry per member of the route's upstream `index` (one with no address for a name that
+/// has none yet).
+fn upstream_json(route: &RouteState, index: usize, entry: &Entry) -> Vec<Value> {
+    let stats = &route.upstream_stats[index];
+    let last_error = stats.last_error();
+    let common = json!({
+        "upstream": entry.target.upstream.to_string(),
+        "role": if entry.backup { "backup" } else { "primary" },
+        "weight": entry.weight,
+        "attempts": stats.attempts.load(std::sync::atomic::Ordering::Relaxed),
+        "last_error": last_error.as_ref().map(|(text, _)| text.clone()),
+        "last_error_at": last_error.map(|(_, at)| timestamp(at)),
+    });
+    let members = entry.target.members();
+    if members.is_empty() {
+        let state = if entry.target.awaits_first_lookup() {
+            "unknown"
+        } else {
+            "down"
+        };
+        let mut value = common;
+        value["address"] = Value::Null;
+        value["state"] = json!(state);
+        value["health"] = json!("down");
+        value["active"] = json!(0);
+        return vec![value];
+    }
+    let now = Instant::now();
+    members
+        .iter()
+        .map(|member| {
+            let marks = member.marks();
+            let state = marks.state_at(now);
+            let mut value = common.clone();
+            value["address"] = json!(member.addr.to_string());
+            value["state"] = json!(state.name());
+            value["since"] = json!(timestamp(marks.since));
+            let down = matches!(state, Condition::Down | Condition::Cooling);
+            value["health"] = json!(if down { "down" } else { "up" });
+            value["down_for_seconds"] = json!((state == Condition::Cooling)
+                .then(|| marks.cooling_until.map(|until| seconds(until - now)))
+                .flatten());
+            value["last_check"] = marks.last_check.map_or(Value::Null, |check| {
+                json!({
+                    "result": match &check.result {
+                        Ok(_) => "passed".to_string(),
+                        Err(why) => why.clone(),
+                    },
+                    "at": timestamp(check.at),
+                    "took_seconds": check.result.as_ref().ok().map(|d| seconds(*d)),
+                })
+            });
+            value["successes"] = json!(marks.successes);
+            value["failures"] = json!(marks.failures);
+            value["active"] = json!(member.active());
+            value
+        })
+        .collect()
 }
 
 /// Seconds with millisecond precision.

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
 use std::time::UNIX_EPOCH;
 
+use crate::health::marks::Condition;
+use crate::health::member::{Member, CHECK_BUCKETS};
 use crate::relay::{splice, Direction, End};
 use crate::serve::listener::NO_ROUTE;
 use crate::serve::metrics::{ConnectFailure, Disposition, CONNECT_BUCKETS};
@@ -164,6 +166,42 @@ const UPSTREAM_COOLING_DOWN: Family = Family {
     name: "tcp_router_upstream_cooling_down",
     kind: Kind::Gauge,
     help: "1 while an upstream that just failed is tried only after the healthy ones.",
+};
+
+const UPSTREAM_UP: Family = Family {
+    name: "tcp_router_upstream_up",
+    kind: Kind::Gauge,
+    help: "1 if the member (one address of an upstream) is up, 0 if it is down, cooling or not checked yet.",
+};
+
+const UPSTREAM_ACTIVE_CONNECTIONS: Family = Family {
+    name: "tcp_router_upstream_active_connections",
+    kind: Kind::Gauge,
+    help: "Connections open to the member through the route.",
+};
+
+const UPSTREAM_CHECKS_TOTAL: Family = Family {
+    name: "tcp_router_upstream_checks_total",
+    kind: Kind::Counter,
+    help: "Active checks of the member, by result (passed, failed).",
+};
+
+const UPSTREAM_CHECK_DURATION_SECONDS: Family = Family {
+    name: "tcp_router_upstream_check_duration_seconds",
+    kind: Kind::Histogram,
+    help: "How long the member's active checks took, passed or failed.",
+};
+
+const UPSTREAM_TRANSITIONS_TOTAL: Family = Family {
+    name: "tcp_router_upstream_transitions_total",
+    kind: Kind::Counter,
+    help: "Changes of the member's state, by the state entered (up; down, including cooling).",
+};
+
+const UPSTREAM_RESOLUTIONS_TOTAL: Family = Family {
+    name: "tcp_router_upstream_resolutions_total",
+    kind: Kind::Counter,
+    help: "Lookups of an upstream's name in the background, by result (ok, failed).",
 };
 
 /// The exposition being written.
@@ -397,19 +435,111 @@ fn upstreams(e: &mut Exposition, shared: &Shared) {
         e.sample_of(&CONNECT_DURATION_SECONDS, "_count", &labels, count);
     }
     e.family(&UPSTREAM_COOLING_DOWN);
+    for_each_member(shared, |labels, member| {
+        let cooling = member.state() == Condition::Cooling;
+        e.sample(&UPSTREAM_COOLING_DOWN, labels, u8::from(cooling));
+    });
+    members(e, shared);
+}
+
+/// Calls `f` with the labels (listener, route, upstream, address) of every member of every
+/// route now configured.
+fn for_each_member(shared: &Shared, mut f: impl FnMut(&[(&str, &str); 4], &Member)) {
     for (_, state) in shared.listeners() {
         let listener = state.config.listen.to_string();
         for route in &state.routes {
             let label = route.config.label();
-            for (index, upstream) in route.config.upstreams.iter().enumerate() {
-                let cooling = route.balancer.cooling_for(index).is_some();
-                let upstream = upstream.to_string();
-                let labels = [
-                    ("listener", listener.as_str()),
-                    ("route", label.as_str()),
-                    ("upstream", upstream.as_str()),
-                ];
-                e.sample(&UPSTREAM_COOLING_DOWN, &labels, u8::from(cooling));
+            for entry in route.roster.entries() {
+                let upstream = entry.target.upstream.to_string();
+                for member in entry.target.members().iter() {
+                    let address = member.addr.to_string();
+                    let labels = [
+                        ("listener", listener.as_str()),
+                        ("route", label.as_str()),
+                        ("upstream", upstream.as_str()),
+                        ("address", address.as_str()),
+                    ];
+                    f(&labels, member);
+                }
+            }
+        }
+    }
+}
+
+/// Each member's state, open connections, checks and changes; each name's lookups.
+fn members(e: &mut Exposition, shared: &Shared) {
+    e.family(&UPSTREAM_UP);
+    for_each_member(shared, |labels, member| {
+        e.sample(
+            &UPSTREAM_UP,
+            labels,
+            u8::from(member.state() == Condition::Up),
+        );
+    });
+    e.family(&UPSTREAM_ACTIVE_CONNECTIONS);
+    for_each_member(shared, |labels, member| {
+        e.sample(&UPSTREAM_ACTIVE_CONNECTIONS, labels, member.active());
+    });
+    e.family(&UPSTREAM_CHECKS_TOTAL);
+    for_each_member(shared, |labels, member| {
+        for (result, counter) in [
+            ("passed", &member.stats.checks_passed),
+            ("failed", &member.stats.checks_failed),
+        ] {
+            let [a, b, c, d] = *labels;
+            e.sample(
+                &UPSTREAM_CHECKS_TOTAL,
+                &[a, b, c, d, ("result", result)],
+                load(counter),
+            );
+        }
+    });
+    e.family(&UPSTREAM_CHECK_DURATION_SECONDS);
+    for_each_member(shared, |labels, member| {
+        let (cumulative, sum) = member.stats.check_histogram();
+        let bounds = CHECK_BUCKETS.iter().map(|b| b.to_string());
+        for (le, value) in bounds.chain(["+Inf".to_string()]).zip(&cumulative) {
+            let [a, b, c, d] = *labels;
+            let labels = [a, b, c, d, ("le", le.as_str())];
+            e.sample_of(&UPSTREAM_CHECK_DURATION_SECONDS, "_bucket", &labels, value);
+        }
+        let count = cumulative.last().copied().unwrap_or(0);
+        e.sample_of(&UPSTREAM_CHECK_DURATION_SECONDS, "_sum", labels, sum);
+        e.sample_of(&UPSTREAM_CHECK_DURATION_SECONDS, "_count", labels, count);
+    });
+    e.family(&UPSTREAM_TRANSITIONS_TOTAL);
+    for_each_member(shared, |labels, member| {
+        for (to, counter) in [
+            ("up", &member.stats.went_up),
+            ("down", &member.stats.went_down),
+        ] {
+            let [a, b, c, d] = *labels;
+            e.sample(
+                &UPSTREAM_TRANSITIONS_TOTAL,
+                &[a, b, c, d, ("to", to)],
+                load(counter),
+            );
+        }
+    });
+    e.family(&UPSTREAM_RESOLUTIONS_TOTAL);
+    for (_, state) in shared.listeners() {
+        let listener = state.config.listen.to_string();
+        for route in &state.routes {
+            let label = route.config.label();
+            for entry in route.roster.entries().iter().filter(|e| e.target.is_name()) {
+                let upstream = entry.target.upstream.to_string();
+                for (result, counter) in [
+                    ("ok", &entry.target.resolved),
+                    ("failed", &entry.target.unresolved),
+                ] {
+                    let labels = [
+                        ("listener", listener.as_str()),
+                        ("route", label.as_str()),
+                        ("upstream", upstream.as_str()),
+                        ("result", result),
+                    ];
+                    e.sample(&UPSTREAM_RESOLUTIONS_TOTAL, &labels, load(counter));
+                }
             }
         }
     }
@@ -468,13 +598,21 @@ mod tests {
         &UPSTREAM_CONNECT_FAILURES_TOTAL,
         &CONNECT_DURATION_SECONDS,
         &UPSTREAM_COOLING_DOWN,
+        &UPSTREAM_UP,
+        &UPSTREAM_ACTIVE_CONNECTIONS,
+        &UPSTREAM_CHECKS_TOTAL,
+        &UPSTREAM_CHECK_DURATION_SECONDS,
+        &UPSTREAM_TRANSITIONS_TOTAL,
+        &UPSTREAM_RESOLUTIONS_TOTAL,
     ];
 
-    /// The exposition of a server with one listener, one route and one upstream, each family
-    /// with a sample.
+    /// The exposition of a server with one listener, one route and two upstreams (one named),
+    /// each family with a sample.
     fn exposition() -> String {
         let mut listener = Listener::new("127.0.0.1:0".parse().unwrap());
-        listener.routes = vec![Route::new(vec!["127.0.0.1:1".parse().unwrap()])];
+        let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        route.backups = vec!["localhost:1".parse().unwrap()];
+        listener.routes = vec![route];
         let config = Config {
             listeners: vec![listener],
             ..Config::default()

@@ -82,3 +82,22 @@ pub enum OnDown {
     /// Both sides are reset at once (`close`): clients leave a demoted primary.
     Close,
 }
+
+impl std::fmt::Display for OnDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnDown::Keep => "keep",
+            OnDown::Close => "close",
+        })
+    }
+}
+
+impl std::fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckKind::Connect => f.write_str("connect"),
+            CheckKind::Script(_) => f.write_str("script"),
+            CheckKind::Http { path, .. } => write!(f, "http:{path}"),
+        }
+    }
+}

@@ -9,6 +9,7 @@ use crate::proto::proxy::Version;
 
 use super::acl::{Pattern, Rule};
 use super::addr::HostPort;
+use super::health::{HealthCheck, OnDown, DEFAULT_RESOLVE_INTERVAL};
 use super::names::NamePattern;
 use super::settings::{Balance, Settings};
 
@@ -190,6 +191,14 @@ pub struct Route {
     pub max_fails: usize,
     /// How long an upstream marked down is skipped (`fail_timeout=`).
     pub fail_timeout: Duration,
+    /// One weight per upstream then backup, in order (`UPSTREAM*W`); empty: every weight is 1.
+    pub weights: Vec<u32>,
+    /// The active check of every upstream's members (`check=` and its companions).
+    pub check: Option<HealthCheck>,
+    /// What happens to open connections when checks mark their member down (`on_down=`).
+    pub on_down: OnDown,
+    /// How often upstream names are resolved again (`resolve_interval=`).
+    pub resolve_interval: Duration,
     /// Time allowed for one upstream's connect attempt.
     pub connect_timeout: Duration,
     /// Close after this long with no bytes moving either way; `None` is off.
@@ -228,6 +237,10 @@ impl Route {
             balance: settings.balance,
             max_fails: settings.max_fails,
             fail_timeout: settings.fail_timeout,
+            weights: Vec::new(),
+            check: None,
+            on_down: OnDown::Keep,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
             fin_timeout: settings.fin_timeout,
@@ -240,6 +253,11 @@ impl Route {
             max_connections_per_client: settings.max_connections_per_client,
             origin,
         }
+    }
+
+    /// The weight of upstream `index` (upstreams, then backups): 1 unless given.
+    pub fn weight(&self, index: usize) -> u32 {
+        self.weights.get(index).copied().unwrap_or(1)
     }
 
     /// True if this route is chosen by a name or ALPN pattern rather than being a default.

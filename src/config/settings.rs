@@ -48,6 +48,11 @@ pub enum Balance {
     /// Every client tries the upstreams in the order written (`first`): a primary with ordered
     /// standbys.
     First,
+    /// The up upstream with the fewest open connections for its weight (`leastconn`).
+    LeastConn,
+    /// Client affinity (`source`): rendezvous hashing of the client address, so a client keeps
+    /// its upstream while that one is up.
+    Source,
 }
 
 impl fmt::Display for Balance {
@@ -55,6 +60,8 @@ impl fmt::Display for Balance {
         f.write_str(match self {
             Balance::RoundRobin => "roundrobin",
             Balance::First => "first",
+            Balance::LeastConn => "leastconn",
+            Balance::Source => "source",
         })
     }
 }
@@ -66,7 +73,9 @@ impl FromStr for Balance {
         match text {
             "roundrobin" => Ok(Balance::RoundRobin),
             "first" => Ok(Balance::First),
-            _ => Err("expected roundrobin or first".into()),
+            "leastconn" => Ok(Balance::LeastConn),
+            "source" => Ok(Balance::Source),
+            _ => Err("expected roundrobin, first, leastconn or source".into()),
         }
     }
 }
@@ -420,8 +429,8 @@ mod tests {
         assert!(err("src", "example.com").contains("host names are not allowed"));
         assert_eq!(err("colour", "red"), "unknown key 'colour'");
         assert_eq!(
-            err("balance", "leastconn"),
-            "invalid balance 'leastconn': expected roundrobin or first"
+            err("balance", "random"),
+            "invalid balance 'random': expected roundrobin, first, leastconn or source"
         );
         assert_eq!(
             err("max_fails", "0"),

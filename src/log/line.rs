@@ -28,6 +28,8 @@ pub(crate) struct Line<'a> {
     pub(crate) duration: Duration,
     /// How the relay went, or why there was none.
     pub(crate) result: Result<&'a Outcome, &'a str>,
+    /// Why tcp-router reset a relayed connection (`upstream-down`), if it did.
+    pub(crate) reset_because: Option<&'a str>,
 }
 
 impl fmt::Display for Line<'_> {
@@ -60,7 +62,11 @@ impl fmt::Display for Line<'_> {
                 first_to_end(outcome),
                 outcome.sent.end,
                 outcome.received.end,
-            ),
+            )
+            .and_then(|()| match self.reset_because {
+                Some(why) => write!(f, " result={why}"),
+                None => Ok(()),
+            }),
             Err(reason) => write!(
                 f,
                 " sent=0 received=0 duration={} result={reason}",
@@ -117,6 +123,7 @@ mod tests {
             bytes: [14, 7],
             duration: Duration::from_millis(1500),
             result: Ok(&outcome),
+            reset_because: None,
         };
         assert_eq!(
             line.to_string(),

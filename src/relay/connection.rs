@@ -245,6 +245,16 @@ impl Connection {
         first
     }
 
+    /// Resets the connection from outside its copy threads (its upstream went down): both sides
+    /// get an RST and both copy threads wake. Returns false if it had already stopped.
+    pub(crate) fn reset(&self) -> bool {
+        let first = self.set_stop(Stop::Aborted);
+        if first {
+            self.abort_both();
+        }
+        first
+    }
+
     /// Records why the connection stops, unless it already had a cause; true if this was first.
     pub(crate) fn set_stop(&self, cause: Stop) -> bool {
         self.stop

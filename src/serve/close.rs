@@ -7,6 +7,7 @@ use crate::log::rinetd::LogRecord;
 use crate::relay::{Direction, Outcome, Relayed, Released};
 
 use super::job::Job;
+use super::metrics::Disposition;
 use super::refused::{metrics_result, rinetd_result, Refused};
 
 /// The relay is over: logs and releases the connection, or, released to the new process of a
@@ -71,7 +72,11 @@ fn count_end(job: &Job, result: &Result<Outcome, Refused>) {
     let stats = record
         .route()
         .map_or(&record.listener.unrouted, |route| &route.stats);
-    stats.ended(metrics_result(result));
+    let disposition = match (result, record.reset_because()) {
+        (Ok(_), Some(_)) => Disposition::UpstreamDown,
+        _ => metrics_result(result),
+    };
+    stats.ended(disposition);
     if let Ok(outcome) = result {
         stats.direction_ended(Direction::ClientToUpstream, outcome.sent.end);
         stats.direction_ended(Direction::UpstreamToClient, outcome.received.end);

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::log::rinetd::LogSink;
 
 use super::clients::{self, PerClient};
-use super::listener::{Limits, ListenerState};
+use super::listener::{Limits, ListenerState, Rosters};
 use super::metrics::Metrics;
 
 /// Something beside the listeners that follows the configuration, such as the admin endpoint.
@@ -35,13 +35,20 @@ pub(super) fn listener_states(
     config: &Config,
     metrics: &Metrics,
     limits: &Limits,
+    rosters: &Rosters<'_>,
 ) -> Vec<ListenerState> {
     let global_acl = Arc::new(config.acl.clone());
     config
         .listeners
         .iter()
         .map(|listener| {
-            ListenerState::new(listener.clone(), Arc::clone(&global_acl), metrics, limits)
+            ListenerState::new(
+                listener.clone(),
+                Arc::clone(&global_acl),
+                metrics,
+                limits,
+                rosters,
+            )
         })
         .collect()
 }
@@ -122,7 +129,7 @@ mod tests {
             ..Config::default()
         };
         let (_, limits) = client_limits(&config, 100);
-        let states = listener_states(&config, &Metrics::default(), &limits);
+        let states = listener_states(&config, &Metrics::default(), &limits, &Rosters::fresh());
         let ports: Vec<String> = states.iter().map(|s| s.config.listen.to_string()).collect();
         assert_eq!(ports, ["127.0.0.1:1", "127.0.0.1:2"]);
     }

@@ -6,40 +6,50 @@
 use std::sync::Arc;
 
 use crate::config::{Config, HostPort, Listener, Route, Rule};
-use crate::route::balance::{Balancer, Policy};
+use crate::health::checker::Checker;
+use crate::health::roster::Roster;
 use crate::route::router::Router;
 
 use super::clients::{self, Peeking, PerClient};
 use super::metrics::{ListenerStats, Metrics, RouteStats, UpstreamStats};
 
-/// A route ready to serve: as configured, with its upstreams' health marks.
+/// A route ready to serve: as configured, with its upstreams' members and their health.
 #[derive(Debug)]
 pub(crate) struct RouteState {
     /// The route as configured.
     pub(crate) config: Route,
-    /// Round-robin cursor and down marks of `config.upstreams` then `config.backups`.
-    pub(crate) balancer: Balancer,
+    /// Its upstreams (`config.upstreams` then `config.backups`), their members and the order in
+    /// which a client tries them.
+    pub(crate) roster: Roster,
     /// The route's counters.
     pub(crate) stats: Arc<RouteStats>,
     /// Each upstream's counters: `config.upstreams`, then `config.backups` (indices continue
-    /// after the primaries, as in the balancer).
+    /// after the primaries, as in the pool).
     pub(crate) upstream_stats: Vec<Arc<UpstreamStats>>,
     /// The route's own per-client limit (`max_connections_per_client=`), if it has one.
     pub(crate) per_client: Option<Arc<PerClient>>,
 }
 
 impl RouteState {
-    fn new(config: Route, listener: &str, metrics: &Metrics, v6_prefix: u8) -> RouteState {
+    fn new(
+        config: Route,
+        listener: &str,
+        metrics: &Metrics,
+        v6_prefix: u8,
+        rosters: &Rosters<'_>,
+    ) -> RouteState {
         let label = config.label();
         let upstream_stats = (config.upstreams.iter())
             .chain(&config.backups)
             .map(|u| metrics.upstream(listener, &label, &u.to_string()))
             .collect();
+        let previous = rosters.previous_route(listener, &label);
         RouteState {
-            balancer: Balancer::new(
-                config.upstreams.len(),
-                config.backups.len(),
-                Policy::of(&config),
+            roster: Roster::new(
+                &config,
+                v6_prefix,
+                previous.map(|r| &r.roster),
+                rosters.checker,
             ),
             stats: metrics.route(listener, &label),
             upstream_stats,
@@ -50,19 +60,19 @@ impl RouteState {
         }
     }
 
-    /// Every upstream, primaries then backups: index `i` is the balancer's and
-    /// `upstream_stats`'s upstream `i`.
+    /// Every upstream, primaries then backups: index `i` is the pool's and `upstream_stats`'s
+    /// upstream `i`.
     pub(crate) fn all_upstreams(&self) -> impl Iterator<Item = &HostPort> {
         self.config.upstreams.iter().chain(&self.config.backups)
     }
 
-    /// Upstream `index`, primaries then backups.
-    pub(crate) fn upstream(&self, index: usize) -> &HostPort {
-        let primaries = self.config.upstreams.len();
-        match index.checked_sub(primaries) {
-            Some(backup) => &self.config.backups[backup],
-            None => &self.config.upstreams[index],
-        }
+    /// The counters of `upstream` (its first entry, if it is written twice).
+    pub(crate) fn stats_of(&self, upstream: &HostPort) -> &UpstreamStats {
+        let index = self
+            .all_upstreams()
+            .position(|u| u == upstream)
+            .unwrap_or(0);
+        &self.upstream_stats[index]
     }
 
     /// The upstreams as one readable list, for logs; backups, if any, after `backup`.
@@ -75,6 +85,38 @@ impl RouteState {
             [] => list(&self.config.upstreams),
             backups => format!("{}, backup {}", list(&self.config.upstreams), list(backups)),
         }
+    }
+}
+
+/// What routes build their pools with: the server's checker, and the listeners they replace
+/// (whose unchanged upstreams keep their members and health).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rosters<'a> {
+    /// Runs the checks and lookups.
+    pub(crate) checker: &'a Checker,
+    /// The listeners served until now (none at start).
+    pub(crate) previous: &'a [(std::net::SocketAddr, Arc<ListenerState>)],
+}
+
+impl Rosters<'static> {
+    /// No previous listeners, and a checker of its own (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn fresh() -> Rosters<'static> {
+        static CHECKER: std::sync::OnceLock<Checker> = std::sync::OnceLock::new();
+        Rosters {
+            checker: CHECKER.get_or_init(Checker::default),
+            previous: &[],
+        }
+    }
+}
+
+impl Rosters<'_> {
+    /// The route labelled `label` on the listener configured as `listener`, until now.
+    fn previous_route(&self, listener: &str, label: &str) -> Option<&Arc<RouteState>> {
+        (self.previous.iter())
+            .filter(|(_, state)| state.config.listen.to_string() == listener)
+            .flat_map(|(_, state)| &state.routes)
+            .find(|route| route.config.label() == label)
     }
 }
 
@@ -163,6 +205,7 @@ impl ListenerState {
         global_acl: Arc<Vec<Rule>>,
         metrics: &Metrics,
         limits: &Limits,
+        rosters: &Rosters<'_>,
     ) -> ListenerState {
         let label = config.listen.to_string();
         let router = Router::new(&config.routes);
@@ -170,7 +213,15 @@ impl ListenerState {
             .routes
             .iter()
             .cloned()
-            .map(|r| Arc::new(RouteState::new(r, &label, metrics, limits.v6_prefix)))
+            .map(|r| {
+                Arc::new(RouteState::new(
+                    r,
+                    &label,
+                    metrics,
+                    limits.v6_prefix,
+                    rosters,
+                ))
+            })
             .collect();
         let cap = limits.cap_of(&config);
         let budget = limits.peek_budget(cap);

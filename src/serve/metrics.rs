@@ -29,11 +29,12 @@ pub(crate) enum Disposition {
     ClientLimit = 8,
     PeekLimit = 9,
     PeekEvicted = 10,
+    UpstreamDown = 11,
 }
 
 impl Disposition {
     /// The label values, indexed by the variant.
-    pub(crate) const NAMES: [&'static str; 11] = [
+    pub(crate) const NAMES: [&'static str; 12] = [
         "forwarded",
         "refused",
         "no_upstream",
@@ -45,6 +46,7 @@ impl Disposition {
         "client_limit",
         "peek_limit",
         "peek_evicted",
+        "upstream_down",
     ];
 }
 
@@ -96,7 +98,7 @@ pub(crate) struct RouteStats {
     /// Bytes relayed each way, counted while they move.
     pub(crate) traffic: Arc<Traffic>,
     /// Connections ended, by [`Disposition`].
-    ended: [AtomicU64; 11],
+    ended: [AtomicU64; 12],
     /// Directions ended, client to upstream first, by [`End::KINDS`].
     directions: [[AtomicU64; 6]; 2],
 }

@@ -33,6 +33,7 @@ mod handle;
 mod job;
 pub(crate) mod listener;
 pub(crate) mod metrics;
+mod on_down;
 mod peek;
 mod permits;
 mod pool;

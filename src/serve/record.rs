@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::HostPort;
+use crate::health::member::{Claim, Member};
 use crate::log::line::Line;
 use crate::relay::{Connection, Direction, Outcome};
 
@@ -34,6 +35,10 @@ pub(crate) struct Record {
     name: OnceLock<Box<str>>,
     /// The upstream connected, once it is.
     upstream: OnceLock<Upstream>,
+    /// The connection counted against the member it went to, while the record lives.
+    lease: OnceLock<Claim>,
+    /// Why tcp-router reset it while it relayed (`upstream-down`), if it did.
+    reset_because: OnceLock<&'static str>,
     /// Where its set-up worker waits while a live upgrade moves it (see `upgrade::Hold`).
     pub(crate) hold: Hold,
 }
@@ -60,6 +65,8 @@ impl Record {
             route: OnceLock::new(),
             name: OnceLock::new(),
             upstream: OnceLock::new(),
+            lease: OnceLock::new(),
+            reset_because: OnceLock::new(),
             hold: Hold::default(),
         }
     }
@@ -109,9 +116,31 @@ impl Record {
         let _ = self.name.set(name.into());
     }
 
-    /// The upstream connected.
-    pub(crate) fn set_upstream(&self, upstream: Upstream) {
+    /// The upstream connected, and the lease that counts the connection against its member.
+    pub(crate) fn set_upstream(&self, upstream: Upstream, lease: Option<Claim>) {
         let _ = self.upstream.set(upstream);
+        if let Some(lease) = lease {
+            let _ = self.lease.set(lease);
+        }
+    }
+
+    /// True if the connection went to `member`.
+    pub(crate) fn went_to(&self, member: &Arc<Member>) -> bool {
+        self.lease
+            .get()
+            .is_some_and(|lease| Arc::ptr_eq(lease.member(), member))
+    }
+
+    /// Resets both sides now, for `why` (said in the log line as `result=WHY`); false if the
+    /// connection had already stopped.
+    pub(crate) fn reset(&self, why: &'static str) -> bool {
+        let _ = self.reset_because.set(why);
+        self.conn.reset()
+    }
+
+    /// Why tcp-router reset it, if it did.
+    pub(crate) fn reset_because(&self) -> Option<&'static str> {
+        self.reset_because.get().copied()
     }
 
     /// The route's label where the listener has several (the log line names it only then).
@@ -156,6 +185,7 @@ impl Record {
             bytes: self.bytes(),
             duration,
             result,
+            reset_because: self.reset_because(),
         }
     }
 }
@@ -168,7 +198,7 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::listener::Limits;
+    use crate::serve::listener::{Limits, Rosters};
     use crate::serve::metrics::Metrics;
     use std::net::{TcpListener, TcpStream};
 
@@ -191,7 +221,13 @@ mod tests {
             v6_prefix: 64,
             peek_sharers: 1,
         };
-        let state = ListenerState::new(config, Arc::default(), &Metrics::default(), &limits);
+        let state = ListenerState::new(
+            config,
+            Arc::default(),
+            &Metrics::default(),
+            &limits,
+            &Rosters::fresh(),
+        );
         drop(client);
         Record::new(
             Connection::new(1, peer, accepted),
@@ -217,10 +253,13 @@ mod tests {
             record.rinetd_upstream().map(HostPort::to_string).as_deref(),
             Some("db.example:6379")
         );
-        record.set_upstream(Upstream {
-            configured: "127.0.0.1:6380".parse().unwrap(),
-            resolved: "127.0.0.1:6380".parse().unwrap(),
-        });
+        record.set_upstream(
+            Upstream {
+                configured: "127.0.0.1:6380".parse().unwrap(),
+                resolved: "127.0.0.1:6380".parse().unwrap(),
+            },
+            None,
+        );
         assert_eq!(
             record.rinetd_upstream().map(HostPort::to_string).as_deref(),
             Some("127.0.0.1:6380")

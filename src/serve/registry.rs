@@ -129,6 +129,7 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::listener::Rosters;
     use std::net::TcpListener;
 
     fn client() -> (TcpStream, SocketAddr) {
@@ -154,6 +155,7 @@ mod tests {
             Arc::default(),
             &metrics,
             &limits,
+            &Rosters::fresh(),
         ));
         registry.register(peer, stream, state, "127.0.0.1:1".parse().unwrap())
     }

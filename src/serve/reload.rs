@@ -10,6 +10,7 @@ use super::bound;
 use super::configured::{client_limits, listener_states, open_log_file};
 use super::handle::log_refused;
 use super::job::Context;
+use super::listener::Rosters;
 use super::server::Server;
 
 impl Server {
@@ -39,7 +40,12 @@ impl Server {
             }
         }
         let (per_client, limits) = client_limits(config, self.permits.capacity());
-        let states = listener_states(config, &self.shared.metrics, &limits);
+        let previous = self.shared.listeners();
+        let rosters = Rosters {
+            checker: &self.shared.checker,
+            previous: &previous,
+        };
+        let states = listener_states(config, &self.shared.metrics, &limits, &rosters);
         if let Err(err) = bound::switch(&mut self.listening, states, &self.handle.wake) {
             self.followers.iter_mut().for_each(|f| f.abandon());
             return Err(err);

@@ -30,7 +30,9 @@ use super::configured::{client_limits, listener_states, open_log_file, Follower}
 use super::drain::{self, wait_empty_beating, DrainReport, CUT_GRACE};
 use super::handle::{stopping, Control, Handle};
 use super::job::{Context, Job};
+use super::listener::Rosters;
 use super::metrics::Metrics;
+use super::on_down;
 use super::permits::{self, Permits};
 use super::pool::Pool;
 use super::status::Shared;
@@ -103,6 +105,7 @@ impl Server {
         let log_file = open_log_file(config)?;
         let permits = Permits::new(max);
         let shared = Arc::new(Shared::new(Metrics::default(), permits.clone()));
+        shared.checker.on_change(on_down::hook(&shared.registry));
         sockets.resize_with(config.listeners.len(), || None);
         let (per_client, limits) = client_limits(config, max);
         let budget = limits.peek_budget(max);
@@ -112,7 +115,11 @@ impl Server {
             per_client.limit(),
             clients::peek_share(budget)
         );
-        let states = listener_states(config, &shared.metrics, &limits);
+        let rosters = Rosters {
+            checker: &shared.checker,
+            previous: &[],
+        };
+        let states = listener_states(config, &shared.metrics, &limits, &rosters);
         let mut listening = Vec::with_capacity(config.listeners.len());
         for (state, socket) in states.into_iter().zip(sockets) {
             listening.push(Listening::bind(state, socket, &wake_tx)?);
@@ -230,17 +237,24 @@ impl Server {
         if self.listening.is_empty() {
             log::warn!("no listener configured: nothing is served until a reload adds one");
         }
-        match self.accept_loop()? {
+        let checker = self.shared.checker.clone();
+        let exit = self.accept_loop();
+        if matches!(exit, Ok(Exit::HandedOff) | Err(_)) {
+            checker.stop();
+        }
+        let report = match exit? {
             Exit::Stop(drain) => {
                 let drain = drain.unwrap_or(self.drain_timeout);
-                Ok(self.drain(drain))
+                self.drain(drain)
             }
             Exit::HandedOff => {
                 // The released copy threads leave at once; wait for them so none is cut short.
                 wait_empty_beating(&self.shared, CUT_GRACE);
-                Ok(DrainReport::default())
+                DrainReport::default()
             }
-        }
+        };
+        checker.stop();
+        Ok(report)
     }
 
     /// The live upgrade's old side (see `upgrade`): runs on the accept loop, which accepts

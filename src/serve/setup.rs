@@ -301,7 +301,7 @@ impl Setup<'_> {
     fn dial(&self, route: &RouteState) -> Result<Dialed, Refused> {
         let record = self.job.record();
         let mut failed = Vec::new();
-        let dialed = dial::dial(route, &mut failed);
+        let dialed = dial::dial(route, record.client().ip(), &mut failed);
         for attempt in &failed {
             log::warn!(
                 "conn #{} from {}: connect to {attempt}",
@@ -309,7 +309,7 @@ impl Setup<'_> {
                 record.client()
             );
         }
-        let Some(dialed) = dialed else {
+        let Some(mut dialed) = dialed else {
             log::warn!(
                 "conn #{} from {}: no upstream reachable ({} attempt(s): {}); closing the client",
                 record.id(),
@@ -319,10 +319,13 @@ impl Setup<'_> {
             );
             return Err(Refused::NoUpstream);
         };
-        record.set_upstream(Upstream {
-            configured: dialed.upstream.clone(),
-            resolved: dialed.addr,
-        });
+        record.set_upstream(
+            Upstream {
+                configured: dialed.upstream.clone(),
+                resolved: dialed.addr,
+            },
+            dialed.lease.take(),
+        );
         Ok(dialed)
     }
 

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::health::checker::Checker;
+
 use super::listener::ListenerState;
 use super::metrics::Metrics;
 use super::permits::Permits;
@@ -26,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Arc<Registry>,
     /// The process-wide connection slots.
     pub(crate) permits: Permits,
+    /// Runs the upstreams' checks and name lookups.
+    pub(crate) checker: Checker,
     /// The listeners being served: bound address and run-time state.
     listeners: Mutex<Vec<(SocketAddr, Arc<ListenerState>)>>,
     /// True while the accept loop waits for a free slot.
@@ -43,6 +47,7 @@ impl Shared {
             metrics,
             registry: Arc::new(Registry::default()),
             permits,
+            checker: Checker::default(),
             listeners: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),

@@ -20,12 +20,13 @@ use super::super::admit::{self, readmit};
 use super::super::bound::Listening;
 use super::super::conn;
 use super::super::job::{Context, Job};
-use super::super::listener::{Limits, ListenerState};
+use super::super::listener::{Limits, ListenerState, Rosters};
 use super::super::permits::{Permit, Permits};
 use super::super::pool::Pool;
 use super::super::record::{Record, Upstream};
 use super::super::status::Shared;
 use super::{unexpected, QUIESCE, START, STEP};
+use crate::health::member::Claim;
 use crate::upgrade::TakenOver;
 
 /// What the old process offered: its listening sockets by address (and whether the service
@@ -239,6 +240,10 @@ impl Taker<'_> {
             Arc::default(),
             &self.shared.metrics,
             &limits,
+            &Rosters {
+                checker: &self.shared.checker,
+                previous: &[],
+            },
         ));
         gone.push(Arc::clone(&state));
         (state, None)
@@ -303,13 +308,16 @@ fn take_relaying(
     let spots = spots(&conn, state);
     let record = Record::new(conn, listener, state.listener);
     record.set_client(state.client);
-    record.set_upstream(Upstream {
+    let upstream = Upstream {
         configured: state
             .upstream_name
             .parse()
             .unwrap_or_else(|_| HostPort::from(state.upstream_addr)),
         resolved: state.upstream_addr,
-    });
+    };
+    let member = (route.as_ref())
+        .and_then(|route| route.roster.member(&upstream.configured, upstream.resolved));
+    record.set_upstream(upstream, member.as_ref().map(Claim::new));
     if let Some(name) = &state.name {
         record.set_name(name.clone());
     }
