@@ -72,13 +72,18 @@ impl RedisServer {
     }
 }
 
-/// The port of the redis-server `stream` reaches (`CONFIG GET port`), the stream left open.
+/// The port of the redis-server `stream` reaches (`CONFIG GET port`), the stream left open; 0
+/// if it answers with an error (a replica loading its primary's data says `-LOADING`).
 pub fn redis_port(stream: &mut TcpStream) -> u16 {
     stream.write_all(b"CONFIG GET port\r\n").unwrap();
-    // *2 CRLF $4 CRLF port CRLF $N CRLF DIGITS CRLF: five line ends.
+    // *2 CRLF $4 CRLF port CRLF $N CRLF DIGITS CRLF: five line ends; an error is one line.
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
-    while got.windows(2).filter(|w| w == b"\r\n").count() < 5 {
+    let line_ends = |got: &[u8]| got.windows(2).filter(|w| w == b"\r\n").count();
+    while line_ends(&got) < 5 {
+        if got.first() == Some(&b'-') && line_ends(&got) == 1 {
+            return 0;
+        }
         match stream.read(&mut byte) {
             Ok(1) => got.push(byte[0]),
             other => panic!(
