@@ -1,5 +1,23 @@
 //! Passive health, backups and the `first` policy over real loopback sockets: which upstream each
-//! client reaches while upstreams refuse and listen again, what `/routes` and the log say.
+//! client reaches while upstreams refuse and listen again, what `/routes` and the log say. The
+//! active checks, the other policies, names as pools and health across reloads and upgrades are
+//! in the modules below, each against real peers (redis-server, haproxy, HTTP endpoints, names in
+//! /etc/hosts) where the recipe has one.
+
+/// Connect checks: backups, `first`, the probe and a reload that keeps what checks found.
+mod active;
+/// Weighted round-robin, least connections and client affinity, measured.
+mod balance;
+/// The PostgreSQL-primary recipe: an HTTP endpoint on a separate port, as Patroni's API.
+mod http_primary;
+/// A name's every address a member, and its last answer kept when resolution fails.
+mod pool;
+/// Checks that send a PROXY header, accepted by haproxy with `accept-proxy`.
+mod proxy_checks;
+/// The Redis-primary recipe with two real redis-servers and a promotion.
+mod redis_primary;
+/// A live upgrade hands over what the checks found.
+mod upgrade;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,7 +37,10 @@ use crate::util::*;
 /// then the end of the stream.
 struct Named {
     name: &'static str,
-    port: ReservedPort,
+    addr: SocketAddr,
+    /// Holds a 127.0.0.1 port while the upstream does not listen; an upstream on another address
+    /// ([`Named::listening_on`]) holds none.
+    _port: Option<ReservedPort>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -27,12 +48,27 @@ struct Named {
 impl Named {
     /// An upstream called `name` that refuses connects until [`Named::listen`].
     fn refusing(name: &'static str) -> Named {
+        let port = reserve_port();
         Named {
             name,
-            port: reserve_port(),
+            addr: port.addr(),
+            _port: Some(port),
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
         }
+    }
+
+    /// An upstream called `name` serving on `listener` (any address), bound already.
+    fn listening_on(name: &'static str, listener: TcpListener) -> Named {
+        let mut named = Named {
+            name,
+            addr: listener.local_addr().unwrap(),
+            _port: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        };
+        named.serve(listener);
+        named
     }
 
     /// An upstream called `name`, listening.
@@ -43,12 +79,16 @@ impl Named {
     }
 
     fn addr(&self) -> SocketAddr {
-        self.port.addr()
+        self.addr
     }
 
     /// Starts listening: from when this returns, connects are accepted.
     fn listen(&mut self) {
-        let listener = TcpListener::bind(self.addr()).expect("listen on the held port");
+        self.serve(TcpListener::bind(self.addr()).expect("listen on the upstream's address"));
+    }
+
+    /// Serves `listener` until [`Named::stop`].
+    fn serve(&mut self, listener: TcpListener) {
         let stop = Arc::clone(&self.stop);
         let name = self.name;
         stop.store(false, Ordering::SeqCst);
@@ -281,4 +321,75 @@ fn a_backup_repeating_an_upstream_or_malformed_is_one_line_naming_it() {
             "{keys}: wanted {error:?} in {stderr}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Active checks: a router from a config file, members as /routes shows them
+// ---------------------------------------------------------------------------------------------
+
+/// The keys that make checks fast enough for a test: every 200 ms, one result decides.
+const FAST_CHECKS: &str = "check_interval=200ms rise=1 fall=1";
+
+/// The binary serving `config` (written to a scratch file) with an admin endpoint.
+struct Running {
+    router: Process,
+    admin: SocketAddr,
+    dir: TempDir,
+}
+
+impl Running {
+    fn start(config: &str) -> Running {
+        let dir = temp_dir("health");
+        let file = dir.write("health.conf", config);
+        let (router, admin) = start_with_admin(&["-c", &file]);
+        Running { router, admin, dir }
+    }
+
+    /// Writes `config` over the file and reloads it (SIGHUP), returning once it is reloaded.
+    fn reload(&mut self, config: &str) {
+        self.dir.write("health.conf", config);
+        let from = self.router.drain();
+        self.router.signal("HUP");
+        self.router
+            .line_where(from, PATIENCE, |line| line.contains("reloaded"))
+            .unwrap_or_else(|_| panic!("no reload; saw:\n{}", self.router.seen.join("\n")));
+    }
+}
+
+/// Every member `/routes` lists, of every route.
+fn members(routes: &Value) -> Vec<Value> {
+    let mut all = Vec::new();
+    for listener in routes["listeners"].as_array().into_iter().flatten() {
+        for route in listener["routes"].as_array().into_iter().flatten() {
+            all.extend(route["upstreams"].as_array().into_iter().flatten().cloned());
+        }
+    }
+    all
+}
+
+/// The member of `routes` at `addr`, if listed.
+fn member_at(routes: &Value, addr: SocketAddr) -> Option<Value> {
+    members(routes)
+        .into_iter()
+        .find(|m| m["address"] == addr.to_string().as_str())
+}
+
+/// The state `routes` gives the member at `addr` (`absent` if it lists none).
+fn state_at(routes: &Value, addr: SocketAddr) -> String {
+    member_at(routes, addr).map_or("absent".to_string(), |m| {
+        m["state"].as_str().unwrap_or("no state").to_string()
+    })
+}
+
+/// Waits until `/routes` shows each member of `want` in its state; returns what it showed.
+fn wait_for_states(admin: SocketAddr, want: &[(SocketAddr, &str)]) -> Value {
+    json_until(
+        admin,
+        "/routes",
+        &format!("member states {want:?}"),
+        |routes| {
+            want.iter()
+                .all(|(addr, state)| state_at(routes, *addr) == *state)
+        },
+    )
 }

@@ -2,52 +2,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use crate::util::*;
-
-/// redis-server on 127.0.0.1 for one test, killed and reaped on drop.
-struct RedisServer {
-    _kid: Kid,
-    addr: SocketAddr,
-    /// Holds the port until redis-server is gone (redis cannot be told to pick its own).
-    _port: ReservedPort,
-}
-
-impl RedisServer {
-    /// Starts redis-server on a reserved port and returns once it has logged that it accepts
-    /// connections and has answered a PING over a socket; fails the test after [`PATIENCE`].
-    fn start() -> RedisServer {
-        let port = reserve_port();
-        let mut kid = Kid(Command::new("redis-server")
-            .args(["--port", &port.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server"));
-        // redis-server logs to stdout.
-        let lines = lines_of(kid.0.stdout.take().unwrap());
-        let server = RedisServer {
-            _kid: kid,
-            addr: port.addr(),
-            _port: port,
-        };
-        first_line(&lines, "redis-server ready to accept connections", |line| {
-            line.contains("Ready to accept connections").then_some(())
-        });
-        let mut ping = connect(server.addr);
-        ping.write_all(b"PING\r\n").unwrap();
-        assert_eq!(
-            read_exact(&mut ping, 7),
-            b"+PONG\r\n",
-            "redis-server answers PING"
-        );
-        server
-    }
-}
 
 /// What redis-cli prints for `args`, sent to 127.0.0.1:`port`.
 fn redis_cli(port: u16, args: &[&str]) -> String {

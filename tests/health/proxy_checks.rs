@@ -1,0 +1,76 @@
+//! Checks of a route that sends PROXY headers send one too, so an upstream that requires one
+//! accepts them: haproxy with `accept-proxy` in front of a name server closes a connection whose
+//! header is missing or malformed before its backend is reached, so a check expecting the
+//! backend's greeting passes only if haproxy accepted the header. The same check from a route
+//! without `proxy_protocol` fails, which shows the test can.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+
+use super::*;
+
+/// haproxy in TCP mode with `accept-proxy` on a socket the test listens on, in front of
+/// `backend`; killed on drop.
+struct Haproxy {
+    addr: SocketAddr,
+    _kid: Kid,
+    _dir: TempDir,
+}
+
+impl Haproxy {
+    fn start(backend: SocketAddr) -> Haproxy {
+        let dir = temp_dir("haproxy-checks");
+        // haproxy serves a socket that already listens, handed over as its stdin (`fd@0`):
+        // clients may connect before it has started, the kernel queues them.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = dir.write(
+            "haproxy.cfg",
+            &format!(
+                "global\n    maxconn 64\n\
+                 defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 20s\n    \
+                 timeout server 20s\n\
+                 frontend fe\n    bind fd@0 accept-proxy\n    default_backend be\n\
+                 backend be\n    server named {backend}\n"
+            ),
+        );
+        let kid = Kid(Command::new("haproxy")
+            .args(["-db", "-f", &config])
+            .stdin(Stdio::from(OwnedFd::from(listener)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn haproxy"));
+        Haproxy {
+            addr,
+            _kid: kid,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn checks_of_a_route_sending_proxy_headers_are_accepted_by_haproxy_with_accept_proxy() {
+    if skip_without(
+        "health::proxy_checks::checks_of_a_route_sending_proxy_headers_are_accepted_by_haproxy_with_accept_proxy",
+        &["haproxy"],
+    ) {
+        return;
+    }
+    let named = Named::listening("shielded");
+    let [v2, v1, none] = [0, 1, 2].map(|_| Haproxy::start(named.addr()));
+    let check = r"check=send:hello\n,expect:shielded check_timeout=1s";
+    let run = Running::start(&format!(
+        "route 127.0.0.1:0 {} proxy_protocol=v2 {check} {FAST_CHECKS}\n\
+         route 127.0.0.2:0 {} proxy_protocol=v1 {check} {FAST_CHECKS}\n\
+         route 127.0.0.3:0 {} {check} {FAST_CHECKS}\n",
+        s(v2.addr),
+        s(v1.addr),
+        s(none.addr)
+    ));
+    wait_for_states(
+        run.admin,
+        &[(v2.addr, "up"), (v1.addr, "up"), (none.addr, "down")],
+    );
+    assert_eq!(reached(run.router.addr), "shielded");
+}

@@ -1,0 +1,100 @@
+//! redis-server for a test: started on a held loopback port, ready once it answers a PING, and
+//! spoken to in raw RESP (inline commands) so a test needs no client library.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+
+use super::{connect, first_line, lines_of, read_exact, reserve_port, Kid, ReservedPort};
+
+/// redis-server on 127.0.0.1 for one test, killed and reaped on drop.
+pub struct RedisServer {
+    _kid: Kid,
+    pub addr: SocketAddr,
+    /// Holds the port until redis-server is gone (redis cannot be told to pick its own).
+    _port: ReservedPort,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a reserved port and returns once it has logged that it accepts
+    /// connections and has answered a PING over a socket; fails the test after
+    /// [`super::PATIENCE`].
+    pub fn start() -> RedisServer {
+        let port = reserve_port();
+        let mut kid = Kid(Command::new("redis-server")
+            .args(["--port", &port.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server"));
+        // redis-server logs to stdout.
+        let lines = lines_of(kid.0.stdout.take().unwrap());
+        let server = RedisServer {
+            _kid: kid,
+            addr: port.addr(),
+            _port: port,
+        };
+        first_line(&lines, "redis-server ready to accept connections", |line| {
+            line.contains("Ready to accept connections").then_some(())
+        });
+        let mut ping = connect(server.addr);
+        ping.write_all(b"PING\r\n").unwrap();
+        assert_eq!(
+            read_exact(&mut ping, 7),
+            b"+PONG\r\n",
+            "redis-server answers PING"
+        );
+        server
+    }
+
+    /// Sends the inline command `line` and expects `+OK`.
+    pub fn ok(&self, line: &str) {
+        let mut stream = connect(self.addr);
+        stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        assert_eq!(
+            read_exact(&mut stream, 5),
+            b"+OK\r\n",
+            "redis-server on {} answers {line:?}",
+            self.addr
+        );
+    }
+
+    /// Makes this server a replica of `primary` (`REPLICAOF`).
+    pub fn replicate(&self, primary: &RedisServer) {
+        self.ok(&format!("REPLICAOF 127.0.0.1 {}", primary.addr.port()));
+    }
+
+    /// Makes this server a primary (`REPLICAOF NO ONE`).
+    pub fn promote(&self) {
+        self.ok("REPLICAOF NO ONE");
+    }
+}
+
+/// The port of the redis-server `stream` reaches (`CONFIG GET port`), the stream left open; 0
+/// if it answers with an error (a replica loading its primary's data says `-LOADING`).
+pub fn redis_port(stream: &mut TcpStream) -> u16 {
+    stream.write_all(b"CONFIG GET port\r\n").unwrap();
+    // *2 CRLF $4 CRLF port CRLF $N CRLF DIGITS CRLF: five line ends; an error is one line.
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    let line_ends = |got: &[u8]| got.windows(2).filter(|w| w == b"\r\n").count();
+    while line_ends(&got) < 5 {
+        if got.first() == Some(&b'-') && line_ends(&got) == 1 {
+            return 0;
+        }
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            other => panic!(
+                "CONFIG GET port: {other:?} after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.lines()
+        .nth(4)
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {text:?}"))
+}
