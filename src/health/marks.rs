@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// A member's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Condition {
     /// No evidence yet: checks are configured and none has finished, or (without checks) no
     /// connect has succeeded since the start or the last cool-down.
@@ -24,6 +25,14 @@ pub(crate) enum Condition {
 }
 
 impl Condition {
+    /// Every condition, indexed by its number.
+    pub(crate) const ALL: [Condition; 4] = [
+        Condition::Unknown,
+        Condition::Up,
+        Condition::Down,
+        Condition::Cooling,
+    ];
+
     /// The name `/routes`, the probe and the metrics use.
     pub(crate) fn name(self) -> &'static str {
         match self {

@@ -97,19 +97,12 @@ fn millis_since_epoch(at: Instant) -> u64 {
     at.saturating_duration_since(epoch()).as_millis() as u64
 }
 
-const STATES: [Condition; 4] = [
-    Condition::Unknown,
-    Condition::Up,
-    Condition::Down,
-    Condition::Cooling,
-];
-
 impl Member {
     /// A new member of `upstream` at `addr`, under `rules`.
     pub(crate) fn new(upstream: HostPort, addr: SocketAddr, rules: Rules) -> Member {
         let key = stable_hash(format!("{upstream} {addr}").as_bytes());
         let marks = Marks::new();
-        let state = STATES.iter().position(|&s| s == marks.state).unwrap_or(0);
+        let state = marks.state as usize;
         Member {
             upstream,
             addr,
@@ -125,7 +118,7 @@ impl Member {
 
     /// The state now, without a lock (a cooling member whose cool-down ended is unknown).
     pub(crate) fn state(&self) -> Condition {
-        let state = STATES[usize::from(self.state.load(Ordering::Relaxed)) % STATES.len()];
+        let state = Condition::ALL[usize::from(self.state.load(Ordering::Relaxed)) % Condition::ALL.len()];
         if state == Condition::Cooling
             && self.cooling_until_ms.load(Ordering::Relaxed) <= millis_since_epoch(Instant::now())
         {
@@ -155,11 +148,20 @@ impl Member {
         lock(&self.marks).clone()
     }
 
+    /// Takes the marks another process knew (a live upgrade): a check that finished here
+    /// meanwhile is superseded, the next one counts from them.
+    pub(crate) fn restore(&self, marks: Marks) {
+        self.change(|m| {
+            *m = marks;
+            None
+        });
+    }
+
     /// Applies `step` to the marks and mirrors the result for lock-free reads; counts a change.
     fn change(&self, step: impl FnOnce(&mut Marks) -> Option<Change>) -> Option<Change> {
         let mut marks = lock(&self.marks);
         let change = step(&mut marks);
-        let state = STATES.iter().position(|&s| s == marks.state).unwrap_or(0);
+        let state = marks.state as usize;
         self.state.store(state as u8, Ordering::Relaxed);
         let until = marks.cooling_until.map_or(0, millis_since_epoch);
         self.cooling_until_ms.store(until, Ordering::Relaxed);

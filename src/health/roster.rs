@@ -102,6 +102,11 @@ impl Roster {
             .map(|e| Arc::clone(&e.target))
     }
 
+    /// Schedules the checks of `members`, new to `target` (which is one of this roster's).
+    pub(crate) fn watch_members(&self, target: &Arc<Target>, members: &[Arc<Member>]) {
+        self.checker.watch_members(target, members);
+    }
+
     /// Reports a change of `member`'s state seen by a connection (logged, and heard by those
     /// waiting for news).
     pub(crate) fn changed(&self, member: &Arc<Member>, change: &super::marks::Change) {

@@ -13,7 +13,7 @@ use crate::proto::proxy::Version;
 use crate::sys::resolve;
 use crate::sys::sync::lock;
 
-use super::marks::Rules;
+use super::marks::{Marks, Rules};
 use super::member::Member;
 
 /// Most members one name may have; further addresses are left out (and said so once).
@@ -103,6 +103,40 @@ impl Target {
     /// True if its name has never resolved.
     pub(crate) fn never_resolved(&self) -> bool {
         self.is_name() && !lock(&self.naming).answered
+    }
+
+    /// Takes the members and marks another process knew (a live upgrade): a name's addresses
+    /// become its members at once (the next lookup updates them), and each member known here
+    /// takes its marks. Returns the members that are new, to be checked.
+    pub(crate) fn restore(&self, known: Vec<(SocketAddr, Marks)>) -> Vec<Arc<Member>> {
+        let mut added = Vec::new();
+        if self.is_name() && !known.is_empty() {
+            let addrs: Vec<SocketAddr> = known.iter().map(|(addr, _)| *addr).collect();
+            let mut members = lock(&self.members);
+            let next: Vec<Arc<Member>> = addrs
+                .iter()
+                .map(|&addr| match members.iter().find(|m| m.addr == addr) {
+                    Some(kept) => Arc::clone(kept),
+                    None => {
+                        let member =
+                            Arc::new(Member::new(self.upstream.clone(), addr, self.plan.rules));
+                        added.push(Arc::clone(&member));
+                        member
+                    }
+                })
+                .collect();
+            *members = Arc::new(next);
+            let mut naming = lock(&self.naming);
+            naming.attempted = true;
+            naming.answered = true;
+        }
+        let members = self.members();
+        for (addr, marks) in known {
+            if let Some(member) = members.iter().find(|m| m.addr == addr) {
+                member.restore(marks);
+            }
+        }
+        added
     }
 
     /// Resolves the name now and updates the members, logging what changed; returns the

@@ -16,4 +16,4 @@ pub use report::{HandedOff, TakenOver};
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub use wire::decode_round_trip;
-pub use wire::VERSION;
+pub use wire::{OLDEST_VERSION, VERSION};

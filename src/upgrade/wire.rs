@@ -7,7 +7,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The hand-off protocol's version. Raised whenever a message changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+/// The oldest version an old process still hands off to (a new process of that version gets
+/// everything but what later versions added: version 1 has no [`Message::Health`]).
+pub const OLDEST_VERSION: u32 = 1;
 
 /// The first bytes of every message.
 pub(crate) const MAGIC: &[u8; 4] = b"TRHO";
@@ -35,6 +39,9 @@ pub(crate) enum Message {
     Conn(Box<ConnState>),
     /// Old to new: one connection still choosing its route; its client socket is attached.
     Setup(Box<SetupState>),
+    /// Old to new (version 2 on), before the connections: what it knows of one upstream's
+    /// members.
+    Health(Box<HealthState>),
     /// Old to new: that was every connection; start.
     Commit { connections: u32 },
     /// New to old: started; the old process must not touch anything it handed over.
@@ -105,6 +112,37 @@ pub(crate) struct SetupState {
     pub(crate) read: Vec<u8>,
 }
 
+/// What the old process knows of one upstream of one route: its members' states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthState {
+    /// The listener as configured (its metrics label).
+    pub(crate) listen: String,
+    /// The route's label.
+    pub(crate) route: String,
+    /// The upstream as written.
+    pub(crate) upstream: String,
+    /// Its members.
+    pub(crate) members: Vec<MemberState>,
+}
+
+/// One member's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberState {
+    pub(crate) addr: SocketAddr,
+    /// 0 unknown, 1 up, 2 down, 3 cooling.
+    pub(crate) condition: u8,
+    /// When it entered that state, in milliseconds since the Unix epoch.
+    pub(crate) since_ms: u64,
+    pub(crate) successes: u32,
+    pub(crate) failures: u32,
+    pub(crate) connect_failures: u32,
+    /// How long a cooling member is still skipped.
+    pub(crate) cooling_left_ms: Option<u64>,
+    /// The last check: when (ms since the Unix epoch), and how long it took if it passed or why
+    /// it failed.
+    pub(crate) last_check: Option<(u64, Result<u64, String>)>,
+}
+
 /// Where one direction stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DirectionState {
@@ -132,6 +170,10 @@ const CONN: u8 = 5;
 const COMMIT: u8 = 6;
 const STARTED: u8 = 7;
 const SETUP: u8 = 8;
+const HEALTH: u8 = 9;
+
+/// The most members one upstream's health message may carry.
+const MAX_MEMBERS: usize = 1024;
 
 impl Message {
     /// The message as bytes.
@@ -177,6 +219,10 @@ impl Message {
                 out.addr(state.listener);
                 out.u64(state.elapsed_ms);
                 out.bytes(&state.read);
+            }
+            Message::Health(state) => {
+                out.u8(HEALTH);
+                out.health(state);
             }
             Message::Commit { connections } => {
                 out.u8(COMMIT);
@@ -245,6 +291,7 @@ impl Message {
                 elapsed_ms: r.u64()?,
                 read: r.bytes(MAX_PENDING)?.to_vec(),
             })),
+            HEALTH => Message::Health(Box::new(r.health()?)),
             COMMIT => Message::Commit {
                 connections: r.u32()?,
             },
@@ -266,6 +313,7 @@ impl Message {
             Message::Refuse { .. } => "refusal",
             Message::Conn(_) => "connection",
             Message::Setup(_) => "connection setting up",
+            Message::Health(_) => "upstream health",
             Message::Commit { .. } => "commit",
             Message::Started => "started",
         }
@@ -352,6 +400,35 @@ impl WireWriter {
             }
         }
         self.0.extend_from_slice(&addr.port().to_be_bytes());
+    }
+    fn health(&mut self, h: &HealthState) {
+        self.bytes(clip(&h.listen, MAX_TEXT).as_bytes());
+        self.bytes(clip(&h.route, MAX_TEXT).as_bytes());
+        self.bytes(clip(&h.upstream, MAX_TEXT).as_bytes());
+        let members = &h.members[..h.members.len().min(MAX_MEMBERS)];
+        self.u32(members.len() as u32);
+        for m in members {
+            self.addr(m.addr);
+            self.u8(m.condition);
+            self.u64(m.since_ms);
+            self.u32(m.successes);
+            self.u32(m.failures);
+            self.u32(m.connect_failures);
+            self.opt_u64(m.cooling_left_ms);
+            match &m.last_check {
+                None => self.u8(0),
+                Some((at, Ok(took))) => {
+                    self.u8(1);
+                    self.u64(*at);
+                    self.u64(*took);
+                }
+                Some((at, Err(why))) => {
+                    self.u8(2);
+                    self.u64(*at);
+                    self.bytes(clip(why, MAX_TEXT).as_bytes());
+                }
+            }
+        }
     }
     fn conn(&mut self, c: &ConnState) {
         self.u64(c.id);
@@ -463,6 +540,44 @@ impl<'a> WireReader<'a> {
             _ => return Err(Malformed("bad direction state")),
         })
     }
+    fn health(&mut self) -> Result<HealthState, Malformed> {
+        let listen = self.string()?;
+        let route = self.string()?;
+        let upstream = self.string()?;
+        let count = self.u32()? as usize;
+        if count > MAX_MEMBERS {
+            return Err(Malformed("too many members"));
+        }
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            let addr = self.addr()?;
+            let condition = self.u8()?;
+            if condition > 3 {
+                return Err(Malformed("unknown member condition"));
+            }
+            members.push(MemberState {
+                addr,
+                condition,
+                since_ms: self.u64()?,
+                successes: self.u32()?,
+                failures: self.u32()?,
+                connect_failures: self.u32()?,
+                cooling_left_ms: self.opt_u64()?,
+                last_check: match self.u8()? {
+                    0 => None,
+                    1 => Some((self.u64()?, Ok(self.u64()?))),
+                    2 => Some((self.u64()?, Err(self.string()?))),
+                    _ => return Err(Malformed("unknown check result")),
+                },
+            });
+        }
+        Ok(HealthState {
+            listen,
+            route,
+            upstream,
+            members,
+        })
+    }
     fn conn(&mut self) -> Result<ConnState, Malformed> {
         Ok(ConnState {
             id: self.u64()?,
@@ -548,6 +663,33 @@ mod tests {
                 listener: "127.0.0.1:443".parse().unwrap(),
                 elapsed_ms: 1500,
                 read: b"\x16\x03\x01\x00".to_vec(),
+            })),
+            Message::Health(Box::new(HealthState {
+                listen: "0.0.0.0:6379".into(),
+                route: "default".into(),
+                upstream: "db.example:6379".into(),
+                members: vec![
+                    MemberState {
+                        addr: "10.0.0.2:6379".parse().unwrap(),
+                        condition: 2,
+                        since_ms: rng.next_u64(),
+                        successes: 0,
+                        failures: 3,
+                        connect_failures: 1,
+                        cooling_left_ms: None,
+                        last_check: Some((rng.next_u64(), Err("expected 'master'".into()))),
+                    },
+                    MemberState {
+                        addr: "[::1]:6379".parse().unwrap(),
+                        condition: 3,
+                        since_ms: 5,
+                        successes: 2,
+                        failures: 0,
+                        connect_failures: 0,
+                        cooling_left_ms: Some(rng.next_u64()),
+                        last_check: Some((7, Ok(12))),
+                    },
+                ],
             })),
             Message::Commit { connections: 3 },
             Message::Started,

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::relay::{Parked, Spot};
 use crate::upgrade::wire::{
-    ConnState, DirectionState, Message, Offered, Role, SetupState, VERSION,
+    ConnState, DirectionState, Message, Offered, Role, SetupState, OLDEST_VERSION, VERSION,
 };
 use crate::upgrade::{upgrade_error, Channel};
 
 use super::super::record::Record;
 use super::super::registry::Registry;
 use super::super::status::Shared;
-use super::{unexpected, QUIESCE, START, STEP};
+use super::{health, unexpected, QUIESCE, START, STEP};
 use crate::upgrade::HandedOff;
 
 /// A connection at its safe point.
@@ -47,8 +47,8 @@ pub(crate) fn hand_off(
     shared: &Shared,
 ) -> Result<HandedOff, Error> {
     let pid = channel.peer_pid();
-    greet(&channel)?;
-    let sockets = offer(&channel, listeners, admin, shared.registry.last_id())?;
+    let version = greet(&channel)?;
+    let sockets = offer(&channel, version, listeners, admin, shared.registry.last_id())?;
     match channel.recv(START)?.0 {
         Message::Ready => {}
         Message::Refuse { reason } => {
@@ -69,7 +69,9 @@ pub(crate) fn hand_off(
             return Err(upgrade_error(why));
         }
     };
-    if let Err(err) = send_connections(&channel, &stopped) {
+    let sent = send_health(&channel, version, shared)
+        .and_then(|()| send_connections(&channel, &stopped));
+    if let Err(err) = sent {
         resume_all(&shared.registry);
         return Err(err);
     }
@@ -84,13 +86,17 @@ pub(crate) fn hand_off(
     })
 }
 
-/// Takes the new process's hello, refusing another version of the protocol.
-fn greet(channel: &Channel) -> Result<(), Error> {
+/// Takes the new process's hello and returns the version it speaks, refusing one this process
+/// cannot speak (newer, or older than [`OLDEST_VERSION`]).
+fn greet(channel: &Channel) -> Result<u32, Error> {
     match channel.recv(START)?.0 {
-        Message::Hello { version, .. } if version == VERSION => Ok(()),
+        Message::Hello { version, .. } if (OLDEST_VERSION..=VERSION).contains(&version) => {
+            Ok(version)
+        }
         Message::Hello { version, .. } => {
             let reason = format!(
-                "the new process speaks hand-off version {version}, this one version {VERSION}"
+                "the new process speaks hand-off version {version}, this one versions \
+                 {OLDEST_VERSION} to {VERSION}"
             );
             let _ = channel.send(
                 &Message::Refuse {
@@ -107,6 +113,7 @@ fn greet(channel: &Channel) -> Result<(), Error> {
 /// Offers the listening sockets (the admin endpoint's last); returns how many.
 fn offer(
     channel: &Channel,
+    version: u32,
     listeners: &[(SocketAddr, BorrowedFd<'_>, bool)],
     admin: Option<(SocketAddr, BorrowedFd<'_>)>,
     last_id: u64,
@@ -129,12 +136,23 @@ fn offer(
         fds.push(fd);
     }
     let offer = Message::Offer {
-        version: VERSION,
+        version,
         next_id: last_id,
         listeners: offered,
     };
     channel.send(&offer, &fds)?;
     Ok(fds.len())
+}
+
+/// Sends what is known of every upstream's members (from version 2 on).
+fn send_health(channel: &Channel, version: u32, shared: &Shared) -> Result<(), Error> {
+    if version < 2 {
+        return Ok(());
+    }
+    for state in health::known(shared) {
+        channel.send(&Message::Health(Box::new(state)), &[])?;
+    }
+    Ok(())
 }
 
 /// Sends every connection at its safe point, commits, and waits for the new process to start.

@@ -25,6 +25,7 @@
 //! (writing what they held first), its listeners are polled again.
 
 mod hand_off;
+mod health;
 mod hold;
 mod steps;
 mod take_over;

@@ -25,7 +25,7 @@ use super::super::permits::{Permit, Permits};
 use super::super::pool::Pool;
 use super::super::record::{Record, Upstream};
 use super::super::status::Shared;
-use super::{unexpected, QUIESCE, START, STEP};
+use super::{health, unexpected, QUIESCE, START, STEP};
 use crate::health::member::Claim;
 use crate::upgrade::TakenOver;
 
@@ -161,6 +161,9 @@ pub(crate) fn take_connections(
         match message {
             Message::Conn(state) => arrived.push(take_relaying(server, &state, fds)?),
             Message::Setup(state) => arrived.push(take_held(server, &state, fds)?),
+            Message::Health(state) => {
+                health::restore(server.listening.iter().map(|l| &*l.state), &state)
+            }
             Message::Commit { connections } if connections as usize == arrived.len() => break,
             Message::Commit { connections } => {
                 return Err(upgrade_error(format!(
