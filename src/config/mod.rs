@@ -19,7 +19,7 @@ pub(crate) mod addr;
 pub(crate) mod duration;
 pub(crate) mod file;
 mod health;
-pub(crate) use health::{escape_truncated, MIN_CHECK_INTERVAL};
+pub(crate) use health::escape_truncated;
 mod load;
 pub use health::{
     CheckKind, HealthCheck, OnDown, StatusRange, Step, DEFAULT_CHECK_INTERVAL, DEFAULT_FALL,
@@ -34,7 +34,7 @@ mod validate;
 
 pub(crate) use acl::listed;
 pub use acl::{parse_patterns, Action, Pattern, PatternError, Rule};
-pub use addr::{AddrError, Host, HostPort};
+pub use addr::{split_weight, AddrError, Host, HostPort, MAX_WEIGHT};
 pub use duration::{
     check_duration, format_duration, parse_duration, parse_optional_duration, DurationError,
     MAX_DURATION,

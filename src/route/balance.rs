@@ -91,7 +91,7 @@ impl Balancer {
         let n = self.down_until_ms.len();
         let start = match self.policy.balance {
             Balance::First => 0,
-            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed),
+            _ => self.next.fetch_add(1, Ordering::Relaxed),
         };
         let group = |from: usize, len: usize| (0..len).map(move |i| from + (start + i) % len);
         let (up, down): (Vec<usize>, Vec<usize>) = group(0, self.primaries)
