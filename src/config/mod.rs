@@ -44,7 +44,7 @@ pub use model::{
 };
 pub use names::{NamePattern, NamePatternError};
 pub use settings::{
-    check_count, parse_count, Balance, Overrides, Settings, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FAIL_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_MAX_FAILS, DEFAULT_PEEK_TIMEOUT,
-    MAX_CONNECTIONS_CAP,
+    check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_MAX_FAILS,
+    DEFAULT_PEEK_TIMEOUT, MAX_CONNECTIONS_CAP,
 };

@@ -315,8 +315,8 @@ impl Overrides {
             "max_fails" => self.max_fails = Some(parse_count(value).map_err(invalid)?),
             "fail_timeout" => self.fail_timeout = Some(positive_duration(key, value)?),
             "check" => self.check = Some(value.parse().map_err(invalid)?),
-            "check_port" => self.check_port = Some(check_port(value).map_err(invalid)?),
-            "check_host" => self.check_host = Some(check_host(value).map_err(invalid)?),
+            "check_port" => self.check_port = Some(parse_check_port(value).map_err(invalid)?),
+            "check_host" => self.check_host = Some(parse_check_host(value).map_err(invalid)?),
             "check_status" => self.check_status = Some(value.parse().map_err(invalid)?),
             "check_interval" => self.check_interval = Some(positive_duration(key, value)?),
             "check_timeout" => self.check_timeout = Some(positive_duration(key, value)?),
@@ -422,8 +422,9 @@ impl Overrides {
     }
 }
 
-/// `check_port`: a port number from 1 to 65535 (the checks go to the members' addresses).
-fn check_port(value: &str) -> Result<u16, String> {
+/// `check_port`: a port number from 1 to 65535 (the checks go to the members' addresses). The
+/// error is the reason alone.
+pub fn parse_check_port(value: &str) -> Result<u16, String> {
     match value.parse::<u16>() {
         Ok(port) if port > 0 && value.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
         _ => Err("expected a port number from 1 to 65535".into()),
@@ -431,8 +432,9 @@ fn check_port(value: &str) -> Result<u16, String> {
 }
 
 /// `check_host`: what an HTTP check's `Host` header says; visible ASCII, as a header value must
-/// be, and at most 255 bytes (a host name, optionally with `:port`).
-fn check_host(value: &str) -> Result<String, String> {
+/// be, and at most 255 bytes (a host name, optionally with `:port`). The error is the reason
+/// alone.
+pub fn parse_check_host(value: &str) -> Result<String, String> {
     if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("expected a host name (visible ASCII, at most 255 bytes)".into());
     }
