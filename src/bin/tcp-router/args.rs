@@ -77,7 +77,7 @@ pub(crate) struct Args {
     #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) fail_timeout: Option<Duration>,
 
-    /// check each upstream address in the background: connect, http:PATH, or send:TEXT,expect:TEXT[,...] (TEXT escapes \r \n \t \\ \xHH); an address failing --fall checks in a row gets no clients until --rise pass (default: no checks)
+    /// check each upstream address in the background: connect, http:PATH, or send:TEXT,expect:TEXT[,...] (TEXT escapes: \r \n \t \xHH, see tcp-router.conf(5)); an address failing --fall checks in a row gets no clients until --rise pass (default: no checks)
     #[argh(option, from_str_fn(check_arg))]
     pub(crate) health_check: Option<CheckKind>,
 
