@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
-use crate::config::{Config, Route};
+use crate::config::{CheckKind, Config, HealthCheck, Route};
 use crate::route::router::Router;
 use crate::sys::resolve;
 
@@ -185,7 +185,7 @@ fn summary(config: &Config) -> String {
             listener.listen, listener.origin
         );
         for route in &listener.routes {
-            let upstreams: Vec<String> = route.upstreams.iter().map(ToString::to_string).collect();
+            let upstreams = weighted(route, 0, &route.upstreams);
             let mut keys = vec![format!(
                 "connect_timeout={}",
                 format_duration(route.connect_timeout)
@@ -222,7 +222,8 @@ fn summary(config: &Config) -> String {
 }
 
 /// How a route balances and when it gives up on an upstream: `balance=`, `max_fails=`,
-/// `fail_timeout=`, and `backup=` when it has backups.
+/// `fail_timeout=`, `backup=` when it has backups, its check with every setting in force when
+/// it has one, and `resolve_interval=` when an upstream is a name.
 fn health_keys(route: &Route) -> Vec<String> {
     let mut keys = vec![
         format!("balance={}", route.balance),
@@ -230,10 +231,53 @@ fn health_keys(route: &Route) -> Vec<String> {
         format!("fail_timeout={}", format_duration(route.fail_timeout)),
     ];
     if !route.backups.is_empty() {
-        let backups: Vec<String> = route.backups.iter().map(ToString::to_string).collect();
+        let backups = weighted(route, route.upstreams.len(), &route.backups);
         keys.push(format!("backup={}", backups.join(",")));
     }
+    if let Some(check) = &route.check {
+        keys.extend(check_keys(route, check));
+    }
+    let named = |u: &HostPort| matches!(u.host, Host::Name(_));
+    if route.upstreams.iter().chain(&route.backups).any(named) {
+        keys.push(format!(
+            "resolve_interval={}",
+            format_duration(route.resolve_interval)
+        ));
+    }
     keys
+}
+
+/// A route's check as `key=value`s: `check=` and the settings it runs with.
+fn check_keys(route: &Route, check: &HealthCheck) -> Vec<String> {
+    let mut keys = vec![format!("check={}", check.kind)];
+    if let CheckKind::Http { status, .. } = &check.kind {
+        keys.push(format!("check_status={status}"));
+    }
+    if let Some(port) = check.port {
+        keys.push(format!("check_port={port}"));
+    }
+    if let Some(host) = &check.host {
+        keys.push(format!("check_host={host}"));
+    }
+    let timeout = check.timeout.unwrap_or(route.connect_timeout);
+    keys.extend([
+        format!("check_interval={}", format_duration(check.interval)),
+        format!("check_timeout={}", format_duration(timeout)),
+        format!("rise={}", check.rise),
+        format!("fall={}", check.fall),
+        format!("on_down={}", route.on_down),
+    ]);
+    keys
+}
+
+/// `upstreams` as written, with `*W` after those whose weight is not 1; `first` is the index of
+/// the first of them among the route's upstreams then backups.
+fn weighted(route: &Route, first: usize, upstreams: &[HostPort]) -> Vec<String> {
+    let with_weight = |(i, upstream): (usize, &HostPort)| match route.weight(first + i) {
+        1 => upstream.to_string(),
+        w => format!("{upstream}*{w}"),
+    };
+    upstreams.iter().enumerate().map(with_weight).collect()
 }
 
 fn rules(list: &[Rule]) -> String {

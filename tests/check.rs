@@ -171,3 +171,31 @@ fn a_reader_that_goes_away_does_not_panic_the_summary() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn the_summary_shows_each_routes_check_and_the_weights_that_are_not_one() {
+    let dir = temp_dir("check-health");
+    let file = dir.write(
+        "health.conf",
+        "route 127.0.0.1:0 127.0.0.1:6379*3,127.0.0.1:6380 backup=localhost:6381*2 \
+         check=send:ROLE\\r\\n,expect:master rise=1 on_down=close\n\
+         route 127.0.0.1:0 127.0.0.1:80 sni=a.example check=http:/ready check_status=200\n",
+    );
+    let (code, stdout, stderr) = run_bin(&["--check", "-c", &file]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("-> 127.0.0.1:6379*3, 127.0.0.1:6380 ("),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            " backup=localhost:6381*2 check=send:ROLE\\r\\n,expect:master check_interval=2s \
+             check_timeout=5s rise=1 fall=3 on_down=close resolve_interval=30s"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" check=http:/ready check_status=200 check_interval=2s"),
+        "{stdout}"
+    );
+}

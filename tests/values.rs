@@ -76,6 +76,60 @@ const REFUSED: &[Refused] = &[
         value: "random",
         reason: "expected roundrobin, first, leastconn or source",
     },
+    Refused {
+        flag: "--health-check",
+        key: "check",
+        value: r"send:PING\q",
+        reason: r"unknown escape \q (use \r, \n, \t, \\ or \xHH)",
+    },
+    Refused {
+        flag: "--health-check",
+        key: "check",
+        value: "http:health",
+        reason: "the path 'health' must start with /",
+    },
+    Refused {
+        flag: "--health-check",
+        key: "check",
+        value: "send:",
+        reason: "'send:' has no TEXT",
+    },
+    Refused {
+        flag: "--check-status",
+        key: "check_status",
+        value: "600",
+        reason: "status 600 is not from 100 to 599",
+    },
+    Refused {
+        flag: "--check-port",
+        key: "check_port",
+        value: "0",
+        reason: "expected a port number from 1 to 65535",
+    },
+    Refused {
+        flag: "--check-interval",
+        key: "check_interval",
+        value: "0",
+        reason: "must be greater than zero",
+    },
+    Refused {
+        flag: "--rise",
+        key: "rise",
+        value: "0",
+        reason: "must be at least 1",
+    },
+    Refused {
+        flag: "--fall",
+        key: "fall",
+        value: "x",
+        reason: "expected a whole number",
+    },
+    Refused {
+        flag: "--on-down",
+        key: "on_down",
+        value: "drop",
+        reason: "expected keep or close",
+    },
 ];
 
 /// The reason of a builder's refusal, one line per problem.
@@ -261,4 +315,67 @@ fn extreme_durations_and_counts_never_panic_the_builder() {
             Ok(_) => panic!("{address:?} was taken as an address"),
         }
     }
+}
+
+/// The one line the binary prints for `args` (exit 2), and for the file `text` under `--check`.
+fn refusals(args: &[&str], text: &str) -> (String, String) {
+    let (code, _, from_args) = run_bin(args);
+    assert_eq!(code, 2, "{args:?}: {from_args}");
+    assert_eq!(from_args.lines().count(), 1, "{from_args}");
+    let dir = temp_dir("values-health");
+    let file = dir.write("health.conf", text);
+    let (code, _, from_file) = run_bin(&["--check", "-c", &file]);
+    assert_eq!(code, 2, "{text}: {from_file}");
+    assert_eq!(from_file.lines().count(), 1, "{from_file}");
+    (from_args, from_file)
+}
+
+#[test]
+fn weights_out_of_range_are_refused_naming_the_upstream() {
+    let reason = "invalid weight '*0' in '127.0.0.1:1*0': expected a whole number from 1 to 256";
+    let (args, file) = refusals(
+        &["127.0.0.1:0", "127.0.0.1:1*0"],
+        "route 127.0.0.1:0 127.0.0.1:1*0\n",
+    );
+    assert!(args.contains(reason), "{args}");
+    assert!(file.contains(&format!(":1: {reason}")), "{file}");
+    let (_, file) = refusals(
+        &["127.0.0.1:0", "127.0.0.1:1*257"],
+        "route 127.0.0.1:0 127.0.0.1:1 backup=127.0.0.1:2*x\n",
+    );
+    assert!(
+        file.contains("invalid weight '*x' in '127.0.0.1:2*x'"),
+        "{file}"
+    );
+}
+
+#[test]
+fn check_settings_without_a_check_are_refused_naming_the_key() {
+    let (args, file) = refusals(
+        &["--rise", "2", "127.0.0.1:0", "127.0.0.1:1"],
+        "route 127.0.0.1:0 127.0.0.1:1 rise=2\n",
+    );
+    assert!(
+        args.contains("command line: 'rise=2' needs check="),
+        "{args}"
+    );
+    assert!(file.contains(":1: 'rise=2' needs check="), "{file}");
+}
+
+#[test]
+fn a_check_more_often_than_every_100ms_is_refused() {
+    let (args, file) = refusals(
+        &[
+            "--health-check",
+            "connect",
+            "--check-interval",
+            "50ms",
+            "127.0.0.1:0",
+            "127.0.0.1:1",
+        ],
+        "route 127.0.0.1:0 127.0.0.1:1 check=connect check_interval=50ms\n",
+    );
+    let reason = "invalid check_interval '50ms': must be at least 100ms";
+    assert!(args.contains(reason), "{args}");
+    assert!(file.contains(reason), "{file}");
 }

@@ -223,6 +223,39 @@ pub(crate) fn parse_port(text: &str, services: Services) -> Result<u16, AddrErro
     })
 }
 
+/// The largest weight an upstream takes (`*W`): a member with it gets 256 times the share of
+/// one weighing 1.
+pub const MAX_WEIGHT: u32 = 256;
+
+/// Splits an upstream as written in a list (`10.0.0.1:80*3`) into the address and its weight,
+/// 1 without a `*W` suffix. The error is one line naming the entry.
+///
+/// ```
+/// use tcp_router::config::split_weight;
+///
+/// assert_eq!(split_weight("10.0.0.1:80*3"), Ok(("10.0.0.1:80", 3)));
+/// assert_eq!(split_weight("[::1]:80"), Ok(("[::1]:80", 1)));
+/// assert_eq!(
+///     split_weight("10.0.0.1:80*0").unwrap_err(),
+///     "invalid weight '*0' in '10.0.0.1:80*0': expected a whole number from 1 to 256"
+/// );
+/// ```
+pub fn split_weight(text: &str) -> Result<(&str, u32), String> {
+    let Some((address, weight)) = text.rsplit_once('*') else {
+        return Ok((text, 1));
+    };
+    match weight.parse::<u32>() {
+        Ok(w) if (1..=MAX_WEIGHT).contains(&w) && weight.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok((address, w))
+        }
+        _ => Err(format!(
+            "invalid weight '*{}' in '{}': expected a whole number from 1 to {MAX_WEIGHT}",
+            printable(weight),
+            printable(text)
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

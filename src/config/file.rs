@@ -32,7 +32,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use super::acl::{self, Action, Pattern};
-use super::addr::{parse_host, parse_ip, parse_port, Host, HostPort, Services};
+use super::addr::{parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services};
 use super::names::NamePattern;
 use super::settings::Overrides;
 
@@ -47,6 +47,10 @@ pub(crate) struct RuleDef {
     pub upstreams: Vec<HostPort>,
     /// `backup=UPSTREAM[,UPSTREAM...]`: tried only when no primary accepts.
     pub backups: Vec<HostPort>,
+    /// The weight of each upstream (`*W`, 1 without), one per entry of `upstreams`.
+    pub weights: Vec<u32>,
+    /// The weight of each backup, one per entry of `backups`.
+    pub backup_weights: Vec<u32>,
     /// `allow`/`deny` lines written after this rule (and before the next one).
     pub acl: Vec<acl::Rule>,
     /// The settings the rule gives (`key=value` on a route line, `[src=]` on a rinetd line).
@@ -485,6 +489,8 @@ fn rinetd_rule(
             listen: HostPort { host: bh, port: bp },
             upstreams: vec![HostPort { host: ch, port: cp }],
             backups: Vec::new(),
+            weights: vec![1],
+            backup_weights: Vec::new(),
             acl: Vec::new(),
             settings: Overrides {
                 src,
@@ -556,12 +562,14 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         HostPort::parse_with(toks[1].text, services).map_err(|e| format!("listen address: {e}")),
         &mut errors,
     );
-    let upstreams = upstream_list("upstream", toks[2].text, services, &mut errors);
+    let (upstreams, weights) = upstream_list("upstream", toks[2].text, services, &mut errors);
     let mut rule = RuleDef {
         line: n,
         listen: HostPort::from(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
         upstreams,
         backups: Vec::new(),
+        weights,
+        backup_weights: Vec::new(),
         acl: Vec::new(),
         settings: Overrides::default(),
         sni: None,
@@ -615,7 +623,8 @@ impl RuleDef {
         match key {
             "backup" => {
                 let mut errors = Vec::new();
-                self.backups = upstream_list("backup", value, services, &mut errors);
+                (self.backups, self.backup_weights) =
+                    upstream_list("backup", value, services, &mut errors);
                 if !errors.is_empty() {
                     return Err(errors.join("; "));
                 }
@@ -650,25 +659,34 @@ fn host_port(what: &str, text: &str, services: Services) -> Result<HostPort, Str
     Ok(hp)
 }
 
+/// `UPSTREAM[*W][,UPSTREAM[*W]...]`: the upstreams, and the weight of each (1 without `*W`).
 fn upstream_list(
     what: &str,
     text: &str,
     services: Services,
     errors: &mut Vec<String>,
-) -> Vec<HostPort> {
+) -> (Vec<HostPort>, Vec<u32>) {
     let mut out: Vec<HostPort> = Vec::new();
+    let mut weights = Vec::new();
     for item in text.split(',') {
         if item.is_empty() {
             errors.push(format!("invalid {what} list '{text}': empty entry"));
             continue;
         }
-        match host_port(what, item, services) {
-            Ok(hp) if out.contains(&hp) => errors.push(format!("{what} '{item}' is listed twice")),
-            Ok(hp) => out.push(hp),
+        let parsed = split_weight(item)
+            .and_then(|(address, weight)| Ok((host_port(what, address, services)?, weight)));
+        match parsed {
+            Ok((hp, _)) if out.contains(&hp) => {
+                errors.push(format!("{what} '{item}' is listed twice"))
+            }
+            Ok((hp, weight)) => {
+                out.push(hp);
+                weights.push(weight);
+            }
             Err(e) => errors.push(e),
         }
     }
-    out
+    (out, weights)
 }
 
 /// ALPN protocol ids are 1–255 bytes; in a config file we take visible ASCII only.
@@ -786,6 +804,8 @@ mod tests {
             listen: hp(listen),
             upstreams: vec![hp(upstream)],
             backups: Vec::new(),
+            weights: vec![1],
+            backup_weights: Vec::new(),
             acl: Vec::new(),
             settings: Overrides::default(),
             sni: None,
@@ -1275,6 +1295,44 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
     }
 
     #[test]
+    fn upstreams_and_backups_take_weights() {
+        let r = one_rule(
+            "route 0.0.0.0:80 10.0.0.1:80*3,10.0.0.2:80 backup=10.0.0.9:80*2,[::1]:80*256 \
+             check=send:PING\\r\\n,expect:+PONG rise=1",
+        );
+        assert_eq!(r.upstreams, [hp("10.0.0.1:80"), hp("10.0.0.2:80")]);
+        assert_eq!(r.weights, [3, 1]);
+        assert_eq!(r.backups, [hp("10.0.0.9:80"), hp("[::1]:80")]);
+        assert_eq!(r.backup_weights, [2, 256]);
+        assert_eq!(
+            r.settings.check.map(|c| c.to_string()).as_deref(),
+            Some("send:PING\\r\\n,expect:+PONG")
+        );
+        let weight = "expected a whole number from 1 to 256";
+        assert_eq!(
+            errs("route 0.0.0.0:80 10.0.0.1:80*0"),
+            [format!(
+                "1: invalid weight '*0' in '10.0.0.1:80*0': {weight}"
+            )]
+        );
+        assert_eq!(
+            errs("route 0.0.0.0:80 10.0.0.1:80 backup=10.0.0.2:80*257"),
+            [format!(
+                "1: invalid weight '*257' in '10.0.0.2:80*257': {weight}"
+            )]
+        );
+        assert_eq!(
+            errs("route 0.0.0.0:80 10.0.0.1:80*"),
+            [format!("1: invalid weight '*' in '10.0.0.1:80*': {weight}")]
+        );
+        assert_eq!(
+            errs("route 0.0.0.0:80 10.0.0.1:80*2,10.0.0.1:80"),
+            ["1: upstream '10.0.0.1:80' is listed twice"]
+        );
+        assert!(err1("0.0.0.0 80 10.0.0.1 80*2").contains("connect port"));
+    }
+
+    #[test]
     fn route_defaults_are_none() {
         let r = one_rule("route 127.0.0.1:8080 127.0.0.1:9090");
         assert_eq!(r.settings, Overrides::default());
@@ -1293,7 +1351,8 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             e("colour=blue"),
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
-              balance, max_fails, fail_timeout, backup, sni, host, alpn)"]
+              balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
+              check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1412,6 +1471,8 @@ route 0.0.0.0:80 192.0.2.2:80
             listen: hp(listen),
             upstreams: vec![hp(upstream)],
             backups: Vec::new(),
+            weights: vec![1],
+            backup_weights: Vec::new(),
             acl: Vec::new(),
             settings: Overrides::default(),
             sni: (!sni.is_empty()).then(|| sni.parse().unwrap()),

@@ -71,6 +71,8 @@ fn group_into_listeners(
             errors.extend(disagreements(listener, first, rule, &origin));
         }
         members.push(rule);
+        let orphans = rule.settings.check_problems(settings.check.as_ref());
+        errors.extend(orphans.into_iter().map(|why| format!("{origin}: {why}")));
         listener.routes.push(route(rule, &settings, origin));
     }
     if errors.is_empty() {
@@ -84,6 +86,10 @@ fn route(rule: &RuleDef, settings: &Settings, origin: String) -> Route {
     let mut route = Route::with(rule.upstreams.clone(), settings, origin);
     route.acl = rule.acl.clone();
     route.backups = rule.backups.clone();
+    let weights = rule.weights.iter().chain(&rule.backup_weights);
+    if weights.clone().any(|&w| w != 1) {
+        route.weights = weights.copied().collect();
+    }
     route.sni = rule.sni.clone();
     route.host = rule.host.clone();
     route.alpn = rule.alpn.clone();
@@ -157,6 +163,7 @@ fn disagreements(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CheckKind, Overrides};
 
     /// Loads `text` as a config file and validates it; the error lines without the file name.
     fn load(text: &str) -> Result<Config, Vec<String>> {
@@ -179,6 +186,40 @@ mod tests {
         let errors = load(text).unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
         errors[0].clone()
+    }
+
+    #[test]
+    fn a_route_gets_its_weights_and_check_and_companions_need_a_check() {
+        let config = load(
+            "route 127.0.0.1:80 127.0.0.1:81*2,127.0.0.1:82 backup=127.0.0.1:83 check=http:/ \
+             check_status=200-399 fall=5\n\
+             route 127.0.0.1:90 127.0.0.1:91,127.0.0.1:92\n",
+        )
+        .unwrap();
+        let weighted = &config.listeners[0].routes[0];
+        assert_eq!(weighted.weights, [2, 1, 1]);
+        assert_eq!(weighted.weight(0), 2);
+        let check = weighted.check.as_ref().unwrap();
+        assert_eq!(check.kind.to_string(), "http:/");
+        assert_eq!(check.fall, 5);
+        let plain = &config.listeners[1].routes[0];
+        assert!(plain.weights.is_empty() && plain.check.is_none());
+        assert_eq!(
+            err1("route 127.0.0.1:80 127.0.0.1:81 rise=2"),
+            "1: 'rise=2' needs check="
+        );
+        assert_eq!(
+            err1("route 127.0.0.1:80 127.0.0.1:81 check=connect check_status=5xx"),
+            "1: 'check_status=5xx' needs an http check (check=http:PATH)"
+        );
+        let mut defaults = Overrides::default();
+        defaults.set("check", "connect").unwrap();
+        let dir = crate::test_support::temp_dir("check-default");
+        let path = dir.join("t.conf");
+        std::fs::write(&path, "route 127.0.0.1:80 127.0.0.1:81 rise=2\n").unwrap();
+        let config = Config::from_file(&path, &Settings::default().merge(&defaults)).unwrap();
+        let check = config.listeners[0].routes[0].check.as_ref().unwrap();
+        assert_eq!((&check.kind, check.rise), (&CheckKind::Connect, 2));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(crate) mod addr;
 pub(crate) mod duration;
 pub(crate) mod file;
 mod health;
+pub(crate) use health::escape_truncated;
 mod load;
 pub use health::{
     CheckKind, HealthCheck, OnDown, StatusRange, Step, DEFAULT_CHECK_INTERVAL, DEFAULT_FALL,
@@ -33,7 +34,7 @@ mod validate;
 
 pub(crate) use acl::listed;
 pub use acl::{parse_patterns, Action, Pattern, PatternError, Rule};
-pub use addr::{AddrError, Host, HostPort};
+pub use addr::{split_weight, AddrError, Host, HostPort, MAX_WEIGHT};
 pub use duration::{
     check_duration, format_duration, parse_duration, parse_optional_duration, DurationError,
     MAX_DURATION,
@@ -43,7 +44,7 @@ pub use model::{
 };
 pub use names::{NamePattern, NamePatternError};
 pub use settings::{
-    check_count, parse_count, Balance, Overrides, Settings, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_FAIL_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_MAX_FAILS, DEFAULT_PEEK_TIMEOUT,
-    MAX_CONNECTIONS_CAP,
+    check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_MAX_FAILS,
+    DEFAULT_PEEK_TIMEOUT, MAX_CONNECTIONS_CAP,
 };

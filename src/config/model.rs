@@ -9,7 +9,7 @@ use crate::proto::proxy::Version;
 
 use super::acl::{Pattern, Rule};
 use super::addr::HostPort;
-use super::health::{HealthCheck, OnDown, DEFAULT_RESOLVE_INTERVAL};
+use super::health::{CheckKind, HealthCheck, OnDown};
 use super::names::NamePattern;
 use super::settings::{Balance, Settings};
 
@@ -185,19 +185,21 @@ pub struct Route {
     pub upstreams: Vec<HostPort>,
     /// Backup upstreams (`backup=`): tried only when no primary accepted the client.
     pub backups: Vec<HostPort>,
+    /// The weight of each upstream then each backup, in order (`*W`, 1 to 256); empty: all 1.
+    /// [`Route::weight`] reads it.
+    pub weights: Vec<u32>,
     /// The order in which clients try the upstreams (`balance=`).
     pub balance: Balance,
     /// Consecutive failed connects that mark an upstream down (`max_fails=`, at least 1).
     pub max_fails: usize,
     /// How long an upstream marked down is skipped (`fail_timeout=`).
     pub fail_timeout: Duration,
-    /// One weight per upstream then backup, in order (`UPSTREAM*W`); empty: every weight is 1.
-    pub weights: Vec<u32>,
-    /// The active check of every upstream's members (`check=` and its companions).
+    /// The active check of every member (`check=` and its companions); `None`: passive health
+    /// only (`max_fails`, `fail_timeout`).
     pub check: Option<HealthCheck>,
-    /// What happens to open connections when checks mark their member down (`on_down=`).
+    /// What happens to the connections of a member its checks mark down (`on_down=`).
     pub on_down: OnDown,
-    /// How often upstream names are resolved again (`resolve_interval=`).
+    /// How often upstream names are resolved again in the background (`resolve_interval=`).
     pub resolve_interval: Duration,
     /// Time allowed for one upstream's connect attempt.
     pub connect_timeout: Duration,
@@ -234,13 +236,13 @@ impl Route {
         Route {
             upstreams,
             backups: Vec::new(),
+            weights: Vec::new(),
             balance: settings.balance,
             max_fails: settings.max_fails,
             fail_timeout: settings.fail_timeout,
-            weights: Vec::new(),
-            check: None,
-            on_down: OnDown::Keep,
-            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            check: health_check(settings),
+            on_down: settings.on_down,
+            resolve_interval: settings.resolve_interval,
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
             fin_timeout: settings.fin_timeout,
@@ -255,7 +257,18 @@ impl Route {
         }
     }
 
-    /// The weight of upstream `index` (upstreams, then backups): 1 unless given.
+    /// The weight of upstream `index`, counting the upstreams then the backups: 1 unless
+    /// [`Route::weights`] says otherwise.
+    ///
+    /// ```
+    /// use tcp_router::Route;
+    ///
+    /// let mut route = Route::new(vec!["127.0.0.1:1".parse()?, "127.0.0.1:2".parse()?]);
+    /// assert_eq!(route.weight(1), 1);
+    /// route.weights = vec![3, 1];
+    /// assert_eq!(route.weight(0), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn weight(&self, index: usize) -> u32 {
         self.weights.get(index).copied().unwrap_or(1)
     }
@@ -279,5 +292,76 @@ impl Route {
             (None, true) => "default".to_string(),
             (None, false) => name,
         }
+    }
+}
+
+/// The active check `settings` describe, if `check` is given: its kind (an HTTP check with the
+/// statuses of `check_status`) with the companions' values.
+fn health_check(settings: &Settings) -> Option<HealthCheck> {
+    let kind = match settings.check.clone()? {
+        CheckKind::Http { path, .. } => CheckKind::Http {
+            path,
+            status: settings.check_status,
+        },
+        kind => kind,
+    };
+    Some(HealthCheck {
+        kind,
+        port: settings.check_port,
+        host: settings.check_host.clone(),
+        interval: settings.check_interval,
+        timeout: settings.check_timeout,
+        rise: settings.rise,
+        fall: settings.fall,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, StatusRange};
+
+    #[test]
+    fn a_route_takes_its_check_from_the_settings() {
+        let mut given = Overrides::default();
+        for (key, value) in [
+            ("check", "http:/primary"),
+            ("check_status", "200"),
+            ("check_port", "8008"),
+            ("rise", "1"),
+            ("on_down", "close"),
+        ] {
+            given.set(key, value).unwrap();
+        }
+        let settings = Settings::default().merge(&given);
+        let route = Route::with(
+            vec!["127.0.0.1:5432".parse().unwrap()],
+            &settings,
+            "code".into(),
+        );
+        let check = route.check.expect("a check");
+        assert_eq!(
+            check.kind,
+            CheckKind::Http {
+                path: "/primary".into(),
+                status: StatusRange {
+                    low: 200,
+                    high: 200
+                }
+            }
+        );
+        assert_eq!((check.port, check.rise, check.fall), (Some(8008), 1, 3));
+        assert_eq!(check.timeout, None);
+        assert_eq!(route.on_down, OnDown::Close);
+        assert_eq!(Route::new(Vec::new()).check, None);
+    }
+
+    #[test]
+    fn weights_default_to_one() {
+        let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        assert_eq!(route.weight(0), 1);
+        assert_eq!(route.weight(5), 1);
+        route.weights = vec![256];
+        assert_eq!(route.weight(0), 256);
     }
 }

@@ -12,7 +12,11 @@ use crate::proto::proxy::Version;
 
 use super::acl::{parse_patterns, Pattern};
 use super::addr::parse_ip;
-use super::duration::{check_duration, parse_duration, parse_optional_duration};
+use super::duration::{check_duration, format_duration, parse_duration, parse_optional_duration};
+use super::health::{
+    CheckKind, OnDown, StatusRange, DEFAULT_CHECK_INTERVAL, DEFAULT_FALL, DEFAULT_RESOLVE_INTERVAL,
+    DEFAULT_RISE,
+};
 
 /// The largest connection cap accepted, process-wide or per listener: far above what a
 /// thread-per-connection process can hold (two threads each), and small enough that the slots
@@ -48,10 +52,11 @@ pub enum Balance {
     /// Every client tries the upstreams in the order written (`first`): a primary with ordered
     /// standbys.
     First,
-    /// The up upstream with the fewest open connections for its weight (`leastconn`).
+    /// Each client goes to the upstream with the fewest open connections for its weight
+    /// (`leastconn`).
     LeastConn,
-    /// Client affinity (`source`): rendezvous hashing of the client address, so a client keeps
-    /// its upstream while that one is up.
+    /// Each client goes to the same upstream while it is up, picked by hashing the client's
+    /// address (`source`): client affinity.
     Source,
 }
 
@@ -130,6 +135,26 @@ pub struct Settings {
     pub fail_timeout: Duration,
     /// The order in which clients try the upstreams (`balance`).
     pub balance: Balance,
+    /// The active check run against each member (`check`); `None`: no active checks.
+    pub check: Option<CheckKind>,
+    /// The port checks go to (`check_port`); `None`: each upstream's own.
+    pub check_port: Option<u16>,
+    /// The `Host` an HTTP check sends (`check_host`); `None`: the upstream's host as written.
+    pub check_host: Option<String>,
+    /// The statuses that pass an HTTP check (`check_status`).
+    pub check_status: StatusRange,
+    /// Time between two checks of one member (`check_interval`).
+    pub check_interval: Duration,
+    /// Time one check may take (`check_timeout`); `None`: the connect timeout.
+    pub check_timeout: Option<Duration>,
+    /// Checks passed in a row that bring a down member up (`rise`).
+    pub rise: usize,
+    /// Checks failed in a row that bring an up member down (`fall`).
+    pub fall: usize,
+    /// What happens to the connections of a member its checks mark down (`on_down`).
+    pub on_down: OnDown,
+    /// How often upstream names are resolved again in the background (`resolve_interval`).
+    pub resolve_interval: Duration,
 }
 
 impl Default for Settings {
@@ -149,6 +174,16 @@ impl Default for Settings {
             max_fails: DEFAULT_MAX_FAILS,
             fail_timeout: DEFAULT_FAIL_TIMEOUT,
             balance: Balance::RoundRobin,
+            check: None,
+            check_port: None,
+            check_host: None,
+            check_status: StatusRange::default(),
+            check_interval: DEFAULT_CHECK_INTERVAL,
+            check_timeout: None,
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+            on_down: OnDown::Keep,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
         }
     }
 }
@@ -184,13 +219,33 @@ pub struct Overrides {
     pub max_fails: Option<usize>,
     /// `fail_timeout=DUR`.
     pub fail_timeout: Option<Duration>,
-    /// `balance=roundrobin|first`.
+    /// `balance=roundrobin|first|leastconn|source`.
     pub balance: Option<Balance>,
+    /// `check=connect|http:PATH|send:TEXT,expect:TEXT...`.
+    pub check: Option<CheckKind>,
+    /// `check_port=PORT`.
+    pub check_port: Option<u16>,
+    /// `check_host=NAME`.
+    pub check_host: Option<String>,
+    /// `check_status=200|2xx|200-399`.
+    pub check_status: Option<StatusRange>,
+    /// `check_interval=DUR`.
+    pub check_interval: Option<Duration>,
+    /// `check_timeout=DUR`.
+    pub check_timeout: Option<Duration>,
+    /// `rise=N`.
+    pub rise: Option<usize>,
+    /// `fall=N`.
+    pub fall: Option<usize>,
+    /// `on_down=keep|close`.
+    pub on_down: Option<OnDown>,
+    /// `resolve_interval=DUR`.
+    pub resolve_interval: Option<Duration>,
 }
 
 impl Overrides {
     /// The keys [`Overrides::set`] takes, in the order the docs list them.
-    pub const KEYS: [&'static str; 14] = [
+    pub const KEYS: [&'static str; 24] = [
         "connect_timeout",
         "idle_timeout",
         "fin_timeout",
@@ -205,6 +260,16 @@ impl Overrides {
         "balance",
         "max_fails",
         "fail_timeout",
+        "check",
+        "check_port",
+        "check_host",
+        "check_status",
+        "check_interval",
+        "check_timeout",
+        "rise",
+        "fall",
+        "on_down",
+        "resolve_interval",
     ];
 
     /// Sets one setting from its `key` and textual `value`, as a `route` line writes them. The
@@ -249,6 +314,16 @@ impl Overrides {
             "balance" => self.balance = Some(value.parse().map_err(invalid)?),
             "max_fails" => self.max_fails = Some(parse_count(value).map_err(invalid)?),
             "fail_timeout" => self.fail_timeout = Some(positive_duration(key, value)?),
+            "check" => self.check = Some(value.parse().map_err(invalid)?),
+            "check_port" => self.check_port = Some(parse_check_port(value).map_err(invalid)?),
+            "check_host" => self.check_host = Some(parse_check_host(value).map_err(invalid)?),
+            "check_status" => self.check_status = Some(value.parse().map_err(invalid)?),
+            "check_interval" => self.check_interval = Some(positive_duration(key, value)?),
+            "check_timeout" => self.check_timeout = Some(positive_duration(key, value)?),
+            "rise" => self.rise = Some(parse_count(value).map_err(invalid)?),
+            "fall" => self.fall = Some(parse_count(value).map_err(invalid)?),
+            "on_down" => self.on_down = Some(value.parse().map_err(invalid)?),
+            "resolve_interval" => self.resolve_interval = Some(positive_duration(key, value)?),
             _ => return Err(format!("unknown key '{key}'")),
         }
         Ok(())
@@ -278,8 +353,92 @@ impl Settings {
             max_fails: given.max_fails.unwrap_or(self.max_fails),
             fail_timeout: given.fail_timeout.unwrap_or(self.fail_timeout),
             balance: given.balance.unwrap_or(self.balance),
+            check: given.check.as_ref().or(self.check.as_ref()).cloned(),
+            check_port: given.check_port.or(self.check_port),
+            check_host: given
+                .check_host
+                .as_ref()
+                .or(self.check_host.as_ref())
+                .cloned(),
+            check_status: given.check_status.unwrap_or(self.check_status),
+            check_interval: given.check_interval.unwrap_or(self.check_interval),
+            check_timeout: given.check_timeout.or(self.check_timeout),
+            rise: given.rise.unwrap_or(self.rise),
+            fall: given.fall.unwrap_or(self.fall),
+            on_down: given.on_down.unwrap_or(self.on_down),
+            resolve_interval: given.resolve_interval.unwrap_or(self.resolve_interval),
         }
     }
+}
+
+impl Overrides {
+    /// The check settings given here that the check in force (`check`, given here or merged
+    /// from a default) cannot take: any of them without a check (`'rise=2' needs check=`), and
+    /// `check_status` without an HTTP check. One line each, naming the key and its value.
+    ///
+    /// ```
+    /// use tcp_router::config::Overrides;
+    ///
+    /// let mut given = Overrides::default();
+    /// given.set("rise", "2").unwrap();
+    /// assert_eq!(given.check_problems(None), ["'rise=2' needs check="]);
+    /// ```
+    pub fn check_problems(&self, check: Option<&CheckKind>) -> Vec<String> {
+        let given = self.check_companions();
+        match check {
+            None => given
+                .into_iter()
+                .map(|(key, value)| format!("'{key}={value}' needs check="))
+                .collect(),
+            Some(CheckKind::Http { .. }) => Vec::new(),
+            Some(_) => given
+                .into_iter()
+                .filter(|(key, _)| *key == "check_status")
+                .map(|(key, value)| {
+                    format!("'{key}={value}' needs an http check (check=http:PATH)")
+                })
+                .collect(),
+        }
+    }
+
+    /// The settings that only a check uses, as `(key, value)`, where given.
+    fn check_companions(&self) -> Vec<(&'static str, String)> {
+        let duration = |d: Option<Duration>| d.map(format_duration);
+        [
+            ("check_port", self.check_port.map(|p| p.to_string())),
+            (
+                "check_host",
+                self.check_host.as_deref().map(|h| printable(h).into()),
+            ),
+            ("check_status", self.check_status.map(|s| s.to_string())),
+            ("check_interval", duration(self.check_interval)),
+            ("check_timeout", duration(self.check_timeout)),
+            ("rise", self.rise.map(|n| n.to_string())),
+            ("fall", self.fall.map(|n| n.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect()
+    }
+}
+
+/// `check_port`: a port number from 1 to 65535 (the checks go to the members' addresses). The
+/// error is the reason alone.
+pub fn parse_check_port(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(port) if port > 0 && value.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        _ => Err("expected a port number from 1 to 65535".into()),
+    }
+}
+
+/// `check_host`: what an HTTP check's `Host` header says; visible ASCII, as a header value must
+/// be, and at most 255 bytes (a host name, optionally with `:port`). The error is the reason
+/// alone.
+pub fn parse_check_host(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("expected a host name (visible ASCII, at most 255 bytes)".into());
+    }
+    Ok(value.to_string())
 }
 
 /// A duration that must not be zero (a zero connect or peek deadline would refuse everyone).
@@ -373,6 +532,16 @@ mod tests {
             "first",
             "3",
             "10s",
+            "send:PING\\r\\n,expect:+PONG",
+            "8080",
+            "db.example",
+            "200-399",
+            "500ms",
+            "1s",
+            "2",
+            "4",
+            "close",
+            "1m",
         ]) {
             given
                 .set(key, value)
@@ -381,10 +550,67 @@ mod tests {
         assert_eq!(given.max_connections, Some(10));
         assert_eq!(given.src, Some("::1".parse().unwrap()));
         assert_eq!(given.proxy_protocol, Some(Version::V1));
-        assert_eq!(given.accept_proxy_from.map(|list| list.len()), Some(2));
+        assert_eq!(given.accept_proxy_from.as_ref().map(Vec::len), Some(2));
         assert_eq!(given.balance, Some(Balance::First));
         assert_eq!(given.max_fails, Some(3));
         assert_eq!(given.fail_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(
+            given.check.as_ref().map(ToString::to_string).as_deref(),
+            Some("send:PING\\r\\n,expect:+PONG")
+        );
+        assert_eq!(given.check_port, Some(8080));
+        assert_eq!(given.check_host.as_deref(), Some("db.example"));
+        assert_eq!(
+            given.check_status,
+            Some(StatusRange {
+                low: 200,
+                high: 399
+            })
+        );
+        assert_eq!(given.check_interval, Some(Duration::from_millis(500)));
+        assert_eq!(given.check_timeout, Some(Duration::from_secs(1)));
+        assert_eq!((given.rise, given.fall), (Some(2), Some(4)));
+        assert_eq!(given.on_down, Some(OnDown::Close));
+        assert_eq!(given.resolve_interval, Some(Duration::from_secs(60)));
+        let merged = Settings::default().merge(&given);
+        assert_eq!(merged.check, given.check);
+        assert_eq!((merged.rise, merged.fall), (2, 4));
+        assert_eq!(merged.check_timeout, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn check_settings_default_to_the_documented_values() {
+        let settings = Settings::default();
+        assert_eq!(settings.check, None);
+        assert_eq!(settings.check_interval, Duration::from_secs(2));
+        assert_eq!((settings.rise, settings.fall), (2, 3));
+        assert_eq!(settings.check_status, StatusRange::default());
+        assert_eq!(settings.on_down, OnDown::Keep);
+        assert_eq!(settings.resolve_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn check_companions_without_a_check_are_named_with_their_values() {
+        let mut given = Overrides::default();
+        given.set("rise", "2").unwrap();
+        given.set("check_timeout", "1500ms").unwrap();
+        given.set("check_status", "200").unwrap();
+        assert_eq!(
+            given.check_problems(None),
+            [
+                "'check_status=200' needs check=",
+                "'check_timeout=1500ms' needs check=",
+                "'rise=2' needs check=",
+            ]
+        );
+        let connect = CheckKind::Connect;
+        assert_eq!(
+            given.check_problems(Some(&connect)),
+            ["'check_status=200' needs an http check (check=http:PATH)"]
+        );
+        let http = "http:/".parse::<CheckKind>().unwrap();
+        assert!(given.check_problems(Some(&http)).is_empty());
+        assert!(Overrides::default().check_problems(None).is_empty());
     }
 
     #[test]
@@ -432,6 +658,36 @@ mod tests {
             err("balance", "random"),
             "invalid balance 'random': expected roundrobin, first, leastconn or source"
         );
+        assert_eq!(
+            err("check", r"send:PING\q"),
+            r"invalid check 'send:PING\q': unknown escape \q (use \r, \n, \t, \\ or \xHH)"
+        );
+        assert_eq!(
+            err("check_port", "0"),
+            "invalid check_port '0': expected a port number from 1 to 65535"
+        );
+        assert_eq!(
+            err("check_host", "a\u{7f}"),
+            "invalid check_host 'a\\u{7f}': expected a host name (visible ASCII, at most 255 bytes)"
+        );
+        assert_eq!(
+            err("check_status", "600"),
+            "invalid check_status '600': status 600 is not from 100 to 599"
+        );
+        assert_eq!(err("rise", "0"), "invalid rise '0': must be at least 1");
+        assert_eq!(
+            err("fall", "x"),
+            "invalid fall 'x': expected a whole number"
+        );
+        assert_eq!(
+            err("on_down", "drop"),
+            "invalid on_down 'drop': expected keep or close"
+        );
+        assert_eq!(
+            err("check_interval", "0"),
+            "invalid check_interval '0': must be greater than zero"
+        );
+        assert!(err("resolve_interval", "soon").starts_with("resolve_interval: invalid duration"));
         assert_eq!(
             err("max_fails", "0"),
             "invalid max_fails '0': must be at least 1"

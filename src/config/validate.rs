@@ -8,8 +8,9 @@ use crate::error::Error;
 
 use std::time::Duration;
 
-use super::addr::HostPort;
+use super::addr::{HostPort, MAX_WEIGHT};
 use super::duration::{check_duration, format_duration};
+use super::health::{CheckKind, HealthCheck, MIN_CHECK_INTERVAL};
 use super::model::{Config, Listener, Route};
 use super::names::NamePattern;
 use super::settings::check_count;
@@ -132,18 +133,27 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
                 ));
             }
         }
-        if let Err(why) = check_count(route.max_fails) {
-            errors.push(format!(
-                "{}: invalid max_fails '{}' for {}: {why}",
-                route.origin,
-                route.max_fails,
-                place()
-            ));
+        let counts = [("max_fails", route.max_fails)].into_iter().chain(
+            route
+                .check
+                .iter()
+                .flat_map(|c| [("rise", c.rise), ("fall", c.fall)]),
+        );
+        for (key, value) in counts {
+            if let Err(why) = check_count(value) {
+                errors.push(format!(
+                    "{}: invalid {key} '{value}' for {}: {why}",
+                    route.origin,
+                    place()
+                ));
+            }
         }
         errors.extend(
             upstream_problems(&route.upstreams)
                 .into_iter()
                 .chain(backup_problems(&route.upstreams, &route.backups))
+                .chain(weight_problems(route))
+                .chain(route.check.as_ref().and_then(check_problem))
                 .map(|why| format!("{}: {why} ({})", route.origin, place())),
         );
     }
@@ -159,9 +169,56 @@ fn route_durations(route: &Route) -> impl Iterator<Item = (&'static str, Duratio
         ("idle_timeout", route.idle_timeout),
         ("fin_timeout", route.fin_timeout),
         ("fail_timeout", Some(route.fail_timeout)),
+        ("check_interval", route.check.as_ref().map(|c| c.interval)),
+        (
+            "check_timeout",
+            route.check.as_ref().and_then(|c| c.timeout),
+        ),
+        ("resolve_interval", Some(route.resolve_interval)),
     ]
     .into_iter()
     .filter_map(|(key, value)| Some((key, value?)))
+}
+
+/// Weights that are not one per upstream and backup, or out of 1 to [`MAX_WEIGHT`].
+fn weight_problems(route: &Route) -> Vec<String> {
+    let members = route.upstreams.len() + route.backups.len();
+    let mut problems = Vec::new();
+    if !route.weights.is_empty() && route.weights.len() != members {
+        problems.push(format!(
+            "{} weights for {members} upstreams and backups (one each, or none)",
+            route.weights.len()
+        ));
+    }
+    if let Some(bad) = route
+        .weights
+        .iter()
+        .find(|w| !(1..=MAX_WEIGHT).contains(*w))
+    {
+        problems.push(format!(
+            "invalid weight '{bad}': must be from 1 to {MAX_WEIGHT}"
+        ));
+    }
+    problems
+}
+
+/// What a check cannot be, beyond its durations and counts: checked more often than
+/// [`MIN_CHECK_INTERVAL`], or given a `Host` without being an HTTP check.
+fn check_problem(check: &HealthCheck) -> Option<String> {
+    if check.interval < MIN_CHECK_INTERVAL && !check.interval.is_zero() {
+        return Some(format!(
+            "invalid check_interval '{}': must be at least {}",
+            format_duration(check.interval),
+            format_duration(MIN_CHECK_INTERVAL)
+        ));
+    }
+    match (&check.host, &check.kind) {
+        (Some(host), kind) if !matches!(kind, CheckKind::Http { .. }) => Some(format!(
+            "'check_host={}' needs an http check (check=http:PATH)",
+            super::text::printable(host)
+        )),
+        _ => None,
+    }
 }
 
 /// Backups that cannot be connected to (port 0), that repeat a primary, or that are listed twice.
@@ -320,6 +377,45 @@ mod tests {
                 "f.conf:2: backup '127.0.0.1:1' is also a primary upstream (route default on 127.0.0.1:443)",
                 "f.conf:2: backup '127.0.0.1:2' is listed twice (route default on 127.0.0.1:443)",
             ]
+        );
+    }
+
+    #[test]
+    fn checks_and_weights_are_bounded() {
+        let mut config = Config::default();
+        let mut r = route("f.conf:2", None);
+        r.weights = vec![2, 1];
+        let mut given = crate::config::Overrides::default();
+        given.set("check", "connect").unwrap();
+        given.set("check_interval", "50ms").unwrap();
+        given.set("check_host", "a.example").unwrap();
+        let settings = crate::config::Settings::default().merge(&given);
+        r.check = Route::with(Vec::new(), &settings, "code".into()).check;
+        if let Some(check) = &mut r.check {
+            check.rise = 0;
+        }
+        let mut zero = route("f.conf:3", Some("a.example"));
+        zero.weights = vec![0];
+        config.listeners.push(listener(vec![r, zero]));
+        assert_eq!(
+            errors(&config),
+            [
+                "f.conf:2: invalid rise '0' for route default on 127.0.0.1:443: must be at least 1",
+                "f.conf:2: 2 weights for 1 upstreams and backups (one each, or none) (route default on 127.0.0.1:443)",
+                "f.conf:2: invalid check_interval '50ms': must be at least 100ms (route default on 127.0.0.1:443)",
+                "f.conf:3: invalid weight '0': must be from 1 to 256 (route sni=a.example on 127.0.0.1:443)",
+            ]
+        );
+        let Some(check) = &mut config.listeners[0].routes[0].check else {
+            unreachable!()
+        };
+        check.interval = Duration::from_secs(1);
+        check.rise = 1;
+        config.listeners[0].routes[0].weights.clear();
+        config.listeners[0].routes[1].weights.clear();
+        assert_eq!(
+            errors(&config),
+            ["f.conf:2: 'check_host=a.example' needs an http check (check=http:PATH) (route default on 127.0.0.1:443)"]
         );
     }
 

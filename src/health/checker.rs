@@ -208,7 +208,6 @@ impl Checker {
             Errand::Check(member, target) => {
                 let (member, target) = (member.upgrade()?, target.upgrade()?);
                 let check = target.plan.check.as_ref()?;
-                let port = check.port.unwrap_or(member.addr.port());
                 let host = check
                     .host
                     .clone()
@@ -216,7 +215,7 @@ impl Checker {
                 let started = Instant::now();
                 let result = probe::run(
                     &check.kind,
-                    std::net::SocketAddr::new(member.addr.ip(), port),
+                    probe::target(member.addr, check),
                     &host,
                     target.plan.proxy,
                     target.plan.src,

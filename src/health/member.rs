@@ -118,7 +118,8 @@ impl Member {
 
     /// The state now, without a lock (a cooling member whose cool-down ended is unknown).
     pub(crate) fn state(&self) -> Condition {
-        let state = Condition::ALL[usize::from(self.state.load(Ordering::Relaxed)) % Condition::ALL.len()];
+        let state =
+            Condition::ALL[usize::from(self.state.load(Ordering::Relaxed)) % Condition::ALL.len()];
         if state == Condition::Cooling
             && self.cooling_until_ms.load(Ordering::Relaxed) <= millis_since_epoch(Instant::now())
         {

@@ -183,6 +183,27 @@ pub fn encode(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     }
 }
 
+/// Builds the header a connection the proxy makes for itself starts with (a health check): v2
+/// LOCAL, or v1 `PROXY UNKNOWN`. The receiver then uses the connection's own endpoints.
+///
+/// ```
+/// use tcp_router::proto::proxy::{encode_local, Version};
+///
+/// assert_eq!(encode_local(Version::V1), b"PROXY UNKNOWN\r\n");
+/// assert_eq!(encode_local(Version::V2).len(), 16);
+/// ```
+pub fn encode_local(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            // AF_UNSPEC, no address block.
+            out.extend_from_slice(&[V2_VERSION << 4 | V2_CMD_LOCAL, 0x00, 0x00, 0x00]);
+            out
+        }
+    }
+}
+
 /// Both addresses of a header, in one family.
 enum AddrPair {
     V4(Ipv4Addr, Ipv4Addr),
@@ -729,6 +750,20 @@ mod tests {
         assert_eq!(
             parse_whole(line),
             Ok(Parsed::Complete((ProxyHeader::Unknown, 45)))
+        );
+    }
+
+    #[test]
+    fn a_local_header_reads_back_as_local_or_unknown() {
+        let v2 = encode_local(Version::V2);
+        assert_eq!(
+            parse_whole(&v2),
+            Ok(Parsed::Complete((ProxyHeader::Local, v2.len())))
+        );
+        let v1 = encode_local(Version::V1);
+        assert_eq!(
+            parse_whole(&v1),
+            Ok(Parsed::Complete((ProxyHeader::Unknown, v1.len())))
         );
     }
 

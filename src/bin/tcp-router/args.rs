@@ -10,8 +10,9 @@ use std::time::Duration;
 use argh::FromArgs;
 use log::LevelFilter;
 use tcp_router::config::{
-    check_duration, parse_count, parse_duration, parse_optional_duration, parse_patterns, Action,
-    Admin, Balance, NamePattern, Overrides, Pattern, Rule, Settings,
+    check_duration, parse_check_host, parse_check_port, parse_count, parse_duration,
+    parse_optional_duration, parse_patterns, split_weight, Action, Admin, Balance, CheckKind,
+    NamePattern, OnDown, Overrides, Pattern, Rule, Settings, StatusRange,
 };
 use tcp_router::process::Scheduler;
 use tcp_router::proto::proxy::Version;
@@ -26,6 +27,7 @@ use tcp_router::{Config, Error, HostPort, Listener, Route};
     example = "Serve a rinetd.conf (and check it first):\n  $ tcp-router --check -c /etc/rinetd.conf && tcp-router -c /etc/rinetd.conf",
     example = "Two TLS sites on one port by SNI, everything else to a default; nothing is decrypted:\n  $ tcp-router 0.0.0.0:443 --sni a.example.com=10.0.0.1:443 --sni '*.example.org'=10.0.0.2:443 10.0.0.3:443",
     example = "Which route would a name take?\n  $ tcp-router -c router.conf --check --explain www.example.org",
+    example = "Send clients to whichever Redis answers ROLE as the primary, checked every 2s; cut the connections of a demoted one:\n  $ tcp-router --health-check 'send:ROLE\\r\\n,expect:master' --on-down close 127.0.0.1:6380 10.0.0.1:6379 10.0.0.2:6379",
     note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Options take their value after a space or =, as in --idle-timeout=10m; -h is --help, -V --version. Durations: 250ms, 5s, 2m, 1h or plain seconds, at most 8760h (365 days); 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
     error_code(
         0,
@@ -55,11 +57,15 @@ pub(crate) struct Args {
     #[argh(option)]
     pub(crate) explain: Option<String>,
 
+    /// with --check: run every route's check once on every upstream address (a connect where a route has no check), print the results, and exit 1 if a route has none up
+    #[argh(switch)]
+    pub(crate) probe: bool,
+
     /// time allowed for each upstream connect before trying the next (default 5s)
     #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) connect_timeout: Option<Duration>,
 
-    /// the order in which clients try a route's upstreams: roundrobin (each client starts one further along) or first (every client tries them in the order written) (default roundrobin)
+    /// the order in which clients try a route's upstreams: roundrobin (each client starts one further along), first (every client tries them in the order written), leastconn (the fewest open connections for its weight) or source (the same upstream for the same client address) (default roundrobin)
     #[argh(option, from_str_fn(balance_arg))]
     pub(crate) balance: Option<Balance>,
 
@@ -70,6 +76,46 @@ pub(crate) struct Args {
     /// how long an upstream marked down is skipped while others are up (default 5s)
     #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) fail_timeout: Option<Duration>,
+
+    /// check each upstream address in the background: connect, http:PATH, or send:TEXT,expect:TEXT[,...] (TEXT escapes: \r \n \t \xHH, see tcp-router.conf(5)); an address failing --fall checks in a row gets no clients until --rise pass (default: no checks)
+    #[argh(option, from_str_fn(check_arg))]
+    pub(crate) health_check: Option<CheckKind>,
+
+    /// send checks to this port of each upstream address (default: the upstream's port)
+    #[argh(option, from_str_fn(parse_check_port))]
+    pub(crate) check_port: Option<u16>,
+
+    /// the statuses that pass an http: check: 200, 2xx or 200-399 (default 2xx)
+    #[argh(option, from_str_fn(status_arg))]
+    pub(crate) check_status: Option<StatusRange>,
+
+    /// the Host an http: check sends (default: the upstream's host as written)
+    #[argh(option, from_str_fn(parse_check_host))]
+    pub(crate) check_host: Option<String>,
+
+    /// time between two checks of one upstream address, at least 100ms (default 2s)
+    #[argh(option, from_str_fn(positive_duration_arg))]
+    pub(crate) check_interval: Option<Duration>,
+
+    /// time one check may take, connect included (default: --connect-timeout)
+    #[argh(option, from_str_fn(positive_duration_arg))]
+    pub(crate) check_timeout: Option<Duration>,
+
+    /// checks in a row that must pass before a down upstream address gets clients again (default 2)
+    #[argh(option, from_str_fn(count_arg))]
+    pub(crate) rise: Option<usize>,
+
+    /// checks in a row that must fail before an upstream address is marked down (default 3)
+    #[argh(option, from_str_fn(count_arg))]
+    pub(crate) fall: Option<usize>,
+
+    /// what happens to the connections of an upstream address its checks mark down: keep (they go on) or close (both sides are reset) (default keep)
+    #[argh(option, from_str_fn(on_down_arg))]
+    pub(crate) on_down: Option<OnDown>,
+
+    /// how often upstream host names are resolved again in the background (default 30s)
+    #[argh(option, from_str_fn(positive_duration_arg))]
+    pub(crate) resolve_interval: Option<Duration>,
 
     /// close a connection after this long with no bytes moving in either direction (default off)
     #[argh(option, from_str_fn(optional_duration_arg))]
@@ -199,12 +245,18 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, Early> {
             "--explain needs --check: tcp-router --check --explain NAME [-c FILE | LISTEN ...] explains without serving".into(),
         ));
     }
+    if args.probe && !args.check {
+        return Err(Early::Usage(
+            "--probe needs --check: tcp-router --check --probe [-c FILE | LISTEN ...] checks every upstream once without serving".into(),
+        ));
+    }
     Ok(args)
 }
 
 /// The options that take no value.
-const SWITCHES: [&str; 5] = [
+const SWITCHES: [&str; 6] = [
     "--check",
+    "--probe",
     "--reuse-port",
     "--accept-proxy",
     "--version",
@@ -251,6 +303,8 @@ pub(crate) struct NameRouteArg {
     pub(crate) pattern: String,
     /// Its upstreams.
     pub(crate) upstreams: Vec<HostPort>,
+    /// The weight of each (`*W`, 1 without).
+    pub(crate) weights: Vec<u32>,
 }
 
 impl Args {
@@ -315,6 +369,16 @@ impl Args {
         given.balance = self.balance;
         given.max_fails = self.max_fails;
         given.fail_timeout = self.fail_timeout;
+        given.check = self.health_check.clone();
+        given.check_port = self.check_port;
+        given.check_status = self.check_status;
+        given.check_host = self.check_host.clone();
+        given.check_interval = self.check_interval;
+        given.check_timeout = self.check_timeout;
+        given.rise = self.rise;
+        given.fall = self.fall;
+        given.on_down = self.on_down;
+        given.resolve_interval = self.resolve_interval;
         given.peek_timeout = self.peek_timeout;
         given.proxy_protocol = self.proxy_protocol;
         given.accept_proxy = self.accept_proxy.then_some(true);
@@ -342,22 +406,35 @@ impl Args {
 
 /// The listener given by the positional arguments and `--sni`/`--host`, if any.
 fn cli_listener(args: &Args, defaults: &Settings) -> Result<Option<Listener>, String> {
-    let Some((listen, upstreams)) = listen_and_upstreams(args)? else {
+    let Some((listen, (upstreams, weights))) = listen_and_upstreams(args)? else {
         return Ok(None);
     };
+    if let Some(why) = args
+        .overrides()
+        .check_problems(defaults.check.as_ref())
+        .first()
+    {
+        return Err(format!("command line: {why}"));
+    }
     let origin = || "command line".to_string();
     let mut listener = Listener::with(listen, defaults, origin());
     if !upstreams.is_empty() {
-        listener
-            .routes
-            .push(Route::with(upstreams, defaults, origin()));
+        let mut route = Route::with(upstreams, defaults, origin());
+        route.weights = weights_unless_all_one(weights);
+        listener.routes.push(route);
     }
     for (flag, list) in [("--sni", &args.sni), ("--host", &args.host)] {
-        for NameRouteArg { pattern, upstreams } in list {
+        for NameRouteArg {
+            pattern,
+            upstreams,
+            weights,
+        } in list
+        {
             let parsed: NamePattern = pattern
                 .parse()
                 .map_err(|e| format!("invalid {flag} pattern: {e}"))?;
             let mut route = Route::with(upstreams.clone(), defaults, format!("{flag} {pattern}"));
+            route.weights = weights_unless_all_one(weights.clone());
             if flag == "--sni" {
                 route.sni = Some(parsed);
             } else {
@@ -369,24 +446,47 @@ fn cli_listener(args: &Args, defaults: &Settings) -> Result<Option<Listener>, St
     Ok(Some(listener))
 }
 
-/// Splits the positional addresses into a listen address and its upstreams (possibly none).
-fn listen_and_upstreams(args: &Args) -> Result<Option<(HostPort, Vec<HostPort>)>, String> {
-    let mut parsed = Vec::with_capacity(args.addresses.len());
-    for text in &args.addresses {
-        parsed.push(text.parse::<HostPort>().map_err(|e| e.to_string())?);
+/// A route's weights as [`Route::weights`] holds them: none when all are 1.
+fn weights_unless_all_one(weights: Vec<u32>) -> Vec<u32> {
+    if weights.iter().all(|&w| w == 1) {
+        Vec::new()
+    } else {
+        weights
     }
+}
+
+/// The upstreams of a list (positional addresses, or `--sni`'s after `=`), each with the weight
+/// of its `*W` suffix (1 without).
+fn weighted_upstreams<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+) -> Result<(Vec<HostPort>, Vec<u32>), String> {
+    let mut upstreams = Vec::new();
+    let mut weights = Vec::new();
+    for text in texts {
+        let (address, weight) = split_weight(text)?;
+        upstreams.push(address.parse::<HostPort>().map_err(|e| e.to_string())?);
+        weights.push(weight);
+    }
+    Ok((upstreams, weights))
+}
+
+/// The upstreams of a route given on the command line, and their weights.
+type Upstreams = (Vec<HostPort>, Vec<u32>);
+
+/// Splits the positional addresses into a listen address and its upstreams (possibly none).
+fn listen_and_upstreams(args: &Args) -> Result<Option<(HostPort, Upstreams)>, String> {
+    let listen = args.addresses.first().map(|text| text.parse::<HostPort>());
+    let listen = listen.transpose().map_err(|e| e.to_string())?;
+    let upstreams = weighted_upstreams(args.addresses.iter().skip(1).map(String::as_str))?;
     let routes_by_name = !args.sni.is_empty() || !args.host.is_empty();
-    match parsed.len() {
-        0 if args.config.is_some() && !routes_by_name => Ok(None),
-        0 => Err("missing LISTEN and UPSTREAM addresses (see --help)".to_string()),
-        1 if !routes_by_name => Err(format!(
+    match listen {
+        None if args.config.is_some() && !routes_by_name => Ok(None),
+        None => Err("missing LISTEN and UPSTREAM addresses (see --help)".to_string()),
+        Some(_) if upstreams.0.is_empty() && !routes_by_name => Err(format!(
             "missing an UPSTREAM address after LISTEN '{}' (see --help)",
             args.addresses[0]
         )),
-        _ => {
-            let listen = parsed.remove(0);
-            Ok(Some((listen, parsed)))
-        }
+        Some(listen) => Ok(Some((listen, upstreams))),
     }
 }
 
@@ -430,8 +530,23 @@ fn pattern_arg(text: &str) -> Result<Pattern, String> {
     text.parse::<Pattern>().map_err(|e| e.to_string())
 }
 
-/// `--balance`: `roundrobin` or `first`.
+/// `--balance`: `roundrobin`, `first`, `leastconn` or `source`.
 fn balance_arg(text: &str) -> Result<Balance, String> {
+    text.parse()
+}
+
+/// `--health-check`: a `check=` value.
+fn check_arg(text: &str) -> Result<CheckKind, String> {
+    text.parse()
+}
+
+/// `--check-status`: `200`, `2xx` or `200-399`.
+fn status_arg(text: &str) -> Result<StatusRange, String> {
+    text.parse()
+}
+
+/// `--on-down`: `keep` or `close`.
+fn on_down_arg(text: &str) -> Result<OnDown, String> {
     text.parse()
 }
 
@@ -443,13 +558,11 @@ fn name_route_arg(text: &str) -> Result<NameRouteArg, String> {
     let (pattern, upstreams) = text.split_once('=').ok_or_else(|| {
         format!("invalid route '{text}': expected PATTERN=UPSTREAM[,UPSTREAM...]")
     })?;
-    let upstreams = upstreams
-        .split(',')
-        .map(|u| u.parse::<HostPort>().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (upstreams, weights) = weighted_upstreams(upstreams.split(','))?;
     Ok(NameRouteArg {
         pattern: pattern.to_string(),
         upstreams,
+        weights,
     })
 }
 
@@ -476,7 +589,10 @@ mod tests {
         assert_eq!(args.log_level, LevelFilter::Info);
         let (listen, upstreams) = listen_and_upstreams(&args).unwrap().unwrap();
         assert_eq!(listen.to_string(), "127.0.0.1:11000");
-        assert_eq!(upstreams.len(), 1);
+        assert_eq!(
+            upstreams,
+            (vec!["127.0.0.1:6379".parse().unwrap()], vec![1])
+        );
     }
 
     #[test]
@@ -500,7 +616,7 @@ mod tests {
         assert_eq!(args.sni[0].pattern, "*.example.com");
         assert_eq!(args.sni[0].upstreams.len(), 2);
         assert_eq!(args.deny.len(), 1);
-        assert_eq!(listen_and_upstreams(&args).unwrap().unwrap().1.len(), 0);
+        assert_eq!(listen_and_upstreams(&args).unwrap().unwrap().1 .0.len(), 0);
     }
 
     #[test]
@@ -579,6 +695,82 @@ mod tests {
         let mut listed = SWITCHES.to_vec();
         listed.sort_unstable();
         assert_eq!(switches, listed);
+    }
+
+    #[test]
+    fn check_options_become_route_defaults() {
+        let args = parse(&[
+            "--health-check",
+            r"send:PING\r\n,expect:+PONG",
+            "--check-port",
+            "9121",
+            "--check-interval",
+            "500ms",
+            "--rise",
+            "1",
+            "--fall",
+            "2",
+            "--on-down",
+            "close",
+            "--resolve-interval",
+            "1m",
+            "--balance",
+            "leastconn",
+            "127.0.0.1:6380",
+            "10.0.0.1:6379*3",
+            "10.0.0.2:6379",
+        ])
+        .unwrap();
+        let config = args.load().unwrap();
+        let route = &config.listeners[0].routes[0];
+        assert_eq!(route.weights, [3, 1]);
+        assert_eq!(route.balance, Balance::LeastConn);
+        assert_eq!(route.on_down, OnDown::Close);
+        assert_eq!(route.resolve_interval, Duration::from_secs(60));
+        let check = route.check.as_ref().unwrap();
+        assert_eq!(check.kind.to_string(), r"send:PING\r\n,expect:+PONG");
+        assert_eq!(check.port, Some(9121));
+        assert_eq!(
+            (check.interval, check.rise, check.fall),
+            (Duration::from_millis(500), 1, 2)
+        );
+    }
+
+    #[test]
+    fn check_options_without_a_check_and_bad_values_are_refused() {
+        let args = parse(&["--rise", "2", "127.0.0.1:1", "127.0.0.1:2"]).unwrap();
+        let err = args.load().unwrap_err().to_string();
+        assert_eq!(err, "command line: 'rise=2' needs check=");
+        let err = parse(&["--health-check", r"send:\q", "a:1", "b:2"]).unwrap_err();
+        assert!(err.contains(r"unknown escape \q"), "{err}");
+        let err = parse(&["--check-status", "2xx-3xx", "a:1", "b:2"]).unwrap_err();
+        assert!(err.contains("a range (200-399)"), "{err}");
+        let args = parse(&["127.0.0.1:1", "127.0.0.1:2*0"]).unwrap();
+        assert_eq!(
+            listen_and_upstreams(&args).unwrap_err(),
+            "invalid weight '*0' in '127.0.0.1:2*0': expected a whole number from 1 to 256"
+        );
+        let err = parse(&["--sni", "a.example=b:1*300", "a:1"]).unwrap_err();
+        assert!(err.contains("'*300'"), "{err}");
+    }
+
+    #[test]
+    fn probe_needs_check() {
+        let argv = |args: &[&str]| -> Vec<String> {
+            std::iter::once("tcp-router")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect()
+        };
+        assert!(
+            super::parse(&argv(&["--check", "--probe", "a:1", "b:2"]))
+                .unwrap()
+                .probe
+        );
+        assert!(matches!(
+            super::parse(&argv(&["--probe", "a:1", "b:2"])),
+            Err(Early::Usage(line)) if line.starts_with("--probe needs --check")
+        ));
     }
 
     #[test]

@@ -48,7 +48,13 @@ pub(crate) fn hand_off(
 ) -> Result<HandedOff, Error> {
     let pid = channel.peer_pid();
     let version = greet(&channel)?;
-    let sockets = offer(&channel, version, listeners, admin, shared.registry.last_id())?;
+    let sockets = offer(
+        &channel,
+        version,
+        listeners,
+        admin,
+        shared.registry.last_id(),
+    )?;
     match channel.recv(START)?.0 {
         Message::Ready => {}
         Message::Refuse { reason } => {
@@ -69,8 +75,8 @@ pub(crate) fn hand_off(
             return Err(upgrade_error(why));
         }
     };
-    let sent = send_health(&channel, version, shared)
-        .and_then(|()| send_connections(&channel, &stopped));
+    let sent =
+        send_health(&channel, version, shared).and_then(|()| send_connections(&channel, &stopped));
     if let Err(err) = sent {
         resume_all(&shared.registry);
         return Err(err);

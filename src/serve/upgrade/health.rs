@@ -37,10 +37,7 @@ pub(super) fn known(shared: &Shared) -> Vec<HealthState> {
 }
 
 /// Gives what the old process knew of one upstream to the same upstream here, if there is one.
-pub(super) fn restore<'a>(
-    listeners: impl Iterator<Item = &'a ListenerState>,
-    state: &HealthState,
-) {
+pub(super) fn restore<'a>(listeners: impl Iterator<Item = &'a ListenerState>, state: &HealthState) {
     let route = listeners
         .filter(|l| l.config.listen.to_string() == state.listen)
         .flat_map(|l| &l.routes)
@@ -60,7 +57,8 @@ pub(super) fn restore<'a>(
 }
 
 fn millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn member_state(addr: SocketAddr, marks: &Marks) -> MemberState {
