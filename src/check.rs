@@ -1,5 +1,6 @@
 //! `--check`: validate the whole configuration, resolving every name, and print what would run;
-//! with `--explain NAME`, which route a name takes on each listener that routes by name.
+//! with `--explain NAME`, which route a name takes on each listener that routes by name; with
+//! `--probe`, what every upstream's members answer to their route's check, once.
 
 use std::fmt::Write;
 use std::fs::OpenOptions;
@@ -10,6 +11,7 @@ use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
 use crate::config::{CheckKind, Config, HealthCheck, Route};
+use crate::health::probe as one_check;
 use crate::route::router::Router;
 use crate::sys::resolve;
 
@@ -259,7 +261,7 @@ fn check_keys(route: &Route, check: &HealthCheck) -> Vec<String> {
     if let Some(host) = &check.host {
         keys.push(format!("check_host={host}"));
     }
-    let timeout = check.timeout.unwrap_or(route.connect_timeout);
+    let timeout = check.timeout_with(route.connect_timeout);
     keys.extend([
         format!("check_interval={}", format_duration(check.interval)),
         format!("check_timeout={}", format_duration(timeout)),
@@ -303,6 +305,149 @@ fn explain_name(config: &Config, name: &str) -> String {
     }
     if !any {
         let _ = writeln!(out, "explain '{name}': no listener routes by name");
+    }
+    out
+}
+
+/// What `--check --probe` found: a table of every member's state, and the routes with none up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Probed {
+    /// One row per member (an address of an upstream of a route), under a header, columns
+    /// aligned: listener, route, upstream, address, role, state, detail.
+    pub table: String,
+    /// One line per route with no member up: `route default on 127.0.0.1:11000: no member up`.
+    pub unserved: Vec<String>,
+}
+
+/// One member probed.
+struct Row {
+    listener: String,
+    route: String,
+    upstream: String,
+    address: String,
+    role: &'static str,
+    result: Result<std::time::Duration, String>,
+}
+
+/// Resolves every upstream of `config` and runs each route's check once on every address (a
+/// connect where a route has no check), all at once, each within its check timeout: an operator
+/// sees what the upstreams say before reloading.
+///
+/// ```
+/// use tcp_router::{probe, Config, Listener, Route};
+///
+/// let upstream = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let mut listener = Listener::new("127.0.0.1:11000".parse()?);
+/// listener.routes.push(Route::new(vec![upstream.local_addr()?.into()]));
+/// let mut config = Config::default();
+/// config.listeners.push(listener);
+/// let probed = probe(&config);
+/// assert!(probed.unserved.is_empty());
+/// assert!(probed.table.lines().nth(1).unwrap().contains(" up "));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn probe(config: &Config) -> Probed {
+    let mut rows = Vec::new();
+    let mut routes = Vec::new();
+    for listener in &config.listeners {
+        for route in &listener.routes {
+            let first = rows.len();
+            rows.extend(probe_route(&listener.listen.to_string(), route));
+            routes.push((listener.listen.to_string(), route.label(), first..rows.len()));
+        }
+    }
+    let unserved = routes
+        .into_iter()
+        .filter(|(_, _, range)| !rows[range.clone()].iter().any(|r| r.result.is_ok()))
+        .map(|(listener, route, _)| format!("route {route} on {listener}: no member up"))
+        .collect();
+    Probed {
+        table: table(&rows),
+        unserved,
+    }
+}
+
+/// Every member of `route` probed, in parallel, in written order.
+fn probe_route(listener: &str, route: &Route) -> Vec<Row> {
+    let check = route.check.clone().unwrap_or_else(|| HealthCheck {
+        timeout: Some(route.connect_timeout),
+        ..HealthCheck::new(CheckKind::Connect)
+    });
+    let timeout = check.timeout_with(route.connect_timeout);
+    let written = (route.upstreams.iter().map(|u| (u, "primary")))
+        .chain(route.backups.iter().map(|u| (u, "backup")));
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (upstream, role) in written {
+        let row = |address: String, result| Row {
+            listener: listener.to_string(),
+            route: route.label(),
+            upstream: upstream.to_string(),
+            address,
+            role,
+            result,
+        };
+        match resolve::resolve(&upstream.host.to_string(), upstream.port) {
+            Ok(addrs) => {
+                for addr in addrs {
+                    targets.push((rows.len(), addr, upstream.host.to_string()));
+                    rows.push(row(addr.to_string(), Err(String::new())));
+                }
+            }
+            Err(err) => rows.push(row("-".into(), Err(format!("cannot resolve: {err}")))),
+        }
+    }
+    let results: Vec<(usize, Result<std::time::Duration, String>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = (targets.iter())
+            .map(|(index, addr, host)| {
+                let check = &check;
+                scope.spawn(move || {
+                    let host = check.host.as_deref().unwrap_or(host);
+                    let target = one_check::target(*addr, check);
+                    let run = one_check::run(&check.kind, target, host, route.proxy_protocol, route.src, timeout);
+                    (*index, run)
+                })
+            })
+            .collect();
+        running.into_iter().filter_map(|t| t.join().ok()).collect()
+    });
+    for (index, result) in results {
+        rows[index].result = result;
+    }
+    rows
+}
+
+/// The rows as a table, columns aligned, the header first.
+fn table(rows: &[Row]) -> String {
+    let cells: Vec<[String; 7]> = std::iter::once(
+        ["LISTENER", "ROUTE", "UPSTREAM", "ADDRESS", "ROLE", "STATE", "DETAIL"].map(String::from),
+    )
+    .chain(rows.iter().map(|row| {
+        let (state, detail) = match &row.result {
+            Ok(took) => ("up", format!("passed in {:.1}ms", took.as_secs_f64() * 1e3)),
+            Err(why) => ("down", why.clone()),
+        };
+        [
+            row.listener.clone(),
+            row.route.clone(),
+            row.upstream.clone(),
+            row.address.clone(),
+            row.role.to_string(),
+            state.to_string(),
+            detail,
+        ]
+    }))
+    .collect();
+    let widths: Vec<usize> = (0..7)
+        .map(|c| cells.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &cells {
+        let line: Vec<String> = (row.iter().zip(&widths))
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     out
 }

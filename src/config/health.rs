@@ -30,13 +30,38 @@ pub struct HealthCheck {
     pub host: Option<String>,
     /// Time between two checks of one member (`check_interval=`).
     pub interval: Duration,
-    /// Time one check may take, connect included (`check_timeout=`); `None` is the route's
-    /// connect timeout.
+    /// Time one check may take, connect included (`check_timeout=`); `None`: see
+    /// [`HealthCheck::timeout_with`].
     pub timeout: Option<Duration>,
     /// Checks passed in a row that bring a down member up (`rise=`).
     pub rise: usize,
     /// Checks failed in a row that bring an up member down (`fall=`).
     pub fall: usize,
+}
+
+impl HealthCheck {
+    /// A check of `kind` with the built-in defaults: every 2 s, 2 passes to rise, 3 failures to
+    /// fall, on the upstream's own port.
+    pub fn new(kind: CheckKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            port: None,
+            host: None,
+            interval: DEFAULT_CHECK_INTERVAL,
+            timeout: None,
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
+        }
+    }
+
+    /// The time one check may take on a route whose connect timeout is `connect_timeout`: as
+    /// given, else the connect timeout but no longer than the interval (haproxy's `inter`), so a
+    /// check that gets no answer (a black hole, or a reply that never holds what an `expect`
+    /// wants) has failed before the next one is due.
+    pub fn timeout_with(&self, connect_timeout: Duration) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| connect_timeout.min(self.interval))
+    }
 }
 
 /// What one check does.

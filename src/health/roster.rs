@@ -43,8 +43,7 @@ pub(crate) fn plan_of(route: &Route) -> Plan {
     let check = route.check.clone();
     Plan {
         check_timeout: (check.as_ref())
-            .and_then(|c| c.timeout)
-            .unwrap_or(route.connect_timeout),
+            .map_or(route.connect_timeout, |c| c.timeout_with(route.connect_timeout)),
         proxy: route.proxy_protocol,
         src: route.src,
         rules: Rules {

@@ -97,7 +97,7 @@ pub(crate) struct Args {
     #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) check_interval: Option<Duration>,
 
-    /// time one check may take, connect included (default: --connect-timeout)
+    /// time one check may take, connect included (default: --connect-timeout, at most the check interval)
     #[argh(option, from_str_fn(positive_duration_arg))]
     pub(crate) check_timeout: Option<Duration>,
 

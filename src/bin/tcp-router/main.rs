@@ -160,10 +160,12 @@ fn load(args: &Args) -> Result<Config, Error> {
 /// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.
 fn check(args: &Args) -> ExitCode {
     let checked = load(args).and_then(|config| {
-        tcp_router::check(&config, args.explain.as_deref()).map_err(Error::Config)
+        let summary = tcp_router::check(&config, args.explain.as_deref()).map_err(Error::Config)?;
+        Ok((summary, config))
     });
     match checked {
-        Ok(summary) => {
+        Ok((_, config)) if args.probe => probe(&config),
+        Ok((summary, _)) => {
             print_out(&summary);
             ExitCode::SUCCESS
         }
@@ -172,6 +174,21 @@ fn check(args: &Args) -> ExitCode {
             eprintln!("{err}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `--check --probe`: the table of every member's state on stdout; exit 0 if every route has a
+/// member up, else each route without one on stderr and exit 1.
+fn probe(config: &tcp_router::Config) -> ExitCode {
+    let probed = tcp_router::probe(config);
+    print_out(&probed.table);
+    for line in &probed.unserved {
+        eprintln!("{line}");
+    }
+    if probed.unserved.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
