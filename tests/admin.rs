@@ -1021,25 +1021,79 @@ fn the_json_samples_in_the_docs_have_the_real_outputs_shape() {
     drop(release);
 }
 
-/// An upstream nothing has shown to be up is never called "up": `/routes` says "no recent
-/// failure" until a connect fails, then "cooling down"; the status page has no "up" pill.
+/// An upstream nothing has shown to be up is never called "up": `/routes` says "unknown" until
+/// a connect fails, then "cooling"; the status page has no "up" pill.
 #[test]
 fn an_upstream_is_never_called_up_without_evidence() {
     let dead = dead_addr();
     let (router, admin) = start_with_admin(&["127.0.0.1:0", &s(dead.addr)]);
-    let state =
-        |routes: &Value| routes["listeners"][0]["routes"][0]["upstreams"][0]["state"].clone();
-    assert_eq!(state(&get_json(admin, "/routes")), "no recent failure");
+    let member = |routes: &Value| routes["listeners"][0]["routes"][0]["upstreams"][0].clone();
+    let before = member(&get_json(admin, "/routes"));
+    assert_eq!(before["state"], "unknown", "{before:#}");
+    assert_eq!(
+        before["health"], "up",
+        "served, though not called up: {before:#}"
+    );
     let mut client = connect(router.addr);
     let _ = read_until_closed(&mut client);
-    json_until(
-        admin,
-        "/routes",
-        "the failed upstream cooling down",
-        |routes| state(routes) == "cooling down",
-    );
+    json_until(admin, "/routes", "the failed upstream cooling", |routes| {
+        member(routes)["state"] == "cooling"
+    });
     let page = get(admin, "/").text().to_string();
     assert!(!page.contains("\"up\""), "the page still says up");
+}
+
+/// A route with `check=connect` shows its member `up` on the checks' evidence alone (no client
+/// has come), with the last check `passed` and the route's check settings in `/routes`, and
+/// `tcp_router_upstream_up` is 1 for it.
+#[test]
+fn a_checked_member_is_up_with_a_passed_check_in_routes_and_metrics() {
+    let up = echo_upstream();
+    let dir = temp_dir("admin-check");
+    let path = dir.write(
+        "router.conf",
+        &format!(
+            "admin 127.0.0.1 0\nroute 127.0.0.1:0 {} check=connect check_interval=200ms\n",
+            up.addr
+        ),
+    );
+    let mut router = Process::start(&["-c", &path]);
+    let admin = router.admin_addr();
+    let route = |routes: &Value| routes["listeners"][0]["routes"][0].clone();
+    let routes = json_until(admin, "/routes", "the member up", |routes| {
+        route(routes)["upstreams"][0]["state"] == "up"
+    });
+    let route = route(&routes);
+    assert_eq!(route["check"], "connect", "{route:#}");
+    assert_eq!(route["check_interval"], "200ms", "{route:#}");
+    assert_eq!(
+        (route["rise"].clone(), route["fall"].clone()),
+        (2.into(), 3.into())
+    );
+    assert_eq!(route["on_down"], "keep");
+    let member = &route["upstreams"][0];
+    assert_eq!(member["address"], s(up.addr), "{member:#}");
+    assert_eq!(member["health"], "up", "{member:#}");
+    assert_eq!(member["last_check"]["result"], "passed", "{member:#}");
+    assert!(
+        member["last_check"]["took_seconds"].as_f64().is_some(),
+        "{member:#}"
+    );
+    assert!(member["successes"].as_u64() >= Some(1), "{member:#}");
+    assert_eq!(member["attempts"], 0, "no client came: {member:#}");
+
+    let address = s(up.addr);
+    let labels = [
+        ("listener", "127.0.0.1:0"),
+        ("route", "default"),
+        ("upstream", address.as_str()),
+        ("address", address.as_str()),
+    ];
+    let m = metrics(admin);
+    assert_eq!(m.count("tcp_router_upstream_up", &labels), 1);
+    assert_eq!(m.count("tcp_router_upstream_cooling_down", &labels), 0);
+    let passed = [labels.as_slice(), &[("result", "passed")]].concat();
+    assert!(m.count("tcp_router_upstream_checks_total", &passed) >= 1);
 }
 
 /// Every refused reload is counted, whatever the reason: a typo the binary's reader refuses
@@ -1196,9 +1250,8 @@ fn connections_and_routes_show_the_live_state() {
     let upstream = &failing["upstreams"][0];
     assert_eq!(upstream["upstream"], s(dead.addr));
     assert_eq!(upstream["attempts"], 1);
-    let cooling = upstream["cooling_down_for_seconds"]
-        .as_f64()
-        .expect("cooling down");
+    assert_eq!(upstream["state"], "cooling", "{upstream:#}");
+    let cooling = upstream["down_for_seconds"].as_f64().expect("cooling");
     assert!(cooling > 0.0 && cooling <= 5.0, "{cooling}");
     let error = upstream["last_error"].as_str().expect("a last error");
     assert!(
@@ -1213,7 +1266,8 @@ fn connections_and_routes_show_the_live_state() {
     assert_eq!(default["ended"]["forwarded"], 1);
     assert_eq!(default["bytes"]["client_to_upstream"], 13 + 22);
     let healthy = &default["upstreams"][0];
-    assert_eq!(healthy["cooling_down_for_seconds"], Value::Null);
+    assert_eq!(healthy["state"], "up", "connected: {healthy:#}");
+    assert_eq!(healthy["down_for_seconds"], Value::Null);
     assert_eq!(healthy["last_error"], Value::Null);
     assert_eq!(healthy["attempts"], 2);
     let m = metrics(admin);
@@ -1267,14 +1321,23 @@ fn cooling_for(admin: SocketAddr, upstream: SocketAddr) -> Option<Duration> {
         .flat_map(|listener| listener["routes"].as_array().unwrap())
         .flat_map(|route| route["upstreams"].as_array().unwrap())
         .filter(|u| u["upstream"] == s(upstream))
-        .find_map(|u| u["cooling_down_for_seconds"].as_f64())
+        .find_map(|u| u["down_for_seconds"].as_f64())
         .map(Duration::from_secs_f64)
+}
+
+/// The row of the status page's member table for `upstream` (written as an address), if any.
+fn member_row(dom: &str, upstream: SocketAddr) -> Option<&str> {
+    let code = format!("<code>{upstream}</code>");
+    dom.split(r#"<tr class="member">"#)
+        .skip(1)
+        .map(|row| row.split("</tr>").next().unwrap())
+        .find(|row| row.contains(&code))
 }
 
 /// The status page as chromium renders it while `dead` (the first upstream of the route that
 /// `request` reaches) is cooling down after the refusal a client has just met. A browser
 /// starting on a loaded machine can outlast the cool-down, and then the page rightly shows the
-/// upstream as up. Only then is the refusal renewed (short clients: the round-robin cursor starts
+/// upstream as unknown again. Only then is the refusal renewed (short clients: the round-robin cursor starts
 /// every other one at `dead`) and the page fetched again, once the short clients have left the
 /// listing.
 fn page_while_cooling(
@@ -1283,17 +1346,16 @@ fn page_while_cooling(
     dead: SocketAddr,
     request: &[u8],
 ) -> String {
-    let bad = format!("<code>{dead}</code> <span class=\"pill bad\"");
     for _ in 0..3 {
         let asked = Instant::now();
         let left = cooling_for(admin, dead).unwrap_or_else(|| panic!("{dead} is not cooling down"));
         let dom = chromium_dom(&format!("http://{admin}/"));
-        if dom.contains(&bad) {
+        if member_row(&dom, dead).is_some_and(|row| row.contains(r#"class="pill bad""#)) {
             return dom;
         }
         assert!(
             asked.elapsed() >= left,
-            "{dead} shown up within its cool-down ({left:?} left when chromium started):\n{dom}"
+            "{dead} not shown cooling within its cool-down ({left:?} left when chromium started):\n{dom}"
         );
         for tried in 0.. {
             if cooling_for(admin, dead).is_some() {
@@ -1311,8 +1373,9 @@ fn page_while_cooling(
 }
 
 /// The status page in headless chromium, while a connection on each route is live and bytes
-/// flow, renders both route labels, the upstreams (one cooling down after a refusal, its route
-/// failing over), the state, and each live connection's client and route.
+/// flow, renders both route labels and policies, the members (two up with a connection open
+/// each, one cooling after a refusal with why in its title, its route failing over), the state,
+/// and each live connection's client and route.
 #[test]
 fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
     let test = "admin::the_status_page_renders_routes_and_live_connections_in_a_browser";
@@ -1356,21 +1419,35 @@ fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
         "{dom}"
     );
     for text in [
-        "<code>default</code>".to_string(),
-        "<code>host=a.example</code>".to_string(),
-        format!(
-            "<code>{}</code> <span class=\"pill\">no recent failure</span>",
-            default_up.addr
-        ),
-        format!(
-            "<code>{}</code> <span class=\"pill\">no recent failure</span>",
-            named_up.addr
-        ),
-        format!("<code>{}</code> <span class=\"pill bad\"", dead.addr),
-        "cooling down ".to_string(),
-        r#"<span class="muted" id="conn-count">(2)</span>"#.to_string(),
+        "<code>default</code>",
+        "<code>host=a.example</code>",
+        "balance=roundrobin · no check, max_fails=1 fail_timeout=5s · on_down=keep",
+        r#"<span class="muted" id="conn-count">(2)</span>"#,
     ] {
-        assert!(dom.contains(&text), "no {text:?} in the page:\n{dom}");
+        assert!(dom.contains(text), "no {text:?} in the page:\n{dom}");
+    }
+    for up in [default_up.addr, named_up.addr] {
+        let row = member_row(&dom, up).unwrap_or_else(|| panic!("no member {up}:\n{dom}"));
+        for text in ["<td>primary</td>", r#"class="pill""#, ">up</span>"] {
+            assert!(row.contains(text), "no {text:?} in {up}'s row: {row}");
+        }
+        assert!(
+            row.ends_with(r#"<td class="num">1</td>"#),
+            "one active: {row}"
+        );
+    }
+    let row = member_row(&dom, dead.addr).unwrap();
+    for text in [
+        r#"class="pill bad""#,
+        ">cooling</span>",
+        "skipped for ",
+        "refused",
+    ] {
+        assert!(
+            row.contains(text),
+            "no {text:?} in {}'s row: {row}",
+            dead.addr
+        );
     }
     let rows: Vec<&str> = dom
         .split(r#"<tr class="connection">"#)

@@ -144,7 +144,7 @@ fn route_json(route: &RouteState, active: usize) -> Value {
 }
 
 /// One entry per member of the route's upstream `index` (one with no address for a name that
-/// has none yet).
+/// has none yet, with every key a member has, so a client reads one shape).
 fn upstream_json(route: &RouteState, index: usize, entry: &Entry) -> Vec<Value> {
     let stats = &route.upstream_stats[index];
     let last_error = stats.last_error();
@@ -166,7 +166,12 @@ fn upstream_json(route: &RouteState, index: usize, entry: &Entry) -> Vec<Value> 
         let mut value = common;
         value["address"] = Value::Null;
         value["state"] = json!(state);
+        value["since"] = Value::Null;
         value["health"] = json!("down");
+        value["down_for_seconds"] = Value::Null;
+        value["last_check"] = Value::Null;
+        value["successes"] = json!(0);
+        value["failures"] = json!(0);
         value["active"] = json!(0);
         return vec![value];
     }
