@@ -354,7 +354,11 @@ pub fn probe(config: &Config) -> Probed {
         for route in &listener.routes {
             let first = rows.len();
             rows.extend(probe_route(&listener.listen.to_string(), route));
-            routes.push((listener.listen.to_string(), route.label(), first..rows.len()));
+            routes.push((
+                listener.listen.to_string(),
+                route.label(),
+                first..rows.len(),
+            ));
         }
     }
     let unserved = routes
@@ -405,7 +409,14 @@ fn probe_route(listener: &str, route: &Route) -> Vec<Row> {
                 scope.spawn(move || {
                     let host = check.host.as_deref().unwrap_or(host);
                     let target = one_check::target(*addr, check);
-                    let run = one_check::run(&check.kind, target, host, route.proxy_protocol, route.src, timeout);
+                    let run = one_check::run(
+                        &check.kind,
+                        target,
+                        host,
+                        route.proxy_protocol,
+                        route.src,
+                        timeout,
+                    );
                     (*index, run)
                 })
             })
@@ -421,7 +432,10 @@ fn probe_route(listener: &str, route: &Route) -> Vec<Row> {
 /// The rows as a table, columns aligned, the header first.
 fn table(rows: &[Row]) -> String {
     let cells: Vec<[String; 7]> = std::iter::once(
-        ["LISTENER", "ROUTE", "UPSTREAM", "ADDRESS", "ROLE", "STATE", "DETAIL"].map(String::from),
+        [
+            "LISTENER", "ROUTE", "UPSTREAM", "ADDRESS", "ROLE", "STATE", "DETAIL",
+        ]
+        .map(String::from),
     )
     .chain(rows.iter().map(|row| {
         let (state, detail) = match &row.result {

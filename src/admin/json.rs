@@ -192,12 +192,9 @@ fn upstream_json(route: &RouteState, index: usize, entry: &Entry) -> Vec<Value> 
                 .flatten());
             value["last_check"] = marks.last_check.map_or(Value::Null, |check| {
                 json!({
-                    "result": match &check.result {
-                        Ok(_) => "passed".to_string(),
-                        Err(why) => why.clone(),
-                    },
+                    "result": check.failure.as_deref().unwrap_or("passed"),
                     "at": timestamp(check.at),
-                    "took_seconds": check.result.as_ref().ok().map(|d| seconds(*d)),
+                    "took_seconds": seconds(check.took),
                 })
             });
             value["successes"] = json!(marks.successes);

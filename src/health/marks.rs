@@ -62,8 +62,10 @@ pub(crate) struct Rules {
 /// The last check's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LastCheck {
-    /// How long it took if it passed, or why it failed.
-    pub(crate) result: Result<Duration, String>,
+    /// How long it took, passed or failed.
+    pub(crate) took: Duration,
+    /// Why it failed; `None` if it passed.
+    pub(crate) failure: Option<String>,
     /// When it finished.
     pub(crate) at: SystemTime,
 }
@@ -132,7 +134,8 @@ impl Marks {
         self.successes += 1;
         self.failures = 0;
         self.last_check = Some(LastCheck {
-            result: Ok(took),
+            took,
+            failure: None,
             at: SystemTime::now(),
         });
         let rises = match self.state {
@@ -151,12 +154,18 @@ impl Marks {
         self.enter(Condition::Up, why)
     }
 
-    /// A check failed because of `why`.
-    pub(crate) fn check_failed(&mut self, rules: &Rules, why: String) -> Option<Change> {
+    /// A check failed after `took`, because of `why`.
+    pub(crate) fn check_failed(
+        &mut self,
+        rules: &Rules,
+        took: Duration,
+        why: String,
+    ) -> Option<Change> {
         self.failures += 1;
         self.successes = 0;
         self.last_check = Some(LastCheck {
-            result: Err(why.clone()),
+            took,
+            failure: Some(why.clone()),
             at: SystemTime::now(),
         });
         let falls = match self.state {
@@ -246,10 +255,10 @@ mod tests {
         let mut marks = Marks::new();
         assert_eq!(marks.state, Condition::Unknown);
         assert_eq!(to(marks.check_passed(&rules, FIVE)), Some(Condition::Up));
-        assert_eq!(to(marks.check_failed(&rules, "x".into())), None);
-        assert_eq!(to(marks.check_failed(&rules, "x".into())), None);
+        assert_eq!(to(marks.check_failed(&rules, FIVE, "x".into())), None);
+        assert_eq!(to(marks.check_failed(&rules, FIVE, "x".into())), None);
         let down = marks
-            .check_failed(&rules, "expected 'master'".into())
+            .check_failed(&rules, FIVE, "expected 'master'".into())
             .unwrap();
         assert_eq!(
             (down.to, down.why.as_str()),
@@ -265,7 +274,7 @@ mod tests {
         let rules = rules(true, 1);
         let mut marks = Marks::new();
         assert_eq!(
-            to(marks.check_failed(&rules, "refused".into())),
+            to(marks.check_failed(&rules, FIVE, "refused".into())),
             Some(Condition::Down)
         );
     }

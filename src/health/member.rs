@@ -186,7 +186,7 @@ impl Member {
             }
             Err((took, why)) => {
                 self.stats.checked(took, false);
-                self.change(|m| m.check_failed(&self.rules, why))
+                self.change(|m| m.check_failed(&self.rules, took, why))
             }
         }
     }

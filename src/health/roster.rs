@@ -42,8 +42,9 @@ pub(crate) struct Roster {
 pub(crate) fn plan_of(route: &Route) -> Plan {
     let check = route.check.clone();
     Plan {
-        check_timeout: (check.as_ref())
-            .map_or(route.connect_timeout, |c| c.timeout_with(route.connect_timeout)),
+        check_timeout: (check.as_ref()).map_or(route.connect_timeout, |c| {
+            c.timeout_with(route.connect_timeout)
+        }),
         proxy: route.proxy_protocol,
         src: route.src,
         rules: Rules {

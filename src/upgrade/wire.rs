@@ -131,16 +131,16 @@ pub(crate) struct MemberState {
     pub(crate) addr: SocketAddr,
     /// 0 unknown, 1 up, 2 down, 3 cooling.
     pub(crate) condition: u8,
-    /// When it entered that state, in milliseconds since the Unix epoch.
-    pub(crate) since_ms: u64,
+    /// When it entered that state, in nanoseconds since the Unix epoch.
+    pub(crate) since_ns: u64,
     pub(crate) successes: u32,
     pub(crate) failures: u32,
     pub(crate) connect_failures: u32,
     /// How long a cooling member is still skipped.
     pub(crate) cooling_left_ms: Option<u64>,
-    /// The last check: when (ms since the Unix epoch), and how long it took if it passed or why
-    /// it failed.
-    pub(crate) last_check: Option<(u64, Result<u64, String>)>,
+    /// The last check: when (ns since the Unix epoch), how long it took (ms), and why it failed
+    /// if it did.
+    pub(crate) last_check: Option<(u64, u64, Option<String>)>,
 }
 
 /// Where one direction stands.
@@ -410,22 +410,18 @@ impl WireWriter {
         for m in members {
             self.addr(m.addr);
             self.u8(m.condition);
-            self.u64(m.since_ms);
+            self.u64(m.since_ns);
             self.u32(m.successes);
             self.u32(m.failures);
             self.u32(m.connect_failures);
             self.opt_u64(m.cooling_left_ms);
             match &m.last_check {
                 None => self.u8(0),
-                Some((at, Ok(took))) => {
+                Some((at, took, failure)) => {
                     self.u8(1);
                     self.u64(*at);
                     self.u64(*took);
-                }
-                Some((at, Err(why))) => {
-                    self.u8(2);
-                    self.u64(*at);
-                    self.bytes(clip(why, MAX_TEXT).as_bytes());
+                    self.opt_str(failure.as_deref().map(|why| clip(why, MAX_TEXT)));
                 }
             }
         }
@@ -558,16 +554,14 @@ impl<'a> WireReader<'a> {
             members.push(MemberState {
                 addr,
                 condition,
-                since_ms: self.u64()?,
+                since_ns: self.u64()?,
                 successes: self.u32()?,
                 failures: self.u32()?,
                 connect_failures: self.u32()?,
                 cooling_left_ms: self.opt_u64()?,
-                last_check: match self.u8()? {
-                    0 => None,
-                    1 => Some((self.u64()?, Ok(self.u64()?))),
-                    2 => Some((self.u64()?, Err(self.string()?))),
-                    _ => return Err(Malformed("unknown check result")),
+                last_check: match self.flag()? {
+                    false => None,
+                    true => Some((self.u64()?, self.u64()?, self.opt_string()?)),
                 },
             });
         }
@@ -672,22 +666,22 @@ mod tests {
                     MemberState {
                         addr: "10.0.0.2:6379".parse().unwrap(),
                         condition: 2,
-                        since_ms: rng.next_u64(),
+                        since_ns: rng.next_u64(),
                         successes: 0,
                         failures: 3,
                         connect_failures: 1,
                         cooling_left_ms: None,
-                        last_check: Some((rng.next_u64(), Err("expected 'master'".into()))),
+                        last_check: Some((rng.next_u64(), 12, Some("expected 'master'".into()))),
                     },
                     MemberState {
                         addr: "[::1]:6379".parse().unwrap(),
                         condition: 3,
-                        since_ms: 5,
+                        since_ns: 5,
                         successes: 2,
                         failures: 0,
                         connect_failures: 0,
                         cooling_left_ms: Some(rng.next_u64()),
-                        last_check: Some((7, Ok(12))),
+                        last_check: Some((7, 12, None)),
                     },
                 ],
             })),

@@ -29,9 +29,10 @@ fn ports_reached(router: SocketAddr, clients: usize) -> Vec<u16> {
 
 /// Two redis-servers (the replica listed first, so only the check can make a client skip it), a
 /// route with `extra` keys; every client reaches the primary; after the promotion every client
-/// reaches the new one within the window. Returns the router and the connection `hold` left on
-/// the old primary, and the index of the first log line after the promotion.
-fn follow_a_promotion(extra: &str) -> (Running, TcpStream, usize) {
+/// reaches the new one within the window. Returns the router, the connection `held` left on
+/// the old primary, the index of the first log line after the promotion, and the two
+/// redis-servers (alive while the caller holds them).
+fn follow_a_promotion(extra: &str) -> (Running, TcpStream, usize, [RedisServer; 2]) {
     let old = RedisServer::start();
     let new = RedisServer::start();
     new.replicate(&old);
@@ -77,7 +78,7 @@ fn follow_a_promotion(extra: &str) -> (Running, TcpStream, usize) {
         "no down line; saw:\n{}",
         run.router.seen.join("\n")
     );
-    (run, held, from)
+    (run, held, from, [old, new])
 }
 
 #[test]
@@ -88,7 +89,7 @@ fn the_redis_primary_check_with_balance_first_follows_a_promotion_and_cuts_the_o
     ) {
         return;
     }
-    let (mut run, mut held, from) = follow_a_promotion("balance=first on_down=close");
+    let (mut run, mut held, from, _servers) = follow_a_promotion("balance=first on_down=close");
     let (_, ending) = read_to_close(&mut held);
     assert!(
         matches!(ending, Ending::Fin | Ending::Reset),
@@ -112,7 +113,7 @@ fn the_redis_primary_check_with_round_robin_never_sends_a_client_to_the_replica(
     ) {
         return;
     }
-    let (mut run, mut held, from) = follow_a_promotion("balance=roundrobin");
+    let (mut run, mut held, from, _servers) = follow_a_promotion("balance=roundrobin");
     held.write_all(b"PING\r\n").unwrap();
     assert_eq!(
         read_exact(&mut held, 1).len(),

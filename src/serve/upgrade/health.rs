@@ -56,9 +56,10 @@ pub(super) fn restore<'a>(listeners: impl Iterator<Item = &'a ListenerState>, st
     }
 }
 
-fn millis(at: SystemTime) -> u64 {
+/// Nanoseconds since the Unix epoch (a u64 holds them until 2554).
+fn nanos(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn member_state(addr: SocketAddr, marks: &Marks) -> MemberState {
@@ -66,38 +67,33 @@ fn member_state(addr: SocketAddr, marks: &Marks) -> MemberState {
     MemberState {
         addr,
         condition: marks.state as u8,
-        since_ms: millis(marks.since),
+        since_ns: nanos(marks.since),
         successes: marks.successes as u32,
         failures: marks.failures as u32,
         connect_failures: marks.connect_failures as u32,
         cooling_left_ms: (marks.cooling_until)
             .map(|until| until.saturating_duration_since(now).as_millis() as u64),
         last_check: marks.last_check.as_ref().map(|check| {
-            let result = match &check.result {
-                Ok(took) => Ok(took.as_millis() as u64),
-                Err(why) => Err(why.clone()),
-            };
-            (millis(check.at), result)
+            let took = check.took.as_millis() as u64;
+            (nanos(check.at), took, check.failure.clone())
         }),
     }
 }
 
 fn marks_of(state: &MemberState) -> Marks {
-    let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+    let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
     Marks {
         state: Condition::ALL[usize::from(state.condition) % Condition::ALL.len()],
-        since: at(state.since_ms),
+        since: at(state.since_ns),
         successes: state.successes as usize,
         failures: state.failures as usize,
         connect_failures: state.connect_failures as usize,
         cooling_until: (state.cooling_left_ms)
             .map(|left| deadline_after(Instant::now(), Duration::from_millis(left))),
-        last_check: state.last_check.as_ref().map(|(at_ms, result)| LastCheck {
-            result: match result {
-                Ok(took) => Ok(Duration::from_millis(*took)),
-                Err(why) => Err(why.clone()),
-            },
-            at: at(*at_ms),
+        last_check: (state.last_check.as_ref()).map(|(at_ns, took, failure)| LastCheck {
+            took: Duration::from_millis(*took),
+            failure: failure.clone(),
+            at: at(*at_ns),
         }),
     }
 }
@@ -110,14 +106,15 @@ mod tests {
     fn a_members_marks_cross_the_wire_as_they_were() {
         let marks = Marks {
             state: Condition::Down,
-            since: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            since: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             successes: 1,
             failures: 3,
             connect_failures: 2,
             cooling_until: None,
             last_check: Some(LastCheck {
-                result: Err("expected 'master', got '-ERR'".into()),
-                at: UNIX_EPOCH + Duration::from_millis(1_700_000_001_000),
+                took: Duration::from_millis(4),
+                failure: Some("expected 'master', got '-ERR'".into()),
+                at: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_007),
             }),
         };
         let state = member_state("127.0.0.1:6379".parse().unwrap(), &marks);
