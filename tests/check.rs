@@ -190,7 +190,7 @@ fn the_summary_shows_each_routes_check_and_the_weights_that_are_not_one() {
     assert!(
         stdout.contains(
             " backup=localhost:6381*2 check=send:ROLE\\r\\n,expect:master check_interval=2s \
-             check_timeout=5s rise=1 fall=3 on_down=close resolve_interval=30s"
+             check_timeout=2s rise=1 fall=3 on_down=close resolve_interval=30s"
         ),
         "{stdout}"
     );

@@ -33,8 +33,10 @@ pub(crate) type OnChange = Box<dyn Fn(&Arc<Member>, &Change) + Send + Sync>;
 enum Errand {
     /// Check a member of a target.
     Check(Weak<Member>, Weak<Target>),
-    /// Resolve a target's name.
+    /// Resolve a target's name, again every `resolve_interval`.
     Resolve(Weak<Target>),
+    /// Resolve a target's name once, now (a member failed: its address may have moved).
+    ResolveOnce(Weak<Target>),
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +95,14 @@ impl Checker {
         for member in members {
             let job = Errand::Check(Arc::downgrade(member), Arc::downgrade(target));
             self.schedule(Instant::now(), job);
+        }
+    }
+
+    /// Looks `target`'s name up again soon, once, unless that was done less than a second ago:
+    /// one of its members failed, and the name may point elsewhere now.
+    pub(crate) fn resolve_soon(&self, target: &Arc<Target>) {
+        if target.is_name() && target.may_look_up_again(RETRY_LOOKUP) {
+            self.schedule(Instant::now(), Errand::ResolveOnce(Arc::downgrade(target)));
         }
     }
 
@@ -224,8 +234,17 @@ impl Checker {
                 .map_err(|why| (started.elapsed(), why));
                 if let Some(change) = member.checked(result) {
                     self.changed(&member, &change);
+                    if change.to != Condition::Up {
+                        self.resolve_soon(&target);
+                    }
                 }
                 Some((deadline_after(started, check.interval), job))
+            }
+            Errand::ResolveOnce(weak) => {
+                let target = weak.upgrade()?;
+                let (added, _) = target.resolve();
+                self.watch_members(&target, &added);
+                None
             }
             Errand::Resolve(weak) => {
                 let target = weak.upgrade()?;

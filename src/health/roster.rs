@@ -111,6 +111,15 @@ impl Roster {
     /// waiting for news).
     pub(crate) fn changed(&self, member: &Arc<Member>, change: &super::marks::Change) {
         self.checker.changed(member, change);
+        if change.to != super::marks::Condition::Up {
+            let target = self
+                .entries
+                .iter()
+                .find(|e| e.target.upstream == member.upstream);
+            if let Some(entry) = target {
+                self.checker.resolve_soon(&entry.target);
+            }
+        }
     }
 
     /// The time one check may take (the plan's; every target of a pool has the same plan).

@@ -45,6 +45,8 @@ struct Naming {
     answered: bool,
     /// The last lookup failed, and that was logged.
     failing: bool,
+    /// When the last lookup finished.
+    last: Option<std::time::Instant>,
 }
 
 /// One upstream of a route, with its members.
@@ -103,6 +105,19 @@ impl Target {
     /// True if its name has never resolved.
     pub(crate) fn never_resolved(&self) -> bool {
         self.is_name() && !lock(&self.naming).answered
+    }
+
+    /// True if no lookup finished in the last `gap` (and notes that one is coming).
+    pub(crate) fn may_look_up_again(&self, gap: Duration) -> bool {
+        let mut naming = lock(&self.naming);
+        let now = std::time::Instant::now();
+        let due = naming
+            .last
+            .is_none_or(|last| now.duration_since(last) >= gap);
+        if due {
+            naming.last = Some(now);
+        }
+        due
     }
 
     /// Takes the members and marks another process knew (a live upgrade): a name's addresses
@@ -213,6 +228,7 @@ impl Target {
             attempted: true,
             answered: true,
             failing: false,
+            last: Some(std::time::Instant::now()),
         };
         added
     }
@@ -221,6 +237,7 @@ impl Target {
     fn failed(&self, error: &str) {
         let mut naming = lock(&self.naming);
         naming.attempted = true;
+        naming.last = Some(std::time::Instant::now());
         if naming.failing {
             return;
         }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub const VERSION: u32 = 2;
 
 /// The oldest version an old process still hands off to (a new process of that version gets
-/// everything but what later versions added: version 1 has no [`Message::Health`]).
+/// everything but what later versions added: version 1 carries no upstream health).
 pub const OLDEST_VERSION: u32 = 1;
 
 /// The first bytes of every message.
