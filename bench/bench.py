@@ -654,6 +654,21 @@ def baseline_class(name, path):
     return Baseline
 
 
+def variant_class(name, args):
+    """A proxy class for tcp-router (the --router build) with more arguments (--variant
+    NAME=ARGS), to measure what a setting costs in one run: it runs as `tcp-router-NAME`."""
+
+    class Variant(TcpRouter):
+        def start(self, lp, up, workdir, tag):
+            argv = [self.binary(), "--log-level", self.log_level()]
+            argv += self.h.args.router_arg + shlex.split(args)
+            argv += [f"{HOST}:{lp}", f"{HOST}:{up}"]
+            return Proc(self.name, argv, os.path.join(workdir, f"{tag}.log"))
+
+    Variant.name = f"tcp-router-{name}"
+    return Variant
+
+
 class TcpRouterQuiet(TcpRouter):
     """tcp-router with --log-level off, beside tcp-router at --router-log-level (default info,
     tcp-router's own default): what the per-connection log line costs, and the column to hold
@@ -904,6 +919,12 @@ class Harness:
         for spec in a.baseline:
             name, _, path = spec.rpartition("=")
             cls = baseline_class(name or "base", path)
+            PROXY_CLASSES[cls.name] = cls
+            ROUTER_VARIANTS.append(cls.name)
+            variants.append(cls.name)
+        for spec in a.variant:
+            name, _, args = spec.partition("=")
+            cls = variant_class(name, args)
             PROXY_CLASSES[cls.name] = cls
             ROUTER_VARIANTS.append(cls.name)
             variants.append(cls.name)
@@ -1542,6 +1563,9 @@ def build_report(h):
     for p in px:
         if p in ("tcp-router", "tcp-router-quiet"):
             lines.append(f"- {p} run as: `tcp-router --log-level {router_log_level(a, p)} {extra + ' ' if extra else ''}LISTEN UPSTREAM`")
+        elif any(spec.partition("=")[0] == p.removeprefix("tcp-router-") for spec in a.variant):
+            args = next(s.partition("=")[2] for s in a.variant if s.partition("=")[0] == p.removeprefix("tcp-router-"))
+            lines.append(f"- {p} run as: `tcp-router --log-level {router_log_level(a, p)} {extra + ' ' if extra else ''}{args} LISTEN UPSTREAM`")
         elif p.startswith("floor"):
             cls = PROXY_CLASSES[p]
             env = " ".join(f"{k}={v}" for k, v in (cls.env or {}).items())
@@ -1663,6 +1687,7 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="also write raw results as JSON here")
     p.add_argument("--router-log-level", default="info", help="tcp-router --log-level during the run (default info, tcp-router's own default; tcp-router-quiet runs at off)")
     p.add_argument("--router-arg", action="append", default=[], help="extra argument for tcp-router (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS", help="tcp-router (the --router build) with more arguments, run as tcp-router-NAME beside tcp-router (repeatable: what a setting costs, e.g. checks=\"--health-check connect --check-interval 1s\")")
     p.add_argument("--baseline", action="append", default=[], metavar="[NAME=]PATH", help="another tcp-router build, run as tcp-router-NAME (default tcp-router-base) beside tcp-router (repeatable: compare builds in one run)")
     p.add_argument("--with-admin", action="store_true", help="also run tcp-router-admin: tcp-router with --admin, /metrics scraped once a second")
     p.add_argument("--duration", type=int, default=None, help="iperf3 -t seconds (default 5; 2 with --quick)")

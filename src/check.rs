@@ -218,9 +218,25 @@ fn summary(config: &Config) -> String {
                 route.origin,
                 keys.join(" ")
             );
+            for line in members(route) {
+                let _ = writeln!(out, "    {line}");
+            }
         }
     }
     out
+}
+
+/// For each upstream of `route` written as a name, its members now: `db.example:5432 is
+/// 10.0.0.2:5432, 10.0.0.3:5432` (each address a member with its own health and share).
+fn members(route: &Route) -> Vec<String> {
+    (route.upstreams.iter().chain(&route.backups))
+        .filter(|u| matches!(u.host, Host::Name(_)))
+        .filter_map(|u| {
+            let addrs = resolve::resolve(&u.host.to_string(), u.port).ok()?;
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            Some(format!("{u} is {}", addrs.join(", ")))
+        })
+        .collect()
 }
 
 /// How a route balances and when it gives up on an upstream: `balance=`, `max_fails=`,

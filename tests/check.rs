@@ -198,4 +198,9 @@ fn the_summary_shows_each_routes_check_and_the_weights_that_are_not_one() {
         stdout.contains(" check=http:/ready check_status=200 check_interval=2s"),
         "{stdout}"
     );
+    let members = stdout
+        .lines()
+        .find(|l| l.starts_with("    localhost:6381 is "))
+        .unwrap_or_else(|| panic!("no members line for the named backup:\n{stdout}"));
+    assert!(members.contains("127.0.0.1:6381"), "{members}");
 }

@@ -1,6 +1,6 @@
-//! A route's pool: its upstreams as targets, each with a weight and a role, and the order in
-//! which one client tries their members (`route::balance` decides; the pool tells it what it
-//! knows). A pool built by a reload keeps the targets of the route it replaces whose upstream
+//! A route's roster: its upstreams as targets, each with a weight and a role, and the order in
+//! which one client tries their members (`route::balance` decides; the roster tells it what it
+//! knows). A roster built by a reload keeps the targets of the route it replaces whose upstream
 //! and checks are unchanged, with their members' states and open connections.
 
 use std::net::{IpAddr, SocketAddr};
@@ -60,7 +60,7 @@ pub(crate) fn plan_of(route: &Route) -> Plan {
 }
 
 impl Roster {
-    /// The pool of `route`, taking over `previous`'s targets whose upstream and plan are
+    /// The roster of `route`, taking over `previous`'s targets whose upstream and plan are
     /// unchanged; new targets are watched by `checker`.
     pub(crate) fn new(
         route: &Route,

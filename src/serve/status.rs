@@ -41,6 +41,14 @@ pub(crate) struct Shared {
     epoch: Instant,
 }
 
+impl Drop for Shared {
+    /// The checker's threads go with the server, however it ended (a server that never ran,
+    /// because a listener could not be bound, included).
+    fn drop(&mut self) {
+        self.checker.stop();
+    }
+}
+
 impl Shared {
     pub(crate) fn new(metrics: Metrics, permits: Permits) -> Shared {
         Shared {
