@@ -328,7 +328,7 @@ fn a_backup_repeating_an_upstream_or_malformed_is_one_line_naming_it() {
 // ---------------------------------------------------------------------------------------------
 
 /// The keys that make checks fast enough for a test: every 200 ms, one result decides.
-const FAST_CHECKS: &str = "check_interval=200ms rise=1 fall=1";
+const FAST_CHECKS: &str = "check_interval=200ms check_timeout=1s rise=1 fall=1";
 
 /// The binary serving `config` (written to a scratch file) with an admin endpoint.
 struct Running {
