@@ -59,7 +59,7 @@ fn checks_of_a_route_sending_proxy_headers_are_accepted_by_haproxy_with_accept_p
     }
     let named = Named::listening("shielded");
     let [v2, v1, none] = [0, 1, 2].map(|_| Haproxy::start(named.addr()));
-    let check = r"check=send:hello\n,expect:shielded check_timeout=1s";
+    let check = r"check=send:hello\n,expect:shielded";
     let run = Running::start(&format!(
         "route 127.0.0.1:0 {} proxy_protocol=v2 {check} {FAST_CHECKS}\n\
          route 127.0.0.2:0 {} proxy_protocol=v1 {check} {FAST_CHECKS}\n\
