@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proto::proxy::Version;
@@ -11,6 +12,7 @@ use super::acl::{Pattern, Rule};
 use super::addr::HostPort;
 use super::health::{CheckKind, HealthCheck, OnDown};
 use super::names::NamePattern;
+use super::range::ListenRange;
 use super::settings::{Balance, Settings};
 
 /// Built-in default for `drain_timeout`.
@@ -154,6 +156,9 @@ pub struct Listener {
     pub max_connections: Option<usize>,
     /// Where it was configured, for messages: `command line`, `FILE:LINE`, or `code`.
     pub origin: String,
+    /// The range of ports this listener is one of, if it was written as one
+    /// ([`Listener::for_range`]); shared by the range's listeners, which share its label.
+    pub range: Option<Arc<ListenRange>>,
 }
 
 impl Listener {
@@ -173,6 +178,7 @@ impl Listener {
             peek_timeout: settings.peek_timeout,
             max_connections: settings.max_connections,
             origin,
+            range: None,
         }
     }
 }
