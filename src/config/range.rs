@@ -3,16 +3,15 @@
 //! A range is written where a listen address or an upstream is (`route 0.0.0.0:9000-9099
 //! 10.0.0.1:9000-9099`) and read into [`HostPorts`]; [`HostPort`] stays one port, since that is
 //! what a socket binds or connects to. When the configuration is built, a listener written for a
-//! range becomes one [`Listener`] per port ([`Listener::for_range`]): listen port `FIRST + i`
+//! range becomes one [`Listener`](crate::Listener) per port
+//! ([`Listener::for_range`](crate::Listener::for_range)): listen port `FIRST + i`
 //! forwards to each upstream range's port `FIRST + i`, or to an upstream's single port. Every
 //! listener of a range keeps the range it came from ([`ListenRange`]), so `--check` shows one
 //! line for it, the metrics count it under one label, and a reload compares it port by port.
 
 use std::fmt;
-use std::sync::Arc;
 
 use super::addr::{addr_error, parse_host, split_host_port, AddrError, HostPort, Services};
-use super::model::Listener;
 use super::text::printable;
 
 /// The most ports one range may have: beyond it a line is refused. Each port is a listening
@@ -256,87 +255,9 @@ impl ListenRange {
     }
 }
 
-impl Listener {
-    /// The listeners of a range: `self` is the listener as written (its `listen` is ignored),
-    /// `listen` the listen range, `members` each route's upstreams then backups as written, one
-    /// for each of them (each checked with [`HostPorts::fits`]). Port `first + i` of the range
-    /// goes to port `first + i` of each upstream range and to each single port. Without a range,
-    /// the one listener on `listen`.
-    ///
-    /// ```
-    /// use tcp_router::config::HostPorts;
-    /// use tcp_router::{Listener, Route};
-    ///
-    /// let mut written = Listener::new("0.0.0.0:0".parse()?);
-    /// written.routes.push(Route::new(vec!["10.0.0.1:7000".parse()?]));
-    /// let members = vec![vec!["10.0.0.1:7000-7099".parse::<HostPorts>()?]];
-    /// let listeners = written.for_range("0.0.0.0:9000-9099".parse()?, members)?;
-    /// assert_eq!(listeners.len(), 100);
-    /// assert_eq!(listeners[5].listen.to_string(), "0.0.0.0:9005");
-    /// assert_eq!(listeners[5].routes[0].upstreams[0].to_string(), "10.0.0.1:7005");
-    /// assert_eq!(listeners[5].label(), "0.0.0.0:9000-9099");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn for_range(
-        mut self,
-        listen: HostPorts,
-        members: Vec<Vec<HostPorts>>,
-    ) -> Result<Vec<Listener>, String> {
-        let counts = self
-            .routes
-            .iter()
-            .map(|r| r.upstreams.len() + r.backups.len());
-        if !counts.eq(members.iter().map(Vec::len)) {
-            return Err(format!(
-                "the members given for the range {listen} are not one per upstream and backup of each of its routes"
-            ));
-        }
-        for member in members.iter().flatten() {
-            member.fits(&listen)?;
-        }
-        let at = |offset: usize| {
-            move |(route, list): (&super::model::Route, &Vec<HostPorts>)| {
-                let mut route = route.clone();
-                let primaries = route.upstreams.len();
-                route.upstreams = list[..primaries].iter().map(|m| m.at(offset)).collect();
-                route.backups = list[primaries..].iter().map(|m| m.at(offset)).collect();
-                route
-            }
-        };
-        if listen.range.is_none() {
-            self.listen = listen.first;
-            self.routes = self.routes.iter().zip(&members).map(at(0)).collect();
-            return Ok(vec![self]);
-        }
-        let range = Arc::new(ListenRange {
-            listen: listen.clone(),
-            members: members.clone(),
-        });
-        Ok((0..listen.len())
-            .map(|offset| {
-                let mut listener = self.clone();
-                listener.listen = listen.at(offset);
-                listener.routes = self.routes.iter().zip(&members).map(at(offset)).collect();
-                listener.range = Some(Arc::clone(&range));
-                listener
-            })
-            .collect())
-    }
-
-    /// How the listener is named in `--check`, the metrics and `/connections`: its range as
-    /// written (`0.0.0.0:9000-9099`) if it is one port of a range, else its listen address.
-    pub fn label(&self) -> String {
-        match &self.range {
-            Some(range) => range.listen.to_string(),
-            None => self.listen.to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Route;
 
     fn services(name: &str) -> Option<u16> {
         (name == "netbios-ns").then_some(137)
@@ -410,67 +331,6 @@ mod tests {
             .fits(&single)
             .unwrap_err()
             .contains("needs a listen range of 10 ports"));
-    }
-
-    #[test]
-    fn a_range_becomes_one_listener_per_port_each_with_its_upstream_port() {
-        let mut written = Listener::new("0.0.0.0:0".parse().unwrap());
-        let mut route = Route::new(vec!["10.0.0.1:1".parse().unwrap()]);
-        route.backups = vec!["10.0.0.2:1".parse().unwrap()];
-        written.routes.push(route);
-        let members = vec![vec![
-            parse("10.0.0.1:7000-7002").unwrap(),
-            parse("10.0.0.2:8080").unwrap(),
-        ]];
-        let listeners = written
-            .for_range(parse("[::1]:9000-9002").unwrap(), members)
-            .unwrap();
-        let shown: Vec<String> = listeners
-            .iter()
-            .map(|l| {
-                let r = &l.routes[0];
-                format!(
-                    "{} {} {} {}",
-                    l.label(),
-                    l.listen,
-                    r.upstreams[0],
-                    r.backups[0]
-                )
-            })
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                "[::1]:9000-9002 [::1]:9000 10.0.0.1:7000 10.0.0.2:8080",
-                "[::1]:9000-9002 [::1]:9001 10.0.0.1:7001 10.0.0.2:8080",
-                "[::1]:9000-9002 [::1]:9002 10.0.0.1:7002 10.0.0.2:8080",
-            ]
-        );
-        assert!(Arc::ptr_eq(
-            listeners[0].range.as_ref().unwrap(),
-            listeners[2].range.as_ref().unwrap()
-        ));
-    }
-
-    #[test]
-    fn one_port_is_one_listener_without_a_range() {
-        let mut written = Listener::new("0.0.0.0:0".parse().unwrap());
-        written
-            .routes
-            .push(Route::new(vec!["10.0.0.1:1".parse().unwrap()]));
-        let listeners = written
-            .for_range(
-                parse("127.0.0.1:80").unwrap(),
-                vec![vec![parse("10.0.0.1:81").unwrap()]],
-            )
-            .unwrap();
-        assert_eq!(listeners.len(), 1);
-        assert_eq!(listeners[0].label(), "127.0.0.1:80");
-        assert!(listeners[0].range.is_none());
-        assert_eq!(
-            listeners[0].routes[0].upstreams[0].to_string(),
-            "10.0.0.1:81"
-        );
     }
 
     #[test]
