@@ -1295,7 +1295,7 @@ class Harness:
         """What idle listening ports cost tcp-router: a process listening on one range of `ports`
         ports against one listening on a single port, neither with a client. Each is measured
         after it settles: PSS and RSS (the growth per extra port is the listener's user-space
-        cost), threads, and the CPU it uses over --listen-idle seconds with nothing to do
+        cost), threads, and the CPU it uses over 10 s (5 s with --quick) with nothing to do
         (utime+stime from /proc/PID/stat: the accept loop's wake-ups)."""
         cls = PROXY_CLASSES[pname](self)
         res = {"ports": ports}
@@ -1695,8 +1695,10 @@ def build_report(h):
         lines.append("")
         lines.append("Each process listens with no client: one on a single port, one on a range of 1,000 "
                      "(`tcp-router 127.0.0.1:FIRST-LAST UPSTREAM`). PSS/RSS after it settles; per listener: "
-                     "(1,000 ports minus 1 port) / 999. Idle CPU: utime+stime over --listen-idle seconds "
-                     "(/proc/PID/stat), the accept loop's wake-ups with nothing to accept. See bench/README.md.")
+                     "(1,000 ports minus 1 port) / 999. Idle CPU: utime+stime while idle "
+                     f"(/proc/PID/stat, counted in ticks of {1000 / CLK_TCK:.0f} ms: over {a.listen_idle} s the resolution is "
+                     f"{1000 / CLK_TCK / a.listen_idle:.1f} ms/s, so 0.00 means not one tick), the accept loop's "
+                     "wake-ups with nothing to accept. See bench/README.md.")
         lines.append("")
     if show_floor:
         lines.append("## Against the floor (the leanest relay in tcp-router's shape, bench/floor/relay.c)\n")
