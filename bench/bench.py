@@ -74,6 +74,8 @@ CASES = [
     ("conn50", "rr", {"clients": 50, "keepalive": False}),
     ("memA", "mem", {"which": 0}),
     ("memB", "mem", {"which": 1}),
+    # tcp-router only: what idle listening ports cost (one range of 1,000 against one port)
+    ("listen1k", "listeners", {"ports": 1000}),
 ]
 
 
@@ -356,14 +358,20 @@ def count_live_on(ports):
 _used_ports = set()
 
 
-def free_port():
-    """A free loopback TCP port below the ephemeral range (so client sockets in TIME_WAIT never
-    sit on it), not handed out before in this run."""
+def _below_ephemeral():
+    """(start, end): the ports this harness hands out, the 12,000 below the kernel's ephemeral
+    range (so client sockets in TIME_WAIT never sit on them)."""
     try:
         low = int(read_file("/proc/sys/net/ipv4/ip_local_port_range", "32768 60999").split()[0])
     except ValueError:
         low = 32768
-    start = max(1025, low - 12000)
+    return max(1025, low - 12000), low
+
+
+def free_port():
+    """A free loopback TCP port below the ephemeral range (so client sockets in TIME_WAIT never
+    sit on it), not handed out before in this run."""
+    start, low = _below_ephemeral()
     import random
 
     for _ in range(500):
@@ -382,6 +390,33 @@ def free_port():
             _used_ports.add(port)
             return port
     raise RuntimeError("no free loopback port found")
+
+
+def free_block(count):
+    """The first of `count` consecutive loopback ports free a moment ago (all bound, then
+    released), below the ephemeral range and none handed out before in this run."""
+    start, low = _below_ephemeral()
+    import random
+
+    for _ in range(200):
+        first = random.randrange(start, max(start + 1, low - count))
+        ports = range(first, first + count)
+        if any(p in _used_ports for p in ports):
+            continue
+        bound = []
+        try:
+            for port in ports:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                bound.append(sock)
+                sock.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            for sock in bound:
+                sock.close()
+        _used_ports.update(ports)
+        return first
+    raise RuntimeError(f"no {count} consecutive free loopback ports found")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1064,6 +1099,8 @@ class Harness:
 
     def run_case(self, rep, case, kind, params, pname):
         """Start a fresh proxy, run one measurement through it, stop it."""
+        if kind == "listeners":
+            return self.case_listeners(pname, f"r{rep + 1}-{case}-{pname}", **params)
         up = self.upstream_for(kind)
         proc = None
         port = up
@@ -1254,6 +1291,44 @@ class Harness:
                 res["close_s"] = round(time.monotonic() - t0, 2)
         return res
 
+    def case_listeners(self, pname, tag, ports):
+        """What idle listening ports cost tcp-router: a process listening on one range of `ports`
+        ports against one listening on a single port, neither with a client. Each is measured
+        after it settles: PSS and RSS (the growth per extra port is the listener's user-space
+        cost), threads, and the CPU it uses over 10 s (5 s with --quick) with nothing to do
+        (utime+stime from /proc/PID/stat: the accept loop's wake-ups)."""
+        cls = PROXY_CLASSES[pname](self)
+        res = {"ports": ports}
+        for key, count in (("one", 1), ("many", ports)):
+            first = free_block(count)
+            last = first + count - 1
+            listen = f"{HOST}:{first}" if count == 1 else f"{HOST}:{first}-{last}"
+            argv = [cls.binary(), "--log-level", cls.log_level()] + self.args.router_arg
+            argv += [listen, f"{HOST}:{self.holder_port}"]
+            proc = Proc(pname, argv, os.path.join(self.workdir, f"{tag}-{key}.log"))
+            self.proxy_logs.setdefault(pname, []).append((f"{tag}-{key}", [proc.logpath]))
+            try:
+                up = wait_until(lambda: is_listening(last) or not proc.alive(), 30)
+                if not up or not proc.alive():
+                    return {"error": f"did not start listening on {listen}: rc={proc.p.poll()} {proc.log_tail(3)}"}
+                time.sleep(self.args.mem_settle)
+                pss, rss = group_memory_kib(proc.pgid)
+                cpu0 = group_cpu_seconds(proc.pgid)
+                t0 = time.monotonic()
+                time.sleep(self.args.listen_idle)
+                cpu = group_cpu_seconds(proc.pgid) - cpu0
+                res[f"pss_kib_{key}"] = pss
+                res[f"rss_kib_{key}"] = rss
+                res[f"threads_{key}"] = group_threads(proc.pgid)
+                res[f"cpu_ms_per_s_{key}"] = cpu * 1000 / (time.monotonic() - t0)
+            finally:
+                st = proc.stop(grace=self.args.stop_grace)
+                self.stops.setdefault(pname, []).append((f"{tag}-{key}",) + st)
+        extra = ports - 1
+        res["pss_kib_per_listener"] = (res["pss_kib_many"] - res["pss_kib_one"]) / extra
+        res["rss_kib_per_listener"] = (res["rss_kib_many"] - res["rss_kib_one"]) / extra
+        return res
+
     # ----- the run -----
 
     def run(self):
@@ -1287,6 +1362,8 @@ class Harness:
             order = proxies[k:] + proxies[:k]
             for case, kind, params in self.cases:
                 for pname in order:
+                    if kind == "listeners" and not pname.startswith("tcp-router"):
+                        continue  # a range of ports is tcp-router's own
                     if time.monotonic() - t_start > a.max_minutes * 60:
                         raise RuntimeError(f"whole run exceeded --max-minutes {a.max_minutes}")
                     t0 = time.monotonic()
@@ -1325,12 +1402,18 @@ def case_title(case, mem_ns):
         "conn50": "new conns (-k 0, 50)",
         "memA": f"idle mem {mem_ns[0]} conns",
         "memB": f"idle mem {mem_ns[1]} conns",
+        "listen1k": "idle 1,000 listeners",
     }[case]
 
 
 def brief(res):
     if "error" in res:
         return "FAILED: " + res["error"][:160]
+    if "pss_kib_per_listener" in res:
+        return (f"PSS {res['pss_kib_one']} KiB at 1 port, {res['pss_kib_many']} KiB at {res['ports']:,} "
+                f"(+{res['pss_kib_per_listener']:.2f} KiB/listener, RSS +{res['rss_kib_per_listener']:.2f}); "
+                f"idle CPU {res['cpu_ms_per_s_one']:.2f} / {res['cpu_ms_per_s_many']:.2f} ms/s; "
+                f"threads {res['threads_one']} / {res['threads_many']}")
     if "gbps" in res:
         s = f"{res['gbps']:.2f} Gbit/s"
         if res.get("cpu_s") is not None:
@@ -1595,6 +1678,28 @@ def build_report(h):
                      "programs. Direct's row shows its own baseline (client and upstream sockets). "
                      "MemAvailable is machine-wide: on a busy machine it is noisy. See bench/README.md.")
         lines.append("")
+    if "listen1k" in ran:
+        lrows = [p for p in px if p.startswith("tcp-router")]
+        lcols = [
+            ("PSS, 1 port (KiB)", lambda p: cell("listen1k", p, "pss_kib_one", 0, False)),
+            ("PSS, 1,000 ports (KiB)", lambda p: cell("listen1k", p, "pss_kib_many", 0, False)),
+            ("PSS per listener (KiB)", lambda p: cell("listen1k", p, "pss_kib_per_listener", 2, False)),
+            ("RSS per listener (KiB)", lambda p: cell("listen1k", p, "rss_kib_per_listener", 2, False)),
+            ("idle CPU ms/s, 1 port", lambda p: cell("listen1k", p, "cpu_ms_per_s_one", 2, False)),
+            ("idle CPU ms/s, 1,000 ports", lambda p: cell("listen1k", p, "cpu_ms_per_s_many", 2, False)),
+            ("threads, 1 / 1,000 ports", lambda p: f"{cell('listen1k', p, 'threads_one', 0, False)} / "
+                                                   f"{cell('listen1k', p, 'threads_many', 0, False)}"),
+        ]
+        lines.append("## Idle listeners (tcp-router, one range of 1,000 ports against one port)\n")
+        lines.append(table(["proxy"] + [c[0] for c in lcols], [[f"**{p}**"] + [c[1](p) for c in lcols] for p in lrows]))
+        lines.append("")
+        lines.append("Each process listens with no client: one on a single port, one on a range of 1,000 "
+                     "(`tcp-router 127.0.0.1:FIRST-LAST UPSTREAM`). PSS/RSS after it settles; per listener: "
+                     "(1,000 ports minus 1 port) / 999. Idle CPU: utime+stime while idle "
+                     f"(/proc/PID/stat, counted in ticks of {1000 / CLK_TCK:.0f} ms: over {a.listen_idle} s the resolution is "
+                     f"{1000 / CLK_TCK / a.listen_idle:.1f} ms/s, so 0.00 means not one tick), the accept loop's "
+                     "wake-ups with nothing to accept. See bench/README.md.")
+        lines.append("")
     if show_floor:
         lines.append("## Against the floor (the leanest relay in tcp-router's shape, bench/floor/relay.c)\n")
         lines.append(table(["proxy"] + [c[0] for c in floor_cols],
@@ -1718,6 +1823,7 @@ def parse_args(argv):
         p.error("--mem-conns takes two counts between 1 and 8000, e.g. 1000,4000")
     a.mem_open_timeout = 90
     a.mem_settle = 0.5 if q else 1.0
+    a.listen_idle = 5 if q else 10
     a.stop_grace = 12.0
     a.router = os.path.abspath(a.router)
     return a

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
-use crate::config::{CheckKind, Config, HealthCheck, Route};
+use crate::config::{CheckKind, Config, HealthCheck, Listener, Route};
 use crate::health::probe as one_check;
 use crate::route::router::Router;
 use crate::sys::resolve;
@@ -33,7 +33,7 @@ use crate::sys::resolve;
 /// ```
 pub fn check(config: &Config, explain: Option<&str>) -> Result<String, Vec<String>> {
     let mut errors = Vec::new();
-    for listener in &config.listeners {
+    for listener in shown(config) {
         resolve(&listener.listen, &listener.origin, &mut errors);
         for route in &listener.routes {
             for upstream in route.upstreams.iter().chain(&route.backups) {
@@ -96,12 +96,13 @@ fn warnings(config: &Config) -> Vec<String> {
     }
     let start = unprivileged_port_start();
     if !can_bind_privileged() {
-        for listener in &config.listeners {
+        for listener in shown(config) {
             let port = listener.listen.port;
             if port != 0 && port < start {
                 out.push(format!(
                     "{}: listen {}: port {port} is below {start}, which this user cannot bind without CAP_NET_BIND_SERVICE (run as root, or setcap cap_net_bind_service=+ep on the binary)",
-                    listener.origin, listener.listen
+                    listener.origin,
+                    listener.label()
                 ));
             }
         }
@@ -136,12 +137,38 @@ fn resolve(addr: &HostPort, origin: &str, errors: &mut Vec<String>) {
     }
 }
 
+/// The listeners as the operator wrote them: each one alone, and the first port of each range
+/// for the whole range (whose other ports differ only in their port numbers).
+fn shown(config: &Config) -> impl Iterator<Item = &Listener> {
+    config.listeners.iter().filter(|l| match &l.range {
+        Some(range) => l.listen.port == range.listen.first.port,
+        None => true,
+    })
+}
+
+/// `listeners (N in R port ranges)`, counting every port of a range.
+fn count_listeners(config: &Config) -> String {
+    let ranged = config
+        .listeners
+        .iter()
+        .filter(|l| l.range.is_some())
+        .count();
+    let ranges = shown(config).filter(|l| l.range.is_some()).count();
+    match ranges {
+        0 => format!("{} listener(s)", config.listeners.len()),
+        _ => format!(
+            "{} listener(s) ({ranged} in {ranges} port range(s))",
+            config.listeners.len()
+        ),
+    }
+}
+
 fn summary(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "configuration OK: {} listener(s), {} route(s)",
-        config.listeners.len(),
+        "configuration OK: {}, {} route(s)",
+        count_listeners(config),
         config
             .listeners
             .iter()
@@ -158,8 +185,11 @@ fn summary(config: &Config) -> String {
     if let Some(pid) = &config.pid_file {
         let _ = writeln!(out, "pid file: {}", pid.display());
     }
-    for listener in &config.listeners {
+    for listener in shown(config) {
         let mut extras = Vec::new();
+        if let Some(range) = &listener.range {
+            extras.push(format!("{} ports", range.listen.len()));
+        }
         if listener.accept_proxy && listener.accept_proxy_from.is_empty() {
             extras.push("accept_proxy (from any sender)".to_string());
         } else if listener.accept_proxy {
@@ -184,10 +214,12 @@ fn summary(config: &Config) -> String {
         let _ = writeln!(
             out,
             "listen {} ({}){extras}",
-            listener.listen, listener.origin
+            listener.label(),
+            listener.origin
         );
-        for route in &listener.routes {
-            let upstreams = weighted(route, 0, &route.upstreams);
+        for (index, route) in listener.routes.iter().enumerate() {
+            let written = Written::of(listener, index, route);
+            let upstreams = weighted(route, 0, written.upstreams());
             let mut keys = vec![format!(
                 "connect_timeout={}",
                 format_duration(route.connect_timeout)
@@ -206,7 +238,7 @@ fn summary(config: &Config) -> String {
             if let Some(version) = route.proxy_protocol {
                 keys.push(format!("proxy_protocol={version}"));
             }
-            keys.extend(health_keys(route));
+            keys.extend(health_keys(route, &written));
             if !route.acl.is_empty() {
                 keys.push(format!("rules: {}", rules(&route.acl)));
             }
@@ -239,17 +271,48 @@ fn members(route: &Route) -> Vec<String> {
         .collect()
 }
 
+/// A route's upstreams then backups as written: ranges on a listener of a range, else the
+/// route's own.
+struct Written {
+    members: Vec<String>,
+    primaries: usize,
+}
+
+impl Written {
+    fn of(listener: &Listener, index: usize, route: &Route) -> Written {
+        let from_range = (listener.range.as_ref()).and_then(|r| r.members.get(index));
+        let members: Vec<String> = match from_range {
+            Some(members) => members.iter().map(ToString::to_string).collect(),
+            None => (route.upstreams.iter().chain(&route.backups))
+                .map(ToString::to_string)
+                .collect(),
+        };
+        Written {
+            primaries: route.upstreams.len().min(members.len()),
+            members,
+        }
+    }
+
+    fn upstreams(&self) -> &[String] {
+        &self.members[..self.primaries]
+    }
+
+    fn backups(&self) -> &[String] {
+        &self.members[self.primaries..]
+    }
+}
+
 /// How a route balances and when it gives up on an upstream: `balance=`, `max_fails=`,
 /// `fail_timeout=`, `backup=` when it has backups, its check with every setting in force when
 /// it has one, and `resolve_interval=` when an upstream is a name.
-fn health_keys(route: &Route) -> Vec<String> {
+fn health_keys(route: &Route, written: &Written) -> Vec<String> {
     let mut keys = vec![
         format!("balance={}", route.balance),
         format!("max_fails={}", route.max_fails),
         format!("fail_timeout={}", format_duration(route.fail_timeout)),
     ];
-    if !route.backups.is_empty() {
-        let backups = weighted(route, route.upstreams.len(), &route.backups);
+    if !written.backups().is_empty() {
+        let backups = weighted(route, route.upstreams.len(), written.backups());
         keys.push(format!("backup={}", backups.join(",")));
     }
     if let Some(check) = &route.check {
@@ -290,8 +353,8 @@ fn check_keys(route: &Route, check: &HealthCheck) -> Vec<String> {
 
 /// `upstreams` as written, with `*W` after those whose weight is not 1; `first` is the index of
 /// the first of them among the route's upstreams then backups.
-fn weighted(route: &Route, first: usize, upstreams: &[HostPort]) -> Vec<String> {
-    let with_weight = |(i, upstream): (usize, &HostPort)| match route.weight(first + i) {
+fn weighted(route: &Route, first: usize, upstreams: &[String]) -> Vec<String> {
+    let with_weight = |(i, upstream): (usize, &String)| match route.weight(first + i) {
         1 => upstream.to_string(),
         w => format!("{upstream}*{w}"),
     };
@@ -308,13 +371,13 @@ fn rules(list: &[Rule]) -> String {
 fn explain_name(config: &Config, name: &str) -> String {
     let mut out = String::new();
     let mut any = false;
-    for listener in &config.listeners {
+    for listener in shown(config) {
         let router = Router::new(&listener.routes);
         if !router.reads_first() {
             continue;
         }
         any = true;
-        let _ = writeln!(out, "explain '{name}' on {}:", listener.listen);
+        let _ = writeln!(out, "explain '{name}' on {}:", listener.label());
         for line in router.explain(name, &listener.routes) {
             let _ = writeln!(out, "  {line}");
         }
@@ -366,21 +429,25 @@ struct Row {
 pub fn probe(config: &Config) -> Probed {
     let mut rows = Vec::new();
     let mut routes = Vec::new();
+    // The ports of a range that share an upstream port probe it once, on the first.
+    let mut probed = std::collections::HashSet::new();
     for listener in &config.listeners {
+        let label = listener.label();
         for route in &listener.routes {
             let first = rows.len();
-            rows.extend(probe_route(&listener.listen.to_string(), route));
-            routes.push((
-                listener.listen.to_string(),
-                route.label(),
-                first..rows.len(),
-            ));
+            let mut fresh = |u: &HostPort| probed.insert((label.clone(), route.label(), u.clone()));
+            rows.extend(probe_route(&label, route, &mut fresh));
+            if first < rows.len() {
+                routes.push((label.clone(), route.label(), first..rows.len()));
+            }
         }
     }
+    let mut said = std::collections::HashSet::new();
     let unserved = routes
         .into_iter()
         .filter(|(_, _, range)| !rows[range.clone()].iter().any(|r| r.result.is_ok()))
         .map(|(listener, route, _)| format!("route {route} on {listener}: no member up"))
+        .filter(|line| said.insert(line.clone()))
         .collect();
     Probed {
         table: table(&rows),
@@ -388,8 +455,12 @@ pub fn probe(config: &Config) -> Probed {
     }
 }
 
-/// Every member of `route` probed, in parallel, in written order.
-fn probe_route(listener: &str, route: &Route) -> Vec<Row> {
+/// Every member of `route` that `fresh` says is not probed yet, in parallel, in written order.
+fn probe_route(
+    listener: &str,
+    route: &Route,
+    fresh: &mut dyn FnMut(&HostPort) -> bool,
+) -> Vec<Row> {
     let check = route.check.clone().unwrap_or_else(|| HealthCheck {
         timeout: Some(route.connect_timeout),
         ..HealthCheck::new(CheckKind::Connect)
@@ -399,7 +470,7 @@ fn probe_route(listener: &str, route: &Route) -> Vec<Row> {
         .chain(route.backups.iter().map(|u| (u, "backup")));
     let mut rows = Vec::new();
     let mut targets = Vec::new();
-    for (upstream, role) in written {
+    for (upstream, role) in written.filter(|&(u, _)| fresh(u)) {
         let row = |address: String, result| Row {
             listener: listener.to_string(),
             route: route.label(),

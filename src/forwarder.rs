@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::admin;
 use crate::config::{
-    Action, AddrError, Config, HostPort, Listener, NamePattern, Pattern, Route, Rule, Settings,
-    MAX_CONFIG_FILE_SIZE,
+    Action, AddrError, Config, HostPort, HostPorts, Listener, NamePattern, Pattern, Route, Rule,
+    Settings, MAX_CONFIG_FILE_SIZE,
 };
 use crate::error::Error;
 use crate::proto::proxy::Version;
@@ -508,6 +508,15 @@ impl FromStr for HostPort {
     /// service name from /etc/services (`app1:http`).
     fn from_str(text: &str) -> Result<HostPort, AddrError> {
         HostPort::parse_with(text, services::tcp_port)
+    }
+}
+
+impl FromStr for HostPorts {
+    type Err = AddrError;
+
+    /// Reads `host:port` as [`HostPort`] does, or a range `host:first-last` (`0.0.0.0:9000-9099`).
+    fn from_str(text: &str) -> Result<HostPorts, AddrError> {
+        HostPorts::parse_with(text, services::tcp_port)
     }
 }
 

@@ -26,6 +26,9 @@ mod limits;
 mod manpages;
 /// What an idle connection costs in memory, bounded from /proc.
 mod memory;
+/// Port ranges: 500 ports in one process, one line in --check, one label in the metrics,
+/// reloads port by port, the one-line errors.
+mod ranges;
 /// The tutorial's own scenario with a real redis-server and redis-cli.
 mod redis;
 /// Bytes both ways: echo, server-first, half-close, resets, many concurrent streams.

@@ -38,7 +38,7 @@ fn connection(record: &Record) -> Value {
     };
     json!({
         "id": conn.id,
-        "listener": record.listener.config.listen.to_string(),
+        "listener": record.listener.config.label(),
         "listener_address": record.listener_addr.to_string(),
         "route": record.route().map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label()),
         "client": record.client().to_string(),
@@ -77,6 +77,7 @@ pub(crate) fn routes(shared: &Shared) -> Value {
                 .collect();
             json!({
                 "listen": state.config.listen.to_string(),
+                "range": state.config.range.as_ref().map(|r| r.listen.to_string()),
                 "address": addr.to_string(),
                 "origin": state.config.origin,
                 "accept_proxy": state.config.accept_proxy,

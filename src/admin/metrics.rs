@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
 use std::time::UNIX_EPOCH;
 
+use crate::config::range::ip_with_ports;
 use crate::health::marks::Condition;
 use crate::health::member::{Member, CHECK_BUCKETS};
 use crate::relay::{splice, Direction, End};
@@ -326,7 +327,7 @@ fn connections(e: &mut Exposition, shared: &Shared) {
         .map(|(key, _)| (key, 0))
         .collect();
     for record in shared.registry.snapshot() {
-        let listener = record.listener.config.listen.to_string();
+        let listener = record.listener.config.label();
         let route = record
             .route()
             .map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label());
@@ -434,69 +435,103 @@ fn upstreams(e: &mut Exposition, shared: &Shared) {
         e.sample_of(&CONNECT_DURATION_SECONDS, "_sum", &labels, sum);
         e.sample_of(&CONNECT_DURATION_SECONDS, "_count", &labels, count);
     }
+    let groups = member_groups(shared);
     e.family(&UPSTREAM_COOLING_DOWN);
-    for_each_member(shared, |labels, member| {
-        let cooling = member.state() == Condition::Cooling;
+    for_each_group(&groups, |labels, members| {
+        let cooling = members.iter().any(|m| m.state() == Condition::Cooling);
         e.sample(&UPSTREAM_COOLING_DOWN, labels, u8::from(cooling));
     });
-    members(e, shared);
+    self::members(e, &groups);
+    resolutions(e, shared);
 }
 
-/// Calls `f` with the labels (listener, route, upstream, address) of every member of every
-/// route now configured.
-fn for_each_member(shared: &Shared, mut f: impl FnMut(&[(&str, &str); 4], &Member)) {
+/// The labels of a member series: listener, route, upstream, address.
+type MemberKey = [String; 4];
+
+/// The members of every route now configured, by their labels: one member each, except on the
+/// ports of a range, whose members of one upstream share the range's labels (the listen range,
+/// the upstream as written, the address with the upstream range's ports, as in
+/// `10.0.0.1:7000-7099`), so a range is one series whatever its length.
+fn member_groups(shared: &Shared) -> BTreeMap<MemberKey, Vec<std::sync::Arc<Member>>> {
+    let mut groups: BTreeMap<MemberKey, Vec<_>> = BTreeMap::new();
     for (_, state) in shared.listeners() {
-        let listener = state.config.listen.to_string();
-        for route in &state.routes {
+        let listener = state.config.label();
+        let range = state.config.range.as_ref();
+        for (index, route) in state.routes.iter().enumerate() {
             let label = route.config.label();
-            for entry in route.roster.entries() {
-                let upstream = entry.target.upstream.to_string();
+            for (i, entry) in route.roster.entries().iter().enumerate() {
+                let written = range.and_then(|r| r.member(index, i));
+                let upstream =
+                    written.map_or_else(|| entry.target.upstream.to_string(), ToString::to_string);
+                let ports = written.and_then(|w| w.range);
                 for member in entry.target.members().iter() {
-                    let address = member.addr.to_string();
-                    let labels = [
-                        ("listener", listener.as_str()),
-                        ("route", label.as_str()),
-                        ("upstream", upstream.as_str()),
-                        ("address", address.as_str()),
-                    ];
-                    f(&labels, member);
+                    let address = match ports {
+                        Some(ports) => ip_with_ports(member.addr.ip(), ports),
+                        None => member.addr.to_string(),
+                    };
+                    let key = [listener.clone(), label.clone(), upstream.clone(), address];
+                    groups
+                        .entry(key)
+                        .or_default()
+                        .push(std::sync::Arc::clone(member));
                 }
             }
         }
     }
+    groups
 }
 
-/// Each member's state, open connections, checks and changes; each name's lookups.
-fn members(e: &mut Exposition, shared: &Shared) {
+/// Calls `f` with the labels of each group of members and the members.
+fn for_each_group(
+    groups: &BTreeMap<MemberKey, Vec<std::sync::Arc<Member>>>,
+    mut f: impl FnMut(&[(&str, &str); 4], &[std::sync::Arc<Member>]),
+) {
+    for ([listener, route, upstream, address], members) in groups {
+        let labels = [
+            ("listener", listener.as_str()),
+            ("route", route.as_str()),
+            ("upstream", upstream.as_str()),
+            ("address", address.as_str()),
+        ];
+        f(&labels, members);
+    }
+}
+
+/// The sum of `value` over `members`.
+fn total(members: &[std::sync::Arc<Member>], value: impl Fn(&Member) -> u64) -> u64 {
+    members.iter().map(|m| value(m)).sum()
+}
+
+/// Each member's state, open connections, checks and changes. A group of a range is up only
+/// when every port's member is up; its counts are the sums.
+fn members(e: &mut Exposition, groups: &BTreeMap<MemberKey, Vec<std::sync::Arc<Member>>>) {
     e.family(&UPSTREAM_UP);
-    for_each_member(shared, |labels, member| {
-        e.sample(
-            &UPSTREAM_UP,
-            labels,
-            u8::from(member.state() == Condition::Up),
-        );
+    for_each_group(groups, |labels, members| {
+        let up = members.iter().all(|m| m.state() == Condition::Up);
+        e.sample(&UPSTREAM_UP, labels, u8::from(up));
     });
     e.family(&UPSTREAM_ACTIVE_CONNECTIONS);
-    for_each_member(shared, |labels, member| {
-        e.sample(&UPSTREAM_ACTIVE_CONNECTIONS, labels, member.active());
+    for_each_group(groups, |labels, members| {
+        let active = total(members, |m| m.active() as u64);
+        e.sample(&UPSTREAM_ACTIVE_CONNECTIONS, labels, active);
     });
     e.family(&UPSTREAM_CHECKS_TOTAL);
-    for_each_member(shared, |labels, member| {
-        for (result, counter) in [
-            ("passed", &member.stats.checks_passed),
-            ("failed", &member.stats.checks_failed),
+    for_each_group(groups, |labels, members| {
+        for (result, count) in [
+            ("passed", total(members, |m| load(&m.stats.checks_passed))),
+            ("failed", total(members, |m| load(&m.stats.checks_failed))),
         ] {
             let [a, b, c, d] = *labels;
             e.sample(
                 &UPSTREAM_CHECKS_TOTAL,
                 &[a, b, c, d, ("result", result)],
-                load(counter),
+                count,
             );
         }
     });
     e.family(&UPSTREAM_CHECK_DURATION_SECONDS);
-    for_each_member(shared, |labels, member| {
-        let (cumulative, sum) = member.stats.check_histogram();
+    for_each_group(groups, |labels, members| {
+        let (cumulative, sum) = check_histogram(members);
         let bounds = CHECK_BUCKETS.iter().map(|b| b.to_string());
         for (le, value) in bounds.chain(["+Inf".to_string()]).zip(&cumulative) {
             let [a, b, c, d] = *labels;
@@ -508,39 +543,68 @@ fn members(e: &mut Exposition, shared: &Shared) {
         e.sample_of(&UPSTREAM_CHECK_DURATION_SECONDS, "_count", labels, count);
     });
     e.family(&UPSTREAM_TRANSITIONS_TOTAL);
-    for_each_member(shared, |labels, member| {
-        for (to, counter) in [
-            ("up", &member.stats.went_up),
-            ("down", &member.stats.went_down),
+    for_each_group(groups, |labels, members| {
+        for (to, count) in [
+            ("up", total(members, |m| load(&m.stats.went_up))),
+            ("down", total(members, |m| load(&m.stats.went_down))),
         ] {
             let [a, b, c, d] = *labels;
             e.sample(
                 &UPSTREAM_TRANSITIONS_TOTAL,
                 &[a, b, c, d, ("to", to)],
-                load(counter),
+                count,
             );
         }
     });
-    e.family(&UPSTREAM_RESOLUTIONS_TOTAL);
+}
+
+/// The check-time histogram of `members` together: cumulative bucket counts and the sum.
+fn check_histogram(members: &[std::sync::Arc<Member>]) -> (Vec<u64>, f64) {
+    let mut cumulative: Vec<u64> = Vec::new();
+    let mut sum = 0.0;
+    for member in members {
+        let (counts, seconds) = member.stats.check_histogram();
+        cumulative.resize(counts.len().max(cumulative.len()), 0);
+        for (total, count) in cumulative.iter_mut().zip(counts) {
+            *total += count;
+        }
+        sum += seconds;
+    }
+    (cumulative, sum)
+}
+
+/// Each name's lookups, summed over the ports of a range (which look the same name up alike).
+fn resolutions(e: &mut Exposition, shared: &Shared) {
+    let mut counts: BTreeMap<[String; 3], [u64; 2]> = BTreeMap::new();
     for (_, state) in shared.listeners() {
-        let listener = state.config.listen.to_string();
-        for route in &state.routes {
+        let listener = state.config.label();
+        let range = state.config.range.as_ref();
+        for (index, route) in state.routes.iter().enumerate() {
             let label = route.config.label();
-            for entry in route.roster.entries().iter().filter(|e| e.target.is_name()) {
-                let upstream = entry.target.upstream.to_string();
-                for (result, counter) in [
-                    ("ok", &entry.target.resolved),
-                    ("failed", &entry.target.unresolved),
-                ] {
-                    let labels = [
-                        ("listener", listener.as_str()),
-                        ("route", label.as_str()),
-                        ("upstream", upstream.as_str()),
-                        ("result", result),
-                    ];
-                    e.sample(&UPSTREAM_RESOLUTIONS_TOTAL, &labels, load(counter));
+            for (i, entry) in route.roster.entries().iter().enumerate() {
+                if !entry.target.is_name() {
+                    continue;
                 }
+                let upstream = (range.and_then(|r| r.member(index, i)))
+                    .map_or_else(|| entry.target.upstream.to_string(), ToString::to_string);
+                let count = counts
+                    .entry([listener.clone(), label.clone(), upstream])
+                    .or_default();
+                count[0] += load(&entry.target.resolved);
+                count[1] += load(&entry.target.unresolved);
             }
+        }
+    }
+    e.family(&UPSTREAM_RESOLUTIONS_TOTAL);
+    for ([listener, route, upstream], [ok, failed]) in &counts {
+        for (result, count) in [("ok", ok), ("failed", failed)] {
+            let labels = [
+                ("listener", listener.as_str()),
+                ("route", route.as_str()),
+                ("upstream", upstream.as_str()),
+                ("result", result),
+            ];
+            e.sample(&UPSTREAM_RESOLUTIONS_TOTAL, &labels, *count);
         }
     }
 }

@@ -61,7 +61,7 @@ impl fmt::Display for AddrError {
 
 impl std::error::Error for AddrError {}
 
-fn addr_error(original: &str, reason: impl Into<String>) -> AddrError {
+pub(crate) fn addr_error(original: &str, reason: impl Into<String>) -> AddrError {
     AddrError {
         original: original.to_string(),
         reason: reason.into(),
@@ -110,7 +110,7 @@ impl From<SocketAddr> for HostPort {
     }
 }
 
-fn split_host_port(text: &str) -> Result<(&str, &str), AddrError> {
+pub(crate) fn split_host_port(text: &str) -> Result<(&str, &str), AddrError> {
     // Forms people type first that are not HOST:PORT, each with a hint that fits it.
     if let Some((scheme, rest)) = text.split_once("://") {
         let hint = rest.split(['/', '?']).next().unwrap_or(rest);

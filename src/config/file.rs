@@ -20,6 +20,8 @@
 //!   read for UDP sockets only), so on a TCP-only forwarder it could only mislead;
 //! - `[src=NAME]`: `src` must be an IP address, as the parser does no DNS;
 //! - port 0 (except to listen on, where it means any free port), and rules whose listen address is already used by a rinetd-style rule;
+//! - port ranges (`9000-9099`): rinetd has none, so a rinetd line takes one port; ranges are
+//!   written on `route` lines;
 //! - a second `logfile`/`pidlogfile` line (rinetd silently keeps the last).
 //!
 //! Also different: `#` starts a comment even inside an unquoted path (rinetd would make
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 use super::acl::{self, Action, Pattern};
 use super::addr::{parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services};
 use super::names::NamePattern;
+use super::range::{rinetd_range, HostPorts};
 use super::settings::Overrides;
 
 /// One forwarding rule: a rinetd line or a `route` line.
@@ -41,12 +44,13 @@ use super::settings::Overrides;
 pub(crate) struct RuleDef {
     /// 1-based line number in the file.
     pub line: usize,
-    /// Where to listen.
-    pub listen: HostPort,
-    /// Where to forward, in failover order (a rinetd line has exactly one).
-    pub upstreams: Vec<HostPort>,
+    /// Where to listen: one port, or a range on a `route` line.
+    pub listen: HostPorts,
+    /// Where to forward, in failover order (a rinetd line has exactly one); each a range of the
+    /// listen range's length, or one port.
+    pub upstreams: Vec<HostPorts>,
     /// `backup=UPSTREAM[,UPSTREAM...]`: tried only when no primary accepts.
-    pub backups: Vec<HostPort>,
+    pub backups: Vec<HostPorts>,
     /// The weight of each upstream (`*W`, 1 without), one per entry of `upstreams`.
     pub weights: Vec<u32>,
     /// The weight of each backup, one per entry of `backups`.
@@ -445,6 +449,9 @@ fn rinetd_port(what: &str, text: &str, services: Services) -> Result<u16, String
             "invalid {what} '{text}': UDP forwarding is not supported"
         ));
     }
+    if let Some(why) = rinetd_range(text) {
+        return Err(format!("{what}: {why}"));
+    }
     let port = parse_port(text, services).map_err(|e| format!("{what}: {e}"))?;
     if what == "bind port" {
         // As on `route` lines, port 0 to listen on means any free port (logged at start).
@@ -486,8 +493,8 @@ fn rinetd_rule(
     match (bind_host, bind_port, connect_host, connect_port) {
         (Some(bh), Some(bp), Some(ch), Some(cp)) if errors.is_empty() => Ok(RuleDef {
             line: n,
-            listen: HostPort { host: bh, port: bp },
-            upstreams: vec![HostPort { host: ch, port: cp }],
+            listen: HostPorts::single(HostPort { host: bh, port: bp }),
+            upstreams: vec![HostPorts::single(HostPort { host: ch, port: cp })],
             backups: Vec::new(),
             weights: vec![1],
             backup_weights: Vec::new(),
@@ -559,13 +566,16 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
     // Port 0 on a listen address means "any free port" (logged at start), handy for tests and
     // ad-hoc use; rinetd-style bind ports take it too (rinetd refuses it).
     let listen = take(
-        HostPort::parse_with(toks[1].text, services).map_err(|e| format!("listen address: {e}")),
+        HostPorts::parse_with(toks[1].text, services).map_err(|e| format!("listen address: {e}")),
         &mut errors,
     );
     let (upstreams, weights) = upstream_list("upstream", toks[2].text, services, &mut errors);
     let mut rule = RuleDef {
         line: n,
-        listen: HostPort::from(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+        listen: HostPorts::single(HostPort::from(std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            0,
+        )))),
         upstreams,
         backups: Vec::new(),
         weights,
@@ -596,6 +606,10 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         }
     }
     rule.check_name_keys(&mut errors);
+    if let Some(listen) = &listen {
+        let members = rule.upstreams.iter().chain(&rule.backups);
+        errors.extend(members.filter_map(|m| m.fits(listen).err()));
+    }
     match listen {
         Some(listen) if errors.is_empty() => Ok(RuleDef { listen, ..rule }),
         _ => Err(errors),
@@ -653,9 +667,10 @@ impl RuleDef {
     }
 }
 
-fn host_port(what: &str, text: &str, services: Services) -> Result<HostPort, String> {
-    let hp = HostPort::parse_with(text, services).map_err(|e| format!("{what}: {e}"))?;
-    nonzero_port(what, text, hp.port)?;
+/// An upstream or a backup: one port, or a range; port 0 is refused (a range never has it).
+fn host_port(what: &str, text: &str, services: Services) -> Result<HostPorts, String> {
+    let hp = HostPorts::parse_with(text, services).map_err(|e| format!("{what}: {e}"))?;
+    nonzero_port(what, text, hp.first.port)?;
     Ok(hp)
 }
 
@@ -665,8 +680,8 @@ fn upstream_list(
     text: &str,
     services: Services,
     errors: &mut Vec<String>,
-) -> (Vec<HostPort>, Vec<u32>) {
-    let mut out: Vec<HostPort> = Vec::new();
+) -> (Vec<HostPorts>, Vec<u32>) {
+    let mut out: Vec<HostPorts> = Vec::new();
     let mut weights = Vec::new();
     for item in text.split(',') {
         if item.is_empty() {
@@ -781,7 +796,7 @@ mod tests {
         all[0].clone()
     }
 
-    fn hp(s: &str) -> HostPort {
+    fn hp(s: &str) -> HostPorts {
         s.parse().unwrap()
     }
 
@@ -1227,7 +1242,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
     #[test]
     fn admin_lines() {
         let cfg = ok("admin 127.0.0.1 9901\nadmin_allow 10.0.0.0/8\nadmin_allow 127.0.0.1\n");
-        assert_eq!(cfg.admin, Some((hp("127.0.0.1:9901"), 1)));
+        assert_eq!(cfg.admin, Some((hp("127.0.0.1:9901").first, 1)));
         assert_eq!(cfg.admin_allow.len(), 2);
         // Four fields: a rinetd rule whose bind host is named `admin`.
         assert_eq!(ok("admin 80 127.0.0.1 8080").rules.len(), 1);
@@ -1452,6 +1467,48 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         assert_eq!(errs("route nope 127.0.0.1 x").len(), 3);
     }
 
+    #[test]
+    fn a_route_line_takes_port_ranges_and_refuses_bad_ones_in_one_line() {
+        let r = one_rule(
+            "route 0.0.0.0:9000-9099 10.0.0.1:7000-7099,10.0.0.2:8080 backup=[::1]:9000-9099*2",
+        );
+        assert_eq!(r.listen.to_string(), "0.0.0.0:9000-9099");
+        assert_eq!(r.upstreams, [hp("10.0.0.1:7000-7099"), hp("10.0.0.2:8080")]);
+        assert_eq!(r.backups, [hp("[::1]:9000-9099")]);
+        assert_eq!(r.backup_weights, [2]);
+        assert_eq!(
+            err1("route 0.0.0.0:9000-9099 10.0.0.1:7000-7009"),
+            "1: upstream range 10.0.0.1:7000-7009 has 10 ports but the listen range 0.0.0.0:9000-9099 has 100: give a range of the same length, or one port for all"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:9000 10.0.0.1:7000-7009"),
+            "1: upstream range 10.0.0.1:7000-7009 needs a listen range of 10 ports (the listen address 0.0.0.0:9000 is one port)"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:65500-65600 10.0.0.1:80"),
+            "1: listen address: invalid address '0.0.0.0:65500-65600': the range 65500-65600 goes past port 65535"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:9100-9000 10.0.0.1:80"),
+            "1: listen address: invalid address '0.0.0.0:9100-9000': the range 9100-9000 is reversed: write the lower port first"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:1-2 10.0.0.1:0-1"),
+            "1: upstream: invalid address '10.0.0.1:0-1': port 0 cannot be part of a range"
+        );
+        assert_eq!(
+            err1("0.0.0.0 9000-9099 10.0.0.1 9000"),
+            "1: bind port: invalid port '9000-9099': rinetd lines take one port; write a range on a route line, as in 'route 0.0.0.0:9000-9099 10.0.0.1:9000-9099'"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:9000-9099 10.0.0.1:1-100 backup=10.0.0.2:1-100,10.0.0.2:1-100"),
+            "1: backup '10.0.0.2:1-100' is listed twice"
+        );
+        // Name routing on a range: each port routes by name alike.
+        let cfg = ok("route 0.0.0.0:8443-8444 10.0.0.1:443 sni=a.example\nroute 0.0.0.0:8443-8444 10.0.0.2:443\n");
+        assert_eq!(cfg.rules.len(), 2);
+    }
+
     /// Routes that differ by SNI, ALPN or Host, and one default per listener, may share a listen
     /// address: the file is accepted, and each line becomes its own route on that address with
     /// its own upstream, name pattern and ALPN, in file order.
@@ -1618,6 +1675,7 @@ route 127.0.0.1:80 127.0.0.1:82
         assert!(cfg.rules.iter().any(|r| r.rinetd && !r.acl.is_empty()));
         assert!(cfg.rules.iter().any(|r| !r.rinetd && r.upstreams.len() > 1));
         assert!(cfg.rules.iter().any(|r| r.sni.is_some()));
+        assert!(cfg.rules.iter().any(|r| r.listen.range.is_some()));
         assert!(cfg
             .rules
             .iter()

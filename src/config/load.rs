@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use super::addr::HostPort;
 use super::addr::Services;
 use super::duration::format_duration;
 use super::file::{self, RuleDef};
 use super::model::{Admin, Config, Listener, LogFile, Route};
+use super::range::HostPorts;
 use super::settings::Settings;
 
 impl Config {
@@ -48,8 +50,15 @@ impl Config {
 /// one is refused before it is read.
 pub const MAX_CONFIG_FILE_SIZE: u64 = 16 << 20;
 
-/// Rules sharing a listen address (as written) become one listener, in the order of first
-/// appearance; each rule is one of its routes.
+/// The most listeners port ranges may add up to in one configuration: every port of `0-65535`
+/// once. Beyond it, a file of many ranges (each at most
+/// [`MAX_RANGE_PORTS`](super::range::MAX_RANGE_PORTS)) is refused before
+/// its listeners are built.
+pub(crate) const MAX_RANGED_LISTENERS: usize = 65_536;
+
+/// Rules sharing a listen address or range (as written) become one listener, in the order of
+/// first appearance; each rule is one of its routes. A listener written for a range then becomes
+/// one per port ([`Listener::for_range`]).
 fn group_into_listeners(
     path: &Path,
     rules: &[RuleDef],
@@ -62,7 +71,7 @@ fn group_into_listeners(
         let origin = format!("{}:{}", path.display(), rule.line);
         let settings = defaults.merge(&rule.settings);
         let index = *by_listen.entry(rule.listen.to_string()).or_insert_with(|| {
-            let listener = Listener::with(rule.listen.clone(), &settings, origin.clone());
+            let listener = Listener::with(rule.listen.first.clone(), &settings, origin.clone());
             groups.push((listener, Vec::new()));
             groups.len() - 1
         });
@@ -75,17 +84,46 @@ fn group_into_listeners(
         errors.extend(orphans.into_iter().map(|why| format!("{origin}: {why}")));
         listener.routes.push(route(rule, &settings, origin));
     }
-    if errors.is_empty() {
-        Ok(groups.into_iter().map(|(listener, _)| listener).collect())
-    } else {
-        Err(errors)
+    let ranged: usize = (groups.iter())
+        .filter_map(|(_, rules)| rules[0].listen.range.map(|r| r.len()))
+        .sum();
+    if ranged > MAX_RANGED_LISTENERS {
+        errors.push(format!(
+            "{}: the port ranges add up to {ranged} listeners, more than {MAX_RANGED_LISTENERS}",
+            path.display()
+        ));
     }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut listeners = Vec::with_capacity(groups.len());
+    for (listener, rules) in groups {
+        let members: Vec<Vec<HostPorts>> = (rules.iter())
+            .map(|rule| {
+                rule.upstreams
+                    .iter()
+                    .chain(&rule.backups)
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let origin = listener.origin.clone();
+        let expanded = listener
+            .for_range(rules[0].listen.clone(), members)
+            .map_err(|why| vec![format!("{origin}: {why}")])?;
+        listeners.extend(expanded);
+    }
+    Ok(listeners)
 }
 
+/// The route of `rule`, its upstreams and backups on their first ports (a range's listeners
+/// then take theirs).
 fn route(rule: &RuleDef, settings: &Settings, origin: String) -> Route {
-    let mut route = Route::with(rule.upstreams.clone(), settings, origin);
+    let first =
+        |list: &[HostPorts]| -> Vec<HostPort> { list.iter().map(|m| m.first.clone()).collect() };
+    let mut route = Route::with(first(&rule.upstreams), settings, origin);
     route.acl = rule.acl.clone();
-    route.backups = rule.backups.clone();
+    route.backups = first(&rule.backups);
     let weights = rule.weights.iter().chain(&rule.backup_weights);
     if weights.clone().any(|&w| w != 1) {
         route.weights = weights.copied().collect();
@@ -113,7 +151,7 @@ fn disagreements(
             Some(existing) if existing != max => out.push(format!(
                 "{origin}: max_connections={max} differs from max_connections={existing} given for {} at {}; \
                  it caps the whole listener, so routes sharing it must agree",
-                listener.listen, listener.origin
+                b.listen, listener.origin
             )),
             _ => listener.max_connections = Some(max),
         }
@@ -325,6 +363,42 @@ mod tests {
             err1("route 0.0.0.0:443 192.0.2.1:443 sni=a.example accept_proxy_from=10.0.0.5\nroute 0.0.0.0:443 192.0.2.2:443 accept_proxy_from=10.0.0.6"),
             "2: accept_proxy_from disagrees with line 1 on listener 0.0.0.0:443; routes sharing a \
              listener must give the same list because the proxy header is read before routing"
+        );
+    }
+
+    #[test]
+    fn a_range_rule_becomes_a_listener_per_port_sharing_its_routes() {
+        let config = load(
+            "route 127.0.0.1:9000-9002 10.0.0.1:7000-7002 sni=a.example max_connections=5\n\
+             route 127.0.0.1:9000-9002 10.0.0.2:8080 backup=10.0.0.3:6000-6002\n\
+             route 127.0.0.1:80 10.0.0.9:80\n",
+        )
+        .unwrap();
+        assert_eq!(config.listeners.len(), 4);
+        let port = &config.listeners[2];
+        assert_eq!(port.listen.to_string(), "127.0.0.1:9002");
+        assert_eq!(port.label(), "127.0.0.1:9000-9002");
+        assert_eq!(port.max_connections, Some(5));
+        assert_eq!(port.routes[0].upstreams[0].to_string(), "10.0.0.1:7002");
+        assert_eq!(port.routes[1].upstreams[0].to_string(), "10.0.0.2:8080");
+        assert_eq!(port.routes[1].backups[0].to_string(), "10.0.0.3:6002");
+        let range = port.range.as_ref().unwrap();
+        assert_eq!(
+            range.member(1, 1).unwrap().to_string(),
+            "10.0.0.3:6000-6002"
+        );
+        assert!(config.listeners[3].range.is_none());
+    }
+
+    #[test]
+    fn ranges_adding_up_to_more_than_the_cap_are_refused_before_they_are_built() {
+        let text: String = (1..=17)
+            .map(|i| format!("route 127.0.0.{i}:1000-5095 10.0.0.1:80\n"))
+            .collect();
+        let errors = load(&text).unwrap_err();
+        assert_eq!(
+            errors,
+            [" the port ranges add up to 69632 listeners, more than 65536"]
         );
     }
 

@@ -6,7 +6,7 @@
 //! - `file`: the rinetd-compatible file parser, text in, rules out (no DNS, no sockets);
 //!   `load`: rules into listeners; `validate`: the checks of the whole.
 //! - The values the other parts are made of: addresses ([`HostPort`], in `addr`), durations
-//!   (`duration`), allow/deny patterns ([`Pattern`], in `acl`) and name patterns
+//!   (`duration`), port ranges ([`HostPorts`], in `range`), allow/deny patterns ([`Pattern`], in `acl`) and name patterns
 //!   ([`NamePattern`], in `names`).
 //!
 //! Architecture invariant: configuration is pure data. Nothing here imports a run-time part of
@@ -28,6 +28,7 @@ pub use health::{
 pub use load::MAX_CONFIG_FILE_SIZE;
 mod model;
 pub(crate) mod names;
+pub(crate) mod range;
 mod settings;
 mod text;
 mod validate;
@@ -43,6 +44,7 @@ pub use model::{
     Admin, Config, Listener, LogFile, Route, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_DRAIN_TIMEOUT,
 };
 pub use names::{NamePattern, NamePatternError};
+pub use range::{HostPorts, ListenRange, PortRange, MAX_RANGE_PORTS};
 pub use settings::{
     check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_MAX_FAILS,

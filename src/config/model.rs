@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proto::proxy::Version;
@@ -11,6 +12,7 @@ use super::acl::{Pattern, Rule};
 use super::addr::HostPort;
 use super::health::{CheckKind, HealthCheck, OnDown};
 use super::names::NamePattern;
+use super::range::{HostPorts, ListenRange};
 use super::settings::{Balance, Settings};
 
 /// Built-in default for `drain_timeout`.
@@ -154,6 +156,9 @@ pub struct Listener {
     pub max_connections: Option<usize>,
     /// Where it was configured, for messages: `command line`, `FILE:LINE`, or `code`.
     pub origin: String,
+    /// The range of ports this listener is one of, if it was written as one
+    /// ([`Listener::for_range`]); shared by the range's listeners, which share its label.
+    pub range: Option<Arc<ListenRange>>,
 }
 
 impl Listener {
@@ -173,6 +178,84 @@ impl Listener {
             peek_timeout: settings.peek_timeout,
             max_connections: settings.max_connections,
             origin,
+            range: None,
+        }
+    }
+}
+
+impl Listener {
+    /// The listeners of a range: `self` is the listener as written (its `listen` is ignored),
+    /// `listen` the listen range, `members` each route's upstreams then backups as written, one
+    /// for each of them (each checked with [`HostPorts::fits`]). Port `first + i` of the range
+    /// goes to port `first + i` of each upstream range and to each single port. Without a range,
+    /// the one listener on `listen`.
+    ///
+    /// ```
+    /// use tcp_router::config::HostPorts;
+    /// use tcp_router::{Listener, Route};
+    ///
+    /// let mut written = Listener::new("0.0.0.0:0".parse()?);
+    /// written.routes.push(Route::new(vec!["10.0.0.1:7000".parse()?]));
+    /// let members = vec![vec!["10.0.0.1:7000-7099".parse::<HostPorts>()?]];
+    /// let listeners = written.for_range("0.0.0.0:9000-9099".parse()?, members)?;
+    /// assert_eq!(listeners.len(), 100);
+    /// assert_eq!(listeners[5].listen.to_string(), "0.0.0.0:9005");
+    /// assert_eq!(listeners[5].routes[0].upstreams[0].to_string(), "10.0.0.1:7005");
+    /// assert_eq!(listeners[5].label(), "0.0.0.0:9000-9099");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_range(
+        mut self,
+        listen: HostPorts,
+        members: Vec<Vec<HostPorts>>,
+    ) -> Result<Vec<Listener>, String> {
+        let counts = self
+            .routes
+            .iter()
+            .map(|r| r.upstreams.len() + r.backups.len());
+        if !counts.eq(members.iter().map(Vec::len)) {
+            return Err(format!(
+                "the members given for the range {listen} are not one per upstream and backup of each of its routes"
+            ));
+        }
+        for member in members.iter().flatten() {
+            member.fits(&listen)?;
+        }
+        let at = |offset: usize| {
+            move |(route, list): (&Route, &Vec<HostPorts>)| {
+                let mut route = route.clone();
+                let primaries = route.upstreams.len();
+                route.upstreams = list[..primaries].iter().map(|m| m.at(offset)).collect();
+                route.backups = list[primaries..].iter().map(|m| m.at(offset)).collect();
+                route
+            }
+        };
+        if listen.range.is_none() {
+            self.listen = listen.first;
+            self.routes = self.routes.iter().zip(&members).map(at(0)).collect();
+            return Ok(vec![self]);
+        }
+        let range = Arc::new(ListenRange {
+            listen: listen.clone(),
+            members: members.clone(),
+        });
+        Ok((0..listen.len())
+            .map(|offset| {
+                let mut listener = self.clone();
+                listener.listen = listen.at(offset);
+                listener.routes = self.routes.iter().zip(&members).map(at(offset)).collect();
+                listener.range = Some(Arc::clone(&range));
+                listener
+            })
+            .collect())
+    }
+
+    /// How the listener is named in `--check`, the metrics and `/connections`: its range as
+    /// written (`0.0.0.0:9000-9099`) if it is one port of a range, else its listen address.
+    pub fn label(&self) -> String {
+        match &self.range {
+            Some(range) => range.listen.to_string(),
+            None => self.listen.to_string(),
         }
     }
 }
@@ -354,6 +437,71 @@ mod tests {
         assert_eq!(check.timeout, None);
         assert_eq!(route.on_down, OnDown::Close);
         assert_eq!(Route::new(Vec::new()).check, None);
+    }
+
+    fn hps(text: &str) -> Result<HostPorts, String> {
+        HostPorts::parse_with(text, |_| None).map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn a_range_becomes_one_listener_per_port_each_with_its_upstream_port() {
+        let mut written = Listener::new("0.0.0.0:0".parse().unwrap());
+        let mut route = Route::new(vec!["10.0.0.1:1".parse().unwrap()]);
+        route.backups = vec!["10.0.0.2:1".parse().unwrap()];
+        written.routes.push(route);
+        let members = vec![vec![
+            hps("10.0.0.1:7000-7002").unwrap(),
+            hps("10.0.0.2:8080").unwrap(),
+        ]];
+        let listeners = written
+            .for_range(hps("[::1]:9000-9002").unwrap(), members)
+            .unwrap();
+        let shown: Vec<String> = listeners
+            .iter()
+            .map(|l| {
+                let r = &l.routes[0];
+                format!(
+                    "{} {} {} {}",
+                    l.label(),
+                    l.listen,
+                    r.upstreams[0],
+                    r.backups[0]
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "[::1]:9000-9002 [::1]:9000 10.0.0.1:7000 10.0.0.2:8080",
+                "[::1]:9000-9002 [::1]:9001 10.0.0.1:7001 10.0.0.2:8080",
+                "[::1]:9000-9002 [::1]:9002 10.0.0.1:7002 10.0.0.2:8080",
+            ]
+        );
+        assert!(Arc::ptr_eq(
+            listeners[0].range.as_ref().unwrap(),
+            listeners[2].range.as_ref().unwrap()
+        ));
+    }
+
+    #[test]
+    fn one_port_is_one_listener_without_a_range() {
+        let mut written = Listener::new("0.0.0.0:0".parse().unwrap());
+        written
+            .routes
+            .push(Route::new(vec!["10.0.0.1:1".parse().unwrap()]));
+        let listeners = written
+            .for_range(
+                hps("127.0.0.1:80").unwrap(),
+                vec![vec![hps("10.0.0.1:81").unwrap()]],
+            )
+            .unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].label(), "127.0.0.1:80");
+        assert!(listeners[0].range.is_none());
+        assert_eq!(
+            listeners[0].routes[0].upstreams[0].to_string(),
+            "10.0.0.1:81"
+        );
     }
 
     #[test]

@@ -74,9 +74,19 @@ impl Config {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Error::Config(errors))
+            Err(Error::Config(once_each(errors)))
         }
     }
+}
+
+/// `errors` without repeats, in order: the listeners of a range share its label and origin, so
+/// a problem of the range is found on each of its ports and said once.
+fn once_each(errors: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    errors
+        .into_iter()
+        .filter(|e| seen.insert(e.clone()))
+        .collect()
 }
 
 /// Why a connection cap cannot be used, if it cannot.
@@ -84,20 +94,45 @@ fn bad_cap(max: usize) -> Option<String> {
     check_count(max).err()
 }
 
-/// Two listeners on the same address (for example the command line's and a file's).
+/// Two listeners on the same address (for example the command line's and a file's), or ranges
+/// that overlap each other or a single port: said once per pair, at the first port they share.
 fn duplicate_listeners(listeners: &[Listener]) -> Vec<String> {
-    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut seen: BTreeMap<String, &Listener> = BTreeMap::new();
     let mut errors = Vec::new();
     for listener in listeners {
         let key = listener.listen.to_string();
-        if let Some(first) = seen.insert(key.clone(), &listener.origin) {
-            errors.push(format!(
-                "{}: listen address {key} is already used at {first}",
-                listener.origin
-            ));
-        }
+        let Some(first) = seen.insert(key.clone(), listener) else {
+            continue;
+        };
+        let (label, first_label) = (listener.label(), first.label());
+        errors.push(if listener.range.is_none() && first.range.is_none() {
+            format!(
+                "{}: listen address {key} is already used at {}",
+                listener.origin, first.origin
+            )
+        } else {
+            format!(
+                "{}: listen {label} overlaps {first_label} at {} (port {} is in both): a port has one listener; give routes sharing ports the same range",
+                listener.origin, first.origin, listener.listen.port
+            )
+        });
+        // Said once: the later ports of the same pair repeat it with another port.
+        seen.insert(key, first);
     }
+    dedup_pairs(errors)
+}
+
+/// The overlap messages of one pair of ranges, kept at the first port they share: messages that
+/// differ only in the port named are one.
+fn dedup_pairs(errors: Vec<String>) -> Vec<String> {
+    let mut pairs = std::collections::HashSet::new();
     errors
+        .into_iter()
+        .filter(|e| {
+            let pair = e.split_once(" (port ").map_or(e.as_str(), |(p, _)| p);
+            pairs.insert(pair.to_string())
+        })
+        .collect()
 }
 
 fn listener_errors(listener: &Listener) -> Vec<String> {
@@ -106,7 +141,8 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
         if let Some(why) = bad_cap(max) {
             errors.push(format!(
                 "{}: invalid max_connections '{max}' for {}: {why}",
-                listener.origin, listener.listen
+                listener.origin,
+                listener.label()
             ));
         }
     }
@@ -115,11 +151,11 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
             "{}: invalid peek_timeout '{}' for {}: {why}",
             listener.origin,
             format_duration(listener.peek_timeout),
-            listener.listen
+            listener.label()
         ));
     }
     for route in &listener.routes {
-        let place = || format!("route {} on {}", route.label(), listener.listen);
+        let place = || format!("route {} on {}", route.label(), listener.label());
         if route.upstreams.is_empty() {
             errors.push(format!("{}: {} has no upstream", route.origin, place()));
         }
@@ -296,7 +332,7 @@ fn duplicate_routes(listener: &Listener) -> Vec<String> {
             Some(first) => errors.push(format!(
                 "{}: duplicate route on {}: {} already has one with {}",
                 later.origin,
-                listener.listen,
+                listener.label(),
                 earlier_place(&first.origin, &later.origin),
                 describe_key(later)
             )),

@@ -2,10 +2,12 @@
 //! addresses (no re-bind, no refused client), binding new ones first and closing removed ones
 //! last, so a reload that cannot bind changes nothing.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+use crate::config::range::ip_with_ports;
 use crate::config::HostPort;
 use crate::error::Error;
 use crate::sys::{net, resolve};
@@ -49,8 +51,22 @@ impl Listening {
         })
     }
 
-    /// Logs the address and its routes, as at start and after a reload.
+    /// Logs the address and its routes, as at start and after a reload; a range once, on its
+    /// first port's turn, with its ports as written.
     pub(crate) fn log(&self) {
+        let config = &self.state.config;
+        let shown = match &config.range {
+            Some(range) if config.listen.port != range.listen.first.port => return,
+            Some(range) => match range.listen.range {
+                Some(ports) => format!(
+                    "{} ({} ports)",
+                    ip_with_ports(self.addr.ip(), ports),
+                    ports.len()
+                ),
+                None => self.addr.to_string(),
+            },
+            None => self.addr.to_string(),
+        };
         let mut limits: Vec<String> = self
             .limit
             .as_ref()
@@ -66,18 +82,13 @@ impl Listening {
         } else {
             format!(" ({})", limits.join("; "))
         };
-        log::info!(
-            "listening on {} -> {}{cap}",
-            self.addr,
-            self.state.describe()
-        );
-        let config = &self.state.config;
+        log::info!("listening on {shown} -> {}{cap}", self.state.describe());
         if config.accept_proxy && config.accept_proxy_from.is_empty() {
             log::warn!(
                 "listener {} takes a PROXY header from any sender, so any client can choose the \
                  address allow/deny and the limits see; name the load balancers with \
                  --accept-proxy-from (accept_proxy_from=)",
-                self.addr
+                shown
             );
         }
     }
@@ -85,16 +96,18 @@ impl Listening {
 
 /// Switches `current` to `states`: listeners whose address is unchanged keep their socket and
 /// take the new settings for new connections; new ones are bound; removed ones close. Nothing
-/// changes unless every new listener could be bound.
+/// changes unless every new listener could be bound. Addresses are compared port by port, so a
+/// range that grows or shrinks binds or closes only the ports added or removed; looked up in a
+/// map, so a reload of thousands of ports takes no quadratic time.
 pub(crate) fn switch(
     current: &mut Vec<Listening>,
     states: Vec<ListenerState>,
     wake: &Arc<UnixStream>,
 ) -> Result<(), Error> {
-    let same = |l: &Listening, state: &ListenerState| l.state.config.listen == state.config.listen;
+    let wanted: HashSet<&HostPort> = states.iter().map(|s| &s.config.listen).collect();
     if let Some(kept) = current
         .iter()
-        .find(|l| l.handed_in && !states.iter().any(|state| same(l, state)))
+        .find(|l| l.handed_in && !wanted.contains(&l.state.config.listen))
     {
         return Err(Error::Config(vec![format!(
             "listener {} was handed in already bound (by the service manager); a reload cannot \
@@ -102,10 +115,13 @@ pub(crate) fn switch(
             kept.addr
         )]));
     }
+    let bound: HashMap<HostPort, usize> = (current.iter().enumerate())
+        .map(|(i, l)| (l.state.config.listen.clone(), i))
+        .collect();
     // First bind every new address; if one fails, nothing has changed yet.
     let mut fresh = Vec::with_capacity(states.len());
     for state in &states {
-        if current.iter().any(|l| same(l, state)) {
+        if bound.contains_key(&state.config.listen) {
             fresh.push(None);
         } else {
             fresh.push(Some(bind_socket(
@@ -116,10 +132,7 @@ pub(crate) fn switch(
     }
     let mut old: Vec<Option<Listening>> = std::mem::take(current).into_iter().map(Some).collect();
     for (state, fresh) in states.into_iter().zip(fresh) {
-        let kept = old
-            .iter_mut()
-            .find(|l| l.as_ref().is_some_and(|l| same(l, &state)))
-            .and_then(Option::take);
+        let kept = (bound.get(&state.config.listen)).and_then(|&i| old[i].take());
         current.push(match (fresh, kept) {
             (Some((socket, addr)), _) => Listening {
                 socket,
@@ -138,10 +151,23 @@ pub(crate) fn switch(
             (None, None) => unreachable!("BUG: a listener is neither kept nor bound"),
         });
     }
-    for removed in old.into_iter().flatten() {
-        log::info!("reload: closing listener {}", removed.addr);
-    }
+    log_removed(old.into_iter().flatten());
     Ok(())
+}
+
+/// Says which listeners a reload closes: each one alone, the ports of a range as one line per
+/// range.
+fn log_removed(removed: impl Iterator<Item = Listening>) {
+    let mut ranges: BTreeMap<String, usize> = BTreeMap::new();
+    for listening in removed {
+        match &listening.state.config.range {
+            Some(range) => *ranges.entry(range.listen.to_string()).or_default() += 1,
+            None => log::info!("reload: closing listener {}", listening.addr),
+        }
+    }
+    for (range, ports) in ranges {
+        log::info!("reload: closing {ports} port(s) of range {range}");
+    }
 }
 
 /// Resolves and binds a listen address; returns the socket and the address actually bound.

@@ -2,6 +2,7 @@
 //! run-time states, the per-client limits, rinetd's log file; and the [`Follower`]s, which follow
 //! the configuration beside the listeners.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -30,7 +31,8 @@ pub(crate) trait Follower: Send + std::fmt::Debug {
     }
 }
 
-/// Builds the run-time state of every listener of `config`.
+/// Builds the run-time state of every listener of `config`. The ports of a range share one
+/// peek budget, as they share one label: the range counts as one listener reading first.
 pub(super) fn listener_states(
     config: &Config,
     metrics: &Metrics,
@@ -38,17 +40,25 @@ pub(super) fn listener_states(
     rosters: &Rosters<'_>,
 ) -> Vec<ListenerState> {
     let global_acl = Arc::new(config.acl.clone());
+    let mut peeking_of_range = HashMap::new();
     config
         .listeners
         .iter()
         .map(|listener| {
-            ListenerState::new(
+            let mut state = ListenerState::new(
                 listener.clone(),
                 Arc::clone(&global_acl),
                 metrics,
                 limits,
                 rosters,
-            )
+            );
+            if let Some(range) = &listener.range {
+                let shared = peeking_of_range
+                    .entry(Arc::as_ptr(range))
+                    .or_insert_with(|| Arc::clone(&state.peeking));
+                state.peeking = Arc::clone(shared);
+            }
+            state
         })
         .collect()
 }
@@ -132,6 +142,25 @@ mod tests {
         let states = listener_states(&config, &Metrics::default(), &limits, &Rosters::fresh());
         let ports: Vec<String> = states.iter().map(|s| s.config.listen.to_string()).collect();
         assert_eq!(ports, ["127.0.0.1:1", "127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn the_ports_of_a_range_share_one_peek_budget_and_count_once_among_those_that_read_first() {
+        let mut written = listener(0);
+        written.accept_proxy = true;
+        let members = vec![vec!["127.0.0.1:1".parse().unwrap()]];
+        let ports = written
+            .for_range("127.0.0.1:9000-9003".parse().unwrap(), members)
+            .unwrap();
+        let config = Config {
+            listeners: ports.into_iter().chain([listener(3)]).collect(),
+            ..Config::default()
+        };
+        let (_, limits) = client_limits(&config, 100);
+        assert_eq!(limits.peek_sharers, 1);
+        let states = listener_states(&config, &Metrics::default(), &limits, &Rosters::fresh());
+        assert!(Arc::ptr_eq(&states[0].peeking, &states[3].peeking));
+        assert!(!Arc::ptr_eq(&states[0].peeking, &states[4].peeking));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, HostPort, Listener, Route, Rule};
+use crate::config::{Config, HostPort, HostPorts, ListenRange, Listener, Route, Rule};
 use crate::health::checker::Checker;
 use crate::health::roster::Roster;
 use crate::route::router::Router;
@@ -30,10 +30,31 @@ pub(crate) struct RouteState {
     pub(crate) per_client: Option<Arc<PerClient>>,
 }
 
+/// Where a route is, for its counters and for finding it again on reload.
+struct Place<'a> {
+    /// The listener as configured.
+    listener: &'a Listener,
+    /// Its label: its range as written, or its listen address.
+    label: &'a str,
+    /// The route's index among the listener's routes.
+    index: usize,
+}
+
+impl Place<'_> {
+    /// The label of the route's member `member` (upstreams then backups): its range as written
+    /// on a listener of a range, so a range's ports count under one label; else the upstream.
+    fn member_label(&self, member: usize, upstream: &HostPort) -> String {
+        let range = self.listener.range.as_ref();
+        range
+            .and_then(|r| r.member(self.index, member))
+            .map_or_else(|| upstream.to_string(), ToString::to_string)
+    }
+}
+
 impl RouteState {
     fn new(
         config: Route,
-        listener: &str,
+        place: &Place<'_>,
         metrics: &Metrics,
         v6_prefix: u8,
         rosters: &Rosters<'_>,
@@ -41,9 +62,10 @@ impl RouteState {
         let label = config.label();
         let upstream_stats = (config.upstreams.iter())
             .chain(&config.backups)
-            .map(|u| metrics.upstream(listener, &label, &u.to_string()))
+            .enumerate()
+            .map(|(i, u)| metrics.upstream(place.label, &label, &place.member_label(i, u)))
             .collect();
-        let previous = rosters.previous_route(listener, &label);
+        let previous = rosters.previous_route(&place.listener.listen, &label);
         RouteState {
             roster: Roster::new(
                 &config,
@@ -51,7 +73,7 @@ impl RouteState {
                 previous.map(|r| &r.roster),
                 rosters.checker,
             ),
-            stats: metrics.route(listener, &label),
+            stats: metrics.route(place.label, &label),
             upstream_stats,
             per_client: config
                 .max_connections_per_client
@@ -111,10 +133,11 @@ impl Rosters<'static> {
 }
 
 impl Rosters<'_> {
-    /// The route labelled `label` on the listener configured as `listener`, until now.
-    fn previous_route(&self, listener: &str, label: &str) -> Option<&Arc<RouteState>> {
+    /// The route labelled `label` on the listener configured on `listen`, until now (a port of
+    /// a range is found by its own address).
+    fn previous_route(&self, listen: &HostPort, label: &str) -> Option<&Arc<RouteState>> {
         (self.previous.iter())
-            .filter(|(_, state)| state.config.listen.to_string() == listener)
+            .filter(|(_, state)| state.config.listen == *listen)
             .flat_map(|(_, state)| &state.routes)
             .find(|route| route.config.label() == label)
     }
@@ -154,8 +177,8 @@ pub(crate) struct Limits {
     pub(crate) max_per_client: Option<usize>,
     /// Bits of an IPv6 address that make one client.
     pub(crate) v6_prefix: u8,
-    /// How many listeners read before routing (a PROXY header, a name): the process cap's
-    /// quarter for the peek phase is split among them.
+    /// How many listeners read before routing (a PROXY header, a name), a port range once: the
+    /// process cap's quarter for the peek phase is split among them.
     pub(crate) peek_sharers: usize,
 }
 
@@ -167,11 +190,7 @@ impl Limits {
             max_peeking: config.max_peeking,
             max_per_client: config.max_connections_per_client,
             v6_prefix: config.client_ipv6_prefix,
-            peek_sharers: config
-                .listeners
-                .iter()
-                .filter(|l| l.accept_proxy || l.routes.iter().any(Route::routes_by_name))
-                .count(),
+            peek_sharers: peek_sharers(config),
         }
     }
 
@@ -194,6 +213,19 @@ impl Limits {
     }
 }
 
+/// How many listeners read before routing (a PROXY header, a name), a range counting once: its
+/// ports share one peek budget (see `configured::listener_states`).
+fn peek_sharers(config: &Config) -> usize {
+    let reads_first = |l: &&Listener| l.accept_proxy || l.routes.iter().any(Route::routes_by_name);
+    let mut ranges = std::collections::HashSet::new();
+    (config.listeners.iter().filter(reads_first))
+        .filter(|l| match &l.range {
+            Some(range) => ranges.insert(Arc::as_ptr(range)),
+            None => true,
+        })
+        .count()
+}
+
 /// The route label of connections that ended before a route was chosen.
 pub(crate) const NO_ROUTE: &str = "none";
 
@@ -207,16 +239,18 @@ impl ListenerState {
         limits: &Limits,
         rosters: &Rosters<'_>,
     ) -> ListenerState {
-        let label = config.listen.to_string();
+        let label = config.label();
         let router = Router::new(&config.routes);
-        let routes = config
-            .routes
-            .iter()
-            .cloned()
-            .map(|r| {
+        let routes = (config.routes.iter().cloned().enumerate())
+            .map(|(index, r)| {
+                let place = Place {
+                    listener: &config,
+                    label: &label,
+                    index,
+                };
                 Arc::new(RouteState::new(
                     r,
-                    &label,
+                    &place,
                     metrics,
                     limits.v6_prefix,
                     rosters,
@@ -256,20 +290,38 @@ impl ListenerState {
         parts.join("; ")
     }
 
-    /// One line per route, `[label] upstreams`, or just the upstreams for a lone default route.
+    /// One line per route, `[label] upstreams`, or just the upstreams for a lone default route;
+    /// on a range, the upstreams as written (`10.0.0.1:7000-7099`).
     pub(crate) fn describe(&self) -> String {
-        let parts: Vec<String> = self
-            .routes
-            .iter()
-            .map(|r| {
+        let parts: Vec<String> = (self.routes.iter().enumerate())
+            .map(|(index, r)| {
+                let upstreams = match &self.config.range {
+                    Some(range) => describe_written(range, index, r.config.upstreams.len()),
+                    None => r.describe_upstreams(),
+                };
                 if self.routes.len() == 1 && !r.config.routes_by_name() {
-                    r.describe_upstreams()
+                    upstreams
                 } else {
-                    format!("[{}] {}", r.config.label(), r.describe_upstreams())
+                    format!("[{}] {upstreams}", r.config.label())
                 }
             })
             .collect();
         parts.join("; ")
+    }
+}
+
+/// The members of route `index` of a range as written, backups after `backup`, as
+/// [`RouteState::describe_upstreams`] shows one port's.
+fn describe_written(range: &ListenRange, index: usize, primaries: usize) -> String {
+    let written = range.members.get(index).map_or(&[][..], Vec::as_slice);
+    let list = |members: &[HostPorts]| {
+        let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+        names.join(", ")
+    };
+    let (upstreams, backups) = written.split_at(primaries.min(written.len()));
+    match backups {
+        [] => list(upstreams),
+        backups => format!("{}, backup {}", list(upstreams), list(backups)),
     }
 }
 

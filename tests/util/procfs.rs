@@ -123,6 +123,16 @@ pub fn peer_unread(stream: &TcpStream) -> usize {
     peer_row(stream).map_or(0, |row| row.rx_queue)
 }
 
+/// The inode of the socket listening on `addr` (from `/proc/net/tcp`): the same number before and
+/// after a reload says the listener kept its socket; `None` when nothing listens there.
+pub fn listener_inode(addr: SocketAddr) -> Option<u64> {
+    const LISTEN: &str = "0A";
+    tcp_table_row(addr, |local, _, state| {
+        state == LISTEN && local == Some(addr)
+    })
+    .map(|r| r.inode)
+}
+
 /// True while the kernel's TCP table has a socket from `local` to `remote` (a reset removes it).
 pub fn tcp_socket_exists(local: SocketAddr, remote: SocketAddr) -> bool {
     connection_row(local, remote).is_some()
@@ -163,6 +173,7 @@ struct TcpRow {
     state: u8,
     tx_queue: usize,
     rx_queue: usize,
+    inode: u64,
 }
 
 /// The first row of the kernel's TCP table for `addr`'s family that `pick` chooses from its local
@@ -188,6 +199,7 @@ fn tcp_table_row(
             state: u8::from_str_radix(state, 16).ok()?,
             tx_queue: usize::from_str_radix(tx, 16).ok()?,
             rx_queue: usize::from_str_radix(rx, 16).ok()?,
+            inode: fields.get(9)?.parse().ok()?,
         })
     })
 }

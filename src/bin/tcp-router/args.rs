@@ -12,7 +12,7 @@ use log::LevelFilter;
 use tcp_router::config::{
     check_duration, parse_check_host, parse_check_port, parse_count, parse_duration,
     parse_optional_duration, parse_patterns, split_weight, Action, Admin, Balance, CheckKind,
-    NamePattern, OnDown, Overrides, Pattern, Rule, Settings, StatusRange,
+    HostPorts, NamePattern, OnDown, Overrides, Pattern, Rule, Settings, StatusRange,
 };
 use tcp_router::process::Scheduler;
 use tcp_router::proto::proxy::Version;
@@ -26,9 +26,10 @@ use tcp_router::{Config, Error, HostPort, Listener, Route};
     example = "Give clients 30s to finish on SIGTERM, close connections idle for 10 minutes:\n  $ tcp-router --drain-timeout 30s --idle-timeout 10m 0.0.0.0:2222 10.0.0.9:22",
     example = "Serve a rinetd.conf (and check it first):\n  $ tcp-router --check -c /etc/rinetd.conf && tcp-router -c /etc/rinetd.conf",
     example = "Two TLS sites on one port by SNI, everything else to a default; nothing is decrypted:\n  $ tcp-router 0.0.0.0:443 --sni a.example.com=10.0.0.1:443 --sni '*.example.org'=10.0.0.2:443 10.0.0.3:443",
+    example = "Forward ports 9000-9099 to ports 7000-7099 of one host (100 listeners, one line):\n  $ tcp-router 0.0.0.0:9000-9099 10.0.0.5:7000-7099",
     example = "Which route would a name take?\n  $ tcp-router -c router.conf --check --explain www.example.org",
     example = "Send clients to whichever Redis answers ROLE as the primary, checked every 2s; cut the connections of a demoted one:\n  $ tcp-router --health-check 'send:ROLE\\r\\n,expect:master' --on-down close 127.0.0.1:6380 10.0.0.1:6379 10.0.0.2:6379",
-    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); host names are resolved at each new connection. Options take their value after a space or =, as in --idle-timeout=10m; -h is --help, -V --version. Durations: 250ms, 5s, 2m, 1h or plain seconds, at most 8760h (365 days); 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
+    note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); a port range HOST:FIRST-LAST (at most 4096 ports) listens on every port of it, each forwarded to the port at the same place in each upstream range (of the same length) or to an upstream's one port; host names are resolved at each new connection. Options take their value after a space or =, as in --idle-timeout=10m; -h is --help, -V --version. Durations: 250ms, 5s, 2m, 1h or plain seconds, at most 8760h (365 days); 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
     error_code(
         0,
         "success, including a graceful stop on SIGINT or SIGTERM, and the old process after an upgrade on SIGUSR2"
@@ -301,8 +302,8 @@ fn normalize(argv: &[String]) -> Vec<String> {
 pub(crate) struct NameRouteArg {
     /// The name pattern, as typed.
     pub(crate) pattern: String,
-    /// Its upstreams.
-    pub(crate) upstreams: Vec<HostPort>,
+    /// Its upstreams (ranges when LISTEN is one).
+    pub(crate) upstreams: Vec<HostPorts>,
     /// The weight of each (`*W`, 1 without).
     pub(crate) weights: Vec<u32>,
 }
@@ -321,9 +322,8 @@ impl Args {
             }),
             None => Config::default(),
         };
-        match cli_listener(self, &defaults) {
-            Ok(Some(listener)) => config.listeners.insert(0, listener),
-            Ok(None) => {}
+        match cli_listeners(self, &defaults) {
+            Ok(listeners) => drop(config.listeners.splice(0..0, listeners)),
             Err(err) => errors.insert(0, err),
         }
         config.acl.extend(self.rules());
@@ -404,10 +404,11 @@ impl Args {
     }
 }
 
-/// The listener given by the positional arguments and `--sni`/`--host`, if any.
-fn cli_listener(args: &Args, defaults: &Settings) -> Result<Option<Listener>, String> {
+/// The listener given by the positional arguments and `--sni`/`--host`, if any: one per port
+/// when LISTEN is a range.
+fn cli_listeners(args: &Args, defaults: &Settings) -> Result<Vec<Listener>, String> {
     let Some((listen, (upstreams, weights))) = listen_and_upstreams(args)? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     if let Some(why) = args
         .overrides()
@@ -417,11 +418,15 @@ fn cli_listener(args: &Args, defaults: &Settings) -> Result<Option<Listener>, St
         return Err(format!("command line: {why}"));
     }
     let origin = || "command line".to_string();
-    let mut listener = Listener::with(listen, defaults, origin());
+    let first =
+        |list: &[HostPorts]| -> Vec<HostPort> { list.iter().map(|m| m.first.clone()).collect() };
+    let mut listener = Listener::with(listen.first.clone(), defaults, origin());
+    let mut members = Vec::new();
     if !upstreams.is_empty() {
-        let mut route = Route::with(upstreams, defaults, origin());
+        let mut route = Route::with(first(&upstreams), defaults, origin());
         route.weights = weights_unless_all_one(weights);
         listener.routes.push(route);
+        members.push(upstreams);
     }
     for (flag, list) in [("--sni", &args.sni), ("--host", &args.host)] {
         for NameRouteArg {
@@ -433,7 +438,7 @@ fn cli_listener(args: &Args, defaults: &Settings) -> Result<Option<Listener>, St
             let parsed: NamePattern = pattern
                 .parse()
                 .map_err(|e| format!("invalid {flag} pattern: {e}"))?;
-            let mut route = Route::with(upstreams.clone(), defaults, format!("{flag} {pattern}"));
+            let mut route = Route::with(first(upstreams), defaults, format!("{flag} {pattern}"));
             route.weights = weights_unless_all_one(weights.clone());
             if flag == "--sni" {
                 route.sni = Some(parsed);
@@ -441,9 +446,12 @@ fn cli_listener(args: &Args, defaults: &Settings) -> Result<Option<Listener>, St
                 route.host = Some(parsed);
             }
             listener.routes.push(route);
+            members.push(upstreams.clone());
         }
     }
-    Ok(Some(listener))
+    listener
+        .for_range(listen, members)
+        .map_err(|why| format!("command line: {why}"))
 }
 
 /// A route's weights as [`Route::weights`] holds them: none when all are 1.
@@ -455,27 +463,28 @@ fn weights_unless_all_one(weights: Vec<u32>) -> Vec<u32> {
     }
 }
 
-/// The upstreams of a list (positional addresses, or `--sni`'s after `=`), each with the weight
-/// of its `*W` suffix (1 without).
+/// The upstreams of a list (positional addresses, or `--sni`'s after `=`), each one port or a
+/// range, with the weight of its `*W` suffix (1 without).
 fn weighted_upstreams<'a>(
     texts: impl IntoIterator<Item = &'a str>,
-) -> Result<(Vec<HostPort>, Vec<u32>), String> {
+) -> Result<(Vec<HostPorts>, Vec<u32>), String> {
     let mut upstreams = Vec::new();
     let mut weights = Vec::new();
     for text in texts {
         let (address, weight) = split_weight(text)?;
-        upstreams.push(address.parse::<HostPort>().map_err(|e| e.to_string())?);
+        upstreams.push(address.parse::<HostPorts>().map_err(|e| e.to_string())?);
         weights.push(weight);
     }
     Ok((upstreams, weights))
 }
 
 /// The upstreams of a route given on the command line, and their weights.
-type Upstreams = (Vec<HostPort>, Vec<u32>);
+type Upstreams = (Vec<HostPorts>, Vec<u32>);
 
-/// Splits the positional addresses into a listen address and its upstreams (possibly none).
-fn listen_and_upstreams(args: &Args) -> Result<Option<(HostPort, Upstreams)>, String> {
-    let listen = args.addresses.first().map(|text| text.parse::<HostPort>());
+/// Splits the positional addresses into a listen address (or range) and its upstreams (possibly
+/// none).
+fn listen_and_upstreams(args: &Args) -> Result<Option<(HostPorts, Upstreams)>, String> {
+    let listen = args.addresses.first().map(|text| text.parse::<HostPorts>());
     let listen = listen.transpose().map_err(|e| e.to_string())?;
     let upstreams = weighted_upstreams(args.addresses.iter().skip(1).map(String::as_str))?;
     let routes_by_name = !args.sni.is_empty() || !args.host.is_empty();
@@ -771,6 +780,29 @@ mod tests {
             super::parse(&argv(&["--probe", "a:1", "b:2"])),
             Err(Early::Usage(line)) if line.starts_with("--probe needs --check")
         ));
+    }
+
+    #[test]
+    fn a_listen_range_is_one_listener_per_port_with_its_upstream_port() {
+        let args = parse(&[
+            "127.0.0.1:9000-9009",
+            "10.0.0.1:7000-7009",
+            "--sni",
+            "a.example=10.0.0.2:443",
+        ])
+        .unwrap();
+        let config = args.load().unwrap();
+        assert_eq!(config.listeners.len(), 10);
+        let last = &config.listeners[9];
+        assert_eq!(last.listen.to_string(), "127.0.0.1:9009");
+        assert_eq!(last.label(), "127.0.0.1:9000-9009");
+        assert_eq!(last.routes[0].upstreams[0].to_string(), "10.0.0.1:7009");
+        assert_eq!(last.routes[1].upstreams[0].to_string(), "10.0.0.2:443");
+        let args = parse(&["127.0.0.1:9000-9009", "10.0.0.1:7000-7001"]).unwrap();
+        assert_eq!(
+            args.load().unwrap_err().to_string(),
+            "command line: upstream range 10.0.0.1:7000-7001 has 2 ports but the listen range 127.0.0.1:9000-9009 has 10: give a range of the same length, or one port for all"
+        );
     }
 
     #[test]
