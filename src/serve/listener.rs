@@ -3,6 +3,7 @@
 //! and at each reload, then shared read-only by every connection accepted meanwhile; established
 //! connections keep the state they were accepted with.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, HostPort, HostPorts, ListenRange, Listener, Route, Rule};
@@ -112,12 +113,12 @@ impl RouteState {
 
 /// What routes build their pools with: the server's checker, and the listeners they replace
 /// (whose unchanged upstreams keep their members and health).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct Rosters<'a> {
     /// Runs the checks and lookups.
-    pub(crate) checker: &'a Checker,
-    /// The listeners served until now (none at start).
-    pub(crate) previous: &'a [(std::net::SocketAddr, Arc<ListenerState>)],
+    checker: &'a Checker,
+    /// The listeners served until now, by their listen address (none at start).
+    previous: HashMap<HostPort, Arc<ListenerState>>,
 }
 
 impl Rosters<'static> {
@@ -125,21 +126,27 @@ impl Rosters<'static> {
     #[cfg(test)]
     pub(crate) fn fresh() -> Rosters<'static> {
         static CHECKER: std::sync::OnceLock<Checker> = std::sync::OnceLock::new();
-        Rosters {
-            checker: CHECKER.get_or_init(Checker::default),
-            previous: &[],
-        }
+        Rosters::new(CHECKER.get_or_init(Checker::default), &[])
     }
 }
 
-impl Rosters<'_> {
+impl<'a> Rosters<'a> {
+    /// Rosters run by `checker`, taking over what `previous` (the listeners served until now)
+    /// knows of unchanged upstreams.
+    pub(crate) fn new(
+        checker: &'a Checker,
+        previous: &[(std::net::SocketAddr, Arc<ListenerState>)],
+    ) -> Rosters<'a> {
+        let previous = (previous.iter())
+            .map(|(_, state)| (state.config.listen.clone(), Arc::clone(state)))
+            .collect();
+        Rosters { checker, previous }
+    }
+
     /// The route labelled `label` on the listener configured on `listen`, until now (a port of
     /// a range is found by its own address).
     fn previous_route(&self, listen: &HostPort, label: &str) -> Option<&Arc<RouteState>> {
-        (self.previous.iter())
-            .filter(|(_, state)| state.config.listen == *listen)
-            .flat_map(|(_, state)| &state.routes)
-            .find(|route| route.config.label() == label)
+        (self.previous.get(listen)?.routes.iter()).find(|route| route.config.label() == label)
     }
 }
 

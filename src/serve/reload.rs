@@ -41,10 +41,7 @@ impl Server {
         }
         let (per_client, limits) = client_limits(config, self.permits.capacity());
         let previous = self.shared.listeners();
-        let rosters = Rosters {
-            checker: &self.shared.checker,
-            previous: &previous,
-        };
+        let rosters = Rosters::new(&self.shared.checker, &previous);
         let states = listener_states(config, &self.shared.metrics, &limits, &rosters);
         if let Err(err) = bound::switch(&mut self.listening, states, &self.handle.wake) {
             self.followers.iter_mut().for_each(|f| f.abandon());

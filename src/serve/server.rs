@@ -115,10 +115,7 @@ impl Server {
             per_client.limit(),
             clients::peek_share(budget)
         );
-        let rosters = Rosters {
-            checker: &shared.checker,
-            previous: &[],
-        };
+        let rosters = Rosters::new(&shared.checker, &[]);
         let states = listener_states(config, &shared.metrics, &limits, &rosters);
         let mut listening = Vec::with_capacity(config.listeners.len());
         for (state, socket) in states.into_iter().zip(sockets) {

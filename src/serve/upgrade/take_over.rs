@@ -243,10 +243,7 @@ impl Taker<'_> {
             Arc::default(),
             &self.shared.metrics,
             &limits,
-            &Rosters {
-                checker: &self.shared.checker,
-                previous: &[],
-            },
+            &Rosters::new(&self.shared.checker, &[]),
         ));
         gone.push(Arc::clone(&state));
         (state, None)
