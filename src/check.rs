@@ -10,7 +10,9 @@ use std::path::Path;
 use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
-use crate::config::{CheckKind, Config, HealthCheck, Route};
+use crate::config::{
+    CheckKind, Config, HealthCheck, Route, Transport, DEFAULT_MAX_FLOWS, DEFAULT_UDP_IDLE_TIMEOUT,
+};
 use crate::health::probe as one_check;
 use crate::route::router::Router;
 use crate::sys::resolve;
@@ -176,6 +178,10 @@ fn summary(config: &Config) -> String {
         if let Some(max) = listener.max_connections {
             extras.push(format!("max_connections={max}"));
         }
+        if listener.transport == Transport::Udp {
+            let max = listener.max_flows.unwrap_or(DEFAULT_MAX_FLOWS);
+            extras.push(format!("max_flows={max}"));
+        }
         let extras = if extras.is_empty() {
             String::new()
         } else {
@@ -184,32 +190,15 @@ fn summary(config: &Config) -> String {
         let _ = writeln!(
             out,
             "listen {} ({}){extras}",
-            listener.listen, listener.origin
+            listener.key(),
+            listener.origin
         );
         for route in &listener.routes {
             let upstreams = weighted(route, 0, &route.upstreams);
-            let mut keys = vec![format!(
-                "connect_timeout={}",
-                format_duration(route.connect_timeout)
-            )];
-            keys.push(format!(
-                "idle_timeout={}",
-                route.idle_timeout.map_or("off".into(), format_duration)
-            ));
-            keys.push(format!(
-                "fin_timeout={}",
-                route.fin_timeout.map_or("off".into(), format_duration)
-            ));
-            if let Some(src) = route.src {
-                keys.push(format!("src={src}"));
-            }
-            if let Some(version) = route.proxy_protocol {
-                keys.push(format!("proxy_protocol={version}"));
-            }
-            keys.extend(health_keys(route));
-            if !route.acl.is_empty() {
-                keys.push(format!("rules: {}", rules(&route.acl)));
-            }
+            let keys = match listener.transport {
+                Transport::Udp => udp_keys(route),
+                _ => tcp_keys(route),
+            };
             let _ = writeln!(
                 out,
                 "  route {} -> {} ({}) {}",
@@ -224,6 +213,44 @@ fn summary(config: &Config) -> String {
         }
     }
     out
+}
+
+/// What a TCP route sets: its timeouts, source address, PROXY header, health, rules.
+fn tcp_keys(route: &Route) -> Vec<String> {
+    let mut keys = vec![format!(
+        "connect_timeout={}",
+        format_duration(route.connect_timeout)
+    )];
+    keys.push(format!(
+        "idle_timeout={}",
+        route.idle_timeout.map_or("off".into(), format_duration)
+    ));
+    keys.push(format!(
+        "fin_timeout={}",
+        route.fin_timeout.map_or("off".into(), format_duration)
+    ));
+    if let Some(src) = route.src {
+        keys.push(format!("src={src}"));
+    }
+    if let Some(version) = route.proxy_protocol {
+        keys.push(format!("proxy_protocol={version}"));
+    }
+    keys.extend(health_keys(route));
+    if !route.acl.is_empty() {
+        keys.push(format!("rules: {}", rules(&route.acl)));
+    }
+    keys
+}
+
+/// What a UDP route sets: its flows' idle timeout, its source address, its rules.
+fn udp_keys(route: &Route) -> Vec<String> {
+    let timeout = route.idle_timeout.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT);
+    let mut keys = vec![format!("idle_timeout={}", format_duration(timeout))];
+    keys.extend(route.src.map(|src| format!("src={src}")));
+    if !route.acl.is_empty() {
+        keys.push(format!("rules: {}", rules(&route.acl)));
+    }
+    keys
 }
 
 /// For each upstream of `route` written as a name, its members now: `db.example:5432 is
@@ -366,7 +393,9 @@ struct Row {
 pub fn probe(config: &Config) -> Probed {
     let mut rows = Vec::new();
     let mut routes = Vec::new();
-    for listener in &config.listeners {
+    // A probe connects over TCP: UDP routes are not probed.
+    let tcp = (config.listeners.iter()).filter(|l| l.transport == Transport::Tcp);
+    for listener in tcp {
         for route in &listener.routes {
             let first = rows.len();
             rows.extend(probe_route(&listener.listen.to_string(), route));

@@ -5,7 +5,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::error::Error;
 use crate::log::rinetd::LogSink;
 
@@ -30,7 +30,7 @@ pub(crate) trait Follower: Send + std::fmt::Debug {
     }
 }
 
-/// Builds the run-time state of every listener of `config`.
+/// Builds the run-time state of every TCP listener of `config` (the UDP ones are `udp`'s).
 pub(super) fn listener_states(
     config: &Config,
     metrics: &Metrics,
@@ -41,6 +41,7 @@ pub(super) fn listener_states(
     config
         .listeners
         .iter()
+        .filter(|listener| listener.transport == Transport::Tcp)
         .map(|listener| {
             ListenerState::new(
                 listener.clone(),
