@@ -110,6 +110,36 @@ fn a_full_listener_evicts_the_flow_idle_longest() {
     assert_eq!(ask(&clients[1], listen, b"?"), seen_as[1]);
 }
 
+/// allow/deny decide when a flow would start: a refused client gets no flow, its datagrams are
+/// dropped and its refusal is logged once however many it sends; an allowed client is served.
+#[test]
+fn a_refused_client_gets_no_flow_and_one_line() {
+    let upstream = udp_upstream(echo);
+    let dir = temp_dir("udp-deny");
+    let (mut router, _) = serve(
+        &dir,
+        &format!("route 127.0.0.1:0/udp {upstream}\ndeny 127.0.0.2\n"),
+    );
+    let listen = router.udp_listener_with(&upstream.to_string());
+    let refused = UdpSocket::bind("127.0.0.2:0").unwrap();
+    for _ in 0..5 {
+        refused.send_to(b"let me in", listen).unwrap();
+    }
+    // One thread receives them all, in order: once this is answered, those were dropped.
+    assert_eq!(ask(&client(), listen, b"allowed"), b"allowed");
+    let line = router.line_with("refused by");
+    assert!(line.contains("client 127.0.0.2:"), "{line}");
+    assert!(line.contains("deny 127.0.0.2"), "{line}");
+    router.signal("TERM");
+    assert!(router.wait_exit().success());
+    let log = router.rest_of_stderr();
+    assert_eq!(log.iter().filter(|l| l.contains("refused by")).count(), 1);
+    assert_eq!(
+        log.iter().filter(|l| l.contains("closed udp flow")).count(),
+        1
+    );
+}
+
 /// A reload that keeps a UDP listener keeps its socket and its flows: the upstream sees the same
 /// source port before and after, and the listen address answers as before.
 #[test]
