@@ -10,7 +10,10 @@ use std::path::Path;
 use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
-use crate::config::{CheckKind, Config, HealthCheck, Listener, Route};
+use crate::config::{
+    CheckKind, Config, HealthCheck, Listener, Route, Transport, DEFAULT_MAX_FLOWS,
+    DEFAULT_UDP_IDLE_TIMEOUT,
+};
 use crate::health::probe as one_check;
 use crate::route::router::Router;
 use crate::sys::resolve;
@@ -206,6 +209,10 @@ fn summary(config: &Config) -> String {
         if let Some(max) = listener.max_connections {
             extras.push(format!("max_connections={max}"));
         }
+        if listener.transport == Transport::Udp {
+            let max = listener.max_flows.unwrap_or(DEFAULT_MAX_FLOWS);
+            extras.push(format!("max_flows={max}"));
+        }
         let extras = if extras.is_empty() {
             String::new()
         } else {
@@ -213,35 +220,18 @@ fn summary(config: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "listen {} ({}){extras}",
+            "listen {}{} ({}){extras}",
             listener.label(),
+            listener.transport.suffix(),
             listener.origin
         );
         for (index, route) in listener.routes.iter().enumerate() {
             let written = Written::of(listener, index, route);
             let upstreams = weighted(route, 0, written.upstreams());
-            let mut keys = vec![format!(
-                "connect_timeout={}",
-                format_duration(route.connect_timeout)
-            )];
-            keys.push(format!(
-                "idle_timeout={}",
-                route.idle_timeout.map_or("off".into(), format_duration)
-            ));
-            keys.push(format!(
-                "fin_timeout={}",
-                route.fin_timeout.map_or("off".into(), format_duration)
-            ));
-            if let Some(src) = route.src {
-                keys.push(format!("src={src}"));
-            }
-            if let Some(version) = route.proxy_protocol {
-                keys.push(format!("proxy_protocol={version}"));
-            }
-            keys.extend(health_keys(route, &written));
-            if !route.acl.is_empty() {
-                keys.push(format!("rules: {}", rules(&route.acl)));
-            }
+            let keys = match listener.transport {
+                Transport::Udp => udp_keys(route),
+                _ => tcp_keys(route, &written),
+            };
             let _ = writeln!(
                 out,
                 "  route {} -> {} ({}) {}",
@@ -256,6 +246,44 @@ fn summary(config: &Config) -> String {
         }
     }
     out
+}
+
+/// What a TCP route sets: its timeouts, source address, PROXY header, health, rules.
+fn tcp_keys(route: &Route, written: &Written) -> Vec<String> {
+    let mut keys = vec![format!(
+        "connect_timeout={}",
+        format_duration(route.connect_timeout)
+    )];
+    keys.push(format!(
+        "idle_timeout={}",
+        route.idle_timeout.map_or("off".into(), format_duration)
+    ));
+    keys.push(format!(
+        "fin_timeout={}",
+        route.fin_timeout.map_or("off".into(), format_duration)
+    ));
+    if let Some(src) = route.src {
+        keys.push(format!("src={src}"));
+    }
+    if let Some(version) = route.proxy_protocol {
+        keys.push(format!("proxy_protocol={version}"));
+    }
+    keys.extend(health_keys(route, written));
+    if !route.acl.is_empty() {
+        keys.push(format!("rules: {}", rules(&route.acl)));
+    }
+    keys
+}
+
+/// What a UDP route sets: its flows' idle timeout, its source address, its rules.
+fn udp_keys(route: &Route) -> Vec<String> {
+    let timeout = route.idle_timeout.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT);
+    let mut keys = vec![format!("idle_timeout={}", format_duration(timeout))];
+    keys.extend(route.src.map(|src| format!("src={src}")));
+    if !route.acl.is_empty() {
+        keys.push(format!("rules: {}", rules(&route.acl)));
+    }
+    keys
 }
 
 /// For each upstream of `route` written as a name, its members now: `db.example:5432 is
@@ -429,9 +457,11 @@ struct Row {
 pub fn probe(config: &Config) -> Probed {
     let mut rows = Vec::new();
     let mut routes = Vec::new();
-    // The ports of a range that share an upstream port probe it once, on the first.
+    // The ports of a range that share an upstream port probe it once, on the first. A probe
+    // connects over TCP: UDP routes are not probed.
     let mut probed = std::collections::HashSet::new();
-    for listener in &config.listeners {
+    let tcp = (config.listeners.iter()).filter(|l| l.transport == Transport::Tcp);
+    for listener in tcp {
         let label = listener.label();
         for route in &listener.routes {
             let first = rows.len();

@@ -197,9 +197,16 @@ impl Forwarder {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Every listener's address, in configuration order.
+    /// Every TCP listener's address, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.server.local_addrs()
+    }
+
+    /// Every UDP listener's address as bound, in configuration order (a UDP listener is one
+    /// whose [`Listener::transport`](crate::Listener::transport) is UDP; [`Forwarder::local_addrs`]
+    /// lists the TCP ones).
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.server.udp_addrs()
     }
 
     /// The admin endpoint's address as bound, if the configuration has one (as it was at start).

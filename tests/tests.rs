@@ -37,6 +37,8 @@ mod relay;
 mod routing;
 /// Socket activation, readiness notification, the watchdog and SO_REUSEPORT.
 mod systemd;
+/// UDP forwarding: DNS through dnsmasq, idle timeouts, the flow cap, reload, rinetd's UDP rules.
+mod udp;
 /// Live upgrade on SIGUSR2: listeners and established connections move to a new process; a
 /// failed upgrade leaves the old one serving.
 mod upgrade;

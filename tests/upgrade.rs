@@ -1559,3 +1559,39 @@ fn the_peek_deadline_is_kept_across_an_upgrade() {
     assert!(took < Duration::from_millis(2_700), "closed after {took:?}");
     router.stop();
 }
+
+/// While a UDP listener is configured, a live upgrade is refused with one line naming it (the
+/// UDP sockets cannot be handed over yet), and the old process keeps serving TCP and UDP.
+#[test]
+fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
+    let echo = echo_upstream();
+    let udp_echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_upstream = udp_echo.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
+            let _ = udp_echo.send_to(&buf[..n], from);
+        }
+    });
+    let held = reserve_port();
+    let listen = held.addr();
+    let config = format!(
+        "route {listen} {}\nroute 127.0.0.1:0/udp {udp_upstream}/udp\n",
+        echo.addr
+    );
+    let mut router = Upgradable::start("upgrade-udp", &config, 2);
+    let failure = router.failed_upgrade();
+    assert!(
+        failure.contains("cannot hand over UDP listeners yet (127.0.0.1:0/udp)"),
+        "{failure}"
+    );
+    round_trip(&mut connect_with(listen, PATIENT), b"still served\n");
+    let udp_listen = router.first.udp_listener_with(&udp_upstream.to_string());
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(PATIENT)).unwrap();
+    client.send_to(b"udp still served", udp_listen).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"udp still served");
+    router.stop();
+}

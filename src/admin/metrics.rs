@@ -10,7 +10,7 @@ use crate::health::marks::Condition;
 use crate::health::member::{Member, CHECK_BUCKETS};
 use crate::relay::{splice, Direction, End};
 use crate::serve::listener::NO_ROUTE;
-use crate::serve::metrics::{ConnectFailure, Disposition, CONNECT_BUCKETS};
+use crate::serve::metrics::{ConnectFailure, Disposition, UdpDrop, CONNECT_BUCKETS};
 use crate::serve::status::Shared;
 
 /// The content type of the text format.
@@ -205,6 +205,43 @@ const UPSTREAM_RESOLUTIONS_TOTAL: Family = Family {
     help: "Lookups of an upstream's name in the background, by result (ok, failed).",
 };
 
+const UDP_FLOWS_ACTIVE: Family = Family {
+    name: "tcp_router_udp_flows_active",
+    kind: Kind::Gauge,
+    help: "UDP flows open now (one per client address), by UDP listener.",
+};
+
+const UDP_FLOWS_TOTAL: Family = Family {
+    name: "tcp_router_udp_flows_total",
+    kind: Kind::Counter,
+    help: "UDP flows set up, by UDP listener.",
+};
+
+const UDP_FLOWS_EVICTED_TOTAL: Family = Family {
+    name: "tcp_router_udp_flows_evicted_total",
+    kind: Kind::Counter,
+    help: "UDP flows ended to make room for a new client (the listener's max_flows reached).",
+};
+
+const UDP_DATAGRAMS_TOTAL: Family = Family {
+    name: "tcp_router_udp_datagrams_total",
+    kind: Kind::Counter,
+    help: "UDP datagrams relayed, by listener and direction.",
+};
+
+const UDP_BYTES_TOTAL: Family = Family {
+    name: "tcp_router_udp_bytes_total",
+    kind: Kind::Counter,
+    help: "Bytes of the UDP datagrams relayed, by listener and direction.",
+};
+
+const UDP_DATAGRAMS_DROPPED_TOTAL: Family = Family {
+    name: "tcp_router_udp_datagrams_dropped_total",
+    kind: Kind::Counter,
+    help: "UDP datagrams not relayed, by reason (oversize: larger than the buffer or the path; \
+           denied: allow/deny; send_failed).",
+};
+
 /// The exposition being written.
 struct Exposition {
     out: String,
@@ -262,7 +299,48 @@ pub(crate) fn render(shared: &Shared) -> String {
     connections(&mut e, shared);
     traffic(&mut e, shared);
     upstreams(&mut e, shared);
+    udp(&mut e, shared);
     e.out
+}
+
+fn udp(e: &mut Exposition, shared: &Shared) {
+    let listeners = shared.metrics.udp_listeners();
+    let plain = [
+        (&UDP_FLOWS_ACTIVE, 0),
+        (&UDP_FLOWS_TOTAL, 1),
+        (&UDP_FLOWS_EVICTED_TOTAL, 2),
+    ];
+    for (family, which) in plain {
+        e.family(family);
+        for (listener, stats) in &listeners {
+            let counter = [&stats.flows_active, &stats.flows, &stats.evicted][which];
+            e.sample(family, &[("listener", listener)], load(counter));
+        }
+    }
+    for (family, bytes) in [(&UDP_DATAGRAMS_TOTAL, false), (&UDP_BYTES_TOTAL, true)] {
+        e.family(family);
+        for (listener, stats) in &listeners {
+            for direction in Direction::BOTH {
+                let (datagrams, octets) = stats.relayed_count(direction);
+                let labels = [
+                    ("listener", listener.as_str()),
+                    ("direction", direction.name()),
+                ];
+                e.sample(family, &labels, if bytes { octets } else { datagrams });
+            }
+        }
+    }
+    e.family(&UDP_DATAGRAMS_DROPPED_TOTAL);
+    for (listener, stats) in &listeners {
+        for (index, reason) in UdpDrop::NAMES.iter().enumerate() {
+            let labels = [("listener", listener.as_str()), ("reason", reason)];
+            e.sample(
+                &UDP_DATAGRAMS_DROPPED_TOTAL,
+                &labels,
+                stats.dropped_count(index),
+            );
+        }
+    }
 }
 
 fn process(e: &mut Exposition, shared: &Shared) {
@@ -636,7 +714,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::config::{Config, Listener, Route};
+    use crate::config::{Config, Listener, Route, Transport};
     use crate::serve::Server;
 
     /// Every family, in the order the exposition writes them.
@@ -668,6 +746,12 @@ mod tests {
         &UPSTREAM_CHECK_DURATION_SECONDS,
         &UPSTREAM_TRANSITIONS_TOTAL,
         &UPSTREAM_RESOLUTIONS_TOTAL,
+        &UDP_FLOWS_ACTIVE,
+        &UDP_FLOWS_TOTAL,
+        &UDP_FLOWS_EVICTED_TOTAL,
+        &UDP_DATAGRAMS_TOTAL,
+        &UDP_BYTES_TOTAL,
+        &UDP_DATAGRAMS_DROPPED_TOTAL,
     ];
 
     /// The exposition of a server with one listener, one route and two upstreams (one named),
@@ -677,8 +761,13 @@ mod tests {
         let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
         route.backups = vec!["localhost:1".parse().unwrap()];
         listener.routes = vec![route];
+        let mut udp = Listener::new("127.0.0.1:0".parse().unwrap());
+        udp.transport = Transport::Udp;
+        let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        route.idle_timeout = Some(std::time::Duration::from_secs(1));
+        udp.routes = vec![route];
         let config = Config {
-            listeners: vec![listener],
+            listeners: vec![listener, udp],
             ..Config::default()
         };
         let server = Server::bind(&config, Vec::new()).unwrap();

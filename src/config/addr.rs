@@ -204,7 +204,13 @@ pub(crate) fn parse_port(text: &str, services: Services) -> Result<u16, AddrErro
     };
     match proto {
         None | Some("tcp") => {}
-        Some("udp") => return Err(addr_error(text, "UDP forwarding is not supported")),
+        Some("udp") => {
+            return Err(addr_error(
+                text,
+                "UDP is forwarded by a rule of the config file (a listen address ending in /udp), \
+                 not here",
+            ))
+        }
         Some(other) => return Err(addr_error(text, format!("unknown protocol '{other}'"))),
     }
     if name.is_empty() {

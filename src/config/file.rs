@@ -9,15 +9,17 @@
 //!   separated by spaces or tabs;
 //! - `bindaddress bindport connectaddress connectport [options]`, addresses IPv4, IPv6
 //!   (brackets optional), `0` (= 0.0.0.0) or host names; ports numbers or service names
-//!   with an optional `/tcp`; options `[src=ADDR]`;
+//!   with an optional `/tcp` or `/udp`; options `[src=ADDR]` and, on a UDP rule,
+//!   `[timeout=SECONDS]` (the flow's idle timeout, 72 seconds unless given or given as 0);
 //! - `allow PATTERN` / `deny PATTERN`: global before the first forwarding rule, else
 //!   attached to the most recent forwarding rule;
 //! - `logfile PATH`, `pidlogfile PATH` (optionally in double quotes), `logcommon`.
 //!
 //! Where we refuse what rinetd accepts (all reported as errors, never ignored):
-//! - `/udp` ports: tcp-router forwards TCP only;
-//! - `[timeout=N]`: rinetd applies it only to UDP forwarding (its `serverTimeout` is
-//!   read for UDP sockets only), so on a TCP-only forwarder it could only mislead;
+//! - a rule mixing `/udp` and `/tcp` (rinetd translates between them; tcp-router forwards UDP to
+//!   UDP and TCP to TCP);
+//! - `[timeout=N]` on a TCP rule: rinetd reads it for UDP sockets only, so there it could only
+//!   mislead;
 //! - `[src=NAME]`: `src` must be an IP address, as the parser does no DNS;
 //! - port 0 (except to listen on, where it means any free port), and rules whose listen address is already used by a rinetd-style rule;
 //! - port ranges (`9000-9099`): rinetd has none, so a rinetd line takes one port; ranges are
@@ -35,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use super::acl::{self, Action, Pattern};
 use super::addr::{parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services};
+use super::model::Transport;
 use super::names::NamePattern;
 use super::range::{rinetd_range, HostPorts};
 use super::settings::Overrides;
@@ -67,6 +70,10 @@ pub(crate) struct RuleDef {
     pub alpn: Option<String>,
     /// True when written in rinetd syntax (`bindaddress bindport connectaddress connectport`).
     pub rinetd: bool,
+    /// TCP, or UDP when the listen port is written with `/udp`.
+    pub transport: Transport,
+    /// `max_flows=N` (UDP only): the listener's cap on flows at once.
+    pub max_flows: Option<usize>,
 }
 
 /// A parsed config file.
@@ -439,25 +446,38 @@ fn rinetd_host(what: &str, text: &str) -> Result<Host, String> {
     parse_host(text).map_err(|e| format!("{what}: {e}"))
 }
 
-/// A rinetd port field: number or service name, optional `/tcp`; `/udp` is refused.
-fn rinetd_port(what: &str, text: &str, services: Services) -> Result<u16, String> {
+/// A rinetd port field: number or service name, optional `/tcp` or `/udp` (which says the
+/// transport; none is TCP, as in rinetd).
+fn rinetd_port(what: &str, text: &str, services: Services) -> Result<(u16, Transport), String> {
     if text.is_empty() {
         return Err(format!("{what} is missing (expected {USAGE_RINETD})"));
     }
-    if text.ends_with("/udp") {
-        return Err(format!(
-            "invalid {what} '{text}': UDP forwarding is not supported"
-        ));
-    }
-    if let Some(why) = rinetd_range(text) {
+    let (port_text, transport) = split_transport(text);
+    if let Some(why) = rinetd_range(port_text) {
         return Err(format!("{what}: {why}"));
     }
-    let port = parse_port(text, services).map_err(|e| format!("{what}: {e}"))?;
+    let port = parse_port(port_text, services).map_err(|e| format!("{what}: {e}"))?;
     if what == "bind port" {
         // As on `route` lines, port 0 to listen on means any free port (logged at start).
-        return Ok(port);
+        return Ok((port, transport));
     }
-    nonzero_port(what, text, port)
+    Ok((nonzero_port(what, text, port)?, transport))
+}
+
+/// `TEXT/udp` is `TEXT` for UDP; anything else is TCP, as written (`/tcp` is the port parser's).
+fn split_transport(text: &str) -> (&str, Transport) {
+    match text.strip_suffix("/udp") {
+        Some(rest) => (rest, Transport::Udp),
+        None => (text, Transport::Tcp),
+    }
+}
+
+/// rinetd's name of a transport, in messages.
+fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Udp => "udp",
+        _ => "tcp",
+    }
 }
 
 /// The value, or `None` after recording the error.
@@ -485,13 +505,27 @@ fn rinetd_rule(
         &mut errors,
     );
     let connect_host = take(rinetd_host("connect address", toks[2].text), &mut errors);
+    let connect_text = connect_port;
     let connect_port = take(
         rinetd_port("connect port", connect_port, services),
         &mut errors,
     );
-    let src = rinetd_options(options_text.trim(), &mut errors);
+    if let (Some((_, bind)), Some((_, connect))) = (bind_port, connect_port) {
+        if bind != connect {
+            errors.push(format!(
+                "invalid connect port '{connect_text}': the bind port is {}, the connect port \
+                 {}; rinetd translates between UDP and TCP, tcp-router forwards each to its own \
+                 kind (write /{} on both ports)",
+                transport_name(bind),
+                transport_name(connect),
+                transport_name(bind)
+            ));
+        }
+    }
+    let transport = bind_port.map_or(Transport::Tcp, |(_, t)| t);
+    let options = rinetd_options(options_text.trim(), transport, &mut errors);
     match (bind_host, bind_port, connect_host, connect_port) {
-        (Some(bh), Some(bp), Some(ch), Some(cp)) if errors.is_empty() => Ok(RuleDef {
+        (Some(bh), Some((bp, _)), Some(ch), Some((cp, _))) if errors.is_empty() => Ok(RuleDef {
             line: n,
             listen: HostPorts::single(HostPort { host: bh, port: bp }),
             upstreams: vec![HostPorts::single(HostPort { host: ch, port: cp })],
@@ -500,22 +534,36 @@ fn rinetd_rule(
             backup_weights: Vec::new(),
             acl: Vec::new(),
             settings: Overrides {
-                src,
+                src: options.src,
+                idle_timeout: options.timeout.map(Some),
                 ..Overrides::default()
             },
             sni: None,
             host: None,
             alpn: None,
             rinetd: true,
+            transport,
+            max_flows: None,
         }),
         _ => Err(errors),
     }
 }
 
-/// Parses rinetd's `[key=value, ...]` (spaces allowed around `=` and `,`); returns `src`.
-fn rinetd_options(text: &str, errors: &mut Vec<String>) -> Option<IpAddr> {
+/// What a rinetd rule's options say.
+#[derive(Debug, Default)]
+struct RinetdOptions {
+    /// `src=ADDR`.
+    src: Option<IpAddr>,
+    /// `timeout=N`, in seconds (UDP rules only); 0 is rinetd's default, so `None`.
+    timeout: Option<std::time::Duration>,
+}
+
+/// Parses rinetd's `[key=value, ...]` (spaces allowed around `=` and `,`) on a rule of
+/// `transport`.
+fn rinetd_options(text: &str, transport: Transport, errors: &mut Vec<String>) -> RinetdOptions {
+    let mut options = RinetdOptions::default();
     if text.is_empty() {
-        return None;
+        return options;
     }
     let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
         let msg = if text.starts_with('[') {
@@ -526,9 +574,8 @@ fn rinetd_options(text: &str, errors: &mut Vec<String>) -> Option<IpAddr> {
             )
         };
         errors.push(msg);
-        return None;
+        return options;
     };
-    let mut src = None;
     let mut seen = HashSet::new();
     for item in inner.split(',').map(str::trim) {
         let Some((key, value)) = item.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
@@ -543,16 +590,36 @@ fn rinetd_options(text: &str, errors: &mut Vec<String>) -> Option<IpAddr> {
         }
         match key {
             "src" => match parse_ip(value) {
-                Ok(ip) => src = Some(ip),
+                Ok(ip) => options.src = Some(ip),
                 Err(why) => errors.push(format!("invalid src '{value}': {why}")),
             },
-            "timeout" => errors.push(format!(
-                "invalid option 'timeout={value}': rinetd applies timeout only to UDP forwarding, which is not supported"
+            "timeout" if transport != Transport::Udp => errors.push(format!(
+                "invalid option 'timeout={value}': rinetd applies timeout only to UDP rules \
+                 (ports written /udp); a TCP route takes idle_timeout="
             )),
-            _ => errors.push(format!("unknown option '{key}' (the only option is src=ADDR)")),
+            "timeout" => match rinetd_timeout(value) {
+                Ok(timeout) => options.timeout = timeout,
+                Err(why) => errors.push(format!("invalid timeout '{value}': {why}")),
+            },
+            _ => errors.push(format!(
+                "unknown option '{key}' (the options are src=ADDR and, on a UDP rule, timeout=SECONDS)"
+            )),
         }
     }
-    src
+    options
+}
+
+/// rinetd's `timeout=N`: whole seconds; 0 is rinetd's default (72 seconds), so `None`.
+fn rinetd_timeout(value: &str) -> Result<Option<std::time::Duration>, String> {
+    let seconds: u64 = value
+        .parse()
+        .map_err(|_| "expected a whole number of seconds".to_string())?;
+    let timeout = std::time::Duration::from_secs(seconds);
+    if seconds == 0 {
+        return Ok(None);
+    }
+    super::duration::check_duration(timeout, false).map_err(|e| e.to_string())?;
+    Ok(Some(timeout))
 }
 
 /// Parses `route LISTEN UPSTREAM[,UPSTREAM...] [key=value ...]`.
@@ -565,11 +632,15 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
     let mut errors = Vec::new();
     // Port 0 on a listen address means "any free port" (logged at start), handy for tests and
     // ad-hoc use; rinetd-style bind ports take it too (rinetd refuses it).
+    let (listen_text, transport) = split_transport(toks[1].text);
     let listen = take(
-        HostPorts::parse_with(toks[1].text, services).map_err(|e| format!("listen address: {e}")),
+        HostPorts::parse_with(listen_text, services).map_err(|e| format!("listen address: {e}")),
         &mut errors,
     );
-    let (upstreams, weights) = upstream_list("upstream", toks[2].text, services, &mut errors);
+    let (upstreams, weights) = match udp_upstreams(toks[2].text, transport, &mut errors) {
+        Some(text) => upstream_list("upstream", &text, services, &mut errors),
+        None => (Vec::new(), Vec::new()),
+    };
     let mut rule = RuleDef {
         line: n,
         listen: HostPorts::single(HostPort::from(std::net::SocketAddr::from((
@@ -586,17 +657,29 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         host: None,
         alpn: None,
         rinetd: false,
+        transport,
+        max_flows: None,
     };
     let mut seen = HashSet::new();
     for tok in &toks[3..] {
         let result = match tok.text.split_once('=') {
             None => Err(format!("expected key=value, found '{}'", tok.text)),
             Some((key, _)) if !is_key(key) => Err(format!(
-                "unknown key '{key}' (known: {}, {}, {})",
+                "unknown key '{key}' (known: {}, {}, {}, {})",
                 Overrides::KEYS.join(", "),
                 UPSTREAM_KEYS.join(", "),
-                NAME_KEYS.join(", ")
+                NAME_KEYS.join(", "),
+                UDP_ONLY_KEYS.join(", ")
             )),
+            Some((key, _)) if transport == Transport::Udp && !UDP_KEYS.contains(&key) => {
+                Err(format!(
+                    "'{key}=' is a TCP setting; a UDP route (/udp) takes {}",
+                    UDP_KEYS.join("=, ")
+                ) + "=")
+            }
+            Some((key, _)) if transport == Transport::Tcp && UDP_ONLY_KEYS.contains(&key) => Err(
+                format!("'{key}=' is a UDP setting: write the listen address with /udp"),
+            ),
             Some((key, _)) if !seen.insert(key) => Err(format!("key '{key}' given twice")),
             Some((key, "")) => Err(format!("key '{key}' needs a value")),
             Some((key, value)) => rule.set(key, value, services),
@@ -609,6 +692,17 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
     if let Some(listen) = &listen {
         let members = rule.upstreams.iter().chain(&rule.backups);
         errors.extend(members.filter_map(|m| m.fits(listen).err()));
+        if transport == Transport::Udp && listen.range.is_some() {
+            errors.push(format!(
+                "listen address {}/udp: port ranges are for TCP listeners; write one UDP rule per port",
+                toks[1].text.trim_end_matches("/udp")
+            ));
+        }
+    }
+    if transport == Transport::Udp && rule.settings.idle_timeout == Some(None) {
+        errors.push(
+            "idle_timeout=off: a UDP flow ends only by its idle timeout, so it needs one".into(),
+        );
     }
     match listen {
         Some(listen) if errors.is_empty() => Ok(RuleDef { listen, ..rule }),
@@ -622,8 +716,34 @@ const NAME_KEYS: [&str; 3] = ["sni", "host", "alpn"];
 /// The keys of a route line that add upstreams to it.
 const UPSTREAM_KEYS: [&str; 1] = ["backup"];
 
+/// The keys a UDP route takes; every other key is about TCP connections.
+const UDP_KEYS: [&str; 4] = ["idle_timeout", "src", "reuse_port", "max_flows"];
+
+/// The keys only a UDP route takes.
+const UDP_ONLY_KEYS: [&str; 1] = ["max_flows"];
+
 fn is_key(key: &str) -> bool {
-    Overrides::KEYS.contains(&key) || UPSTREAM_KEYS.contains(&key) || NAME_KEYS.contains(&key)
+    Overrides::KEYS.contains(&key)
+        || UPSTREAM_KEYS.contains(&key)
+        || NAME_KEYS.contains(&key)
+        || UDP_ONLY_KEYS.contains(&key)
+}
+
+/// A route line's upstream list as the address parser reads it: on a UDP route each upstream may
+/// be written with `/udp` (removed here); on a TCP route a `/udp` upstream is an error (`None`).
+fn udp_upstreams(text: &str, transport: Transport, errors: &mut Vec<String>) -> Option<String> {
+    if transport == Transport::Udp {
+        let items: Vec<String> = text.split(',').map(|i| i.replacen("/udp", "", 1)).collect();
+        return Some(items.join(","));
+    }
+    if let Some(item) = text.split(',').find(|item| item.contains("/udp")) {
+        errors.push(format!(
+            "upstream '{item}' is UDP, the listen address TCP; tcp-router forwards each to its \
+             own kind (write the listen address with /udp too)"
+        ));
+        return None;
+    }
+    Some(text.to_string())
 }
 
 impl RuleDef {
@@ -648,6 +768,11 @@ impl RuleDef {
             "alpn" => {
                 let alpn = alpn(value).map_err(|why| format!("invalid alpn '{value}': {why}"))?;
                 self.alpn = Some(alpn)
+            }
+            "max_flows" => {
+                let max = super::settings::parse_count(value)
+                    .map_err(|why| format!("invalid max_flows '{value}': {why}"))?;
+                self.max_flows = Some(max)
             }
             _ => self.settings.set(key, value)?,
         }
@@ -725,7 +850,7 @@ impl Parser<'_> {
         let mut seen: BTreeMap<String, (usize, Option<usize>)> = BTreeMap::new();
         let mut found = Vec::new();
         for b in &self.cfg.rules {
-            let entry = seen.entry(b.listen.to_string());
+            let entry = seen.entry(format!("{}{}", b.listen, b.transport.suffix()));
             let (first, first_rinetd) = match entry {
                 std::collections::btree_map::Entry::Vacant(slot) => {
                     slot.insert((b.line, b.rinetd.then_some(b.line)));
@@ -736,8 +861,8 @@ impl Parser<'_> {
             let clash = first_rinetd.or(b.rinetd.then_some(*first));
             if let Some(line) = clash {
                 found.push((b.line, format!(
-                    "listen address {} is already used by line {line}; a rinetd-style rule cannot share its listener",
-                    b.listen
+                    "listen address {}{} is already used by line {line}; a rinetd-style rule cannot share its listener",
+                    b.listen, b.transport.suffix()
                 )));
             }
             if b.rinetd && first_rinetd.is_none() {
@@ -827,6 +952,16 @@ mod tests {
             host: None,
             alpn: None,
             rinetd: true,
+            transport: Transport::Tcp,
+            max_flows: None,
+        }
+    }
+
+    /// A rinetd UDP rule, as `rinetd` builds a TCP one.
+    fn rinetd_udp(listen: &str, upstream: &str) -> RuleDef {
+        RuleDef {
+            transport: Transport::Udp,
+            ..rinetd(listen, upstream)
         }
     }
 
@@ -860,21 +995,99 @@ mod tests {
     }
 
     #[test]
-    fn debian_example_udp_lines_are_errors() {
+    fn debian_example_udp_lines_read_as_rinetd_means_them_but_udp_to_tcp() {
         assert_eq!(
             errs("127.0.0.1   4000/udp  127.0.0.1       22           [timeout=1200]"),
-            [
-                "1: invalid bind port '4000/udp': UDP forwarding is not supported",
-                "1: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
-            ]
+            [MIXED_UDP_TCP]
+        );
+        let mut expected = rinetd_udp("127.0.0.1:8000", "192.168.1.2:8000");
+        expected.settings.src = Some("192.168.1.2".parse().unwrap());
+        expected.settings.idle_timeout = Some(Some(std::time::Duration::from_secs(1200)));
+        assert_eq!(
+            one_rule(
+                "127.0.0.1   8000/udp  192.168.1.2     8000/udp     [src=192.168.1.2,timeout=1200]"
+            ),
+            expected
+        );
+    }
+
+    /// The error of Debian's example `4000/udp ... 22`, UDP to TCP.
+    const MIXED_UDP_TCP: &str = "1: invalid connect port '22': the bind port is udp, the connect \
+        port tcp; rinetd translates between UDP and TCP, tcp-router forwards each to its own kind \
+        (write /udp on both ports)";
+
+    #[test]
+    fn a_udp_rule_without_timeout_takes_rinetds_default_and_timeout_0_means_it_too() {
+        for line in [
+            "0.0.0.0 5353/udp 127.0.0.1 53/udp",
+            "0.0.0.0 5353/udp 127.0.0.1 53/udp [timeout=0]",
+        ] {
+            assert_eq!(
+                one_rule(line),
+                rinetd_udp("0.0.0.0:5353", "127.0.0.1:53"),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            err1("0.0.0.0 5353/udp 127.0.0.1 53/udp [timeout=soon]"),
+            "1: invalid timeout 'soon': expected a whole number of seconds"
         );
         assert_eq!(
-            errs("127.0.0.1   8000/udp  192.168.1.2     8000/udp     [src=192.168.1.2,timeout=1200]"),
-            [
-                "1: invalid bind port '8000/udp': UDP forwarding is not supported",
-                "1: invalid connect port '8000/udp': UDP forwarding is not supported",
-                "1: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
-            ]
+            err1("0.0.0.0 80 127.0.0.1 80 [timeout=60]"),
+            "1: invalid option 'timeout=60': rinetd applies timeout only to UDP rules (ports \
+             written /udp); a TCP route takes idle_timeout="
+        );
+    }
+
+    #[test]
+    fn a_udp_and_a_tcp_rule_on_one_port_are_two_listeners() {
+        let cfg = ok("0.0.0.0 53 127.0.0.1 5353
+0.0.0.0 53/udp 127.0.0.1 5353/udp
+");
+        assert_eq!(cfg.rules.len(), 2);
+        assert_eq!(
+            err1(
+                "0.0.0.0 53/udp 127.0.0.1 53/udp
+0.0.0.0 53/udp 127.0.0.2 53/udp
+"
+            ),
+            "2: listen address 0.0.0.0:53/udp is already used by line 1; a rinetd-style rule \
+             cannot share its listener"
+        );
+    }
+
+    #[test]
+    fn a_udp_route_line_takes_only_udp_keys() {
+        let rule = one_rule("route 0.0.0.0:53/udp 10.0.0.1:53/udp,10.0.0.2:53 idle_timeout=30s max_flows=100 src=10.0.0.9");
+        assert_eq!(rule.transport, Transport::Udp);
+        assert_eq!(rule.upstreams, [hp("10.0.0.1:53"), hp("10.0.0.2:53")]);
+        assert_eq!(rule.max_flows, Some(100));
+        assert_eq!(
+            err1("route 0.0.0.0:53/udp 10.0.0.1:53 sni=a.example"),
+            "1: 'sni=' is a TCP setting; a UDP route (/udp) takes idle_timeout=, src=, \
+             reuse_port=, max_flows="
+        );
+        for key in [
+            "proxy_protocol=v2",
+            "accept_proxy=true",
+            "check=connect",
+            "host=a",
+            "alpn=h2",
+        ] {
+            let line = format!("route 0.0.0.0:53/udp 10.0.0.1:53 {key}");
+            assert!(err1(&line).contains("is a TCP setting"), "{key}");
+        }
+        assert_eq!(
+            err1("route 0.0.0.0:53 10.0.0.1:53 max_flows=10"),
+            "1: 'max_flows=' is a UDP setting: write the listen address with /udp"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:53/udp 10.0.0.1:53 idle_timeout=off"),
+            "1: idle_timeout=off: a UDP flow ends only by its idle timeout, so it needs one"
+        );
+        assert_eq!(
+            err1("route 0.0.0.0:53/udp 10.0.0.1:53 max_flows=0"),
+            "1: invalid max_flows '0': must be at least 1"
         );
     }
 
@@ -940,11 +1153,7 @@ logcommon
             errs(DEBIAN_UNCOMMENTED),
             [
                 "23: listen address 0.0.0.0:80 is already used by line 21; a rinetd-style rule cannot share its listener",
-                "25: invalid bind port '4000/udp': UDP forwarding is not supported",
-                "25: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
-                "26: invalid bind port '8000/udp': UDP forwarding is not supported",
-                "26: invalid connect port '8000/udp': UDP forwarding is not supported",
-                "26: invalid option 'timeout=1200': rinetd applies timeout only to UDP forwarding, which is not supported",
+                MIXED_UDP_TCP.replacen("1:", "25:", 1).as_str(),
             ]
         );
     }
@@ -967,11 +1176,13 @@ logcommon
         );
         assert_eq!(
             err1("206.125.69.81 80/tcp  10.1.1.2 8000/udp"),
-            "1: invalid connect port '8000/udp': UDP forwarding is not supported"
+            "1: invalid connect port '8000/udp': the bind port is tcp, the connect port udp; \
+             rinetd translates between UDP and TCP, tcp-router forwards each to its own kind \
+             (write /tcp on both ports)"
         );
         assert_eq!(
             errs("0.0.0.0 8000/udp  10.1.1.2 80  [timeout=3600]").len(),
-            2
+            1
         );
         let cfg = ok("allow 206.125.69.*\nlogfile /var/log/rinetd.log\nlogcommon\n");
         assert_eq!(cfg.global_acl, [rule(Action::Allow, "206.125.69.*")]);
@@ -1029,7 +1240,7 @@ logcommon
         let e = |opts: &str| err1(&format!("0.0.0.0 80 192.0.2.1 80 {opts}"));
         assert_eq!(
             e("[foo=1]"),
-            "1: unknown option 'foo' (the only option is src=ADDR)"
+            "1: unknown option 'foo' (the options are src=ADDR and, on a UDP rule, timeout=SECONDS)"
         );
         assert_eq!(
             e("[src]"),
@@ -1367,7 +1578,8 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
               balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
-              check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn)"]
+              check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn, \
+              max_flows)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1462,7 +1674,8 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         );
         assert_eq!(
             err1("route 127.0.0.1:80 127.0.0.1:81/udp"),
-            "1: upstream: invalid address '127.0.0.1:81/udp': UDP forwarding is not supported"
+            "1: upstream '127.0.0.1:81/udp' is UDP, the listen address TCP; tcp-router forwards \
+             each to its own kind (write the listen address with /udp too)"
         );
         assert_eq!(errs("route nope 127.0.0.1 x").len(), 3);
     }
@@ -1536,6 +1749,8 @@ route 0.0.0.0:80 192.0.2.2:80
             host: (!host.is_empty()).then(|| host.parse().unwrap()),
             alpn: (!alpn.is_empty()).then(|| alpn.to_string()),
             rinetd: false,
+            transport: Transport::Tcp,
+            max_flows: None,
         };
         assert_eq!(
             cfg.rules,
@@ -1661,6 +1876,15 @@ route 127.0.0.1:80 127.0.0.1:82
     }
 
     #[test]
+    fn a_udp_route_is_one_port_not_a_range() {
+        assert_eq!(
+            err1("route 127.0.0.1:9000-9001/udp 127.0.0.1:53"),
+            "1: listen address 127.0.0.1:9000-9001/udp: port ranges are for TCP listeners; write \
+             one UDP rule per port"
+        );
+    }
+
+    #[test]
     fn example_file_parses() {
         let cfg = parse(
             Path::new("examples/tcp-router.conf"),
@@ -1676,6 +1900,14 @@ route 127.0.0.1:80 127.0.0.1:82
         assert!(cfg.rules.iter().any(|r| !r.rinetd && r.upstreams.len() > 1));
         assert!(cfg.rules.iter().any(|r| r.sni.is_some()));
         assert!(cfg.rules.iter().any(|r| r.listen.range.is_some()));
+        assert!(cfg
+            .rules
+            .iter()
+            .any(|r| r.transport == Transport::Udp && r.rinetd));
+        assert!(cfg
+            .rules
+            .iter()
+            .any(|r| r.transport == Transport::Udp && !r.rinetd));
         assert!(cfg
             .rules
             .iter()

@@ -10,7 +10,7 @@ use super::addr::HostPort;
 use super::addr::Services;
 use super::duration::format_duration;
 use super::file::{self, RuleDef};
-use super::model::{Admin, Config, Listener, LogFile, Route};
+use super::model::{Admin, Config, Listener, LogFile, Route, Transport, DEFAULT_UDP_IDLE_TIMEOUT};
 use super::range::HostPorts;
 use super::settings::Settings;
 
@@ -70,8 +70,12 @@ fn group_into_listeners(
     for rule in rules {
         let origin = format!("{}:{}", path.display(), rule.line);
         let settings = defaults.merge(&rule.settings);
-        let index = *by_listen.entry(rule.listen.to_string()).or_insert_with(|| {
-            let listener = Listener::with(rule.listen.first.clone(), &settings, origin.clone());
+        let key = format!("{}{}", rule.listen, rule.transport.suffix());
+        let index = *by_listen.entry(key).or_insert_with(|| {
+            let mut listener = Listener::with(rule.listen.first.clone(), &settings, origin.clone());
+            if rule.transport == Transport::Udp {
+                udp_listener(&mut listener, rule);
+            }
             groups.push((listener, Vec::new()));
             groups.len() - 1
         });
@@ -82,7 +86,11 @@ fn group_into_listeners(
         members.push(rule);
         let orphans = rule.settings.check_problems(settings.check.as_ref());
         errors.extend(orphans.into_iter().map(|why| format!("{origin}: {why}")));
-        listener.routes.push(route(rule, &settings, origin));
+        let mut route = route(rule, &settings, origin);
+        if rule.transport == Transport::Udp {
+            udp_route(&mut route);
+        }
+        listener.routes.push(route);
     }
     let ranged: usize = (groups.iter())
         .filter_map(|(_, rules)| rules[0].listen.range.map(|r| r.len()))
@@ -132,6 +140,26 @@ fn route(rule: &RuleDef, settings: &Settings, origin: String) -> Route {
     route.host = rule.host.clone();
     route.alpn = rule.alpn.clone();
     route
+}
+
+/// A UDP listener: what the rule gives it, and none of what only TCP clients get (the command
+/// line's defaults apply to every route, and a PROXY header or a peek has no datagram to read).
+fn udp_listener(listener: &mut Listener, rule: &RuleDef) {
+    listener.transport = Transport::Udp;
+    listener.max_flows = rule.max_flows;
+    listener.accept_proxy = false;
+    listener.accept_proxy_from = Vec::new();
+    listener.max_connections = None;
+}
+
+/// A UDP route: an idle timeout always (72 seconds, rinetd's, unless given), and none of the
+/// TCP-only settings the command line's defaults may have given.
+fn udp_route(route: &mut Route) {
+    route.idle_timeout = Some(route.idle_timeout.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT));
+    route.fin_timeout = None;
+    route.proxy_protocol = None;
+    route.check = None;
+    route.max_connections_per_client = None;
 }
 
 /// The one place where routes sharing a listener must agree on what applies to the whole
@@ -224,6 +252,58 @@ mod tests {
         let errors = load(text).unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
         errors[0].clone()
+    }
+
+    #[test]
+    fn a_udp_rule_is_a_udp_listener_of_its_own_with_rinetds_timeout_by_default() {
+        let config = load(
+            "0.0.0.0 53 127.0.0.1 5353\n\
+             0.0.0.0 53/udp 127.0.0.1 5353/udp\n\
+             route 0.0.0.0:54/udp 127.0.0.1:5354 idle_timeout=5s max_flows=7\n",
+        )
+        .unwrap();
+        let kinds: Vec<(String, Transport)> = (config.listeners.iter())
+            .map(|l| (l.key(), l.transport))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("0.0.0.0:53".to_string(), Transport::Tcp),
+                ("0.0.0.0:53/udp".to_string(), Transport::Udp),
+                ("0.0.0.0:54/udp".to_string(), Transport::Udp),
+            ]
+        );
+        let rinetd = &config.listeners[1];
+        assert_eq!(
+            rinetd.routes[0].idle_timeout,
+            Some(DEFAULT_UDP_IDLE_TIMEOUT)
+        );
+        assert_eq!(rinetd.max_flows, None);
+        let route = &config.listeners[2];
+        assert_eq!(route.routes[0].idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(route.max_flows, Some(7));
+    }
+
+    #[test]
+    fn a_udp_route_takes_none_of_the_tcp_defaults_the_command_line_gives() {
+        let mut given = Overrides::default();
+        for (key, value) in [
+            ("proxy_protocol", "v2"),
+            ("accept_proxy", "true"),
+            ("check", "connect"),
+        ] {
+            given.set(key, value).unwrap();
+        }
+        let defaults = Settings::default().merge(&given);
+        let dir = crate::test_support::temp_dir("load-udp");
+        let path = dir.join("t.conf");
+        std::fs::write(&path, "route 127.0.0.1:53/udp 127.0.0.1:5353\n").unwrap();
+        let config = Config::from_file(&path, &defaults).unwrap();
+        config.validate().unwrap();
+        let listener = &config.listeners[0];
+        assert!(!listener.accept_proxy);
+        assert_eq!(listener.routes[0].proxy_protocol, None);
+        assert!(listener.routes[0].check.is_none());
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub use duration::{
     MAX_DURATION,
 };
 pub use model::{
-    Admin, Config, Listener, LogFile, Route, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_DRAIN_TIMEOUT,
+    Admin, Config, Listener, LogFile, Route, Transport, DEFAULT_CLIENT_IPV6_PREFIX,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_UDP_IDLE_TIMEOUT,
 };
 pub use names::{NamePattern, NamePatternError};
 pub use range::{HostPorts, ListenRange, PortRange, MAX_RANGE_PORTS};

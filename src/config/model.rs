@@ -18,6 +18,15 @@ use super::settings::{Balance, Settings};
 /// Built-in default for `drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Built-in default for a UDP route's `idle_timeout` (rinetd's `[timeout=N]`): 72 seconds, as
+/// rinetd's. A flow with no datagram either way for this long ends.
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(72);
+
+/// Built-in default for a UDP listener's `max_flows`: far above what ordinary use holds at once
+/// (a DNS forwarder's clients each hold one flow for `idle_timeout`), and small enough that a
+/// flood of source addresses costs a bounded number of sockets and threads.
+pub const DEFAULT_MAX_FLOWS: usize = 4096;
+
 /// Built-in default for `client_ipv6_prefix`: a /64 is one client, since one host usually has a
 /// whole /64 to pick addresses from.
 pub const DEFAULT_CLIENT_IPV6_PREFIX: u8 = 64;
@@ -134,12 +143,39 @@ impl LogFile {
     }
 }
 
+/// What a listener carries: TCP connections (the default) or UDP datagrams. A TCP and a UDP
+/// listener on the same address and port are two listeners, independent of each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Transport {
+    /// TCP connections, relayed byte for byte.
+    #[default]
+    Tcp,
+    /// UDP datagrams, relayed one by one in flows (one per client address).
+    Udp,
+}
+
+impl Transport {
+    /// How a listen address marks it when written: nothing for TCP, `/udp` for UDP.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Transport::Tcp => "",
+            Transport::Udp => "/udp",
+        }
+    }
+}
+
 /// One listen address and what to do with its clients.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Listener {
     /// The address to bind (port 0: any free port).
     pub listen: HostPort,
+    /// TCP (the default) or UDP.
+    pub transport: Transport,
+    /// UDP only: cap on the flows (client addresses) served at once; when full, the flow idle
+    /// longest is evicted for the new client. `None` is [`DEFAULT_MAX_FLOWS`].
+    pub max_flows: Option<usize>,
     /// Where clients go: at most one route without a name pattern (the default), any number with.
     pub routes: Vec<Route>,
     /// Read a PROXY protocol header from each client first (a trusted load balancer in front).
@@ -171,6 +207,8 @@ impl Listener {
     pub fn with(listen: HostPort, settings: &Settings, origin: String) -> Listener {
         Listener {
             listen,
+            transport: Transport::Tcp,
+            max_flows: None,
             routes: Vec::new(),
             accept_proxy: settings.accept_proxy,
             accept_proxy_from: settings.accept_proxy_from.clone(),
@@ -257,6 +295,12 @@ impl Listener {
             Some(range) => range.listen.to_string(),
             None => self.listen.to_string(),
         }
+    }
+
+    /// The listen address as written, with `/udp` for a UDP listener: what tells two listeners
+    /// apart, and names one in messages.
+    pub fn key(&self) -> String {
+        format!("{}{}", self.listen, self.transport.suffix())
     }
 }
 

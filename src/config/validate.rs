@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::addr::{HostPort, MAX_WEIGHT};
 use super::duration::{check_duration, format_duration};
 use super::health::{CheckKind, HealthCheck, MIN_CHECK_INTERVAL};
-use super::model::{Config, Listener, Route};
+use super::model::{Config, Listener, Route, Transport};
 use super::names::NamePattern;
 use super::settings::check_count;
 
@@ -100,7 +100,7 @@ fn duplicate_listeners(listeners: &[Listener]) -> Vec<String> {
     let mut seen: BTreeMap<String, &Listener> = BTreeMap::new();
     let mut errors = Vec::new();
     for listener in listeners {
-        let key = listener.listen.to_string();
+        let key = listener.key();
         let Some(first) = seen.insert(key.clone(), listener) else {
             continue;
         };
@@ -194,7 +194,58 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
         );
     }
     errors.extend(duplicate_routes(listener));
+    errors.extend(
+        transport_problems(listener)
+            .into_iter()
+            .map(|why| format!("{}: {why} (listener {})", listener.origin, listener.key())),
+    );
     errors
+}
+
+/// What a listener of its transport cannot have: a UDP listener has no connection to read a
+/// PROXY header or a name from, one route, and flows that end by their idle timeout; `max_flows`
+/// is UDP's.
+fn transport_problems(listener: &Listener) -> Vec<String> {
+    let mut out = Vec::new();
+    if listener.transport != Transport::Udp {
+        if listener.max_flows.is_some() {
+            out.push("max_flows is a UDP setting, and this listener is TCP".to_string());
+        }
+        return out;
+    }
+    if let Some(why) = listener.max_flows.and_then(bad_cap) {
+        out.push(format!("invalid max_flows: {why}"));
+    }
+    if listener.accept_proxy {
+        out.push("a UDP listener cannot read a PROXY header (accept_proxy)".into());
+    }
+    if listener.routes.len() > 1 {
+        out.push("a UDP listener has one route: there is no name to choose among them by".into());
+    }
+    for route in &listener.routes {
+        if route.routes_by_name() {
+            out.push(format!(
+                "a UDP route cannot route by name ({})",
+                route.label()
+            ));
+        }
+        let tcp_only = [
+            ("proxy_protocol", route.proxy_protocol.is_some()),
+            ("check", route.check.is_some()),
+            ("backup", !route.backups.is_empty()),
+        ];
+        for (key, given) in tcp_only {
+            if given {
+                out.push(format!(
+                    "{key}= is a TCP setting; a UDP route cannot take it"
+                ));
+            }
+        }
+        if route.idle_timeout.is_none() {
+            out.push("a UDP route needs an idle_timeout: its flows end by it".into());
+        }
+    }
+    out
 }
 
 /// A route's durations as `(key, value)`; a timeout that is off is not there. None may be zero:

@@ -40,10 +40,7 @@ impl fmt::Display for Line<'_> {
             self.id, self.client, self.listener
         )?;
         match &self.upstream {
-            Some((name, addr)) if name.to_string() != addr.to_string() => {
-                write!(f, "{name}({addr})")?
-            }
-            Some((_, addr)) => write!(f, "{addr}")?,
+            Some((name, addr)) => write_upstream(f, name, *addr)?,
             None => f.write_str("none")?,
         }
         if let Some(name) = &self.name {
@@ -73,6 +70,58 @@ impl fmt::Display for Line<'_> {
                 Seconds(self.duration)
             ),
         }
+    }
+}
+
+/// The line logged at a UDP flow's end, in the TCP line's words: who, where to, bytes each way
+/// (and datagrams), how long, and why it ended (`idle`, `evicted`, `stopped`, `error`).
+#[derive(Debug, Clone)]
+pub(crate) struct FlowLine<'a> {
+    /// The flow's sequence number on its listener.
+    pub(crate) id: u64,
+    /// The client's address.
+    pub(crate) client: SocketAddr,
+    /// The UDP listener's bound address.
+    pub(crate) listener: SocketAddr,
+    /// The upstream, as configured and as resolved.
+    pub(crate) upstream: (&'a HostPort, SocketAddr),
+    /// Datagrams relayed each way, client to upstream first.
+    pub(crate) datagrams: [u64; 2],
+    /// Their bytes, client to upstream first.
+    pub(crate) bytes: [u64; 2],
+    /// Time from the first datagram to the end.
+    pub(crate) duration: Duration,
+    /// Why it ended.
+    pub(crate) result: &'a str,
+}
+
+impl fmt::Display for FlowLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "closed udp flow #{} client={} listener={}/udp upstream=",
+            self.id, self.client, self.listener
+        )?;
+        write_upstream(f, self.upstream.0, self.upstream.1)?;
+        write!(
+            f,
+            " sent={} received={} datagrams_sent={} datagrams_received={} duration={} result={}",
+            self.bytes[0],
+            self.bytes[1],
+            self.datagrams[0],
+            self.datagrams[1],
+            Seconds(self.duration),
+            self.result
+        )
+    }
+}
+
+/// An upstream as configured, with the address it resolved to when that differs: `name(addr)`.
+fn write_upstream(f: &mut fmt::Formatter<'_>, name: &HostPort, addr: SocketAddr) -> fmt::Result {
+    if name.to_string() != addr.to_string() {
+        write!(f, "{name}({addr})")
+    } else {
+        write!(f, "{addr}")
     }
 }
 
@@ -130,6 +179,27 @@ mod tests {
             "closed #7 client=127.0.0.1:40000 listener=127.0.0.1:11000 \
              upstream=localhost:6379(127.0.0.1:6379) sent=14 received=7 duration=1.500s \
              first=client client_to_upstream=eof upstream_to_client=reset"
+        );
+    }
+
+    #[test]
+    fn a_flow_line_names_every_field() {
+        let upstream: HostPort = "127.0.0.1:53".parse().unwrap();
+        let line = FlowLine {
+            id: 3,
+            client: "127.0.0.1:40000".parse().unwrap(),
+            listener: "127.0.0.1:5353".parse().unwrap(),
+            upstream: (&upstream, "127.0.0.1:53".parse().unwrap()),
+            datagrams: [2, 1],
+            bytes: [80, 120],
+            duration: Duration::from_millis(72_000),
+            result: "idle",
+        };
+        assert_eq!(
+            line.to_string(),
+            "closed udp flow #3 client=127.0.0.1:40000 listener=127.0.0.1:5353/udp \
+             upstream=127.0.0.1:53 sent=80 received=120 datagrams_sent=2 datagrams_received=1 \
+             duration=72.000s result=idle"
         );
     }
 

@@ -172,21 +172,26 @@ fn log_removed(removed: impl Iterator<Item = Listening>) {
 
 /// Resolves and binds a listen address; returns the socket and the address actually bound.
 fn bind_socket(listen: &HostPort, reuse_port: bool) -> Result<(TcpListener, SocketAddr), Error> {
-    let addrs = resolve::resolve(&listen.host.to_string(), listen.port).map_err(|source| {
-        Error::ResolveListen {
-            addr: listen.to_string(),
-            source,
-        }
-    })?;
-    // `resolve` never returns an empty list; the fallback only keeps this free of a panic path.
-    let addr = addrs
-        .first()
-        .copied()
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], listen.port)));
+    let addr = resolve_listen(listen, listen.to_string())?;
     let socket =
         net::bind_listener(addr, reuse_port).map_err(|source| Error::Bind { addr, source })?;
     let addr = socket.local_addr().unwrap_or(addr);
     Ok((socket, addr))
+}
+
+/// The address to bind for `listen` (its first, resolved now); `shown` names it in the error.
+pub(crate) fn resolve_listen(listen: &HostPort, shown: String) -> Result<SocketAddr, Error> {
+    let addrs = resolve::resolve(&listen.host.to_string(), listen.port).map_err(|source| {
+        Error::ResolveListen {
+            addr: shown,
+            source,
+        }
+    })?;
+    // `resolve` never returns an empty list; the fallback only keeps this free of a panic path.
+    Ok(addrs
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], listen.port))))
 }
 
 /// Takes a socket an embedding program (or the service manager) bound: the accept loop polls,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::error::Error;
 use crate::log::rinetd::LogSink;
 
@@ -31,8 +31,9 @@ pub(crate) trait Follower: Send + std::fmt::Debug {
     }
 }
 
-/// Builds the run-time state of every listener of `config`. The ports of a range share one
-/// peek budget, as they share one label: the range counts as one listener reading first.
+/// Builds the run-time state of every TCP listener of `config` (the UDP ones are `udp`'s). The
+/// ports of a range share one peek budget, as they share one label: the range counts as one
+/// listener reading first.
 pub(super) fn listener_states(
     config: &Config,
     metrics: &Metrics,
@@ -44,6 +45,7 @@ pub(super) fn listener_states(
     config
         .listeners
         .iter()
+        .filter(|listener| listener.transport == Transport::Tcp)
         .map(|listener| {
             let mut state = ListenerState::new(
                 listener.clone(),

@@ -187,6 +187,66 @@ impl UpstreamStats {
     }
 }
 
+/// Why a UDP listener dropped a datagram, as the metrics count it (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpDrop {
+    /// Larger than the buffer (a UDP payload's largest): counted, never forwarded cut.
+    Oversize = 0,
+    /// From a client allow/deny refuses.
+    Denied = 1,
+    /// Sending it failed (the upstream unreachable, a full buffer, no flow could be set up).
+    SendFailed = 2,
+}
+
+impl UdpDrop {
+    /// The label values, indexed by the variant.
+    pub(crate) const NAMES: [&'static str; 3] = ["oversize", "denied", "send_failed"];
+}
+
+/// A UDP listener's counters.
+#[derive(Debug, Default)]
+pub(crate) struct UdpStats {
+    /// Flows open now.
+    pub(crate) flows_active: AtomicU64,
+    /// Flows set up so far.
+    pub(crate) flows: AtomicU64,
+    /// Flows ended to make room for a new client (the listener's `max_flows` reached).
+    pub(crate) evicted: AtomicU64,
+    /// Datagrams relayed, client to upstream first.
+    datagrams: [AtomicU64; 2],
+    /// Their bytes, client to upstream first.
+    bytes: [AtomicU64; 2],
+    /// Datagrams dropped, by [`UdpDrop`].
+    dropped: [AtomicU64; 3],
+}
+
+impl UdpStats {
+    /// Counts one datagram of `len` bytes relayed in `direction`.
+    pub(crate) fn relayed(&self, direction: crate::relay::Direction, len: usize) {
+        self.datagrams[direction as usize].fetch_add(1, Ordering::Relaxed);
+        self.bytes[direction as usize].fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a dropped datagram.
+    pub(crate) fn dropped(&self, why: UdpDrop) {
+        self.dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Datagrams and bytes relayed in `direction` so far.
+    pub(crate) fn relayed_count(&self, direction: crate::relay::Direction) -> (u64, u64) {
+        let i = direction as usize;
+        (
+            self.datagrams[i].load(Ordering::Relaxed),
+            self.bytes[i].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Datagrams dropped for `why` (an index into [`UdpDrop::NAMES`]) so far.
+    pub(crate) fn dropped_count(&self, why: usize) -> u64 {
+        self.dropped[why].load(Ordering::Relaxed)
+    }
+}
+
 /// Accept errors counted by kind: the few the accept loop meets, named like their errno.
 pub(crate) fn accept_error_kind(err: &std::io::Error) -> &'static str {
     match err.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
@@ -206,6 +266,7 @@ pub(crate) struct Metrics {
     listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     routes: Mutex<BTreeMap<(String, String), Arc<RouteStats>>>,
     upstreams: Mutex<BTreeMap<(String, String, String), Arc<UpstreamStats>>>,
+    udp: Mutex<BTreeMap<String, Arc<UdpStats>>>,
     /// Reconfigurations asked for, and those that took effect.
     pub(crate) reloads: AtomicU64,
     pub(crate) reloads_ok: AtomicU64,
@@ -221,6 +282,7 @@ impl Default for Metrics {
             listeners: Mutex::default(),
             routes: Mutex::default(),
             upstreams: Mutex::default(),
+            udp: Mutex::default(),
             reloads: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             last_reload_ok: AtomicU64::new(0),
@@ -258,6 +320,19 @@ impl Metrics {
             upstream.to_string(),
         );
         Arc::clone(lock(&self.upstreams).entry(key).or_default())
+    }
+
+    /// The counters of the UDP listener `listener`, created at first use.
+    pub(crate) fn udp(&self, listener: &str) -> Arc<UdpStats> {
+        Arc::clone(lock(&self.udp).entry(listener.to_string()).or_default())
+    }
+
+    /// Every UDP listener's counters, by listener.
+    pub(crate) fn udp_listeners(&self) -> Vec<(String, Arc<UdpStats>)> {
+        lock(&self.udp)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
     }
 
     /// Counts a failed `accept`.

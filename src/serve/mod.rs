@@ -12,6 +12,7 @@
 //!   route by name, `dial` the upstream with failover, send the preface), the relay, `close`
 //!   (log lines, counters, release; `refused` says why a client got no relay).
 //! - `upgrade`: the live upgrade's two sides (hand off, take over) and the set-up worker's hold.
+//! - `udp`: UDP forwarding, all of it (its listeners, their flows), beside the TCP listeners.
 //! - `listener`: a listener's run-time state (routes with their upstreams' health).
 //! - `pool`: the worker threads; `permits`: connection slots and the default cap; `registry`:
 //!   live connections, for the drain.
@@ -44,6 +45,7 @@ mod reload;
 mod server;
 mod setup;
 pub(crate) mod status;
+mod udp;
 mod upgrade;
 
 pub(crate) use configured::Follower;

@@ -43,11 +43,17 @@ impl Server {
         let previous = self.shared.listeners();
         let rosters = Rosters::new(&self.shared.checker, &previous);
         let states = listener_states(config, &self.shared.metrics, &limits, &rosters);
-        if let Err(err) = bound::switch(&mut self.listening, states, &self.handle.wake) {
+        if let Err(err) = self.udp.prepare(config, &self.shared.metrics) {
             self.followers.iter_mut().for_each(|f| f.abandon());
             return Err(err);
         }
+        if let Err(err) = bound::switch(&mut self.listening, states, &self.handle.wake) {
+            self.followers.iter_mut().for_each(|f| f.abandon());
+            self.udp.abandon();
+            return Err(err);
+        }
         self.followers.iter_mut().for_each(|f| f.commit());
+        self.udp.commit();
         self.publish_listeners();
         self.shutdown_grace = config.shutdown_grace;
         // Connections accepted from now on are counted afresh, in a new per-client table; those
@@ -61,6 +67,7 @@ impl Server {
         for listening in &self.listening {
             listening.log();
         }
+        self.udp.log();
         self.ready.clear();
         Ok(())
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::error::Error;
 use crate::sys::{clock, limits};
 use crate::upgrade::Channel;
@@ -36,6 +36,7 @@ use super::on_down;
 use super::permits::{self, Permits};
 use super::pool::Pool;
 use super::status::Shared;
+use super::udp::Udp;
 use super::upgrade;
 use crate::upgrade::{HandedOff, TakenOver};
 
@@ -69,6 +70,8 @@ pub(crate) struct Server {
     pub(super) accept_errors: ErrorBackoff,
     /// What follows the configuration besides the listeners.
     pub(super) followers: Vec<Box<dyn Follower>>,
+    /// The UDP listeners and their flows.
+    pub(super) udp: Udp,
 }
 
 impl std::fmt::Debug for Server {
@@ -107,6 +110,10 @@ impl Server {
         let shared = Arc::new(Shared::new(Metrics::default(), permits.clone()));
         shared.checker.on_change(on_down::hook(&shared.registry));
         sockets.resize_with(config.listeners.len(), || None);
+        // Sockets are handed in for TCP listeners only; the UDP ones are bound by `Udp`.
+        let sockets = (config.listeners.iter().zip(sockets))
+            .filter(|(listener, _)| listener.transport == Transport::Tcp)
+            .map(|(_, socket)| socket);
         let (per_client, limits) = client_limits(config, max);
         let budget = limits.peek_budget(max);
         log::info!(
@@ -121,6 +128,7 @@ impl Server {
         for (state, socket) in states.into_iter().zip(sockets) {
             listening.push(Listening::bind(state, socket, &wake_tx)?);
         }
+        let udp = Udp::start(config, &shared.metrics)?;
         let (tx, control_rx) = unbounded();
         let handle = Handle {
             tx,
@@ -146,6 +154,7 @@ impl Server {
             ready: VecDeque::new(),
             accept_errors: ErrorBackoff::default(),
             followers: Vec::new(),
+            udp,
         };
         server.publish_listeners();
         Ok(server)
@@ -161,9 +170,9 @@ impl Server {
         let offer = upgrade::receive_offer(&channel)?;
         let listeners = offer.listeners.len() + usize::from(offer.admin.is_some());
         let assigned = upgrade::assign(config, offer.listeners);
-        let handed_in: Vec<bool> = assigned
-            .iter()
-            .map(|o| o.as_ref().is_some_and(|o| o.handed_in))
+        let handed_in: Vec<bool> = (config.listeners.iter().zip(&assigned))
+            .filter(|(listener, _)| listener.transport == Transport::Tcp)
+            .map(|(_, o)| o.as_ref().is_some_and(|o| o.handed_in))
             .collect();
         let sockets = assigned.into_iter().map(|o| o.map(|o| o.socket)).collect();
         let mut server = match Server::bind(config, sockets) {
@@ -216,6 +225,11 @@ impl Server {
         self.listening.iter().map(|l| l.addr).collect()
     }
 
+    /// The bound addresses of the UDP listeners, in configuration order.
+    pub(crate) fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp.local_addrs()
+    }
+
     /// A handle to stop or reconfigure the server from another thread.
     pub(crate) fn handle(&self) -> Handle {
         self.handle.clone()
@@ -231,7 +245,8 @@ impl Server {
         for listening in &self.listening {
             listening.log();
         }
-        if self.listening.is_empty() {
+        self.udp.log();
+        if self.listening.is_empty() && self.udp.local_addrs().is_empty() {
             log::warn!("no listener configured: nothing is served until a reload adds one");
         }
         let checker = self.shared.checker.clone();
@@ -257,6 +272,16 @@ impl Server {
     /// The live upgrade's old side (see `upgrade`): runs on the accept loop, which accepts
     /// nothing meanwhile.
     fn hand_off(&mut self, channel: Channel) -> Result<HandedOff, Error> {
+        let udp = self.udp.keys();
+        if !udp.is_empty() {
+            let why = format!(
+                "the live upgrade cannot hand over UDP listeners yet ({}); restart instead, or \
+                 reload without them first",
+                udp.join(", ")
+            );
+            let _ = channel.send(&upgrade::refusal(why.clone()), &[]);
+            return Err(Error::Upgrade(why));
+        }
         let listeners: Vec<(SocketAddr, BorrowedFd<'_>, bool)> = self
             .listening
             .iter()
@@ -344,8 +369,11 @@ impl Server {
             listening,
             shared,
             followers: _followers,
+            mut udp,
             ..
         } = self;
+        // A flow has nothing in flight to wait for: the UDP listeners stop first, at once.
+        udp.stop();
         drain::drain(listening, &shared, drain_timeout)
     }
 }

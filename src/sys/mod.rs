@@ -4,13 +4,15 @@
 //! ([`services`]); a bounded read of the config file ([`mod@file`]); what a socket still holds
 //! unacknowledged ([`diag`]); the process's open-files and thread limits ([`limits`], with the
 //! cgroup's `pids.max` from [`cgroup`]); the threads' scheduling policy ([`sched`]); waking one
-//! blocked thread ([`wake`]); passing sockets to another process ([`fd_pass`]).
+//! blocked thread ([`wake`]); passing sockets to another process ([`fd_pass`]); UDP sockets and
+//! datagrams received with their real length ([`datagram`]).
 //!
 //! Architecture invariant: nothing here imports anything of the crate. Everything goes through
 //! safe wrappers (socket2, rustix, nix), so the crate keeps `#![forbid(unsafe_code)]`.
 
 pub(crate) mod cgroup;
 pub(crate) mod clock;
+pub(crate) mod datagram;
 pub(crate) mod diag;
 pub(crate) mod fd_pass;
 pub(crate) mod file;

@@ -51,7 +51,11 @@ impl Process {
     /// listening address.
     pub fn start_command(command: Command) -> Process {
         let mut process = Process::spawn_command(command);
-        let line = process.wait_for_line("listening on ");
+        // A UDP listener's line (`listening on ADDR/udp -> ...`) is not the TCP address.
+        let tcp = |line: &str| line.contains("listening on ") && !line.contains("/udp -> ");
+        let line = (process.line_where(0, PATIENCE, tcp))
+            .unwrap_or_else(|_| panic!("no TCP listener logged; saw:\n{}", process.seen.join("\n")))
+            .1;
         process.addr = listening_addr(&line);
         process
     }
@@ -138,7 +142,7 @@ impl Process {
     pub fn listener_with(&mut self, needle: &str) -> SocketAddr {
         let line = self
             .line_where(0, PATIENCE, |l| {
-                l.contains("listening on ") && l.contains(needle)
+                l.contains("listening on ") && !l.contains("/udp -> ") && l.contains(needle)
             })
             .unwrap_or_else(|_| {
                 panic!(
@@ -148,6 +152,23 @@ impl Process {
             })
             .1;
         listening_addr(&line)
+    }
+
+    /// The address of the UDP listener whose `listening on ADDR/udp -> ...` line contains
+    /// `needle` too.
+    pub fn udp_listener_with(&mut self, needle: &str) -> SocketAddr {
+        let line = self
+            .line_where(0, PATIENCE, |l| {
+                l.contains("listening on ") && l.contains("/udp -> ") && l.contains(needle)
+            })
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no UDP listener logged with {needle:?}; saw:\n{}",
+                    self.seen.join("\n")
+                )
+            })
+            .1;
+        listening_addr(&line.replacen("/udp -> ", " -> ", 1))
     }
 
     /// Sends a signal to the process.

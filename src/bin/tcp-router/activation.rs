@@ -83,6 +83,11 @@ pub(crate) fn assign(
     let mut left: Vec<Option<Passed>> = passed.into_iter().map(Some).collect();
     let mut sockets = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
+        // The service manager passes TCP listeners; a UDP listener binds its own.
+        if listener.transport != tcp_router::config::Transport::Tcp {
+            sockets.push(None);
+            continue;
+        }
         let addrs = resolve(&listener.listen);
         let found = left
             .iter_mut()

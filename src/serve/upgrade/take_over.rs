@@ -126,6 +126,10 @@ pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option
         .listeners
         .iter()
         .map(|listener| {
+            // The offered sockets are TCP listeners; a UDP listener binds its own.
+            if listener.transport != crate::config::Transport::Tcp {
+                return None;
+            }
             let addrs = resolve(&listener.listen.host.to_string(), listener.listen.port)
                 .unwrap_or_default();
             // Port 0 was bound to some free port: the same address with any port is it.

@@ -1,0 +1,188 @@
+//! One flow: a client address of a UDP listener, with its own upstream socket (connected, so the
+//! kernel gives it only the upstream's datagrams and the upstream sees one source port per
+//! client), its counters, how it ended, and its log line. Its reply thread is the listener's
+//! (`port`).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::config::HostPort;
+use crate::log::line::FlowLine;
+use crate::relay::Direction;
+use crate::serve::metrics::{UdpDrop, UdpStats};
+use crate::sys::datagram;
+
+/// Why a flow ended: the `result` of its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// No datagram either way for the idle timeout.
+    Idle,
+    /// Ended to make room for a new client (`max_flows`).
+    Evicted,
+    /// The server stopped.
+    Stopped,
+    /// A reload removed its listener.
+    Removed,
+    /// Its upstream socket failed.
+    Error,
+}
+
+impl Ending {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Ending::Idle => "idle",
+            Ending::Evicted => "evicted",
+            Ending::Stopped => "stopped",
+            Ending::Removed => "removed",
+            Ending::Error => "error",
+        }
+    }
+}
+
+/// Counts every datagram of every flow, in the order they move.
+static ACTIVITY: AtomicU64 = AtomicU64::new(0);
+
+/// A client's flow through a UDP listener.
+#[derive(Debug)]
+pub(super) struct UdpFlow {
+    /// Its sequence number on the listener, for the log.
+    pub(super) id: u64,
+    /// The client's address.
+    pub(super) client: SocketAddr,
+    /// Connected to the upstream.
+    pub(super) upstream: UdpSocket,
+    /// The upstream as configured.
+    pub(super) upstream_name: HostPort,
+    /// The address it resolved to.
+    pub(super) upstream_addr: SocketAddr,
+    /// How long the flow lasts without a datagram either way.
+    pub(super) idle_timeout: Duration,
+    started: Instant,
+    /// When the last datagram moved, in milliseconds after `started`.
+    last_ms: AtomicU64,
+    /// Where the last datagram falls among every flow's ([`ACTIVITY`]): the flow idle longest
+    /// has the lowest, even when two moved within one millisecond.
+    last_seq: AtomicU64,
+    /// Datagrams and bytes relayed, client to upstream first.
+    datagrams: [AtomicU64; 2],
+    bytes: [AtomicU64; 2],
+    /// Why it ended, once it has.
+    ending: OnceLock<Ending>,
+}
+
+impl UdpFlow {
+    pub(super) fn new(
+        id: u64,
+        client: SocketAddr,
+        upstream: UdpSocket,
+        upstream_name: HostPort,
+        idle_timeout: Duration,
+    ) -> UdpFlow {
+        let upstream_addr = upstream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        UdpFlow {
+            id,
+            client,
+            upstream,
+            upstream_name,
+            upstream_addr,
+            idle_timeout,
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            last_seq: AtomicU64::new(ACTIVITY.fetch_add(1, Ordering::Relaxed)),
+            datagrams: Default::default(),
+            bytes: Default::default(),
+            ending: OnceLock::new(),
+        }
+    }
+
+    /// Notes that a datagram moved now.
+    pub(super) fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        let seq = ACTIVITY.fetch_add(1, Ordering::Relaxed);
+        self.last_seq.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// The order of its last datagram among every flow's: lower moved longer ago.
+    pub(super) fn last_activity(&self) -> u64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
+    /// How long since the last datagram either way (or since the start).
+    pub(super) fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Counts a datagram of `len` bytes relayed in `direction`.
+    pub(super) fn count(&self, direction: Direction, len: usize) {
+        self.datagrams[direction as usize].fetch_add(1, Ordering::Relaxed);
+        self.bytes[direction as usize].fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Ends the flow for `why` (the first reason given wins) and wakes its reply thread, which
+    /// logs it.
+    pub(super) fn end(&self, why: Ending) {
+        let _ = self.ending.set(why);
+        datagram::wake_receivers(&self.upstream);
+    }
+
+    /// Why it ended, if it has.
+    pub(super) fn ending(&self) -> Option<Ending> {
+        self.ending.get().copied()
+    }
+
+    /// Sends a client's datagram upstream, counting it in its listener's `stats` too.
+    pub(super) fn send_upstream(&self, stats: &UdpStats, payload: &[u8]) {
+        match self.upstream.send(payload) {
+            Ok(_) => {
+                self.count(Direction::ClientToUpstream, payload.len());
+                stats.relayed(Direction::ClientToUpstream, payload.len());
+            }
+            Err(err) => stats.dropped(send_failure(&err)),
+        }
+    }
+
+    /// Sends one of the upstream's datagrams to the client from the listen `socket`, counting
+    /// it in its listener's `stats` too.
+    pub(super) fn send_to_client(&self, socket: &UdpSocket, stats: &UdpStats, payload: &[u8]) {
+        self.touch();
+        match socket.send_to(payload, self.client) {
+            Ok(_) => {
+                self.count(Direction::UpstreamToClient, payload.len());
+                stats.relayed(Direction::UpstreamToClient, payload.len());
+            }
+            Err(err) => stats.dropped(send_failure(&err)),
+        }
+    }
+
+    /// The flow's one log line, at its end, on the UDP listener bound to `listener`.
+    pub(super) fn log_end(&self, listener: SocketAddr, ending: Ending) {
+        let load =
+            |counters: &[AtomicU64; 2]| counters.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let line = FlowLine {
+            id: self.id,
+            client: self.client,
+            listener,
+            upstream: (&self.upstream_name, self.upstream_addr),
+            datagrams: load(&self.datagrams),
+            bytes: load(&self.bytes),
+            duration: self.started.elapsed(),
+            result: ending.name(),
+        };
+        log::info!("{line}");
+    }
+}
+
+/// How a failed send is counted: too large for the path, or failed.
+fn send_failure(err: &std::io::Error) -> UdpDrop {
+    if datagram::is_too_large(err) {
+        UdpDrop::Oversize
+    } else {
+        UdpDrop::SendFailed
+    }
+}
