@@ -548,10 +548,11 @@ fn member_groups(shared: &Shared) -> BTreeMap<MemberKey, Vec<std::sync::Arc<Memb
                         None => member.addr.to_string(),
                     };
                     let key = [listener.clone(), label.clone(), upstream.clone(), address];
-                    groups
-                        .entry(key)
-                        .or_default()
-                        .push(std::sync::Arc::clone(member));
+                    let group = groups.entry(key).or_default();
+                    // The ports of a range to one upstream port share its member: count it once.
+                    if !group.iter().any(|m| std::sync::Arc::ptr_eq(m, member)) {
+                        group.push(std::sync::Arc::clone(member));
+                    }
                 }
             }
         }

@@ -60,12 +60,13 @@ pub(crate) fn plan_of(route: &Route) -> Plan {
 }
 
 impl Roster {
-    /// The roster of `route`, taking over `previous`'s targets whose upstream and plan are
-    /// unchanged; new targets are watched by `checker`.
+    /// The roster of `route`, taking over the targets of `earlier` rosters (the route it
+    /// replaces, the same route on another port of its range) whose upstream and plan are the
+    /// same, the first found; new targets are watched by `checker`.
     pub(crate) fn new(
         route: &Route,
         v6_prefix: u8,
-        previous: Option<&Roster>,
+        earlier: &[&Roster],
         checker: &Checker,
     ) -> Roster {
         let plan = plan_of(route);
@@ -74,7 +75,7 @@ impl Roster {
         let entries = written
             .enumerate()
             .map(|(i, (upstream, backup))| {
-                let kept = previous.and_then(|p| p.target_like(upstream, &plan));
+                let kept = (earlier.iter()).find_map(|r| r.target_like(upstream, &plan));
                 let target = kept.unwrap_or_else(|| {
                     let target = Arc::new(Target::new(upstream.clone(), plan.clone()));
                     checker.watch(&target);

@@ -96,6 +96,30 @@ mod tests {
     use crate::config::{Listener, LogFile, Route};
     use crate::test_support::temp_dir;
 
+    #[test]
+    fn the_ports_of_a_range_share_the_member_of_an_upstream_port_they_all_go_to() {
+        let mut written = Listener::new("127.0.0.1:0".parse().unwrap());
+        let mut route = Route::new(vec!["127.0.0.1:7000".parse().unwrap()]);
+        route.check = Some(crate::config::HealthCheck::new(
+            crate::config::CheckKind::Connect,
+        ));
+        written.routes.push(route);
+        let members = vec![vec!["127.0.0.1:7000".parse().unwrap()]];
+        let listeners = written
+            .for_range("127.0.0.1:40000-40002".parse().unwrap(), members)
+            .unwrap();
+        let config = Config {
+            listeners,
+            ..Config::default()
+        };
+        let (_, limits) = client_limits(&config, 64);
+        let states = listener_states(&config, &Metrics::default(), &limits, &Rosters::fresh());
+        let target =
+            |state: &ListenerState| Arc::clone(&state.routes[0].roster.entries()[0].target);
+        assert_eq!(states.len(), 3);
+        assert!(Arc::ptr_eq(&target(&states[0]), &target(&states[2])));
+    }
+
     fn listener(port: u16) -> Listener {
         let mut listener = Listener::new(format!("127.0.0.1:{port}").parse().unwrap());
         listener.routes = vec![Route::new(vec!["127.0.0.1:1".parse().unwrap()])];

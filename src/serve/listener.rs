@@ -3,6 +3,7 @@
 //! and at each reload, then shared read-only by every connection accepted meanwhile; established
 //! connections keep the state they were accepted with.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -67,13 +68,12 @@ impl RouteState {
             .map(|(i, u)| metrics.upstream(place.label, &label, &place.member_label(i, u)))
             .collect();
         let previous = rosters.previous_route(&place.listener.listen, &label);
+        let sibling = rosters.sibling(place, &label);
+        let earlier: Vec<&Roster> = (previous.iter().map(|r| &r.roster))
+            .chain(sibling.iter().map(|r| &r.roster))
+            .collect();
         RouteState {
-            roster: Roster::new(
-                &config,
-                v6_prefix,
-                previous.map(|r| &r.roster),
-                rosters.checker,
-            ),
+            roster: Roster::new(&config, v6_prefix, &earlier, rosters.checker),
             stats: metrics.route(place.label, &label),
             upstream_stats,
             per_client: config
@@ -119,6 +119,10 @@ pub(crate) struct Rosters<'a> {
     checker: &'a Checker,
     /// The listeners served until now, by their listen address (none at start).
     previous: HashMap<HostPort, Arc<ListenerState>>,
+    /// The routes built so far for the first port of each range, by range and route label:
+    /// the other ports' routes share their targets, so an upstream port the whole range goes to
+    /// is one target, checked once.
+    siblings: RefCell<HashMap<(String, String), Arc<RouteState>>>,
 }
 
 impl Rosters<'static> {
@@ -140,7 +144,29 @@ impl<'a> Rosters<'a> {
         let previous = (previous.iter())
             .map(|(_, state)| (state.config.listen.clone(), Arc::clone(state)))
             .collect();
-        Rosters { checker, previous }
+        Rosters {
+            checker,
+            previous,
+            siblings: RefCell::default(),
+        }
+    }
+
+    /// The route labelled `label` already built for another port of `place`'s range, if any.
+    fn sibling(&self, place: &Place<'_>, label: &str) -> Option<Arc<RouteState>> {
+        place.listener.range.as_ref()?;
+        let key = (place.label.to_string(), label.to_string());
+        self.siblings.borrow().get(&key).cloned()
+    }
+
+    /// Remembers `route` of a listener of a range, for the range's other ports.
+    fn remember(&self, place: &Place<'_>, route: &Arc<RouteState>) {
+        if place.listener.range.is_some() {
+            let key = (place.label.to_string(), route.config.label());
+            self.siblings
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| Arc::clone(route));
+        }
     }
 
     /// The route labelled `label` on the listener configured on `listen`, until now (a port of
@@ -255,13 +281,15 @@ impl ListenerState {
                     label: &label,
                     index,
                 };
-                Arc::new(RouteState::new(
+                let route = Arc::new(RouteState::new(
                     r,
                     &place,
                     metrics,
                     limits.v6_prefix,
                     rosters,
-                ))
+                ));
+                rosters.remember(&place, &route);
+                route
             })
             .collect();
         let cap = limits.cap_of(&config);
