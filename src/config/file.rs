@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use super::acl::{self, Action, Pattern};
 use super::addr::{parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services};
 use super::names::NamePattern;
+use super::protocol::Protocol;
 use super::range::{rinetd_range, HostPorts};
 use super::settings::Overrides;
 
@@ -65,6 +66,8 @@ pub(crate) struct RuleDef {
     pub host: Option<NamePattern>,
     /// `alpn=PROTO`: route only TLS clients offering this ALPN protocol.
     pub alpn: Option<String>,
+    /// `proto=ssh|tls|http` or `prefix=TEXT`: route a whole protocol, or clients by first bytes.
+    pub protocol: Option<Protocol>,
     /// True when written in rinetd syntax (`bindaddress bindport connectaddress connectport`).
     pub rinetd: bool,
 }
@@ -506,6 +509,7 @@ fn rinetd_rule(
             sni: None,
             host: None,
             alpn: None,
+            protocol: None,
             rinetd: true,
         }),
         _ => Err(errors),
@@ -585,6 +589,7 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         sni: None,
         host: None,
         alpn: None,
+        protocol: None,
         rinetd: false,
     };
     let mut seen = HashSet::new();
@@ -617,7 +622,7 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
 }
 
 /// The keys of a route line that choose the route rather than set it up.
-const NAME_KEYS: [&str; 3] = ["sni", "host", "alpn"];
+const NAME_KEYS: [&str; 5] = ["sni", "host", "alpn", "proto", "prefix"];
 
 /// The keys of a route line that add upstreams to it.
 const UPSTREAM_KEYS: [&str; 1] = ["backup"];
@@ -649,6 +654,10 @@ impl RuleDef {
                 let alpn = alpn(value).map_err(|why| format!("invalid alpn '{value}': {why}"))?;
                 self.alpn = Some(alpn)
             }
+            "proto" | "prefix" if self.protocol.is_some() => {
+                return Err("proto= and prefix= cannot both be set on one route".into())
+            }
+            "proto" | "prefix" => self.protocol = Some(Protocol::parse(key, value)?),
             _ => self.settings.set(key, value)?,
         }
         Ok(())
@@ -663,6 +672,14 @@ impl RuleDef {
         }
         if self.alpn.is_some() && self.host.is_some() {
             errors.push("alpn= is a tls setting and cannot be combined with host=".into());
+        }
+        if let Some(protocol) = &self.protocol {
+            if self.sni.is_some() || self.host.is_some() || self.alpn.is_some() {
+                errors.push(format!(
+                    "{}= cannot be combined with sni=, host= or alpn= (a name route already says its protocol)",
+                    protocol.key()
+                ));
+            }
         }
     }
 }
@@ -826,6 +843,7 @@ mod tests {
             sni: None,
             host: None,
             alpn: None,
+            protocol: None,
             rinetd: true,
         }
     }
@@ -1367,7 +1385,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
               balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
-              check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn)"]
+              check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn, proto, prefix)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1435,6 +1453,37 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         );
         // Every bad key on a line is reported.
         assert_eq!(e("a=1 b=2 connect_timeout=0 max_connections=x").len(), 4);
+    }
+
+    #[test]
+    fn protocol_route_keys_parse_and_refuse_what_cannot_combine() {
+        let cfg = ok("route 0.0.0.0:443 127.0.0.1:22 proto=ssh\nroute 0.0.0.0:443 127.0.0.1:1194 prefix=\\x00\\x0e\\x38\n");
+        assert_eq!(cfg.rules[0].protocol, Some(Protocol::Ssh));
+        assert_eq!(
+            cfg.rules[1].protocol,
+            Some(Protocol::Prefix(vec![0, 0x0e, 0x38]))
+        );
+        let e = |keys: &str| err1(&format!("route 0.0.0.0:443 127.0.0.1:22 {keys}"));
+        assert_eq!(
+            e("proto=ssh prefix=SSH-"),
+            "1: proto= and prefix= cannot both be set on one route"
+        );
+        assert_eq!(
+            e("proto=tls sni=a.example"),
+            "1: proto= cannot be combined with sni=, host= or alpn= (a name route already says its protocol)"
+        );
+        assert_eq!(
+            e("prefix=GET host=a.example"),
+            "1: prefix= cannot be combined with sni=, host= or alpn= (a name route already says its protocol)"
+        );
+        assert_eq!(
+            e("proto=smtp"),
+            "1: invalid proto 'smtp' (expected ssh, tls or http)"
+        );
+        assert_eq!(
+            e(r"prefix=\x4"),
+            r"1: invalid prefix: incomplete escape \x4 (\xHH takes two hex digits)"
+        );
     }
 
     #[test]
@@ -1535,6 +1584,7 @@ route 0.0.0.0:80 192.0.2.2:80
             sni: (!sni.is_empty()).then(|| sni.parse().unwrap()),
             host: (!host.is_empty()).then(|| host.parse().unwrap()),
             alpn: (!alpn.is_empty()).then(|| alpn.to_string()),
+            protocol: None,
             rinetd: false,
         };
         assert_eq!(

@@ -7,7 +7,7 @@
 //!   `load`: rules into listeners; `validate`: the checks of the whole.
 //! - The values the other parts are made of: addresses ([`HostPort`], in `addr`), durations
 //!   (`duration`), port ranges ([`HostPorts`], in `range`), allow/deny patterns ([`Pattern`], in `acl`) and name patterns
-//!   ([`NamePattern`], in `names`).
+//!   ([`NamePattern`], in `names`), protocol routes ([`Protocol`], in `protocol`).
 //!
 //! Architecture invariant: configuration is pure data. Nothing here imports a run-time part of
 //! the crate (no route state, sockets, threads, logging, command line or scheduler); it uses only
@@ -28,6 +28,7 @@ pub use health::{
 pub use load::MAX_CONFIG_FILE_SIZE;
 mod model;
 pub(crate) mod names;
+mod protocol;
 pub(crate) mod range;
 mod settings;
 mod text;
@@ -44,6 +45,7 @@ pub use model::{
     Admin, Config, Listener, LogFile, Route, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_DRAIN_TIMEOUT,
 };
 pub use names::{NamePattern, NamePatternError};
+pub use protocol::Protocol;
 pub use range::{HostPorts, ListenRange, PortRange, MAX_RANGE_PORTS};
 pub use settings::{
     check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,

@@ -1,17 +1,37 @@
 //! A listener's router: picks one of its routes from what the client sent first (TLS server
-//! name and ALPN, or HTTP Host), or its default route when it reads nothing.
+//! name and ALPN, HTTP Host, or the protocol its first bytes show), or its default route when it
+//! reads nothing.
+//!
+//! The one precedence rule (docs/config.md, "Several protocols on one port"):
+//! 1. A TLS ClientHello goes to its name route (`sni=`, `alpn=`: `route::names`), else to the
+//!    `proto=tls` route; an HTTP/1.x head to its `host=` route, else to the `proto=http` route.
+//!    These readers run only on a listener that has such routes.
+//! 2. Bytes no route of step 1 took (not TLS or HTTP, or no name matched and there is no
+//!    catch-all) go to the first `proto=ssh` or `prefix=` route, in the order written, whose
+//!    leading bytes they start with.
+//! 3. Then the default route; without one the client is refused.
+//!
+//! A step decides only once the bytes settle it: while a reader of an earlier step needs more
+//! bytes, the later ones wait, so the answer never depends on how the bytes were split.
 
-use crate::config::Route;
+use crate::config::{Protocol, Route};
+use crate::proto::{prefix, ssh, Parsed};
 
 use super::names::{MatchKind, NameTable};
 
 /// Picks a listener's route from what the client sent first.
 #[derive(Debug, Clone)]
 pub(crate) struct Router {
-    /// Routes with `sni=` or `alpn=` (and the default), for TLS clients; `None` if there are none.
+    /// Routes with `sni=` or `alpn=`, and the `proto=tls` route in the default's place, for TLS
+    /// clients; `None` if there are none.
     tls: Option<NameTable<usize>>,
-    /// Routes with `host=` (and the default), for plain HTTP clients; `None` if there are none.
+    /// Routes with `host=`, and the `proto=http` route in the default's place, for plain HTTP
+    /// clients; `None` if there are none.
     http: Option<NameTable<usize>>,
+    /// The `proto=tls` and `proto=http` routes, to tell their matches from a name's.
+    catch_alls: Vec<usize>,
+    /// The `proto=ssh` and `prefix=` routes, in the order written.
+    by_bytes: Vec<(Protocol, usize)>,
     /// The route without any pattern.
     default: Option<usize>,
 }
@@ -20,15 +40,20 @@ impl Router {
     /// The router of a listener with these routes (validated: at most one default, no two alike).
     pub(crate) fn new(routes: &[Route]) -> Router {
         let default = routes.iter().position(|r| !r.routes_by_name());
-        let table = |select: &dyn Fn(&Route) -> bool, by_host: bool| {
-            if !routes.iter().any(select) {
+        let catch_all = |protocol: Protocol| {
+            routes
+                .iter()
+                .position(|r| r.protocol.as_ref() == Some(&protocol))
+        };
+        let table = |select: &dyn Fn(&Route) -> bool, by_host: bool, any: Option<usize>| {
+            if !routes.iter().any(select) && any.is_none() {
                 return None;
             }
             let entries = routes.iter().enumerate().filter_map(|(i, r)| {
                 if select(r) {
                     let pattern = if by_host { &r.host } else { &r.sni };
                     Some((pattern.clone(), r.alpn.clone(), i))
-                } else if Some(i) == default {
+                } else if Some(i) == any {
                     Some((None, None, i))
                 } else {
                     None
@@ -36,50 +61,112 @@ impl Router {
             });
             Some(NameTable::new(entries))
         };
+        let (tls_any, http_any) = (catch_all(Protocol::Tls), catch_all(Protocol::Http));
         let tls = table(
             &|r| r.host.is_none() && (r.sni.is_some() || r.alpn.is_some()),
             false,
+            tls_any,
         );
-        let http = table(&|r| r.host.is_some(), true);
-        Router { tls, http, default }
+        let http = table(&|r| r.host.is_some(), true, http_any);
+        let by_bytes = (routes.iter().enumerate())
+            .filter_map(|(i, r)| {
+                let protocol = r.protocol.as_ref()?;
+                protocol.leading_bytes().map(|_| (protocol.clone(), i))
+            })
+            .collect();
+        Router {
+            tls,
+            http,
+            catch_alls: tls_any.into_iter().chain(http_any).collect(),
+            by_bytes,
+            default,
+        }
     }
 
     /// True if clients must be read before a route can be chosen.
     pub(crate) fn reads_first(&self) -> bool {
-        self.tls.is_some() || self.http.is_some()
+        self.tls.is_some() || self.http.is_some() || !self.by_bytes.is_empty()
     }
 
-    /// True if TLS clients are routed by name.
+    /// True if TLS clients are routed by name or as TLS.
     pub(crate) fn routes_tls(&self) -> bool {
         self.tls.is_some()
     }
 
-    /// True if HTTP clients are routed by Host.
+    /// True if HTTP clients are routed by Host or as HTTP.
     pub(crate) fn routes_http(&self) -> bool {
         self.http.is_some()
     }
 
-    /// The route for a TLS client that sent `name` and offered `alpn`.
+    /// Step 1 for a TLS client that sent `name` and offered `alpn`: its name route, else the
+    /// `proto=tls` route; `None` if neither takes it.
+    pub(crate) fn tls_route(
+        &self,
+        name: Option<&str>,
+        alpn: &[String],
+    ) -> Option<(usize, MatchKind)> {
+        self.look_up(self.tls.as_ref()?, name, alpn)
+    }
+
+    /// Step 1 for an HTTP client that sent Host `name`: its `host=` route, else the `proto=http`
+    /// route; `None` if neither takes it.
+    pub(crate) fn http_route(&self, name: Option<&str>) -> Option<(usize, MatchKind)> {
+        self.look_up(self.http.as_ref()?, name, &[])
+    }
+
+    fn look_up(
+        &self,
+        table: &NameTable<usize>,
+        name: Option<&str>,
+        alpn: &[String],
+    ) -> Option<(usize, MatchKind)> {
+        let (&i, kind) = table.lookup(name, alpn)?;
+        let kind = if self.catch_alls.contains(&i) {
+            MatchKind::Protocol
+        } else {
+            kind
+        };
+        Some((i, kind))
+    }
+
+    /// Step 2: the first `proto=ssh` or `prefix=` route whose leading bytes `buf` starts with;
+    /// `Partial` while an earlier one's are still possible.
+    pub(crate) fn by_leading_bytes(&self, buf: &[u8]) -> Parsed<Option<usize>> {
+        for (protocol, i) in &self.by_bytes {
+            let matched = match protocol {
+                Protocol::Ssh => match ssh::parse_identification(buf) {
+                    Ok(Parsed::Complete(())) => Parsed::Complete(true),
+                    Ok(Parsed::Partial) => Parsed::Partial,
+                    Err(ssh::NotSsh) => Parsed::Complete(false),
+                },
+                Protocol::Prefix(pattern) => prefix::matches(pattern, buf),
+                Protocol::Tls | Protocol::Http => Parsed::Complete(false),
+            };
+            match matched {
+                Parsed::Complete(true) => return Parsed::Complete(Some(*i)),
+                Parsed::Partial => return Parsed::Partial,
+                Parsed::Complete(false) => {}
+            }
+        }
+        Parsed::Complete(None)
+    }
+
+    /// The route for a TLS client that sent `name` and offered `alpn`, by name alone (steps 1
+    /// and 3).
     pub(crate) fn for_tls(
         &self,
         name: Option<&str>,
         alpn: &[String],
     ) -> Option<(usize, MatchKind)> {
-        match &self.tls {
-            Some(table) => table.lookup(name, alpn).map(|(i, kind)| (*i, kind)),
-            None => self.fallback(),
-        }
+        self.tls_route(name, alpn).or_else(|| self.fallback())
     }
 
-    /// The route for an HTTP client that sent Host `name`.
+    /// The route for an HTTP client that sent Host `name` (steps 1 and 3).
     pub(crate) fn for_http(&self, name: Option<&str>) -> Option<(usize, MatchKind)> {
-        match &self.http {
-            Some(table) => table.lookup(name, &[]).map(|(i, kind)| (*i, kind)),
-            None => self.fallback(),
-        }
+        self.http_route(name).or_else(|| self.fallback())
     }
 
-    /// The route for a client that is neither TLS nor HTTP (or sent nothing usable).
+    /// Step 3: the route for a client no other step took.
     pub(crate) fn fallback(&self) -> Option<(usize, MatchKind)> {
         self.default.map(|i| (i, MatchKind::Default))
     }
@@ -165,6 +252,76 @@ mod tests {
         let router = Router::new(&[route(Some("*.example.com"), None, None)]);
         assert!(router.for_tls(Some("example.com"), &[]).is_none());
         assert!(router.for_tls(Some("x.example.com"), &[]).is_some());
+        assert!(router.fallback().is_none());
+    }
+
+    fn protocol(key: &str, value: &str) -> Route {
+        let mut r = route(None, None, None);
+        r.protocol = Some(Protocol::parse(key, value).unwrap());
+        r
+    }
+
+    #[test]
+    fn names_come_first_then_the_protocol_catch_all_then_the_default() {
+        let router = Router::new(&[
+            route(None, None, None),
+            protocol("proto", "tls"),
+            route(Some("a.example"), None, None),
+            protocol("proto", "http"),
+            route(None, Some("b.example"), None),
+        ]);
+        assert_eq!(
+            router.tls_route(Some("a.example"), &[]),
+            Some((2, MatchKind::Exact))
+        );
+        assert_eq!(
+            router.tls_route(Some("x.example"), &[]),
+            Some((1, MatchKind::Protocol))
+        );
+        assert_eq!(router.tls_route(None, &[]), Some((1, MatchKind::Protocol)));
+        assert_eq!(
+            router.http_route(Some("b.example")),
+            Some((4, MatchKind::Exact))
+        );
+        assert_eq!(router.http_route(None), Some((3, MatchKind::Protocol)));
+        assert_eq!(
+            router.by_leading_bytes(b"SSH-2.0-x\r\n"),
+            Parsed::Complete(None)
+        );
+        assert_eq!(router.fallback(), Some((0, MatchKind::Default)));
+    }
+
+    #[test]
+    fn a_tls_catch_all_alone_makes_the_listener_read_tls() {
+        let router = Router::new(&[protocol("proto", "tls"), route(None, None, None)]);
+        assert!(router.reads_first() && router.routes_tls() && !router.routes_http());
+        assert_eq!(
+            router.tls_route(Some("any.example"), &[]),
+            Some((0, MatchKind::Protocol))
+        );
+        assert_eq!(
+            router.for_http(Some("any.example")),
+            Some((1, MatchKind::Default))
+        );
+    }
+
+    #[test]
+    fn leading_byte_routes_are_tried_in_the_order_written_and_wait_for_enough_bytes() {
+        let router = Router::new(&[
+            protocol("prefix", r"\x05\x01"),
+            protocol("proto", "ssh"),
+            protocol("prefix", "SSH-2.0-Go"),
+        ]);
+        assert!(router.reads_first() && !router.routes_tls());
+        assert_eq!(router.by_leading_bytes(b""), Parsed::Partial);
+        assert_eq!(router.by_leading_bytes(b"\x05"), Parsed::Partial);
+        assert_eq!(
+            router.by_leading_bytes(b"\x05\x01\x00"),
+            Parsed::Complete(Some(0))
+        );
+        assert_eq!(router.by_leading_bytes(b"SS"), Parsed::Partial);
+        assert_eq!(router.by_leading_bytes(b"SSH-"), Parsed::Complete(Some(1)));
+        assert_eq!(router.by_leading_bytes(b"\x16\x03"), Parsed::Complete(None));
         assert!(router.fallback().is_none());
     }
 

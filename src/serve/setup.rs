@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Protocol;
 use crate::proto::proxy::{self, ProxyHeader};
 use crate::proto::tls::{self, ClientHello};
 use crate::proto::{http, Parsed};
 use crate::relay::{Direction, Timeouts};
 use crate::route::access;
 use crate::route::names::MatchKind;
+use crate::route::router::Router;
 use crate::sys::net;
 
 use super::admit::{client_places, Limit};
@@ -53,7 +55,16 @@ struct Setup<'a> {
 enum FirstBytes {
     Tls(ClientHello),
     Http(Option<String>),
+    /// The leading bytes of a `proto=ssh` or `prefix=` route (which one is the route's).
+    Leading,
     Other(&'static str),
+}
+
+/// What the client sent first, and the route it takes by the router's precedence rule.
+#[derive(Debug)]
+struct Choice {
+    first: FirstBytes,
+    found: Option<(usize, MatchKind)>,
 }
 
 impl Setup<'_> {
@@ -223,22 +234,23 @@ impl Setup<'_> {
     fn choose_route(&mut self, state: &ListenerState) -> Result<Arc<RouteState>, Refused> {
         let router = &state.router;
         let (found, name) = if router.reads_first() {
-            let first = self.peek(state.config.peek_timeout, |buf| {
-                classify(buf, router.routes_tls(), router.routes_http())
-            });
-            match first {
-                Ok(first) => self.route_by(first, state),
+            let first = self.peek(state.config.peek_timeout, |buf| classify(buf, router));
+            let choice = match first {
+                Ok(choice) => choice,
                 Err(PeekError::Held) => return Err(Refused::Upgraded),
                 Err(PeekError::Evicted(why)) => return Err(Refused::Evicted(why)),
-                // Some bytes came, but not a whole hello or head, before the deadline or the
-                // client's end of stream: like anything that is not TLS or HTTP, it goes to the
-                // default route (what was read is sent on unchanged), or is closed without one.
+                // Some bytes came, but not enough to decide, before the deadline or the client's
+                // end of stream: like anything no route takes, it goes to the default route
+                // (what was read is sent on unchanged), or is closed without one.
                 Err(err @ (PeekError::Timeout | PeekError::Closed)) if !self.peeked.is_empty() => {
                     let what = match err {
                         PeekError::Timeout => "incomplete-at-peek-timeout",
                         _ => "incomplete-at-end-of-stream",
                     };
-                    self.route_by(FirstBytes::Other(what), state)
+                    Choice {
+                        first: FirstBytes::Other(what),
+                        found: router.fallback(),
+                    }
                 }
                 Err(err) => {
                     return Err(Refused::Peek {
@@ -246,7 +258,9 @@ impl Setup<'_> {
                         timeout: matches!(err, PeekError::Timeout),
                     })
                 }
-            }
+            };
+            let name = self.name_and_answer(&choice, state);
+            (choice.found, Some(name))
         } else {
             (router.fallback(), None)
         };
@@ -261,38 +275,36 @@ impl Setup<'_> {
         Ok(Arc::clone(&state.routes[index]))
     }
 
-    /// Looks the route up from what the client sent, and names what it asked for; a TLS client
-    /// without a route gets an `unrecognized_name` alert, an HTTP client a `421 Misdirected
-    /// Request`.
-    fn route_by(
-        &self,
-        first: FirstBytes,
-        state: &ListenerState,
-    ) -> (Option<(usize, MatchKind)>, Option<String>) {
-        let router = &state.router;
+    /// Names what the client sent and the protocol that took it (`proto=tls sni=...`,
+    /// `proto=ssh`, `first-bytes=...` when none did); a TLS client without a route gets an
+    /// `unrecognized_name` alert, an HTTP client a `421 Misdirected Request`.
+    fn name_and_answer(&self, choice: &Choice, state: &ListenerState) -> String {
         let client = &self.job.record().conn.client;
-        match first {
+        let refused = choice.found.is_none();
+        match &choice.first {
             FirstBytes::Tls(hello) => {
                 let name = hello.server_name.as_deref();
-                let mut text = format!("sni={}", name.unwrap_or("(none)"));
+                let mut text = format!("proto=tls sni={}", name.unwrap_or("(none)"));
                 if hello.ech {
                     text.push_str(" ech=outer-name");
                 }
-                let found = router.for_tls(name, &hello.alpn);
-                if found.is_none() {
+                if refused {
                     let _ = (&*client).write_all(&tls::unrecognized_name_alert());
                 }
-                (found, Some(text))
+                text
             }
             FirstBytes::Http(host) => {
-                let text = format!("host={}", host.as_deref().unwrap_or("(none)"));
-                let found = router.for_http(host.as_deref());
-                if found.is_none() {
+                if refused {
                     let _ = (&*client).write_all(http::misdirected_response());
                 }
-                (found, Some(text))
+                format!("proto=http host={}", host.as_deref().unwrap_or("(none)"))
             }
-            FirstBytes::Other(what) => (router.fallback(), Some(format!("first-bytes={what}"))),
+            FirstBytes::Leading => {
+                let protocol = (choice.found.as_ref())
+                    .and_then(|(i, _)| state.routes[*i].config.protocol.as_ref());
+                format!("proto={}", protocol.map_or("prefix", Protocol::name))
+            }
+            FirstBytes::Other(what) => format!("first-bytes={what}"),
         }
     }
 
@@ -359,83 +371,164 @@ impl Setup<'_> {
     }
 }
 
-/// Decides what the first bytes are, for the routing tables the listener has.
-fn classify(
-    buf: &[u8],
-    by_sni: bool,
-    by_host: bool,
-) -> Result<Parsed<FirstBytes>, std::convert::Infallible> {
+/// Decides what the first bytes are and which route they take, by the router's precedence rule
+/// (`route::router`): the TLS and HTTP readers the listener needs first, then its `proto=ssh` and
+/// `prefix=` routes, then the default. `Partial` while an earlier step needs more bytes.
+fn classify(buf: &[u8], router: &Router) -> Result<Parsed<Choice>, std::convert::Infallible> {
     let mut undecided = false;
-    if by_sni {
+    // A hello or head that no route of its protocol took: later steps may still take it.
+    let mut seen = None;
+    let mut other = "not-tls-or-http";
+    if router.routes_tls() {
         match tls::parse_client_hello(buf) {
-            Ok(Parsed::Complete(hello)) => return Ok(Parsed::Complete(FirstBytes::Tls(hello))),
+            Ok(Parsed::Complete(hello)) => {
+                match router.tls_route(hello.server_name.as_deref(), &hello.alpn) {
+                    Some(found) => return Ok(chosen(FirstBytes::Tls(hello), Some(found))),
+                    None => seen = Some(FirstBytes::Tls(hello)),
+                }
+            }
             Ok(Parsed::Partial) => undecided = true,
             Err(tls::TlsError::NotTls) => {}
-            Err(_) => return Ok(Parsed::Complete(FirstBytes::Other("malformed-tls"))),
+            Err(_) => other = "malformed-tls",
         }
     }
-    if by_host {
+    if router.routes_http() && seen.is_none() {
         match http::parse_host(buf) {
-            Ok(Parsed::Complete(host)) => return Ok(Parsed::Complete(FirstBytes::Http(host))),
+            Ok(Parsed::Complete(host)) => match router.http_route(host.as_deref()) {
+                Some(found) => return Ok(chosen(FirstBytes::Http(host), Some(found))),
+                None => seen = Some(FirstBytes::Http(host)),
+            },
             Ok(Parsed::Partial) => undecided = true,
             Err(http::HttpError::NotHttp) => {}
-            Err(_) => return Ok(Parsed::Complete(FirstBytes::Other("malformed-http"))),
+            Err(_) => other = "malformed-http",
         }
     }
-    Ok(if undecided {
-        Parsed::Partial
-    } else {
-        Parsed::Complete(FirstBytes::Other("not-tls-or-http"))
+    if undecided {
+        return Ok(Parsed::Partial);
+    }
+    Ok(match router.by_leading_bytes(buf) {
+        Parsed::Partial => Parsed::Partial,
+        Parsed::Complete(Some(i)) => chosen(FirstBytes::Leading, Some((i, MatchKind::Protocol))),
+        Parsed::Complete(None) => {
+            chosen(seen.unwrap_or(FirstBytes::Other(other)), router.fallback())
+        }
     })
+}
+
+fn chosen(first: FirstBytes, found: Option<(usize, MatchKind)>) -> Parsed<Choice> {
+    Parsed::Complete(Choice { first, found })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Route;
 
-    fn decided(buf: &[u8], by_sni: bool, by_host: bool) -> Option<String> {
-        match classify(buf, by_sni, by_host) {
-            Ok(Parsed::Complete(FirstBytes::Tls(hello))) => {
-                Some(format!("tls {:?}", hello.server_name))
-            }
-            Ok(Parsed::Complete(FirstBytes::Http(host))) => Some(format!("http {host:?}")),
-            Ok(Parsed::Complete(FirstBytes::Other(what))) => Some(what.to_string()),
-            Ok(Parsed::Partial) => None,
-            Err(never) => match never {},
+    /// A route chosen by `key=value` (`sni`, `host`, `proto`, `prefix`), or the default (`""`).
+    fn route(key_value: &str) -> Route {
+        let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        match key_value.split_once('=') {
+            Some(("sni", name)) => route.sni = Some(name.parse().unwrap()),
+            Some(("host", name)) => route.host = Some(name.parse().unwrap()),
+            Some((key, value)) => route.protocol = Some(Protocol::parse(key, value).unwrap()),
+            None => {}
         }
+        route
+    }
+
+    /// What `buf` is and the index of the route it takes, once decided.
+    fn decided(buf: &[u8], routes: &[&str]) -> Option<String> {
+        let routes: Vec<Route> = routes.iter().map(|r| route(r)).collect();
+        let choice = match classify(buf, &Router::new(&routes)) {
+            Ok(Parsed::Complete(choice)) => choice,
+            Ok(Parsed::Partial) => return None,
+            Err(never) => match never {},
+        };
+        let first = match choice.first {
+            FirstBytes::Tls(hello) => format!("tls {:?}", hello.server_name),
+            FirstBytes::Http(host) => format!("http {host:?}"),
+            FirstBytes::Leading => "leading".to_string(),
+            FirstBytes::Other(what) => what.to_string(),
+        };
+        Some(format!("{first} -> {:?}", choice.found.map(|(i, _)| i)))
     }
 
     #[test]
     fn first_bytes_are_classified_for_the_tables_the_listener_has() {
         let get = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        let both = ["", "sni=a.example", "host=a.example"];
         assert_eq!(
-            decided(get, true, true).as_deref(),
-            Some("http Some(\"a.example\")")
+            decided(get, &both).as_deref(),
+            Some("http Some(\"a.example\") -> Some(2)")
         );
         // A listener that routes TLS only does not read HTTP heads.
         assert_eq!(
-            decided(get, true, false).as_deref(),
-            Some("not-tls-or-http")
+            decided(get, &both[..2]).as_deref(),
+            Some("not-tls-or-http -> Some(0)")
         );
+        assert_eq!(decided(b"GE", &both), None, "more bytes could make it HTTP");
         assert_eq!(
-            decided(b"GE", false, true),
-            None,
-            "more bytes could make it HTTP"
-        );
-        assert_eq!(
-            decided(b"\x16\x03\x01", true, true),
+            decided(b"\x16\x03\x01", &both),
             None,
             "a TLS record has begun"
         );
         assert_eq!(
-            decided(b"SSH-2.0-x\r\n", true, true).as_deref(),
-            Some("not-tls-or-http")
+            decided(b"SSH-2.0-x\r\n", &both).as_deref(),
+            Some("not-tls-or-http -> Some(0)")
         );
         // A handshake record that holds a ServerHello, not a ClientHello.
         let server_hello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
         assert_eq!(
-            decided(&server_hello, true, false).as_deref(),
-            Some("malformed-tls")
+            decided(&server_hello, &both[..2]).as_deref(),
+            Some("malformed-tls -> Some(0)")
+        );
+    }
+
+    #[test]
+    fn ssh_and_prefix_routes_wait_for_the_readers_that_come_first() {
+        let routes = ["", "host=a.example", "proto=ssh", r"prefix=\x05\x01"];
+        assert_eq!(
+            decided(b"SSH-2.0-Go\r\n", &routes).as_deref(),
+            Some("leading -> Some(2)")
+        );
+        // `SSH-2.0-Go` could still be an HTTP method: the HTTP reader decides first.
+        assert_eq!(decided(b"SSH-2.0-Go", &routes), None);
+        assert_eq!(
+            decided(b"\x05\x01\x00", &routes).as_deref(),
+            Some("leading -> Some(3)")
+        );
+        assert_eq!(decided(b"\x05", &routes), None);
+        assert_eq!(
+            decided(b"\x04\x01", &routes).as_deref(),
+            Some("not-tls-or-http -> Some(0)")
+        );
+        // Without an HTTP route, `SSH-` alone decides.
+        assert_eq!(
+            decided(b"SSH-", &routes[2..]).as_deref(),
+            Some("leading -> Some(0)")
+        );
+        assert_eq!(decided(b"SSH", &routes[2..]), None);
+        assert_eq!(
+            decided(b"x", &routes[2..]).as_deref(),
+            Some("not-tls-or-http -> None")
+        );
+    }
+
+    #[test]
+    fn a_head_no_name_route_takes_goes_to_the_catch_all_then_leading_bytes_then_the_default() {
+        let head = b"GET / HTTP/1.1\r\nHost: b.example\r\n\r\n";
+        let with_catch_all = ["", "host=a.example", "proto=http"];
+        assert_eq!(
+            decided(head, &with_catch_all).as_deref(),
+            Some("http Some(\"b.example\") -> Some(2)")
+        );
+        assert_eq!(
+            decided(head, &["", "host=a.example", "prefix=GET"]).as_deref(),
+            Some("leading -> Some(2)")
+        );
+        assert_eq!(
+            decided(head, &["host=a.example"]).as_deref(),
+            Some("http Some(\"b.example\") -> None")
         );
     }
 }
