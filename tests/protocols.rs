@@ -175,3 +175,52 @@ fn check_refuses_a_protocol_route_that_can_never_match() {
         "{stderr}"
     );
 }
+
+/// A server-first upstream, as SMTP is: its banner on connect, then `221 bye` to `QUIT`; reports
+/// what it received.
+fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
+    reporting_upstream(|mut stream| {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = stream.write_all(b"220 mail.example ESMTP\r\n");
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n") {
+            match std::io::Read::read(&mut stream, &mut byte) {
+                Ok(1) => got.push(byte[0]),
+                _ => return got,
+            }
+        }
+        let _ = stream.write_all(b"221 bye\r\n");
+        got
+    })
+}
+
+/// A client that sends nothing reaches the `proto=silent` route once its wait is over, reads the
+/// server's banner and talks on, byte-exact; an SSH client on the same port still reaches SSH.
+#[test]
+fn a_client_that_waits_for_the_server_reaches_the_silent_route() {
+    let dir = temp_dir("protocols-silent");
+    let (smtp, smtp_rx) = smtp_upstream();
+    let (ssh, ssh_rx) = recording_upstream();
+    let mut router = start_with_routes(
+        &dir,
+        &[
+            format!("{} proto=ssh", s(ssh.addr)),
+            format!("{} proto=silent wait=200ms", s(smtp.addr)),
+        ],
+    );
+    let mut client = connect(router.addr);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let banner = b"220 mail.example ESMTP\r\n";
+    assert_eq!(read_exact(&mut client, banner.len()), banner);
+    client.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(read_until_closed(&mut client), b"221 bye\r\n");
+    drop(client);
+    assert_eq!(smtp_rx.recv_timeout(PATIENCE).unwrap(), b"QUIT\r\n");
+    let line = router.wait_for_line("closed #1 ");
+    assert!(line.contains("proto=silent route=proto=silent "), "{line}");
+
+    assert_eq!(send_chunks(router.addr, &[SSH_BANNER], true), b"");
+    assert_eq!(ssh_rx.recv_timeout(PATIENCE).unwrap(), SSH_BANNER);
+    assert_eq!(smtp.accepted.load(Ordering::SeqCst), 1);
+}

@@ -32,13 +32,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::acl::{self, Action, Pattern};
 use super::addr::{parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services};
 use super::names::NamePattern;
 use super::protocol::Protocol;
 use super::range::{rinetd_range, HostPorts};
-use super::settings::Overrides;
+use super::settings::{positive_duration, Overrides};
 
 /// One forwarding rule: a rinetd line or a `route` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub(crate) struct RuleDef {
     pub alpn: Option<String>,
     /// `proto=ssh|tls|http` or `prefix=TEXT`: route a whole protocol, or clients by first bytes.
     pub protocol: Option<Protocol>,
+    /// `wait=DURATION`: how long the `proto=silent` route lets a client say nothing.
+    pub wait: Option<Duration>,
     /// True when written in rinetd syntax (`bindaddress bindport connectaddress connectport`).
     pub rinetd: bool,
 }
@@ -510,6 +513,7 @@ fn rinetd_rule(
             host: None,
             alpn: None,
             protocol: None,
+            wait: None,
             rinetd: true,
         }),
         _ => Err(errors),
@@ -590,6 +594,7 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         host: None,
         alpn: None,
         protocol: None,
+        wait: None,
         rinetd: false,
     };
     let mut seen = HashSet::new();
@@ -622,7 +627,7 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
 }
 
 /// The keys of a route line that choose the route rather than set it up.
-const NAME_KEYS: [&str; 5] = ["sni", "host", "alpn", "proto", "prefix"];
+const NAME_KEYS: [&str; 6] = ["sni", "host", "alpn", "proto", "prefix", "wait"];
 
 /// The keys of a route line that add upstreams to it.
 const UPSTREAM_KEYS: [&str; 1] = ["backup"];
@@ -658,13 +663,20 @@ impl RuleDef {
                 return Err("proto= and prefix= cannot both be set on one route".into())
             }
             "proto" | "prefix" => self.protocol = Some(Protocol::parse(key, value)?),
+            "wait" => self.wait = Some(positive_duration(key, value)?),
             _ => self.settings.set(key, value)?,
         }
         Ok(())
     }
 
-    /// Combinations of name keys that make no sense on one route.
-    fn check_name_keys(&self, errors: &mut Vec<String>) {
+    /// Combinations of name keys that make no sense on one route; `wait=` goes into the
+    /// `proto=silent` route it belongs to.
+    fn check_name_keys(&mut self, errors: &mut Vec<String>) {
+        match (&mut self.protocol, self.wait) {
+            (Some(Protocol::Silent { wait }), Some(given)) => *wait = given,
+            (_, Some(_)) => errors.push("wait= is the proto=silent route's, and only its".into()),
+            _ => {}
+        }
         if self.sni.is_some() && self.host.is_some() {
             errors.push(
                 "sni= and host= cannot both be set on one route (tls or http, not both)".into(),
@@ -844,6 +856,7 @@ mod tests {
             host: None,
             alpn: None,
             protocol: None,
+            wait: None,
             rinetd: true,
         }
     }
@@ -1385,7 +1398,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
               balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
-              check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn, proto, prefix)"]
+              check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn, proto, prefix, wait)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1478,7 +1491,22 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         );
         assert_eq!(
             e("proto=smtp"),
-            "1: invalid proto 'smtp' (expected ssh, tls or http)"
+            "1: invalid proto 'smtp' (expected ssh, tls, http or silent)"
+        );
+        assert_eq!(
+            e("proto=ssh wait=1s"),
+            "1: wait= is the proto=silent route's, and only its"
+        );
+        assert_eq!(
+            e("proto=silent wait=0"),
+            "1: invalid wait '0': must be greater than zero"
+        );
+        let silent = ok("route 0.0.0.0:25 127.0.0.1:2525 wait=500ms proto=silent\n");
+        assert_eq!(
+            silent.rules[0].protocol,
+            Some(Protocol::Silent {
+                wait: Duration::from_millis(500)
+            })
         );
         assert_eq!(
             e(r"prefix=\x4"),
@@ -1585,6 +1613,7 @@ route 0.0.0.0:80 192.0.2.2:80
             host: (!host.is_empty()).then(|| host.parse().unwrap()),
             alpn: (!alpn.is_empty()).then(|| alpn.to_string()),
             protocol: None,
+            wait: None,
             rinetd: false,
         };
         assert_eq!(

@@ -45,7 +45,7 @@ pub use model::{
     Admin, Config, Listener, LogFile, Route, DEFAULT_CLIENT_IPV6_PREFIX, DEFAULT_DRAIN_TIMEOUT,
 };
 pub use names::{NamePattern, NamePatternError};
-pub use protocol::Protocol;
+pub use protocol::{Protocol, DEFAULT_WAIT};
 pub use range::{HostPorts, ListenRange, PortRange, MAX_RANGE_PORTS};
 pub use settings::{
     check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,

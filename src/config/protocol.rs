@@ -1,8 +1,14 @@
-//! Protocol routes as configured: `proto=ssh|tls|http` (a route that takes a whole protocol) and
-//! `prefix=TEXT` (a route for the clients whose first bytes start with TEXT). Pure data and its
-//! parser; matching is `route::router`'s, with the readers of `proto`.
+//! Protocol routes as configured: `proto=ssh|tls|http` (a route that takes a whole protocol),
+//! `prefix=TEXT` (a route for the clients whose first bytes start with TEXT) and `proto=silent`
+//! with `wait=` (a route for clients that send nothing: the server speaks first). Pure data and
+//! its parser; matching is `route::router`'s, with the readers of `proto`.
+
+/// How long a client may say nothing before the `proto=silent` route takes it, unless `wait=`
+/// says: sslh's `on-timeout`, which is 2 s.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::proto::prefix::MAX_PATTERN_BYTES;
 
@@ -20,10 +26,16 @@ pub enum Protocol {
     Http,
     /// `prefix=TEXT`: a client whose first bytes are these.
     Prefix(Vec<u8>),
+    /// `proto=silent`: a client that has sent nothing `wait` after it connected (`wait=`, else
+    /// [`DEFAULT_WAIT`]), connected at once so that the server's banner reaches it.
+    Silent {
+        /// How long the client may say nothing before this route takes it.
+        wait: Duration,
+    },
 }
 
 /// The values `proto=` takes, for errors.
-const PROTOCOLS: &str = "ssh, tls or http";
+const PROTOCOLS: &str = "ssh, tls, http or silent";
 
 impl Protocol {
     /// Parses the value of `proto=` (`key` "proto") or `prefix=` (`key` "prefix"). A prefix
@@ -43,6 +55,7 @@ impl Protocol {
                 "ssh" => Ok(Protocol::Ssh),
                 "tls" => Ok(Protocol::Tls),
                 "http" => Ok(Protocol::Http),
+                "silent" => Ok(Protocol::Silent { wait: DEFAULT_WAIT }),
                 _ => Err(format!(
                     "invalid proto '{}' (expected {PROTOCOLS})",
                     value.escape_default()
@@ -65,7 +78,7 @@ impl Protocol {
         match self {
             Protocol::Ssh => Some(crate::proto::ssh::IDENTIFICATION_START),
             Protocol::Prefix(bytes) => Some(bytes),
-            Protocol::Tls | Protocol::Http => None,
+            Protocol::Tls | Protocol::Http | Protocol::Silent { .. } => None,
         }
     }
 
@@ -77,14 +90,15 @@ impl Protocol {
         }
     }
 
-    /// The name logs and metrics give a connection this route took: `ssh`, `tls`, `http` or
-    /// `prefix` (a bounded set).
+    /// The name logs and metrics give a connection this route took: `ssh`, `tls`, `http`,
+    /// `prefix` or `silent` (a bounded set).
     pub fn name(&self) -> &'static str {
         match self {
             Protocol::Ssh => "ssh",
             Protocol::Tls => "tls",
             Protocol::Http => "http",
             Protocol::Prefix(_) => "prefix",
+            Protocol::Silent { .. } => "silent",
         }
     }
 }
@@ -127,7 +141,7 @@ mod tests {
     fn bad_values_say_what_is_wrong() {
         assert_eq!(
             Protocol::parse("proto", "SSH"),
-            Err("invalid proto 'SSH' (expected ssh, tls or http)".into())
+            Err("invalid proto 'SSH' (expected ssh, tls, http or silent)".into())
         );
         assert_eq!(
             Protocol::parse("prefix", r"\q"),

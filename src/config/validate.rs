@@ -12,6 +12,7 @@ use super::addr::{HostPort, MAX_WEIGHT};
 use super::duration::{check_duration, format_duration};
 use super::health::{CheckKind, HealthCheck, MIN_CHECK_INTERVAL};
 use super::model::{Config, Listener, Route};
+use super::protocol::Protocol;
 
 use super::settings::check_count;
 
@@ -155,6 +156,17 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
         ));
     }
     for route in &listener.routes {
+        if let Some(Protocol::Silent { wait }) = route.protocol {
+            if wait.is_zero() || wait >= listener.peek_timeout {
+                errors.push(format!(
+                    "{}: wait={} on {} must be greater than zero and shorter than the listener's peek_timeout ({})",
+                    route.origin,
+                    format_duration(wait),
+                    listener.label(),
+                    format_duration(listener.peek_timeout)
+                ));
+            }
+        }
         let place = || format!("route {} on {}", route.label(), listener.label());
         if route.upstreams.is_empty() {
             errors.push(format!("{}: {} has no upstream", route.origin, place()));
@@ -392,7 +404,6 @@ fn earlier_place(first: &str, later: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Protocol;
 
     fn listener(routes: Vec<Route>) -> Listener {
         let mut listener = Listener::new("127.0.0.1:443".parse().unwrap());
@@ -456,6 +467,24 @@ mod tests {
                 "f.conf:5: route proto=ssh on 127.0.0.1:443 can never match: line 4 has prefix=SSH, which is tried first and takes every client this one would",
             ]
         );
+    }
+
+    #[test]
+    fn the_wait_of_a_silent_route_is_shorter_than_the_peek_timeout() {
+        let mut config = Config::default();
+        let mut silent = route("f.conf:2", None);
+        silent.protocol = Some(Protocol::Silent {
+            wait: Duration::from_secs(10),
+        });
+        let mut l = listener(vec![route("f.conf:1", None), silent]);
+        l.peek_timeout = Duration::from_secs(10);
+        config.listeners.push(l);
+        assert_eq!(
+            errors(&config),
+            ["f.conf:2: wait=10s on 127.0.0.1:443 must be greater than zero and shorter than the listener's peek_timeout (10s)"]
+        );
+        config.listeners[0].peek_timeout = Duration::from_secs(11);
+        assert_eq!(errors(&config), Vec::<String>::new());
     }
 
     #[test]

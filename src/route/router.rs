@@ -11,8 +11,13 @@
 //!    leading bytes they start with.
 //! 3. Then the default route; without one the client is refused.
 //!
+//! Apart from these, a `proto=silent` route takes a client that has sent nothing at all `wait=`
+//! after it connected (a client of a protocol where the server speaks first).
+//!
 //! A step decides only once the bytes settle it: while a reader of an earlier step needs more
 //! bytes, the later ones wait, so the answer never depends on how the bytes were split.
+
+use std::time::Duration;
 
 use crate::config::{Protocol, Route};
 use crate::proto::{prefix, ssh, Parsed};
@@ -32,6 +37,8 @@ pub(crate) struct Router {
     catch_alls: Vec<usize>,
     /// The `proto=ssh` and `prefix=` routes, in the order written.
     by_bytes: Vec<(Protocol, usize)>,
+    /// The `proto=silent` route, and how long a client may say nothing before it takes it.
+    silent: Option<(usize, Duration)>,
     /// The route without any pattern.
     default: Option<usize>,
 }
@@ -74,18 +81,35 @@ impl Router {
                 protocol.leading_bytes().map(|_| (protocol.clone(), i))
             })
             .collect();
+        let silent = routes
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| match r.protocol {
+                Some(Protocol::Silent { wait }) => Some((i, wait)),
+                _ => None,
+            });
         Router {
             tls,
             http,
             catch_alls: tls_any.into_iter().chain(http_any).collect(),
             by_bytes,
+            silent,
             default,
         }
     }
 
     /// True if clients must be read before a route can be chosen.
     pub(crate) fn reads_first(&self) -> bool {
-        self.tls.is_some() || self.http.is_some() || !self.by_bytes.is_empty()
+        self.tls.is_some()
+            || self.http.is_some()
+            || !self.by_bytes.is_empty()
+            || self.silent.is_some()
+    }
+
+    /// The `proto=silent` route and its wait: a client that has sent nothing that long after it
+    /// connected takes it at once. `None` without one: silent clients wait for the peek deadline.
+    pub(crate) fn silent(&self) -> Option<(usize, Duration)> {
+        self.silent
     }
 
     /// True if TLS clients are routed by name or as TLS.
@@ -140,7 +164,7 @@ impl Router {
                     Err(ssh::NotSsh) => Parsed::Complete(false),
                 },
                 Protocol::Prefix(pattern) => prefix::matches(pattern, buf),
-                Protocol::Tls | Protocol::Http => Parsed::Complete(false),
+                Protocol::Tls | Protocol::Http | Protocol::Silent { .. } => Parsed::Complete(false),
             };
             match matched {
                 Parsed::Complete(true) => return Parsed::Complete(Some(*i)),
@@ -323,6 +347,19 @@ mod tests {
         assert_eq!(router.by_leading_bytes(b"SSH-"), Parsed::Complete(Some(1)));
         assert_eq!(router.by_leading_bytes(b"\x16\x03"), Parsed::Complete(None));
         assert!(router.fallback().is_none());
+    }
+
+    #[test]
+    fn a_silent_route_alone_makes_the_listener_wait_for_first_bytes() {
+        let mut silent = protocol("proto", "silent");
+        silent.protocol = Some(Protocol::Silent {
+            wait: Duration::from_millis(500),
+        });
+        let router = Router::new(&[route(None, None, None), silent]);
+        assert!(router.reads_first());
+        assert_eq!(router.silent(), Some((1, Duration::from_millis(500))));
+        assert_eq!(router.by_leading_bytes(b""), Parsed::Complete(None));
+        assert_eq!(Router::new(&[route(None, None, None)]).silent(), None);
     }
 
     #[test]

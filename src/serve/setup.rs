@@ -57,6 +57,8 @@ enum FirstBytes {
     Http(Option<String>),
     /// The leading bytes of a `proto=ssh` or `prefix=` route (which one is the route's).
     Leading,
+    /// Nothing, for as long as the `proto=silent` route waits.
+    Silent,
     Other(&'static str),
 }
 
@@ -234,8 +236,7 @@ impl Setup<'_> {
     fn choose_route(&mut self, state: &ListenerState) -> Result<Arc<RouteState>, Refused> {
         let router = &state.router;
         let (found, name) = if router.reads_first() {
-            let first = self.peek(state.config.peek_timeout, |buf| classify(buf, router));
-            let choice = match first {
+            let choice = match self.read_choice(state) {
                 Ok(choice) => choice,
                 Err(PeekError::Held) => return Err(Refused::Upgraded),
                 Err(PeekError::Evicted(why)) => return Err(Refused::Evicted(why)),
@@ -275,6 +276,30 @@ impl Setup<'_> {
         Ok(Arc::clone(&state.routes[index]))
     }
 
+    /// Reads the client's first bytes until the router decides. On a listener with a
+    /// `proto=silent` route, a client that has sent nothing when its wait is over takes that
+    /// route at once, so that the server's banner reaches it; one that has sent something goes
+    /// on to the peek deadline like any other.
+    fn read_choice(
+        &mut self,
+        state: &ListenerState,
+    ) -> Result<Choice, PeekError<std::convert::Infallible>> {
+        let router = &state.router;
+        if let Some((index, wait)) = router.silent() {
+            match self.peek(wait, |buf| classify(buf, router)) {
+                Err(PeekError::Timeout) if self.peeked.is_empty() => {
+                    return Ok(Choice {
+                        first: FirstBytes::Silent,
+                        found: Some((index, MatchKind::Protocol)),
+                    })
+                }
+                Err(PeekError::Timeout) => {}
+                other => return other,
+            }
+        }
+        self.peek(state.config.peek_timeout, |buf| classify(buf, router))
+    }
+
     /// Names what the client sent and the protocol that took it (`proto=tls sni=...`,
     /// `proto=ssh`, `first-bytes=...` when none did); a TLS client without a route gets an
     /// `unrecognized_name` alert, an HTTP client a `421 Misdirected Request`.
@@ -304,6 +329,7 @@ impl Setup<'_> {
                     .and_then(|(i, _)| state.routes[*i].config.protocol.as_ref());
                 format!("proto={}", protocol.map_or("prefix", Protocol::name))
             }
+            FirstBytes::Silent => "proto=silent".to_string(),
             FirstBytes::Other(what) => format!("first-bytes={what}"),
         }
     }
@@ -448,6 +474,7 @@ mod tests {
             FirstBytes::Tls(hello) => format!("tls {:?}", hello.server_name),
             FirstBytes::Http(host) => format!("http {host:?}"),
             FirstBytes::Leading => "leading".to_string(),
+            FirstBytes::Silent => "silent".to_string(),
             FirstBytes::Other(what) => what.to_string(),
         };
         Some(format!("{first} -> {:?}", choice.found.map(|(i, _)| i)))
