@@ -224,3 +224,56 @@ fn a_client_that_waits_for_the_server_reaches_the_silent_route() {
     assert_eq!(ssh_rx.recv_timeout(PATIENCE).unwrap(), SSH_BANNER);
     assert_eq!(smtp.accepted.load(Ordering::SeqCst), 1);
 }
+
+/// `--check --explain-bytes` says where first bytes go, as the server decides: SSH, a prefix, a
+/// TLS-looking start that needs more bytes, a client that sends nothing; a bad escape and a
+/// missing `--check` are usage errors.
+#[test]
+fn check_explain_bytes_predicts_each_clients_route() {
+    let dir = temp_dir("protocols-explain");
+    let file = dir.write(
+        "router.conf",
+        "route 127.0.0.1:8443 127.0.0.1:1 sni=a.example\n\
+         route 127.0.0.1:8443 127.0.0.1:2 proto=ssh\n\
+         route 127.0.0.1:8443 127.0.0.1:3 prefix=\\x05\\x01\n\
+         route 127.0.0.1:8443 127.0.0.1:4 proto=silent wait=1s\n\
+         route 127.0.0.1:8443 127.0.0.1:5\n",
+    );
+    let explain = |bytes: &str| {
+        let (code, stdout, stderr) = run_bin(&["--check", "-c", &file, "--explain-bytes", bytes]);
+        assert_eq!(code, 0, "{bytes}: {stdout}{stderr}");
+        let at = stdout.find("explain bytes on 127.0.0.1:8443:\n  ");
+        let at = at.unwrap_or_else(|| panic!("{bytes}: no explanation in:\n{stdout}"));
+        stdout[at..].lines().nth(1).unwrap().trim().to_string()
+    };
+    assert_eq!(
+        explain(r"SSH-2.0-OpenSSH_9.2\r\n"),
+        r"'SSH-2.0-OpenSSH_9.2\r\n': route proto=ssh (protocol route)"
+    );
+    assert_eq!(
+        explain(r"\x05\x01\x00"),
+        r"'\x05\x01\x00': route prefix=\x05\x01 (protocol route)"
+    );
+    assert_eq!(
+        explain(r"\x16\x03\x01"),
+        r"'\x16\x03\x01': not enough bytes to decide; a client that sends no more waits for peek_timeout (5s), then takes route default (default route)"
+    );
+    assert_eq!(
+        explain(""),
+        "a client that sends nothing: after 1s, route proto=silent (protocol route)"
+    );
+    assert_eq!(
+        explain("hello"),
+        "'hello' (not-tls-or-http): route default (default route)"
+    );
+
+    let (code, _, stderr) = run_bin(&["--check", "-c", &file, "--explain-bytes", r"\q"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(r"--explain-bytes: unknown escape \q"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_bin(&["-c", &file, "--explain-bytes", "x"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--explain-bytes needs --check"), "{stderr}");
+}

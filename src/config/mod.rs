@@ -19,7 +19,7 @@ pub(crate) mod addr;
 pub(crate) mod duration;
 pub(crate) mod file;
 mod health;
-pub(crate) use health::escape_truncated;
+pub(crate) use health::{escape_truncated, unescape};
 mod load;
 pub use health::{
     CheckKind, HealthCheck, OnDown, StatusRange, Step, DEFAULT_CHECK_INTERVAL, DEFAULT_FALL,

@@ -20,7 +20,8 @@
 use std::time::Duration;
 
 use crate::config::{Protocol, Route};
-use crate::proto::{prefix, ssh, Parsed};
+use crate::proto::tls::{self, ClientHello};
+use crate::proto::{http, prefix, ssh, Parsed};
 
 use super::names::{MatchKind, NameTable};
 
@@ -241,6 +242,90 @@ impl Router {
     }
 }
 
+/// What the client sent first, as far as routing reads it.
+#[derive(Debug)]
+pub(crate) enum FirstBytes {
+    /// A ClientHello.
+    Tls(ClientHello),
+    /// An HTTP/1.x request head, with its Host.
+    Http(Option<String>),
+    /// The leading bytes of a `proto=ssh` or `prefix=` route (which one is the route's).
+    Leading,
+    /// Nothing, for as long as the `proto=silent` route waits.
+    Silent,
+    /// Anything else, and why (`not-tls-or-http`, `malformed-tls`, ...).
+    Other(&'static str),
+}
+
+/// What the client sent first, and the route it takes by the router's precedence rule.
+#[derive(Debug)]
+pub(crate) struct Choice {
+    /// What the bytes were.
+    pub(crate) first: FirstBytes,
+    /// The route they take, and how it matched; `None`: no route, the client is refused.
+    pub(crate) found: Option<(usize, MatchKind)>,
+}
+
+/// Decides what the first bytes are and which route they take, by the router's precedence rule
+/// (see the module docs): the TLS and HTTP readers the listener needs first, then its `proto=ssh` and
+/// `prefix=` routes, then the default. `Partial` while an earlier step needs more bytes.
+pub(crate) fn classify(
+    buf: &[u8],
+    router: &Router,
+) -> Result<Parsed<Choice>, std::convert::Infallible> {
+    let mut undecided = false;
+    // A hello or head that no route of its protocol took: later steps may still take it.
+    let mut seen = None;
+    let mut other = "not-tls-or-http";
+    if router.routes_tls() {
+        match tls::parse_client_hello(buf) {
+            Ok(Parsed::Complete(hello)) => {
+                match router.tls_route(hello.server_name.as_deref(), &hello.alpn) {
+                    Some(found) => return Ok(chosen(FirstBytes::Tls(hello), Some(found))),
+                    None => seen = Some(FirstBytes::Tls(hello)),
+                }
+            }
+            Ok(Parsed::Partial) => undecided = true,
+            Err(tls::TlsError::NotTls) => {}
+            Err(_) => other = "malformed-tls",
+        }
+    }
+    if router.routes_http() && seen.is_none() {
+        match http::parse_host(buf) {
+            Ok(Parsed::Complete(host)) => match router.http_route(host.as_deref()) {
+                Some(found) => return Ok(chosen(FirstBytes::Http(host), Some(found))),
+                None => seen = Some(FirstBytes::Http(host)),
+            },
+            Ok(Parsed::Partial) => undecided = true,
+            Err(http::HttpError::NotHttp) => {}
+            Err(_) => other = "malformed-http",
+        }
+    }
+    if undecided {
+        return Ok(Parsed::Partial);
+    }
+    Ok(match router.by_leading_bytes(buf) {
+        Parsed::Partial => Parsed::Partial,
+        Parsed::Complete(Some(i)) => chosen(FirstBytes::Leading, Some((i, MatchKind::Protocol))),
+        Parsed::Complete(None) => {
+            chosen(seen.unwrap_or(FirstBytes::Other(other)), router.fallback())
+        }
+    })
+}
+
+/// [`classify`] for bytes that are all there is: `None` when they are not enough to decide.
+pub(crate) fn decided(buf: &[u8], router: &Router) -> Option<Choice> {
+    match classify(buf, router) {
+        Ok(Parsed::Complete(choice)) => Some(choice),
+        Ok(Parsed::Partial) => None,
+        Err(never) => match never {},
+    }
+}
+
+fn chosen(first: FirstBytes, found: Option<(usize, MatchKind)>) -> Parsed<Choice> {
+    Parsed::Complete(Choice { first, found })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +495,122 @@ mod tests {
         assert_eq!(
             router.explain("b.example", &routes)[1],
             "TLS with SNI 'b.example' offering ALPN 'acme-tls/1': route alpn=acme-tls/1 (default route)"
+        );
+    }
+}
+
+/// [`classify`] on bytes, for listeners with the routes given as `key=value`.
+#[cfg(test)]
+mod first_bytes_tests {
+    use super::*;
+    use crate::config::Route;
+
+    /// A route chosen by `key=value` (`sni`, `host`, `proto`, `prefix`), or the default (`""`).
+    fn route(key_value: &str) -> Route {
+        let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
+        match key_value.split_once('=') {
+            Some(("sni", name)) => route.sni = Some(name.parse().unwrap()),
+            Some(("host", name)) => route.host = Some(name.parse().unwrap()),
+            Some((key, value)) => route.protocol = Some(Protocol::parse(key, value).unwrap()),
+            None => {}
+        }
+        route
+    }
+
+    /// What `buf` is and the index of the route it takes, once decided.
+    fn decided(buf: &[u8], routes: &[&str]) -> Option<String> {
+        let routes: Vec<Route> = routes.iter().map(|r| route(r)).collect();
+        let choice = match classify(buf, &Router::new(&routes)) {
+            Ok(Parsed::Complete(choice)) => choice,
+            Ok(Parsed::Partial) => return None,
+            Err(never) => match never {},
+        };
+        let first = match choice.first {
+            FirstBytes::Tls(hello) => format!("tls {:?}", hello.server_name),
+            FirstBytes::Http(host) => format!("http {host:?}"),
+            FirstBytes::Leading => "leading".to_string(),
+            FirstBytes::Silent => "silent".to_string(),
+            FirstBytes::Other(what) => what.to_string(),
+        };
+        Some(format!("{first} -> {:?}", choice.found.map(|(i, _)| i)))
+    }
+
+    #[test]
+    fn first_bytes_are_classified_for_the_tables_the_listener_has() {
+        let get = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        let both = ["", "sni=a.example", "host=a.example"];
+        assert_eq!(
+            decided(get, &both).as_deref(),
+            Some("http Some(\"a.example\") -> Some(2)")
+        );
+        // A listener that routes TLS only does not read HTTP heads.
+        assert_eq!(
+            decided(get, &both[..2]).as_deref(),
+            Some("not-tls-or-http -> Some(0)")
+        );
+        assert_eq!(decided(b"GE", &both), None, "more bytes could make it HTTP");
+        assert_eq!(
+            decided(b"\x16\x03\x01", &both),
+            None,
+            "a TLS record has begun"
+        );
+        assert_eq!(
+            decided(b"SSH-2.0-x\r\n", &both).as_deref(),
+            Some("not-tls-or-http -> Some(0)")
+        );
+        // A handshake record that holds a ServerHello, not a ClientHello.
+        let server_hello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
+        assert_eq!(
+            decided(&server_hello, &both[..2]).as_deref(),
+            Some("malformed-tls -> Some(0)")
+        );
+    }
+
+    #[test]
+    fn ssh_and_prefix_routes_wait_for_the_readers_that_come_first() {
+        let routes = ["", "host=a.example", "proto=ssh", r"prefix=\x05\x01"];
+        assert_eq!(
+            decided(b"SSH-2.0-Go\r\n", &routes).as_deref(),
+            Some("leading -> Some(2)")
+        );
+        // `SSH-2.0-Go` could still be an HTTP method: the HTTP reader decides first.
+        assert_eq!(decided(b"SSH-2.0-Go", &routes), None);
+        assert_eq!(
+            decided(b"\x05\x01\x00", &routes).as_deref(),
+            Some("leading -> Some(3)")
+        );
+        assert_eq!(decided(b"\x05", &routes), None);
+        assert_eq!(
+            decided(b"\x04\x01", &routes).as_deref(),
+            Some("not-tls-or-http -> Some(0)")
+        );
+        // Without an HTTP route, `SSH-` alone decides.
+        assert_eq!(
+            decided(b"SSH-", &routes[2..]).as_deref(),
+            Some("leading -> Some(0)")
+        );
+        assert_eq!(decided(b"SSH", &routes[2..]), None);
+        assert_eq!(
+            decided(b"x", &routes[2..]).as_deref(),
+            Some("not-tls-or-http -> None")
+        );
+    }
+
+    #[test]
+    fn a_head_no_name_route_takes_goes_to_the_catch_all_then_leading_bytes_then_the_default() {
+        let head = b"GET / HTTP/1.1\r\nHost: b.example\r\n\r\n";
+        let with_catch_all = ["", "host=a.example", "proto=http"];
+        assert_eq!(
+            decided(head, &with_catch_all).as_deref(),
+            Some("http Some(\"b.example\") -> Some(2)")
+        );
+        assert_eq!(
+            decided(head, &["", "host=a.example", "prefix=GET"]).as_deref(),
+            Some("leading -> Some(2)")
+        );
+        assert_eq!(
+            decided(head, &["host=a.example"]).as_deref(),
+            Some("http Some(\"b.example\") -> None")
         );
     }
 }
