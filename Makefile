@@ -140,7 +140,7 @@ publish-check:
 # installs cargo-fuzz if missing. No sanitizer: the crate has no unsafe code, and the ASan build
 # is slower to build and to run. A crash (a panic or a failed assertion) fails the run once all
 # targets have run; its input is in fuzz/artifacts/TARGET/, the log in FUZZ_LOGS/TARGET.log.
-FUZZ_TARGETS := sni http_host proxy_protocol config_file route_keys durations addresses health_checks handoff_wire argv
+FUZZ_TARGETS := sni http_host first_bytes proxy_protocol config_file route_keys durations addresses health_checks handoff_wire argv
 FUZZ_SECONDS ?= 30
 FUZZ_FLAGS   := --sanitizer none
 FUZZ_LOGS    := fuzz/target/fuzz-ci

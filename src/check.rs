@@ -1,5 +1,6 @@
 //! `--check`: validate the whole configuration, resolving every name, and print what would run;
 //! with `--explain NAME`, which route a name takes on each listener that routes by name; with
+//! `--explain-bytes BYTES`, which route a client sending those first bytes takes; with
 //! `--probe`, what every upstream's members answer to their route's check, once.
 
 use std::fmt::Write;
@@ -15,7 +16,8 @@ use crate::config::{
     DEFAULT_UDP_IDLE_TIMEOUT,
 };
 use crate::health::probe as one_check;
-use crate::route::router::Router;
+use crate::route::names::MatchKind;
+use crate::route::router::{decided, FirstBytes, Router};
 use crate::sys::resolve;
 
 /// Checks a validated configuration as `--check` does, resolving every host name in it:
@@ -397,6 +399,23 @@ fn rules(list: &[Rule]) -> String {
 }
 
 fn explain_name(config: &Config, name: &str) -> String {
+    per_reading_listener(
+        config,
+        &format!("'{name}'"),
+        "no listener routes by name",
+        |router, listener| router.explain(name, &listener.routes),
+    )
+}
+
+/// For each listener that reads first bytes, `explain '...' on LISTENER:` (`what` is the quoted
+/// thing explained, `'name'` or `bytes`) and the lines `explain` gives, indented; `none` when no
+/// listener reads first bytes.
+fn per_reading_listener(
+    config: &Config,
+    what: &str,
+    none: &str,
+    explain: impl Fn(&Router, &Listener) -> Vec<String>,
+) -> String {
     let mut out = String::new();
     let mut any = false;
     for listener in shown(config) {
@@ -405,15 +424,85 @@ fn explain_name(config: &Config, name: &str) -> String {
             continue;
         }
         any = true;
-        let _ = writeln!(out, "explain '{name}' on {}:", listener.label());
-        for line in router.explain(name, &listener.routes) {
+        let _ = writeln!(out, "explain {what} on {}:", listener.label());
+        for line in explain(&router, listener) {
             let _ = writeln!(out, "  {line}");
         }
     }
     if !any {
-        let _ = writeln!(out, "explain '{name}': no listener routes by name");
+        let _ = writeln!(out, "explain {what}: {none}");
     }
     out
+}
+
+/// Which route a client whose first bytes are `sample` takes on each listener that reads first
+/// bytes, and why: `--check --explain-bytes`. `sample` takes the escapes of a `check=` TEXT
+/// (`\r \n \t \\ \xHH`); an empty sample is a client that sends nothing. Decided by the
+/// same function the server routes by, so it cannot disagree with it. The error is a bad escape.
+///
+/// ```
+/// use tcp_router::config::Protocol;
+/// use tcp_router::{explain_bytes, Config, Listener, Route};
+///
+/// let mut ssh = Route::new(vec!["127.0.0.1:22".parse()?]);
+/// ssh.protocol = Some(Protocol::Ssh);
+/// let mut listener = Listener::new("127.0.0.1:2222".parse()?);
+/// listener.routes = vec![ssh, Route::new(vec!["127.0.0.1:80".parse()?])];
+/// let mut config = Config::default();
+/// config.listeners.push(listener);
+/// let text = explain_bytes(&config, r"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+/// assert!(text.contains(r"'SSH-2.0-OpenSSH_9.2\r\n': route proto=ssh (protocol route)"), "{text}");
+/// assert!(explain_bytes(&config, "hello").unwrap().contains("'hello' (not-tls-or-http): route default"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn explain_bytes(config: &Config, sample: &str) -> Result<String, String> {
+    let bytes = crate::config::unescape(sample).map_err(|why| format!("--explain-bytes: {why}"))?;
+    let quoted = crate::config::escape_truncated(&bytes, 64);
+    Ok(per_reading_listener(
+        config,
+        "bytes",
+        &format!("no listener reads first bytes to route '{quoted}'"),
+        |router, listener| vec![explain_sample(router, listener, &bytes, &quoted)],
+    ))
+}
+
+/// Where `bytes` go on one listener, in words.
+fn explain_sample(router: &Router, listener: &Listener, bytes: &[u8], shown: &str) -> String {
+    let route = |found: Option<(usize, MatchKind)>| match found {
+        Some((i, kind)) => format!("route {} ({kind})", listener.routes[i].label()),
+        None => "no route: the client is refused".to_string(),
+    };
+    let peek = format_duration(listener.peek_timeout);
+    if bytes.is_empty() {
+        return match router.silent() {
+            Some((i, wait)) => format!(
+                "a client that sends nothing: after {}, {}",
+                format_duration(wait),
+                route(Some((i, MatchKind::Protocol)))
+            ),
+            None => format!("a client that sends nothing: closed after peek_timeout ({peek})"),
+        };
+    }
+    let Some(choice) = decided(bytes, router) else {
+        return format!(
+            "'{shown}': not enough bytes to decide; a client that sends no more waits for \
+             peek_timeout ({peek}), then takes {}",
+            route(router.fallback())
+        );
+    };
+    let what = match &choice.first {
+        FirstBytes::Tls(hello) => format!(
+            "TLS ClientHello with SNI {}",
+            hello.server_name.as_deref().unwrap_or("(none)")
+        ),
+        FirstBytes::Http(host) => format!(
+            "HTTP request with Host {}",
+            host.as_deref().unwrap_or("(none)")
+        ),
+        FirstBytes::Leading | FirstBytes::Silent => format!("'{shown}'"),
+        FirstBytes::Other(why) => format!("'{shown}' ({why})"),
+    };
+    format!("{what}: {}", route(choice.found))
 }
 
 /// What `--check --probe` found: a table of every member's state, and the routes with none up.

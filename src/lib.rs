@@ -88,7 +88,7 @@ pub mod upgrade;
 #[doc = include_str!("../README.crates-io.md")]
 struct CrateReadme;
 
-pub use check::{check, probe, Probed};
+pub use check::{check, explain_bytes, probe, Probed};
 pub use config::{Config, HostPort, Listener, Route};
 pub use error::{Error, MAX_ERRORS_SHOWN};
 pub use forwarder::{Address, Builder, Forwarder, Running};

@@ -25,7 +25,7 @@ use crate::util::*;
 // ---------------------------------------------------------------------------------------------
 
 /// `openssl s_client -brief` through `addr` asking for `name`; returns what it printed.
-fn s_client(addr: SocketAddr, extra: &[&str]) -> ToolOutput {
+pub(crate) fn s_client(addr: SocketAddr, extra: &[&str]) -> ToolOutput {
     run_tool(
         Command::new("openssl")
             .args(["s_client", "-brief", "-connect", &addr.to_string()])
@@ -36,7 +36,7 @@ fn s_client(addr: SocketAddr, extra: &[&str]) -> ToolOutput {
 
 /// A real ClientHello from `openssl s_client -servername split.example.com`, captured once, as the
 /// whole TLS records that carry it.
-fn captured_hello() -> &'static [u8] {
+pub(crate) fn captured_hello() -> &'static [u8] {
     static HELLO: OnceLock<Vec<u8>> = OnceLock::new();
     HELLO.get_or_init(|| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -124,7 +124,7 @@ fn reframe(hello: &[u8], parts: usize) -> Vec<Vec<u8>> {
 }
 
 /// An upstream that reads each connection to its end and reports every byte it got.
-fn recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
+pub(crate) fn recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
     reporting_upstream(|mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut got = Vec::new();
@@ -134,7 +134,7 @@ fn recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
 }
 
 /// Echoes each connection and, at its end, reports every byte it got.
-fn echo_recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
+pub(crate) fn echo_recording_upstream() -> (Upstream, mpsc::Receiver<Vec<u8>>) {
     reporting_upstream(|mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut got = Vec::new();
@@ -176,7 +176,7 @@ fn http_upstream(body: &'static str) -> (Upstream, mpsc::Receiver<Vec<u8>>) {
 }
 
 /// A client with TCP_NODELAY that writes each of `chunks` separately, then reads to the end.
-fn send_chunks(addr: SocketAddr, chunks: &[&[u8]], close: bool) -> Vec<u8> {
+pub(crate) fn send_chunks(addr: SocketAddr, chunks: &[&[u8]], close: bool) -> Vec<u8> {
     let mut client = connect(addr);
     client.set_nodelay(true).unwrap();
     for chunk in chunks {

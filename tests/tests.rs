@@ -26,6 +26,8 @@ mod limits;
 mod manpages;
 /// What an idle connection costs in memory, bounded from /proc.
 mod memory;
+/// Several protocols on one port: SSH, TLS, HTTP and byte prefixes, and the load-time checks.
+mod protocols;
 /// Port ranges: 500 ports in one process, one line in --check, one label in the metrics,
 /// reloads port by port, the one-line errors.
 mod ranges;

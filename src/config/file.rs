@@ -34,13 +34,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::acl::{self, Action, Pattern};
 use super::addr::{parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services};
 use super::model::Transport;
 use super::names::NamePattern;
+use super::protocol::Protocol;
 use super::range::{rinetd_range, HostPorts};
-use super::settings::Overrides;
+use super::settings::{positive_duration, Overrides};
 
 /// One forwarding rule: a rinetd line or a `route` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,10 @@ pub(crate) struct RuleDef {
     pub host: Option<NamePattern>,
     /// `alpn=PROTO`: route only TLS clients offering this ALPN protocol.
     pub alpn: Option<String>,
+    /// `proto=ssh|tls|http` or `prefix=TEXT`: route a whole protocol, or clients by first bytes.
+    pub protocol: Option<Protocol>,
+    /// `wait=DURATION`: how long the `proto=silent` route lets a client say nothing.
+    pub wait: Option<Duration>,
     /// True when written in rinetd syntax (`bindaddress bindport connectaddress connectport`).
     pub rinetd: bool,
     /// TCP, or UDP when the listen port is written with `/udp`.
@@ -541,6 +547,8 @@ fn rinetd_rule(
             sni: None,
             host: None,
             alpn: None,
+            protocol: None,
+            wait: None,
             rinetd: true,
             transport,
             max_flows: None,
@@ -656,6 +664,8 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         sni: None,
         host: None,
         alpn: None,
+        protocol: None,
+        wait: None,
         rinetd: false,
         transport,
         max_flows: None,
@@ -711,7 +721,7 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
 }
 
 /// The keys of a route line that choose the route rather than set it up.
-const NAME_KEYS: [&str; 3] = ["sni", "host", "alpn"];
+const NAME_KEYS: [&str; 6] = ["sni", "host", "alpn", "proto", "prefix", "wait"];
 
 /// The keys of a route line that add upstreams to it.
 const UPSTREAM_KEYS: [&str; 1] = ["backup"];
@@ -774,13 +784,24 @@ impl RuleDef {
                     .map_err(|why| format!("invalid max_flows '{value}': {why}"))?;
                 self.max_flows = Some(max)
             }
+            "proto" | "prefix" if self.protocol.is_some() => {
+                return Err("proto= and prefix= cannot both be set on one route".into())
+            }
+            "proto" | "prefix" => self.protocol = Some(Protocol::parse(key, value)?),
+            "wait" => self.wait = Some(positive_duration(key, value)?),
             _ => self.settings.set(key, value)?,
         }
         Ok(())
     }
 
-    /// Combinations of name keys that make no sense on one route.
-    fn check_name_keys(&self, errors: &mut Vec<String>) {
+    /// Combinations of name keys that make no sense on one route; `wait=` goes into the
+    /// `proto=silent` route it belongs to.
+    fn check_name_keys(&mut self, errors: &mut Vec<String>) {
+        match (&mut self.protocol, self.wait) {
+            (Some(Protocol::Silent { wait }), Some(given)) => *wait = given,
+            (_, Some(_)) => errors.push("wait= is the proto=silent route's, and only its".into()),
+            _ => {}
+        }
         if self.sni.is_some() && self.host.is_some() {
             errors.push(
                 "sni= and host= cannot both be set on one route (tls or http, not both)".into(),
@@ -788,6 +809,14 @@ impl RuleDef {
         }
         if self.alpn.is_some() && self.host.is_some() {
             errors.push("alpn= is a tls setting and cannot be combined with host=".into());
+        }
+        if let Some(protocol) = &self.protocol {
+            if self.sni.is_some() || self.host.is_some() || self.alpn.is_some() {
+                errors.push(format!(
+                    "{}= cannot be combined with sni=, host= or alpn= (a name route already says its protocol)",
+                    protocol.key()
+                ));
+            }
         }
     }
 }
@@ -951,6 +980,8 @@ mod tests {
             sni: None,
             host: None,
             alpn: None,
+            protocol: None,
+            wait: None,
             rinetd: true,
             transport: Transport::Tcp,
             max_flows: None,
@@ -1579,7 +1610,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
               balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
               check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn, \
-              max_flows)"]
+              proto, prefix, wait, max_flows)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1647,6 +1678,52 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         );
         // Every bad key on a line is reported.
         assert_eq!(e("a=1 b=2 connect_timeout=0 max_connections=x").len(), 4);
+    }
+
+    #[test]
+    fn protocol_route_keys_parse_and_refuse_what_cannot_combine() {
+        let cfg = ok("route 0.0.0.0:443 127.0.0.1:22 proto=ssh\nroute 0.0.0.0:443 127.0.0.1:1194 prefix=\\x00\\x0e\\x38\n");
+        assert_eq!(cfg.rules[0].protocol, Some(Protocol::Ssh));
+        assert_eq!(
+            cfg.rules[1].protocol,
+            Some(Protocol::Prefix(vec![0, 0x0e, 0x38]))
+        );
+        let e = |keys: &str| err1(&format!("route 0.0.0.0:443 127.0.0.1:22 {keys}"));
+        assert_eq!(
+            e("proto=ssh prefix=SSH-"),
+            "1: proto= and prefix= cannot both be set on one route"
+        );
+        assert_eq!(
+            e("proto=tls sni=a.example"),
+            "1: proto= cannot be combined with sni=, host= or alpn= (a name route already says its protocol)"
+        );
+        assert_eq!(
+            e("prefix=GET host=a.example"),
+            "1: prefix= cannot be combined with sni=, host= or alpn= (a name route already says its protocol)"
+        );
+        assert_eq!(
+            e("proto=smtp"),
+            "1: invalid proto 'smtp' (expected ssh, tls, http or silent)"
+        );
+        assert_eq!(
+            e("proto=ssh wait=1s"),
+            "1: wait= is the proto=silent route's, and only its"
+        );
+        assert_eq!(
+            e("proto=silent wait=0"),
+            "1: invalid wait '0': must be greater than zero"
+        );
+        let silent = ok("route 0.0.0.0:25 127.0.0.1:2525 wait=500ms proto=silent\n");
+        assert_eq!(
+            silent.rules[0].protocol,
+            Some(Protocol::Silent {
+                wait: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(
+            e(r"prefix=\x4"),
+            r"1: invalid prefix: incomplete escape \x4 (\xHH takes two hex digits)"
+        );
     }
 
     #[test]
@@ -1748,6 +1825,8 @@ route 0.0.0.0:80 192.0.2.2:80
             sni: (!sni.is_empty()).then(|| sni.parse().unwrap()),
             host: (!host.is_empty()).then(|| host.parse().unwrap()),
             alpn: (!alpn.is_empty()).then(|| alpn.to_string()),
+            protocol: None,
+            wait: None,
             rinetd: false,
             transport: Transport::Tcp,
             max_flows: None,

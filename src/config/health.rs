@@ -294,7 +294,7 @@ fn step(item: &str) -> Result<Step, String> {
 }
 
 /// TEXT with its escapes resolved.
-fn unescape(text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn unescape(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(text.len());
     let mut rest = text.as_bytes();
     while let Some((&byte, after)) = rest.split_first() {

@@ -139,6 +139,7 @@ fn route(rule: &RuleDef, settings: &Settings, origin: String) -> Route {
     route.sni = rule.sni.clone();
     route.host = rule.host.clone();
     route.alpn = rule.alpn.clone();
+    route.protocol = rule.protocol.clone();
     route
 }
 

@@ -7,7 +7,7 @@
 //!   `load`: rules into listeners; `validate`: the checks of the whole.
 //! - The values the other parts are made of: addresses ([`HostPort`], in `addr`), durations
 //!   (`duration`), port ranges ([`HostPorts`], in `range`), allow/deny patterns ([`Pattern`], in `acl`) and name patterns
-//!   ([`NamePattern`], in `names`).
+//!   ([`NamePattern`], in `names`), protocol routes ([`Protocol`], in `protocol`).
 //!
 //! Architecture invariant: configuration is pure data. Nothing here imports a run-time part of
 //! the crate (no route state, sockets, threads, logging, command line or scheduler); it uses only
@@ -19,7 +19,7 @@ pub(crate) mod addr;
 pub(crate) mod duration;
 pub(crate) mod file;
 mod health;
-pub(crate) use health::escape_truncated;
+pub(crate) use health::{escape_truncated, unescape};
 mod load;
 pub use health::{
     CheckKind, HealthCheck, OnDown, StatusRange, Step, DEFAULT_CHECK_INTERVAL, DEFAULT_FALL,
@@ -28,6 +28,7 @@ pub use health::{
 pub use load::MAX_CONFIG_FILE_SIZE;
 mod model;
 pub(crate) mod names;
+mod protocol;
 pub(crate) mod range;
 mod settings;
 mod text;
@@ -45,6 +46,7 @@ pub use model::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_UDP_IDLE_TIMEOUT,
 };
 pub use names::{NamePattern, NamePatternError};
+pub use protocol::{Protocol, DEFAULT_WAIT};
 pub use range::{HostPorts, ListenRange, PortRange, MAX_RANGE_PORTS};
 pub use settings::{
     check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,

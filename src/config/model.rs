@@ -12,6 +12,7 @@ use super::acl::{Pattern, Rule};
 use super::addr::HostPort;
 use super::health::{CheckKind, HealthCheck, OnDown};
 use super::names::NamePattern;
+use super::protocol::Protocol;
 use super::range::{HostPorts, ListenRange};
 use super::settings::{Balance, Settings};
 
@@ -344,6 +345,8 @@ pub struct Route {
     pub host: Option<NamePattern>,
     /// ALPN protocol the client must offer (`alpn=`).
     pub alpn: Option<String>,
+    /// The protocol this route takes (`proto=`, `prefix=`); never set with a name pattern.
+    pub protocol: Option<Protocol>,
     /// PROXY protocol header to send upstream.
     pub proxy_protocol: Option<Version>,
     /// Cap on one client's connections to this route, besides the process-wide one.
@@ -378,6 +381,7 @@ impl Route {
             sni: None,
             host: None,
             alpn: None,
+            protocol: None,
             proxy_protocol: settings.proxy_protocol,
             max_connections_per_client: settings.max_connections_per_client,
             origin,
@@ -400,14 +404,18 @@ impl Route {
         self.weights.get(index).copied().unwrap_or(1)
     }
 
-    /// True if this route is chosen by a name or ALPN pattern rather than being a default.
+    /// True if this route is chosen by what the client sends first (a name or ALPN pattern, a
+    /// protocol or a prefix) rather than being a default.
     pub fn routes_by_name(&self) -> bool {
-        self.sni.is_some() || self.host.is_some() || self.alpn.is_some()
+        self.sni.is_some() || self.host.is_some() || self.alpn.is_some() || self.protocol.is_some()
     }
 
     /// A short name for logs and `--check`: the pattern that selects it (`sni=*.example.com`,
-    /// `host=a.example`, `sni=a.example,alpn=h2`), or `default`.
+    /// `host=a.example`, `sni=a.example,alpn=h2`, `proto=ssh`, `prefix=\x05`), or `default`.
     pub fn label(&self) -> String {
+        if let Some(protocol) = &self.protocol {
+            return protocol.to_string();
+        }
         let name = match (&self.sni, &self.host) {
             (Some(p), _) => format!("sni={p}"),
             (None, Some(p)) => format!("host={p}"),

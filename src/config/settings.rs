@@ -442,7 +442,7 @@ pub fn parse_check_host(value: &str) -> Result<String, String> {
 }
 
 /// A duration that must not be zero (a zero connect or peek deadline would refuse everyone).
-fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(key: &str, value: &str) -> Result<Duration, String> {
     let d = parse_duration(value).map_err(|e| format!("{key}: {e}"))?;
     check_duration(d, false).map_err(|why| format!("invalid {key} '{}': {why}", printable(value)))
 }

@@ -12,7 +12,7 @@ use super::addr::{HostPort, MAX_WEIGHT};
 use super::duration::{check_duration, format_duration};
 use super::health::{CheckKind, HealthCheck, MIN_CHECK_INTERVAL};
 use super::model::{Config, Listener, Route, Transport};
-use super::names::NamePattern;
+use super::protocol::Protocol;
 use super::settings::check_count;
 
 impl Config {
@@ -155,6 +155,17 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
         ));
     }
     for route in &listener.routes {
+        if let Some(Protocol::Silent { wait }) = route.protocol {
+            if wait.is_zero() || wait >= listener.peek_timeout {
+                errors.push(format!(
+                    "{}: wait={} on {} must be greater than zero and shorter than the listener's peek_timeout ({})",
+                    route.origin,
+                    format_duration(wait),
+                    listener.label(),
+                    format_duration(listener.peek_timeout)
+                ));
+            }
+        }
         let place = || format!("route {} on {}", route.label(), listener.label());
         if route.upstreams.is_empty() {
             errors.push(format!("{}: {} has no upstream", route.origin, place()));
@@ -199,6 +210,7 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
             .into_iter()
             .map(|why| format!("{}: {why} (listener {})", listener.origin, listener.key())),
     );
+    errors.extend(shadowed_routes(listener));
     errors
 }
 
@@ -343,19 +355,23 @@ fn upstream_problems(upstreams: &[HostPort]) -> Vec<String> {
 }
 
 /// What must be unique among the routes of one listener: which table the route is in (TLS names
-/// or HTTP Host), its name pattern, and its ALPN. The one uniqueness check: the tables that
-/// routing builds from these (`route::names`) then never hold two entries a client could match
-/// alike.
-fn route_key(route: &Route) -> (&'static str, Option<&NamePattern>, Option<&str>) {
-    let (kind, pattern) = match (&route.sni, &route.host) {
-        (Some(p), _) => ("sni", Some(p)),
-        (None, Some(p)) => ("host", Some(p)),
-        (None, None) => ("", None),
+/// or HTTP Host, or a protocol route), its name pattern or protocol, and its ALPN. The one
+/// uniqueness check: the tables that routing builds from these (`route::names`,
+/// `route::router`) then never hold two entries a client could match alike.
+fn route_key(route: &Route) -> (&'static str, Option<String>, Option<&str>) {
+    let (kind, pattern) = match (&route.sni, &route.host, &route.protocol) {
+        (Some(p), _, _) => ("sni", Some(p.to_string())),
+        (None, Some(p), _) => ("host", Some(p.to_string())),
+        (None, None, Some(protocol)) => (protocol.key(), Some(protocol.to_string())),
+        (None, None, None) => ("", None),
     };
     (kind, pattern, route.alpn.as_deref())
 }
 
 fn describe_key(route: &Route) -> String {
+    if let Some(protocol) = &route.protocol {
+        return protocol.to_string();
+    }
     let (kind, pattern, alpn) = route_key(route);
     let mut parts = Vec::new();
     if let Some(p) = pattern {
@@ -371,6 +387,33 @@ fn describe_key(route: &Route) -> String {
     }
 }
 
+/// Protocol routes of one listener that an earlier one hides. Routes by leading bytes
+/// (`proto=ssh`, whose clients start with `SSH-`, and `prefix=`) are tried in the order written,
+/// so one whose bytes start with an earlier one's can take no client. Two alike are duplicates,
+/// which [`duplicate_routes`] reports.
+fn shadowed_routes(listener: &Listener) -> Vec<String> {
+    let by_bytes: Vec<(&Route, &[u8])> = (listener.routes.iter())
+        .filter_map(|r| Some((r, r.protocol.as_ref()?.leading_bytes()?)))
+        .collect();
+    let mut errors = Vec::new();
+    for (at, (later, bytes)) in by_bytes.iter().enumerate() {
+        let hidden_by = by_bytes[..at]
+            .iter()
+            .find(|(first, lead)| bytes.starts_with(lead) && first.protocol != later.protocol);
+        if let Some((first, _)) = hidden_by {
+            errors.push(format!(
+                "{}: route {} on {} can never match: {} has {}, which is tried first and takes every client this one would",
+                later.origin,
+                later.label(),
+                listener.label(),
+                earlier_place(&first.origin, &later.origin),
+                first.label()
+            ));
+        }
+    }
+    errors
+}
+
 /// Routes of one listener with the key of an earlier one, found through a map from each key to
 /// the first route with it: n log n in routes (20,000 `sni=` routes are checked in milliseconds).
 fn duplicate_routes(listener: &Listener) -> Vec<String> {
@@ -378,7 +421,7 @@ fn duplicate_routes(listener: &Listener) -> Vec<String> {
     let mut errors = Vec::new();
     for later in &listener.routes {
         let (kind, pattern, alpn) = route_key(later);
-        let key = (kind, pattern.map(ToString::to_string), alpn);
+        let key = (kind, pattern, alpn);
         match first_with.get(&key) {
             Some(first) => errors.push(format!(
                 "{}: duplicate route on {}: {} already has one with {}",
@@ -444,6 +487,54 @@ mod tests {
             errors(&config),
             ["f.conf:3: duplicate route on 127.0.0.1:443: --sni already has one with no sni/host/alpn"]
         );
+    }
+
+    fn protocol_route(origin: &str, key: &str, value: &str) -> Route {
+        let mut route = route(origin, None);
+        route.protocol = Some(Protocol::parse(key, value).unwrap());
+        route
+    }
+
+    #[test]
+    fn a_protocol_route_that_can_never_match_is_named_with_the_one_that_hides_it() {
+        let mut config = Config::default();
+        config.listeners.push(listener(vec![
+            protocol_route("f.conf:1", "proto", "tls"),
+            protocol_route("f.conf:2", "prefix", r"\x05"),
+            protocol_route("f.conf:3", "prefix", r"\x05\x01"),
+            protocol_route("f.conf:4", "prefix", "SSH"),
+            protocol_route("f.conf:5", "proto", "ssh"),
+            protocol_route("f.conf:6", "proto", "tls"),
+            protocol_route("f.conf:7", "prefix", r"\x05"),
+            protocol_route("f.conf:8", "prefix", "SSX"),
+        ]));
+        assert_eq!(
+            errors(&config),
+            [
+                "f.conf:6: duplicate route on 127.0.0.1:443: line 1 already has one with proto=tls",
+                "f.conf:7: duplicate route on 127.0.0.1:443: line 2 already has one with prefix=\\x05",
+                "f.conf:3: route prefix=\\x05\\x01 on 127.0.0.1:443 can never match: line 2 has prefix=\\x05, which is tried first and takes every client this one would",
+                "f.conf:5: route proto=ssh on 127.0.0.1:443 can never match: line 4 has prefix=SSH, which is tried first and takes every client this one would",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_wait_of_a_silent_route_is_shorter_than_the_peek_timeout() {
+        let mut config = Config::default();
+        let mut silent = route("f.conf:2", None);
+        silent.protocol = Some(Protocol::Silent {
+            wait: Duration::from_secs(10),
+        });
+        let mut l = listener(vec![route("f.conf:1", None), silent]);
+        l.peek_timeout = Duration::from_secs(10);
+        config.listeners.push(l);
+        assert_eq!(
+            errors(&config),
+            ["f.conf:2: wait=10s on 127.0.0.1:443 must be greater than zero and shorter than the listener's peek_timeout (10s)"]
+        );
+        config.listeners[0].peek_timeout = Duration::from_secs(11);
+        assert_eq!(errors(&config), Vec::<String>::new());
     }
 
     #[test]

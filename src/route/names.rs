@@ -21,6 +21,9 @@ pub(crate) enum MatchKind {
     Wildcard(String),
     /// No name pattern matched (or no name was given); the default route was used.
     Default,
+    /// A protocol route took the client (`proto=`, `prefix=`): the router's answer, never the
+    /// name table's.
+    Protocol,
 }
 
 impl fmt::Display for MatchKind {
@@ -29,6 +32,7 @@ impl fmt::Display for MatchKind {
             MatchKind::Exact => f.write_str("exact name"),
             MatchKind::Wildcard(p) => write!(f, "wildcard {p}"),
             MatchKind::Default => f.write_str("default route"),
+            MatchKind::Protocol => f.write_str("protocol route"),
         }
     }
 }

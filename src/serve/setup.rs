@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Protocol;
 use crate::proto::proxy::{self, ProxyHeader};
-use crate::proto::tls::{self, ClientHello};
+use crate::proto::tls;
 use crate::proto::{http, Parsed};
 use crate::relay::{Direction, Timeouts};
 use crate::route::access;
 use crate::route::names::MatchKind;
+use crate::route::router::{classify, Choice, FirstBytes};
 use crate::sys::net;
 
 use super::admit::{client_places, Limit};
@@ -46,14 +48,6 @@ struct Setup<'a> {
     peeked: Vec<u8>,
     /// The PROXY header read, if any (not sent upstream).
     proxy_header: Vec<u8>,
-}
-
-/// What the client sent first, as far as routing reads it.
-#[derive(Debug)]
-enum FirstBytes {
-    Tls(ClientHello),
-    Http(Option<String>),
-    Other(&'static str),
 }
 
 impl Setup<'_> {
@@ -223,22 +217,22 @@ impl Setup<'_> {
     fn choose_route(&mut self, state: &ListenerState) -> Result<Arc<RouteState>, Refused> {
         let router = &state.router;
         let (found, name) = if router.reads_first() {
-            let first = self.peek(state.config.peek_timeout, |buf| {
-                classify(buf, router.routes_tls(), router.routes_http())
-            });
-            match first {
-                Ok(first) => self.route_by(first, state),
+            let choice = match self.read_choice(state) {
+                Ok(choice) => choice,
                 Err(PeekError::Held) => return Err(Refused::Upgraded),
                 Err(PeekError::Evicted(why)) => return Err(Refused::Evicted(why)),
-                // Some bytes came, but not a whole hello or head, before the deadline or the
-                // client's end of stream: like anything that is not TLS or HTTP, it goes to the
-                // default route (what was read is sent on unchanged), or is closed without one.
+                // Some bytes came, but not enough to decide, before the deadline or the client's
+                // end of stream: like anything no route takes, it goes to the default route
+                // (what was read is sent on unchanged), or is closed without one.
                 Err(err @ (PeekError::Timeout | PeekError::Closed)) if !self.peeked.is_empty() => {
                     let what = match err {
                         PeekError::Timeout => "incomplete-at-peek-timeout",
                         _ => "incomplete-at-end-of-stream",
                     };
-                    self.route_by(FirstBytes::Other(what), state)
+                    Choice {
+                        first: FirstBytes::Other(what),
+                        found: router.fallback(),
+                    }
                 }
                 Err(err) => {
                     return Err(Refused::Peek {
@@ -246,7 +240,9 @@ impl Setup<'_> {
                         timeout: matches!(err, PeekError::Timeout),
                     })
                 }
-            }
+            };
+            let name = self.name_and_answer(&choice, state);
+            (choice.found, Some(name))
         } else {
             (router.fallback(), None)
         };
@@ -261,38 +257,61 @@ impl Setup<'_> {
         Ok(Arc::clone(&state.routes[index]))
     }
 
-    /// Looks the route up from what the client sent, and names what it asked for; a TLS client
-    /// without a route gets an `unrecognized_name` alert, an HTTP client a `421 Misdirected
-    /// Request`.
-    fn route_by(
-        &self,
-        first: FirstBytes,
+    /// Reads the client's first bytes until the router decides. On a listener with a
+    /// `proto=silent` route, a client that has sent nothing when its wait is over takes that
+    /// route at once, so that the server's banner reaches it; one that has sent something goes
+    /// on to the peek deadline like any other.
+    fn read_choice(
+        &mut self,
         state: &ListenerState,
-    ) -> (Option<(usize, MatchKind)>, Option<String>) {
+    ) -> Result<Choice, PeekError<std::convert::Infallible>> {
         let router = &state.router;
+        if let Some((index, wait)) = router.silent() {
+            match self.peek(wait, |buf| classify(buf, router)) {
+                Err(PeekError::Timeout) if self.peeked.is_empty() => {
+                    return Ok(Choice {
+                        first: FirstBytes::Silent,
+                        found: Some((index, MatchKind::Protocol)),
+                    })
+                }
+                Err(PeekError::Timeout) => {}
+                other => return other,
+            }
+        }
+        self.peek(state.config.peek_timeout, |buf| classify(buf, router))
+    }
+
+    /// Names what the client sent and the protocol that took it (`proto=tls sni=...`,
+    /// `proto=ssh`, `first-bytes=...` when none did); a TLS client without a route gets an
+    /// `unrecognized_name` alert, an HTTP client a `421 Misdirected Request`.
+    fn name_and_answer(&self, choice: &Choice, state: &ListenerState) -> String {
         let client = &self.job.record().conn.client;
-        match first {
+        let refused = choice.found.is_none();
+        match &choice.first {
             FirstBytes::Tls(hello) => {
                 let name = hello.server_name.as_deref();
-                let mut text = format!("sni={}", name.unwrap_or("(none)"));
+                let mut text = format!("proto=tls sni={}", name.unwrap_or("(none)"));
                 if hello.ech {
                     text.push_str(" ech=outer-name");
                 }
-                let found = router.for_tls(name, &hello.alpn);
-                if found.is_none() {
+                if refused {
                     let _ = (&*client).write_all(&tls::unrecognized_name_alert());
                 }
-                (found, Some(text))
+                text
             }
             FirstBytes::Http(host) => {
-                let text = format!("host={}", host.as_deref().unwrap_or("(none)"));
-                let found = router.for_http(host.as_deref());
-                if found.is_none() {
+                if refused {
                     let _ = (&*client).write_all(http::misdirected_response());
                 }
-                (found, Some(text))
+                format!("proto=http host={}", host.as_deref().unwrap_or("(none)"))
             }
-            FirstBytes::Other(what) => (router.fallback(), Some(format!("first-bytes={what}"))),
+            FirstBytes::Leading => {
+                let protocol = (choice.found.as_ref())
+                    .and_then(|(i, _)| state.routes[*i].config.protocol.as_ref());
+                format!("proto={}", protocol.map_or("prefix", Protocol::name))
+            }
+            FirstBytes::Silent => "proto=silent".to_string(),
+            FirstBytes::Other(what) => format!("first-bytes={what}"),
         }
     }
 
@@ -356,86 +375,5 @@ impl Setup<'_> {
                 conn.id
             ),
         }
-    }
-}
-
-/// Decides what the first bytes are, for the routing tables the listener has.
-fn classify(
-    buf: &[u8],
-    by_sni: bool,
-    by_host: bool,
-) -> Result<Parsed<FirstBytes>, std::convert::Infallible> {
-    let mut undecided = false;
-    if by_sni {
-        match tls::parse_client_hello(buf) {
-            Ok(Parsed::Complete(hello)) => return Ok(Parsed::Complete(FirstBytes::Tls(hello))),
-            Ok(Parsed::Partial) => undecided = true,
-            Err(tls::TlsError::NotTls) => {}
-            Err(_) => return Ok(Parsed::Complete(FirstBytes::Other("malformed-tls"))),
-        }
-    }
-    if by_host {
-        match http::parse_host(buf) {
-            Ok(Parsed::Complete(host)) => return Ok(Parsed::Complete(FirstBytes::Http(host))),
-            Ok(Parsed::Partial) => undecided = true,
-            Err(http::HttpError::NotHttp) => {}
-            Err(_) => return Ok(Parsed::Complete(FirstBytes::Other("malformed-http"))),
-        }
-    }
-    Ok(if undecided {
-        Parsed::Partial
-    } else {
-        Parsed::Complete(FirstBytes::Other("not-tls-or-http"))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decided(buf: &[u8], by_sni: bool, by_host: bool) -> Option<String> {
-        match classify(buf, by_sni, by_host) {
-            Ok(Parsed::Complete(FirstBytes::Tls(hello))) => {
-                Some(format!("tls {:?}", hello.server_name))
-            }
-            Ok(Parsed::Complete(FirstBytes::Http(host))) => Some(format!("http {host:?}")),
-            Ok(Parsed::Complete(FirstBytes::Other(what))) => Some(what.to_string()),
-            Ok(Parsed::Partial) => None,
-            Err(never) => match never {},
-        }
-    }
-
-    #[test]
-    fn first_bytes_are_classified_for_the_tables_the_listener_has() {
-        let get = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
-        assert_eq!(
-            decided(get, true, true).as_deref(),
-            Some("http Some(\"a.example\")")
-        );
-        // A listener that routes TLS only does not read HTTP heads.
-        assert_eq!(
-            decided(get, true, false).as_deref(),
-            Some("not-tls-or-http")
-        );
-        assert_eq!(
-            decided(b"GE", false, true),
-            None,
-            "more bytes could make it HTTP"
-        );
-        assert_eq!(
-            decided(b"\x16\x03\x01", true, true),
-            None,
-            "a TLS record has begun"
-        );
-        assert_eq!(
-            decided(b"SSH-2.0-x\r\n", true, true).as_deref(),
-            Some("not-tls-or-http")
-        );
-        // A handshake record that holds a ServerHello, not a ClientHello.
-        let server_hello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
-        assert_eq!(
-            decided(&server_hello, true, false).as_deref(),
-            Some("malformed-tls")
-        );
     }
 }

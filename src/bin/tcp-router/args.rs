@@ -58,6 +58,10 @@ pub(crate) struct Args {
     #[argh(option)]
     pub(crate) explain: Option<String>,
 
+    /// with --check: show which route a client sending these first bytes takes on each listener that reads first bytes (with the escapes of check= TEXT, such as \\r\\n or \\x05; '' is a client that sends nothing)
+    #[argh(option)]
+    pub(crate) explain_bytes: Option<String>,
+
     /// with --check: run every route's check once on every upstream address (a connect where a route has no check), print the results, and exit 1 if a route has none up
     #[argh(switch)]
     pub(crate) probe: bool,
@@ -244,6 +248,11 @@ pub(crate) fn parse(argv: &[String]) -> Result<Args, Early> {
     if args.explain.is_some() && !args.check {
         return Err(Early::Usage(
             "--explain needs --check: tcp-router --check --explain NAME [-c FILE | LISTEN ...] explains without serving".into(),
+        ));
+    }
+    if args.explain_bytes.is_some() && !args.check {
+        return Err(Early::Usage(
+            "--explain-bytes needs --check: tcp-router --check --explain-bytes BYTES [-c FILE | LISTEN ...] explains without serving".into(),
         ));
     }
     if args.probe && !args.check {

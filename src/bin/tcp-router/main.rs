@@ -160,7 +160,12 @@ fn load(args: &Args) -> Result<Config, Error> {
 /// `--check`: the summary on stdout and exit 0, or every error on stderr and exit 2.
 fn check(args: &Args) -> ExitCode {
     let checked = load(args).and_then(|config| {
-        let summary = tcp_router::check(&config, args.explain.as_deref()).map_err(Error::Config)?;
+        let mut summary =
+            tcp_router::check(&config, args.explain.as_deref()).map_err(Error::Config)?;
+        if let Some(sample) = &args.explain_bytes {
+            let explained = tcp_router::explain_bytes(&config, sample);
+            summary.push_str(&explained.map_err(|why| Error::Config(vec![why]))?);
+        }
         Ok((summary, config))
     });
     match checked {
