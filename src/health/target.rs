@@ -128,19 +128,9 @@ impl Target {
         if self.is_name() && !known.is_empty() {
             let addrs: Vec<SocketAddr> = known.iter().map(|(addr, _)| *addr).collect();
             let mut members = lock(&self.members);
-            let next: Vec<Arc<Member>> = addrs
-                .iter()
-                .map(|&addr| match members.iter().find(|m| m.addr == addr) {
-                    Some(kept) => Arc::clone(kept),
-                    None => {
-                        let member =
-                            Arc::new(Member::new(self.upstream.clone(), addr, self.plan.rules));
-                        added.push(Arc::clone(&member));
-                        member
-                    }
-                })
-                .collect();
+            let (next, new) = self.members_at(&members, &addrs);
             *members = Arc::new(next);
+            added = new;
             let mut naming = lock(&self.naming);
             naming.attempted = true;
             naming.answered = true;
@@ -188,19 +178,7 @@ impl Target {
         }
         let mut members = lock(&self.members);
         let old = Arc::clone(&members);
-        let mut added = Vec::new();
-        let next: Vec<Arc<Member>> = addrs
-            .iter()
-            .map(|&addr| match old.iter().find(|m| m.addr == addr) {
-                Some(kept) => Arc::clone(kept),
-                None => {
-                    let member =
-                        Arc::new(Member::new(self.upstream.clone(), addr, self.plan.rules));
-                    added.push(Arc::clone(&member));
-                    member
-                }
-            })
-            .collect();
+        let (next, added) = self.members_at(&old, &addrs);
         let removed: Vec<String> = (old.iter())
             .filter(|m| !addrs.contains(&m.addr))
             .map(|m| m.addr.ip().to_string())
@@ -231,6 +209,28 @@ impl Target {
             last: Some(std::time::Instant::now()),
         };
         added
+    }
+
+    /// The members for `addrs`, in their order: those of `old` at the same address kept (with
+    /// their health and open connections), the others new; and the new ones.
+    fn members_at(
+        &self,
+        old: &[Arc<Member>],
+        addrs: &[SocketAddr],
+    ) -> (Vec<Arc<Member>>, Vec<Arc<Member>>) {
+        let mut added = Vec::new();
+        let next = (addrs.iter())
+            .map(|&addr| match old.iter().find(|m| m.addr == addr) {
+                Some(kept) => Arc::clone(kept),
+                None => {
+                    let member =
+                        Arc::new(Member::new(self.upstream.clone(), addr, self.plan.rules));
+                    added.push(Arc::clone(&member));
+                    member
+                }
+            })
+            .collect();
+        (next, added)
     }
 
     /// A lookup failed: the last answer is kept; said once until a lookup answers again.

@@ -75,26 +75,35 @@ impl RedisServer {
 /// The port of the redis-server `stream` reaches (`CONFIG GET port`), the stream left open; 0
 /// if it answers with an error (a replica loading its primary's data says `-LOADING`).
 pub fn redis_port(stream: &mut TcpStream) -> u16 {
-    stream.write_all(b"CONFIG GET port\r\n").unwrap();
+    try_redis_port(stream).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`redis_port`], or why the stream gave no answer (it was cut, or closed).
+pub fn try_redis_port(stream: &mut TcpStream) -> Result<u16, String> {
+    stream
+        .write_all(b"CONFIG GET port\r\n")
+        .map_err(|e| format!("CONFIG GET port: {e}"))?;
     // *2 CRLF $4 CRLF port CRLF $N CRLF DIGITS CRLF: five line ends; an error is one line.
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
     let line_ends = |got: &[u8]| got.windows(2).filter(|w| w == b"\r\n").count();
     while line_ends(&got) < 5 {
         if got.first() == Some(&b'-') && line_ends(&got) == 1 {
-            return 0;
+            return Ok(0);
         }
         match stream.read(&mut byte) {
             Ok(1) => got.push(byte[0]),
-            other => panic!(
-                "CONFIG GET port: {other:?} after {:?}",
-                String::from_utf8_lossy(&got)
-            ),
+            other => {
+                return Err(format!(
+                    "CONFIG GET port: {other:?} after {:?}",
+                    String::from_utf8_lossy(&got)
+                ))
+            }
         }
     }
     let text = String::from_utf8_lossy(&got);
     text.lines()
         .nth(4)
         .and_then(|port| port.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {text:?}"))
+        .ok_or_else(|| format!("no port in {text:?}"))
 }
