@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, OnceLock};
@@ -966,41 +965,21 @@ fn haproxy_accepts_our_proxy_v2_header() {
         return;
     }
     let echo = echo_upstream();
-    let dir = temp_dir("haproxy");
-    // haproxy serves a socket that is already listening, handed over as its stdin (`fd@0`): no
-    // port to pick and release, and clients may connect before haproxy has even started (the
-    // kernel queues them), so there is nothing to wait for.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let haproxy = listener.local_addr().unwrap();
-    let config = dir.write(
-        "haproxy.cfg",
-        &format!(
-            "global\n    maxconn 64\n\
-             defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 20s\n    timeout server 20s\n\
-             frontend fe\n    bind fd@0 accept-proxy\n    default_backend be\n\
-             backend be\n    server echo {}\n",
-            echo.addr
-        ),
-    );
-    let log = dir.join("haproxy.log");
-    let mut haproxy_process = Kid(Command::new("haproxy")
-        .args(["-db", "-f", &config])
-        .stdin(Stdio::from(OwnedFd::from(listener)))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn haproxy"));
-    let haproxy_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut haproxy = Haproxy::start(echo.addr);
 
-    let with = start_router(proxy_protocol_config("127.0.0.1:0", haproxy, Version::V2));
+    let with = start_router(proxy_protocol_config(
+        "127.0.0.1:0",
+        haproxy.addr,
+        Version::V2,
+    ));
     let mut client = connect(with.addr);
     client.write_all(b"ping through haproxy\n").unwrap();
     let mut echoed = vec![0u8; 21];
     if let Err(err) = client.read_exact(&mut echoed) {
-        let exited = haproxy_process.0.try_wait().unwrap();
+        let exited = haproxy.kid.0.try_wait().unwrap();
         panic!(
             "no echo through haproxy ({err}); haproxy exited: {exited:?}\n{}",
-            haproxy_log()
+            haproxy.log()
         );
     }
     assert_eq!(echoed, b"ping through haproxy\n");
@@ -1008,7 +987,7 @@ fn haproxy_accepts_our_proxy_v2_header() {
     assert_eq!(read_to_end(&mut client), b"bye");
     assert_accepted(&echo, 1, "echo upstream");
 
-    let without = start_router(config_to(&[haproxy]));
+    let without = start_router(config_to(&[haproxy.addr]));
     let got = send_chunks(without.addr, &[b"ping through haproxy\n"], false);
     assert_eq!(
         got, b"",

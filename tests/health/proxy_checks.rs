@@ -4,50 +4,7 @@
 //! backend's greeting passes only if haproxy accepted the header. The same check from a route
 //! without `proxy_protocol` fails, which shows the test can.
 
-use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
-
 use super::*;
-
-/// haproxy in TCP mode with `accept-proxy` on a socket the test listens on, in front of
-/// `backend`; killed on drop.
-struct Haproxy {
-    addr: SocketAddr,
-    _kid: Kid,
-    _dir: TempDir,
-}
-
-impl Haproxy {
-    fn start(backend: SocketAddr) -> Haproxy {
-        let dir = temp_dir("haproxy-checks");
-        // haproxy serves a socket that already listens, handed over as its stdin (`fd@0`):
-        // clients may connect before it has started, the kernel queues them.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = dir.write(
-            "haproxy.cfg",
-            &format!(
-                "global\n    maxconn 64\n\
-                 defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 20s\n    \
-                 timeout server 20s\n\
-                 frontend fe\n    bind fd@0 accept-proxy\n    default_backend be\n\
-                 backend be\n    server named {backend}\n"
-            ),
-        );
-        let kid = Kid(Command::new("haproxy")
-            .args(["-db", "-f", &config])
-            .stdin(Stdio::from(OwnedFd::from(listener)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn haproxy"));
-        Haproxy {
-            addr,
-            _kid: kid,
-            _dir: dir,
-        }
-    }
-}
 
 #[test]
 fn checks_of_a_route_sending_proxy_headers_are_accepted_by_haproxy_with_accept_proxy() {
