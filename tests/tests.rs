@@ -41,6 +41,9 @@ mod routing;
 mod systemd;
 /// UDP forwarding: DNS through dnsmasq, idle timeouts, the flow cap, reload, rinetd's UDP rules.
 mod udp;
+/// Unix-domain sockets both ways: redis-server's socket and curl's --unix-socket, half-closes,
+/// the socket file's life, credentials, abstract names, reload, upgrade, PROXY, errors.
+mod unix;
 /// Live upgrade on SIGUSR2: listeners and established connections move to a new process; a
 /// failed upgrade leaves the old one serving.
 mod upgrade;

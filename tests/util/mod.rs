@@ -13,6 +13,7 @@ mod net;
 mod process;
 mod procfs;
 mod redis;
+mod unix;
 
 pub use admin::*;
 pub use haproxy::*;
@@ -21,6 +22,7 @@ pub use net::*;
 pub use process::*;
 pub use procfs::*;
 pub use redis::*;
+pub use unix::*;
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

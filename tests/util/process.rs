@@ -30,6 +30,15 @@ pub fn listening_addr(line: &str) -> SocketAddr {
         .expect("listening address")
 }
 
+/// True if `line` logs a TCP listener (not a UDP one, `listening on ADDR/udp -> ...`, nor a Unix
+/// one, `listening on unix:...`) and contains `needle`.
+fn tcp_listening(line: &str, needle: &str) -> bool {
+    line.contains("listening on ")
+        && !line.contains("/udp -> ")
+        && !line.contains("listening on unix:")
+        && line.contains(needle)
+}
+
 /// The binary running with `args`; its stderr lines are forwarded to a channel.
 pub struct Process {
     pub child: Child,
@@ -51,9 +60,7 @@ impl Process {
     /// listening address.
     pub fn start_command(command: Command) -> Process {
         let mut process = Process::spawn_command(command);
-        // A UDP listener's line (`listening on ADDR/udp -> ...`) is not the TCP address.
-        let tcp = |line: &str| line.contains("listening on ") && !line.contains("/udp -> ");
-        let line = (process.line_where(0, PATIENCE, tcp))
+        let line = (process.line_where(0, PATIENCE, |line| tcp_listening(line, "")))
             .unwrap_or_else(|_| panic!("no TCP listener logged; saw:\n{}", process.seen.join("\n")))
             .1;
         process.addr = listening_addr(&line);
@@ -141,9 +148,7 @@ impl Process {
     /// The address of the listener whose `listening on` line contains `needle` too.
     pub fn listener_with(&mut self, needle: &str) -> SocketAddr {
         let line = self
-            .line_where(0, PATIENCE, |l| {
-                l.contains("listening on ") && !l.contains("/udp -> ") && l.contains(needle)
-            })
+            .line_where(0, PATIENCE, |l| tcp_listening(l, needle))
             .unwrap_or_else(|_| {
                 panic!(
                     "no listener logged with {needle:?}; saw:\n{}",

@@ -1,11 +1,13 @@
-//! redis-server for a test: started on a held loopback port, ready once it answers a PING, and
+//! redis-server for a test: started on a held loopback port (or a Unix socket file), ready once it answers a PING, and
 //! spoken to in raw RESP (inline commands) so a test needs no client library.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{connect, first_line, lines_of, read_exact, reserve_port, Kid, ReservedPort};
+use super::{connect, first_line, lines_of, read_exact, reserve_port, Kid, ReservedPort, PATIENCE};
 
 /// redis-server on 127.0.0.1 for one test, killed and reaped on drop.
 pub struct RedisServer {
@@ -21,31 +23,13 @@ impl RedisServer {
     /// [`super::PATIENCE`].
     pub fn start() -> RedisServer {
         let port = reserve_port();
-        let mut kid = Kid(Command::new("redis-server")
-            .args(["--port", &port.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server"));
-        // redis-server logs to stdout.
-        let lines = lines_of(kid.0.stdout.take().unwrap());
+        let kid = spawn_redis(&["--port", &port.port.to_string(), "--bind", "127.0.0.1"]);
         let server = RedisServer {
             _kid: kid,
             addr: port.addr(),
             _port: port,
         };
-        first_line(&lines, "redis-server ready to accept connections", |line| {
-            line.contains("Ready to accept connections").then_some(())
-        });
-        let mut ping = connect(server.addr);
-        ping.write_all(b"PING\r\n").unwrap();
-        assert_eq!(
-            read_exact(&mut ping, 7),
-            b"+PONG\r\n",
-            "redis-server answers PING"
-        );
+        expect_pong(connect(server.addr));
         server
     }
 
@@ -70,6 +54,65 @@ impl RedisServer {
     pub fn promote(&self) {
         self.ok("REPLICAOF NO ONE");
     }
+}
+
+/// redis-server listening only on a Unix socket file (`--unixsocket PATH --port 0`), killed
+/// and reaped on drop.
+pub struct UnixRedisServer {
+    _kid: Kid,
+    /// The socket file.
+    pub path: PathBuf,
+}
+
+impl UnixRedisServer {
+    /// Starts redis-server on the socket file `path` (mode 0700) and returns once it has logged
+    /// that it accepts connections and has answered a PING there.
+    pub fn start(path: &Path) -> UnixRedisServer {
+        let kid = spawn_redis(&[
+            "--port",
+            "0",
+            "--unixsocket",
+            path.to_str().expect("a UTF-8 path"),
+            "--unixsocketperm",
+            "700",
+        ]);
+        let ping = UnixStream::connect(path).expect("connect to redis-server's socket");
+        ping.set_read_timeout(Some(PATIENCE)).unwrap();
+        expect_pong(ping);
+        UnixRedisServer {
+            _kid: kid,
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+/// redis-server started with `listen` (its listening options) and no persistence, once it has
+/// logged that it accepts connections; fails the test after [`super::PATIENCE`].
+fn spawn_redis(listen: &[&str]) -> Kid {
+    let mut kid = Kid(Command::new("redis-server")
+        .args(listen)
+        .args(["--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server"));
+    // redis-server logs to stdout.
+    let lines = lines_of(kid.0.stdout.take().unwrap());
+    first_line(&lines, "redis-server ready to accept connections", |line| {
+        line.contains("Ready to accept connections").then_some(())
+    });
+    kid
+}
+
+/// Sends PING on `stream` and expects PONG.
+fn expect_pong(mut stream: impl Read + Write) {
+    stream.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    stream
+        .read_exact(&mut pong)
+        .expect("redis-server's answer to PING");
+    assert_eq!(&pong, b"+PONG\r\n", "redis-server answers PING");
 }
 
 /// The port of the redis-server `stream` reaches (`CONFIG GET port`), the stream left open; 0
