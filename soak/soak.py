@@ -532,17 +532,25 @@ class UpRec:
 class Upstream:
     """A listening server whose connections each get `handler(self, sock)` on a thread."""
 
-    def __init__(self, soak, name, handler, expect_proxy=False):
+    def __init__(self, soak, name, handler, expect_proxy=False, path=None):
+        """On HOST and a port of its own, or on the Unix socket file `path` if given (its
+        address is then `unix:PATH`, as tcp-router's config and log write it)."""
         self.soak = soak
         self.name = name
         self.handler = handler
         self.expect_proxy = expect_proxy
-        self.ls = socket.socket()
-        self.ls.bind((HOST, 0))
+        if path is None:
+            self.ls = socket.socket()
+            self.ls.bind((HOST, 0))
+            self.port = self.ls.getsockname()[1]
+            self.addr = f"{HOST}:{self.port}"
+        else:
+            self.ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.ls.bind(path)
+            self.port = None
+            self.addr = f"unix:{path}"
         self.ls.listen(1024)
         self.ls.settimeout(0.5)
-        self.port = self.ls.getsockname()[1]
-        self.addr = f"{HOST}:{self.port}"
         self.accepted = 0
         threading.Thread(target=self._accept_loop, name=f"up-{name}", daemon=True).start()
 
@@ -562,7 +570,8 @@ class Upstream:
 
     def _run(self, sock):
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(IO_TIMEOUT)
             self.handler(self, sock)
         except Exception as e:  # a handler records its own errors; this is a harness bug
@@ -809,10 +818,12 @@ def banner_handler(up, sock):
 class Target:
     """A tcp-router listener as the generator uses it."""
 
-    def __init__(self, name, port, nroutes):
+    def __init__(self, name, port, nroutes, path=None):
         self.name = name
         self.port = port
-        self.label = f"{HOST}:{port}"  # the metrics' listener label: as configured
+        self.path = path  # a Unix listener's socket file (port None)
+        # the metrics' listener label and the log's listener=: as configured
+        self.label = f"{HOST}:{port}" if path is None else f"unix:{path}"
         self.multi = nroutes > 1  # the log line names the route only then
 
     @property
@@ -843,6 +854,18 @@ LOG_RE = re.compile(
 )
 
 
+# How tcp-router's log names this process as the client of a Unix listener (SO_PEERCRED).
+UNIX_CLIENT = f"unix:pid={os.getpid()},uid={os.getuid()}"
+
+
+def log_key(m):
+    """The pending key a close line's `client= listener=` match names: the client's address,
+    or for a Unix client (whose credentials every connection of this process shares) the
+    credentials and the listener."""
+    client, listener = m.group(1), m.group(2)
+    return f"{client} {listener}" if client.startswith("unix:") else client
+
+
 def end_kind(word):
     return "error" if word.startswith("error") else word
 
@@ -859,6 +882,7 @@ class Conn:
         self.target = None
         self.port = None
         self.label = None
+        self.listener = None  # the log's listener= when it is not HOST:port (a Unix listener)
         self.multi = False
         self.extra = None
         self.finished = False
@@ -909,6 +933,17 @@ class Conn:
         s = self.soak.client_socket(self, src, key)
         self.sock = s
         s.connect((HOST, self.port))
+        return Reader(s)
+
+    def connect_unix(self, target):
+        """Connects to a Unix listener; NotNow while another connection of this process to it
+        awaits its log line (the line names the client by its credentials, the same for all)."""
+        self.target = target
+        self.label = self.listener = target.label
+        self.multi = target.multi
+        s = self.soak.unix_client_socket(self, target)
+        self.sock = s
+        s.connect(target.path)
         return Reader(s)
 
     def header(self, r, op, pre=b"", proxy=b"", split=None):
@@ -966,8 +1001,9 @@ class Conn:
             self.bad(f"log line not understood: {line}")
             return
         f = m.groupdict()
-        if f["listener"] != f"{HOST}:{self.port}":
-            self.bad(f"log listener={f['listener']}, connected to {HOST}:{self.port}")
+        listener = self.listener or f"{HOST}:{self.port}"
+        if f["listener"] != listener:
+            self.bad(f"log listener={f['listener']}, connected to {listener}")
         route = re.search(r" route=(\S+)", f["mid"])
         route = route.group(1) if route else None
         want_route = self.route if (self.multi and self.route != "none") else None
@@ -1608,6 +1644,31 @@ def k_extra_long(s, c, rng):
             s.long_running -= 1
 
 
+def unix_exchange(s, c, r, rng):
+    """Request/response, or bulk one way with a half-close (the client's or the upstream's
+    first), through a path where one side is a Unix socket."""
+    op = rng.choice(["rr", "up", "down"])
+    off = rng.randrange(BLOCK_LEN)
+    if op == "rr":
+        client_rr(c, r, rng, off, rng.randrange(1, 20))
+    elif op == "up":
+        client_up(c, r, s.bulk_size(rng, 2), off)
+    else:
+        client_down(c, r, s.bulk_size(rng, 2), off)
+
+
+def k_unix_in(s, c, rng):
+    """A Unix client through a Unix listener to the service on TCP: logged by its credentials."""
+    c.servers = {"A", "B"}
+    unix_exchange(s, c, c.connect_unix(s.t["unix"]), rng)
+
+
+def k_unix_up(s, c, rng):
+    """A TCP client through a TCP listener to the service on a Unix socket (U)."""
+    c.servers = {"U"}
+    unix_exchange(s, c, c.connect(s.t["tounix"]), rng)
+
+
 # name -> (function, weight, uses bulk tokens)
 KINDS = {
     "bulk-up": (k_up, 3, True),
@@ -1640,6 +1701,8 @@ KINDS = {
     "accept-proxy-refused": (k_ppin_refused, 1, False),
     "reloaded-listener": (k_extra, 3, False),
     "reloaded-listener-long": (k_extra_long, 1, False),
+    "unix-listener": (k_unix_in, 3, True),
+    "unix-upstream": (k_unix_up, 3, True),
 }
 
 
@@ -1847,6 +1910,7 @@ class Soak:
         self.reload_refused = 0
         self.reload_cv = threading.Condition()
         self.listening = {}  # base port -> line
+        self.listening_unix = set()  # the Unix listeners logged (unix:PATH)
         self.extra_port_seen = None
         self.stats = {}  # kind -> [conns, unexpected, c2u bytes, u2c bytes]
         self.problems = []  # (kind, id, key, problem), the first 1000
@@ -1983,6 +2047,20 @@ class Soak:
             for h in held:
                 h.close()
 
+    def unix_client_socket(self, c, target):
+        """A Unix client socket for `target`, keyed like its log line: the credentials of this
+        process and the listener. NotNow if that key is pending (see Conn.connect_unix)."""
+        k = f"{UNIX_CLIENT} {target.label}"
+        with self.lock:
+            if k in self.pending:
+                raise NotNow
+            self.pending[k] = c
+            c.key = k
+            self.live[c.id] = c
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(IO_TIMEOUT)
+        return s
+
     def upstream_saw(self, cid):
         with self.lock:
             c = self.live.get(cid)
@@ -2029,6 +2107,8 @@ class Soak:
             f"admin {HOST} {p['admin']}",
             f"admin_allow {HOST}",  # the soak's scraper; HOSTILE_ADMIN is refused
             f"route {HOST}:{p['plain']} {u['A'].addr},{u['B'].addr}",
+            f"route {self.t['unix'].label} {u['A'].addr},{u['B'].addr} socket_mode=0600",
+            f"route {HOST}:{p['tounix']} {u['U'].addr}",
             f"route {HOST}:{p['banner']} {u['BANNER'].addr}",
             f"route {HOST}:{p['bannerpp']} {u['BANNER_P'].addr} proxy_protocol=v1",
             f"{sni} {u['A'].addr} sni=a.soak {pk}",
@@ -2068,6 +2148,8 @@ class Soak:
         self.upstreams = {}
         for name in ("A", "B", "C", "D", "E"):
             self.upstreams[name] = Upstream(self, name, service_handler)
+        self.upstreams["U"] = Upstream(self, "U", service_handler,
+                                       path=os.path.join(self.workdir, "soak-up.sock"))
         self.upstreams["BANNER"] = Upstream(self, "BANNER", banner_handler)
         self.upstreams["BANNER_P"] = Upstream(self, "BANNER_P", banner_handler, expect_proxy=True)
         # refused: a bound port nobody listens on (the kernel answers SYNs with a reset)
@@ -2114,7 +2196,7 @@ class Soak:
             used = set()
             self.ports = {n: free_port(used) for n in (
                 "admin", "plain", "banner", "bannerpp", "sni", "strict", "fail", "dead", "idle",
-                "acl", "ppin")}
+                "acl", "ppin", "tounix")}
             self.t = {
                 "plain": Target("plain", self.ports["plain"], 1),
                 "banner": Target("banner", self.ports["banner"], 1),
@@ -2126,10 +2208,16 @@ class Soak:
                 "idle": Target("idle", self.ports["idle"], 1),
                 "acl": Target("acl", self.ports["acl"], 1),
                 "ppin": Target("ppin", self.ports["ppin"], 1),
+                "unix": Target("unix", None, 1, path=os.path.join(self.workdir, "soak-in.sock")),
+                "tounix": Target("tounix", self.ports["tounix"], 1),
                 "extra": Target("extra", 0, 1),
             }
             self.write_config()
             if self.start_router():
+                mode = os.stat(self.t["unix"].path).st_mode & 0o7777
+                if mode != 0o600:
+                    self.add_problem("unix-listener", "-", self.t["unix"].label,
+                                     f"the socket file has mode {mode:04o}, socket_mode=0600")
                 return
             said = [ln for ln in read_text(self.routerlog).splitlines() if ln.strip()]
             self.log(f"tcp-router did not start (a port taken meanwhile?); new ports; its last "
@@ -2150,6 +2238,7 @@ class Soak:
         self.pids = [self.pid]
         self.reloads_to = {self.pid: 0}
         self.listening = {}
+        self.listening_unix = set()
         with self.lock:
             self.reset_log_state()
         self.reader = threading.Thread(target=self.read_log, args=(self.proc,), daemon=True)
@@ -2157,10 +2246,11 @@ class Soak:
         base = {v for k, v in self.ports.items() if k != "admin"}
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if base <= set(self.listening):
+            if base <= set(self.listening) and self.t["unix"].label in self.listening_unix:
                 break
             time.sleep(0.02)
-        if self.proc.poll() is not None or not base <= set(self.listening):
+        if (self.proc.poll() is not None or not base <= set(self.listening)
+                or self.t["unix"].label not in self.listening_unix):
             self.stop_router()
             return False
         url = f"http://{HOST}:{self.ports['admin']}/metrics"
@@ -2230,6 +2320,7 @@ class Soak:
             pass
 
     LISTEN_RE = re.compile(r"\[INFO\] listening on 127\.0\.0\.1:(\d+) -> (.*)$")
+    LISTEN_UNIX_RE = re.compile(r"\[INFO\] listening on (unix:\S+)")
     EXPECTED_WARN = re.compile(
         r"\[WARN\] conn #\d+ from \S+: (connect to \S+: (Connection refused|connection timed out"
         r"|timed out).*|no upstream reachable .*)$", re.I)
@@ -2255,14 +2346,14 @@ class Soak:
                 out.write(raw)
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if "] closed #" in line:
-                    m = re.search(r" client=(\S+) ", line)
+                    m = re.search(r" client=(\S+) listener=(\S+) ", line)
                     i = re.search(r"\] closed #(\d+) ", line)
                     cid = int(i.group(1)) if i else None
                     with self.lock:
                         self.close_seq += 1
                         zone = (self.close_seq, self.log_gen, self.log_window)
                         twice = cid is not None and self.note_id(cid)
-                        c = self.pending.pop(m.group(1), None) if m else None
+                        c = self.pending.pop(log_key(m), None) if m else None
                         if c is None and len(self.orphans) < 1000:
                             self.orphans.append(line)
                         if c is None:
@@ -2285,6 +2376,12 @@ class Soak:
                         self.extra_port_seen = port
                     else:
                         self.listening[port] = routes
+                    continue
+                m = self.LISTEN_UNIX_RE.search(line)
+                if m:
+                    with self.lock:
+                        _add(self.listen_count, self.log_gen)
+                    self.listening_unix.add(m.group(1))
                     continue
                 m = self.GONE_LISTENER_WARN.search(line)
                 if m:
@@ -2940,6 +3037,9 @@ class Soak:
         self.stop_report = f"tcp-router (pid {pid}) stopped with status {rc} on SIGTERM"
         if rc != 0:
             self.harness_problem(self.stop_report)
+        if os.path.exists(self.t["unix"].path):
+            self.add_problem("unix-listener", "-", self.t["unix"].label,
+                             "the Unix listener's socket file is still there after the stop")
         for p in self.pids:
             if self.poll_exit(p) is None:
                 self.harness_problem(f"tcp-router pid {p} still runs at the end")
