@@ -44,11 +44,7 @@ fn bad_input_gives_one_clear_line_and_exit_2() {
         ),
     ];
     for (args, needle) in cases {
-        let (code, _, stderr) = run_bin(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_one_line_error(args, needle);
     }
 }
 

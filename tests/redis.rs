@@ -2,21 +2,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Instant;
 
 use crate::util::*;
-
-/// What redis-cli prints for `args`, sent to 127.0.0.1:`port`.
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = run_tool(
-        Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args),
-        b"",
-    );
-    out.stdout.trim().to_string()
-}
 
 /// PING -> PONG, SET then GET, from redis-cli to redis-server through the binary exactly as
 /// `make run` starts it.

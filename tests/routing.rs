@@ -160,14 +160,9 @@ fn http_upstream(body: &'static str) -> (Upstream, mpsc::Receiver<Vec<u8>>) {
     let tx = std::sync::Mutex::new(tx);
     let up = upstream(move |mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => return,
-            }
-        }
+        let Some(head) = read_http_head(&mut stream) else {
+            return;
+        };
         let _ = tx.lock().unwrap().send(head);
         let _ = stream.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{body}").as_bytes());
     });

@@ -88,17 +88,6 @@ fn start_unix_listener(endpoint: &str, upstream: SocketAddr, extra: &[&str]) -> 
 // Real peers: redis-server's socket from TCP, curl through a Unix listener
 // ---------------------------------------------------------------------------------------------
 
-/// What redis-cli prints for `args`, sent to 127.0.0.1:`port`.
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = run_tool(
-        Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args),
-        b"",
-    );
-    out.stdout.trim().to_string()
-}
-
 /// A RESP command of binary-safe arguments.
 fn resp(args: &[&[u8]]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
@@ -148,13 +137,8 @@ fn redis_on_a_socket_file_is_reached_from_tcp() {
 /// An HTTP/1.1 server on TCP that answers every request with `body` and closes.
 fn http_upstream(body: Vec<u8>) -> Upstream {
     upstream(move |mut stream| {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => return,
-            }
+        if read_http_head(&mut stream).is_none() {
+            return;
         }
         let answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\
@@ -875,11 +859,7 @@ fn bad_unix_arguments_are_one_line_each_and_exit_2() {
         ),
     ];
     for (args, needle) in cases {
-        let (code, _, stderr) = run_bin(args);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_one_line_error(args, needle);
     }
 }
 

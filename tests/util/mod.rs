@@ -160,18 +160,33 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(stream, _)| stream)));
+    let accepted = serve_each(incoming, serve);
+    Upstream { addr, accepted }
+}
+
+/// Serves every stream `incoming` accepts with `serve` on its own thread, from a thread of its
+/// own; returns the count of streams accepted so far.
+pub fn serve_each<S, F>(
+    incoming: impl Iterator<Item = io::Result<S>> + Send + 'static,
+    serve: F,
+) -> Arc<AtomicUsize>
+where
+    S: Send + 'static,
+    F: Fn(S) + Send + Sync + 'static,
+{
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&accepted);
     let serve = Arc::new(serve);
     thread::spawn(move || {
-        for stream in listener.incoming() {
+        for stream in incoming {
             let Ok(stream) = stream else { continue };
             count.fetch_add(1, Ordering::SeqCst);
             let serve = Arc::clone(&serve);
             thread::spawn(move || serve(stream));
         }
     });
-    Upstream { addr, accepted }
+    accepted
 }
 
 /// Serves every connection with `serve` (see [`upstream`]) and reports what it returned for each,

@@ -108,6 +108,20 @@ pub fn reserve_port() -> ReservedPort {
 // Reading
 // ---------------------------------------------------------------------------------------------
 
+/// Reads an HTTP request head, byte by byte, up to and including its blank line; `None` if the
+/// stream ends or fails first.
+pub fn read_http_head(stream: &mut impl Read) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
 /// Reads until end of stream; fails the test on timeout or error (a reset included).
 pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();

@@ -265,6 +265,16 @@ pub fn run_bin(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs the binary with `args` and expects a usage or configuration error: exit code 2 and one
+/// line on stderr, containing `needle`, and no panic.
+pub fn assert_one_line_error(args: &[&str], needle: &str) {
+    let (code, _, stderr) = run_bin(args);
+    assert_eq!(code, 2, "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+}
+
 /// What a tool run to completion printed.
 pub struct ToolOutput {
     pub status: ExitStatus,

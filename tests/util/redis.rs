@@ -1,5 +1,6 @@
-//! redis-server for a test: started on a held loopback port (or a Unix socket file), ready once it answers a PING, and
-//! spoken to in raw RESP (inline commands) so a test needs no client library.
+//! redis-server for a test: started on a held loopback port (or a Unix socket file), ready once
+//! it answers a PING, spoken to in raw RESP (inline commands) so a test needs no client library,
+//! and redis-cli.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -7,7 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{connect, first_line, lines_of, read_exact, reserve_port, Kid, ReservedPort, PATIENCE};
+use super::{
+    connect, first_line, lines_of, read_exact, reserve_port, run_tool, Kid, ReservedPort, PATIENCE,
+};
 
 /// redis-server on 127.0.0.1 for one test, killed and reaped on drop.
 pub struct RedisServer {
@@ -54,6 +57,17 @@ impl RedisServer {
     pub fn promote(&self) {
         self.ok("REPLICAOF NO ONE");
     }
+}
+
+/// What redis-cli prints for `args`, sent to 127.0.0.1:`port`, trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = run_tool(
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+        b"",
+    );
+    out.stdout.trim().to_string()
 }
 
 /// redis-server listening only on a Unix socket file (`--unixsocket PATH --port 0`), killed

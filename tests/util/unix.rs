@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use super::{bin, Process, PATIENCE};
+use super::{bin, serve_each, Process, PATIENCE};
 
 /// The socket address an endpoint names: a file for `unix:/path`, a Linux abstract name for
 /// `unix:@name`.
@@ -65,26 +65,16 @@ where
 {
     let listener = UnixListener::bind_addr(&unix_addr(endpoint))
         .unwrap_or_else(|e| panic!("listen on {endpoint}: {e}"));
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    let serve = Arc::new(serve);
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            let serve = Arc::clone(&serve);
-            thread::spawn(move || serve(stream));
-        }
-    });
+    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(stream, _)| stream)));
     UnixUpstream {
         endpoint: endpoint.to_string(),
-        accepted,
+        accepted: serve_each(incoming, serve),
     }
 }
 
 /// A Unix upstream that echoes everything back and, at end of stream, shuts down its write side.
 pub fn unix_echo_upstream(endpoint: &str) -> UnixUpstream {
-    unix_upstream(endpoint, |stream| echo(stream))
+    unix_upstream(endpoint, echo)
 }
 
 /// Echoes `stream` back to itself until end of stream, then shuts down its write side.
