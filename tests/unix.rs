@@ -276,7 +276,7 @@ fn half_close_and_bytes_exact_from_a_tcp_client_to_a_unix_upstream() {
     let after = unix_upstream(&endpoint_in(&dir, "after.sock"), after);
     let first = unix_upstream(&endpoint_in(&dir, "first.sock"), first);
     let text = format!(
-        "route 127.0.0.1:0 {}\nroute 127.0.0.1:0 {}\n",
+        "route 127.0.0.1:0 {}\nroute 127.0.0.2:0 {}\n",
         after.endpoint, first.endpoint
     );
     let file = dir.write("tcp-router.conf", &text);
@@ -443,6 +443,53 @@ fn the_library_forwards_from_a_socket_file() {
     assert!(
         !path_of(&endpoint).exists(),
         "{endpoint} left behind at stop"
+    );
+}
+
+/// A socket file passed by the service manager (`systemd-socket-activate -l PATH`) serves the
+/// `unix:PATH` listener with that path, its queued client included; at the stop the file stays,
+/// since the manager made it.
+#[test]
+fn socket_activation_passes_a_unix_listener_and_keeps_its_file() {
+    if skip_without(
+        "unix::socket_activation_passes_a_unix_listener_and_keeps_its_file",
+        &["systemd-socket-activate"],
+    ) {
+        return;
+    }
+    let echo = echo_upstream();
+    let dir = temp_dir("unix-activation");
+    let endpoint = endpoint_in(&dir, "activated.sock");
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .arg("-l")
+        .arg(path_of(&endpoint))
+        .arg("--fdname=web")
+        .arg(bin())
+        .args([endpoint.as_str(), &echo.addr.to_string()]);
+    let mut router = Process::spawn_command(command);
+    let mut first = None;
+    wait_until("systemd-socket-activate to listen", || {
+        first = try_connect_unix(&endpoint).ok();
+        first.is_some()
+    });
+    let mut first = first.expect("connected");
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    let used = router.line_where(0, PATIENCE, |line| {
+        line.contains(&format!("listener {endpoint}: using fd 3"))
+    });
+    assert!(
+        used.is_ok(),
+        "no line of the passed socket; saw:\n{}",
+        router.seen.join("\n")
+    );
+    echo_round_trip(&mut first, b"queued before the start");
+    echo_round_trip(&mut connect_unix(&endpoint), b"through the passed socket");
+    router.signal("TERM");
+    assert_eq!(router.wait_exit().code(), Some(0));
+    assert!(
+        is_socket_file(path_of(&endpoint)),
+        "the manager's socket file was removed"
     );
 }
 

@@ -1,8 +1,8 @@
 //! Shared helpers, one per idea: a router on an ephemeral port (in this process here, the binary
 //! in [`process`]), upstreams that echo, report or hold, patience instead of sleeps, scratch
 //! directories, visible skips, the repository's own files and deterministic data. Clients and round trips are in [`net`],
-//! the admin endpoint's client in [`admin`], what the tests read of /proc in [`procfs`], redis-server in [`redis`], haproxy with `accept-proxy` in [`haproxy`], and extra loopback
-//! addresses and /etc/hosts names in [`hosts`].
+//! the admin endpoint's client in [`admin`], what the tests read of /proc in [`procfs`], redis-server in [`redis`], haproxy with `accept-proxy` in [`haproxy`], extra loopback
+//! addresses and /etc/hosts names in [`hosts`], and Unix-domain sockets in [`unix`].
 
 #![allow(dead_code, reason = "each test module uses its own subset")]
 
