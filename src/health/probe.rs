@@ -6,7 +6,9 @@
 //! TIME_WAIT sockets behind). A failure is one line, as the `down:` log line quotes it.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
+
+use socket2::Socket;
 use std::time::{Duration, Instant};
 
 use crate::config::{escape_truncated, format_duration, CheckKind, HealthCheck, StatusRange, Step};
@@ -62,7 +64,7 @@ fn timed_out(timeout: Duration) -> String {
 
 /// One check's connection.
 struct Conn {
-    stream: TcpStream,
+    stream: Socket,
     /// When the whole check must be done.
     deadline: Instant,
     /// The check's timeout, for messages.
@@ -249,6 +251,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::net::TcpStream;
     use std::thread;
 
     const SECOND: Duration = Duration::from_secs(1);

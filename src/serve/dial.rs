@@ -5,7 +5,9 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
+
+use socket2::Socket;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,7 +46,7 @@ impl fmt::Display for Attempt {
 #[derive(Debug)]
 pub(crate) struct Dialed {
     /// The socket, connected.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Socket,
     /// Which upstream it is, as configured.
     pub(crate) upstream: HostPort,
     /// The address it resolved to.

@@ -230,7 +230,7 @@ mod tests {
         );
         drop(client);
         Record::new(
-            Connection::new(1, peer, accepted),
+            Connection::new(1, peer, accepted.into()),
             Arc::new(state),
             "127.0.0.1:1".parse().unwrap(),
         )

@@ -4,7 +4,9 @@
 //! held one is set up from the start, reading first what the old process had read.
 
 use std::cell::RefCell;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::Socket;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -270,7 +272,7 @@ fn take_held(server: &Taker<'_>, state: &SetupState, fds: Vec<OwnedFd>) -> Resul
         elapsed_ms: state.elapsed_ms,
         ..Past::default()
     };
-    let conn = Connection::taken(state.id, state.peer, TcpStream::from(client), past);
+    let conn = Connection::taken(state.id, state.peer, Socket::from(client), past);
     let record = Record::new(conn, listener, state.listener);
     let registration = server.shared.registry.register_taken(record);
     let admission = admit::admit(&server.context.per_client, &registration.record);
@@ -307,8 +309,8 @@ fn take_relaying(
         half_closed_ms: state.half_closed_ms,
         traffic: state.traffic,
     };
-    let conn = Connection::taken(state.id, state.peer, TcpStream::from(client), past);
-    conn.attach_upstream(TcpStream::from(upstream));
+    let conn = Connection::taken(state.id, state.peer, Socket::from(client), past);
+    conn.attach_upstream(Socket::from(upstream));
     let spots = spots(&conn, state);
     let record = Record::new(conn, listener, state.listener);
     record.set_client(state.client);
