@@ -341,7 +341,7 @@ impl Setup<'_> {
         record.set_upstream(
             Upstream {
                 configured: dialed.upstream.clone(),
-                resolved: dialed.addr,
+                resolved: dialed.addr.clone(),
             },
             dialed.lease.take(),
         );

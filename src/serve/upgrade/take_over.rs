@@ -27,6 +27,7 @@ use super::super::permits::{Permit, Permits};
 use super::super::pool::Pool;
 use super::super::record::{Record, Upstream};
 use super::super::status::Shared;
+use super::addresses::taken;
 use super::{health, unexpected, QUIESCE, START, STEP};
 use crate::health::member::Claim;
 use crate::upgrade::TakenOver;
@@ -314,15 +315,22 @@ fn take_relaying(
     let spots = spots(&conn, state);
     let record = Record::new(conn, listener, state.listener);
     record.set_client(state.client);
+    let resolved = taken(&state.upstream_addr).ok_or_else(|| {
+        upgrade_error(format!(
+            "conn #{} came with an upstream socket name tcp-router does not write",
+            state.id
+        ))
+    })?;
     let upstream = Upstream {
-        configured: state
-            .upstream_name
-            .parse()
-            .unwrap_or_else(|_| HostPort::from(state.upstream_addr)),
-        resolved: state.upstream_addr,
+        configured: (state.upstream_name.parse())
+            .unwrap_or_else(|_| HostPort::from(resolved.clone())),
+        resolved,
     };
-    let member = (route.as_ref())
-        .and_then(|route| route.roster.member(&upstream.configured, upstream.resolved));
+    let member = (route.as_ref()).and_then(|route| {
+        route
+            .roster
+            .member(&upstream.configured, &upstream.resolved)
+    });
     record.set_upstream(upstream, member.as_ref().map(Claim::new));
     if let Some(name) = &state.name {
         record.set_name(name.clone());
