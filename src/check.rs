@@ -16,6 +16,7 @@ use crate::config::{
     DEFAULT_UDP_IDLE_TIMEOUT,
 };
 use crate::health::probe as one_check;
+use crate::health::target::look_up;
 use crate::route::names::MatchKind;
 use crate::route::router::{decided, FirstBytes, Router};
 use crate::sys::resolve;
@@ -598,11 +599,12 @@ fn probe_route(
             role,
             result,
         };
-        match resolve::resolve(&upstream.host.to_string(), upstream.port) {
+        match look_up(upstream) {
             Ok(addrs) => {
                 for addr in addrs {
+                    let shown = addr.to_string();
                     targets.push((rows.len(), addr, upstream.host.to_string()));
-                    rows.push(row(addr.to_string(), Err(String::new())));
+                    rows.push(row(shown, Err(String::new())));
                 }
             }
             Err(err) => rows.push(row("-".into(), Err(format!("cannot resolve: {err}")))),
@@ -614,10 +616,10 @@ fn probe_route(
                 let check = &check;
                 scope.spawn(move || {
                     let host = check.host.as_deref().unwrap_or(host);
-                    let target = one_check::target(*addr, check);
+                    let target = one_check::target(addr, check);
                     let run = one_check::run(
                         &check.kind,
-                        target,
+                        &target,
                         host,
                         route.proxy_protocol,
                         route.src,

@@ -169,7 +169,7 @@ impl Forwarder {
         config.validate()?;
         apply_process_wide(config);
         let mut server = Server::bind(config, sockets)?;
-        let endpoint = admin::Endpoint::start_with(config, server.shared(), None)?;
+        let endpoint = admin::AdminEndpoint::start_with(config, server.shared(), None)?;
         let admin_addr = endpoint.local_addr();
         server.follow(Box::new(endpoint));
         Ok(Forwarder { server, admin_addr })
@@ -183,7 +183,7 @@ impl Forwarder {
         config.validate()?;
         apply_process_wide(config);
         let (mut server, taken, admin_socket) = Server::take_over(config, channel)?;
-        let endpoint = admin::Endpoint::start_with(config, server.shared(), admin_socket)?;
+        let endpoint = admin::AdminEndpoint::start_with(config, server.shared(), admin_socket)?;
         let admin_addr = endpoint.local_addr();
         server.follow(Box::new(endpoint));
         Ok((Forwarder { server, admin_addr }, taken))

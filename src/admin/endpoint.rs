@@ -17,7 +17,7 @@ use super::intake;
 
 /// The endpoint: running (or not), and what a reconfiguration got ready.
 #[derive(Debug)]
-pub(crate) struct Endpoint {
+pub(crate) struct AdminEndpoint {
     shared: Arc<Shared>,
     running: Option<Serving>,
     prepared: Option<Prepared>,
@@ -48,15 +48,15 @@ enum Prepared {
     Stop,
 }
 
-impl Endpoint {
+impl AdminEndpoint {
     /// Binds the endpoint of `config`, if it has one (or takes `socket`, already bound and
     /// listening: taken over in a live upgrade), and starts serving it.
     pub(crate) fn start_with(
         config: &Config,
         shared: Arc<Shared>,
         socket: Option<TcpListener>,
-    ) -> Result<Endpoint, Error> {
-        let mut endpoint = Endpoint {
+    ) -> Result<AdminEndpoint, Error> {
+        let mut endpoint = AdminEndpoint {
             shared,
             running: None,
             prepared: None,
@@ -118,7 +118,7 @@ impl Endpoint {
     }
 }
 
-impl Follower for Endpoint {
+impl Follower for AdminEndpoint {
     fn prepare(&mut self, config: &Config) -> Result<(), Error> {
         let current = self.running.as_ref().map(|r| &r.config);
         self.prepared = match (current, &config.admin) {

@@ -543,9 +543,9 @@ fn member_groups(shared: &Shared) -> BTreeMap<MemberKey, Vec<std::sync::Arc<Memb
                     written.map_or_else(|| entry.target.upstream.to_string(), ToString::to_string);
                 let ports = written.and_then(|w| w.range);
                 for member in entry.target.members().iter() {
-                    let address = match ports {
-                        Some(ports) => ip_with_ports(member.addr.ip(), ports),
-                        None => member.addr.to_string(),
+                    let address = match (member.addr.ip(), ports) {
+                        (Some(addr), Some(ports)) => ip_with_ports(addr.ip(), ports),
+                        _ => member.addr.to_string(),
                     };
                     let key = [listener.clone(), label.clone(), upstream.clone(), address];
                     let group = groups.entry(key).or_default();

@@ -16,4 +16,4 @@ mod intake;
 mod json;
 mod metrics;
 
-pub(crate) use endpoint::Endpoint;
+pub(crate) use endpoint::AdminEndpoint;

@@ -7,16 +7,160 @@
 use super::text::printable;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use crate::proto::name;
 
-/// A host as written: an IP literal, or a name resolved when it is used.
+/// A host as written: an IP literal, a name resolved when it is used, or a Unix-domain socket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
     /// An IPv4 or IPv6 literal.
     Ip(IpAddr),
     /// A DNS name (or `localhost`), resolved at each use so DNS changes are followed.
     Name(String),
+    /// A Unix-domain stream socket (`unix:/path`, `unix:@name`); its [`HostPort`] has no port
+    /// (0).
+    Unix(SocketPath),
+}
+
+/// A Unix-domain socket's name: a file in the file system, or a Linux abstract name (no file;
+/// gone when its last socket closes). Written `unix:/absolute/path` or `unix:@name`.
+///
+/// ```
+/// use tcp_router::config::{Host, HostPort, SocketPath};
+///
+/// let upstream: HostPort = "unix:/run/redis/redis.sock".parse().unwrap();
+/// assert_eq!(upstream.host, Host::Unix(SocketPath::File("/run/redis/redis.sock".into())));
+/// assert_eq!(upstream.to_string(), "unix:/run/redis/redis.sock");
+/// let err = "unix:run/redis.sock".parse::<HostPort>().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid address 'unix:run/redis.sock': a socket path must be absolute (unix:/PATH) or an abstract name (unix:@NAME)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SocketPath {
+    /// A socket file at an absolute path.
+    File(PathBuf),
+    /// A name in Linux's abstract namespace (written after `@`).
+    Abstract(String),
+}
+
+/// An address a socket is bound or connected to, once any name is resolved: an IP address and
+/// port, or a Unix-domain socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// An IPv4 or IPv6 address and port.
+    Ip(SocketAddr),
+    /// A Unix-domain socket.
+    Unix(SocketPath),
+}
+
+impl Endpoint {
+    /// Its IP address and port, unless it is a Unix-domain socket.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Ip(addr) => Some(*addr),
+            Endpoint::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Ip(addr) => addr.fmt(f),
+            Endpoint::Unix(path) => path.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = AddrError;
+
+    /// Reads an IP address and port (`127.0.0.1:6379`, `[::1]:80`) or a Unix socket
+    /// (`unix:/run/app.sock`, `unix:@app`); names are not resolved here, so they are refused.
+    fn from_str(text: &str) -> Result<Endpoint, AddrError> {
+        if let Some(path) = text.strip_prefix(UNIX_PREFIX) {
+            return SocketPath::parse(path)
+                .map(Endpoint::Unix)
+                .map_err(|why| addr_error(text, why));
+        }
+        text.parse()
+            .map(Endpoint::Ip)
+            .map_err(|_| addr_error(text, "expected IP:PORT or unix:PATH"))
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint::Ip(addr)
+    }
+}
+
+/// The most bytes a socket path or an abstract name may have: `sun_path` is 108 bytes, with
+/// room for the path's terminating NUL (or the abstract name's leading one).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// How a Unix-domain socket is written: `unix:` then its path or `@` and its name.
+pub const UNIX_PREFIX: &str = "unix:";
+
+impl SocketPath {
+    /// Reads what follows `unix:`; the error is the reason alone.
+    pub(crate) fn parse(text: &str) -> Result<SocketPath, String> {
+        let (name, path) = match text.strip_prefix('@') {
+            Some(name) => (name, SocketPath::Abstract(name.to_string())),
+            None => (text, SocketPath::File(PathBuf::from(text))),
+        };
+        if name.is_empty() {
+            return Err("the socket path is empty: write unix:/PATH or unix:@NAME".into());
+        }
+        if matches!(path, SocketPath::File(_)) && !text.starts_with('/') {
+            return Err(
+                "a socket path must be absolute (unix:/PATH) or an abstract name (unix:@NAME)"
+                    .into(),
+            );
+        }
+        if name.contains('\0') {
+            return Err("a socket path may not hold a NUL byte".into());
+        }
+        if name.len() > MAX_SOCKET_PATH {
+            return Err(format!(
+                "the socket path is {} bytes, longer than the {MAX_SOCKET_PATH} bytes a Unix socket path may have",
+                name.len()
+            ));
+        }
+        Ok(path)
+    }
+}
+
+impl SocketPath {
+    /// The socket `sun_path` names (what [`SocketPath::sun_path`] gives), if it is one that
+    /// [`SocketPath::parse`] reads.
+    pub fn from_sun_path(sun_path: &[u8]) -> Option<SocketPath> {
+        let text = match sun_path.split_first() {
+            Some((0, name)) => format!("@{}", std::str::from_utf8(name).ok()?),
+            _ => std::str::from_utf8(sun_path).ok()?.to_string(),
+        };
+        SocketPath::parse(&text).ok()
+    }
+
+    /// The bytes of its `sun_path`: the file's path, or a NUL byte then the abstract name.
+    pub fn sun_path(&self) -> Vec<u8> {
+        match self {
+            SocketPath::File(path) => path.as_os_str().as_encoded_bytes().to_vec(),
+            SocketPath::Abstract(name) => [&[0u8], name.as_bytes()].concat(),
+        }
+    }
+}
+
+impl fmt::Display for SocketPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketPath::File(path) => write!(f, "{UNIX_PREFIX}{}", path.display()),
+            SocketPath::Abstract(name) => write!(f, "{UNIX_PREFIX}@{name}"),
+        }
+    }
 }
 
 /// A host and a port, e.g. `127.0.0.1:6379`, `[::1]:80`, `app1:http`.
@@ -73,14 +217,16 @@ impl fmt::Display for Host {
         match self {
             Host::Ip(ip) => ip.fmt(f),
             Host::Name(name) => f.write_str(name),
+            Host::Unix(path) => path.fmt(f),
         }
     }
 }
 
 impl fmt::Display for HostPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.host {
+        match &self.host {
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            Host::Unix(path) => path.fmt(f),
             _ => write!(f, "{}:{}", self.host, self.port),
         }
     }
@@ -94,10 +240,50 @@ impl HostPort {
     /// Reads `host:port`; an IPv6 host must be in brackets (`[::1]:80`); a port given by name is
     /// looked up in `services`. (`HostPort`'s `FromStr`, in `forwarder.rs`, passes /etc/services.)
     pub(crate) fn parse_with(text: &str, services: Services) -> Result<HostPort, AddrError> {
+        if let Some(path) = text.strip_prefix(UNIX_PREFIX) {
+            return HostPort::unix(text, path);
+        }
         let (host, port) = split_host_port(text)?;
         let host = parse_host(host).map_err(|e| addr_error(text, e.reason))?;
         let port = parse_port(port, services).map_err(|e| addr_error(text, e.reason))?;
         Ok(HostPort { host, port })
+    }
+}
+
+impl HostPort {
+    /// A Unix-domain socket from `path`, what follows `unix:` in `text`.
+    pub(crate) fn unix(text: &str, path: &str) -> Result<HostPort, AddrError> {
+        let path = SocketPath::parse(path).map_err(|why| addr_error(text, why))?;
+        Ok(HostPort {
+            host: Host::Unix(path),
+            port: 0,
+        })
+    }
+
+    /// True for an IP address or name with port 0, which cannot be connected to (a Unix socket
+    /// has no port).
+    pub(crate) fn lacks_port(&self) -> bool {
+        self.port == 0 && !matches!(self.host, Host::Unix(_))
+    }
+
+    /// The Unix-domain socket it names, if it names one.
+    pub fn socket_path(&self) -> Option<&SocketPath> {
+        match &self.host {
+            Host::Unix(path) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+impl From<Endpoint> for HostPort {
+    fn from(endpoint: Endpoint) -> Self {
+        match endpoint {
+            Endpoint::Ip(addr) => HostPort::from(addr),
+            Endpoint::Unix(path) => HostPort {
+                host: Host::Unix(path),
+                port: 0,
+            },
+        }
     }
 }
 

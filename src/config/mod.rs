@@ -36,7 +36,10 @@ mod validate;
 
 pub(crate) use acl::listed;
 pub use acl::{parse_patterns, Action, Pattern, PatternError, Rule};
-pub use addr::{split_weight, AddrError, Host, HostPort, MAX_WEIGHT};
+pub use addr::{
+    split_weight, AddrError, Endpoint, Host, HostPort, SocketPath, MAX_SOCKET_PATH, MAX_WEIGHT,
+    UNIX_PREFIX,
+};
 pub use duration::{
     check_duration, format_duration, parse_duration, parse_optional_duration, DurationError,
     MAX_DURATION,

@@ -11,7 +11,9 @@
 
 use std::fmt;
 
-use super::addr::{addr_error, parse_host, split_host_port, AddrError, HostPort, Services};
+use super::addr::{
+    addr_error, parse_host, split_host_port, AddrError, HostPort, Services, UNIX_PREFIX,
+};
 use super::text::printable;
 
 /// The most ports one range may have: beyond it a line is refused. Each port is a listening
@@ -145,6 +147,9 @@ impl HostPorts {
     /// name looked up in `services`, a range is two numbers. (`FromStr`, in `forwarder.rs`,
     /// passes /etc/services.)
     pub(crate) fn parse_with(text: &str, services: Services) -> Result<HostPorts, AddrError> {
+        if text.starts_with(UNIX_PREFIX) {
+            return HostPort::parse_with(text, services).map(HostPorts::single);
+        }
         let (host, port) = split_host_port(text)?;
         let ports = port.strip_suffix("/tcp").unwrap_or(port);
         if !is_range(ports) {

@@ -324,7 +324,7 @@ fn check_problem(check: &HealthCheck) -> Option<String> {
 fn backup_problems(primaries: &[HostPort], backups: &[HostPort]) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, backup) in backups.iter().enumerate() {
-        if backup.port == 0 {
+        if backup.lacks_port() {
             problems.push(format!("invalid backup '{backup}': port 0 is not allowed"));
         } else if primaries.contains(backup) {
             problems.push(format!("backup '{backup}' is also a primary upstream"));
@@ -341,7 +341,7 @@ fn upstream_problems(upstreams: &[HostPort]) -> Vec<String> {
     let mut problems = Vec::new();
     let mut sorted: Vec<String> = upstreams.iter().map(ToString::to_string).collect();
     for (upstream, text) in upstreams.iter().zip(&sorted) {
-        if upstream.port == 0 {
+        if upstream.lacks_port() {
             problems.push(format!("invalid upstream '{text}': port 0 is not allowed"));
         }
     }

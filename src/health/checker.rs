@@ -225,7 +225,7 @@ impl Checker {
                 let started = Instant::now();
                 let result = probe::run(
                     &check.kind,
-                    probe::target(member.addr, check),
+                    &probe::target(&member.addr, check),
                     &host,
                     target.plan.proxy,
                     target.plan.src,

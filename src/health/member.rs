@@ -2,14 +2,18 @@
 //! connections and its counters. Connections read its standing without a lock; checks and
 //! connect outcomes change it under one.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::HostPort;
+use socket2::Socket;
+
+use crate::config::{Endpoint, HostPort};
 use crate::route::balance::{stable_hash, Standing};
 use crate::sys::sync::lock;
+use crate::sys::{net, unix};
 
 use super::marks::{Change, Condition, Marks, Rules};
 
@@ -72,7 +76,7 @@ pub(crate) struct Member {
     /// The upstream as written.
     pub(crate) upstream: HostPort,
     /// The address.
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: Endpoint,
     /// Its name for the balancer, the same in every process: a hash of both.
     pub(crate) key: u64,
     rules: Rules,
@@ -87,6 +91,15 @@ pub(crate) struct Member {
     pub(crate) stats: MemberStats,
 }
 
+/// Connects to `to` within `timeout`, from `src` if given (an IP address; a Unix socket has no
+/// source): the one way both connections (`serve::dial`) and checks (`probe`) reach a member.
+pub(crate) fn connect(to: &Endpoint, src: Option<IpAddr>, timeout: Duration) -> io::Result<Socket> {
+    match to {
+        Endpoint::Ip(addr) => net::connect(*addr, src, timeout),
+        Endpoint::Unix(path) => unix::connect(&path.sun_path(), timeout),
+    }
+}
+
 /// Process-wide reference point for lock-free deadlines.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -99,7 +112,7 @@ fn millis_since_epoch(at: Instant) -> u64 {
 
 impl Member {
     /// A new member of `upstream` at `addr`, under `rules`.
-    pub(crate) fn new(upstream: HostPort, addr: SocketAddr, rules: Rules) -> Member {
+    pub(crate) fn new(upstream: HostPort, addr: Endpoint, rules: Rules) -> Member {
         let key = stable_hash(format!("{upstream} {addr}").as_bytes());
         let marks = Marks::new();
         let state = marks.state as usize;
@@ -113,6 +126,14 @@ impl Member {
             cooling_until_ms: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             stats: MemberStats::default(),
+        }
+    }
+
+    /// Its address without the port a name's members share: the IP address, or the socket path.
+    pub(crate) fn host(&self) -> String {
+        match &self.addr {
+            Endpoint::Ip(addr) => addr.ip().to_string(),
+            Endpoint::Unix(path) => path.to_string(),
         }
     }
 

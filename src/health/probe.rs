@@ -6,12 +6,18 @@
 //! TIME_WAIT sockets behind). A failure is one line, as the `down:` log line quotes it.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{escape_truncated, format_duration, CheckKind, HealthCheck, StatusRange, Step};
+use socket2::Socket;
+
+use crate::config::{
+    escape_truncated, format_duration, CheckKind, Endpoint, HealthCheck, StatusRange, Step,
+};
 use crate::proto::proxy::{encode_local, Version};
 use crate::sys::net;
+
+use super::member::connect;
 
 /// How much of an upstream's answer a failure quotes, in characters once escaped.
 const QUOTED: usize = 64;
@@ -23,9 +29,13 @@ const EXPECT_WINDOW: usize = 16 << 10;
 /// The most an HTTP check reads for its status line.
 const STATUS_LINE_CAP: usize = 4 << 10;
 
-/// Where a member's checks go: its address, at `check_port` when the check has one.
-pub(crate) fn target(member: SocketAddr, check: &HealthCheck) -> SocketAddr {
-    SocketAddr::new(member.ip(), check.port.unwrap_or(member.port()))
+/// Where a member's checks go: its address, at `check_port` when the check has one (a Unix
+/// socket has no port: its checks go to the socket).
+pub(crate) fn target(member: &Endpoint, check: &HealthCheck) -> Endpoint {
+    match (member, check.port) {
+        (Endpoint::Ip(addr), Some(port)) => Endpoint::Ip(SocketAddr::new(addr.ip(), port)),
+        _ => member.clone(),
+    }
 }
 
 /// Runs `check` once against `target`, from `src` if given, sending a PROXY header first when
@@ -34,14 +44,14 @@ pub(crate) fn target(member: SocketAddr, check: &HealthCheck) -> SocketAddr {
 /// refused`, `timed out after 1s`, `expected 'master', got '...'`, `status 503, expected 2xx`).
 pub(crate) fn run(
     check: &CheckKind,
-    target: SocketAddr,
+    target: &Endpoint,
     host: &str,
     proxy: Option<Version>,
     src: Option<IpAddr>,
     timeout: Duration,
 ) -> Result<Duration, String> {
     let start = Instant::now();
-    let stream = net::connect(target, src, timeout).map_err(|err| match err.kind() {
+    let stream = connect(target, src, timeout).map_err(|err| match err.kind() {
         io::ErrorKind::TimedOut => timed_out(timeout),
         kind => format!("connect: {kind}"),
     })?;
@@ -62,7 +72,7 @@ fn timed_out(timeout: Duration) -> String {
 
 /// One check's connection.
 struct Conn {
-    stream: TcpStream,
+    stream: Socket,
     /// When the whole check must be done.
     deadline: Instant,
     /// The check's timeout, for messages.
@@ -249,6 +259,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::net::TcpStream;
     use std::thread;
 
     const SECOND: Duration = Duration::from_secs(1);
@@ -309,7 +320,7 @@ mod tests {
     }
 
     fn run_at(kind: &CheckKind, addr: SocketAddr) -> Result<Duration, String> {
-        run(kind, addr, "db.example", None, None, SECOND)
+        run(kind, &Endpoint::Ip(addr), "db.example", None, None, SECOND)
     }
 
     /// A loopback port nothing listens on.
@@ -368,7 +379,7 @@ mod tests {
         let start = Instant::now();
         let result = run(
             &check(r"send:PING\r\n,expect:+PONG"),
-            server.addr,
+            &Endpoint::Ip(server.addr),
             "",
             None,
             None,
@@ -433,7 +444,7 @@ mod tests {
         let server = answering(b"PROXY UNKNOWN\r\n", b"");
         let result = run(
             &CheckKind::Connect,
-            server.addr,
+            &Endpoint::Ip(server.addr),
             "",
             Some(Version::V1),
             None,
@@ -444,7 +455,7 @@ mod tests {
         let server = answering(b"\r\n\r\n\0\r\nQUIT\n\x20\0\0\0PING", b"+PONG");
         let result = run(
             &check("send:PING,expect:+PONG"),
-            server.addr,
+            &Endpoint::Ip(server.addr),
             "",
             Some(Version::V2),
             None,
@@ -466,12 +477,12 @@ mod tests {
             rise: 1,
             fall: 1,
         };
-        let member: SocketAddr = "127.0.0.1:6379".parse().unwrap();
-        let at = target(member, &health);
-        assert_eq!(at, server.addr);
-        assert!(run_at(&health.kind, at).is_ok());
+        let member: Endpoint = "127.0.0.1:6379".parse().unwrap();
+        let at = target(&member, &health);
+        assert_eq!(at, Endpoint::Ip(server.addr));
+        assert!(run_at(&health.kind, server.addr).is_ok());
         server.done();
         health.port = None;
-        assert_eq!(target(member, &health), member);
+        assert_eq!(target(&member, &health), member);
     }
 }

@@ -3,12 +3,12 @@
 //! knows). A roster built by a reload keeps the targets of the route it replaces whose upstream
 //! and checks are unchanged, with their members' states and open connections.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Balance, HostPort, Route};
+use crate::config::{Balance, Endpoint, HostPort, Route};
 use crate::route::balance::{self, Candidate, Standing};
 use crate::sys::clock::deadline_after;
 
@@ -137,11 +137,11 @@ impl Roster {
 
     /// The member of `upstream` at `addr`, if the pool has it (a connection taken over by a live
     /// upgrade counts against it).
-    pub(crate) fn member(&self, upstream: &HostPort, addr: SocketAddr) -> Option<Arc<Member>> {
+    pub(crate) fn member(&self, upstream: &HostPort, addr: &Endpoint) -> Option<Arc<Member>> {
         (self.entries.iter())
             .filter(|e| &e.target.upstream == upstream)
             .flat_map(|e| e.target.members().iter().cloned().collect::<Vec<_>>())
-            .find(|m| m.addr == addr)
+            .find(|m| &m.addr == addr)
     }
 
     /// The members one client from `client` tries, in order, each once. A name no lookup has

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{HealthCheck, HostPort};
+use crate::config::{Endpoint, HealthCheck, Host, HostPort};
 use crate::proto::proxy::Version;
 use crate::sys::resolve;
 use crate::sys::sync::lock;
@@ -64,18 +64,30 @@ pub(crate) struct Target {
     pub(crate) unresolved: AtomicU64,
 }
 
+/// The addresses `upstream` has now: a name is looked up, a Unix socket is itself.
+pub(crate) fn look_up(upstream: &HostPort) -> std::io::Result<Vec<Endpoint>> {
+    match &upstream.host {
+        Host::Unix(path) => Ok(vec![Endpoint::Unix(path.clone())]),
+        host => Ok(
+            (resolve::resolve(&host.to_string(), upstream.port)?.into_iter())
+                .map(Endpoint::Ip)
+                .collect(),
+        ),
+    }
+}
+
 impl Target {
     /// A target for `upstream`: an IP literal has its one member at once; a name has none until
     /// it is resolved.
     pub(crate) fn new(upstream: HostPort, plan: Plan) -> Target {
-        let members = match upstream.host.to_string().parse::<IpAddr>() {
-            Ok(ip) => vec![Arc::new(Member::new(
-                upstream.clone(),
-                SocketAddr::new(ip, upstream.port),
-                plan.rules,
-            ))],
-            Err(_) => Vec::new(),
+        let addr = match &upstream.host {
+            Host::Ip(ip) => Some(Endpoint::Ip(SocketAddr::new(*ip, upstream.port))),
+            Host::Unix(path) => Some(Endpoint::Unix(path.clone())),
+            Host::Name(_) => None,
         };
+        let members = (addr.into_iter())
+            .map(|addr| Arc::new(Member::new(upstream.clone(), addr, plan.rules)))
+            .collect();
         Target {
             upstream,
             plan,
@@ -88,7 +100,7 @@ impl Target {
 
     /// True if the upstream is a name, resolved in the background.
     pub(crate) fn is_name(&self) -> bool {
-        self.upstream.host.to_string().parse::<IpAddr>().is_err()
+        matches!(self.upstream.host, Host::Name(_))
     }
 
     /// Its members now.
@@ -123,10 +135,10 @@ impl Target {
     /// Takes the members and marks another process knew (a live upgrade): a name's addresses
     /// become its members at once (the next lookup updates them), and each member known here
     /// takes its marks. Returns the members that are new, to be checked.
-    pub(crate) fn restore(&self, known: Vec<(SocketAddr, Marks)>) -> Vec<Arc<Member>> {
+    pub(crate) fn restore(&self, known: Vec<(Endpoint, Marks)>) -> Vec<Arc<Member>> {
         let mut added = Vec::new();
         if self.is_name() && !known.is_empty() {
-            let addrs: Vec<SocketAddr> = known.iter().map(|(addr, _)| *addr).collect();
+            let addrs: Vec<Endpoint> = known.iter().map(|(addr, _)| addr.clone()).collect();
             let mut members = lock(&self.members);
             let (next, new) = self.members_at(&members, &addrs);
             *members = Arc::new(next);
@@ -147,8 +159,7 @@ impl Target {
     /// Resolves the name now and updates the members, logging what changed; returns the
     /// members that are new (to be checked) and whether the lookup answered.
     pub(crate) fn resolve(&self) -> (Vec<Arc<Member>>, bool) {
-        let looked_up = resolve::resolve(&self.upstream.host.to_string(), self.upstream.port);
-        match looked_up {
+        match look_up(&self.upstream) {
             Ok(addrs) => {
                 self.resolved.fetch_add(1, Ordering::Relaxed);
                 (self.answered(addrs), true)
@@ -162,9 +173,9 @@ impl Target {
     }
 
     /// A lookup answered `addrs`: members kept, added and removed, each change logged.
-    fn answered(&self, mut addrs: Vec<SocketAddr>) -> Vec<Arc<Member>> {
+    fn answered(&self, mut addrs: Vec<Endpoint>) -> Vec<Arc<Member>> {
         let mut seen = std::collections::HashSet::new();
-        addrs.retain(|a| seen.insert(*a));
+        addrs.retain(|a| seen.insert(a.clone()));
         let mut naming = lock(&self.naming);
         if addrs.len() > MAX_MEMBERS_PER_NAME {
             if !naming.answered {
@@ -181,12 +192,12 @@ impl Target {
         let (next, added) = self.members_at(&old, &addrs);
         let removed: Vec<String> = (old.iter())
             .filter(|m| !addrs.contains(&m.addr))
-            .map(|m| m.addr.ip().to_string())
+            .map(|m| m.host())
             .collect();
         *members = Arc::new(next);
         drop(members);
         let ips = |list: &[Arc<Member>]| -> String {
-            let ips: Vec<String> = list.iter().map(|m| m.addr.ip().to_string()).collect();
+            let ips: Vec<String> = list.iter().map(|m| m.host()).collect();
             ips.join(", ")
         };
         if !naming.answered {
@@ -216,15 +227,18 @@ impl Target {
     fn members_at(
         &self,
         old: &[Arc<Member>],
-        addrs: &[SocketAddr],
+        addrs: &[Endpoint],
     ) -> (Vec<Arc<Member>>, Vec<Arc<Member>>) {
         let mut added = Vec::new();
         let next = (addrs.iter())
-            .map(|&addr| match old.iter().find(|m| m.addr == addr) {
+            .map(|addr| match old.iter().find(|m| &m.addr == addr) {
                 Some(kept) => Arc::clone(kept),
                 None => {
-                    let member =
-                        Arc::new(Member::new(self.upstream.clone(), addr, self.plan.rules));
+                    let member = Arc::new(Member::new(
+                        self.upstream.clone(),
+                        addr.clone(),
+                        self.plan.rules,
+                    ));
                     added.push(Arc::clone(&member));
                     member
                 }
@@ -244,7 +258,7 @@ impl Target {
         naming.failing = true;
         if naming.answered {
             let members = self.members();
-            let kept: Vec<String> = members.iter().map(|m| m.addr.ip().to_string()).collect();
+            let kept: Vec<String> = members.iter().map(|m| m.host()).collect();
             log::warn!(
                 "upstream {}: cannot resolve ({error}); keeping {}",
                 self.upstream,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::HostPort;
+use crate::config::{Endpoint, HostPort};
 use crate::relay::Outcome;
 
 /// The per-connection log line: a view of the connection's record at its end.
@@ -17,7 +17,7 @@ pub(crate) struct Line<'a> {
     /// The listener that accepted it.
     pub(crate) listener: SocketAddr,
     /// The upstream used, as configured and as resolved, if any.
-    pub(crate) upstream: Option<(&'a HostPort, SocketAddr)>,
+    pub(crate) upstream: Option<(&'a HostPort, &'a Endpoint)>,
     /// The route taken (its label), when the listener has several.
     pub(crate) route: Option<String>,
     /// What the client asked for, when read: `sni=NAME`, `host=NAME`, with how it matched.
@@ -40,7 +40,7 @@ impl fmt::Display for Line<'_> {
             self.id, self.client, self.listener
         )?;
         match &self.upstream {
-            Some((name, addr)) => write_upstream(f, name, *addr)?,
+            Some((name, addr)) => write_upstream(f, name, addr)?,
             None => f.write_str("none")?,
         }
         if let Some(name) = &self.name {
@@ -102,7 +102,7 @@ impl fmt::Display for FlowLine<'_> {
             "closed udp flow #{} client={} listener={}/udp upstream=",
             self.id, self.client, self.listener
         )?;
-        write_upstream(f, self.upstream.0, self.upstream.1)?;
+        write_upstream(f, self.upstream.0, &self.upstream.1)?;
         write!(
             f,
             " sent={} received={} datagrams_sent={} datagrams_received={} duration={} result={}",
@@ -117,7 +117,11 @@ impl fmt::Display for FlowLine<'_> {
 }
 
 /// An upstream as configured, with the address it resolved to when that differs: `name(addr)`.
-fn write_upstream(f: &mut fmt::Formatter<'_>, name: &HostPort, addr: SocketAddr) -> fmt::Result {
+fn write_upstream(
+    f: &mut fmt::Formatter<'_>,
+    name: &HostPort,
+    addr: &dyn fmt::Display,
+) -> fmt::Result {
     if name.to_string() != addr.to_string() {
         write!(f, "{name}({addr})")
     } else {
@@ -162,11 +166,12 @@ mod tests {
             received: flow(End::Reset, 20),
         };
         let upstream: HostPort = "localhost:6379".parse().unwrap();
+        let resolved: Endpoint = "127.0.0.1:6379".parse().unwrap();
         let line = Line {
             id: 7,
             client: "127.0.0.1:40000".parse().unwrap(),
             listener: "127.0.0.1:11000".parse().unwrap(),
-            upstream: Some((&upstream, "127.0.0.1:6379".parse().unwrap())),
+            upstream: Some((&upstream, &resolved)),
             route: None,
             name: None,
             bytes: [14, 7],

@@ -2,8 +2,8 @@
 //! connection, the pooled copy buffers, and the buffer path itself (one `recv`, then every
 //! `write` it takes). The splice path (`splice`) falls back to it chunk by chunk.
 
+use socket2::Socket;
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::Mutex;
 
 use rustix::net::RecvFlags;
@@ -89,8 +89,8 @@ pub(crate) trait Watch {
 /// Moves one chunk through a buffer borrowed from the free list: the path for every chunk that
 /// splice does not take.
 pub(crate) fn move_through_buffer(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Socket,
+    dst: &Socket,
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
     let mut buffer = take_buffer();
@@ -106,8 +106,8 @@ pub(crate) fn move_through_buffer(
 pub(crate) fn move_through(
     buffer: &mut [u8],
     flags: RecvFlags,
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Socket,
+    dst: &Socket,
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
     let n = loop {
@@ -133,7 +133,7 @@ pub(crate) fn move_through(
 /// deadline is checked without a timer thread. Interrupted for a park, it stops with what is
 /// left of `data` ([`ChunkError::Interrupted`], `moved` 0).
 pub(crate) fn write_all(
-    dst: &TcpStream,
+    dst: &Socket,
     mut data: &[u8],
     watch: &dyn Watch,
 ) -> Result<(), ChunkError> {

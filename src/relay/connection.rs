@@ -3,7 +3,9 @@
 //! (through the registry) hold it; every field is atomic or set once, so no lock is taken while
 //! bytes move.
 
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
+
+use socket2::Socket;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -78,9 +80,9 @@ pub(crate) struct Connection {
     /// The client's address.
     pub(crate) peer: SocketAddr,
     /// The client socket.
-    pub(crate) client: TcpStream,
+    pub(crate) client: Socket,
     /// The upstream socket, once connected.
-    upstream: OnceLock<TcpStream>,
+    upstream: OnceLock<Socket>,
     /// When the client was accepted.
     pub(crate) started: Instant,
     /// Milliseconds after `started` when bytes last moved in either direction.
@@ -105,7 +107,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Wraps an accepted client.
-    pub(crate) fn new(id: u64, peer: SocketAddr, client: TcpStream) -> Connection {
+    pub(crate) fn new(id: u64, peer: SocketAddr, client: Socket) -> Connection {
         Connection {
             id,
             peer,
@@ -126,7 +128,7 @@ impl Connection {
 
     /// A connection taken over from the old process of a live upgrade, with the clocks and
     /// counters of its life there.
-    pub(crate) fn taken(id: u64, peer: SocketAddr, client: TcpStream, past: Past) -> Connection {
+    pub(crate) fn taken(id: u64, peer: SocketAddr, client: Socket, past: Past) -> Connection {
         let conn = Connection::new(id, peer, client);
         let now = Instant::now();
         let conn = Connection {
@@ -215,7 +217,7 @@ impl Connection {
     }
 
     /// Attaches the connected upstream socket; if the connection was cut meanwhile, shuts it down.
-    pub(crate) fn attach_upstream(&self, upstream: TcpStream) {
+    pub(crate) fn attach_upstream(&self, upstream: Socket) {
         let _ = self.upstream.set(upstream);
         if self.is_stopped() {
             self.shutdown_both();
@@ -223,7 +225,7 @@ impl Connection {
     }
 
     /// The upstream socket, once attached.
-    pub(crate) fn upstream(&self) -> Option<&TcpStream> {
+    pub(crate) fn upstream(&self) -> Option<&Socket> {
         self.upstream.get()
     }
 
@@ -382,12 +384,13 @@ pub(crate) struct Expired;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     fn connection() -> Connection {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let peer = client.local_addr().unwrap();
-        Connection::new(1, peer, client)
+        Connection::new(1, peer, client.into())
     }
 
     #[test]

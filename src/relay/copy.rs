@@ -8,7 +8,7 @@
 //! through a 64 KiB buffer borrowed from a shared free list for one read and the writes that
 //! follow.
 
-use std::net::TcpStream;
+use socket2::Socket;
 
 use rustix::net::RecvFlags;
 
@@ -26,8 +26,8 @@ pub(crate) const WAIT_BUFFER_SIZE: usize = 512;
 /// reader slows the sender down instead of growing memory). The bytes go through a pooled pipe
 /// with splice when that pays (see the `splice` module), through a buffer otherwise.
 pub(crate) fn move_chunk(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Socket,
+    dst: &Socket,
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
     let result = splice::move_chunk(src, dst, watch)
@@ -39,8 +39,8 @@ pub(crate) fn move_chunk(
 /// Waits until `src` has bytes (blocking, up to the socket's receive timeout), then moves what fits
 /// in [`WAIT_BUFFER_SIZE`] bytes to `dst`. `Moved::WouldBlock` means the receive timeout passed.
 pub(crate) fn wait_and_move(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Socket,
+    dst: &Socket,
     watch: &dyn Watch,
 ) -> Result<Moved, ChunkError> {
     let mut buffer = [0u8; WAIT_BUFFER_SIZE];

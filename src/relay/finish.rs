@@ -21,7 +21,9 @@
 //! is still queued: a peer that never reads cannot hold a connection open.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
+
+use socket2::Socket;
 use std::time::{Duration, Instant};
 
 use crate::sys::net;
@@ -61,7 +63,7 @@ pub(super) fn chunk_end(err: ChunkError) -> (End, Side) {
 /// normally, so a missing peer means a reset only if no half-close came before the look. Once
 /// half-closed, the look (a system call) is skipped; otherwise the mark is read again after it,
 /// because the other direction may half-close while it runs and the socket then close normally.
-pub(super) fn end_of_stream(conn: &Connection, src: &TcpStream) -> End {
+pub(super) fn end_of_stream(conn: &Connection, src: &Socket) -> End {
     if conn.is_half_closed() {
         return End::Eof;
     }
@@ -87,7 +89,7 @@ pub(super) fn failure(err: &io::Error) -> End {
 pub(super) fn finish(
     conn: &Connection,
     direction: Direction,
-    (src, dst): (&TcpStream, &TcpStream),
+    (src, dst): (&Socket, &Socket),
     end: End,
     side: Side,
 ) -> End {
@@ -130,7 +132,7 @@ pub(super) fn finish(
 fn pass_reset_on(
     conn: &Connection,
     direction: Direction,
-    (src, dst): (&TcpStream, &TcpStream),
+    (src, dst): (&Socket, &Socket),
     side: Side,
 ) {
     let deadline = Instant::now() + RESET_LINGER;

@@ -11,7 +11,7 @@
 //!
 //! The copy loop meets this module at one place: [`safe_point`], at the top of each turn.
 
-use std::net::TcpStream;
+use socket2::Socket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
@@ -104,7 +104,7 @@ pub(super) enum Left {
 pub(super) fn safe_point(
     park: &Park,
     (direction, timeouts): (Direction, Timeouts),
-    dst: &TcpStream,
+    dst: &Socket,
     watch: &dyn Watch,
     count: &dyn Fn(u64),
     mut held: Vec<u8>,
@@ -258,6 +258,7 @@ mod tests {
     use crate::relay::pump::relay;
     use std::io::{Read, Write};
     use std::net::TcpListener;
+    use std::net::TcpStream;
     use std::sync::mpsc;
     use std::sync::Arc;
     use std::time::Duration;
@@ -278,8 +279,8 @@ mod tests {
         let (client_side, peer) = listener.accept().unwrap();
         let upstream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (upstream_far, _) = listener.accept().unwrap();
-        let conn = Arc::new(Connection::new(1, peer, client_side));
-        conn.attach_upstream(upstream);
+        let conn = Arc::new(Connection::new(1, peer, client_side.into()));
+        conn.attach_upstream(upstream.into());
         let (tx, done) = mpsc::channel();
         let relay_conn = Arc::clone(&conn);
         std::thread::spawn(move || {

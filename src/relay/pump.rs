@@ -1,8 +1,8 @@
 //! The two copy threads of a connection: each moves one direction until it ends, applies the
 //! half-close or reset rules, and leaves its result; the second to finish runs the epilogue.
 
+use socket2::Socket;
 use std::io;
-use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -277,13 +277,13 @@ fn pump(
 /// can look at the idle deadline. Normally the shortest idle limit (the same tick as the send
 /// timeout); shortened to the exact time left once a wait has ended without bytes.
 struct ReceiveTimeout<'a> {
-    socket: &'a TcpStream,
+    socket: &'a Socket,
     tick: Duration,
     current: Option<Duration>,
 }
 
 impl<'a> ReceiveTimeout<'a> {
-    fn new(socket: &'a TcpStream, tick: Duration) -> ReceiveTimeout<'a> {
+    fn new(socket: &'a Socket, tick: Duration) -> ReceiveTimeout<'a> {
         let mut timeout = ReceiveTimeout {
             socket,
             tick,
@@ -314,6 +314,7 @@ impl<'a> ReceiveTimeout<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     #[test]
     fn the_tick_is_the_shortest_limit() {
@@ -329,7 +330,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let peer = client.local_addr().unwrap();
-        let conn = Connection::new(1, peer, client);
+        let conn = Connection::new(1, peer, client.into());
         let flow = pump(
             &conn,
             Direction::ClientToUpstream,

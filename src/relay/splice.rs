@@ -47,9 +47,9 @@
 //!   while poll says readable. FIONREAD counts only the bytes before the mark, so such a chunk
 //!   goes to the buffer path, whose `recv` steps over the urgent byte.
 
+use socket2::Socket;
 use std::cell::Cell;
 use std::io;
-use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -120,8 +120,8 @@ thread_local! {
 /// transfer is not bulk, no pipe is free, or this socket cannot splice right now. Nothing has been
 /// read from `src` then.
 pub(crate) fn move_chunk(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Socket,
+    dst: &Socket,
     watch: &dyn Watch,
 ) -> Option<Result<Moved, ChunkError>> {
     if !BULK.get() || !enabled() {
@@ -140,8 +140,8 @@ pub(crate) fn note(result: &Result<Moved, ChunkError>) {
 /// [`move_chunk`] with a given pool, whatever the last chunk was.
 fn move_with(
     pool: &PipePool,
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Socket,
+    dst: &Socket,
     watch: &dyn Watch,
 ) -> Option<Result<Moved, ChunkError>> {
     // A splice from a blocking socket waits for data whatever SPLICE_F_NONBLOCK says (that flag
@@ -184,8 +184,8 @@ fn unsupported(errno: Errno) -> bool {
 /// Splices what `src` has into the leased (empty) pipe, then all of it out to `dst`.
 fn move_through(
     lease: &mut Lease<'_>,
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &Socket,
+    dst: &Socket,
     watch: &dyn Watch,
 ) -> Option<Result<Moved, ChunkError>> {
     let pipe = lease.pipe();
@@ -232,7 +232,7 @@ fn move_through(
 
 /// Writes everything in the leased pipe to `dst`, waiting as long as the connection's idle limits
 /// allow, like [`chunk::write_all`].
-fn drain(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<(), ChunkError> {
+fn drain(lease: &mut Lease<'_>, dst: &Socket, watch: &dyn Watch) -> Result<(), ChunkError> {
     while lease.filled > 0 {
         // Blocking: the socket's send timeout makes a stalled splice return now and then, as a
         // stalled write does, so the deadline is checked. The pipe holds `filled` bytes, so the
@@ -266,7 +266,7 @@ fn drain(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<()
 }
 
 /// Empties the pipe through a copy buffer and the plain write path.
-fn salvage(lease: &mut Lease<'_>, dst: &TcpStream, watch: &dyn Watch) -> Result<(), ChunkError> {
+fn salvage(lease: &mut Lease<'_>, dst: &Socket, watch: &dyn Watch) -> Result<(), ChunkError> {
     let mut buffer = chunk::take_buffer();
     let result = (|| {
         while lease.filled > 0 {
@@ -456,6 +456,7 @@ mod tests {
     use super::*;
     use crate::relay::copy;
     use std::io::{Read, Write};
+    use std::net::TcpStream;
     use std::net::{Shutdown, TcpListener};
 
     /// Never stalls, never objects.
@@ -472,8 +473,8 @@ mod tests {
     /// `b` arrive on `b_peer`. The chunk under test moves `a` -> `b`.
     struct Pairs {
         a_peer: TcpStream,
-        a: TcpStream,
-        b: TcpStream,
+        a: Socket,
+        b: Socket,
         b_peer: TcpStream,
     }
 
@@ -489,13 +490,13 @@ mod tests {
         let (b, b_peer) = pair();
         Pairs {
             a_peer,
-            a,
-            b,
+            a: a.into(),
+            b: b.into(),
             b_peer,
         }
     }
 
-    fn wait_readable(stream: &TcpStream) {
+    fn wait_readable(stream: &impl std::os::fd::AsFd) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         assert!(
             crate::sys::net::wait_until(stream, crate::sys::net::PollFlags::IN, deadline).unwrap()

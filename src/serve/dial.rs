@@ -5,14 +5,15 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::IpAddr;
+
+use socket2::Socket;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::HostPort;
-use crate::health::member::{Claim, Member};
-use crate::sys::net;
+use crate::config::{Endpoint, HostPort};
+use crate::health::member::{self, Claim, Member};
 
 use super::listener::RouteState;
 use super::metrics::ConnectFailure;
@@ -23,14 +24,14 @@ pub(crate) struct Attempt {
     /// The upstream as configured.
     pub(crate) upstream: HostPort,
     /// The address tried; `None` when the upstream's name has no address.
-    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) addr: Option<Endpoint>,
     /// What failed.
     pub(crate) error: io::Error,
 }
 
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.addr {
+        match &self.addr {
             Some(addr) if addr.to_string() != self.upstream.to_string() => {
                 write!(f, "{} ({addr}): {}", self.upstream, self.error)
             }
@@ -44,11 +45,11 @@ impl fmt::Display for Attempt {
 #[derive(Debug)]
 pub(crate) struct Dialed {
     /// The socket, connected.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Socket,
     /// Which upstream it is, as configured.
     pub(crate) upstream: HostPort,
     /// The address it resolved to.
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: Endpoint,
     /// The connection counted against its member while it is open (until the record takes it).
     pub(crate) lease: Option<Claim>,
 }
@@ -74,7 +75,7 @@ fn connect(route: &RouteState, member: &Arc<Member>, failed: &mut Vec<Attempt>) 
     let stats = route.stats_of(&member.upstream);
     stats.attempts.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    match net::connect(member.addr, route.config.src, route.config.connect_timeout) {
+    match member::connect(&member.addr, route.config.src, route.config.connect_timeout) {
         Ok(stream) => {
             stats.connected(started.elapsed());
             let (lease, change) = member.connected();
@@ -84,7 +85,7 @@ fn connect(route: &RouteState, member: &Arc<Member>, failed: &mut Vec<Attempt>) 
             Some(Dialed {
                 stream,
                 upstream: member.upstream.clone(),
-                addr: member.addr,
+                addr: member.addr.clone(),
                 lease: Some(lease),
             })
         }
@@ -92,7 +93,7 @@ fn connect(route: &RouteState, member: &Arc<Member>, failed: &mut Vec<Attempt>) 
             let kind = error.kind().to_string();
             let attempt = Attempt {
                 upstream: member.upstream.clone(),
-                addr: Some(member.addr),
+                addr: Some(member.addr.clone()),
                 error,
             };
             stats.failed(ConnectFailure::of(&attempt.error), attempt.to_string());

@@ -1,9 +1,9 @@
 //! Reads a client's first bytes until a reader decides (Complete or error), the byte cap is
 //! reached, or the deadline passes. Everything read is kept, to be sent upstream unchanged.
 
+use socket2::Socket;
 use std::fmt;
 use std::io::{self, Read};
-use std::net::TcpStream;
 use std::time::Instant;
 
 use crate::proto::{http, tls, Parsed};
@@ -61,7 +61,7 @@ impl<E: fmt::Display> fmt::Display for PeekError<E> {
 /// only what is needed and never more than [`PEEK_CAP`] bytes in all. A wait interrupted by a
 /// signal while `upgrading` says so ends with [`PeekError::Held`] (see `sys::wake`).
 pub(crate) fn read_until<T, E>(
-    stream: &TcpStream,
+    stream: &Socket,
     buf: &mut Vec<u8>,
     deadline: Instant,
     upgrading: &dyn Fn() -> bool,
@@ -93,7 +93,7 @@ pub(crate) fn read_until<T, E>(
 }
 
 fn wait_readable<E>(
-    stream: &TcpStream,
+    stream: &Socket,
     deadline: Instant,
     upgrading: &dyn Fn() -> bool,
 ) -> Result<(), PeekError<E>> {
@@ -116,12 +116,13 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
+    use std::net::TcpStream;
     use std::time::Duration;
 
-    fn pair() -> (TcpStream, TcpStream) {
+    fn pair() -> (TcpStream, Socket) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (client, listener.accept().unwrap().0)
+        (client, listener.accept().unwrap().0.into())
     }
 
     /// Complete once a newline has arrived.

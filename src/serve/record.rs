@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::config::HostPort;
+use crate::config::{Endpoint, HostPort};
 use crate::health::member::{Claim, Member};
 use crate::log::line::Line;
 use crate::relay::{Connection, Direction, Outcome};
@@ -47,7 +47,7 @@ pub(crate) struct Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Upstream {
     pub(crate) configured: HostPort,
-    pub(crate) resolved: SocketAddr,
+    pub(crate) resolved: Endpoint,
 }
 
 impl Record {
@@ -179,7 +179,7 @@ impl Record {
             listener: self.listener_addr,
             upstream: self
                 .upstream()
-                .map(|upstream| (&upstream.configured, upstream.resolved)),
+                .map(|upstream| (&upstream.configured, &upstream.resolved)),
             name: self.name(),
             route: self.route_label(),
             bytes: self.bytes(),
@@ -230,7 +230,7 @@ mod tests {
         );
         drop(client);
         Record::new(
-            Connection::new(1, peer, accepted),
+            Connection::new(1, peer, accepted.into()),
             Arc::new(state),
             "127.0.0.1:1".parse().unwrap(),
         )
@@ -256,7 +256,7 @@ mod tests {
         record.set_upstream(
             Upstream {
                 configured: "127.0.0.1:6380".parse().unwrap(),
-                resolved: "127.0.0.1:6380".parse().unwrap(),
+                resolved: Endpoint::Ip("127.0.0.1:6380".parse().unwrap()),
             },
             None,
         );

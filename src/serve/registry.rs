@@ -46,7 +46,7 @@ impl Registry {
         listener_addr: SocketAddr,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let conn = Connection::new(id, peer, client);
+        let conn = Connection::new(id, peer, client.into());
         self.insert(Record::new(conn, listener, listener_addr))
     }
 

@@ -341,7 +341,7 @@ impl Setup<'_> {
         record.set_upstream(
             Upstream {
                 configured: dialed.upstream.clone(),
-                resolved: dialed.addr,
+                resolved: dialed.addr.clone(),
             },
             dialed.lease.take(),
         );
@@ -358,7 +358,13 @@ impl Setup<'_> {
         let mut preface = match route.config.proxy_protocol {
             Some(version) => {
                 let destination = destination.unwrap_or_else(|| {
-                    canonical(conn.client.local_addr().unwrap_or(record.listener_addr))
+                    canonical(
+                        conn.client
+                            .local_addr()
+                            .ok()
+                            .and_then(|a| a.as_socket())
+                            .unwrap_or(record.listener_addr),
+                    )
                 });
                 proxy::encode(version, record.client(), destination)
             }

@@ -7,7 +7,10 @@
 //! Used only when a reset is about to be passed on (see `relay::finish`), never while bytes move.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+
+use socket2::SockRef;
 
 use rustix::net::{netlink, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
@@ -26,9 +29,17 @@ const NLM_F_REQUEST: u16 = 1;
 const WQUEUE_AT: usize = HEADER + 4 + 48 + 4 + 4;
 
 /// Bytes `stream` has written (or a FIN it has sent) that its peer has not acknowledged yet.
-/// `Ok(0)` also for a socket that is closed (the kernel no longer finds it).
-pub(crate) fn unacknowledged(stream: &TcpStream) -> io::Result<u32> {
-    let request = request(stream.local_addr()?, stream.peer_addr()?);
+/// `Ok(0)` also for a socket that is closed (the kernel no longer finds it), and for a socket
+/// that is not TCP (a Unix socket's bytes are in its peer's queue once written).
+pub(crate) fn unacknowledged(stream: &impl AsFd) -> io::Result<u32> {
+    let socket = SockRef::from(stream);
+    let (Some(local), Some(remote)) = (
+        socket.local_addr()?.as_socket(),
+        socket.peer_addr()?.as_socket(),
+    ) else {
+        return Ok(0);
+    };
+    let request = request(local, remote);
     let socket = rustix::net::socket_with(
         AddressFamily::NETLINK,
         SocketType::DGRAM,
@@ -101,6 +112,7 @@ fn parse(answer: &[u8]) -> io::Result<u32> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::net::TcpStream;
     use std::net::{Shutdown, TcpListener};
 
     fn pair() -> (TcpStream, TcpStream) {

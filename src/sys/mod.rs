@@ -5,7 +5,8 @@
 //! unacknowledged ([`diag`]); the process's open-files and thread limits ([`limits`], with the
 //! cgroup's `pids.max` from [`cgroup`]); the threads' scheduling policy ([`sched`]); waking one
 //! blocked thread ([`wake`]); passing sockets to another process ([`fd_pass`]); UDP sockets and
-//! datagrams received with their real length ([`datagram`]).
+//! datagrams received with their real length ([`datagram`]); Unix-domain sockets and their
+//! peers' credentials ([`unix`]).
 //!
 //! Architecture invariant: nothing here imports anything of the crate. Everything goes through
 //! safe wrappers (socket2, rustix, nix), so the crate keeps `#![forbid(unsafe_code)]`.
@@ -22,4 +23,5 @@ pub(crate) mod resolve;
 pub(crate) mod sched;
 pub(crate) mod services;
 pub(crate) mod sync;
+pub(crate) mod unix;
 pub(crate) mod wake;

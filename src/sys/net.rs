@@ -3,7 +3,7 @@
 //! a deadline, and abortive close.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ pub(crate) fn connect(
     addr: SocketAddr,
     src: Option<IpAddr>,
     timeout: Duration,
-) -> io::Result<TcpStream> {
+) -> io::Result<Socket> {
     let deadline = super::clock::deadline_in(timeout);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if let Some(src) = src {
@@ -70,7 +70,7 @@ pub(crate) fn connect(
         Err(err) if err.kind() == io::ErrorKind::Interrupted => wait_connected(&socket, deadline)?,
         Err(err) => return Err(err),
     }
-    Ok(socket.into())
+    Ok(socket)
 }
 
 fn timed_out() -> io::Error {
@@ -96,7 +96,7 @@ pub(crate) fn tune_listener(listener: &TcpListener) {
 
 /// TCP_NODELAY (the proxy must add no Nagle delay to small request/response writes) and keepalive.
 /// Failures are ignored: an option that cannot be set does not make the connection unusable.
-pub(crate) fn tune(stream: &TcpStream) {
+pub(crate) fn tune(stream: &impl AsFd) {
     tune_socket(&SockRef::from(stream));
 }
 
@@ -111,13 +111,13 @@ fn tune_socket(socket: &SockRef<'_>) {
 
 /// Bounds how long one blocking write may wait, so a writer stuck on a peer that reads nothing can
 /// look at the idle deadline. `None` waits forever.
-pub(crate) fn set_send_timeout(stream: &TcpStream, timeout: Option<Duration>) {
-    let _ = stream.set_write_timeout(timeout.map(kernel_timeout));
+pub(crate) fn set_send_timeout(stream: &impl AsFd, timeout: Option<Duration>) {
+    let _ = SockRef::from(stream).set_write_timeout(timeout.map(kernel_timeout));
 }
 
 /// Bounds how long one blocking read may wait, for the same reason. `None` waits forever.
-pub(crate) fn set_receive_timeout(stream: &TcpStream, timeout: Option<Duration>) {
-    let _ = stream.set_read_timeout(timeout.map(kernel_timeout));
+pub(crate) fn set_receive_timeout(stream: &impl AsFd, timeout: Option<Duration>) {
+    let _ = SockRef::from(stream).set_read_timeout(timeout.map(kernel_timeout));
 }
 
 /// A socket timeout the kernel takes as meant: zero would mean "no timeout" (and std refuses it).
@@ -127,9 +127,13 @@ fn kernel_timeout(timeout: Duration) -> Duration {
 
 /// Resets the connection now: the peer gets an RST, queued data is dropped, and every thread
 /// blocked on this socket wakes. `connect(AF_UNSPEC)` does this without closing the descriptor,
-/// which the other copy thread may still be using.
-pub(crate) fn abort(stream: &TcpStream) {
-    let _ = rustix::net::connect_unspec(stream);
+/// which the other copy thread may still be using. A Unix stream socket has no reset: it is shut
+/// down both ways instead (its peer reads what was written, then end of stream; a write then
+/// fails), which wakes the blocked threads all the same.
+pub(crate) fn abort(stream: &impl AsFd) {
+    if rustix::net::connect_unspec(stream).is_err() {
+        let _ = rustix::net::shutdown(stream, rustix::net::Shutdown::Both);
+    }
 }
 
 /// Resets the connection once the peer has acknowledged every byte written to `stream` (and a FIN
@@ -137,7 +141,7 @@ pub(crate) fn abort(stream: &TcpStream) {
 /// are still unsent (with `TCP_NOTSENT_LOWAT` at 1 the socket polls writable only once nothing
 /// written is unsent), then on the kernel's count of unacknowledged bytes (`sys::diag`), looked at
 /// again after 1, 2, 4, ... 50 ms; where the kernel does not answer that, the poll alone decides.
-pub(crate) fn abort_once_sent(stream: &TcpStream, deadline: Instant) {
+pub(crate) fn abort_once_sent(stream: &impl AsFd, deadline: Instant) {
     if SockRef::from(stream).set_tcp_notsent_lowat(1).is_ok() {
         let _ = wait_until(stream, PollFlags::OUT, deadline);
     }
@@ -154,7 +158,7 @@ pub(crate) fn abort_once_sent(stream: &TcpStream, deadline: Instant) {
 }
 
 /// Whether `stream` has received bytes not read yet (`FIONREAD`); false if it cannot say.
-pub(crate) fn has_unread(stream: &TcpStream) -> bool {
+pub(crate) fn has_unread(stream: &impl AsFd) -> bool {
     rustix::io::ioctl_fionread(stream).is_ok_and(|n| n > 0)
 }
 
@@ -208,6 +212,7 @@ pub(crate) fn is_reset(err: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     /// The accept path relies on this: options set on the listener reach accepted sockets.
     #[test]

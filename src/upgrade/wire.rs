@@ -7,10 +7,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The hand-off protocol's version. Raised whenever a message changes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The oldest version an old process still hands off to (a new process of that version gets
-/// everything but what later versions added: version 1 carries no upstream health).
+/// everything but what later versions added: version 1 carries no upstream health; before
+/// version 3 no address is a Unix socket's, which such a process cannot decode).
 pub const OLDEST_VERSION: u32 = 1;
 
 /// The first bytes of every message.
@@ -84,7 +85,7 @@ pub(crate) struct ConnState {
     pub(crate) route: Option<String>,
     /// The upstream as configured and as connected.
     pub(crate) upstream_name: String,
-    pub(crate) upstream_addr: SocketAddr,
+    pub(crate) upstream_addr: SocketName,
     /// What the client asked for (`sni=…`, `host=…`), for the log line.
     pub(crate) name: Option<String>,
     pub(crate) elapsed_ms: u64,
@@ -125,10 +126,24 @@ pub(crate) struct HealthState {
     pub(crate) members: Vec<MemberState>,
 }
 
+/// A socket's address as the hand-off carries it: an IP address and port, or (version 3 on) a
+/// Unix-domain socket's `sun_path` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SocketName {
+    Ip(SocketAddr),
+    Unix(Vec<u8>),
+}
+
+/// A Unix socket's name in an address: its family byte (beside 4 and 6).
+const UNIX_FAMILY: u8 = 1;
+
+/// The longest `sun_path` a Unix socket's name may have.
+const MAX_SUN_PATH: usize = 108;
+
 /// One member's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemberState {
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: SocketName,
     /// 0 unknown, 1 up, 2 down, 3 cooling.
     pub(crate) condition: u8,
     /// When it entered that state, in nanoseconds since the Unix epoch.
@@ -401,6 +416,15 @@ impl WireWriter {
         }
         self.0.extend_from_slice(&addr.port().to_be_bytes());
     }
+    fn name(&mut self, name: &SocketName) {
+        match name {
+            SocketName::Ip(addr) => self.addr(*addr),
+            SocketName::Unix(path) => {
+                self.u8(UNIX_FAMILY);
+                self.bytes(&path[..path.len().min(MAX_SUN_PATH)]);
+            }
+        }
+    }
     fn health(&mut self, h: &HealthState) {
         self.bytes(clip(&h.listen, MAX_TEXT).as_bytes());
         self.bytes(clip(&h.route, MAX_TEXT).as_bytes());
@@ -408,7 +432,7 @@ impl WireWriter {
         let members = &h.members[..h.members.len().min(MAX_MEMBERS)];
         self.u32(members.len() as u32);
         for m in members {
-            self.addr(m.addr);
+            self.name(&m.addr);
             self.u8(m.condition);
             self.u64(m.since_ns);
             self.u32(m.successes);
@@ -434,7 +458,7 @@ impl WireWriter {
         self.bytes(c.listen.as_bytes());
         self.opt_str(c.route.as_deref());
         self.bytes(c.upstream_name.as_bytes());
-        self.addr(c.upstream_addr);
+        self.name(&c.upstream_addr);
         self.opt_str(c.name.as_deref());
         self.u64(c.elapsed_ms);
         self.u64(c.activity_ms);
@@ -524,6 +548,13 @@ impl<'a> WireReader<'a> {
         let port = u16::from_be_bytes(self.array()?);
         Ok(SocketAddr::new(ip, port))
     }
+    fn name(&mut self) -> Result<SocketName, Malformed> {
+        if self.0.first() == Some(&UNIX_FAMILY) {
+            self.u8()?;
+            return Ok(SocketName::Unix(self.bytes(MAX_SUN_PATH)?.to_vec()));
+        }
+        self.addr().map(SocketName::Ip)
+    }
     fn direction(&mut self) -> Result<DirectionState, Malformed> {
         Ok(match self.u8()? {
             0 => DirectionState::Open {
@@ -546,7 +577,7 @@ impl<'a> WireReader<'a> {
         }
         let mut members = Vec::with_capacity(count);
         for _ in 0..count {
-            let addr = self.addr()?;
+            let addr = self.name()?;
             let condition = self.u8()?;
             if condition > 3 {
                 return Err(Malformed("unknown member condition"));
@@ -581,7 +612,7 @@ impl<'a> WireReader<'a> {
             listen: self.string()?,
             route: self.opt_string()?,
             upstream_name: self.string()?,
-            upstream_addr: self.addr()?,
+            upstream_addr: self.name()?,
             name: self.opt_string()?,
             elapsed_ms: self.u64()?,
             activity_ms: self.u64()?,
@@ -609,7 +640,11 @@ mod tests {
             listen: "localhost:11000".into(),
             route: (rng.below(2) == 0).then(|| "sni=a.example".to_string()),
             upstream_name: "localhost:6379".into(),
-            upstream_addr: "127.0.0.1:6379".parse().unwrap(),
+            upstream_addr: match rng.below(3) {
+                0 => SocketName::Unix(b"/run/redis/redis.sock".to_vec()),
+                1 => SocketName::Unix(b"\0redis".to_vec()),
+                _ => SocketName::Ip("127.0.0.1:6379".parse().unwrap()),
+            },
             name: Some("sni=a.example match=exact".into()),
             elapsed_ms: rng.next_u64(),
             activity_ms: rng.next_u64(),
@@ -664,7 +699,7 @@ mod tests {
                 upstream: "db.example:6379".into(),
                 members: vec![
                     MemberState {
-                        addr: "10.0.0.2:6379".parse().unwrap(),
+                        addr: SocketName::Ip("10.0.0.2:6379".parse().unwrap()),
                         condition: 2,
                         since_ns: rng.next_u64(),
                         successes: 0,
@@ -674,7 +709,7 @@ mod tests {
                         last_check: Some((rng.next_u64(), 12, Some("expected 'master'".into()))),
                     },
                     MemberState {
-                        addr: "[::1]:6379".parse().unwrap(),
+                        addr: SocketName::Unix(b"/run/redis/redis.sock".to_vec()),
                         condition: 3,
                         since_ns: 5,
                         successes: 2,

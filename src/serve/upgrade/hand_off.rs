@@ -18,6 +18,7 @@ use crate::upgrade::{upgrade_error, Channel};
 use super::super::record::Record;
 use super::super::registry::Registry;
 use super::super::status::Shared;
+use super::addresses::carried;
 use super::{health, unexpected, QUIESCE, START, STEP};
 use crate::upgrade::HandedOff;
 
@@ -331,7 +332,7 @@ fn conn_state(record: &Record, parked: &Parked) -> Result<ConnState, Error> {
         listen: record.listener.config.listen.to_string(),
         route: record.route().map(|route| route.config.label()),
         upstream_name: upstream.configured.to_string(),
-        upstream_addr: upstream.resolved,
+        upstream_addr: carried(&upstream.resolved),
         name: record.name().map(str::to_string),
         elapsed_ms: past.elapsed_ms,
         activity_ms: past.activity_ms,

@@ -6,15 +6,16 @@
 //! arrive (each takes its claim on its member); affinity needs nothing, its hash being the same
 //! in every process.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::config::Endpoint;
 use crate::health::marks::{Condition, LastCheck, Marks};
 use crate::sys::clock::deadline_after;
 use crate::upgrade::wire::{HealthState, MemberState};
 
 use super::super::listener::ListenerState;
 use super::super::status::Shared;
+use super::addresses::{carried, taken};
 
 /// What the old process knows of every upstream of every route it serves.
 pub(super) fn known(shared: &Shared) -> Vec<HealthState> {
@@ -27,7 +28,7 @@ pub(super) fn known(shared: &Shared) -> Vec<HealthState> {
                     route: route.config.label(),
                     upstream: entry.target.upstream.to_string(),
                     members: (entry.target.members().iter())
-                        .map(|m| member_state(m.addr, &m.marks()))
+                        .map(|m| member_state(&m.addr, &m.marks()))
                         .collect(),
                 });
             }
@@ -48,7 +49,7 @@ pub(super) fn restore<'a>(listeners: impl Iterator<Item = &'a ListenerState>, st
     for entry in route.roster.entries() {
         if entry.target.upstream.to_string() == state.upstream {
             let known = (state.members.iter())
-                .map(|m| (m.addr, marks_of(m)))
+                .filter_map(|m| Some((taken(&m.addr)?, marks_of(m))))
                 .collect();
             let added = entry.target.restore(known);
             route.roster.watch_members(&entry.target, &added);
@@ -62,10 +63,10 @@ fn nanos(at: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn member_state(addr: SocketAddr, marks: &Marks) -> MemberState {
+fn member_state(addr: &Endpoint, marks: &Marks) -> MemberState {
     let now = Instant::now();
     MemberState {
-        addr,
+        addr: carried(addr),
         condition: marks.state as u8,
         since_ns: nanos(marks.since),
         successes: marks.successes as u32,
@@ -117,7 +118,7 @@ mod tests {
                 at: UNIX_EPOCH + Duration::from_nanos(1_700_000_001_000_000_007),
             }),
         };
-        let state = member_state("127.0.0.1:6379".parse().unwrap(), &marks);
+        let state = member_state(&"127.0.0.1:6379".parse().unwrap(), &marks);
         let back = marks_of(&state);
         assert_eq!(
             (back.state, back.since, back.successes, back.failures),

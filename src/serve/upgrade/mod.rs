@@ -24,6 +24,7 @@
 //! Until started, every failure leaves the old process as it was: its parked threads carry on
 //! (writing what they held first), its listeners are polled again.
 
+mod addresses;
 mod hand_off;
 mod health;
 mod hold;

@@ -4,7 +4,9 @@
 //! held one is set up from the start, reading first what the old process had read.
 
 use std::cell::RefCell;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::Socket;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use super::super::permits::{Permit, Permits};
 use super::super::pool::Pool;
 use super::super::record::{Record, Upstream};
 use super::super::status::Shared;
+use super::addresses::taken;
 use super::{health, unexpected, QUIESCE, START, STEP};
 use crate::health::member::Claim;
 use crate::upgrade::TakenOver;
@@ -270,7 +273,7 @@ fn take_held(server: &Taker<'_>, state: &SetupState, fds: Vec<OwnedFd>) -> Resul
         elapsed_ms: state.elapsed_ms,
         ..Past::default()
     };
-    let conn = Connection::taken(state.id, state.peer, TcpStream::from(client), past);
+    let conn = Connection::taken(state.id, state.peer, Socket::from(client), past);
     let record = Record::new(conn, listener, state.listener);
     let registration = server.shared.registry.register_taken(record);
     let admission = admit::admit(&server.context.per_client, &registration.record);
@@ -307,20 +310,27 @@ fn take_relaying(
         half_closed_ms: state.half_closed_ms,
         traffic: state.traffic,
     };
-    let conn = Connection::taken(state.id, state.peer, TcpStream::from(client), past);
-    conn.attach_upstream(TcpStream::from(upstream));
+    let conn = Connection::taken(state.id, state.peer, Socket::from(client), past);
+    conn.attach_upstream(Socket::from(upstream));
     let spots = spots(&conn, state);
     let record = Record::new(conn, listener, state.listener);
     record.set_client(state.client);
+    let resolved = taken(&state.upstream_addr).ok_or_else(|| {
+        upgrade_error(format!(
+            "conn #{} came with an upstream socket name tcp-router does not write",
+            state.id
+        ))
+    })?;
     let upstream = Upstream {
-        configured: state
-            .upstream_name
-            .parse()
-            .unwrap_or_else(|_| HostPort::from(state.upstream_addr)),
-        resolved: state.upstream_addr,
+        configured: (state.upstream_name.parse())
+            .unwrap_or_else(|_| HostPort::from(resolved.clone())),
+        resolved,
     };
-    let member = (route.as_ref())
-        .and_then(|route| route.roster.member(&upstream.configured, upstream.resolved));
+    let member = (route.as_ref()).and_then(|route| {
+        route
+            .roster
+            .member(&upstream.configured, &upstream.resolved)
+    });
     record.set_upstream(upstream, member.as_ref().map(Claim::new));
     if let Some(name) = &state.name {
         record.set_name(name.clone());
