@@ -114,7 +114,10 @@ fn spawn_redis(listen: &[&str]) -> Kid {
     // redis-server logs to stdout.
     let lines = lines_of(kid.0.stdout.take().unwrap());
     first_line(&lines, "redis-server ready to accept connections", |line| {
-        line.contains("Ready to accept connections").then_some(())
+        // "Ready to accept connections" on TCP; "... ready to accept connections at PATH" on
+        // a socket file alone.
+        let line = line.to_ascii_lowercase();
+        line.contains("ready to accept connections").then_some(())
     });
     kid
 }
