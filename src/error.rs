@@ -34,6 +34,14 @@ pub enum Error {
         /// Why the kernel refused.
         source: io::Error,
     },
+    /// A Unix socket could not be listened on (its directory missing or not writable, another
+    /// process listening there, a file that is not a socket at its path).
+    BindSocket {
+        /// The socket, as written (`unix:/run/app.sock`).
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
     /// A listen address written as a name did not resolve.
     ResolveListen {
         /// The address as written.
@@ -65,6 +73,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Bind { addr, .. } => write!(f, "cannot listen on {addr}"),
+            Error::BindSocket { path, .. } => write!(f, "cannot listen on {path}"),
             Error::ResolveListen { addr, .. } => {
                 write!(f, "cannot resolve listen address '{addr}'")
             }
@@ -100,6 +109,7 @@ impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Error::Bind { source, .. }
+            | Error::BindSocket { source, .. }
             | Error::ResolveListen { source, .. }
             | Error::Setup { source, .. }
             | Error::LogFile { source, .. } => Some(source),

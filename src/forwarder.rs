@@ -11,6 +11,9 @@
 //! name up in /etc/services.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+
+use socket2::Socket;
 use std::path::Path;
 use std::str::FromStr;
 use std::thread::{self, JoinHandle};
@@ -156,18 +159,22 @@ impl Forwarder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_config(config: &Config) -> Result<Forwarder, Error> {
-        Forwarder::from_config_with(config, Vec::new())
+        Forwarder::from_config_with::<TcpListener>(config, Vec::new())
     }
 
     /// Like [`Forwarder::from_config`], taking `sockets[i]` (when `Some`: handed in by a
     /// service manager, or already bound by the caller) for listener `i` instead of binding its
-    /// address.
-    pub fn from_config_with(
+    /// address: a listening TCP socket (a `TcpListener`), or a Unix stream one (a
+    /// `UnixListener`) for a `unix:` listener.
+    pub fn from_config_with<S: Into<OwnedFd>>(
         config: &Config,
-        sockets: Vec<Option<TcpListener>>,
+        sockets: Vec<Option<S>>,
     ) -> Result<Forwarder, Error> {
         config.validate()?;
         apply_process_wide(config);
+        let sockets = (sockets.into_iter())
+            .map(|s| s.map(|s| Socket::from(s.into())))
+            .collect();
         let mut server = Server::bind(config, sockets)?;
         let endpoint = admin::AdminEndpoint::start_with(config, server.shared(), None)?;
         let admin_addr = endpoint.local_addr();

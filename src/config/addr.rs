@@ -30,7 +30,7 @@ pub enum Host {
 /// use tcp_router::config::{Host, HostPort, SocketPath};
 ///
 /// let upstream: HostPort = "unix:/run/redis/redis.sock".parse().unwrap();
-/// assert_eq!(upstream.host, Host::Unix(SocketPath::File("/run/redis/redis.sock".into())));
+/// assert_eq!(upstream.host, Host::Unix(SocketPath::Path("/run/redis/redis.sock".into())));
 /// assert_eq!(upstream.to_string(), "unix:/run/redis/redis.sock");
 /// let err = "unix:run/redis.sock".parse::<HostPort>().unwrap_err();
 /// assert_eq!(
@@ -41,7 +41,7 @@ pub enum Host {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SocketPath {
     /// A socket file at an absolute path.
-    File(PathBuf),
+    Path(PathBuf),
     /// A name in Linux's abstract namespace (written after `@`).
     Abstract(String),
 }
@@ -110,12 +110,12 @@ impl SocketPath {
     pub(crate) fn parse(text: &str) -> Result<SocketPath, String> {
         let (name, path) = match text.strip_prefix('@') {
             Some(name) => (name, SocketPath::Abstract(name.to_string())),
-            None => (text, SocketPath::File(PathBuf::from(text))),
+            None => (text, SocketPath::Path(PathBuf::from(text))),
         };
         if name.is_empty() {
             return Err("the socket path is empty: write unix:/PATH or unix:@NAME".into());
         }
-        if matches!(path, SocketPath::File(_)) && !text.starts_with('/') {
+        if matches!(path, SocketPath::Path(_)) && !text.starts_with('/') {
             return Err(
                 "a socket path must be absolute (unix:/PATH) or an abstract name (unix:@NAME)"
                     .into(),
@@ -136,7 +136,7 @@ impl SocketPath {
 
 impl SocketPath {
     /// The socket `sun_path` names (what [`SocketPath::sun_path`] gives), if it is one that
-    /// [`SocketPath::parse`] reads.
+    /// `unix:` reads.
     pub fn from_sun_path(sun_path: &[u8]) -> Option<SocketPath> {
         let text = match sun_path.split_first() {
             Some((0, name)) => format!("@{}", std::str::from_utf8(name).ok()?),
@@ -148,7 +148,7 @@ impl SocketPath {
     /// The bytes of its `sun_path`: the file's path, or a NUL byte then the abstract name.
     pub fn sun_path(&self) -> Vec<u8> {
         match self {
-            SocketPath::File(path) => path.as_os_str().as_encoded_bytes().to_vec(),
+            SocketPath::Path(path) => path.as_os_str().as_encoded_bytes().to_vec(),
             SocketPath::Abstract(name) => [&[0u8], name.as_bytes()].concat(),
         }
     }
@@ -157,7 +157,7 @@ impl SocketPath {
 impl fmt::Display for SocketPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SocketPath::File(path) => write!(f, "{UNIX_PREFIX}{}", path.display()),
+            SocketPath::Path(path) => write!(f, "{UNIX_PREFIX}{}", path.display()),
             SocketPath::Abstract(name) => write!(f, "{UNIX_PREFIX}@{name}"),
         }
     }

@@ -1608,7 +1608,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
             e("colour=blue"),
             ["1: unknown key 'colour' (known: connect_timeout, idle_timeout, fin_timeout, peek_timeout, \
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
-              balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
+              socket_mode, socket_owner, socket_group, balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
               check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn, \
               proto, prefix, wait, max_flows)"]
         );

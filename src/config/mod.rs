@@ -54,5 +54,5 @@ pub use range::{HostPorts, ListenRange, PortRange, MAX_RANGE_PORTS};
 pub use settings::{
     check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_FIN_TIMEOUT, DEFAULT_MAX_FAILS,
-    DEFAULT_PEEK_TIMEOUT, MAX_CONNECTIONS_CAP,
+    DEFAULT_PEEK_TIMEOUT, DEFAULT_SOCKET_MODE, MAX_CONNECTIONS_CAP,
 };

@@ -191,6 +191,12 @@ pub struct Listener {
     pub peek_timeout: Duration,
     /// Cap on this listener's connections (clients beyond it wait in its backlog).
     pub max_connections: Option<usize>,
+    /// A Unix socket's file: its mode (`socket_mode`).
+    pub socket_mode: u32,
+    /// A Unix socket's file: its owner, a name or number (`socket_owner`); `None`: the process's.
+    pub socket_owner: Option<String>,
+    /// A Unix socket's file: its group, a name or number (`socket_group`); `None`: the process's.
+    pub socket_group: Option<String>,
     /// Where it was configured, for messages: `command line`, `FILE:LINE`, or `code`.
     pub origin: String,
     /// The range of ports this listener is one of, if it was written as one
@@ -216,6 +222,9 @@ impl Listener {
             reuse_port: settings.reuse_port,
             peek_timeout: settings.peek_timeout,
             max_connections: settings.max_connections,
+            socket_mode: settings.socket_mode,
+            socket_owner: settings.socket_owner.clone(),
+            socket_group: settings.socket_group.clone(),
             origin,
             range: None,
         }

@@ -127,6 +127,14 @@ pub struct Settings {
     pub reuse_port: bool,
     /// Listener-wide: cap on the listener's connections (`max_connections`).
     pub max_connections: Option<usize>,
+    /// Listener-wide, a Unix socket's: the mode of its file (`socket_mode`, octal).
+    pub socket_mode: u32,
+    /// Listener-wide, a Unix socket's: its file's owner, a user name or number
+    /// (`socket_owner`); `None`: the process's user.
+    pub socket_owner: Option<String>,
+    /// Listener-wide, a Unix socket's: its file's group, a name or number (`socket_group`);
+    /// `None`: the process's group.
+    pub socket_group: Option<String>,
     /// Cap on one client's connections to this route (`max_connections_per_client`).
     pub max_connections_per_client: Option<usize>,
     /// Consecutive failed connects that mark an upstream down (`max_fails`, nginx's name).
@@ -170,6 +178,9 @@ impl Default for Settings {
             accept_proxy_from: Vec::new(),
             reuse_port: false,
             max_connections: None,
+            socket_mode: DEFAULT_SOCKET_MODE,
+            socket_owner: None,
+            socket_group: None,
             max_connections_per_client: None,
             max_fails: DEFAULT_MAX_FAILS,
             fail_timeout: DEFAULT_FAIL_TIMEOUT,
@@ -213,6 +224,12 @@ pub struct Overrides {
     pub reuse_port: Option<bool>,
     /// `max_connections=N`.
     pub max_connections: Option<usize>,
+    /// `socket_mode=0660`.
+    pub socket_mode: Option<u32>,
+    /// `socket_owner=USER|UID`.
+    pub socket_owner: Option<String>,
+    /// `socket_group=GROUP|GID`.
+    pub socket_group: Option<String>,
     /// `max_connections_per_client=N`.
     pub max_connections_per_client: Option<usize>,
     /// `max_fails=N`.
@@ -245,7 +262,7 @@ pub struct Overrides {
 
 impl Overrides {
     /// The keys [`Overrides::set`] takes, in the order the docs list them.
-    pub const KEYS: [&'static str; 24] = [
+    pub const KEYS: [&'static str; 27] = [
         "connect_timeout",
         "idle_timeout",
         "fin_timeout",
@@ -257,6 +274,9 @@ impl Overrides {
         "accept_proxy",
         "accept_proxy_from",
         "reuse_port",
+        "socket_mode",
+        "socket_owner",
+        "socket_group",
         "balance",
         "max_fails",
         "fail_timeout",
@@ -311,6 +331,9 @@ impl Overrides {
                 self.accept_proxy.get_or_insert(true);
             }
             "reuse_port" => self.reuse_port = Some(boolean(value).map_err(|w| invalid(w.into()))?),
+            "socket_mode" => self.socket_mode = Some(parse_mode(value).map_err(invalid)?),
+            "socket_owner" => self.socket_owner = Some(parse_account(value).map_err(invalid)?),
+            "socket_group" => self.socket_group = Some(parse_account(value).map_err(invalid)?),
             "balance" => self.balance = Some(value.parse().map_err(invalid)?),
             "max_fails" => self.max_fails = Some(parse_count(value).map_err(invalid)?),
             "fail_timeout" => self.fail_timeout = Some(positive_duration(key, value)?),
@@ -330,6 +353,27 @@ impl Overrides {
     }
 }
 
+/// A Unix listener's file mode when none is given: its owner and group may connect, nobody else.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
+/// A file mode in octal, as chmod takes it: `660`, `0660`, `0o660`; permission bits only.
+fn parse_mode(value: &str) -> Result<u32, String> {
+    let digits = value.strip_prefix("0o").unwrap_or(value);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.is_empty() && digits.len() <= 4 => Ok(mode),
+        _ => Err("expected a file mode in octal, from 0000 to 0777, as in 0660".into()),
+    }
+}
+
+/// A user or group, by name or number: what `chown` takes, looked up when the socket is bound.
+fn parse_account(value: &str) -> Result<String, String> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if value.is_empty() || value.len() > 32 || !value.chars().all(fits) || value.starts_with('-') {
+        return Err("expected a user or group name, or a number".into());
+    }
+    Ok(value.to_string())
+}
+
 impl Settings {
     /// These settings with everything `given` laid over them: the one place where a value from
     /// the command line or a route line replaces a default.
@@ -347,6 +391,13 @@ impl Settings {
                 .clone(),
             reuse_port: given.reuse_port.unwrap_or(self.reuse_port),
             max_connections: given.max_connections.or(self.max_connections),
+            socket_mode: given.socket_mode.unwrap_or(self.socket_mode),
+            socket_owner: (given.socket_owner.as_ref())
+                .or(self.socket_owner.as_ref())
+                .cloned(),
+            socket_group: (given.socket_group.as_ref())
+                .or(self.socket_group.as_ref())
+                .cloned(),
             max_connections_per_client: given
                 .max_connections_per_client
                 .or(self.max_connections_per_client),
@@ -529,6 +580,9 @@ mod tests {
             "true",
             "10.0.0.0/8,192.0.2.7",
             "true",
+            "0600",
+            "www-data",
+            "1000",
             "first",
             "3",
             "10s",
@@ -552,6 +606,8 @@ mod tests {
         assert_eq!(given.proxy_protocol, Some(Version::V1));
         assert_eq!(given.accept_proxy_from.as_ref().map(Vec::len), Some(2));
         assert_eq!(given.balance, Some(Balance::First));
+        assert_eq!(given.socket_mode, Some(0o600));
+        assert_eq!(given.socket_owner.as_deref(), Some("www-data"));
         assert_eq!(given.max_fails, Some(3));
         assert_eq!(given.fail_timeout, Some(Duration::from_secs(10)));
         assert_eq!(

@@ -8,12 +8,12 @@ use crate::error::Error;
 
 use std::time::Duration;
 
-use super::addr::{HostPort, MAX_WEIGHT};
+use super::addr::{HostPort, SocketPath, MAX_WEIGHT};
 use super::duration::{check_duration, format_duration};
 use super::health::{CheckKind, HealthCheck, MIN_CHECK_INTERVAL};
 use super::model::{Config, Listener, Route, Transport};
 use super::protocol::Protocol;
-use super::settings::check_count;
+use super::settings::{check_count, DEFAULT_SOCKET_MODE};
 
 impl Config {
     /// Checks the configuration; every problem is one line of the [`Error::Config`] it returns,
@@ -218,12 +218,20 @@ fn listener_errors(listener: &Listener) -> Vec<String> {
 /// PROXY header or a name from, one route, and flows that end by their idle timeout; `max_flows`
 /// is UDP's.
 fn transport_problems(listener: &Listener) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = unix_problems(listener);
     if listener.transport != Transport::Udp {
         if listener.max_flows.is_some() {
             out.push("max_flows is a UDP setting, and this listener is TCP".to_string());
         }
         return out;
+    }
+    let unix_upstreams = (listener.routes.iter())
+        .flat_map(|r| r.upstreams.iter().chain(&r.backups))
+        .filter(|u| u.socket_path().is_some());
+    for upstream in unix_upstreams {
+        out.push(format!(
+            "a UDP route cannot forward to a Unix stream socket ({upstream})"
+        ));
     }
     if let Some(why) = listener.max_flows.and_then(bad_cap) {
         out.push(format!("invalid max_flows: {why}"));
@@ -255,6 +263,29 @@ fn transport_problems(listener: &Listener) -> Vec<String> {
         }
         if route.idle_timeout.is_none() {
             out.push("a UDP route needs an idle_timeout: its flows end by it".into());
+        }
+    }
+    out
+}
+
+/// What a Unix listener cannot be (a UDP one), and the socket file's settings on a listener that
+/// has no file.
+fn unix_problems(listener: &Listener) -> Vec<String> {
+    let mut out = Vec::new();
+    let unix = listener.listen.socket_path().is_some();
+    if unix && listener.transport == Transport::Udp {
+        out.push("a Unix socket listener carries streams: it cannot be UDP".into());
+    }
+    let file_keys = [
+        ("socket_mode", listener.socket_mode != DEFAULT_SOCKET_MODE),
+        ("socket_owner", listener.socket_owner.is_some()),
+        ("socket_group", listener.socket_group.is_some()),
+    ];
+    for (key, given) in file_keys {
+        if given && !matches!(listener.listen.socket_path(), Some(SocketPath::Path(_))) {
+            out.push(format!(
+                "{key}= sets a Unix socket file's access, and this listener has no file"
+            ));
         }
     }
     out

@@ -265,21 +265,21 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
 
     /// A loopback server that serves one connection with `serve` on its own thread; joined (and
-    /// its assertions checked) by [`Peer::done`].
-    struct Peer {
+    /// its assertions checked) by [`OneShot::done`].
+    struct OneShot {
         addr: SocketAddr,
         thread: thread::JoinHandle<()>,
     }
 
-    impl Peer {
-        fn start(serve: impl FnOnce(TcpStream) + Send + 'static) -> Peer {
+    impl OneShot {
+        fn start(serve: impl FnOnce(TcpStream) + Send + 'static) -> OneShot {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let thread = thread::spawn(move || {
                 let (stream, _) = listener.accept().unwrap();
                 serve(stream);
             });
-            Peer { addr, thread }
+            OneShot { addr, thread }
         }
 
         fn done(self) {
@@ -288,8 +288,8 @@ mod tests {
     }
 
     /// A server that reads `request` exactly, then writes `answer` and closes.
-    fn answering(request: &'static [u8], answer: &'static [u8]) -> Peer {
-        Peer::start(move |mut stream| {
+    fn answering(request: &'static [u8], answer: &'static [u8]) -> OneShot {
+        OneShot::start(move |mut stream| {
             let mut got = vec![0; request.len()];
             stream.read_exact(&mut got).unwrap();
             assert_eq!(got, request);
@@ -298,8 +298,8 @@ mod tests {
     }
 
     /// A server that reads an HTTP request's head and answers with `answer`.
-    fn http_server(answer: &'static [u8]) -> Peer {
-        Peer::start(move |mut stream| {
+    fn http_server(answer: &'static [u8]) -> OneShot {
+        OneShot::start(move |mut stream| {
             let mut head = Vec::new();
             let mut byte = [0u8];
             while !head.ends_with(b"\r\n\r\n") {
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_connect_check_passes_on_a_listener_and_fails_on_a_closed_port() {
-        let server = Peer::start(drop);
+        let server = OneShot::start(drop);
         let took = run_at(&CheckKind::Connect, server.addr).unwrap();
         assert!(took < SECOND, "{took:?}");
         server.done();
@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn a_silent_upstream_fails_at_the_timeout_not_later() {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let server = Peer::start(move |_stream| {
+        let server = OneShot::start(move |_stream| {
             let _ = stopped.recv();
         });
         let timeout = Duration::from_millis(300);
@@ -467,7 +467,7 @@ mod tests {
 
     #[test]
     fn checks_go_to_the_check_port_when_there_is_one() {
-        let server = Peer::start(drop);
+        let server = OneShot::start(drop);
         let mut health = HealthCheck {
             kind: CheckKind::Connect,
             port: Some(server.addr.port()),

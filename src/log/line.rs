@@ -6,16 +6,17 @@ use std::time::Duration;
 
 use crate::config::{Endpoint, HostPort};
 use crate::relay::Outcome;
+use crate::sys::unix::Peer;
 
 /// The per-connection log line: a view of the connection's record at its end.
 #[derive(Debug, Clone)]
 pub(crate) struct Line<'a> {
     /// Connection sequence number.
     pub(crate) id: u64,
-    /// The client's address.
-    pub(crate) client: SocketAddr,
+    /// The client: its address, or a local process's credentials.
+    pub(crate) client: Peer,
     /// The listener that accepted it.
-    pub(crate) listener: SocketAddr,
+    pub(crate) listener: Endpoint,
     /// The upstream used, as configured and as resolved, if any.
     pub(crate) upstream: Option<(&'a HostPort, &'a Endpoint)>,
     /// The route taken (its label), when the listener has several.
@@ -169,7 +170,7 @@ mod tests {
         let resolved: Endpoint = "127.0.0.1:6379".parse().unwrap();
         let line = Line {
             id: 7,
-            client: "127.0.0.1:40000".parse().unwrap(),
+            client: Peer::Ip("127.0.0.1:40000".parse().unwrap()),
             listener: "127.0.0.1:11000".parse().unwrap(),
             upstream: Some((&upstream, &resolved)),
             route: None,

@@ -204,6 +204,63 @@ pub fn encode_local(version: Version) -> Vec<u8> {
     }
 }
 
+/// `AF_UNIX` stream, v2's family and protocol byte for Unix-domain sockets.
+const V2_UNIX_STREAM: u8 = 0x31;
+
+/// Each of v2's `AF_UNIX` addresses: a `sun_path`, padded with NUL bytes.
+const V2_UNIX_PATH: usize = 108;
+
+/// Builds the header for a connection between Unix-domain sockets: v2 `AF_UNIX` with both
+/// `sun_path`s (at most 108 bytes each: an abstract name starts with a NUL byte, an unnamed
+/// client's is empty), v1 `PROXY UNKNOWN` (v1 has no Unix addresses).
+///
+/// ```
+/// use tcp_router::proto::proxy::{encode_unix, Version};
+///
+/// assert_eq!(encode_unix(Version::V1, b"", b"/run/app.sock"), b"PROXY UNKNOWN\r\n");
+/// let v2 = encode_unix(Version::V2, b"", b"/run/app.sock");
+/// assert_eq!(&v2[12..16], &[0x21, 0x31, 0x00, 216]);
+/// assert_eq!(&v2[16 + 108..16 + 108 + 13], b"/run/app.sock");
+/// ```
+pub fn encode_unix(version: Version, src: &[u8], dst: &[u8]) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            out.push(V2_VERSION << 4 | V2_CMD_PROXY);
+            out.push(V2_UNIX_STREAM);
+            out.extend_from_slice(&(2 * V2_UNIX_PATH as u16).to_be_bytes());
+            for path in [src, dst] {
+                let path = &path[..path.len().min(V2_UNIX_PATH)];
+                out.extend_from_slice(path);
+                out.resize(out.len() + V2_UNIX_PATH - path.len(), 0);
+            }
+            out
+        }
+    }
+}
+
+/// Builds the header for a connection whose two ends are not of one family (a client named by
+/// an accepted PROXY header, on a Unix listener): v2 with `AF_UNSPEC` and no addresses, v1
+/// `PROXY UNKNOWN`; the receiver then knows the connection was proxied but not from where.
+///
+/// ```
+/// use tcp_router::proto::proxy::{encode_unspecified, Version};
+///
+/// assert_eq!(encode_unspecified(Version::V1), b"PROXY UNKNOWN\r\n");
+/// assert_eq!(&encode_unspecified(Version::V2)[12..16], &[0x21, 0x00, 0x00, 0x00]);
+/// ```
+pub fn encode_unspecified(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            out.extend_from_slice(&[V2_VERSION << 4 | V2_CMD_PROXY, 0x00, 0x00, 0x00]);
+            out
+        }
+    }
+}
+
 /// Both addresses of a header, in one family.
 enum AddrPair {
     V4(Ipv4Addr, Ipv4Addr),

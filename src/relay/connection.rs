@@ -3,7 +3,7 @@
 //! (through the registry) hold it; every field is atomic or set once, so no lock is taken while
 //! bytes move.
 
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 
 use socket2::Socket;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::sys::net;
 use crate::sys::sync::{lock, wait_timeout};
+use crate::sys::unix::Peer;
 
 use super::outcome::{Direction, End, Timeouts};
 use super::park::{Park, Parked};
@@ -77,8 +78,8 @@ const NEVER: u64 = u64::MAX;
 pub(crate) struct Connection {
     /// Sequence number, for logs.
     pub(crate) id: u64,
-    /// The client's address.
-    pub(crate) peer: SocketAddr,
+    /// The client: its address, or a local process's credentials.
+    pub(crate) peer: Peer,
     /// The client socket.
     pub(crate) client: Socket,
     /// The upstream socket, once connected.
@@ -107,7 +108,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Wraps an accepted client.
-    pub(crate) fn new(id: u64, peer: SocketAddr, client: Socket) -> Connection {
+    pub(crate) fn new(id: u64, peer: Peer, client: Socket) -> Connection {
         Connection {
             id,
             peer,
@@ -128,7 +129,7 @@ impl Connection {
 
     /// A connection taken over from the old process of a live upgrade, with the clocks and
     /// counters of its life there.
-    pub(crate) fn taken(id: u64, peer: SocketAddr, client: Socket, past: Past) -> Connection {
+    pub(crate) fn taken(id: u64, peer: Peer, client: Socket, past: Past) -> Connection {
         let conn = Connection::new(id, peer, client);
         let now = Instant::now();
         let conn = Connection {
@@ -390,7 +391,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let peer = client.local_addr().unwrap();
-        Connection::new(1, peer, client.into())
+        Connection::new(1, peer.into(), client.into())
     }
 
     #[test]

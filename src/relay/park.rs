@@ -279,7 +279,7 @@ mod tests {
         let (client_side, peer) = listener.accept().unwrap();
         let upstream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (upstream_far, _) = listener.accept().unwrap();
-        let conn = Arc::new(Connection::new(1, peer, client_side.into()));
+        let conn = Arc::new(Connection::new(1, peer.into(), client_side.into()));
         conn.attach_upstream(upstream.into());
         let (tx, done) = mpsc::channel();
         let relay_conn = Arc::clone(&conn);

@@ -330,7 +330,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let peer = client.local_addr().unwrap();
-        let conn = Connection::new(1, peer, client.into());
+        let conn = Connection::new(1, peer.into(), client.into());
         let flow = pump(
             &conn,
             Direction::ClientToUpstream,

@@ -2,7 +2,6 @@
 //! each `accept`, and the accepted client registered and handed to a set-up worker.
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +9,11 @@ use std::time::Instant;
 use crossbeam_channel::{select, RecvTimeoutError};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
+use socket2::Socket;
+
+use crate::config::Endpoint;
 use crate::error::Error;
+use crate::sys::unix::Peer;
 
 use super::admit::admit;
 use super::backoff;
@@ -112,8 +115,10 @@ impl Server {
             },
             None => None,
         };
-        match listening.socket.accept() {
-            Ok((stream, peer)) => {
+        let accepted = (listening.socket.accept())
+            .and_then(|(stream, addr)| Ok((Peer::of(&stream, &addr)?, stream)));
+        match accepted {
+            Ok((peer, stream)) => {
                 self.accept_errors.reset();
                 // More clients may be queued: keep this listener in the rotation.
                 self.ready.push_back(index);
@@ -122,9 +127,9 @@ impl Server {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(err) if backoff::is_transient(&err) => {}
             Err(err) => {
-                let addr = listening.addr;
+                let addr = listening.addr.clone();
                 drop(permit);
-                self.back_off(addr, err);
+                self.back_off(&addr, err);
             }
         }
     }
@@ -132,8 +137,8 @@ impl Server {
     fn dispatch(
         &self,
         index: usize,
-        stream: std::net::TcpStream,
-        peer: SocketAddr,
+        stream: Socket,
+        peer: Peer,
         permit: Permit,
         listener_permit: Option<Permit>,
     ) {
@@ -149,7 +154,7 @@ impl Server {
             peer,
             stream,
             Arc::clone(&listening.state),
-            listening.addr,
+            listening.addr.clone(),
         );
         let admission = admit(&self.context.per_client, &registration.record);
         let slots = (permit, listener_permit);
@@ -167,7 +172,7 @@ impl Server {
 
     /// Logs an accept failure (rate-limited) and waits before accepting again; a stop request ends
     /// the wait early.
-    fn back_off(&mut self, addr: SocketAddr, err: io::Error) {
+    fn back_off(&mut self, addr: &Endpoint, err: io::Error) {
         self.shared.metrics.accept_failed(&err);
         let delay = self.accept_errors.failed(addr, &err);
         match self.control_rx.recv_timeout(delay) {

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::listed;
+use crate::sys::unix::Peer;
 
 use super::clients::{ClientSlot, PeekRefusal, PeekSlot, PerClient};
 use super::listener::{ListenerState, RouteState};
@@ -29,9 +30,11 @@ pub(crate) struct Admission {
 pub(crate) fn admit(per_client: &Arc<PerClient>, record: &Record) -> Admission {
     let state = &record.listener;
     let mut admission = Admission::default();
-    let peer = record.conn.peer.ip();
-    // A PROXY header is taken from anyone when no trusted sender is named (warned at start).
-    if state.config.accept_proxy && !listed(&state.config.accept_proxy_from, peer) {
+    let peer = record.conn.peer.key();
+    // A PROXY header is taken from anyone when no trusted sender is named (warned at start); on
+    // a Unix listener, from any process the socket file lets in.
+    let local = matches!(record.conn.peer, Peer::Local(_));
+    if state.config.accept_proxy && !local && !listed(&state.config.accept_proxy_from, peer) {
         admission.refused = Some(Limit::UntrustedProxy);
         return admission;
     }

@@ -2,8 +2,8 @@
 //! once; anything else (a full fd table, out of memory) is logged at most once a second and
 //! waited out with a growing delay, so the loop never spins and never gives up.
 
+use crate::config::Endpoint;
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The first delay after a failing `accept`: doubled at each further failure up to
@@ -35,7 +35,7 @@ pub(crate) struct ErrorBackoff {
 
 impl ErrorBackoff {
     /// Records a failure; logs at most once a second; returns how long to wait.
-    pub(crate) fn failed(&mut self, addr: SocketAddr, err: &io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, addr: &Endpoint, err: &io::Error) -> Duration {
         let delay = self.next_delay();
         if self.log_due(Instant::now()) {
             log::warn!(
@@ -99,8 +99,8 @@ mod tests {
         assert!(backoff.log_due(start + LOG_EVERY));
         let addr = "127.0.0.1:1".parse().unwrap();
         let err = io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
-        backoff.failed(addr, &err);
-        backoff.failed(addr, &err);
+        backoff.failed(&addr, &err);
+        backoff.failed(&addr, &err);
         assert_eq!(
             backoff.suppressed, 2,
             "both within the second of the last report"

@@ -3,13 +3,16 @@
 //! last, so a reload that cannot bind changes nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+use socket2::Socket;
+
 use crate::config::range::ip_with_ports;
-use crate::config::HostPort;
+use crate::config::{Endpoint, HostPort, Listener, SocketPath};
 use crate::error::Error;
+use crate::sys::unix::{self, FileAccess, SocketFile};
 use crate::sys::{net, resolve};
 
 use super::listener::ListenerState;
@@ -18,9 +21,12 @@ use super::permits::Permits;
 /// A bound listener and what its clients get.
 #[derive(Debug)]
 pub(crate) struct Listening {
-    pub(crate) socket: TcpListener,
-    /// The bound address (with the real port when configured with port 0).
-    pub(crate) addr: SocketAddr,
+    pub(crate) socket: Socket,
+    /// The bound address (with the real port when configured with port 0), or the Unix socket.
+    pub(crate) addr: Endpoint,
+    /// A Unix socket's file, removed when the listener closes (unless a live upgrade's new
+    /// process serves it then).
+    pub(crate) file: Option<SocketFile>,
     /// The configuration new clients get; replaced on reload, the socket kept.
     pub(crate) state: Arc<ListenerState>,
     /// The listener's own cap (`max_connections=` on its route), if any.
@@ -34,17 +40,18 @@ impl Listening {
     /// Binds `state`'s address, or takes `socket` (already bound and listening) for it.
     pub(crate) fn bind(
         state: ListenerState,
-        socket: Option<TcpListener>,
+        socket: Option<Socket>,
         wake: &Arc<UnixStream>,
     ) -> Result<Listening, Error> {
         let handed_in = socket.is_some();
-        let (socket, addr) = match socket {
+        let (socket, addr, file) = match socket {
             Some(socket) => take_handed_in(socket)?,
-            None => bind_socket(&state.config.listen, state.config.reuse_port)?,
+            None => bind_socket(&state.config)?,
         };
         Ok(Listening {
             socket,
             addr,
+            file,
             limit: limit(&state, wake),
             state: Arc::new(state),
             handed_in,
@@ -57,13 +64,13 @@ impl Listening {
         let config = &self.state.config;
         let shown = match &config.range {
             Some(range) if config.listen.port != range.listen.first.port => return,
-            Some(range) => match range.listen.range {
-                Some(ports) => format!(
+            Some(range) => match (range.listen.range, self.addr.ip()) {
+                (Some(ports), Some(addr)) => format!(
                     "{} ({} ports)",
-                    ip_with_ports(self.addr.ip(), ports),
+                    ip_with_ports(addr.ip(), ports),
                     ports.len()
                 ),
-                None => self.addr.to_string(),
+                _ => self.addr.to_string(),
             },
             None => self.addr.to_string(),
         };
@@ -124,19 +131,17 @@ pub(crate) fn switch(
         if bound.contains_key(&state.config.listen) {
             fresh.push(None);
         } else {
-            fresh.push(Some(bind_socket(
-                &state.config.listen,
-                state.config.reuse_port,
-            )?));
+            fresh.push(Some(bind_socket(&state.config)?));
         }
     }
     let mut old: Vec<Option<Listening>> = std::mem::take(current).into_iter().map(Some).collect();
     for (state, fresh) in states.into_iter().zip(fresh) {
         let kept = (bound.get(&state.config.listen)).and_then(|&i| old[i].take());
         current.push(match (fresh, kept) {
-            (Some((socket, addr)), _) => Listening {
+            (Some((socket, addr, file)), _) => Listening {
                 socket,
                 addr,
+                file,
                 limit: limit(&state, wake),
                 state: Arc::new(state),
                 handed_in: false,
@@ -170,13 +175,35 @@ fn log_removed(removed: impl Iterator<Item = Listening>) {
     }
 }
 
-/// Resolves and binds a listen address; returns the socket and the address actually bound.
-fn bind_socket(listen: &HostPort, reuse_port: bool) -> Result<(TcpListener, SocketAddr), Error> {
+/// A bound listener: its socket, the address actually bound, and a Unix socket's file.
+type Bound = (Socket, Endpoint, Option<SocketFile>);
+
+/// Resolves and binds a listen address, or binds a Unix socket with its file's access.
+fn bind_socket(listener: &Listener) -> Result<Bound, Error> {
+    let listen = &listener.listen;
+    if let Some(path) = listen.socket_path() {
+        return bind_unix(path, listener);
+    }
     let addr = resolve_listen(listen, listen.to_string())?;
-    let socket =
-        net::bind_listener(addr, reuse_port).map_err(|source| Error::Bind { addr, source })?;
+    let socket = net::bind_listener(addr, listener.reuse_port)
+        .map_err(|source| Error::Bind { addr, source })?;
     let addr = socket.local_addr().unwrap_or(addr);
-    Ok((socket, addr))
+    Ok((socket.into(), Endpoint::Ip(addr), None))
+}
+
+/// Binds the Unix socket `path`, its file (if it has one) with the listener's mode and owner.
+fn bind_unix(path: &SocketPath, listener: &Listener) -> Result<Bound, Error> {
+    let access = FileAccess {
+        mode: listener.socket_mode,
+        owner: listener.socket_owner.clone(),
+        group: listener.socket_group.clone(),
+    };
+    let (socket, file) =
+        unix::bind_listener(&path.sun_path(), &access).map_err(|source| Error::BindSocket {
+            path: path.to_string(),
+            source,
+        })?;
+    Ok((socket, Endpoint::Unix(path.clone()), file))
 }
 
 /// The address to bind for `listen` (its first, resolved now); `shown` names it in the error.
@@ -196,11 +223,18 @@ pub(crate) fn resolve_listen(listen: &HostPort, shown: String) -> Result<SocketA
 
 /// Takes a socket an embedding program (or the service manager) bound: the accept loop polls,
 /// so it must not block.
-fn take_handed_in(socket: TcpListener) -> Result<(TcpListener, SocketAddr), Error> {
+fn take_handed_in(socket: Socket) -> Result<Bound, Error> {
     let addr = socket.local_addr().map_err(|source| Error::Setup {
         what: "read the address of a given listener",
         source,
     })?;
+    let addr = match (addr.as_socket(), addr.as_pathname()) {
+        (Some(ip), _) => Endpoint::Ip(ip),
+        (None, Some(path)) => Endpoint::Unix(SocketPath::Path(path.to_path_buf())),
+        (None, None) => Endpoint::Unix(SocketPath::Abstract(
+            String::from_utf8_lossy(addr.as_abstract_namespace().unwrap_or_default()).into_owned(),
+        )),
+    };
     net::tune_listener(&socket);
     socket
         .set_nonblocking(true)
@@ -208,7 +242,7 @@ fn take_handed_in(socket: TcpListener) -> Result<(TcpListener, SocketAddr), Erro
             what: "make a given listener non-blocking",
             source,
         })?;
-    Ok((socket, addr))
+    Ok((socket, addr, None))
 }
 
 fn limit(state: &ListenerState, wake: &Arc<UnixStream>) -> Option<Permits> {

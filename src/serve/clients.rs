@@ -480,7 +480,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
-        (Arc::new(Connection::new(1, peer, server.into())), client)
+        (
+            Arc::new(Connection::new(1, peer.into(), server.into())),
+            client,
+        )
     }
 
     /// A connection accepted a second ago (older than [`SPEAKING_TIME`]), with the client's end.

@@ -52,7 +52,7 @@ pub(super) fn close(job: Job, result: Result<Outcome, Refused>) {
         let bytes = result.as_ref().map_or([0, 0], |_| line.bytes);
         sink.write(&LogRecord {
             time: SystemTime::now(),
-            client: line.client.ip(),
+            client: line.client.key(),
             bind_host: &listen.host.to_string(),
             bind_port: listen.port,
             connect_host: &upstream.map_or(String::new(), |u| u.host.to_string()),

@@ -139,7 +139,7 @@ impl<'a> Rosters<'a> {
     /// knows of unchanged upstreams.
     pub(crate) fn new(
         checker: &'a Checker,
-        previous: &[(std::net::SocketAddr, Arc<ListenerState>)],
+        previous: &[(crate::config::Endpoint, Arc<ListenerState>)],
     ) -> Rosters<'a> {
         let previous = (previous.iter())
             .map(|(_, state)| (state.config.listen.clone(), Arc::clone(state)))

@@ -2,7 +2,7 @@
 //! log line, rinetd's log file, `/connections`, the metrics at close and a live upgrade's wire
 //! state are all read from it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use crate::config::{Endpoint, HostPort};
 use crate::health::member::{Claim, Member};
 use crate::log::line::Line;
 use crate::relay::{Connection, Direction, Outcome};
+use crate::sys::unix::Peer;
 
 use super::listener::{ListenerState, RouteState};
 use super::upgrade::Hold;
@@ -24,7 +25,7 @@ pub(crate) struct Record {
     /// The listener that accepted it, as it was configured then.
     pub(crate) listener: Arc<ListenerState>,
     /// That listener's bound address.
-    pub(crate) listener_addr: SocketAddr,
+    pub(crate) listener_addr: Endpoint,
     /// The client as tcp-router acts on it: the one a PROXY header names, once read; until then
     /// (and without a header) the socket's peer.
     client: OnceLock<SocketAddr>,
@@ -55,7 +56,7 @@ impl Record {
     pub(crate) fn new(
         conn: Connection,
         listener: Arc<ListenerState>,
-        listener_addr: SocketAddr,
+        listener_addr: Endpoint,
     ) -> Record {
         Record {
             conn: Arc::new(conn),
@@ -78,11 +79,19 @@ impl Record {
 
     /// The client as tcp-router acts on it. On a dual-stack listener an IPv4 client appears as
     /// ::ffff:a.b.c.d: it is acted on (and told to upstreams) as plain IPv4, as allow/deny does.
-    pub(crate) fn client(&self) -> SocketAddr {
-        self.client
-            .get()
-            .copied()
-            .unwrap_or_else(|| canonical(self.conn.peer))
+    /// A client of a Unix listener is a local process, known by its credentials.
+    pub(crate) fn client(&self) -> Peer {
+        match (self.client.get(), self.conn.peer) {
+            (Some(named), _) => Peer::Ip(*named),
+            (None, Peer::Ip(addr)) => Peer::Ip(canonical(addr)),
+            (None, local) => local,
+        }
+    }
+
+    /// What the per-client limits, allow/deny and affinity see of the client (see
+    /// [`Peer::key`]).
+    pub(crate) fn client_key(&self) -> IpAddr {
+        self.client().key()
     }
 
     /// The route taken, once chosen.
@@ -176,7 +185,7 @@ impl Record {
         Line {
             id: self.id(),
             client: self.client(),
-            listener: self.listener_addr,
+            listener: self.listener_addr.clone(),
             upstream: self
                 .upstream()
                 .map(|upstream| (&upstream.configured, &upstream.resolved)),
@@ -230,7 +239,7 @@ mod tests {
         );
         drop(client);
         Record::new(
-            Connection::new(1, peer, accepted.into()),
+            Connection::new(1, peer.into(), accepted.into()),
             Arc::new(state),
             "127.0.0.1:1".parse().unwrap(),
         )
@@ -241,7 +250,7 @@ mod tests {
         let record = record(0, "127.0.0.1:2");
         assert_eq!(record.client(), record.conn.peer);
         record.set_client("[::ffff:192.0.2.7]:4000".parse().unwrap());
-        assert_eq!(record.client(), "192.0.2.7:4000".parse().unwrap());
+        assert_eq!(record.client(), Peer::Ip("192.0.2.7:4000".parse().unwrap()));
     }
 
     #[test]

@@ -2,14 +2,17 @@
 //! and listed (with where they go) for the admin endpoint.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use socket2::Socket;
+
+use crate::config::Endpoint;
 use crate::relay::Connection;
 use crate::sys::clock;
 use crate::sys::sync::{lock, wait_timeout};
+use crate::sys::unix::Peer;
 
 use super::listener::ListenerState;
 use super::record::Record;
@@ -40,13 +43,13 @@ impl Registry {
     /// Adds a client accepted on `listener` (bound at `listener_addr`), with the next id.
     pub(super) fn register(
         self: &Arc<Self>,
-        peer: SocketAddr,
-        client: TcpStream,
+        peer: Peer,
+        client: Socket,
         listener: Arc<ListenerState>,
-        listener_addr: SocketAddr,
+        listener_addr: Endpoint,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let conn = Connection::new(id, peer, client.into());
+        let conn = Connection::new(id, peer, client);
         self.insert(Record::new(conn, listener, listener_addr))
     }
 
@@ -130,7 +133,7 @@ impl Drop for Registration {
 mod tests {
     use super::*;
     use crate::serve::listener::Rosters;
-    use std::net::TcpListener;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
 
     fn client() -> (TcpStream, SocketAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -157,7 +160,12 @@ mod tests {
             &limits,
             &Rosters::fresh(),
         ));
-        registry.register(peer, stream, state, "127.0.0.1:1".parse().unwrap())
+        registry.register(
+            peer.into(),
+            stream.into(),
+            state,
+            "127.0.0.1:1".parse().unwrap(),
+        )
     }
 
     #[test]

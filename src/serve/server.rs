@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
+use socket2::Socket;
 
-use crate::config::{Config, Transport};
+use crate::config::{Config, Endpoint, SocketPath, Transport};
 use crate::error::Error;
+use crate::sys::unix::SocketFile;
 use crate::sys::{clock, limits};
 use crate::upgrade::Channel;
 
@@ -87,10 +89,7 @@ impl Server {
     /// Binds every listener of `config` (validated), or takes the socket handed in for it in
     /// `sockets` (by listener index). Nothing is accepted until [`Server::run`], but clients can
     /// connect at once: the kernel queues them.
-    pub(crate) fn bind(
-        config: &Config,
-        mut sockets: Vec<Option<TcpListener>>,
-    ) -> Result<Server, Error> {
+    pub(crate) fn bind(config: &Config, mut sockets: Vec<Option<Socket>>) -> Result<Server, Error> {
         let max = config.max_connections.unwrap_or_else(|| {
             permits::default_max_connections(limits::open_files_limit(), limits::thread_limit())
         });
@@ -187,6 +186,9 @@ impl Server {
         // sockets stay beyond a reload's reach.
         for (listening, handed_in) in server.listening.iter_mut().zip(handed_in) {
             listening.handed_in = handed_in;
+            if let (false, Endpoint::Unix(SocketPath::Path(path))) = (handed_in, &listening.addr) {
+                listening.file = SocketFile::adopt(path);
+            }
         }
         server.shared.registry.continue_after(offer.next_id);
         let taker = upgrade::Taker {
@@ -215,14 +217,14 @@ impl Server {
         let views = self
             .listening
             .iter()
-            .map(|l| (l.addr, Arc::clone(&l.state)))
+            .map(|l| (l.addr.clone(), Arc::clone(&l.state)))
             .collect();
         self.shared.set_listeners(views);
     }
 
-    /// The bound addresses, in configuration order (useful with port 0).
+    /// The bound addresses of the IP listeners, in configuration order (useful with port 0).
     pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listening.iter().map(|l| l.addr).collect()
+        self.listening.iter().filter_map(|l| l.addr.ip()).collect()
     }
 
     /// The bound addresses of the UDP listeners, in configuration order.
@@ -282,17 +284,22 @@ impl Server {
             let _ = channel.send(&upgrade::refusal(why.clone()), &[]);
             return Err(Error::Upgrade(why));
         }
-        let listeners: Vec<(SocketAddr, BorrowedFd<'_>, bool)> = self
+        let listeners: Vec<(Endpoint, BorrowedFd<'_>, bool)> = self
             .listening
             .iter()
-            .map(|l| (l.addr, l.socket.as_fd(), l.handed_in))
+            .map(|l| (l.addr.clone(), l.socket.as_fd(), l.handed_in))
             .collect();
         let admin = self
             .followers
             .iter()
             .find_map(|f| f.listening())
             .and_then(|socket| Some((socket.local_addr().ok()?, socket.as_fd())));
-        upgrade::hand_off(channel, &listeners, admin, &self.shared)
+        let handed = upgrade::hand_off(channel, &listeners, admin, &self.shared)?;
+        // The new process serves the Unix sockets' files now: they stay.
+        for file in self.listening.iter_mut().filter_map(|l| l.file.as_mut()) {
+            file.keep();
+        }
+        Ok(handed)
     }
 
     /// Accepts until a stop request (and its grace period) is over, or everything was handed

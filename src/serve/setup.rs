@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Protocol;
-use crate::proto::proxy::{self, ProxyHeader};
+use socket2::SockAddr;
+
+use crate::config::{Endpoint, Protocol, Rule};
+use crate::proto::proxy::{self, ProxyHeader, Version};
 use crate::proto::tls;
 use crate::proto::{http, Parsed};
 use crate::relay::{Direction, Timeouts};
@@ -18,6 +20,7 @@ use crate::route::access;
 use crate::route::names::MatchKind;
 use crate::route::router::{classify, Choice, FirstBytes};
 use crate::sys::net;
+use crate::sys::unix::Peer;
 
 use super::admit::{client_places, Limit};
 use super::clients::PeekSlot;
@@ -68,7 +71,7 @@ impl Setup<'_> {
         self.leave_peek_phase()?;
         self.admit_to_route(&route)?;
         record.set_route(Arc::clone(&route));
-        access::check(&[], &route.config.acl, record.client().ip()).map_err(Refused::Acl)?;
+        allowed(&record, &[], &route.config.acl)?;
         if record.conn.is_stopped() {
             return Err(Refused::Stopped);
         }
@@ -106,7 +109,7 @@ impl Setup<'_> {
             // LOCAL: the front's own health check; UNKNOWN: it does not know. Use the socket.
             ProxyHeader::Local | ProxyHeader::Unknown => None,
         };
-        let ip = record.client().ip();
+        let ip = record.client_key();
         let places = client_places(&self.job.context.per_client, state, ip);
         self.job
             .admission
@@ -122,8 +125,7 @@ impl Setup<'_> {
 
     /// Checks the client against the global allow and deny rules.
     fn authorize(&self, state: &ListenerState) -> Result<(), Refused> {
-        let ip = self.job.record().client().ip();
-        access::check(&state.global_acl, &[], ip).map_err(Refused::Acl)
+        allowed(self.job.record(), &state.global_acl, &[])
     }
 
     /// Routing has read what it needs: the listener's peek-phase place is free again, unless it
@@ -144,7 +146,7 @@ impl Setup<'_> {
     /// Takes the client's place under the route's own per-client limit, if it has one.
     fn admit_to_route(&mut self, route: &RouteState) -> Result<(), Refused> {
         if let Some(per_route) = &route.per_client {
-            let slot = per_route.take(self.job.record().client().ip());
+            let slot = per_route.take(self.job.record().client_key());
             let slot = slot.ok_or(Refused::ClientLimit(per_route.limit()))?;
             self.job.admission.client.push(slot);
         }
@@ -320,7 +322,7 @@ impl Setup<'_> {
     fn dial(&self, route: &RouteState) -> Result<Dialed, Refused> {
         let record = self.job.record();
         let mut failed = Vec::new();
-        let dialed = dial::dial(route, record.client().ip(), &mut failed);
+        let dialed = dial::dial(route, record.client_key(), &mut failed);
         for attempt in &failed {
             log::warn!(
                 "conn #{} from {}: connect to {attempt}",
@@ -356,18 +358,7 @@ impl Setup<'_> {
         let conn = &record.conn;
         net::tune(&dialed.stream);
         let mut preface = match route.config.proxy_protocol {
-            Some(version) => {
-                let destination = destination.unwrap_or_else(|| {
-                    canonical(
-                        conn.client
-                            .local_addr()
-                            .ok()
-                            .and_then(|a| a.as_socket())
-                            .unwrap_or(record.listener_addr),
-                    )
-                });
-                proxy::encode(version, record.client(), destination)
-            }
+            Some(version) => proxy_header(record, version, destination),
             None => Vec::new(),
         };
         preface.extend_from_slice(&self.peeked);
@@ -381,5 +372,36 @@ impl Setup<'_> {
                 conn.id
             ),
         }
+    }
+}
+
+/// Checks the client against `global` then `route` allow and deny rules. They name IP addresses:
+/// a client of a Unix listener is not subject to them (its socket file's mode says who may
+/// connect).
+fn allowed(record: &Record, global: &[Rule], route: &[Rule]) -> Result<(), Refused> {
+    match record.client() {
+        Peer::Ip(client) => access::check(global, route, client.ip()).map_err(Refused::Acl),
+        Peer::Local(_) => Ok(()),
+    }
+}
+
+/// The PROXY header a route sends: the client and the address it connected to (`destination`,
+/// when an accepted header named it, else the listener's own); Unix sockets on both sides as
+/// `AF_UNIX`, ends of two families as unspecified.
+fn proxy_header(record: &Record, version: Version, destination: Option<SocketAddr>) -> Vec<u8> {
+    let local = record.conn.client.local_addr().ok();
+    let listener = match destination {
+        Some(named) => Endpoint::Ip(named),
+        None => match local.as_ref().and_then(SockAddr::as_socket) {
+            Some(bound) => Endpoint::Ip(canonical(bound)),
+            None => record.listener_addr.clone(),
+        },
+    };
+    match (record.client(), listener) {
+        (Peer::Ip(client), Endpoint::Ip(listener)) => proxy::encode(version, client, listener),
+        (Peer::Local(_), Endpoint::Unix(path)) => {
+            proxy::encode_unix(version, b"", &path.sun_path())
+        }
+        _ => proxy::encode_unspecified(version),
     }
 }

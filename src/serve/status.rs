@@ -3,8 +3,8 @@
 //! loop is alive, paused at its cap, or stopping. Written by the serving threads, read by others;
 //! nothing here blocks serving.
 
+use crate::config::Endpoint;
 use crate::sys::sync::lock;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ pub(crate) struct Shared {
     /// Runs the upstreams' checks and name lookups.
     pub(crate) checker: Checker,
     /// The listeners being served: bound address and run-time state.
-    listeners: Mutex<Vec<(SocketAddr, Arc<ListenerState>)>>,
+    listeners: Mutex<Vec<(Endpoint, Arc<ListenerState>)>>,
     /// True while the accept loop waits for a free slot.
     paused: AtomicBool,
     /// True from the first moment of a graceful stop.
@@ -65,15 +65,15 @@ impl Shared {
     }
 
     /// The listeners being served now.
-    pub(crate) fn listeners(&self) -> Vec<(SocketAddr, Arc<ListenerState>)> {
+    pub(crate) fn listeners(&self) -> Vec<(Endpoint, Arc<ListenerState>)> {
         self.lock_listeners().clone()
     }
 
-    pub(super) fn set_listeners(&self, listeners: Vec<(SocketAddr, Arc<ListenerState>)>) {
+    pub(super) fn set_listeners(&self, listeners: Vec<(Endpoint, Arc<ListenerState>)>) {
         *self.lock_listeners() = listeners;
     }
 
-    fn lock_listeners(&self) -> MutexGuard<'_, Vec<(SocketAddr, Arc<ListenerState>)>> {
+    fn lock_listeners(&self) -> MutexGuard<'_, Vec<(Endpoint, Arc<ListenerState>)>> {
         lock(&self.listeners)
     }
 

@@ -90,7 +90,7 @@ fn wait_connected(socket: &Socket, deadline: Instant) -> io::Result<()> {
 
 /// Gives a listener bound elsewhere (by an embedding program, or a service manager) the options
 /// [`bind_listener`] sets, so the sockets it accepts inherit them.
-pub(crate) fn tune_listener(listener: &TcpListener) {
+pub(crate) fn tune_listener(listener: &impl AsFd) {
     tune_socket(&SockRef::from(listener));
 }
 

@@ -59,10 +59,10 @@ pub(crate) enum Role {
 }
 
 /// A listening socket offered, by its role and bound address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Offered {
     pub(crate) role: Role,
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: SocketName,
     /// Handed in already bound (by the service manager) rather than bound by tcp-router: the
     /// new process keeps it whatever a reload says, as the old one did.
     pub(crate) handed_in: bool,
@@ -72,12 +72,13 @@ pub(crate) struct Offered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConnState {
     pub(crate) id: u64,
-    /// The client socket's peer.
-    pub(crate) peer: SocketAddr,
+    /// The client socket's peer (a Unix socket's, usually unnamed: the new process asks the
+    /// socket for its credentials).
+    pub(crate) peer: SocketName,
     /// The client as tcp-router acts on it (after a PROXY header).
-    pub(crate) client: SocketAddr,
+    pub(crate) client: SocketName,
     /// The bound address of the listener that accepted it.
-    pub(crate) listener: SocketAddr,
+    pub(crate) listener: SocketName,
     /// That listener's address as configured (its metrics label), for a connection whose
     /// listener a reload removed.
     pub(crate) listen: String,
@@ -105,9 +106,9 @@ pub(crate) struct ConnState {
 pub(crate) struct SetupState {
     pub(crate) id: u64,
     /// The client socket's peer.
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: SocketName,
     /// The bound address of the listener that accepted it.
-    pub(crate) listener: SocketAddr,
+    pub(crate) listener: SocketName,
     pub(crate) elapsed_ms: u64,
     /// The client's bytes read so far (a PROXY header included).
     pub(crate) read: Vec<u8>,
@@ -215,7 +216,7 @@ impl Message {
                         Role::Admin => 1,
                     });
                     out.u8(u8::from(offered.handed_in));
-                    out.addr(offered.addr);
+                    out.name(&offered.addr);
                 }
             }
             Message::Ready => out.u8(READY),
@@ -230,8 +231,8 @@ impl Message {
             Message::Setup(state) => {
                 out.u8(SETUP);
                 out.u64(state.id);
-                out.addr(state.peer);
-                out.addr(state.listener);
+                out.name(&state.peer);
+                out.name(&state.listener);
                 out.u64(state.elapsed_ms);
                 out.bytes(&state.read);
             }
@@ -284,7 +285,7 @@ impl Message {
                     let handed_in = r.flag()?;
                     listeners.push(Offered {
                         role,
-                        addr: r.addr()?,
+                        addr: r.name()?,
                         handed_in,
                     });
                 }
@@ -301,8 +302,8 @@ impl Message {
             CONN => Message::Conn(Box::new(r.conn()?)),
             SETUP => Message::Setup(Box::new(SetupState {
                 id: r.u64()?,
-                peer: r.addr()?,
-                listener: r.addr()?,
+                peer: r.name()?,
+                listener: r.name()?,
                 elapsed_ms: r.u64()?,
                 read: r.bytes(MAX_PENDING)?.to_vec(),
             })),
@@ -452,9 +453,9 @@ impl WireWriter {
     }
     fn conn(&mut self, c: &ConnState) {
         self.u64(c.id);
-        self.addr(c.peer);
-        self.addr(c.client);
-        self.addr(c.listener);
+        self.name(&c.peer);
+        self.name(&c.client);
+        self.name(&c.listener);
         self.bytes(c.listen.as_bytes());
         self.opt_str(c.route.as_deref());
         self.bytes(c.upstream_name.as_bytes());
@@ -606,9 +607,9 @@ impl<'a> WireReader<'a> {
     fn conn(&mut self) -> Result<ConnState, Malformed> {
         Ok(ConnState {
             id: self.u64()?,
-            peer: self.addr()?,
-            client: self.addr()?,
-            listener: self.addr()?,
+            peer: self.name()?,
+            client: self.name()?,
+            listener: self.name()?,
             listen: self.string()?,
             route: self.opt_string()?,
             upstream_name: self.string()?,
@@ -628,15 +629,22 @@ impl<'a> WireReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(text: &str) -> SocketName {
+        SocketName::Ip(text.parse().unwrap())
+    }
     use crate::test_support::XorShift as Rng;
 
     fn conn_state(rng: &mut Rng) -> ConnState {
         let pending: Vec<u8> = (0..rng.below(3000)).map(|_| rng.byte()).collect();
         ConnState {
             id: rng.next_u64(),
-            peer: "127.0.0.1:40000".parse().unwrap(),
-            client: "[::1]:40001".parse().unwrap(),
-            listener: "127.0.0.1:11000".parse().unwrap(),
+            peer: ip("127.0.0.1:40000"),
+            client: ip("[::1]:40001"),
+            listener: match rng.below(2) {
+                0 => SocketName::Unix(b"/run/tcp-router/api.sock".to_vec()),
+                _ => ip("127.0.0.1:11000"),
+            },
             listen: "localhost:11000".into(),
             route: (rng.below(2) == 0).then(|| "sni=a.example".to_string()),
             upstream_name: "localhost:6379".into(),
@@ -671,12 +679,12 @@ mod tests {
                 listeners: vec![
                     Offered {
                         role: Role::Listener,
-                        addr: "0.0.0.0:11000".parse().unwrap(),
+                        addr: ip("0.0.0.0:11000"),
                         handed_in: true,
                     },
                     Offered {
                         role: Role::Admin,
-                        addr: "[::1]:9900".parse().unwrap(),
+                        addr: SocketName::Unix(b"\0tcp-router".to_vec()),
                         handed_in: false,
                     },
                 ],
@@ -688,8 +696,8 @@ mod tests {
             Message::Conn(Box::new(conn_state(rng))),
             Message::Setup(Box::new(SetupState {
                 id: 9,
-                peer: "[::1]:5000".parse().unwrap(),
-                listener: "127.0.0.1:443".parse().unwrap(),
+                peer: SocketName::Unix(Vec::new()),
+                listener: ip("127.0.0.1:443"),
                 elapsed_ms: 1500,
                 read: b"\x16\x03\x01\x00".to_vec(),
             })),

@@ -37,7 +37,7 @@ impl UdpRunning {
 #[derive(Debug)]
 enum UdpPlan {
     /// Served already (the running listener at this index): new settings for new flows.
-    Keep(usize, FlowSetup),
+    Keep(usize, Box<FlowSetup>),
     /// Bound now, started at commit.
     Start(Arc<UdpPort>),
 }
@@ -69,7 +69,7 @@ impl Udp {
                 .iter()
                 .position(|r| r.port.setup().config.key() == listener.key());
             plans.push(match kept {
-                Some(index) => UdpPlan::Keep(index, setup),
+                Some(index) => UdpPlan::Keep(index, Box::new(setup)),
                 None => {
                     let socket = bind(listener)?;
                     let stats = metrics.udp(&listener.key());
@@ -89,7 +89,7 @@ impl Udp {
             let running = match plan {
                 UdpPlan::Keep(index, setup) => old[index]
                     .take()
-                    .inspect(|running| running.port.reconfigure(setup)),
+                    .inspect(|running| running.port.reconfigure(*setup)),
                 UdpPlan::Start(port) => Some(start(port)),
             };
             if let Some(running) = running {

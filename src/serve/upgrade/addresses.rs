@@ -2,6 +2,7 @@
 //! ([`Endpoint`]): the one conversion, both ways.
 
 use crate::config::{Endpoint, SocketPath};
+use crate::sys::unix::{peer_credentials, Peer};
 use crate::upgrade::wire::SocketName;
 
 /// `endpoint` for the wire.
@@ -9,6 +10,24 @@ pub(super) fn carried(endpoint: &Endpoint) -> SocketName {
     match endpoint {
         Endpoint::Ip(addr) => SocketName::Ip(*addr),
         Endpoint::Unix(path) => SocketName::Unix(path.sun_path()),
+    }
+}
+
+/// A client for the wire: a local one as an unnamed Unix socket (the new process asks the socket
+/// itself for its credentials, see [`taken_peer`]).
+pub(super) fn carried_peer(peer: Peer) -> SocketName {
+    match peer {
+        Peer::Ip(addr) => SocketName::Ip(addr),
+        Peer::Local(_) => SocketName::Unix(Vec::new()),
+    }
+}
+
+/// The client the wire named, on `socket`: an IP address, or the local process the socket's
+/// credentials name.
+pub(super) fn taken_peer(name: &SocketName, socket: &socket2::Socket) -> std::io::Result<Peer> {
+    match name {
+        SocketName::Ip(addr) => Ok(Peer::Ip(*addr)),
+        SocketName::Unix(_) => peer_credentials(socket).map(Peer::Local),
     }
 }
 

@@ -8,17 +8,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Endpoint;
 use crate::error::Error;
 use crate::relay::{Parked, Spot};
 use crate::upgrade::wire::{
-    ConnState, DirectionState, Message, Offered, Role, SetupState, OLDEST_VERSION, VERSION,
+    ConnState, DirectionState, Message, Offered, Role, SetupState, SocketName, OLDEST_VERSION,
+    VERSION,
 };
 use crate::upgrade::{upgrade_error, Channel};
 
 use super::super::record::Record;
 use super::super::registry::Registry;
 use super::super::status::Shared;
-use super::addresses::carried;
+use super::addresses::{carried, carried_peer};
 use super::{health, unexpected, QUIESCE, START, STEP};
 use crate::upgrade::HandedOff;
 
@@ -43,7 +45,7 @@ impl AtSafePoint {
 /// `Err` everything here carries on.
 pub(crate) fn hand_off(
     channel: Channel,
-    listeners: &[(SocketAddr, BorrowedFd<'_>, bool)],
+    listeners: &[(Endpoint, BorrowedFd<'_>, bool)],
     admin: Option<(SocketAddr, BorrowedFd<'_>)>,
     shared: &Shared,
 ) -> Result<HandedOff, Error> {
@@ -121,7 +123,7 @@ fn greet(channel: &Channel) -> Result<u32, Error> {
 fn offer(
     channel: &Channel,
     version: u32,
-    listeners: &[(SocketAddr, BorrowedFd<'_>, bool)],
+    listeners: &[(Endpoint, BorrowedFd<'_>, bool)],
     admin: Option<(SocketAddr, BorrowedFd<'_>)>,
     last_id: u64,
 ) -> Result<usize, Error> {
@@ -129,7 +131,7 @@ fn offer(
         .iter()
         .map(|(addr, _, handed_in)| Offered {
             role: Role::Listener,
-            addr: *addr,
+            addr: carried(addr),
             handed_in: *handed_in,
         })
         .collect();
@@ -137,7 +139,7 @@ fn offer(
     if let Some((addr, fd)) = admin {
         offered.push(Offered {
             role: Role::Admin,
-            addr,
+            addr: SocketName::Ip(addr),
             handed_in: false,
         });
         fds.push(fd);
@@ -303,8 +305,8 @@ fn resume_all(registry: &Registry) {
 fn setup_state(record: &Record, read: &[u8]) -> SetupState {
     SetupState {
         id: record.id(),
-        peer: record.conn.peer,
-        listener: record.listener_addr,
+        peer: carried_peer(record.conn.peer),
+        listener: carried(&record.listener_addr),
         elapsed_ms: record.conn.elapsed_ms(),
         read: read.to_vec(),
     }
@@ -326,9 +328,9 @@ fn conn_state(record: &Record, parked: &Parked) -> Result<ConnState, Error> {
     let timeouts = parked.timeouts;
     Ok(ConnState {
         id: conn.id,
-        peer: conn.peer,
-        client: record.client(),
-        listener: record.listener_addr,
+        peer: carried_peer(conn.peer),
+        client: carried_peer(record.client()),
+        listener: carried(&record.listener_addr),
         listen: record.listener.config.listen.to_string(),
         route: record.route().map(|route| route.config.label()),
         upstream_name: upstream.configured.to_string(),

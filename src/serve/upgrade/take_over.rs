@@ -4,18 +4,19 @@
 //! held one is set up from the start, reading first what the old process had read.
 
 use std::cell::RefCell;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 
 use socket2::Socket;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, HostPort};
+use crate::config::{Config, Endpoint, HostPort};
 use crate::error::Error;
 use crate::relay::{Connection, Direction, End, Past, Spot, Timeouts};
 use crate::sys::resolve::resolve;
-use crate::upgrade::wire::{ConnState, DirectionState, Message, Role, SetupState};
+use crate::sys::unix::Peer;
+use crate::upgrade::wire::{ConnState, DirectionState, Message, Role, SetupState, SocketName};
 use crate::upgrade::{upgrade_error, Channel};
 
 use super::super::admit::{self, readmit};
@@ -27,7 +28,7 @@ use super::super::permits::{Permit, Permits};
 use super::super::pool::Pool;
 use super::super::record::{Record, Upstream};
 use super::super::status::Shared;
-use super::addresses::taken;
+use super::addresses::{taken, taken_peer};
 use super::{health, unexpected, QUIESCE, START, STEP};
 use crate::health::member::Claim;
 use crate::upgrade::TakenOver;
@@ -42,8 +43,8 @@ pub(crate) struct Offer {
 
 /// A listening socket offered.
 pub(crate) struct OfferedSocket {
-    pub(crate) addr: SocketAddr,
-    pub(crate) socket: TcpListener,
+    pub(crate) addr: Endpoint,
+    pub(crate) socket: Socket,
     pub(crate) handed_in: bool,
 }
 
@@ -108,14 +109,18 @@ pub(crate) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
         admin: None,
     };
     for (offered, fd) in offered.into_iter().zip(fds) {
-        let socket = TcpListener::from(fd);
         match offered.role {
             Role::Listener => offer.listeners.push(OfferedSocket {
-                addr: offered.addr,
-                socket,
+                addr: taken(&offered.addr).ok_or_else(|| {
+                    upgrade_error(
+                        "a listener came with a Unix socket name tcp-router does not write"
+                            .to_string(),
+                    )
+                })?,
+                socket: Socket::from(fd),
                 handed_in: offered.handed_in,
             }),
-            Role::Admin => offer.admin = Some(socket),
+            Role::Admin => offer.admin = Some(TcpListener::from(fd)),
         }
     }
     Ok(offer)
@@ -129,16 +134,22 @@ pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option
         .listeners
         .iter()
         .map(|listener| {
-            // The offered sockets are TCP listeners; a UDP listener binds its own.
+            // The offered sockets are stream listeners; a UDP listener binds its own.
             if listener.transport != crate::config::Transport::Tcp {
                 return None;
             }
-            let addrs = resolve(&listener.listen.host.to_string(), listener.listen.port)
-                .unwrap_or_default();
+            let addrs = match listener.listen.socket_path() {
+                Some(_) => Vec::new(),
+                None => resolve(&listener.listen.host.to_string(), listener.listen.port)
+                    .unwrap_or_default(),
+            };
             // Port 0 was bound to some free port: the same address with any port is it.
-            let wanted = |addr: &SocketAddr| {
-                addrs.contains(addr)
-                    || (listener.listen.port == 0 && addrs.iter().any(|a| a.ip() == addr.ip()))
+            let wanted = |addr: &Endpoint| match addr {
+                Endpoint::Ip(addr) => {
+                    addrs.contains(addr)
+                        || (listener.listen.port == 0 && addrs.iter().any(|a| a.ip() == addr.ip()))
+                }
+                Endpoint::Unix(path) => listener.listen.socket_path() == Some(path),
             };
             left.iter_mut()
                 .find(|o| o.as_ref().is_some_and(|o| wanted(&o.addr)))
@@ -220,10 +231,10 @@ impl Taker<'_> {
     fn listener_for(
         &self,
         id: u64,
-        addr: SocketAddr,
+        addr: &Endpoint,
         listen: Option<&str>,
     ) -> (Arc<ListenerState>, Option<&Permits>) {
-        if let Some(listening) = self.listening.iter().find(|l| l.addr == addr) {
+        if let Some(listening) = self.listening.iter().find(|l| &l.addr == addr) {
             return (Arc::clone(&listening.state), listening.limit.as_ref());
         }
         log::warn!(
@@ -233,7 +244,7 @@ impl Taker<'_> {
         let mut gone = self.gone.borrow_mut();
         let label = listen
             .and_then(|listen| listen.parse::<HostPort>().ok())
-            .unwrap_or_else(|| HostPort::from(addr));
+            .unwrap_or_else(|| HostPort::from(addr.clone()));
         if let Some(state) = gone.iter().find(|state| state.config.listen == label) {
             return (Arc::clone(state), None);
         }
@@ -268,13 +279,14 @@ impl Taker<'_> {
 /// bytes read so far, and fresh places under this process's limits.
 fn take_held(server: &Taker<'_>, state: &SetupState, fds: Vec<OwnedFd>) -> Result<Arrived, Error> {
     let [client] = sockets(state.id, fds)?;
-    let (listener, limit) = server.listener_for(state.id, state.listener, None);
+    let (client, peer, bound) = arrived(state.id, client, &state.peer, &state.listener)?;
+    let (listener, limit) = server.listener_for(state.id, &bound, None);
     let past = Past {
         elapsed_ms: state.elapsed_ms,
         ..Past::default()
     };
-    let conn = Connection::taken(state.id, state.peer, Socket::from(client), past);
-    let record = Record::new(conn, listener, state.listener);
+    let conn = Connection::taken(state.id, peer, client, past);
+    let record = Record::new(conn, listener, bound);
     let registration = server.shared.registry.register_taken(record);
     let admission = admit::admit(&server.context.per_client, &registration.record);
     let slots = server.slots(limit);
@@ -289,7 +301,8 @@ fn take_relaying(
     fds: Vec<OwnedFd>,
 ) -> Result<Arrived, Error> {
     let [client, upstream] = sockets(state.id, fds)?;
-    let (listener, limit) = server.listener_for(state.id, state.listener, Some(&state.listen));
+    let (client, peer, bound) = arrived(state.id, client, &state.peer, &state.listener)?;
+    let (listener, limit) = server.listener_for(state.id, &bound, Some(&state.listen));
     let route = state.route.as_ref().and_then(|label| {
         listener
             .routes
@@ -310,11 +323,14 @@ fn take_relaying(
         half_closed_ms: state.half_closed_ms,
         traffic: state.traffic,
     };
-    let conn = Connection::taken(state.id, state.peer, Socket::from(client), past);
+    let conn = Connection::taken(state.id, peer, client, past);
     conn.attach_upstream(Socket::from(upstream));
     let spots = spots(&conn, state);
-    let record = Record::new(conn, listener, state.listener);
-    record.set_client(state.client);
+    let record = Record::new(conn, listener, bound);
+    if let SocketName::Ip(client) = state.client {
+        record.set_client(client);
+    }
+    let client_key = record.client_key();
     let resolved = taken(&state.upstream_addr).ok_or_else(|| {
         upgrade_error(format!(
             "conn #{} came with an upstream socket name tcp-router does not write",
@@ -339,11 +355,7 @@ fn take_relaying(
         record.set_route(Arc::clone(route));
     }
     let registration = server.shared.registry.register_taken(record);
-    let admission = readmit(
-        &server.context.per_client,
-        route.as_deref(),
-        state.client.ip(),
-    );
+    let admission = readmit(&server.context.per_client, route.as_deref(), client_key);
     let job = Job::new(server.context, registration, server.slots(limit), admission);
     let timeouts = Timeouts {
         idle: state.idle_timeout_ms.map(Duration::from_millis),
@@ -353,6 +365,22 @@ fn take_relaying(
 }
 
 /// The `N` sockets a connection's message must carry, or why not.
+/// A client socket as it arrived, with the client and the listener the wire names for it.
+fn arrived(
+    id: u64,
+    client: OwnedFd,
+    peer: &SocketName,
+    listener: &SocketName,
+) -> Result<(Socket, Peer, Endpoint), Error> {
+    let client = Socket::from(client);
+    let odd = |what: &str| upgrade_error(format!("conn #{id} came with {what}"));
+    let peer = taken_peer(peer, &client)
+        .map_err(|err| odd(&format!("a client whose credentials cannot be read: {err}")))?;
+    let bound =
+        taken(listener).ok_or_else(|| odd("a listener socket name tcp-router does not write"))?;
+    Ok((client, peer, bound))
+}
+
 fn sockets<const N: usize>(id: u64, fds: Vec<OwnedFd>) -> Result<[OwnedFd; N], Error> {
     fds.try_into().map_err(|fds: Vec<OwnedFd>| {
         upgrade_error(format!(
