@@ -357,14 +357,15 @@ fn a_stale_socket_file_is_replaced_at_start() {
 }
 
 /// A socket file another process listens on is left alone: the start is refused with one line
-/// saying so, exit 2, and that process keeps its socket.
+/// saying so, exit 1 (as for a TCP address in use: the configuration is valid, the address
+/// taken), and that process keeps its socket.
 #[test]
 fn a_socket_someone_listens_on_refuses_the_start() {
     let dir = temp_dir("unix-taken");
     let endpoint = endpoint_in(&dir, "taken.sock");
     let taken = UnixListener::bind(path_of(&endpoint)).unwrap();
     let (code, _, stderr) = run_bin(&["--log-level", "off", &endpoint, "127.0.0.1:1"]);
-    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(&format!("{endpoint}: another process is listening on it")),
@@ -374,15 +375,15 @@ fn a_socket_someone_listens_on_refuses_the_start() {
     taken.accept().expect("the owner still listens on its file");
 }
 
-/// A file at the path that is not a socket is not replaced: one line, exit 2, the file as it
-/// was.
+/// A file at the path that is not a socket is not replaced: one line, exit 1 (the address is
+/// taken), the file as it was.
 #[test]
 fn a_file_that_is_not_a_socket_refuses_the_start() {
     let dir = temp_dir("unix-regular");
     let endpoint = endpoint_in(&dir, "data.sock");
     std::fs::write(path_of(&endpoint), "precious").unwrap();
     let (code, _, stderr) = run_bin(&["--log-level", "off", &endpoint, "127.0.0.1:1"]);
-    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(&format!("{endpoint}: exists and is not a socket")),
