@@ -1644,29 +1644,32 @@ def k_extra_long(s, c, rng):
             s.long_running -= 1
 
 
-def unix_exchange(s, c, r, rng):
+def unix_exchange(s, c, rng, connect):
     """Request/response, or bulk one way with a half-close (the client's or the upstream's
-    first), through a path where one side is a Unix socket."""
+    first), through a path where one side is a Unix socket. The bulk budget is taken before
+    `connect()`, so a kind that cannot run now leaves no connection behind."""
     op = rng.choice(["rr", "up", "down"])
     off = rng.randrange(BLOCK_LEN)
+    n = s.bulk_size(rng, 2) if op != "rr" else 0
+    r = connect()
     if op == "rr":
         client_rr(c, r, rng, off, rng.randrange(1, 20))
     elif op == "up":
-        client_up(c, r, s.bulk_size(rng, 2), off)
+        client_up(c, r, n, off)
     else:
-        client_down(c, r, s.bulk_size(rng, 2), off)
+        client_down(c, r, n, off)
 
 
 def k_unix_in(s, c, rng):
     """A Unix client through a Unix listener to the service on TCP: logged by its credentials."""
     c.servers = {"A", "B"}
-    unix_exchange(s, c, c.connect_unix(s.t["unix"]), rng)
+    unix_exchange(s, c, rng, lambda: c.connect_unix(s.t["unix"]))
 
 
 def k_unix_up(s, c, rng):
     """A TCP client through a TCP listener to the service on a Unix socket (U)."""
     c.servers = {"U"}
-    unix_exchange(s, c, c.connect(s.t["tounix"]), rng)
+    unix_exchange(s, c, rng, lambda: c.connect(s.t["tounix"]))
 
 
 # name -> (function, weight, uses bulk tokens)
