@@ -7,11 +7,15 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The hand-off protocol's version. Raised whenever a message changes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The oldest version an old process still hands off to (a new process of that version gets
-/// everything but what later versions added: version 1 carries no upstream health).
+/// everything but what later versions added: version 1 carries no upstream health, versions 1
+/// and 2 no UDP listen sockets).
 pub const OLDEST_VERSION: u32 = 1;
+
+/// The first version whose offer may carry UDP listen sockets ([`Role::Udp`]).
+pub(crate) const UDP_SINCE: u32 = 3;
 
 /// The first bytes of every message.
 pub(crate) const MAGIC: &[u8; 4] = b"TRHO";
@@ -25,7 +29,7 @@ pub(crate) enum Message {
     /// New to old, first: who it is and which version it speaks.
     Hello { version: u32, pid: u32 },
     /// Old to new: its version, the next connection id, and the listening sockets (attached, in
-    /// this order).
+    /// this order: the TCP listeners, the UDP ones from version 3 on, the admin endpoint's).
     Offer {
         version: u32,
         next_id: u64,
@@ -55,6 +59,8 @@ pub(crate) enum Role {
     Listener,
     /// The admin endpoint.
     Admin,
+    /// A UDP listener of the configuration (version 3 on).
+    Udp,
 }
 
 /// A listening socket offered, by its role and bound address.
@@ -198,6 +204,7 @@ impl Message {
                     out.u8(match offered.role {
                         Role::Listener => 0,
                         Role::Admin => 1,
+                        Role::Udp => 2,
                     });
                     out.u8(u8::from(offered.handed_in));
                     out.addr(offered.addr);
@@ -264,6 +271,7 @@ impl Message {
                     let role = match r.u8()? {
                         0 => Role::Listener,
                         1 => Role::Admin,
+                        2 => Role::Udp,
                         _ => return Err(Malformed("unknown socket role")),
                     };
                     let handed_in = r.flag()?;
@@ -638,6 +646,11 @@ mod tests {
                         role: Role::Listener,
                         addr: "0.0.0.0:11000".parse().unwrap(),
                         handed_in: true,
+                    },
+                    Offered {
+                        role: Role::Udp,
+                        addr: "127.0.0.1:5353".parse().unwrap(),
+                        handed_in: false,
                     },
                     Offered {
                         role: Role::Admin,

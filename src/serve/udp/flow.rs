@@ -5,11 +5,12 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::HostPort;
 use crate::log::line::FlowLine;
+use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::relay::Direction;
 use crate::serve::metrics::{UdpDrop, UdpStats};
 use crate::sys::datagram;
@@ -27,6 +28,8 @@ pub(super) enum Ending {
     Removed,
     /// Its upstream socket failed.
     Error,
+    /// A live upgrade handed its listener to a new process, which sets up a flow of its own.
+    Upgraded,
 }
 
 impl Ending {
@@ -37,8 +40,28 @@ impl Ending {
             Ending::Stopped => "stopped",
             Ending::Removed => "removed",
             Ending::Error => "error",
+            Ending::Upgraded => "upgraded",
         }
     }
+
+    /// rinetd's word for it in its log file: a flow its timeout ended is `done-remote-closed`,
+    /// the word rinetd gives one; one tcp-router ended is `done-local-closed`.
+    fn rinetd(self) -> LogResult {
+        match self {
+            Ending::Idle => LogResult::DoneRemoteClosed,
+            Ending::Error => LogResult::UnknownError,
+            Ending::Evicted | Ending::Stopped | Ending::Removed | Ending::Upgraded => {
+                LogResult::DoneLocalClosed
+            }
+        }
+    }
+}
+
+/// Where a flow's rinetd line goes, and the listener as written (the line's bind host and port).
+#[derive(Debug)]
+pub(super) struct RinetdLog {
+    pub(super) sink: Arc<LogSink>,
+    pub(super) listen: HostPort,
 }
 
 /// Counts every datagram of every flow, in the order they move.
@@ -59,7 +82,9 @@ pub(super) struct UdpFlow {
     pub(super) upstream_addr: SocketAddr,
     /// How long the flow lasts without a datagram either way.
     pub(super) idle_timeout: Duration,
-    started: Instant,
+    /// rinetd's log file, if configured.
+    pub(super) rinetd: Option<RinetdLog>,
+    pub(super) started: Instant,
     /// When the last datagram moved, in milliseconds after `started`.
     last_ms: AtomicU64,
     /// Where the last datagram falls among every flow's ([`ACTIVITY`]): the flow idle longest
@@ -79,6 +104,7 @@ impl UdpFlow {
         upstream: UdpSocket,
         upstream_name: HostPort,
         idle_timeout: Duration,
+        rinetd: Option<RinetdLog>,
     ) -> UdpFlow {
         let upstream_addr = upstream
             .peer_addr()
@@ -90,6 +116,7 @@ impl UdpFlow {
             upstream_name,
             upstream_addr,
             idle_timeout,
+            rinetd,
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
             last_seq: AtomicU64::new(ACTIVITY.fetch_add(1, Ordering::Relaxed)),
@@ -160,21 +187,43 @@ impl UdpFlow {
         }
     }
 
-    /// The flow's one log line, at its end, on the UDP listener bound to `listener`.
+    /// Datagrams relayed so far, client to upstream first.
+    pub(crate) fn datagrams(&self) -> [u64; 2] {
+        self.datagrams.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Bytes relayed so far, client to upstream first.
+    pub(crate) fn bytes(&self) -> [u64; 2] {
+        self.bytes.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The flow's one log line, at its end, on the UDP listener bound to `listener`; and its
+    /// line in rinetd's log file, if configured.
     pub(super) fn log_end(&self, listener: SocketAddr, ending: Ending) {
-        let load =
-            |counters: &[AtomicU64; 2]| counters.each_ref().map(|c| c.load(Ordering::Relaxed));
         let line = FlowLine {
             id: self.id,
             client: self.client,
             listener,
             upstream: (&self.upstream_name, self.upstream_addr),
-            datagrams: load(&self.datagrams),
-            bytes: load(&self.bytes),
+            datagrams: self.datagrams(),
+            bytes: self.bytes(),
             duration: self.started.elapsed(),
             result: ending.name(),
         };
         log::info!("{line}");
+        if let Some(rinetd) = &self.rinetd {
+            rinetd.sink.write(&LogRecord {
+                time: SystemTime::now(),
+                client: self.client.ip(),
+                bind_host: &rinetd.listen.host.to_string(),
+                bind_port: rinetd.listen.port,
+                connect_host: &self.upstream_name.host.to_string(),
+                connect_port: self.upstream_name.port,
+                bytes_in: line.bytes[0],
+                bytes_out: line.bytes[1],
+                result: ending.rinetd(),
+            });
+        }
     }
 }
 

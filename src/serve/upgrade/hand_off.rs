@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::relay::{Parked, Spot};
 use crate::upgrade::wire::{
-    ConnState, DirectionState, Message, Offered, Role, SetupState, OLDEST_VERSION, VERSION,
+    ConnState, DirectionState, Message, Offered, Role, SetupState, OLDEST_VERSION, UDP_SINCE,
+    VERSION,
 };
 use crate::upgrade::{upgrade_error, Channel};
 
@@ -37,24 +38,38 @@ impl AtSafePoint {
     }
 }
 
-/// Offers `listeners` (and the admin endpoint's socket) to the new process at the other end of
-/// `channel`, then every connection of `shared`. Returns once the new process has started; on
-/// `Err` everything here carries on.
+/// The listening sockets a live upgrade offers: the TCP listeners' (bound address, socket, and
+/// whether the service manager handed it in), the UDP listeners', the admin endpoint's.
+pub(crate) struct Listening<'a> {
+    pub(crate) tcp: Vec<(SocketAddr, BorrowedFd<'a>, bool)>,
+    pub(crate) udp: Vec<(SocketAddr, BorrowedFd<'a>)>,
+    pub(crate) admin: Option<(SocketAddr, BorrowedFd<'a>)>,
+}
+
+/// Offers `listening` to the new process at the other end of `channel`, then every connection
+/// of `shared`. Returns once the new process has started; on `Err` everything here carries on.
 pub(crate) fn hand_off(
     channel: Channel,
-    listeners: &[(SocketAddr, BorrowedFd<'_>, bool)],
-    admin: Option<(SocketAddr, BorrowedFd<'_>)>,
+    listening: &Listening<'_>,
     shared: &Shared,
 ) -> Result<HandedOff, Error> {
     let pid = channel.peer_pid();
     let version = greet(&channel)?;
-    let sockets = offer(
-        &channel,
-        version,
-        listeners,
-        admin,
-        shared.registry.last_id(),
-    )?;
+    if version < UDP_SINCE && !listening.udp.is_empty() {
+        let reason = format!(
+            "the new process speaks hand-off version {version}, which cannot take UDP \
+             listeners ({} here); restart instead, or reload without them first",
+            listening.udp.len()
+        );
+        let _ = channel.send(
+            &Message::Refuse {
+                reason: reason.clone(),
+            },
+            &[],
+        );
+        return Err(upgrade_error(reason));
+    }
+    let sockets = offer(&channel, version, listening, shared.registry.last_id())?;
     match channel.recv(START)?.0 {
         Message::Ready => {}
         Message::Refuse { reason } => {
@@ -116,24 +131,31 @@ fn greet(channel: &Channel) -> Result<u32, Error> {
     }
 }
 
-/// Offers the listening sockets (the admin endpoint's last); returns how many.
+/// Offers the listening sockets (the TCP listeners', the UDP ones', the admin endpoint's last);
+/// returns how many.
 fn offer(
     channel: &Channel,
     version: u32,
-    listeners: &[(SocketAddr, BorrowedFd<'_>, bool)],
-    admin: Option<(SocketAddr, BorrowedFd<'_>)>,
+    listening: &Listening<'_>,
     last_id: u64,
 ) -> Result<usize, Error> {
-    let mut offered: Vec<Offered> = listeners
-        .iter()
+    let mut offered: Vec<Offered> = (listening.tcp.iter())
         .map(|(addr, _, handed_in)| Offered {
             role: Role::Listener,
             addr: *addr,
             handed_in: *handed_in,
         })
         .collect();
-    let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, fd, _)| *fd).collect();
-    if let Some((addr, fd)) = admin {
+    let mut fds: Vec<BorrowedFd<'_>> = listening.tcp.iter().map(|(_, fd, _)| *fd).collect();
+    for (addr, fd) in &listening.udp {
+        offered.push(Offered {
+            role: Role::Udp,
+            addr: *addr,
+            handed_in: false,
+        });
+        fds.push(*fd);
+    }
+    if let Some((addr, fd)) = listening.admin {
         offered.push(Offered {
             role: Role::Admin,
             addr,
@@ -358,6 +380,41 @@ mod tests {
         Shared::new(Metrics::default(), Permits::new(4))
     }
 
+    fn nothing() -> Listening<'static> {
+        Listening {
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            admin: None,
+        }
+    }
+
+    /// A new process of version 2 cannot take a UDP socket: refused on both sides, in one line
+    /// naming the version and what to do.
+    #[test]
+    fn a_new_process_too_old_for_udp_listeners_is_refused_with_one_line() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (old, new) = Channel::pair();
+        let peer = std::thread::spawn(move || {
+            new.send(&Message::Hello { version: 2, pid: 1 }, &[])
+                .unwrap();
+            new.recv(STEP).unwrap().0
+        });
+        let listening = Listening {
+            udp: vec![(addr, socket.as_fd())],
+            ..nothing()
+        };
+        let err = hand_off(old, &listening, &shared())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version 2, which cannot take UDP"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        match peer.join().unwrap() {
+            Message::Refuse { reason } => assert!(reason.contains("UDP"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn another_version_is_refused_on_both_sides() {
         let (old, new) = Channel::pair();
@@ -372,7 +429,7 @@ mod tests {
             .unwrap();
             new.recv(STEP).unwrap().0
         });
-        let err = hand_off(old, &[], None, &shared()).unwrap_err();
+        let err = hand_off(old, &nothing(), &shared()).unwrap_err();
         assert!(err.to_string().contains("version 999"), "{err}");
         match peer.join().unwrap() {
             Message::Refuse { reason } => assert!(reason.contains("version 999"), "{reason}"),
@@ -391,7 +448,9 @@ mod tests {
                     new.send(&refusal("bad config".into()), &[]).unwrap();
                 }
             });
-            let err = hand_off(old, &[], None, &shared()).unwrap_err().to_string();
+            let err = hand_off(old, &nothing(), &shared())
+                .unwrap_err()
+                .to_string();
             peer.join().unwrap();
             if refuse {
                 assert!(err.contains("refused: bad config"), "{err}");

@@ -4,12 +4,12 @@
 //! held one is set up from the start, reading first what the old process had read.
 
 use std::cell::RefCell;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, HostPort};
+use crate::config::{Config, HostPort, Listener, Transport};
 use crate::error::Error;
 use crate::relay::{Connection, Direction, End, Past, Spot, Timeouts};
 use crate::sys::resolve::resolve;
@@ -30,10 +30,11 @@ use crate::health::member::Claim;
 use crate::upgrade::TakenOver;
 
 /// What the old process offered: its listening sockets by address (and whether the service
-/// manager handed them in), and its admin endpoint's.
+/// manager handed them in), its UDP listen sockets by address, and its admin endpoint's.
 pub(crate) struct Offer {
     pub(crate) next_id: u64,
     pub(crate) listeners: Vec<OfferedSocket>,
+    pub(crate) udp: Vec<(SocketAddr, UdpSocket)>,
     pub(crate) admin: Option<TcpListener>,
 }
 
@@ -102,34 +103,59 @@ pub(crate) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
     let mut offer = Offer {
         next_id,
         listeners: Vec::new(),
+        udp: Vec::new(),
         admin: None,
     };
     for (offered, fd) in offered.into_iter().zip(fds) {
-        let socket = TcpListener::from(fd);
         match offered.role {
             Role::Listener => offer.listeners.push(OfferedSocket {
                 addr: offered.addr,
-                socket,
+                socket: TcpListener::from(fd),
                 handed_in: offered.handed_in,
             }),
-            Role::Admin => offer.admin = Some(socket),
+            Role::Udp => offer.udp.push((offered.addr, UdpSocket::from(fd))),
+            Role::Admin => offer.admin = Some(TcpListener::from(fd)),
         }
     }
     Ok(offer)
 }
 
 /// The sockets offered for each listener of `config`, by bound address; a listener offered
-/// nothing is bound as usual, an offered socket no listener wants is closed (logged).
+/// nothing is bound as usual, an offered socket no listener wants is closed (logged). A UDP
+/// listener gets nothing here (see [`assign_udp`]).
 pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option<OfferedSocket>> {
-    let mut left: Vec<Option<OfferedSocket>> = offered.into_iter().map(Some).collect();
-    let sockets = config
-        .listeners
-        .iter()
+    let offered = offered.into_iter().map(|o| (o.addr, o)).collect();
+    let listeners = config.listeners.iter().map(|listener| {
+        // The offered sockets are TCP listeners; a UDP listener is given its own.
+        (listener.transport == Transport::Tcp).then_some(listener)
+    });
+    by_address(listeners, offered, "listened on")
+}
+
+/// The UDP sockets offered for each UDP listener of `config`, in order, by bound address, as
+/// [`assign`] does for the TCP ones.
+pub(crate) fn assign_udp(
+    config: &Config,
+    offered: Vec<(SocketAddr, UdpSocket)>,
+) -> Vec<Option<UdpSocket>> {
+    let listeners = (config.listeners.iter())
+        .filter(|listener| listener.transport == Transport::Udp)
+        .map(Some);
+    by_address(listeners, offered, "received UDP on")
+}
+
+/// For each listener (`None`: one to skip), the offered socket bound to its address; the
+/// sockets no listener wants are closed, each logged as the old process having `done` on its
+/// address.
+fn by_address<'a, T>(
+    listeners: impl Iterator<Item = Option<&'a Listener>>,
+    offered: Vec<(SocketAddr, T)>,
+    done: &str,
+) -> Vec<Option<T>> {
+    let mut left: Vec<Option<(SocketAddr, T)>> = offered.into_iter().map(Some).collect();
+    let sockets = listeners
         .map(|listener| {
-            // The offered sockets are TCP listeners; a UDP listener binds its own.
-            if listener.transport != crate::config::Transport::Tcp {
-                return None;
-            }
+            let listener = listener?;
             let addrs = resolve(&listener.listen.host.to_string(), listener.listen.port)
                 .unwrap_or_default();
             // Port 0 was bound to some free port: the same address with any port is it.
@@ -138,14 +164,15 @@ pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option
                     || (listener.listen.port == 0 && addrs.iter().any(|a| a.ip() == addr.ip()))
             };
             left.iter_mut()
-                .find(|o| o.as_ref().is_some_and(|o| wanted(&o.addr)))
+                .find(|o| o.as_ref().is_some_and(|(addr, _)| wanted(addr)))
                 .and_then(Option::take)
+                .map(|(_, socket)| socket)
         })
         .collect();
-    for unwanted in left.into_iter().flatten() {
+    for (addr, _) in left.into_iter().flatten() {
         log::warn!(
-            "upgrade: the old process listened on {}, which the configuration no longer has; closing it",
-            unwanted.addr
+            "upgrade: the old process {done} {addr}, which the configuration no longer has; \
+             closing it"
         );
     }
     sockets
