@@ -106,19 +106,19 @@ impl Ended {
 }
 
 /// One upgrade that succeeded.
-struct Upgrade {
-    old: u32,
-    new: u32,
+pub(crate) struct Upgrade {
+    pub(crate) old: u32,
+    pub(crate) new: u32,
     /// Where the old process's `handed over` line is among the lines seen.
     handed_over_at: usize,
 }
 
 /// tcp-router running from `binary`, a copy of the built binary in its own scratch directory,
 /// with a config file and a pid file there.
-struct Upgradable {
+pub(crate) struct Upgradable {
     /// The first process, the test's child. Every later process writes to the same stderr pipe,
     /// so its `lines` and `seen` are the log of all of them, in the order written.
-    first: Process,
+    pub(crate) first: Process,
     dir: TempDir,
     binary: PathBuf,
     config: PathBuf,
@@ -130,7 +130,7 @@ struct Upgradable {
 impl Upgradable {
     /// Starts the copy with `config` (which has `listeners` listeners) and waits until each
     /// listener is logged and the pid file names the process.
-    fn start(name: &str, config: &str, listeners: usize) -> Upgradable {
+    pub(crate) fn start(name: &str, config: &str, listeners: usize) -> Upgradable {
         become_subreaper();
         let dir = temp_dir(name);
         let binary = dir.join("tcp-router");
@@ -260,7 +260,7 @@ impl Upgradable {
     /// Sends SIGUSR2 to the process the pid file names and waits until a new process has taken
     /// over, running the file now at the binary's path, the old one has exited 0, and the pid
     /// file names the new one.
-    fn upgrade(&mut self) -> Upgrade {
+    pub(crate) fn upgrade(&mut self) -> Upgrade {
         let old = self.pid();
         self.wait_until_it_catches_usr2(old);
         let from = self.mark();
@@ -340,7 +340,7 @@ impl Upgradable {
     }
 
     /// SIGTERM to the process the pid file names, which must drain and exit 0.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let pid = self.pid();
         send_signal(pid, "TERM");
         let ended = self.wait_exit(pid);

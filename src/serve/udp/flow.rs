@@ -197,8 +197,8 @@ impl UdpFlow {
         self.bytes.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 
-    /// The flow's one log line, at its end, on the UDP listener bound to `listener`; and its
-    /// line in rinetd's log file, if configured.
+    /// The flow's line in rinetd's log file, if configured, and then its one log line, at its
+    /// end, on the UDP listener bound to `listener`.
     pub(super) fn log_end(&self, listener: SocketAddr, ending: Ending) {
         let line = FlowLine {
             id: self.id,
@@ -210,7 +210,6 @@ impl UdpFlow {
             duration: self.started.elapsed(),
             result: ending.name(),
         };
-        log::info!("{line}");
         if let Some(rinetd) = &self.rinetd {
             rinetd.sink.write(&LogRecord {
                 time: SystemTime::now(),
@@ -224,6 +223,7 @@ impl UdpFlow {
                 result: ending.rinetd(),
             });
         }
+        log::info!("{line}");
     }
 }
 
