@@ -1560,10 +1560,11 @@ fn the_peek_deadline_is_kept_across_an_upgrade() {
     router.stop();
 }
 
-/// While a UDP listener is configured, a live upgrade is refused with one line naming it (the
-/// UDP sockets cannot be handed over yet), and the old process keeps serving TCP and UDP.
+/// While a UDP listener is configured, an upgrade to a new process that speaks hand-off version
+/// 2 (which cannot take UDP sockets) is refused with one line saying so, and the old process
+/// reads its UDP socket again and keeps serving TCP and UDP.
 #[test]
-fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
+fn an_upgrade_to_a_version_without_udp_is_refused_while_a_udp_listener_is_configured() {
     let echo = echo_upstream();
     let udp_echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_upstream = udp_echo.local_addr().unwrap();
@@ -1580,9 +1581,13 @@ fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
         echo.addr
     );
     let mut router = Upgradable::start("upgrade-udp", &config, 2);
+    router.install_script(&format!(
+        "#!/bin/sh\n{VERSION_VARIABLE}=2 exec '{}' \"$@\"\n",
+        bin()
+    ));
     let failure = router.failed_upgrade();
     assert!(
-        failure.contains("cannot hand over UDP listeners yet (127.0.0.1:0/udp)"),
+        failure.contains("version 2, which cannot take UDP listeners (1 here)"),
         "{failure}"
     );
     round_trip(&mut connect_with(listen, PATIENT), b"still served\n");

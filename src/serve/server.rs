@@ -295,7 +295,7 @@ impl Server {
     /// The live upgrade's old side (see `upgrade`): runs on the accept loop, which accepts
     /// nothing meanwhile.
     fn hand_off(&mut self, channel: Channel) -> Result<HandedOff, Error> {
-        let listening = upgrade::Listening {
+        let offering = upgrade::Offering {
             tcp: (self.listening.iter())
                 .map(|l| (l.addr, l.socket.as_fd(), l.handed_in))
                 .collect(),
@@ -305,7 +305,7 @@ impl Server {
                 .find_map(|f| f.listening())
                 .and_then(|socket| Some((socket.local_addr().ok()?, socket.as_fd()))),
         };
-        let handed = upgrade::hand_off(channel, &listening, &self.shared);
+        let handed = upgrade::hand_off(channel, &offering, &self.shared);
         match &handed {
             Ok(_) => self.udp.handed_over(),
             Err(_) => self.udp.resume(),

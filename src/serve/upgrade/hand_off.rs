@@ -40,26 +40,26 @@ impl AtSafePoint {
 
 /// The listening sockets a live upgrade offers: the TCP listeners' (bound address, socket, and
 /// whether the service manager handed it in), the UDP listeners', the admin endpoint's.
-pub(crate) struct Listening<'a> {
+pub(crate) struct Offering<'a> {
     pub(crate) tcp: Vec<(SocketAddr, BorrowedFd<'a>, bool)>,
     pub(crate) udp: Vec<(SocketAddr, BorrowedFd<'a>)>,
     pub(crate) admin: Option<(SocketAddr, BorrowedFd<'a>)>,
 }
 
-/// Offers `listening` to the new process at the other end of `channel`, then every connection
+/// Offers `offering` to the new process at the other end of `channel`, then every connection
 /// of `shared`. Returns once the new process has started; on `Err` everything here carries on.
 pub(crate) fn hand_off(
     channel: Channel,
-    listening: &Listening<'_>,
+    offering: &Offering<'_>,
     shared: &Shared,
 ) -> Result<HandedOff, Error> {
     let pid = channel.peer_pid();
     let version = greet(&channel)?;
-    if version < UDP_SINCE && !listening.udp.is_empty() {
+    if version < UDP_SINCE && !offering.udp.is_empty() {
         let reason = format!(
             "the new process speaks hand-off version {version}, which cannot take UDP \
              listeners ({} here); restart instead, or reload without them first",
-            listening.udp.len()
+            offering.udp.len()
         );
         let _ = channel.send(
             &Message::Refuse {
@@ -69,7 +69,7 @@ pub(crate) fn hand_off(
         );
         return Err(upgrade_error(reason));
     }
-    let sockets = offer(&channel, version, listening, shared.registry.last_id())?;
+    let sockets = offer(&channel, version, offering, shared.registry.last_id())?;
     match channel.recv(START)?.0 {
         Message::Ready => {}
         Message::Refuse { reason } => {
@@ -136,18 +136,18 @@ fn greet(channel: &Channel) -> Result<u32, Error> {
 fn offer(
     channel: &Channel,
     version: u32,
-    listening: &Listening<'_>,
+    offering: &Offering<'_>,
     last_id: u64,
 ) -> Result<usize, Error> {
-    let mut offered: Vec<Offered> = (listening.tcp.iter())
+    let mut offered: Vec<Offered> = (offering.tcp.iter())
         .map(|(addr, _, handed_in)| Offered {
             role: Role::Listener,
             addr: *addr,
             handed_in: *handed_in,
         })
         .collect();
-    let mut fds: Vec<BorrowedFd<'_>> = listening.tcp.iter().map(|(_, fd, _)| *fd).collect();
-    for (addr, fd) in &listening.udp {
+    let mut fds: Vec<BorrowedFd<'_>> = offering.tcp.iter().map(|(_, fd, _)| *fd).collect();
+    for (addr, fd) in &offering.udp {
         offered.push(Offered {
             role: Role::Udp,
             addr: *addr,
@@ -155,7 +155,7 @@ fn offer(
         });
         fds.push(*fd);
     }
-    if let Some((addr, fd)) = listening.admin {
+    if let Some((addr, fd)) = offering.admin {
         offered.push(Offered {
             role: Role::Admin,
             addr,
@@ -380,8 +380,8 @@ mod tests {
         Shared::new(Metrics::default(), Permits::new(4))
     }
 
-    fn nothing() -> Listening<'static> {
-        Listening {
+    fn nothing() -> Offering<'static> {
+        Offering {
             tcp: Vec::new(),
             udp: Vec::new(),
             admin: None,
@@ -400,13 +400,11 @@ mod tests {
                 .unwrap();
             new.recv(STEP).unwrap().0
         });
-        let listening = Listening {
+        let offering = Offering {
             udp: vec![(addr, socket.as_fd())],
             ..nothing()
         };
-        let err = hand_off(old, &listening, &shared())
-            .unwrap_err()
-            .to_string();
+        let err = hand_off(old, &offering, &shared()).unwrap_err().to_string();
         assert!(err.contains("version 2, which cannot take UDP"), "{err}");
         assert!(!err.contains('\n'), "{err}");
         match peer.join().unwrap() {

@@ -32,7 +32,7 @@ mod hold;
 mod steps;
 mod take_over;
 
-pub(super) use hand_off::{hand_off, Listening};
+pub(super) use hand_off::{hand_off, Offering};
 pub(crate) use hold::{Hold, HoldVerdict};
 pub(super) use steps::refusal;
 use steps::{unexpected, QUIESCE, START, STEP};
