@@ -54,7 +54,7 @@ impl UdpBoard {
                 listener_address: port.addr,
                 client: flow.client,
                 upstream_name: flow.upstream_name.to_string(),
-                upstream_address: flow.upstream_addr,
+                upstream_address: flow.upstream_addr(),
                 datagrams: flow.datagrams(),
                 bytes: flow.bytes(),
                 age: flow.started.elapsed(),

@@ -1,11 +1,12 @@
 //! One flow: a client address of a UDP listener, with its own upstream socket (connected, so the
 //! kernel gives it only the upstream's datagrams and the upstream sees one source port per
 //! client), its counters, how it ended, and its log line. Its reply thread is the listener's
-//! (`port`).
+//! (`port`). An upstream given as a name is resolved on that thread, not on the listener's
+//! receiving thread: until the flow is connected, its client's datagrams wait in it, in order.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::HostPort;
@@ -14,6 +15,11 @@ use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::relay::Direction;
 use crate::serve::metrics::{UdpDrop, UdpStats};
 use crate::sys::datagram;
+use crate::sys::sync::lock;
+
+/// The most datagrams of a client that wait while its flow connects (a name resolving); more are
+/// dropped and counted.
+const MAX_WAITING: usize = 64;
 
 /// Why a flow ended: the `result` of its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +80,15 @@ pub(super) struct UdpFlow {
     pub(super) id: u64,
     /// The client's address.
     pub(super) client: SocketAddr,
-    /// Connected to the upstream.
-    pub(super) upstream: UdpSocket,
+    /// Connected to the upstream, once it is.
+    upstream: OnceLock<UdpSocket>,
     /// The upstream as configured.
     pub(super) upstream_name: HostPort,
-    /// The address it resolved to.
-    pub(super) upstream_addr: SocketAddr,
+    /// The address it resolved to, once it has.
+    upstream_addr: OnceLock<SocketAddr>,
+    /// Until the flow is connected, the client's datagrams waiting to go, in order; `None` once
+    /// they have gone.
+    waiting: Mutex<Option<Vec<Vec<u8>>>>,
     /// How long the flow lasts without a datagram either way.
     pub(super) idle_timeout: Duration,
     /// rinetd's log file, if configured.
@@ -98,23 +107,21 @@ pub(super) struct UdpFlow {
 }
 
 impl UdpFlow {
+    /// A flow not connected yet (see [`UdpFlow::connected`]).
     pub(super) fn new(
         id: u64,
         client: SocketAddr,
-        upstream: UdpSocket,
         upstream_name: HostPort,
         idle_timeout: Duration,
         rinetd: Option<RinetdLog>,
     ) -> UdpFlow {
-        let upstream_addr = upstream
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         UdpFlow {
             id,
             client,
-            upstream,
+            upstream: OnceLock::new(),
             upstream_name,
-            upstream_addr,
+            upstream_addr: OnceLock::new(),
+            waiting: Mutex::new(Some(Vec::new())),
             idle_timeout,
             rinetd,
             started: Instant::now(),
@@ -151,11 +158,44 @@ impl UdpFlow {
         self.bytes[direction as usize].fetch_add(len as u64, Ordering::Relaxed);
     }
 
+    /// The flow is connected to its upstream by `socket`: the datagrams waiting go first, in
+    /// order, and the next ones straight after them.
+    pub(super) fn connected(&self, socket: UdpSocket, stats: &UdpStats) {
+        let addr = socket
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let _ = self.upstream_addr.set(addr);
+        let _ = self.upstream.set(socket);
+        let mut waiting = lock(&self.waiting);
+        for payload in waiting.take().unwrap_or_default() {
+            self.send_now(stats, &payload);
+        }
+    }
+
+    /// The flow could not be connected: the datagrams waiting are dropped, counted.
+    pub(super) fn not_connected(&self, stats: &UdpStats) {
+        for _ in lock(&self.waiting).take().unwrap_or_default() {
+            stats.dropped(UdpDrop::SendFailed);
+        }
+    }
+
+    /// Its socket connected to the upstream, once it is.
+    pub(super) fn upstream(&self) -> Option<&UdpSocket> {
+        self.upstream.get()
+    }
+
+    /// The address the upstream resolved to (unspecified until it has).
+    pub(super) fn upstream_addr(&self) -> SocketAddr {
+        (self.upstream_addr.get().copied()).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
     /// Ends the flow for `why` (the first reason given wins) and wakes its reply thread, which
-    /// logs it.
+    /// logs it (one still connecting sees it once its lookup returns).
     pub(super) fn end(&self, why: Ending) {
         let _ = self.ending.set(why);
-        datagram::wake_receivers(&self.upstream);
+        if let Some(upstream) = self.upstream.get() {
+            datagram::wake_receivers(upstream);
+        }
     }
 
     /// Why it ended, if it has.
@@ -163,9 +203,26 @@ impl UdpFlow {
         self.ending.get().copied()
     }
 
-    /// Sends a client's datagram upstream, counting it in its listener's `stats` too.
+    /// Sends a client's datagram upstream (or keeps it until the flow is connected), counting
+    /// it in its listener's `stats` too.
     pub(super) fn send_upstream(&self, stats: &UdpStats, payload: &[u8]) {
-        match self.upstream.send(payload) {
+        if let Some(waiting) = lock(&self.waiting).as_mut() {
+            if waiting.len() < MAX_WAITING {
+                waiting.push(payload.to_vec());
+            } else {
+                stats.dropped(UdpDrop::SendFailed);
+            }
+            return;
+        }
+        self.send_now(stats, payload);
+    }
+
+    fn send_now(&self, stats: &UdpStats, payload: &[u8]) {
+        let Some(upstream) = self.upstream.get() else {
+            stats.dropped(UdpDrop::SendFailed);
+            return;
+        };
+        match upstream.send(payload) {
             Ok(_) => {
                 self.count(Direction::ClientToUpstream, payload.len());
                 stats.relayed(Direction::ClientToUpstream, payload.len());
@@ -204,7 +261,7 @@ impl UdpFlow {
             id: self.id,
             client: self.client,
             listener,
-            upstream: (&self.upstream_name, self.upstream_addr),
+            upstream: (&self.upstream_name, self.upstream_addr()),
             datagrams: self.datagrams(),
             bytes: self.bytes(),
             duration: self.started.elapsed(),

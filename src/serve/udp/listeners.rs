@@ -363,6 +363,38 @@ mod tests {
         assert_eq!(stats.flows.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
+    /// An upstream given as a name is resolved on the flow's own thread; what the client sends
+    /// meanwhile waits in the flow and goes in order.
+    #[test]
+    fn a_name_upstream_is_resolved_by_the_flow_and_a_burst_keeps_its_order() {
+        // Both families: `localhost` may name ::1 first.
+        let echo_socket = UdpSocket::bind("[::]:0")
+            .or_else(|_| UdpSocket::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = echo_socket.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = echo_socket.recv_from(&mut buf) {
+                let _ = echo_socket.send_to(&buf[..n], from);
+            }
+        });
+        let mut config = udp_config("127.0.0.1:0", echo(), None);
+        config.listeners[0].routes[0].upstreams =
+            vec![format!("localhost:{port}").parse().unwrap()];
+        let metrics = Metrics::default();
+        let udp = start(&config, &metrics).unwrap();
+        let addr = udp.local_addrs()[0];
+        let c = client();
+        for n in 0..5u8 {
+            c.send_to(&[n; 3], addr).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        for n in 0..5u8 {
+            let (len, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..len], from), (&[n; 3][..], addr));
+        }
+    }
+
     /// A live upgrade's steps on one process standing for both: a paused listener reads
     /// nothing, so what a client sends meanwhile waits in the socket; a second `Udp` given the
     /// same socket answers it; the first one's flows end as `upgraded` and its stop leaves the

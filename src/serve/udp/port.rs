@@ -3,12 +3,12 @@
 //! and hands each to its client's flow, setting one up for a new client; and each flow's reply
 //! thread, which relays the upstream's datagrams back until the flow ends.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{Listener, Route, Rule, DEFAULT_MAX_FLOWS, DEFAULT_UDP_IDLE_TIMEOUT};
+use crate::config::{Host, Listener, Route, Rule, DEFAULT_MAX_FLOWS, DEFAULT_UDP_IDLE_TIMEOUT};
 use crate::log::rinetd::{LogRecord, LogResult, LogSink};
 use crate::route::access;
 use crate::serve::metrics::{UdpDrop, UdpStats};
@@ -240,8 +240,10 @@ impl UdpPort {
         }
     }
 
-    /// Sets up `client`'s flow: the next upstream, a socket connected to it, its reply thread;
-    /// the flow idle longest is evicted first if the table is full.
+    /// Sets up `client`'s flow: the next upstream, a socket connected to it (an address at once;
+    /// a name is resolved and connected by the flow's own thread, so a slow resolver holds up
+    /// that client alone), its reply thread; the flow idle longest is evicted first if the table
+    /// is full.
     fn start_flow(
         self: &Arc<UdpPort>,
         setup: &FlowSetup,
@@ -253,13 +255,13 @@ impl UdpPort {
         }
         let index = setup.next.fetch_add(1, Ordering::Relaxed) % route.upstreams.len();
         let upstream = &route.upstreams[index];
-        let addr = resolve::resolve(&upstream.host.to_string(), upstream.port)
-            .map_err(|err| format!("cannot resolve {upstream}: {err}"))?
-            .first()
-            .copied()
-            .ok_or_else(|| format!("{upstream} resolves to no address"))?;
-        let socket = datagram::connect(addr, route.src)
-            .map_err(|err| format!("cannot connect to {upstream}: {err}"))?;
+        let socket = match &upstream.host {
+            Host::Ip(ip) => Some(
+                datagram::connect(SocketAddr::new(*ip, upstream.port), route.src)
+                    .map_err(|err| format!("cannot connect to {upstream}: {err}"))?,
+            ),
+            _ => None,
+        };
         if let Some(evicted) = self.table.make_room() {
             self.stats.evicted.fetch_add(1, Ordering::Relaxed);
             if self.full_warned.should_log(self.addr.ip(), Instant::now()) {
@@ -277,7 +279,6 @@ impl UdpPort {
         let flow = Arc::new(UdpFlow::new(
             self.next_id.fetch_add(1, Ordering::Relaxed),
             client,
-            socket,
             upstream.clone(),
             route.idle_timeout.unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT),
             setup.log_file.as_ref().map(|sink| RinetdLog {
@@ -285,12 +286,15 @@ impl UdpPort {
                 listen: setup.config.listen.clone(),
             }),
         ));
-        let (port, replies) = (Arc::clone(self), Arc::clone(&flow));
+        if let Some(socket) = socket {
+            flow.connected(socket, &self.stats);
+        }
+        let (port, replies, src) = (Arc::clone(self), Arc::clone(&flow), route.src);
         // Counted active before its thread runs, which gives the place back at its end.
         self.stats.flows_active.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name("udp-flow".into())
-            .spawn(move || port.relay_replies(replies));
+            .spawn(move || port.relay_replies(replies, src));
         let thread = spawned.map_err(|err| {
             self.stats.flows_active.fetch_sub(1, Ordering::Relaxed);
             format!("cannot start its thread: {err}")
@@ -300,23 +304,67 @@ impl UdpPort {
         Ok(flow)
     }
 
+    /// Resolves and connects a flow whose upstream is a name (on the flow's own thread); the
+    /// flow ends as `error` if that fails.
+    fn connect_by_name(&self, flow: &Arc<UdpFlow>, src: Option<IpAddr>) -> Result<(), Ending> {
+        let upstream = &flow.upstream_name;
+        let connected = resolve::resolve(&upstream.host.to_string(), upstream.port)
+            .map_err(|err| format!("cannot resolve {upstream}: {err}"))
+            .and_then(|addrs| {
+                let addr = addrs.first().copied();
+                addr.ok_or_else(|| format!("{upstream} resolves to no address"))
+            })
+            .and_then(|addr| {
+                datagram::connect(addr, src)
+                    .map_err(|err| format!("cannot connect to {upstream} ({addr}): {err}"))
+            });
+        match connected {
+            Ok(socket) => {
+                flow.connected(socket, &self.stats);
+                Ok(())
+            }
+            Err(why) => {
+                log::debug!("udp flow #{} of {}: {why}", flow.id, flow.client);
+                flow.not_connected(&self.stats);
+                self.table.remove(flow, Ending::Error);
+                Err(flow.ending().unwrap_or(Ending::Error))
+            }
+        }
+    }
+
     /// A flow's reply thread: relays each of the upstream's datagrams to the client, from the
     /// listen socket, until the flow is ended (idle, evicted, stopped), then logs it.
-    fn relay_replies(self: Arc<UdpPort>, flow: Arc<UdpFlow>) {
+    fn relay_replies(self: Arc<UdpPort>, flow: Arc<UdpFlow>, src: Option<IpAddr>) {
+        let ending = match flow.upstream() {
+            Some(_) => self.relay_connected(&flow),
+            None => match self.connect_by_name(&flow, src) {
+                Ok(()) => self.relay_connected(&flow),
+                Err(ending) => ending,
+            },
+        };
+        self.stats.flows_active.fetch_sub(1, Ordering::Relaxed);
+        flow.log_end(self.addr, ending);
+    }
+
+    /// Relays the replies of a connected flow until it ends; returns why.
+    fn relay_connected(&self, flow: &Arc<UdpFlow>) -> Ending {
+        let Some(upstream) = flow.upstream() else {
+            return Ending::Error;
+        };
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let ending = loop {
+        loop {
             if let Some(ending) = flow.ending() {
                 break ending;
             }
             let idle = flow.idle_for();
             if idle >= flow.idle_timeout {
-                if self.table.end_if_idle(&flow) {
+                if self.table.end_if_idle(flow) {
                     break Ending::Idle;
                 }
                 continue;
             }
-            datagram::set_receive_timeout(&flow.upstream, Some(flow.idle_timeout - idle));
-            match datagram::receive(&flow.upstream, &mut buf) {
+            datagram::set_receive_timeout(upstream, Some(flow.idle_timeout - idle));
+            match datagram::receive(upstream, &mut buf) {
                 // A receive woken by `UdpFlow::end` returns at once, with nothing.
                 Ok(_) if flow.ending().is_some() => {}
                 Ok(got) if got.truncated() => self.stats.dropped(UdpDrop::Oversize),
@@ -327,12 +375,10 @@ impl UdpPort {
                 Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 Err(err) => {
                     log::debug!("udp flow #{} upstream failed: {err}", flow.id);
-                    self.table.remove(&flow, Ending::Error);
+                    self.table.remove(flow, Ending::Error);
                 }
             }
-        };
-        self.stats.flows_active.fetch_sub(1, Ordering::Relaxed);
-        flow.log_end(self.addr, ending);
+        }
     }
 }
 
