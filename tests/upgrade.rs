@@ -106,19 +106,19 @@ impl Ended {
 }
 
 /// One upgrade that succeeded.
-struct Upgrade {
-    old: u32,
-    new: u32,
+pub(crate) struct Upgrade {
+    pub(crate) old: u32,
+    pub(crate) new: u32,
     /// Where the old process's `handed over` line is among the lines seen.
     handed_over_at: usize,
 }
 
 /// tcp-router running from `binary`, a copy of the built binary in its own scratch directory,
 /// with a config file and a pid file there.
-struct Upgradable {
+pub(crate) struct Upgradable {
     /// The first process, the test's child. Every later process writes to the same stderr pipe,
     /// so its `lines` and `seen` are the log of all of them, in the order written.
-    first: Process,
+    pub(crate) first: Process,
     dir: TempDir,
     binary: PathBuf,
     config: PathBuf,
@@ -130,7 +130,7 @@ struct Upgradable {
 impl Upgradable {
     /// Starts the copy with `config` (which has `listeners` listeners) and waits until each
     /// listener is logged and the pid file names the process.
-    fn start(name: &str, config: &str, listeners: usize) -> Upgradable {
+    pub(crate) fn start(name: &str, config: &str, listeners: usize) -> Upgradable {
         become_subreaper();
         let dir = temp_dir(name);
         let binary = dir.join("tcp-router");
@@ -260,7 +260,7 @@ impl Upgradable {
     /// Sends SIGUSR2 to the process the pid file names and waits until a new process has taken
     /// over, running the file now at the binary's path, the old one has exited 0, and the pid
     /// file names the new one.
-    fn upgrade(&mut self) -> Upgrade {
+    pub(crate) fn upgrade(&mut self) -> Upgrade {
         let old = self.pid();
         self.wait_until_it_catches_usr2(old);
         let from = self.mark();
@@ -340,7 +340,7 @@ impl Upgradable {
     }
 
     /// SIGTERM to the process the pid file names, which must drain and exit 0.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let pid = self.pid();
         send_signal(pid, "TERM");
         let ended = self.wait_exit(pid);
@@ -1560,10 +1560,11 @@ fn the_peek_deadline_is_kept_across_an_upgrade() {
     router.stop();
 }
 
-/// While a UDP listener is configured, a live upgrade is refused with one line naming it (the
-/// UDP sockets cannot be handed over yet), and the old process keeps serving TCP and UDP.
+/// While a UDP listener is configured, an upgrade to a new process that speaks hand-off version
+/// 2 (which cannot take UDP sockets) is refused with one line saying so, and the old process
+/// reads its UDP socket again and keeps serving TCP and UDP.
 #[test]
-fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
+fn an_upgrade_to_a_version_without_udp_is_refused_while_a_udp_listener_is_configured() {
     let echo = echo_upstream();
     let udp_echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_upstream = udp_echo.local_addr().unwrap();
@@ -1580,9 +1581,13 @@ fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
         echo.addr
     );
     let mut router = Upgradable::start("upgrade-udp", &config, 2);
+    router.install_script(&format!(
+        "#!/bin/sh\n{VERSION_VARIABLE}=2 exec '{}' \"$@\"\n",
+        bin()
+    ));
     let failure = router.failed_upgrade();
     assert!(
-        failure.contains("cannot hand over UDP listeners yet (127.0.0.1:0/udp)"),
+        failure.contains("version 2, which cannot take UDP listeners (1 here)"),
         "{failure}"
     );
     round_trip(&mut connect_with(listen, PATIENT), b"still served\n");
