@@ -226,7 +226,8 @@ fn a_client_that_waits_for_the_server_reaches_the_silent_route() {
 }
 
 /// `--check --explain-bytes` says where first bytes go, as the server decides: SSH, a prefix, a
-/// TLS-looking start that needs more bytes, a client that sends nothing; a bad escape and a
+/// regex and the bytes it waits for, a TLS-looking start that needs more bytes, a client that
+/// sends nothing, a capture read from a file (`@PATH`); a bad escape, a missing file and a
 /// missing `--check` are usage errors.
 #[test]
 fn check_explain_bytes_predicts_each_clients_route() {
@@ -236,6 +237,7 @@ fn check_explain_bytes_predicts_each_clients_route() {
         "route 127.0.0.1:8443 127.0.0.1:1 sni=a.example\n\
          route 127.0.0.1:8443 127.0.0.1:2 proto=ssh\n\
          route 127.0.0.1:8443 127.0.0.1:3 prefix=\\x05\\x01\n\
+         route 127.0.0.1:8443 127.0.0.1:6 regex=(?i)^(ehlo|helo)\\x20 min_bytes=5\n\
          route 127.0.0.1:8443 127.0.0.1:4 proto=silent wait=1s\n\
          route 127.0.0.1:8443 127.0.0.1:5\n",
     );
@@ -256,7 +258,7 @@ fn check_explain_bytes_predicts_each_clients_route() {
     );
     assert_eq!(
         explain(r"\x16\x03\x01"),
-        r"'\x16\x03\x01': not enough bytes to decide; a client that sends no more waits for peek_timeout (5s), then takes route default (default route)"
+        r"'\x16\x03\x01': not enough bytes to decide (route regex=(?i)^(ehlo|helo)\x20,min_bytes=5 sees the first 5 bytes, 3 are here); a client that sends no more waits for peek_timeout (5s), then takes route default (default route)"
     );
     assert_eq!(
         explain(""),
@@ -265,6 +267,25 @@ fn check_explain_bytes_predicts_each_clients_route() {
     assert_eq!(
         explain("hello"),
         "'hello' (not-tls-or-http): route default (default route)"
+    );
+    assert_eq!(
+        explain(r"EHLO mail.example\r\n"),
+        r"'EHLO mail.example\r\n' (its first 5 bytes match the expression): route regex=(?i)^(ehlo|helo)\x20,min_bytes=5 (protocol route)"
+    );
+    assert_eq!(
+        explain("ehl"),
+        r"'ehl': not enough bytes to decide (route regex=(?i)^(ehlo|helo)\x20,min_bytes=5 sees the first 5 bytes, 3 are here); a client that sends no more waits for peek_timeout (5s), then takes route default (default route)"
+    );
+    let capture = dir.write("banner.bin", "SSH-2.0-PuTTY_Release_0.81\r\n");
+    assert_eq!(
+        explain(&format!("@{capture}")),
+        r"'SSH-2.0-PuTTY_Release_0.81\r\n': route proto=ssh (protocol route)"
+    );
+    let (code, _, stderr) = run_bin(&["--check", "-c", &file, "--explain-bytes", "@/nonexistent"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--explain-bytes: cannot read '/nonexistent': No such file"),
+        "{stderr}"
     );
 
     let (code, _, stderr) = run_bin(&["--check", "-c", &file, "--explain-bytes", r"\q"]);
