@@ -128,7 +128,7 @@ impl Protocol {
     /// (`key` "regex"). A prefix takes the escapes of a `check=` TEXT (`\r \n \t \\ \xHH`; a
     /// space is `\x20`), is at least one byte and at most [`MAX_PATTERN_BYTES`]. A regex is an
     /// expression over bytes (`proto::pattern`), whose window `min_bytes=` gives
-    /// ([`BytePattern::with_min_bytes`]). The error is one line, naming the value.
+    /// (`BytePattern::with_min_bytes`). The error is one line, naming the value.
     ///
     /// ```
     /// use tcp_router::config::Protocol;
