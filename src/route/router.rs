@@ -283,6 +283,26 @@ pub(crate) struct Choice {
     pub(crate) found: Option<(usize, MatchKind)>,
 }
 
+impl Choice {
+    /// The protocol the first bytes showed, as logs and metrics name it: `tls`, `http`, the
+    /// name of the `proto=ssh`, `prefix=` or `regex=` route that took them, `silent`, or `other`.
+    /// `protocol_of` gives a route's protocol by its index.
+    pub(crate) fn protocol<'a>(
+        &self,
+        protocol_of: impl Fn(usize) -> Option<&'a Protocol>,
+    ) -> &'static str {
+        match &self.first {
+            FirstBytes::Tls(_) => "tls",
+            FirstBytes::Http(_) => "http",
+            FirstBytes::Leading => (self.found.as_ref())
+                .and_then(|(i, _)| protocol_of(*i))
+                .map_or("other", Protocol::name),
+            FirstBytes::Silent => "silent",
+            FirstBytes::Other(_) => "other",
+        }
+    }
+}
+
 /// Decides what the first bytes are and which route they take, by the router's precedence rule
 /// (see the module docs): the TLS and HTTP readers the listener needs first, then its `proto=ssh`,
 /// `prefix=` and `regex=` routes, then the default. `Partial` while an earlier step needs more bytes.
@@ -550,6 +570,9 @@ mod first_bytes_tests {
             Ok(Parsed::Partial) => return None,
             Err(never) => match never {},
         };
+        let protocol = choice.protocol(|i| routes[i].protocol.as_ref());
+        let shown = ["tls", "http", "ssh", "prefix", "regex", "other"];
+        assert!(shown.contains(&protocol), "{protocol}");
         let first = match choice.first {
             FirstBytes::Tls(hello) => format!("tls {:?}", hello.server_name),
             FirstBytes::Http(host) => format!("http {host:?}"),
@@ -619,6 +642,26 @@ mod first_bytes_tests {
             decided(b"x", &routes[2..]).as_deref(),
             Some("not-tls-or-http -> None")
         );
+    }
+
+    #[test]
+    fn a_choice_names_the_protocol_that_took_the_bytes() {
+        let routes: Vec<Route> = ["", "proto=ssh", r"regex=2:^\x05", "host=a.example"]
+            .iter()
+            .map(|r| route(r))
+            .collect();
+        let router = Router::new(&routes);
+        let protocol_of = |i: usize| routes[i].protocol.as_ref();
+        let protocol = |buf: &[u8]| super::decided(buf, &router).unwrap().protocol(protocol_of);
+        assert_eq!(protocol(b"SSH-2.0-x\r\n"), "ssh");
+        assert_eq!(protocol(b"\x05\x01"), "regex");
+        assert_eq!(protocol(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n"), "http");
+        assert_eq!(protocol(b"\x04\x01"), "other");
+        let silent = Choice {
+            first: FirstBytes::Silent,
+            found: None,
+        };
+        assert_eq!(silent.protocol(protocol_of), "silent");
     }
 
     #[test]
