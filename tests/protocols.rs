@@ -14,6 +14,9 @@ use crate::routing::{
 };
 use crate::util::*;
 
+/// Real sshd, s_server, HTTP and MariaDB peers through one listener at once.
+mod real_peers;
+
 /// What OpenSSH 9.2 on Debian sends first.
 const SSH_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
 
