@@ -3,7 +3,7 @@
 //! protocol route that can never match.
 
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 
 use tcp_router::proto::tls::parse_client_hello;
@@ -300,4 +300,89 @@ fn check_explain_bytes_predicts_each_clients_route() {
     let (code, _, stderr) = run_bin(&["-c", &file, "--explain-bytes", "x"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--explain-bytes needs --check"), "{stderr}");
+}
+
+/// Behind a balancer that sends PROXY v2, the header comes before the first bytes: it is read
+/// and set aside, the SSH banner after it routes to `proto=ssh`, whose upstream gets a v1 header
+/// naming the header's client, then the banner unchanged; a client that sends the header and
+/// then nothing still takes the wait route, and the server's banner reaches it.
+#[test]
+fn a_proxy_header_comes_before_the_first_bytes_and_protocol_routes_send_one_on() {
+    let dir = temp_dir("protocols-proxy");
+    let (ssh, ssh_rx) = recording_upstream();
+    let (smtp, smtp_rx) = smtp_upstream();
+    let mut router = start_with_routes(
+        &dir,
+        &[
+            format!(
+                "{} proto=ssh accept_proxy=true proxy_protocol=v1",
+                s(ssh.addr)
+            ),
+            format!("{} proto=silent wait=200ms accept_proxy=true", s(smtp.addr)),
+        ],
+    );
+    let header = crate::routing::v2_header(
+        "192.0.2.7:5000".parse().unwrap(),
+        "127.0.0.1:22".parse().unwrap(),
+    );
+    let sent = [header.as_slice(), SSH_BANNER].concat();
+    assert_eq!(send_chunks(router.addr, &[&sent], true), b"");
+    let want = [
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 5000 22\r\n".as_slice(),
+        SSH_BANNER,
+    ]
+    .concat();
+    assert_eq!(ssh_rx.recv_timeout(PATIENCE).unwrap(), want);
+    let line = router.wait_for_line("closed #1 ");
+    assert!(line.contains("client=192.0.2.7:5000 "), "{line}");
+    assert!(line.contains("proto=ssh route=proto=ssh "), "{line}");
+
+    let mut client = connect(router.addr);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.write_all(&header).unwrap();
+    let banner = b"220 mail.example ESMTP\r\n";
+    assert_eq!(read_exact(&mut client, banner.len()), banner);
+    client.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(read_until_closed(&mut client), b"221 bye\r\n");
+    drop(client);
+    assert_eq!(smtp_rx.recv_timeout(PATIENCE).unwrap(), b"QUIT\r\n");
+    let line = router.wait_for_line("closed #2 ");
+    assert!(line.contains("client=192.0.2.7:5000 "), "{line}");
+    assert!(line.contains("proto=silent route=proto=silent "), "{line}");
+}
+
+/// A client waiting for the wait route holds its place under `--max-connections-per-client`:
+/// with two of its connections waiting, a third is refused at once (an SSH banner makes no
+/// difference), and the two waiting ones are served when their wait is over.
+#[test]
+fn clients_in_the_wait_count_against_the_per_client_cap() {
+    let dir = temp_dir("protocols-per-client");
+    let (ssh, _ssh_rx) = recording_upstream();
+    let (smtp, _smtp_rx) = smtp_upstream();
+    let file = dir.write(
+        "router.conf",
+        &format!(
+            "route 127.0.0.1:0 {} proto=ssh\nroute 127.0.0.1:0 {} proto=silent wait=1s\n",
+            s(ssh.addr),
+            s(smtp.addr)
+        ),
+    );
+    let mut router = Process::start(&["-c", &file, "--max-connections-per-client", "2"]);
+    let mut waiting: Vec<TcpStream> = (0..2).map(|_| connect(router.addr)).collect();
+    let mut third = connect(router.addr);
+    third.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = third.write_all(SSH_BANNER);
+    assert_eq!(read_until_closed(&mut third), b"");
+    let line = router.wait_for_line("result=refused-client-limit");
+    assert!(line.contains("upstream=none "), "{line}");
+    assert_eq!(ssh.accepted.load(Ordering::SeqCst), 0);
+    let banner = b"220 mail.example ESMTP\r\n";
+    for client in &mut waiting {
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        assert_eq!(read_exact(client, banner.len()), banner);
+        client.write_all(b"QUIT\r\n").unwrap();
+        assert_eq!(read_until_closed(client), b"221 bye\r\n");
+    }
+    drop(waiting);
+    router.wait_for_lines("proto=silent route=proto=silent ", 2);
 }
