@@ -198,6 +198,14 @@ fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
     })
 }
 
+/// The client's side of [`smtp_upstream`]'s exchange: the banner, `QUIT`, `221 bye`, the end.
+fn smtp_exchange(client: &mut TcpStream) {
+    let banner = b"220 mail.example ESMTP\r\n";
+    assert_eq!(read_exact(client, banner.len()), banner);
+    client.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(read_until_closed(client), b"221 bye\r\n");
+}
+
 /// A client that sends nothing reaches the `proto=silent` route once its wait is over, reads the
 /// server's banner and talks on, byte-exact; an SSH client on the same port still reaches SSH.
 #[test]
@@ -214,10 +222,7 @@ fn a_client_that_waits_for_the_server_reaches_the_silent_route() {
     );
     let mut client = connect(router.addr);
     client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let banner = b"220 mail.example ESMTP\r\n";
-    assert_eq!(read_exact(&mut client, banner.len()), banner);
-    client.write_all(b"QUIT\r\n").unwrap();
-    assert_eq!(read_until_closed(&mut client), b"221 bye\r\n");
+    smtp_exchange(&mut client);
     drop(client);
     assert_eq!(smtp_rx.recv_timeout(PATIENCE).unwrap(), b"QUIT\r\n");
     let line = router.wait_for_line("closed #1 ");
@@ -340,10 +345,7 @@ fn a_proxy_header_comes_before_the_first_bytes_and_protocol_routes_send_one_on()
     let mut client = connect(router.addr);
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     client.write_all(&header).unwrap();
-    let banner = b"220 mail.example ESMTP\r\n";
-    assert_eq!(read_exact(&mut client, banner.len()), banner);
-    client.write_all(b"QUIT\r\n").unwrap();
-    assert_eq!(read_until_closed(&mut client), b"221 bye\r\n");
+    smtp_exchange(&mut client);
     drop(client);
     assert_eq!(smtp_rx.recv_timeout(PATIENCE).unwrap(), b"QUIT\r\n");
     let line = router.wait_for_line("closed #2 ");
@@ -376,12 +378,9 @@ fn clients_in_the_wait_count_against_the_per_client_cap() {
     let line = router.wait_for_line("result=refused-client-limit");
     assert!(line.contains("upstream=none "), "{line}");
     assert_eq!(ssh.accepted.load(Ordering::SeqCst), 0);
-    let banner = b"220 mail.example ESMTP\r\n";
     for client in &mut waiting {
         client.set_read_timeout(Some(PATIENCE)).unwrap();
-        assert_eq!(read_exact(client, banner.len()), banner);
-        client.write_all(b"QUIT\r\n").unwrap();
-        assert_eq!(read_until_closed(client), b"221 bye\r\n");
+        smtp_exchange(client);
     }
     drop(waiting);
     router.wait_for_lines("proto=silent route=proto=silent ", 2);
