@@ -18,7 +18,7 @@ use crate::util::*;
 mod real_peers;
 
 /// What OpenSSH 9.2 on Debian sends first.
-const SSH_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
+pub(crate) const SSH_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
 
 /// A config file with one listener on a free port and these `route` lines' tails, each
 /// `UPSTREAM [KEY=VALUE]`; the router started on it.
@@ -181,7 +181,7 @@ fn check_refuses_a_protocol_route_that_can_never_match() {
 
 /// A server-first upstream, as SMTP is: its banner on connect, then `221 bye` to `QUIT`; reports
 /// what it received.
-fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
+pub(crate) fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
     reporting_upstream(|mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let _ = stream.write_all(b"220 mail.example ESMTP\r\n");
@@ -199,7 +199,7 @@ fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
 }
 
 /// The client's side of [`smtp_upstream`]'s exchange: the banner, `QUIT`, `221 bye`, the end.
-fn smtp_exchange(client: &mut TcpStream) {
+pub(crate) fn smtp_exchange(client: &mut TcpStream) {
     let banner = b"220 mail.example ESMTP\r\n";
     assert_eq!(read_exact(client, banner.len()), banner);
     client.write_all(b"QUIT\r\n").unwrap();
