@@ -385,3 +385,38 @@ fn clients_in_the_wait_count_against_the_per_client_cap() {
     drop(waiting);
     router.wait_for_lines("proto=silent route=proto=silent ", 2);
 }
+
+/// A protocol route's own `max_connections_per_client` applies once its bytes choose it: with
+/// one SSH connection open, a second SSH client from the same address is refused when its
+/// banner takes the route, while the wait route, which has no cap, still serves that address.
+#[test]
+fn a_protocol_routes_own_per_client_cap_refuses_at_the_route_only() {
+    let dir = temp_dir("protocols-route-cap");
+    let (ssh, ssh_rx) = recording_upstream();
+    let (smtp, _smtp_rx) = smtp_upstream();
+    let mut router = start_with_routes(
+        &dir,
+        &[
+            format!("{} proto=ssh max_connections_per_client=1", s(ssh.addr)),
+            format!("{} proto=silent wait=200ms", s(smtp.addr)),
+        ],
+    );
+    let mut first = connect(router.addr);
+    first.write_all(SSH_BANNER).unwrap();
+    wait_until("the first SSH client is relayed", || {
+        ssh.accepted.load(Ordering::SeqCst) == 1
+    });
+    let mut second = connect(router.addr);
+    second.set_read_timeout(Some(PATIENCE)).unwrap();
+    second.write_all(SSH_BANNER).unwrap();
+    assert_eq!(read_until_closed(&mut second), b"");
+    let line = router.wait_for_line("result=refused-client-limit");
+    assert!(line.contains("proto=ssh "), "{line}");
+
+    let mut silent = connect(router.addr);
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    smtp_exchange(&mut silent);
+    first.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(ssh_rx.recv_timeout(PATIENCE).unwrap(), SSH_BANNER);
+    assert_eq!(ssh.accepted.load(Ordering::SeqCst), 1);
+}
