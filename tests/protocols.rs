@@ -420,3 +420,59 @@ fn a_protocol_routes_own_per_client_cap_refuses_at_the_route_only() {
     assert_eq!(ssh_rx.recv_timeout(PATIENCE).unwrap(), SSH_BANNER);
     assert_eq!(ssh.accepted.load(Ordering::SeqCst), 1);
 }
+
+/// A reload adds a regex route to a listener that already reads first bytes: a reload whose
+/// pattern does not compile is refused in one line naming it, and the old routes serve on;
+/// once a good one is in, SOCKS5 bytes reach it and are logged `proto=regex`.
+#[test]
+fn a_reload_adds_a_regex_route_and_refuses_a_bad_pattern() {
+    let dir = temp_dir("protocols-reload");
+    let (ssh, _ssh_rx) = recording_upstream();
+    let (socks, socks_rx) = recording_upstream();
+    let (default, default_rx) = recording_upstream();
+    let held = reserve_port();
+    let listen = held.addr();
+    let base = format!(
+        "route {listen} {} proto=ssh\nroute {listen} {}\n",
+        s(ssh.addr),
+        s(default.addr)
+    );
+    let file = dir.write("router.conf", &base);
+    let mut router = Process::start(&["-c", &file]);
+    let hello = b"\x05\x01\x00";
+    assert_eq!(send_chunks(listen, &[hello], true), b"");
+    assert_eq!(default_rx.recv_timeout(PATIENCE).unwrap(), hello);
+
+    dir.write(
+        "router.conf",
+        &format!(
+            "{base}route {listen} {} regex=(\\x05 min_bytes=2\n",
+            s(socks.addr)
+        ),
+    );
+    router.signal("HUP");
+    let refused = router.wait_for_line("reload refused");
+    assert!(
+        refused.contains("invalid regex '(\\x05': unclosed group"),
+        "{refused}"
+    );
+    assert_eq!(send_chunks(listen, &[hello], true), b"");
+    assert_eq!(default_rx.recv_timeout(PATIENCE).unwrap(), hello);
+
+    dir.write(
+        "router.conf",
+        &format!(
+            "{base}route {listen} {} regex=^\\x05[\\x01-\\x09] min_bytes=2\n",
+            s(socks.addr)
+        ),
+    );
+    router.signal("HUP");
+    router.wait_for_line("reloaded");
+    assert_eq!(send_chunks(listen, &[hello], true), b"");
+    assert_eq!(socks_rx.recv_timeout(PATIENCE).unwrap(), hello);
+    let line = router.wait_for_line("proto=regex ");
+    assert!(
+        line.contains(r"route=regex=^\x05[\x01-\x09],min_bytes=2 "),
+        "{line}"
+    );
+}

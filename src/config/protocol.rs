@@ -80,7 +80,7 @@ impl BytePattern {
             .ok_or_else(|| {
                 format!(
                     "invalid min_bytes '{}': expected a whole number from 1 to {MAX_WINDOW_BYTES}",
-                    value.escape_default()
+                    super::text::printable(value)
                 )
             })?;
         Ok(BytePattern {
@@ -153,7 +153,7 @@ impl Protocol {
         }
         if key == "regex" {
             let regex = pattern::compile(value)
-                .map_err(|why| format!("invalid regex '{}': {why}", value.escape_default()))?;
+                .map_err(|why| format!("invalid regex '{}': {why}", super::text::printable(value)))?;
             return Ok(Protocol::Regex(BytePattern {
                 source: value.to_string(),
                 regex,
