@@ -152,8 +152,9 @@ impl Protocol {
             };
         }
         if key == "regex" {
-            let regex = pattern::compile(value)
-                .map_err(|why| format!("invalid regex '{}': {why}", super::text::printable(value)))?;
+            let regex = pattern::compile(value).map_err(|why| {
+                format!("invalid regex '{}': {why}", super::text::printable(value))
+            })?;
             return Ok(Protocol::Regex(BytePattern {
                 source: value.to_string(),
                 regex,
