@@ -1305,10 +1305,10 @@ def k_last_words_client(s, c, rng):
     c.ends = {("reset", "shutdown"), ("shutdown", "reset")}
 
 
-def k_banner(s, c, rng, pp=False):
+def k_banner(s, c, rng, pp=False, target=None):
     """A server-first protocol: the upstream speaks first, the client only after the banner;
     the upstream closes first."""
-    r = c.connect(s.t["bannerpp" if pp else "banner"])
+    r = c.connect(s.t[target or ("bannerpp" if pp else "banner")])
     c.servers = {"BANNER_P" if pp else "BANNER"}
     banner = r.line()
     c.received += len(banner)
@@ -1341,6 +1341,53 @@ def k_banner(s, c, rng, pp=False):
 def k_banner_pp(s, c, rng):
     """The same, the route sending a PROXY v1 header: the banner says the source it saw."""
     k_banner(s, c, rng, pp=True)
+
+
+# identification strings of real SSH clients
+SSH_BANNERS = [
+    b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n",
+    b"SSH-2.0-PuTTY_Release_0.81\r\n",
+    b"SSH-2.0-Go\r\n",
+    b"SSH-1.99-libssh_0.10.6\r\n",
+]
+
+
+def k_ssh(s, c, rng):
+    """An SSH client's identification string, at once, in a few pieces or its first four bytes
+    one at a time, takes the proto=ssh route on the listener with protocol routes; the upstream
+    gets it unchanged before the exchange."""
+    banner = rng.choice(SSH_BANNERS)
+    r = c.connect(s.t["proto"])
+    c.route, c.servers, c.name_text = "proto=ssh", {"A"}, "proto=ssh"
+    trickled = banner[:4] if rng.random() < 0.3 else b""
+    for i in range(len(trickled)):
+        c.sock.sendall(trickled[i:i + 1])
+        time.sleep(rng.uniform(0, 0.01))
+    some_exchange(c, r, rng, pre=banner[len(trickled):], split=rng)
+    c.pre = trickled + c.pre
+    c.sent += len(trickled)
+
+
+# the regex route of the listener with protocol routes (no backslash: the metrics' label
+# escaping stays out of the comparison)
+REGEX_ROUTE = "regex=(?i)^soak-[0-9]"
+
+
+def k_regex(s, c, rng):
+    """First bytes the regex route's expression matches in their first six bytes, any letter
+    case, at once or in pieces: the upstream gets them unchanged before the exchange."""
+    pre = f"{rng.choice(['soak', 'SOAK', 'Soak'])}-{rng.randrange(10)} regex route\r\n".encode()
+    r = c.connect(s.t["proto"])
+    c.route, c.servers, c.name_text = f"{REGEX_ROUTE},min_bytes=6", {"C"}, "proto=regex"
+    some_exchange(c, r, rng, pre=pre, split=rng)
+
+
+def k_wait(s, c, rng):
+    """A server-first client on the listener with protocol routes: it sends nothing, so the
+    proto=silent route takes it after its wait, and the banner exchange runs as on its own
+    port."""
+    k_banner(s, c, rng, target="proto")
+    c.route, c.name_text = "proto=silent", "proto=silent"
 
 
 # name routes on the SNI/Host listener: (sni, alpn offered, route label, upstream)
@@ -1623,6 +1670,9 @@ KINDS = {
     "client-last-words": (k_last_words_client, 2, False),
     "server-first": (k_banner, 2, False),
     "server-first-proxy-v1": (k_banner_pp, 2, False),
+    "ssh-banner": (k_ssh, 2, False),
+    "wait-route": (k_wait, 2, False),
+    "regex-route": (k_regex, 1, False),
     "tls-sni-alpn": (k_tls, 5, False),
     "tls-sni-reloaded": (k_tls_extra, 2, False),
     "http-host-proxy-v2": (k_http, 2, False),
@@ -2141,6 +2191,9 @@ class Soak:
             f"route {HOST}:{p['ppin']} {u['B'].addr} accept_proxy=true accept_proxy_from={HOST}"
             " proxy_protocol=v2 peek_timeout=1s",
             "deny 198.51.100.0/24",
+            f"route {HOST}:{p['proto']} {u['A'].addr} proto=ssh {pk}",
+            f"route {HOST}:{p['proto']} {u['BANNER'].addr} proto=silent wait=300ms {pk}",
+            f"route {HOST}:{p['proto']} {u['C'].addr} {REGEX_ROUTE} min_bytes=6 {pk}",
         ]
         if self.extras["listener"].state != "absent":
             lines.append(f"route {HOST}:0 {u['E'].addr}")
@@ -2206,7 +2259,7 @@ class Soak:
             used = set()
             self.ports = {n: free_port(used) for n in (
                 "admin", "plain", "banner", "bannerpp", "sni", "strict", "fail", "dead", "idle",
-                "acl", "ppin", "udp")}
+                "acl", "ppin", "udp", "proto")}
             self.t = {
                 "plain": Target("plain", self.ports["plain"], 1),
                 "banner": Target("banner", self.ports["banner"], 1),
@@ -2218,6 +2271,7 @@ class Soak:
                 "idle": Target("idle", self.ports["idle"], 1),
                 "acl": Target("acl", self.ports["acl"], 1),
                 "ppin": Target("ppin", self.ports["ppin"], 1),
+                "proto": Target("proto", self.ports["proto"], 3),
                 "extra": Target("extra", 0, 1),
             }
             self.write_config()

@@ -1600,3 +1600,64 @@ fn an_upgrade_to_a_version_without_udp_is_refused_while_a_udp_listener_is_config
     assert_eq!(&buf[..n], b"udp still served");
     router.stop();
 }
+
+/// A live upgrade while protocol routes choose: a client held in the wait (it has sent nothing)
+/// moves to the new process and is served there by the `proto=silent` route when its wait is
+/// over, the server's banner reaching it; a client that has sent half of `SSH-` moves with its
+/// bytes, and once it sends the rest the SSH upstream gets the whole banner, byte-exact.
+#[test]
+fn waiting_and_half_sent_ssh_clients_move_with_an_upgrade() {
+    use crate::protocols::{smtp_exchange, smtp_upstream, SSH_BANNER};
+    let (smtp, smtp_rx) = smtp_upstream();
+    let (ssh, ssh_rx) = crate::routing::recording_upstream();
+    let held = reserve_port();
+    let listen = held.addr();
+    let config = format!(
+        "route {listen} {ssh} proto=ssh peek_timeout=20s\n\
+         route {listen} {smtp} proto=silent wait=6s peek_timeout=20s\n",
+        ssh = ssh.addr,
+        smtp = smtp.addr
+    );
+    let mut router = Upgradable::start("upgrade-protocols", &config, 1);
+    let mut silent = connect_with(listen, PATIENT);
+    let mut half = connect_with(listen, PATIENT);
+    half.write_all(&SSH_BANNER[..2]).unwrap();
+    // Accepted in order: once a later client is served, these two are choosing their routes.
+    let whole = crate::routing::send_chunks(listen, &[SSH_BANNER], true);
+    assert_eq!(whole, b"");
+    assert_eq!(ssh_rx.recv_timeout(PATIENT).unwrap(), SSH_BANNER);
+    router.line_after(
+        0,
+        &["proto=ssh route=proto=ssh "],
+        "the whole banner's line",
+    );
+    let from = router.mark();
+
+    let upgrade = router.upgrade();
+    assert_eq!(
+        smtp.accepted.load(Ordering::SeqCst),
+        0,
+        "the wait ended before the upgrade did"
+    );
+    let (_, took_over) = router.line_after(from, &[TOOK_OVER], "the new process's line");
+    assert!(
+        took_over.contains("and 2 connection(s)"),
+        "both choosing clients move: {took_over}"
+    );
+    half.write_all(&SSH_BANNER[2..]).unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(ssh_rx.recv_timeout(PATIENT).unwrap(), SSH_BANNER);
+    smtp_exchange(&mut silent);
+    drop(silent);
+    assert_eq!(smtp_rx.recv_timeout(PATIENT).unwrap(), b"QUIT\r\n");
+    let (at, line) = router.line_after(
+        from,
+        &["proto=silent route=proto=silent "],
+        "the silent client's line",
+    );
+    assert!(
+        at > upgrade.handed_over_at,
+        "closed by the old process: {line}"
+    );
+    router.stop();
+}

@@ -70,6 +70,7 @@ fn connection(record: &Record) -> Value {
         "listener": record.listener.config.label(),
         "listener_address": record.listener_addr.to_string(),
         "route": record.route().map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label()),
+        "matched": record.name(),
         "client": record.client().to_string(),
         "upstream": record.upstream().map(|upstream| json!({
             "name": upstream.configured.to_string(),
