@@ -76,6 +76,8 @@ CASES = [
     ("memB", "mem", {"which": 1}),
     # tcp-router only: what idle listening ports cost (one range of 1,000 against one port)
     ("listen1k", "listeners", {"ports": 1000}),
+    # tcp-router only: what idle UDP flows cost (1,000 client addresses against one)
+    ("udpflows1k", "udpflows", {"flows": 1000}),
 ]
 
 
@@ -1101,6 +1103,8 @@ class Harness:
         """Start a fresh proxy, run one measurement through it, stop it."""
         if kind == "listeners":
             return self.case_listeners(pname, f"r{rep + 1}-{case}-{pname}", **params)
+        if kind == "udpflows":
+            return self.case_udp_flows(pname, f"r{rep + 1}-{case}-{pname}", **params)
         up = self.upstream_for(kind)
         proc = None
         port = up
@@ -1329,6 +1333,72 @@ class Harness:
         res["rss_kib_per_listener"] = (res["rss_kib_many"] - res["rss_kib_one"]) / extra
         return res
 
+    def case_udp_flows(self, pname, tag, flows):
+        """What idle UDP flows cost tcp-router: one UDP listener to a UDP echo server (in this
+        process), with one client address, then with `flows` (each its own socket, one datagram
+        each way, then silent under an hour's idle timeout). Each is measured after it settles:
+        PSS and RSS (the growth per extra flow is a flow's cost: its thread, its 64 KiB receive
+        buffer, its socket) and threads."""
+        cls = PROXY_CLASSES[pname](self)
+        echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        echo.bind((HOST, 0))
+        echo.settimeout(0.5)
+        stop = threading.Event()
+
+        def answer():
+            while not stop.is_set():
+                try:
+                    data, peer = echo.recvfrom(2048)
+                    echo.sendto(data, peer)
+                except OSError:
+                    continue
+
+        threading.Thread(target=answer, daemon=True).start()
+        res = {"flows": flows}
+        clients = []
+        try:
+            for key, count in (("one", 1), ("many", flows)):
+                port = free_port()
+                conf = os.path.join(self.workdir, f"{tag}-{key}.conf")
+                with open(conf, "w") as f:
+                    f.write(f"route {HOST}:{port}/udp {HOST}:{echo.getsockname()[1]}/udp "
+                            f"idle_timeout=1h max_flows={flows + 16}\n")
+                argv = [cls.binary(), "--log-level", cls.log_level(), "-c", conf]
+                proc = Proc(pname, argv, os.path.join(self.workdir, f"{tag}-{key}.log"))
+                self.proxy_logs.setdefault(pname, []).append((f"{tag}-{key}", [proc.logpath]))
+                try:
+                    if not wait_until(lambda: "/udp ->" in read_file(proc.logpath, "") or not proc.alive(), 30) \
+                            or not proc.alive():
+                        return {"error": f"did not start: rc={proc.p.poll()} {proc.log_tail(3)}"}
+                    for i in range(count):
+                        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        c.settimeout(10)
+                        c.bind((HOST, 0))
+                        clients.append(c)
+                        c.sendto(b"flow %d" % i, (HOST, port))
+                        if c.recv(64) != b"flow %d" % i:
+                            return {"error": f"flow {i}: a wrong echo"}
+                    time.sleep(self.args.mem_settle)
+                    pss, rss = group_memory_kib(proc.pgid)
+                    res[f"pss_kib_{key}"] = pss
+                    res[f"rss_kib_{key}"] = rss
+                    res[f"threads_{key}"] = group_threads(proc.pgid)
+                finally:
+                    st = proc.stop(grace=self.args.stop_grace)
+                    self.stops.setdefault(pname, []).append((f"{tag}-{key}",) + st)
+                    for c in clients:
+                        c.close()
+                    clients.clear()
+        except (OSError, socket.timeout) as e:
+            return {"error": f"a client: {e}"}
+        finally:
+            stop.set()
+            echo.close()
+        extra = flows - 1
+        res["pss_kib_per_flow"] = (res["pss_kib_many"] - res["pss_kib_one"]) / extra
+        res["rss_kib_per_flow"] = (res["rss_kib_many"] - res["rss_kib_one"]) / extra
+        return res
+
     # ----- the run -----
 
     def run(self):
@@ -1362,8 +1432,8 @@ class Harness:
             order = proxies[k:] + proxies[:k]
             for case, kind, params in self.cases:
                 for pname in order:
-                    if kind == "listeners" and not pname.startswith("tcp-router"):
-                        continue  # a range of ports is tcp-router's own
+                    if kind in ("listeners", "udpflows") and not pname.startswith("tcp-router"):
+                        continue  # a range of ports, and UDP, are tcp-router's own
                     if time.monotonic() - t_start > a.max_minutes * 60:
                         raise RuntimeError(f"whole run exceeded --max-minutes {a.max_minutes}")
                     t0 = time.monotonic()
@@ -1403,12 +1473,17 @@ def case_title(case, mem_ns):
         "memA": f"idle mem {mem_ns[0]} conns",
         "memB": f"idle mem {mem_ns[1]} conns",
         "listen1k": "idle 1,000 listeners",
+        "udpflows1k": "idle 1,000 UDP flows",
     }[case]
 
 
 def brief(res):
     if "error" in res:
         return "FAILED: " + res["error"][:160]
+    if "pss_kib_per_flow" in res:
+        return (f"PSS {res['pss_kib_one']} KiB at 1 flow, {res['pss_kib_many']} KiB at {res['flows']:,} "
+                f"(+{res['pss_kib_per_flow']:.2f} KiB/flow, RSS +{res['rss_kib_per_flow']:.2f}); "
+                f"threads {res['threads_one']} / {res['threads_many']}")
     if "pss_kib_per_listener" in res:
         return (f"PSS {res['pss_kib_one']} KiB at 1 port, {res['pss_kib_many']} KiB at {res['ports']:,} "
                 f"(+{res['pss_kib_per_listener']:.2f} KiB/listener, RSS +{res['rss_kib_per_listener']:.2f}); "
@@ -1699,6 +1774,24 @@ def build_report(h):
                      f"(/proc/PID/stat, counted in ticks of {1000 / CLK_TCK:.0f} ms: over {a.listen_idle} s the resolution is "
                      f"{1000 / CLK_TCK / a.listen_idle:.1f} ms/s, so 0.00 means not one tick), the accept loop's "
                      "wake-ups with nothing to accept. See bench/README.md.")
+        lines.append("")
+    if "udpflows1k" in ran:
+        urows = [p for p in px if p.startswith("tcp-router")]
+        ucols = [
+            ("PSS, 1 flow (KiB)", lambda p: cell("udpflows1k", p, "pss_kib_one", 0, False)),
+            ("PSS, 1,000 flows (KiB)", lambda p: cell("udpflows1k", p, "pss_kib_many", 0, False)),
+            ("PSS per flow (KiB)", lambda p: cell("udpflows1k", p, "pss_kib_per_flow", 2, False)),
+            ("RSS per flow (KiB)", lambda p: cell("udpflows1k", p, "rss_kib_per_flow", 2, False)),
+            ("threads, 1 / 1,000 flows", lambda p: f"{cell('udpflows1k', p, 'threads_one', 0, False)} / "
+                                                   f"{cell('udpflows1k', p, 'threads_many', 0, False)}"),
+        ]
+        lines.append("## Idle UDP flows (tcp-router, 1,000 client addresses against one)\n")
+        lines.append(table(["proxy"] + [c[0] for c in ucols], [[f"**{p}**"] + [c[1](p) for c in ucols] for p in urows]))
+        lines.append("")
+        lines.append("One UDP listener to a UDP echo server: one client address, then 1,000, each sending one "
+                     "datagram and reading its echo, then silent (idle timeout 1 h). PSS/RSS after it settles; "
+                     "per flow: (1,000 flows minus 1 flow) / 999. A flow is a thread, its receive buffer and "
+                     "a connected socket. See bench/README.md.")
         lines.append("")
     if show_floor:
         lines.append("## Against the floor (the leanest relay in tcp-router's shape, bench/floor/relay.c)\n")

@@ -1341,10 +1341,10 @@ def k_last_words_client(s, c, rng):
     c.ends = {("reset", "shutdown"), ("shutdown", "reset")}
 
 
-def k_banner(s, c, rng, pp=False):
+def k_banner(s, c, rng, pp=False, target=None):
     """A server-first protocol: the upstream speaks first, the client only after the banner;
     the upstream closes first."""
-    r = c.connect(s.t["bannerpp" if pp else "banner"])
+    r = c.connect(s.t[target or ("bannerpp" if pp else "banner")])
     c.servers = {"BANNER_P" if pp else "BANNER"}
     banner = r.line()
     c.received += len(banner)
@@ -1377,6 +1377,53 @@ def k_banner(s, c, rng, pp=False):
 def k_banner_pp(s, c, rng):
     """The same, the route sending a PROXY v1 header: the banner says the source it saw."""
     k_banner(s, c, rng, pp=True)
+
+
+# identification strings of real SSH clients
+SSH_BANNERS = [
+    b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n",
+    b"SSH-2.0-PuTTY_Release_0.81\r\n",
+    b"SSH-2.0-Go\r\n",
+    b"SSH-1.99-libssh_0.10.6\r\n",
+]
+
+
+def k_ssh(s, c, rng):
+    """An SSH client's identification string, at once, in a few pieces or its first four bytes
+    one at a time, takes the proto=ssh route on the listener with protocol routes; the upstream
+    gets it unchanged before the exchange."""
+    banner = rng.choice(SSH_BANNERS)
+    r = c.connect(s.t["proto"])
+    c.route, c.servers, c.name_text = "proto=ssh", {"A"}, "proto=ssh"
+    trickled = banner[:4] if rng.random() < 0.3 else b""
+    for i in range(len(trickled)):
+        c.sock.sendall(trickled[i:i + 1])
+        time.sleep(rng.uniform(0, 0.01))
+    some_exchange(c, r, rng, pre=banner[len(trickled):], split=rng)
+    c.pre = trickled + c.pre
+    c.sent += len(trickled)
+
+
+# the regex route of the listener with protocol routes (no backslash: the metrics' label
+# escaping stays out of the comparison)
+REGEX_ROUTE = "regex=(?i)^soak-[0-9]"
+
+
+def k_regex(s, c, rng):
+    """First bytes the regex route's expression matches in their first six bytes, any letter
+    case, at once or in pieces: the upstream gets them unchanged before the exchange."""
+    pre = f"{rng.choice(['soak', 'SOAK', 'Soak'])}-{rng.randrange(10)} regex route\r\n".encode()
+    r = c.connect(s.t["proto"])
+    c.route, c.servers, c.name_text = f"{REGEX_ROUTE},min_bytes=6", {"C"}, "proto=regex"
+    some_exchange(c, r, rng, pre=pre, split=rng)
+
+
+def k_wait(s, c, rng):
+    """A server-first client on the listener with protocol routes: it sends nothing, so the
+    proto=silent route takes it after its wait, and the banner exchange runs as on its own
+    port."""
+    k_banner(s, c, rng, target="proto")
+    c.route, c.name_text = "proto=silent", "proto=silent"
 
 
 # name routes on the SNI/Host listener: (sni, alpn offered, route label, upstream)
@@ -1687,6 +1734,9 @@ KINDS = {
     "client-last-words": (k_last_words_client, 2, False),
     "server-first": (k_banner, 2, False),
     "server-first-proxy-v1": (k_banner_pp, 2, False),
+    "ssh-banner": (k_ssh, 2, False),
+    "wait-route": (k_wait, 2, False),
+    "regex-route": (k_regex, 1, False),
     "tls-sni-alpn": (k_tls, 5, False),
     "tls-sni-reloaded": (k_tls_extra, 2, False),
     "http-host-proxy-v2": (k_http, 2, False),
@@ -1707,6 +1757,92 @@ KINDS = {
     "unix-listener": (k_unix_in, 3, True),
     "unix-upstream": (k_unix_up, 3, True),
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# the UDP kind: beside the load, clients of a UDP listener whose upstream (the soak's) echoes
+# every datagram. A flow is a client socket of its own; it sends bursts of datagrams cut from the
+# pattern, each starting with its flow and sequence numbers, and reads the echoes: each one must
+# come back whole and in order. Once it has moved nothing for the route's idle timeout,
+# tcp-router logs it; its lines (one per process it lived in: an upgrade ends it as `upgraded`
+# and the new process sets up its own) must add up to what the client sent and got. The socket
+# is kept until then, so no later flow takes its port while tcp-router still has the flow.
+
+UDP_IDLE = 1.0  # the UDP route's idle_timeout, seconds
+UDP_CLIENTS = 2  # UDP flows under way at once
+UDP_FLOW_RE = re.compile(
+    r"\] closed udp flow #\d+ client=(?P<client>\S+) listener=(?P<listener>\S+) "
+    r"upstream=(?P<upstream>\S+) sent=(?P<sent>\d+) received=(?P<received>\d+) "
+    r"datagrams_sent=(?P<dsent>\d+) datagrams_received=(?P<drecv>\d+) duration=\S+ "
+    r"result=(?P<result>\S+)$")
+
+
+class UdpEcho:
+    """The UDP upstream: answers every datagram with itself."""
+
+    def __init__(self, soak):
+        self.soak = soak
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(0.5)
+        self.addr = f"{HOST}:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.soak.closing.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65536)
+                self.sock.sendto(data, peer)
+            except socket.timeout:
+                continue
+            except OSError:
+                if self.soak.closing.is_set():
+                    return
+
+
+def udp_datagram(fid, seq, rng):
+    """Datagram `seq` of flow `fid`: its numbers, then 0 to 1,400 pattern bytes."""
+    head = f"SOAKU {fid} {seq}\n".encode()
+    return head + bytes(pat(fid * 7919 + seq * 131, rng.randrange(0, 1401)))
+
+
+def udp_flow(s, fid, rng):
+    """One UDP flow: bursts of datagrams and their echoes, each checked; then its log lines.
+    Returns (datagrams, bytes) sent, and the problems found."""
+    problems = []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((HOST, 0))
+        sock.settimeout(IO_TIMEOUT)
+        client = f"{HOST}:{sock.getsockname()[1]}"
+        listen = (HOST, s.ports["udp"])
+        seq = sent_bytes = 0
+        for _ in range(rng.randrange(1, 9)):
+            burst = [udp_datagram(fid, seq + i, rng) for i in range(rng.randrange(1, 9))]
+            for d in burst:
+                sock.sendto(d, listen)
+            for i, d in enumerate(burst):
+                try:
+                    got, peer = sock.recvfrom(65536)
+                except socket.timeout:
+                    problems.append(f"no echo of datagram {seq + i} within {IO_TIMEOUT:.0f}s")
+                    return seq, sent_bytes, problems
+                if peer != listen:
+                    problems.append(f"an echo from {peer}, not the listen address")
+                if got != d:
+                    head = got.split(b"\n", 1)[0][:40]
+                    problems.append(f"echo {i} of a burst from datagram {seq}: {len(got)} bytes "
+                                    f"starting {head!r}, expected {len(d)} (out of order, cut or "
+                                    f"changed)")
+                    return seq, sent_bytes, problems
+                sent_bytes += len(d)
+            seq += len(burst)
+            if rng.random() < 0.3:
+                time.sleep(rng.uniform(0, UDP_IDLE / 2))
+        problems += s.udp_check_lines(client, seq, sent_bytes)
+        return seq, sent_bytes, problems
+    finally:
+        sock.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1926,6 +2062,9 @@ class Soak:
         self.records = []  # Share
         self.long_running = 0
         self.hostile_made = {}  # hostile kind -> connections made
+        self.udp_cv = threading.Condition()
+        self.udp_lines = {}  # UDP client address -> its flow lines, parsed, in the log's order
+        self.udp_stats = [0, 0, 0, 0]  # UDP flows, datagrams, bytes (each way), flows with problems
         self.hostile_ends = {}  # hostile kind -> {end: count}
         self.admin_refusal_max = 0.0  # the longest a refused admin peer waited for its 403
         self.calm_evicted = 0  # well-behaved silent clients evicted (a legitimate end)
@@ -2135,9 +2274,14 @@ class Soak:
             f"route {HOST}:{p['ppin']} {u['B'].addr} accept_proxy=true accept_proxy_from={HOST}"
             " proxy_protocol=v2 peek_timeout=1s",
             "deny 198.51.100.0/24",
+            f"route {HOST}:{p['proto']} {u['A'].addr} proto=ssh {pk}",
+            f"route {HOST}:{p['proto']} {u['BANNER'].addr} proto=silent wait=300ms {pk}",
+            f"route {HOST}:{p['proto']} {u['C'].addr} {REGEX_ROUTE} min_bytes=6 {pk}",
         ]
         if self.extras["listener"].state != "absent":
             lines.append(f"route {HOST}:0 {u['E'].addr}")
+        lines.append(f"route {HOST}:{p['udp']}/udp {self.udp_echo.addr}/udp "
+                     f"idle_timeout={UDP_IDLE:g}s")
         return "\n".join(lines) + "\n"
 
     def write_config(self):
@@ -2155,6 +2299,7 @@ class Soak:
                                        path=os.path.join(self.workdir, "soak-up.sock"))
         self.upstreams["BANNER"] = Upstream(self, "BANNER", banner_handler)
         self.upstreams["BANNER_P"] = Upstream(self, "BANNER_P", banner_handler, expect_proxy=True)
+        self.udp_echo = UdpEcho(self)
         # refused: a bound port nobody listens on (the kernel answers SYNs with a reset)
         self.refused_sock = socket.socket()
         self.refused_sock.bind((HOST, 0))
@@ -2199,7 +2344,7 @@ class Soak:
             used = set()
             self.ports = {n: free_port(used) for n in (
                 "admin", "plain", "banner", "bannerpp", "sni", "strict", "fail", "dead", "idle",
-                "acl", "ppin", "tounix")}
+                "acl", "ppin", "udp", "proto", "tounix")}
             self.t = {
                 "plain": Target("plain", self.ports["plain"], 1),
                 "banner": Target("banner", self.ports["banner"], 1),
@@ -2211,6 +2356,7 @@ class Soak:
                 "idle": Target("idle", self.ports["idle"], 1),
                 "acl": Target("acl", self.ports["acl"], 1),
                 "ppin": Target("ppin", self.ports["ppin"], 1),
+                "proto": Target("proto", self.ports["proto"], 3),
                 "unix": Target("unix", None, 1, path=os.path.join(self.workdir, "soak-in.sock")),
                 "tounix": Target("tounix", self.ports["tounix"], 1),
                 "extra": Target("extra", 0, 1),
@@ -2246,7 +2392,7 @@ class Soak:
             self.reset_log_state()
         self.reader = threading.Thread(target=self.read_log, args=(self.proc,), daemon=True)
         self.reader.start()
-        base = {v for k, v in self.ports.items() if k != "admin"}
+        base = {v for k, v in self.ports.items() if k not in ("admin", "udp")}
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.proc.poll() is None:
             if base <= set(self.listening) and self.t["unix"].label in self.listening_unix:
@@ -2348,6 +2494,9 @@ class Soak:
             for raw in proc.stderr:
                 out.write(raw)
                 line = raw.decode("utf-8", "replace").rstrip("\n")
+                if "] closed udp flow #" in line:
+                    self.udp_line(line)
+                    continue
                 if "] closed #" in line:
                     m = re.search(r" client=(\S+) listener=(\S+) ", line)
                     i = re.search(r"\] closed #(\d+) ", line)
@@ -2632,8 +2781,8 @@ class Soak:
         if (t_listen, t_conns) != (h_listen, h_conns):
             bad(f"handed over {h_listen} listening socket(s) and {h_conns} connection(s), "
                 f"took over {t_listen} and {t_conns}")
-        if h_listen != n_listen + 1:  # and the admin endpoint's
-            bad(f"{h_listen} listening sockets handed over, the config has {n_listen + 1}")
+        if h_listen != n_listen + 2:  # and the UDP listener's, and the admin endpoint's
+            bad(f"{h_listen} listening sockets handed over, the config has {n_listen + 2}")
         rc = self.wait_exit(old, 15)
         if rc != 0:
             bad(f"pid {old} exited with status {rc} after handing over, expected 0"
@@ -2720,6 +2869,73 @@ class Soak:
             with self.lock:
                 self.busy -= 1
         return True
+
+    def udp_line(self, line):
+        """A UDP flow's close line: kept for its client's check."""
+        m = UDP_FLOW_RE.search(line)
+        if not m:
+            self.unexplained(line)
+            return
+        with self.udp_cv:
+            self.udp_lines.setdefault(m.group("client"), []).append(m.groupdict())
+            self.udp_cv.notify_all()
+
+    def udp_check_lines(self, client, datagrams, nbytes):
+        """Waits for the close lines of `client`'s flow to add up to what it sent (its datagrams
+        and bytes, echoed), then checks them; returns the problems."""
+        def logged():
+            lines = self.udp_lines.get(client, [])
+            return sum(int(f["dsent"]) for f in lines) >= datagrams and lines
+
+        with self.udp_cv:
+            self.udp_cv.wait_for(logged, UDP_IDLE + RECORD_WAIT + self.UPGRADE_WAIT)
+            lines = self.udp_lines.pop(client, [])
+        if not lines:
+            return [f"no close line within {UDP_IDLE + RECORD_WAIT + self.UPGRADE_WAIT:.0f}s"]
+        problems = []
+        for field, want in (("dsent", datagrams), ("drecv", datagrams), ("sent", nbytes),
+                            ("received", nbytes)):
+            got = sum(int(f[field]) for f in lines)
+            if got != want:
+                problems.append(f"its close lines add up to {field}={got}, the client counted "
+                                f"{want}")
+        results = [f["result"] for f in lines]
+        if results[-1] not in ("idle", "upgraded") or any(r != "upgraded" for r in results[:-1]):
+            problems.append(f"results {results}: expected idle (or upgraded), after upgraded "
+                            f"for each process an upgrade replaced")
+        for f in lines:
+            if f["listener"] != f"{HOST}:{self.ports['udp']}/udp":
+                problems.append(f"logged on listener={f['listener']}")
+            if f["upstream"] != self.udp_echo.addr:
+                problems.append(f"logged with upstream={f['upstream']}, not the UDP echo")
+        return problems
+
+    def udp_client(self, slot):
+        """UDP flows one after another until the load stops (paused with it for the warm
+        checkpoint)."""
+        rng = random.Random(f"{self.args.seed} udp {slot}")
+        n = 0
+
+        def one():
+            fid = slot * 1_000_000 + n
+            datagrams, nbytes, problems = udp_flow(self, fid, rng)
+            with self.lock:
+                st = self.udp_stats
+                st[0] += 1
+                st[1] += datagrams
+                st[2] += nbytes
+                st[3] += bool(problems)
+            for p in problems:
+                self.add_problem("udp", fid, f"slot {slot}", p)
+
+        while not self.stop_load.is_set():
+            if self.gated(one):
+                n += 1
+
+    def udp_summary(self):
+        flows, datagrams, nbytes, bad = self.udp_stats
+        return (f"udp: {flows} flows, {datagrams} datagrams ({fmt_bytes(nbytes)}) each way, "
+                f"every one and every flow's close lines checked; {bad} flow(s) with problems")
 
     def hostile(self, kind, slot):
         """One hostile client, renewed until the load stops (and paused with it for the warm
@@ -2932,6 +3148,8 @@ class Soak:
             w.start()
         hostiles = [threading.Thread(target=self.hostile, args=(kind, slot), daemon=True)
                     for kind, n in self.hostile_counts().items() for slot in range(n)]
+        hostiles += [threading.Thread(target=self.udp_client, args=(slot,), daemon=True)
+                     for slot in range(UDP_CLIENTS)]
         for h in hostiles:
             h.start()
         if hostiles:
@@ -3264,6 +3482,7 @@ class Soak:
             out.append(row(kind, st[0], st[1], fmt_bytes(st[2]), fmt_bytes(st[3])))
         out.append(row("total", tot[0], tot[1], fmt_bytes(tot[2]), fmt_bytes(tot[3])))
         out += self.hostile_summary(tot)
+        out.append(self.udp_summary())
         ex = self.extras
         out.append(f"reloads: {self.reloads_sent} SIGHUPs, {self.reloaded} applied, "
                    f"{self.reload_refused} refused; the extra listener added {ex['listener'].added} "

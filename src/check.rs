@@ -12,7 +12,7 @@ use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
 use crate::config::{
-    CheckKind, Config, HealthCheck, Listener, Route, Transport, DEFAULT_MAX_FLOWS,
+    CheckKind, Config, HealthCheck, Listener, Protocol, Route, Transport, DEFAULT_MAX_FLOWS,
     DEFAULT_UDP_IDLE_TIMEOUT,
 };
 use crate::health::probe as one_check;
@@ -438,8 +438,10 @@ fn per_reading_listener(
 
 /// Which route a client whose first bytes are `sample` takes on each listener that reads first
 /// bytes, and why: `--check --explain-bytes`. `sample` takes the escapes of a `check=` TEXT
-/// (`\r \n \t \\ \xHH`); an empty sample is a client that sends nothing. Decided by the
-/// same function the server routes by, so it cannot disagree with it. The error is a bad escape.
+/// (`\r \n \t \\ \xHH`); an empty sample is a client that sends nothing; `@PATH` is the
+/// bytes of the file at PATH, unchanged (a capture: a sample that starts with `@` is written
+/// `\x40`). Decided by the same function the server routes by, so it cannot disagree with it.
+/// The error is a bad escape or a file that cannot be read.
 ///
 /// ```
 /// use tcp_router::config::Protocol;
@@ -457,7 +459,7 @@ fn per_reading_listener(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn explain_bytes(config: &Config, sample: &str) -> Result<String, String> {
-    let bytes = crate::config::unescape(sample).map_err(|why| format!("--explain-bytes: {why}"))?;
+    let bytes = sample_bytes(sample).map_err(|why| format!("--explain-bytes: {why}"))?;
     let quoted = crate::config::escape_truncated(&bytes, 64);
     Ok(per_reading_listener(
         config,
@@ -465,6 +467,14 @@ pub fn explain_bytes(config: &Config, sample: &str) -> Result<String, String> {
         &format!("no listener reads first bytes to route '{quoted}'"),
         |router, listener| vec![explain_sample(router, listener, &bytes, &quoted)],
     ))
+}
+
+/// The bytes `--explain-bytes` explains: the file `@PATH` holds, or `sample` unescaped.
+fn sample_bytes(sample: &str) -> Result<Vec<u8>, String> {
+    match sample.strip_prefix('@') {
+        Some(path) => std::fs::read(path).map_err(|err| format!("cannot read '{path}': {err}")),
+        None => crate::config::unescape(sample),
+    }
 }
 
 /// Where `bytes` go on one listener, in words.
@@ -486,8 +496,9 @@ fn explain_sample(router: &Router, listener: &Listener, bytes: &[u8], shown: &st
     }
     let Some(choice) = decided(bytes, router) else {
         return format!(
-            "'{shown}': not enough bytes to decide; a client that sends no more waits for \
+            "'{shown}': not enough bytes to decide{}; a client that sends no more waits for \
              peek_timeout ({peek}), then takes {}",
+            waiting_for(router, listener, bytes),
             route(router.fallback())
         );
     };
@@ -500,10 +511,39 @@ fn explain_sample(router: &Router, listener: &Listener, bytes: &[u8], shown: &st
             "HTTP request with Host {}",
             host.as_deref().unwrap_or("(none)")
         ),
-        FirstBytes::Leading | FirstBytes::Silent => format!("'{shown}'"),
+        FirstBytes::Leading => match choice
+            .found
+            .as_ref()
+            .map(|(i, _)| &listener.routes[*i].protocol)
+        {
+            Some(Some(Protocol::Regex(pattern))) => format!(
+                "'{shown}' (its first {} bytes match the expression)",
+                pattern.min_bytes()
+            ),
+            _ => format!("'{shown}'"),
+        },
+        FirstBytes::Silent => format!("'{shown}'"),
         FirstBytes::Other(why) => format!("'{shown}' ({why})"),
     };
     format!("{what}: {}", route(choice.found))
+}
+
+/// Why bytes too few to decide are so, when a `regex=` route waits for its window: ` (route
+/// regex=... sees the first N bytes, M are here)`; empty otherwise.
+fn waiting_for(router: &Router, listener: &Listener, bytes: &[u8]) -> String {
+    let Some(i) = router.waiting_route(bytes) else {
+        return String::new();
+    };
+    let route = &listener.routes[i];
+    match &route.protocol {
+        Some(Protocol::Regex(pattern)) => format!(
+            " (route {} sees the first {} bytes, {} are here)",
+            route.label(),
+            pattern.min_bytes(),
+            bytes.len()
+        ),
+        _ => format!(" (route {} needs more)", route.label()),
+    }
 }
 
 /// What `--check --probe` found: a table of every member's state, and the routes with none up.

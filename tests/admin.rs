@@ -109,7 +109,8 @@ fn random_name(seed: u64, suffix: &str) -> String {
 
 /// curl gets every endpoint with its status and content type (`/metrics`, `/ready`, `/health`,
 /// `/routes`, `/connections`, `/`, and HEAD), and `promtool check metrics` accepts the exposition
-/// after traffic has filled the connect-time histogram and a refused-connect series.
+/// after traffic has filled the connect-time histogram, a refused-connect series and the counts
+/// by protocol.
 #[test]
 fn curl_reads_every_endpoint_and_promtool_accepts_the_metrics() {
     let test = "admin::curl_reads_every_endpoint_and_promtool_accepts_the_metrics";
@@ -132,6 +133,12 @@ fn curl_reads_every_endpoint_and_promtool_accepts_the_metrics() {
     let m = metrics_until(admin, "both connections ended", |m| {
         m.sum("tcp_router_connections_ended_total", &[]) == 2
     });
+    // The listener reads first bytes (it has a host= route): each client counts by protocol.
+    for (protocol, count) in [("http", 1), ("other", 1), ("ssh", 0)] {
+        let labels = [("protocol", protocol)];
+        let counted = m.count("tcp_router_protocol_connections_total", &labels);
+        assert_eq!(counted, count, "{protocol}");
+    }
     let default = [("route", "default")];
     assert_eq!(
         m.count(
@@ -1467,5 +1474,63 @@ fn the_status_page_renders_routes_and_live_connections_in_a_browser() {
         assert!(row.contains(&format!("<code>{route}</code>")), "{row}");
         assert!(row.contains(&format!("<code>{upstream}</code>")), "{row}");
         assert!(row.contains("open / open"), "{row}");
+    }
+}
+
+/// The status page in headless chromium shows a listener's protocol routes by their labels
+/// (`proto=ssh`, `regex=...`, `proto=silent`), and under each live connection's route what its
+/// first bytes matched; `/connections` says the same as `matched`.
+#[test]
+fn the_status_page_shows_protocol_routes_and_what_each_connection_matched() {
+    let test = "admin::the_status_page_shows_protocol_routes_and_what_each_connection_matched";
+    if skip_without(test, &["chromium"]) {
+        return;
+    }
+    let (ssh_up, socks_up, silent_up) = (echo_upstream(), echo_upstream(), echo_upstream());
+    let dir = temp_dir("admin-protocols");
+    let file = dir.write(
+        "router.conf",
+        &format!(
+            "route 127.0.0.1:0 {} proto=ssh\n\
+             route 127.0.0.1:0 {} regex=^\\x05[\\x01-\\x09] min_bytes=2\n\
+             route 127.0.0.1:0 {} proto=silent wait=100ms\n",
+            s(ssh_up.addr),
+            s(socks_up.addr),
+            s(silent_up.addr)
+        ),
+    );
+    let (router, admin) = start_with_admin(&["-c", &file]);
+    let mut ssh = connect(router.addr);
+    round_trip(&mut ssh, b"SSH-2.0-OpenSSH_9.2\r\n");
+    let mut socks = connect(router.addr);
+    round_trip(&mut socks, b"\x05\x01\x00");
+    let mut silent = connect(router.addr);
+    wait_until("the silent client takes its route", || {
+        get(admin, "/connections").json()["connections"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|c| c["matched"] == "proto=silent"))
+    });
+    round_trip(&mut silent, b"after the wait\n");
+
+    let dom = chromium_dom(&format!("http://{admin}/"));
+    for text in [
+        "<code>proto=ssh</code>",
+        r"<code>regex=^\x05[\x01-\x09],min_bytes=2</code>",
+        "<code>proto=silent</code>",
+    ] {
+        assert!(dom.contains(text), "no {text:?} in the page:\n{dom}");
+    }
+    for (client, matched) in [
+        (&ssh, "proto=ssh"),
+        (&socks, "proto=regex"),
+        (&silent, "proto=silent"),
+    ] {
+        let client = format!("<code>{}</code>", client.local_addr().unwrap());
+        let row = dom
+            .split(r#"<tr class="connection">"#)
+            .find(|row| row.contains(&client))
+            .unwrap_or_else(|| panic!("no row for {client}:\n{dom}"));
+        let shown = format!(r#"<div class="muted matched">{matched}</div>"#);
+        assert!(row.contains(&shown), "no {shown} in {row}");
     }
 }

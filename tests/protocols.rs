@@ -3,7 +3,7 @@
 //! protocol route that can never match.
 
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 
 use tcp_router::proto::tls::parse_client_hello;
@@ -14,8 +14,11 @@ use crate::routing::{
 };
 use crate::util::*;
 
+/// Real sshd, s_server, HTTP and MariaDB peers through one listener at once.
+mod real_peers;
+
 /// What OpenSSH 9.2 on Debian sends first.
-const SSH_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
+pub(crate) const SSH_BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
 
 /// A config file with one listener on a free port and these `route` lines' tails, each
 /// `UPSTREAM [KEY=VALUE]`; the router started on it.
@@ -178,7 +181,7 @@ fn check_refuses_a_protocol_route_that_can_never_match() {
 
 /// A server-first upstream, as SMTP is: its banner on connect, then `221 bye` to `QUIT`; reports
 /// what it received.
-fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
+pub(crate) fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
     reporting_upstream(|mut stream| {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let _ = stream.write_all(b"220 mail.example ESMTP\r\n");
@@ -193,6 +196,14 @@ fn smtp_upstream() -> (Upstream, std::sync::mpsc::Receiver<Vec<u8>>) {
         let _ = stream.write_all(b"221 bye\r\n");
         got
     })
+}
+
+/// The client's side of [`smtp_upstream`]'s exchange: the banner, `QUIT`, `221 bye`, the end.
+pub(crate) fn smtp_exchange(client: &mut TcpStream) {
+    let banner = b"220 mail.example ESMTP\r\n";
+    assert_eq!(read_exact(client, banner.len()), banner);
+    client.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(read_until_closed(client), b"221 bye\r\n");
 }
 
 /// A client that sends nothing reaches the `proto=silent` route once its wait is over, reads the
@@ -211,10 +222,7 @@ fn a_client_that_waits_for_the_server_reaches_the_silent_route() {
     );
     let mut client = connect(router.addr);
     client.set_read_timeout(Some(PATIENCE)).unwrap();
-    let banner = b"220 mail.example ESMTP\r\n";
-    assert_eq!(read_exact(&mut client, banner.len()), banner);
-    client.write_all(b"QUIT\r\n").unwrap();
-    assert_eq!(read_until_closed(&mut client), b"221 bye\r\n");
+    smtp_exchange(&mut client);
     drop(client);
     assert_eq!(smtp_rx.recv_timeout(PATIENCE).unwrap(), b"QUIT\r\n");
     let line = router.wait_for_line("closed #1 ");
@@ -226,7 +234,8 @@ fn a_client_that_waits_for_the_server_reaches_the_silent_route() {
 }
 
 /// `--check --explain-bytes` says where first bytes go, as the server decides: SSH, a prefix, a
-/// TLS-looking start that needs more bytes, a client that sends nothing; a bad escape and a
+/// regex and the bytes it waits for, a TLS-looking start that needs more bytes, a client that
+/// sends nothing, a capture read from a file (`@PATH`); a bad escape, a missing file and a
 /// missing `--check` are usage errors.
 #[test]
 fn check_explain_bytes_predicts_each_clients_route() {
@@ -236,6 +245,7 @@ fn check_explain_bytes_predicts_each_clients_route() {
         "route 127.0.0.1:8443 127.0.0.1:1 sni=a.example\n\
          route 127.0.0.1:8443 127.0.0.1:2 proto=ssh\n\
          route 127.0.0.1:8443 127.0.0.1:3 prefix=\\x05\\x01\n\
+         route 127.0.0.1:8443 127.0.0.1:6 regex=(?i)^(ehlo|helo)\\x20 min_bytes=5\n\
          route 127.0.0.1:8443 127.0.0.1:4 proto=silent wait=1s\n\
          route 127.0.0.1:8443 127.0.0.1:5\n",
     );
@@ -256,7 +266,7 @@ fn check_explain_bytes_predicts_each_clients_route() {
     );
     assert_eq!(
         explain(r"\x16\x03\x01"),
-        r"'\x16\x03\x01': not enough bytes to decide; a client that sends no more waits for peek_timeout (5s), then takes route default (default route)"
+        r"'\x16\x03\x01': not enough bytes to decide (route regex=(?i)^(ehlo|helo)\x20,min_bytes=5 sees the first 5 bytes, 3 are here); a client that sends no more waits for peek_timeout (5s), then takes route default (default route)"
     );
     assert_eq!(
         explain(""),
@@ -265,6 +275,25 @@ fn check_explain_bytes_predicts_each_clients_route() {
     assert_eq!(
         explain("hello"),
         "'hello' (not-tls-or-http): route default (default route)"
+    );
+    assert_eq!(
+        explain(r"EHLO mail.example\r\n"),
+        r"'EHLO mail.example\r\n' (its first 5 bytes match the expression): route regex=(?i)^(ehlo|helo)\x20,min_bytes=5 (protocol route)"
+    );
+    assert_eq!(
+        explain("ehl"),
+        r"'ehl': not enough bytes to decide (route regex=(?i)^(ehlo|helo)\x20,min_bytes=5 sees the first 5 bytes, 3 are here); a client that sends no more waits for peek_timeout (5s), then takes route default (default route)"
+    );
+    let capture = dir.write("banner.bin", "SSH-2.0-PuTTY_Release_0.81\r\n");
+    assert_eq!(
+        explain(&format!("@{capture}")),
+        r"'SSH-2.0-PuTTY_Release_0.81\r\n': route proto=ssh (protocol route)"
+    );
+    let (code, _, stderr) = run_bin(&["--check", "-c", &file, "--explain-bytes", "@/nonexistent"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--explain-bytes: cannot read '/nonexistent': No such file"),
+        "{stderr}"
     );
 
     let (code, _, stderr) = run_bin(&["--check", "-c", &file, "--explain-bytes", r"\q"]);
@@ -276,4 +305,174 @@ fn check_explain_bytes_predicts_each_clients_route() {
     let (code, _, stderr) = run_bin(&["-c", &file, "--explain-bytes", "x"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--explain-bytes needs --check"), "{stderr}");
+}
+
+/// Behind a balancer that sends PROXY v2, the header comes before the first bytes: it is read
+/// and set aside, the SSH banner after it routes to `proto=ssh`, whose upstream gets a v1 header
+/// naming the header's client, then the banner unchanged; a client that sends the header and
+/// then nothing still takes the wait route, and the server's banner reaches it.
+#[test]
+fn a_proxy_header_comes_before_the_first_bytes_and_protocol_routes_send_one_on() {
+    let dir = temp_dir("protocols-proxy");
+    let (ssh, ssh_rx) = recording_upstream();
+    let (smtp, smtp_rx) = smtp_upstream();
+    let mut router = start_with_routes(
+        &dir,
+        &[
+            format!(
+                "{} proto=ssh accept_proxy=true proxy_protocol=v1",
+                s(ssh.addr)
+            ),
+            format!("{} proto=silent wait=200ms accept_proxy=true", s(smtp.addr)),
+        ],
+    );
+    let header = crate::routing::v2_header(
+        "192.0.2.7:5000".parse().unwrap(),
+        "127.0.0.1:22".parse().unwrap(),
+    );
+    let sent = [header.as_slice(), SSH_BANNER].concat();
+    assert_eq!(send_chunks(router.addr, &[&sent], true), b"");
+    let want = [
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 5000 22\r\n".as_slice(),
+        SSH_BANNER,
+    ]
+    .concat();
+    assert_eq!(ssh_rx.recv_timeout(PATIENCE).unwrap(), want);
+    let line = router.wait_for_line("closed #1 ");
+    assert!(line.contains("client=192.0.2.7:5000 "), "{line}");
+    assert!(line.contains("proto=ssh route=proto=ssh "), "{line}");
+
+    let mut client = connect(router.addr);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.write_all(&header).unwrap();
+    smtp_exchange(&mut client);
+    drop(client);
+    assert_eq!(smtp_rx.recv_timeout(PATIENCE).unwrap(), b"QUIT\r\n");
+    let line = router.wait_for_line("closed #2 ");
+    assert!(line.contains("client=192.0.2.7:5000 "), "{line}");
+    assert!(line.contains("proto=silent route=proto=silent "), "{line}");
+}
+
+/// A client waiting for the wait route holds its place under `--max-connections-per-client`:
+/// with two of its connections waiting, a third is refused at once (an SSH banner makes no
+/// difference), and the two waiting ones are served when their wait is over.
+#[test]
+fn clients_in_the_wait_count_against_the_per_client_cap() {
+    let dir = temp_dir("protocols-per-client");
+    let (ssh, _ssh_rx) = recording_upstream();
+    let (smtp, _smtp_rx) = smtp_upstream();
+    let file = dir.write(
+        "router.conf",
+        &format!(
+            "route 127.0.0.1:0 {} proto=ssh\nroute 127.0.0.1:0 {} proto=silent wait=1s\n",
+            s(ssh.addr),
+            s(smtp.addr)
+        ),
+    );
+    let mut router = Process::start(&["-c", &file, "--max-connections-per-client", "2"]);
+    let mut waiting: Vec<TcpStream> = (0..2).map(|_| connect(router.addr)).collect();
+    let mut third = connect(router.addr);
+    third.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = third.write_all(SSH_BANNER);
+    assert_eq!(read_until_closed(&mut third), b"");
+    let line = router.wait_for_line("result=refused-client-limit");
+    assert!(line.contains("upstream=none "), "{line}");
+    assert_eq!(ssh.accepted.load(Ordering::SeqCst), 0);
+    for client in &mut waiting {
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        smtp_exchange(client);
+    }
+    drop(waiting);
+    router.wait_for_lines("proto=silent route=proto=silent ", 2);
+}
+
+/// A protocol route's own `max_connections_per_client` applies once its bytes choose it: with
+/// one SSH connection open, a second SSH client from the same address is refused when its
+/// banner takes the route, while the wait route, which has no cap, still serves that address.
+#[test]
+fn a_protocol_routes_own_per_client_cap_refuses_at_the_route_only() {
+    let dir = temp_dir("protocols-route-cap");
+    let (ssh, ssh_rx) = recording_upstream();
+    let (smtp, _smtp_rx) = smtp_upstream();
+    let mut router = start_with_routes(
+        &dir,
+        &[
+            format!("{} proto=ssh max_connections_per_client=1", s(ssh.addr)),
+            format!("{} proto=silent wait=200ms", s(smtp.addr)),
+        ],
+    );
+    let mut first = connect(router.addr);
+    first.write_all(SSH_BANNER).unwrap();
+    wait_until("the first SSH client is relayed", || {
+        ssh.accepted.load(Ordering::SeqCst) == 1
+    });
+    let mut second = connect(router.addr);
+    second.set_read_timeout(Some(PATIENCE)).unwrap();
+    second.write_all(SSH_BANNER).unwrap();
+    assert_eq!(read_until_closed(&mut second), b"");
+    let line = router.wait_for_line("result=refused-client-limit");
+    assert!(line.contains("proto=ssh "), "{line}");
+
+    let mut silent = connect(router.addr);
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    smtp_exchange(&mut silent);
+    first.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(ssh_rx.recv_timeout(PATIENCE).unwrap(), SSH_BANNER);
+    assert_eq!(ssh.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A reload adds a regex route to a listener that already reads first bytes: a reload whose
+/// pattern does not compile is refused in one line naming it, and the old routes serve on;
+/// once a good one is in, SOCKS5 bytes reach it and are logged `proto=regex`.
+#[test]
+fn a_reload_adds_a_regex_route_and_refuses_a_bad_pattern() {
+    let dir = temp_dir("protocols-reload");
+    let (ssh, _ssh_rx) = recording_upstream();
+    let (socks, socks_rx) = recording_upstream();
+    let (default, default_rx) = recording_upstream();
+    let held = reserve_port();
+    let listen = held.addr();
+    let base = format!(
+        "route {listen} {} proto=ssh\nroute {listen} {}\n",
+        s(ssh.addr),
+        s(default.addr)
+    );
+    let file = dir.write("router.conf", &base);
+    let mut router = Process::start(&["-c", &file]);
+    let hello = b"\x05\x01\x00";
+    assert_eq!(send_chunks(listen, &[hello], true), b"");
+    assert_eq!(default_rx.recv_timeout(PATIENCE).unwrap(), hello);
+
+    dir.write(
+        "router.conf",
+        &format!(
+            "{base}route {listen} {} regex=(\\x05 min_bytes=2\n",
+            s(socks.addr)
+        ),
+    );
+    router.signal("HUP");
+    let refused = router.wait_for_line("reload refused");
+    assert!(
+        refused.contains("invalid regex '(\\x05': unclosed group"),
+        "{refused}"
+    );
+    assert_eq!(send_chunks(listen, &[hello], true), b"");
+    assert_eq!(default_rx.recv_timeout(PATIENCE).unwrap(), hello);
+
+    dir.write(
+        "router.conf",
+        &format!(
+            "{base}route {listen} {} regex=^\\x05[\\x01-\\x09] min_bytes=2\n",
+            s(socks.addr)
+        ),
+    );
+    router.signal("HUP");
+    router.wait_for_line("reloaded");
+    assert_eq!(send_chunks(listen, &[hello], true), b"");
+    assert_eq!(socks_rx.recv_timeout(PATIENCE).unwrap(), hello);
+    let line = router.wait_for_line("proto=regex ");
+    assert!(
+        line.contains(r"route=regex=^\x05[\x01-\x09],min_bytes=2 "),
+        "{line}"
+    );
 }

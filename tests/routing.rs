@@ -601,7 +601,7 @@ fn an_incomplete_record_goes_to_the_default_route_with_its_bytes() {
 // ---------------------------------------------------------------------------------------------
 
 /// The v2 header tcp-router must send, built here by hand from the spec.
-fn v2_header(client: SocketAddr, router: SocketAddr) -> Vec<u8> {
+pub(crate) fn v2_header(client: SocketAddr, router: SocketAddr) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     h.push(0x21);
     match (client, router) {

@@ -1,12 +1,18 @@
 //! UDP forwarding through the binary: DNS queries to a real dnsmasq (and dig where installed),
-//! a flow ended by its idle timeout, the flow cap's eviction, a reload that keeps flows, and
-//! rinetd's UDP rules in Debian's example file.
+//! through a live upgrade too; iperf3's UDP test beside a direct run; a flow ended by its idle
+//! timeout, the flow cap's eviction, a reload that keeps flows, the flows in `/connections` and
+//! rinetd's log file, and rinetd's UDP rules in Debian's example file.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use serde_json::Value;
+
+use crate::upgrade::Upgradable;
 use crate::util::*;
 
 /// A UDP peer of the tests: answers each datagram with what `answer` makes of it and its sender.
@@ -56,14 +62,19 @@ fn serve(dir: &TempDir, text: &str) -> (Process, String) {
 }
 
 /// A flow that moves nothing for its idle timeout ends, with its one line: datagrams and bytes
-/// each way, and `result=idle`.
+/// each way, and `result=idle`; and its line in rinetd's log file, with rinetd's word for a
+/// flow its timeout ended.
 #[test]
 fn a_flow_ends_after_its_idle_timeout_with_one_line() {
     let upstream = udp_upstream(echo);
     let dir = temp_dir("udp-idle");
+    let rinetd_log = dir.join("rinetd.log");
     let (mut router, _) = serve(
         &dir,
-        &format!("route 127.0.0.1:0/udp {upstream}/udp idle_timeout=1s\n"),
+        &format!(
+            "route 127.0.0.1:0/udp {upstream}/udp idle_timeout=1s\nlogfile {}\n",
+            rinetd_log.display()
+        ),
     );
     let listen = router.udp_listener_with(&upstream.to_string());
     let c = client();
@@ -81,9 +92,282 @@ fn a_flow_ends_after_its_idle_timeout_with_one_line() {
     ] {
         assert!(line.contains(&part), "{part} in {line}");
     }
+    let rinetd = std::fs::read_to_string(&rinetd_log).unwrap();
+    let expected = format!(
+        "\t127.0.0.1\t127.0.0.1\t0\t127.0.0.1\t{}\t11\t11\tdone-remote-closed\n",
+        upstream.port()
+    );
+    assert!(rinetd.ends_with(&expected), "{rinetd:?}");
+    assert_eq!(rinetd.lines().count(), 1, "{rinetd:?}");
     // The client's next datagram sets up a new flow.
     assert_eq!(ask(&c, listen, b"new"), b"new");
     router.wait_for_line("closed udp flow #2 ");
+}
+
+/// `/connections` lists each flow beside the TCP connections, saying it is UDP, with its
+/// listener, client, upstream, datagrams and bytes each way, age and idle time.
+#[test]
+fn connections_lists_each_udp_flow_with_its_datagrams_and_bytes() {
+    let upstream = udp_upstream(echo);
+    let dir = temp_dir("udp-connections");
+    let file = dir.write(
+        "udp.conf",
+        &format!("route 127.0.0.1:0/udp {upstream}/udp idle_timeout=1h\n"),
+    );
+    let mut command = Command::new(bin());
+    command.args(["--admin", "127.0.0.1:0", "-c", &file]);
+    let mut router = Process::spawn_command(command);
+    let admin = router.admin_addr();
+    let listen = router.udp_listener_with(&upstream.to_string());
+    let c = client();
+    assert_eq!(ask(&c, listen, b"one"), b"one");
+    assert_eq!(ask(&c, listen, b"three"), b"three");
+    let answered = |flow: &Value| flow["upstream_to_client"]["datagrams"] == 2;
+    let listed = json_until(
+        admin,
+        "/connections",
+        "the flow's two answers counted",
+        |json| {
+            json["connections"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(answered))
+        },
+    );
+    assert_eq!(listed["total"], 1, "{listed:#}");
+    let flow = &listed["connections"][0];
+    assert_eq!(flow["transport"], "udp", "{flow:#}");
+    assert_eq!(flow["listener"], "127.0.0.1:0");
+    assert_eq!(flow["listener_address"], listen.to_string());
+    assert_eq!(flow["client"], c.local_addr().unwrap().to_string());
+    assert_eq!(flow["upstream"]["name"], upstream.to_string());
+    assert_eq!(flow["upstream"]["address"], upstream.to_string());
+    for direction in ["client_to_upstream", "upstream_to_client"] {
+        assert_eq!(flow[direction]["datagrams"], 2, "{flow:#}");
+        assert_eq!(flow[direction]["bytes"], 8, "{flow:#}");
+    }
+    let (age, idle) = (flow["age_seconds"].as_f64(), flow["idle_seconds"].as_f64());
+    assert!(
+        age.zip(idle).is_some_and(|(a, i)| a >= i && i >= 0.0),
+        "{flow:#}"
+    );
+}
+
+/// The inode of the UDP socket bound to `addr` (an IPv4 loopback address), from
+/// /proc/net/udp: the same number before and after an upgrade is the same socket.
+fn udp_socket_inode(addr: SocketAddr) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let local = format!("0100007F:{:04X}", addr.port());
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) {
+            return None;
+        }
+        fields.get(9)?.parse().ok()
+    })
+}
+
+/// Asks `to` DNS queries from `socket`, ids from `first` on, one at a time, until `stop` is set;
+/// returns how many were asked and the ids that got no answer (or a wrong one).
+fn ask_until(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    first: u16,
+    stop: &AtomicBool,
+) -> (usize, Vec<u16>) {
+    let (mut asked, mut unanswered) = (0, Vec::new());
+    let mut id = first;
+    while !stop.load(Ordering::SeqCst) {
+        socket.send_to(&dns_query(id, "example.test"), to).unwrap();
+        let mut buf = [0u8; 512];
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) if from == to && answers(&buf[..n], id) => {}
+            _ => unanswered.push(id),
+        }
+        asked += 1;
+        id = id.wrapping_add(1);
+    }
+    (asked, unanswered)
+}
+
+/// A live upgrade hands the UDP listen socket over: DNS queries through tcp-router to dnsmasq
+/// are answered before, all through the upgrade (a client asking one after another meanwhile)
+/// and after, on the same socket; the old process's flow ends as `upgraded`.
+#[test]
+fn dns_queries_are_answered_before_during_and_after_a_live_upgrade_on_the_same_socket() {
+    let test = "udp::dns_queries_are_answered_before_during_and_after_a_live_upgrade";
+    if skip_without(test, &["dnsmasq"]) {
+        return;
+    }
+    let scratch = temp_dir("udp-upgrade-dns");
+    let dnsmasq = Dnsmasq::start(&scratch);
+    let config = format!("route 127.0.0.1:0/udp {}/udp\n", dnsmasq.addr);
+    let mut router = Upgradable::start("udp-upgrade", &config, 1);
+    let listen = router.first.udp_listener_with(&dnsmasq.addr.to_string());
+    let socket = udp_socket_inode(listen).expect("the listen socket in /proc/net/udp");
+    let before = client();
+    for id in 1..=20 {
+        assert!(answers(
+            &ask(&before, listen, &dns_query(id, "example.test")),
+            id
+        ));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let asking = Arc::clone(&stop);
+    let during = thread::spawn(move || ask_until(&client(), listen, 1000, &asking));
+    let upgrade = router.upgrade();
+    stop.store(true, Ordering::SeqCst);
+    let (asked, unanswered) = during.join().unwrap();
+    assert!(
+        unanswered.is_empty(),
+        "unanswered during the upgrade: {unanswered:?}"
+    );
+    assert!(asked > 0);
+    assert_eq!(
+        udp_socket_inode(listen),
+        Some(socket),
+        "the same listen socket"
+    );
+    let after = client();
+    for id in 1..=20 {
+        assert!(answers(
+            &ask(&after, listen, &dns_query(id, "example.test")),
+            id
+        ));
+    }
+    assert!(answers(
+        &ask(&before, listen, &dns_query(21, "example.test")),
+        21
+    ));
+    // The old process's two flows (one client before, one during) end after the hand-over.
+    router.first.wait_for_lines("result=upgraded", 2);
+    assert_ne!(upgrade.old, upgrade.new);
+    router.stop();
+}
+
+/// iperf3 on loopback: a running `iperf3 -s`, killed when dropped, and where it listens (TCP for
+/// its control connection, UDP for the test's datagrams, one port number).
+struct Iperf3Server {
+    child: Child,
+    port: u16,
+}
+
+impl Iperf3Server {
+    fn start() -> Iperf3Server {
+        let port = port_free_for_both();
+        let mut child = Command::new("iperf3")
+            .args([
+                "-s",
+                "-B",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--forceflush",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start iperf3 -s");
+        let lines = lines_of(child.stdout.take().unwrap());
+        first_line(&lines, "iperf3 -s listening", |line| {
+            line.contains("Server listening").then_some(())
+        });
+        Iperf3Server { child, port }
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `iperf3 -u` run's figures, from its JSON (the receiver's, as the client reports them).
+#[derive(Debug)]
+struct UdpRun {
+    packets: u64,
+    lost: u64,
+    out_of_order: u64,
+}
+
+impl UdpRun {
+    fn lost_percent(&self) -> f64 {
+        100.0 * self.lost as f64 / self.packets.max(1) as f64
+    }
+    fn out_of_order_percent(&self) -> f64 {
+        100.0 * self.out_of_order as f64 / self.packets.max(1) as f64
+    }
+}
+
+/// `iperf3 -u` to 127.0.0.1:`port` at 50 Mbit/s for 3 s, 1,400-byte datagrams.
+fn iperf3_udp(port: u16) -> UdpRun {
+    let out = run_tool(
+        Command::new("iperf3").args([
+            "-u",
+            "-c",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-b",
+            "50M",
+            "-t",
+            "3",
+            "-l",
+            "1400",
+            "--json",
+        ]),
+        b"",
+    );
+    let json: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|err| panic!("iperf3's JSON: {err}\n{}", out.both()));
+    let udp = &json["end"]["streams"][0]["udp"];
+    let field = |name: &str| {
+        udp[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {name} in iperf3's JSON:\n{}", out.both()))
+    };
+    UdpRun {
+        packets: field("packets"),
+        lost: field("lost_packets"),
+        out_of_order: field("out_of_order"),
+    }
+}
+
+/// iperf3's UDP test at a fixed rate through tcp-router (a TCP route for its control connection
+/// beside the UDP one, on the same port number: independent listeners) loses and reorders
+/// about as much as the same test run directly, and delivers nearly every datagram.
+#[test]
+fn iperf3_udp_through_tcp_router_loses_and_reorders_about_as_much_as_direct() {
+    let test = "udp::iperf3_udp_through_tcp_router_loses_and_reorders_about_as_much_as_direct";
+    if skip_without(test, &["iperf3"]) {
+        return;
+    }
+    let server = Iperf3Server::start();
+    let dir = temp_dir("udp-iperf3");
+    let port = port_free_for_both();
+    let upstream = format!("127.0.0.1:{}", server.port);
+    let (mut router, _) = serve(
+        &dir,
+        &format!("route 127.0.0.1:{port} {upstream}\nroute 127.0.0.1:{port}/udp {upstream}/udp\n"),
+    );
+    router.udp_listener_with(&format!(":{port}/udp"));
+    router.listener_with(&format!("127.0.0.1:{port}"));
+    let direct = iperf3_udp(server.port);
+    let through = iperf3_udp(port);
+    let figures = format!("direct {direct:?}, through tcp-router {through:?}");
+    assert!(direct.packets > 10_000, "{figures}");
+    assert!(
+        through.lost_percent() <= direct.lost_percent() + 3.0,
+        "{figures}"
+    );
+    assert!(
+        through.out_of_order_percent() <= direct.out_of_order_percent() + 3.0,
+        "{figures}"
+    );
+    let received = through.packets - through.lost;
+    assert!(received * 10 > through.packets * 9, "{figures}");
+    assert!(through.packets * 10 > direct.packets * 9, "{figures}");
 }
 
 /// With `max_flows=2`, a third client evicts the flow idle longest (the first client's), which

@@ -106,19 +106,19 @@ impl Ended {
 }
 
 /// One upgrade that succeeded.
-struct Upgrade {
-    old: u32,
-    new: u32,
+pub(crate) struct Upgrade {
+    pub(crate) old: u32,
+    pub(crate) new: u32,
     /// Where the old process's `handed over` line is among the lines seen.
     handed_over_at: usize,
 }
 
 /// tcp-router running from `binary`, a copy of the built binary in its own scratch directory,
 /// with a config file and a pid file there.
-struct Upgradable {
+pub(crate) struct Upgradable {
     /// The first process, the test's child. Every later process writes to the same stderr pipe,
     /// so its `lines` and `seen` are the log of all of them, in the order written.
-    first: Process,
+    pub(crate) first: Process,
     dir: TempDir,
     binary: PathBuf,
     config: PathBuf,
@@ -130,7 +130,7 @@ struct Upgradable {
 impl Upgradable {
     /// Starts the copy with `config` (which has `listeners` listeners) and waits until each
     /// listener is logged and the pid file names the process.
-    fn start(name: &str, config: &str, listeners: usize) -> Upgradable {
+    pub(crate) fn start(name: &str, config: &str, listeners: usize) -> Upgradable {
         become_subreaper();
         let dir = temp_dir(name);
         let binary = dir.join("tcp-router");
@@ -260,7 +260,7 @@ impl Upgradable {
     /// Sends SIGUSR2 to the process the pid file names and waits until a new process has taken
     /// over, running the file now at the binary's path, the old one has exited 0, and the pid
     /// file names the new one.
-    fn upgrade(&mut self) -> Upgrade {
+    pub(crate) fn upgrade(&mut self) -> Upgrade {
         let old = self.pid();
         self.wait_until_it_catches_usr2(old);
         let from = self.mark();
@@ -340,7 +340,7 @@ impl Upgradable {
     }
 
     /// SIGTERM to the process the pid file names, which must drain and exit 0.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let pid = self.pid();
         send_signal(pid, "TERM");
         let ended = self.wait_exit(pid);
@@ -1560,10 +1560,11 @@ fn the_peek_deadline_is_kept_across_an_upgrade() {
     router.stop();
 }
 
-/// While a UDP listener is configured, a live upgrade is refused with one line naming it (the
-/// UDP sockets cannot be handed over yet), and the old process keeps serving TCP and UDP.
+/// While a UDP listener is configured, an upgrade to a new process that speaks hand-off version
+/// 2 (which cannot take UDP sockets) is refused with one line saying so, and the old process
+/// reads its UDP socket again and keeps serving TCP and UDP.
 #[test]
-fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
+fn an_upgrade_to_a_version_without_udp_is_refused_while_a_udp_listener_is_configured() {
     let echo = echo_upstream();
     let udp_echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_upstream = udp_echo.local_addr().unwrap();
@@ -1580,9 +1581,13 @@ fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
         echo.addr
     );
     let mut router = Upgradable::start("upgrade-udp", &config, 2);
+    router.install_script(&format!(
+        "#!/bin/sh\n{VERSION_VARIABLE}=2 exec '{}' \"$@\"\n",
+        bin()
+    ));
     let failure = router.failed_upgrade();
     assert!(
-        failure.contains("cannot hand over UDP listeners yet (127.0.0.1:0/udp)"),
+        failure.contains("version 2, which cannot take UDP listeners (1 here)"),
         "{failure}"
     );
     round_trip(&mut connect_with(listen, PATIENT), b"still served\n");
@@ -1593,5 +1598,66 @@ fn an_upgrade_is_refused_while_a_udp_listener_is_configured() {
     let mut buf = [0u8; 64];
     let (n, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"udp still served");
+    router.stop();
+}
+
+/// A live upgrade while protocol routes choose: a client held in the wait (it has sent nothing)
+/// moves to the new process and is served there by the `proto=silent` route when its wait is
+/// over, the server's banner reaching it; a client that has sent half of `SSH-` moves with its
+/// bytes, and once it sends the rest the SSH upstream gets the whole banner, byte-exact.
+#[test]
+fn waiting_and_half_sent_ssh_clients_move_with_an_upgrade() {
+    use crate::protocols::{smtp_exchange, smtp_upstream, SSH_BANNER};
+    let (smtp, smtp_rx) = smtp_upstream();
+    let (ssh, ssh_rx) = crate::routing::recording_upstream();
+    let held = reserve_port();
+    let listen = held.addr();
+    let config = format!(
+        "route {listen} {ssh} proto=ssh peek_timeout=20s\n\
+         route {listen} {smtp} proto=silent wait=6s peek_timeout=20s\n",
+        ssh = ssh.addr,
+        smtp = smtp.addr
+    );
+    let mut router = Upgradable::start("upgrade-protocols", &config, 1);
+    let mut silent = connect_with(listen, PATIENT);
+    let mut half = connect_with(listen, PATIENT);
+    half.write_all(&SSH_BANNER[..2]).unwrap();
+    // Accepted in order: once a later client is served, these two are choosing their routes.
+    let whole = crate::routing::send_chunks(listen, &[SSH_BANNER], true);
+    assert_eq!(whole, b"");
+    assert_eq!(ssh_rx.recv_timeout(PATIENT).unwrap(), SSH_BANNER);
+    router.line_after(
+        0,
+        &["proto=ssh route=proto=ssh "],
+        "the whole banner's line",
+    );
+    let from = router.mark();
+
+    let upgrade = router.upgrade();
+    assert_eq!(
+        smtp.accepted.load(Ordering::SeqCst),
+        0,
+        "the wait ended before the upgrade did"
+    );
+    let (_, took_over) = router.line_after(from, &[TOOK_OVER], "the new process's line");
+    assert!(
+        took_over.contains("and 2 connection(s)"),
+        "both choosing clients move: {took_over}"
+    );
+    half.write_all(&SSH_BANNER[2..]).unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(ssh_rx.recv_timeout(PATIENT).unwrap(), SSH_BANNER);
+    smtp_exchange(&mut silent);
+    drop(silent);
+    assert_eq!(smtp_rx.recv_timeout(PATIENT).unwrap(), b"QUIT\r\n");
+    let (at, line) = router.line_after(
+        from,
+        &["proto=silent route=proto=silent "],
+        "the silent client's line",
+    );
+    assert!(
+        at > upgrade.handed_over_at,
+        "closed by the old process: {line}"
+    );
     router.stop();
 }

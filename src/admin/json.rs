@@ -15,17 +15,45 @@ use crate::serve::listener::{RouteState, NO_ROUTE};
 use crate::serve::metrics::Disposition;
 use crate::serve::record::Record;
 use crate::serve::status::Shared;
+use crate::serve::udp::FlowView;
 
-/// Every live connection (at most `limit`, oldest first), and how many there are.
+/// Every live connection, then every UDP flow (at most `limit` in all, oldest first each), and
+/// how many there are.
 pub(crate) fn connections(shared: &Shared, limit: Option<usize>) -> Value {
     let all = shared.registry.snapshot();
-    let total = all.len();
-    let listed: Vec<Value> = all
-        .iter()
+    let flows = shared.udp.flows();
+    let total = all.len() + flows.len();
+    let listed: Vec<Value> = (all.iter().map(|record| connection(record)))
+        .chain(flows.iter().map(flow))
         .take(limit.unwrap_or(usize::MAX))
-        .map(|record| connection(record))
         .collect();
     json!({ "total": total, "connections": listed })
+}
+
+/// A UDP flow, in a connection's shape where it has one (`transport` says which it is): each
+/// direction has datagrams beside bytes, and no state (a flow has no end each way).
+fn flow(flow: &FlowView) -> Value {
+    let direction = |d: Direction| {
+        json!({
+            "datagrams": flow.datagrams[d as usize],
+            "bytes": flow.bytes[d as usize],
+        })
+    };
+    json!({
+        "transport": "udp",
+        "id": flow.id,
+        "listener": flow.listener,
+        "listener_address": flow.listener_address.to_string(),
+        "client": flow.client.to_string(),
+        "upstream": {
+            "name": flow.upstream_name,
+            "address": flow.upstream_address.to_string(),
+        },
+        "client_to_upstream": direction(Direction::ClientToUpstream),
+        "upstream_to_client": direction(Direction::UpstreamToClient),
+        "age_seconds": seconds(flow.age),
+        "idle_seconds": seconds(flow.idle),
+    })
 }
 
 fn connection(record: &Record) -> Value {
@@ -37,10 +65,12 @@ fn connection(record: &Record) -> Value {
         })
     };
     json!({
+        "transport": "tcp",
         "id": conn.id,
         "listener": record.listener.config.label(),
         "listener_address": record.listener_addr.to_string(),
         "route": record.route().map_or_else(|| NO_ROUTE.to_string(), |r| r.config.label()),
+        "matched": record.name(),
         "client": record.client().to_string(),
         "upstream": record.upstream().map(|upstream| json!({
             "name": upstream.configured.to_string(),

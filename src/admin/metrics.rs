@@ -10,7 +10,7 @@ use crate::health::marks::Condition;
 use crate::health::member::{Member, CHECK_BUCKETS};
 use crate::relay::{splice, Direction, End};
 use crate::serve::listener::NO_ROUTE;
-use crate::serve::metrics::{ConnectFailure, Disposition, UdpDrop, CONNECT_BUCKETS};
+use crate::serve::metrics::{ConnectFailure, Disposition, UdpDrop, CONNECT_BUCKETS, PROTOCOLS};
 use crate::serve::status::Shared;
 
 /// The content type of the text format.
@@ -107,6 +107,12 @@ const CONNECTIONS_ACCEPTED_TOTAL: Family = Family {
     name: "tcp_router_connections_accepted_total",
     kind: Kind::Counter,
     help: "Clients accepted, by listener.",
+};
+
+const PROTOCOL_CONNECTIONS_TOTAL: Family = Family {
+    name: "tcp_router_protocol_connections_total",
+    kind: Kind::Counter,
+    help: "Connections on listeners that read first bytes, by listener and the protocol their first bytes showed when a route was chosen (tls, http, ssh, prefix, regex, silent; other: none of these).",
 };
 
 const CONNECTIONS_ENDED_TOTAL: Family = Family {
@@ -386,6 +392,16 @@ fn connections(e: &mut Exposition, shared: &Shared) {
             &[("listener", &listener)],
             load(&stats.accepted),
         );
+    }
+    e.family(&PROTOCOL_CONNECTIONS_TOTAL);
+    for (listener, stats) in metrics.listeners() {
+        let Some(counts) = stats.protocol_counts() else {
+            continue;
+        };
+        for (protocol, count) in PROTOCOLS.iter().zip(counts) {
+            let labels = [("listener", listener.as_str()), ("protocol", protocol)];
+            e.sample(&PROTOCOL_CONNECTIONS_TOTAL, &labels, count);
+        }
     }
     e.family(&CONNECTIONS_ENDED_TOTAL);
     for ((listener, route), stats) in metrics.routes() {
@@ -731,6 +747,7 @@ mod tests {
         &ACCEPT_ERRORS_TOTAL,
         &STOPPING,
         &CONNECTIONS_ACCEPTED_TOTAL,
+        &PROTOCOL_CONNECTIONS_TOTAL,
         &CONNECTIONS_ENDED_TOTAL,
         &CONNECTIONS_ACTIVE,
         &CONNECTIONS_MAX,
@@ -761,7 +778,9 @@ mod tests {
         let mut listener = Listener::new("127.0.0.1:0".parse().unwrap());
         let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
         route.backups = vec!["localhost:1".parse().unwrap()];
-        listener.routes = vec![route];
+        let mut ssh = Route::new(vec!["127.0.0.1:2".parse().unwrap()]);
+        ssh.protocol = Some(crate::config::Protocol::Ssh);
+        listener.routes = vec![route, ssh];
         let mut udp = Listener::new("127.0.0.1:0".parse().unwrap());
         udp.transport = Transport::Udp;
         let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);

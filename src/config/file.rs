@@ -74,6 +74,8 @@ pub(crate) struct RuleDef {
     pub protocol: Option<Protocol>,
     /// `wait=DURATION`: how long the `proto=silent` route lets a client say nothing.
     pub wait: Option<Duration>,
+    /// `min_bytes=N`: how many first bytes the `regex=` route's expression sees.
+    pub min_bytes: Option<String>,
     /// True when written in rinetd syntax (`bindaddress bindport connectaddress connectport`).
     pub rinetd: bool,
     /// TCP, or UDP when the listen port is written with `/udp`.
@@ -549,6 +551,7 @@ fn rinetd_rule(
             alpn: None,
             protocol: None,
             wait: None,
+            min_bytes: None,
             rinetd: true,
             transport,
             max_flows: None,
@@ -666,6 +669,7 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         alpn: None,
         protocol: None,
         wait: None,
+        min_bytes: None,
         rinetd: false,
         transport,
         max_flows: None,
@@ -721,7 +725,16 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
 }
 
 /// The keys of a route line that choose the route rather than set it up.
-const NAME_KEYS: [&str; 6] = ["sni", "host", "alpn", "proto", "prefix", "wait"];
+const NAME_KEYS: [&str; 8] = [
+    "sni",
+    "host",
+    "alpn",
+    "proto",
+    "prefix",
+    "regex",
+    "min_bytes",
+    "wait",
+];
 
 /// The keys of a route line that add upstreams to it.
 const UPSTREAM_KEYS: [&str; 1] = ["backup"];
@@ -784,10 +797,11 @@ impl RuleDef {
                     .map_err(|why| format!("invalid max_flows '{value}': {why}"))?;
                 self.max_flows = Some(max)
             }
-            "proto" | "prefix" if self.protocol.is_some() => {
-                return Err("proto= and prefix= cannot both be set on one route".into())
+            "proto" | "prefix" | "regex" if self.protocol.is_some() => {
+                return Err("only one of proto=, prefix= and regex= can be set on one route".into())
             }
-            "proto" | "prefix" => self.protocol = Some(Protocol::parse(key, value)?),
+            "proto" | "prefix" | "regex" => self.protocol = Some(Protocol::parse(key, value)?),
+            "min_bytes" => self.min_bytes = Some(value.to_string()),
             "wait" => self.wait = Some(positive_duration(key, value)?),
             _ => self.settings.set(key, value)?,
         }
@@ -800,6 +814,20 @@ impl RuleDef {
         match (&mut self.protocol, self.wait) {
             (Some(Protocol::Silent { wait }), Some(given)) => *wait = given,
             (_, Some(_)) => errors.push("wait= is the proto=silent route's, and only its".into()),
+            _ => {}
+        }
+        match (&mut self.protocol, &self.min_bytes) {
+            (Some(Protocol::Regex(pattern)), Some(n)) => match pattern.with_min_bytes(n) {
+                Ok(seeing) => *pattern = seeing,
+                Err(why) => errors.push(why),
+            },
+            (Some(Protocol::Regex(_)), None) => errors.push(format!(
+                "regex= needs min_bytes=N: how many first bytes the expression sees (1 to {})",
+                crate::proto::pattern::MAX_WINDOW_BYTES
+            )),
+            // A regex that did not compile has said what is wrong already.
+            (None, Some(_)) if errors.iter().any(|e| e.starts_with("invalid regex")) => {}
+            (_, Some(_)) => errors.push("min_bytes= is the regex= route's, and only its".into()),
             _ => {}
         }
         if self.sni.is_some() && self.host.is_some() {
@@ -982,6 +1010,7 @@ mod tests {
             alpn: None,
             protocol: None,
             wait: None,
+            min_bytes: None,
             rinetd: true,
             transport: Transport::Tcp,
             max_flows: None,
@@ -1610,7 +1639,7 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
               max_connections, max_connections_per_client, src, proxy_protocol, accept_proxy, accept_proxy_from, reuse_port, \
               socket_mode, socket_owner, socket_group, balance, max_fails, fail_timeout, check, check_port, check_host, check_status, \
               check_interval, check_timeout, rise, fall, on_down, resolve_interval, backup, sni, host, alpn, \
-              proto, prefix, wait, max_flows)"]
+              proto, prefix, regex, min_bytes, wait, max_flows)"]
         );
         assert_eq!(
             e("connect_timeout=1s connect_timeout=2s"),
@@ -1691,7 +1720,24 @@ route 127.0.0.1:81 127.0.0.1:8081 connect_timeout=2s # done
         let e = |keys: &str| err1(&format!("route 0.0.0.0:443 127.0.0.1:22 {keys}"));
         assert_eq!(
             e("proto=ssh prefix=SSH-"),
-            "1: proto= and prefix= cannot both be set on one route"
+            "1: only one of proto=, prefix= and regex= can be set on one route"
+        );
+        assert_eq!(
+            e(r"regex=^\x05"),
+            "1: regex= needs min_bytes=N: how many first bytes the expression sees (1 to 20480)"
+        );
+        assert_eq!(
+            e("regex=( min_bytes=2"),
+            "1: invalid regex '(': unclosed group"
+        );
+        assert_eq!(
+            e("proto=ssh min_bytes=2"),
+            "1: min_bytes= is the regex= route's, and only its"
+        );
+        let regex = ok("route 0.0.0.0:443 127.0.0.1:1080 min_bytes=2 regex=^\\x05[\\x01-\\x09]\n");
+        assert_eq!(
+            regex.rules[0].protocol.as_ref().unwrap().to_string(),
+            r"regex=^\x05[\x01-\x09],min_bytes=2"
         );
         assert_eq!(
             e("proto=tls sni=a.example"),
@@ -1827,6 +1873,7 @@ route 0.0.0.0:80 192.0.2.2:80
             alpn: (!alpn.is_empty()).then(|| alpn.to_string()),
             protocol: None,
             wait: None,
+            min_bytes: None,
             rinetd: false,
             transport: Transport::Tcp,
             max_flows: None,

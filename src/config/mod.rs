@@ -49,7 +49,7 @@ pub use model::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_FLOWS, DEFAULT_UDP_IDLE_TIMEOUT,
 };
 pub use names::{NamePattern, NamePatternError};
-pub use protocol::{Protocol, DEFAULT_WAIT};
+pub use protocol::{BytePattern, Protocol, DEFAULT_WAIT};
 pub use range::{HostPorts, ListenRange, PortRange, MAX_RANGE_PORTS};
 pub use settings::{
     check_count, parse_check_host, parse_check_port, parse_count, Balance, Overrides, Settings,

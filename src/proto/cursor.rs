@@ -81,6 +81,27 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// For tests of a reader: every prefix of `input` is `Partial` or `parse`'s final answer, and
+/// once an answer appears it never changes. Returns the final answer.
+#[cfg(test)]
+pub(crate) fn settled<T: PartialEq + std::fmt::Debug>(
+    input: &[u8],
+    parse: impl Fn(&[u8]) -> Parsed<T>,
+) -> Parsed<T> {
+    let whole = parse(input);
+    let mut decided = false;
+    for end in 0..=input.len() {
+        match parse(&input[..end]) {
+            Parsed::Partial => assert!(!decided, "{input:?}: Partial after an answer"),
+            got => {
+                assert_eq!(got, whole, "{input:?} cut at {end}");
+                decided = true;
+            }
+        }
+    }
+    whole
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The wire formats tcp-router reads and writes, as pure functions over `&[u8]`: the TLS
 //! ClientHello ([`tls`]), the HTTP/1.x request head ([`http`]), an SSH client's identification
-//! string ([`ssh`]), a literal byte pattern ([`prefix`]) and the PROXY protocol v1/v2 ([`proxy`],
-//! with its encoder).
+//! string ([`ssh`]), a literal byte pattern ([`prefix`]), a regular expression over the first
+//! bytes ([`pattern`]) and the PROXY protocol v1/v2 ([`proxy`], with its encoder).
 //!
 //! Each reader takes the bytes received so far and answers [`Parsed::Complete`] with what it
 //! found, [`Parsed::Partial`] when it needs more, or an error when the bytes cannot start a valid
@@ -23,6 +23,7 @@
 mod cursor;
 pub mod http;
 pub(crate) mod name;
+pub mod pattern;
 pub mod prefix;
 pub mod proxy;
 pub mod ssh;

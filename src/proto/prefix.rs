@@ -38,18 +38,7 @@ mod tests {
     /// Every prefix of `input` is `Partial` or the final answer, and once an answer appears it
     /// never changes. Returns the final answer.
     fn check_splits(pattern: &[u8], input: &[u8]) -> Parsed<bool> {
-        let whole = matches(pattern, input);
-        let mut decided = false;
-        for end in 0..=input.len() {
-            match matches(pattern, &input[..end]) {
-                Parsed::Partial => assert!(!decided, "{input:?}: Partial after an answer"),
-                got => {
-                    assert_eq!(got, whole, "{input:?} cut at {end}");
-                    decided = true;
-                }
-            }
-        }
-        whole
+        crate::proto::cursor::settled(input, |buf| matches(pattern, buf))
     }
 
     #[test]

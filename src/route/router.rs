@@ -7,8 +7,9 @@
 //!    `proto=tls` route; an HTTP/1.x head to its `host=` route, else to the `proto=http` route.
 //!    These readers run only on a listener that has such routes.
 //! 2. Bytes no route of step 1 took (not TLS or HTTP, or no name matched and there is no
-//!    catch-all) go to the first `proto=ssh` or `prefix=` route, in the order written, whose
-//!    leading bytes they start with.
+//!    catch-all) go to the first `proto=ssh`, `prefix=` or `regex=` route, in the order written,
+//!    that takes them: whose leading bytes they start with, or whose expression their first
+//!    `min_bytes` bytes match.
 //! 3. Then the default route; without one the client is refused.
 //!
 //! Apart from these, a `proto=silent` route takes a client that has sent nothing at all `wait=`
@@ -36,7 +37,7 @@ pub(crate) struct Router {
     http: Option<NameTable<usize>>,
     /// The `proto=tls` and `proto=http` routes, to tell their matches from a name's.
     catch_alls: Vec<usize>,
-    /// The `proto=ssh` and `prefix=` routes, in the order written.
+    /// The `proto=ssh`, `prefix=` and `regex=` routes, in the order written.
     by_bytes: Vec<(Protocol, usize)>,
     /// The `proto=silent` route, and how long a client may say nothing before it takes it.
     silent: Option<(usize, Duration)>,
@@ -79,7 +80,7 @@ impl Router {
         let by_bytes = (routes.iter().enumerate())
             .filter_map(|(i, r)| {
                 let protocol = r.protocol.as_ref()?;
-                protocol.leading_bytes().map(|_| (protocol.clone(), i))
+                protocol.by_first_bytes().then(|| (protocol.clone(), i))
             })
             .collect();
         let silent = routes
@@ -154,9 +155,24 @@ impl Router {
         Some((i, kind))
     }
 
-    /// Step 2: the first `proto=ssh` or `prefix=` route whose leading bytes `buf` starts with;
-    /// `Partial` while an earlier one's are still possible.
+    /// Step 2: the first `proto=ssh`, `prefix=` or `regex=` route that takes `buf`; `Partial`
+    /// while an earlier one needs more bytes to say.
     pub(crate) fn by_leading_bytes(&self, buf: &[u8]) -> Parsed<Option<usize>> {
+        match self.step_two(buf) {
+            Ok(found) => Parsed::Complete(found),
+            Err(_waiting) => Parsed::Partial,
+        }
+    }
+
+    /// The step 2 route that needs more bytes than `buf` to say whether it takes them, if one
+    /// does, for `--explain-bytes`.
+    pub(crate) fn waiting_route(&self, buf: &[u8]) -> Option<usize> {
+        self.step_two(buf).err()
+    }
+
+    /// Step 2, tried in the order written: `Ok` with the route that takes `buf` (`None`: none
+    /// does), or `Err` with the first route that needs more bytes to say.
+    fn step_two(&self, buf: &[u8]) -> Result<Option<usize>, usize> {
         for (protocol, i) in &self.by_bytes {
             let matched = match protocol {
                 Protocol::Ssh => match ssh::parse_identification(buf) {
@@ -165,15 +181,16 @@ impl Router {
                     Err(ssh::NotSsh) => Parsed::Complete(false),
                 },
                 Protocol::Prefix(pattern) => prefix::matches(pattern, buf),
+                Protocol::Regex(pattern) => pattern.matches(buf),
                 Protocol::Tls | Protocol::Http | Protocol::Silent { .. } => Parsed::Complete(false),
             };
             match matched {
-                Parsed::Complete(true) => return Parsed::Complete(Some(*i)),
-                Parsed::Partial => return Parsed::Partial,
+                Parsed::Complete(true) => return Ok(Some(*i)),
+                Parsed::Partial => return Err(*i),
                 Parsed::Complete(false) => {}
             }
         }
-        Parsed::Complete(None)
+        Ok(None)
     }
 
     /// The route for a TLS client that sent `name` and offered `alpn`, by name alone (steps 1
@@ -249,7 +266,7 @@ pub(crate) enum FirstBytes {
     Tls(ClientHello),
     /// An HTTP/1.x request head, with its Host.
     Http(Option<String>),
-    /// The leading bytes of a `proto=ssh` or `prefix=` route (which one is the route's).
+    /// What a `proto=ssh`, `prefix=` or `regex=` route takes (which one is the route's).
     Leading,
     /// Nothing, for as long as the `proto=silent` route waits.
     Silent,
@@ -266,9 +283,29 @@ pub(crate) struct Choice {
     pub(crate) found: Option<(usize, MatchKind)>,
 }
 
+impl Choice {
+    /// The protocol the first bytes showed, as logs and metrics name it: `tls`, `http`, the
+    /// name of the `proto=ssh`, `prefix=` or `regex=` route that took them, `silent`, or `other`.
+    /// `protocol_of` gives a route's protocol by its index.
+    pub(crate) fn protocol<'a>(
+        &self,
+        protocol_of: impl Fn(usize) -> Option<&'a Protocol>,
+    ) -> &'static str {
+        match &self.first {
+            FirstBytes::Tls(_) => "tls",
+            FirstBytes::Http(_) => "http",
+            FirstBytes::Leading => (self.found.as_ref())
+                .and_then(|(i, _)| protocol_of(*i))
+                .map_or("other", Protocol::name),
+            FirstBytes::Silent => "silent",
+            FirstBytes::Other(_) => "other",
+        }
+    }
+}
+
 /// Decides what the first bytes are and which route they take, by the router's precedence rule
-/// (see the module docs): the TLS and HTTP readers the listener needs first, then its `proto=ssh` and
-/// `prefix=` routes, then the default. `Partial` while an earlier step needs more bytes.
+/// (see the module docs): the TLS and HTTP readers the listener needs first, then its `proto=ssh`,
+/// `prefix=` and `regex=` routes, then the default. `Partial` while an earlier step needs more bytes.
 pub(crate) fn classify(
     buf: &[u8],
     router: &Router,
@@ -505,12 +542,20 @@ mod first_bytes_tests {
     use super::*;
     use crate::config::Route;
 
-    /// A route chosen by `key=value` (`sni`, `host`, `proto`, `prefix`), or the default (`""`).
+    /// A route chosen by `key=value` (`sni`, `host`, `proto`, `prefix`, `regex` written
+    /// `regex=N:PATTERN` for `min_bytes=N`), or the default (`""`).
     fn route(key_value: &str) -> Route {
         let mut route = Route::new(vec!["127.0.0.1:1".parse().unwrap()]);
         match key_value.split_once('=') {
             Some(("sni", name)) => route.sni = Some(name.parse().unwrap()),
             Some(("host", name)) => route.host = Some(name.parse().unwrap()),
+            Some(("regex", value)) => {
+                let (n, source) = value.split_once(':').unwrap();
+                let Ok(Protocol::Regex(pattern)) = Protocol::parse("regex", source) else {
+                    panic!("{source}: not a regex");
+                };
+                route.protocol = Some(Protocol::Regex(pattern.with_min_bytes(n).unwrap()));
+            }
             Some((key, value)) => route.protocol = Some(Protocol::parse(key, value).unwrap()),
             None => {}
         }
@@ -525,6 +570,9 @@ mod first_bytes_tests {
             Ok(Parsed::Partial) => return None,
             Err(never) => match never {},
         };
+        let protocol = choice.protocol(|i| routes[i].protocol.as_ref());
+        let shown = ["tls", "http", "ssh", "prefix", "regex", "other"];
+        assert!(shown.contains(&protocol), "{protocol}");
         let first = match choice.first {
             FirstBytes::Tls(hello) => format!("tls {:?}", hello.server_name),
             FirstBytes::Http(host) => format!("http {host:?}"),
@@ -594,6 +642,74 @@ mod first_bytes_tests {
             decided(b"x", &routes[2..]).as_deref(),
             Some("not-tls-or-http -> None")
         );
+    }
+
+    #[test]
+    fn a_choice_names_the_protocol_that_took_the_bytes() {
+        let routes: Vec<Route> = ["", "proto=ssh", r"regex=2:^\x05", "host=a.example"]
+            .iter()
+            .map(|r| route(r))
+            .collect();
+        let router = Router::new(&routes);
+        let protocol_of = |i: usize| routes[i].protocol.as_ref();
+        let protocol = |buf: &[u8]| super::decided(buf, &router).unwrap().protocol(protocol_of);
+        assert_eq!(protocol(b"SSH-2.0-x\r\n"), "ssh");
+        assert_eq!(protocol(b"\x05\x01"), "regex");
+        assert_eq!(protocol(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n"), "http");
+        assert_eq!(protocol(b"\x04\x01"), "other");
+        let silent = Choice {
+            first: FirstBytes::Silent,
+            found: None,
+        };
+        assert_eq!(silent.protocol(protocol_of), "silent");
+    }
+
+    #[test]
+    fn regex_routes_take_their_place_in_the_order_written_and_wait_for_their_window() {
+        let routes = [
+            "",
+            r"prefix=\x05\x01",
+            r"regex=3:^\x05[\x01-\x09]",
+            "proto=ssh",
+            r"regex=4:(?i)^ehlo",
+        ];
+        assert_eq!(
+            decided(b"\x05\x01", &routes).as_deref(),
+            Some("leading -> Some(1)")
+        );
+        // The prefix has said no, the regex waits for its three bytes.
+        assert_eq!(decided(b"\x05\x02", &routes), None);
+        assert_eq!(
+            decided(b"\x05\x02\x00", &routes).as_deref(),
+            Some("leading -> Some(2)")
+        );
+        assert_eq!(
+            decided(b"SSH-2.0-x\r\n", &routes).as_deref(),
+            Some("leading -> Some(3)")
+        );
+        // A regex before `proto=ssh` holds every client until its window is full.
+        let first = [routes[4], routes[3], ""];
+        assert_eq!(decided(b"SSH", &first), None);
+        assert_eq!(
+            decided(b"SSH-", &first).as_deref(),
+            Some("leading -> Some(1)")
+        );
+        assert_eq!(
+            decided(b"EHLO", &first).as_deref(),
+            Some("leading -> Some(0)")
+        );
+        assert_eq!(
+            decided(b"\x16\x03\x01\x00", &routes).as_deref(),
+            Some("not-tls-or-http -> Some(0)")
+        );
+        // Every split of the same bytes takes the same route.
+        let hello = b"ehlo there\r\n";
+        for end in 4..=hello.len() {
+            assert_eq!(
+                decided(&hello[..end], &routes).as_deref(),
+                Some("leading -> Some(4)")
+            );
+        }
     }
 
     #[test]

@@ -296,8 +296,12 @@ impl ListenerState {
         let budget = limits.peek_budget(cap);
         let per_client = (limits.max_per_client.is_none() && cap < limits.max_connections)
             .then(|| PerClient::new(clients::client_share(cap), limits.v6_prefix));
+        let stats = metrics.listener(&label);
+        if router.reads_first() {
+            stats.reads_first();
+        }
         ListenerState {
-            stats: metrics.listener(&label),
+            stats,
             unrouted: metrics.route(&label, NO_ROUTE),
             peeking: Peeking::new(budget, clients::peek_share(budget), limits.v6_prefix),
             per_client,

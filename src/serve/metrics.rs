@@ -8,7 +8,7 @@
 //! last values until the process exits.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -84,11 +84,43 @@ pub(crate) const CONNECT_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// What a client's first bytes showed when its route was chosen, as the metrics count it (the
+/// `protocol` label of `tcp_router_protocol_connections_total`): the readers' and protocol
+/// routes' names, and `other` for bytes none of them took. A bounded set: no client can add one.
+pub(crate) const PROTOCOLS: [&str; 7] =
+    ["tls", "http", "ssh", "prefix", "regex", "silent", "other"];
+
 /// A listener's counters.
 #[derive(Debug, Default)]
 pub(crate) struct ListenerStats {
     /// Clients accepted.
     pub(crate) accepted: AtomicU64,
+    /// True once the listener reads first bytes to choose a route (its protocol counts are
+    /// shown from then on, zero or not).
+    reads_first: AtomicBool,
+    /// Routes chosen by first bytes, by [`PROTOCOLS`].
+    protocols: [AtomicU64; 7],
+}
+
+impl ListenerStats {
+    /// Says that the listener reads first bytes: its protocol counts are shown.
+    pub(crate) fn reads_first(&self) {
+        self.reads_first.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts a client whose first bytes showed `protocol` (one of [`PROTOCOLS`]; any other
+    /// counts as `other`).
+    pub(crate) fn matched(&self, protocol: &str) {
+        let index = PROTOCOLS.iter().position(|p| *p == protocol);
+        let index = index.unwrap_or(PROTOCOLS.len() - 1);
+        self.protocols[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts by [`PROTOCOLS`], if the listener reads first bytes.
+    pub(crate) fn protocol_counts(&self) -> Option<[u64; 7]> {
+        (self.reads_first.load(Ordering::Relaxed))
+            .then(|| std::array::from_fn(|i| self.protocols[i].load(Ordering::Relaxed)))
+    }
 }
 
 /// A route's counters (or, under the label `none`, a listener's connections that ended before a
@@ -402,6 +434,17 @@ mod tests {
         assert_eq!(metrics.routes().len(), 1);
         metrics.route("127.0.0.1:80", "sni=a.example");
         assert_eq!(metrics.routes().len(), 2);
+    }
+
+    #[test]
+    fn protocol_counts_show_once_a_listener_reads_first_bytes_and_other_takes_the_rest() {
+        let stats = ListenerStats::default();
+        stats.matched("ssh");
+        assert_eq!(stats.protocol_counts(), None);
+        stats.reads_first();
+        stats.matched("regex");
+        stats.matched("smtp");
+        assert_eq!(stats.protocol_counts(), Some([0, 0, 1, 0, 1, 0, 1]));
     }
 
     #[test]

@@ -45,7 +45,7 @@ mod reload;
 mod server;
 mod setup;
 pub(crate) mod status;
-mod udp;
+pub(crate) mod udp;
 mod upgrade;
 
 pub(crate) use configured::Follower;

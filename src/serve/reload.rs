@@ -12,6 +12,7 @@ use super::handle::log_refused;
 use super::job::Context;
 use super::listener::Rosters;
 use super::server::Server;
+use super::udp::UdpStart;
 
 impl Server {
     /// Switches to `config`, validated already by [`Handle::reconfigure`](super::Handle::reconfigure).
@@ -43,7 +44,12 @@ impl Server {
         let previous = self.shared.listeners();
         let rosters = Rosters::new(&self.shared.checker, &previous);
         let states = listener_states(config, &self.shared.metrics, &limits, &rosters);
-        if let Err(err) = self.udp.prepare(config, &self.shared.metrics) {
+        let udp_start = UdpStart {
+            metrics: &self.shared.metrics,
+            log_file: log_file.clone(),
+            offered: Vec::new(),
+        };
+        if let Err(err) = self.udp.prepare(config, udp_start) {
             self.followers.iter_mut().for_each(|f| f.abandon());
             return Err(err);
         }

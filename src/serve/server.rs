@@ -9,8 +9,8 @@
 //! without starting or stopping threads.
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use super::on_down;
 use super::permits::{self, Permits};
 use super::pool::Pool;
 use super::status::Shared;
-use super::udp::Udp;
+use super::udp::{Udp, UdpStart};
 use super::upgrade;
 use crate::upgrade::{HandedOff, TakenOver};
 
@@ -89,7 +89,20 @@ impl Server {
     /// Binds every listener of `config` (validated), or takes the socket handed in for it in
     /// `sockets` (by listener index). Nothing is accepted until [`Server::run`], but clients can
     /// connect at once: the kernel queues them.
-    pub(crate) fn bind(config: &Config, mut sockets: Vec<Option<Socket>>) -> Result<Server, Error> {
+    pub(crate) fn bind(config: &Config, sockets: Vec<Option<Socket>>) -> Result<Server, Error> {
+        let mut server = Server::bind_taking(config, sockets, Vec::new())?;
+        server.udp.commit();
+        Ok(server)
+    }
+
+    /// Like [`Server::bind`], with the UDP listen sockets a live upgrade handed over (one per UDP
+    /// listener of `config`, `None`: bound here); the UDP listeners are ready, and start reading
+    /// at `self.udp.commit()`.
+    fn bind_taking(
+        config: &Config,
+        mut sockets: Vec<Option<Socket>>,
+        udp_sockets: Vec<Option<UdpSocket>>,
+    ) -> Result<Server, Error> {
         let max = config.max_connections.unwrap_or_else(|| {
             permits::default_max_connections(limits::open_files_limit(), limits::thread_limit())
         });
@@ -127,7 +140,13 @@ impl Server {
         for (state, socket) in states.into_iter().zip(sockets) {
             listening.push(Listening::bind(state, socket, &wake_tx)?);
         }
-        let udp = Udp::start(config, &shared.metrics)?;
+        let mut udp = Udp::new(Arc::clone(&shared.udp));
+        let udp_start = UdpStart {
+            metrics: &shared.metrics,
+            log_file: log_file.clone(),
+            offered: udp_sockets,
+        };
+        udp.prepare(config, udp_start)?;
         let (tx, control_rx) = unbounded();
         let handle = Handle {
             tx,
@@ -167,14 +186,16 @@ impl Server {
         channel: Channel,
     ) -> Result<(Server, TakenOver, Option<TcpListener>), Error> {
         let offer = upgrade::receive_offer(&channel)?;
-        let listeners = offer.listeners.len() + usize::from(offer.admin.is_some());
+        let listeners =
+            offer.listeners.len() + offer.udp.len() + usize::from(offer.admin.is_some());
         let assigned = upgrade::assign(config, offer.listeners);
+        let udp_sockets = upgrade::assign_udp(config, offer.udp);
         let handed_in: Vec<bool> = (config.listeners.iter().zip(&assigned))
             .filter(|(listener, _)| listener.transport == Transport::Tcp)
             .map(|(_, o)| o.as_ref().is_some_and(|o| o.handed_in))
             .collect();
         let sockets = assigned.into_iter().map(|o| o.map(|o| o.socket)).collect();
-        let mut server = match Server::bind(config, sockets) {
+        let mut server = match Server::bind_taking(config, sockets, udp_sockets) {
             Ok(server) => server,
             Err(err) => {
                 let reason = err.lines().into_iter().next().unwrap_or_default();
@@ -199,6 +220,8 @@ impl Server {
             gone: Default::default(),
         };
         let taken = upgrade::take_connections(&taker, channel, listeners)?;
+        // The old process reads its UDP sockets no more: this one does from now on.
+        server.udp.commit();
         Ok((server, taken, offer.admin))
     }
 
@@ -274,32 +297,28 @@ impl Server {
     /// The live upgrade's old side (see `upgrade`): runs on the accept loop, which accepts
     /// nothing meanwhile.
     fn hand_off(&mut self, channel: Channel) -> Result<HandedOff, Error> {
-        let udp = self.udp.keys();
-        if !udp.is_empty() {
-            let why = format!(
-                "the live upgrade cannot hand over UDP listeners yet ({}); restart instead, or \
-                 reload without them first",
-                udp.join(", ")
-            );
-            let _ = channel.send(&upgrade::refusal(why.clone()), &[]);
-            return Err(Error::Upgrade(why));
+        let offering = upgrade::Offering {
+            tcp: (self.listening.iter())
+                .map(|l| (l.addr.clone(), l.socket.as_fd(), l.handed_in))
+                .collect(),
+            // From here on datagrams wait in the sockets, for whichever process goes on.
+            udp: self.udp.pause(),
+            admin: (self.followers.iter())
+                .find_map(|f| f.listening())
+                .and_then(|socket| Some((socket.local_addr().ok()?, socket.as_fd()))),
+        };
+        let handed = upgrade::hand_off(channel, &offering, &self.shared);
+        match &handed {
+            Ok(_) => {
+                self.udp.handed_over();
+                // The new process serves the Unix sockets' files now: they stay.
+                for file in self.listening.iter_mut().filter_map(|l| l.file.as_mut()) {
+                    file.keep();
+                }
+            }
+            Err(_) => self.udp.resume(),
         }
-        let listeners: Vec<(Endpoint, BorrowedFd<'_>, bool)> = self
-            .listening
-            .iter()
-            .map(|l| (l.addr.clone(), l.socket.as_fd(), l.handed_in))
-            .collect();
-        let admin = self
-            .followers
-            .iter()
-            .find_map(|f| f.listening())
-            .and_then(|socket| Some((socket.local_addr().ok()?, socket.as_fd())));
-        let handed = upgrade::hand_off(channel, &listeners, admin, &self.shared)?;
-        // The new process serves the Unix sockets' files now: they stay.
-        for file in self.listening.iter_mut().filter_map(|l| l.file.as_mut()) {
-            file.keep();
-        }
-        Ok(handed)
+        handed
     }
 
     /// Accepts until a stop request (and its grace period) is over, or everything was handed

@@ -244,6 +244,8 @@ impl Setup<'_> {
                 }
             };
             let name = self.name_and_answer(&choice, state);
+            let protocol_of = |i: usize| state.routes[i].config.protocol.as_ref();
+            state.stats.matched(choice.protocol(protocol_of));
             (choice.found, Some(name))
         } else {
             (router.fallback(), None)

@@ -15,6 +15,7 @@ use super::listener::ListenerState;
 use super::metrics::Metrics;
 use super::permits::Permits;
 use super::registry::Registry;
+use super::udp::UdpBoard;
 
 /// How often the accept loop shows it is alive, even with nothing to accept.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) checker: Checker,
     /// The listeners being served: bound address and run-time state.
     listeners: Mutex<Vec<(Endpoint, Arc<ListenerState>)>>,
+    /// The UDP listeners being served, and their flows.
+    pub(crate) udp: Arc<UdpBoard>,
     /// True while the accept loop waits for a free slot.
     paused: AtomicBool,
     /// True from the first moment of a graceful stop.
@@ -57,6 +60,7 @@ impl Shared {
             permits,
             checker: Checker::default(),
             listeners: Mutex::new(Vec::new()),
+            udp: Arc::default(),
             paused: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),

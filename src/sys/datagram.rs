@@ -1,13 +1,17 @@
 //! UDP sockets where std lacks a call: binding a listen socket with the options a listener takes,
 //! an upstream socket connected from a source address, receiving a datagram with its real length
-//! (`MSG_TRUNC`, so a datagram larger than the buffer is seen, not silently cut), and waking a
-//! thread blocked in a receive (`shutdown`).
+//! (`MSG_TRUNC`, so a datagram larger than the buffer is seen, not silently cut), waking a
+//! thread blocked in a receive on a socket of its own (`shutdown`), and waiting for a datagram
+//! on a listen socket another process may share (a [`Wake`] pipe, which leaves the socket be).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, Shutdown};
+use rustix::pipe::PipeFlags;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The largest UDP payload: a datagram never needs a larger buffer than this.
@@ -59,11 +63,65 @@ impl Datagram {
     }
 }
 
-/// Receives one datagram into `buf`, from anyone, with its real length.
+/// Receives one datagram into `buf`, from anyone, with its real length (waiting for it).
+#[cfg(test)]
 pub(crate) fn receive_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     let (len, full, from) = rustix::net::recvfrom(socket, buf, RecvFlags::TRUNC)?;
     let from = from.and_then(|addr| SocketAddr::try_from(addr).ok());
     Ok(Datagram { len, full, from })
+}
+
+/// Receives one datagram into `buf`, from anyone, with its real length, without waiting:
+/// `WouldBlock` when none is queued (another process sharing the socket may have taken it).
+pub(crate) fn try_receive_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
+    let flags = RecvFlags::TRUNC | RecvFlags::DONTWAIT;
+    let (len, full, from) = rustix::net::recvfrom(socket, buf, flags)?;
+    let from = from.and_then(|addr| SocketAddr::try_from(addr).ok());
+    Ok(Datagram { len, full, from })
+}
+
+/// Wakes a thread waiting in [`wait`] without touching the socket it waits on: a listen socket
+/// handed to a new process by a live upgrade is the same socket in both, and a `shutdown` would
+/// end the new process's receives too. A pipe; a wake-up stays until the waiter takes it.
+#[derive(Debug)]
+pub(crate) struct Wake {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Wake {
+    pub(crate) fn new() -> io::Result<Wake> {
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        Ok(Wake { read, write })
+    }
+
+    /// Wakes the waiter (now, or at its next wait).
+    pub(crate) fn wake(&self) {
+        let _ = rustix::io::write(&self.write, &[1]);
+    }
+
+    /// Takes every wake-up given so far.
+    fn take(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// Waits until `socket` (when given) has a datagram queued or `wake` was woken; true if woken
+/// (the wake-up taken). A signal ends the wait with neither.
+pub(crate) fn wait(socket: Option<&UdpSocket>, wake: &Wake) -> io::Result<bool> {
+    let mut fds = vec![PollFd::new(&wake.read, PollFlags::IN)];
+    if let Some(socket) = socket {
+        fds.push(PollFd::new(socket, PollFlags::IN));
+    }
+    match rustix::event::poll(&mut fds, None) {
+        Ok(_) if !fds[0].revents().is_empty() => {
+            wake.take();
+            Ok(true)
+        }
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(errno) => Err(errno.into()),
+    }
 }
 
 /// Receives one datagram into `buf` on a connected socket, with its real length.
@@ -120,6 +178,32 @@ mod tests {
         client.send(b"").unwrap();
         let empty = receive_from(&listen, &mut small).unwrap();
         assert_eq!((empty.len, empty.full, empty.truncated()), (0, 0, false));
+    }
+
+    #[test]
+    fn a_wait_ends_with_a_datagram_or_a_wake_up_and_the_socket_still_receives() {
+        let listen = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let wake = Wake::new().unwrap();
+        wake.wake();
+        assert!(
+            wait(Some(&listen), &wake).unwrap(),
+            "a wake-up given before the wait"
+        );
+        let mut buf = [0u8; 16];
+        let nothing = try_receive_from(&listen, &mut buf).unwrap_err();
+        assert!(is_timeout(&nothing), "{nothing}");
+        let client = connect(listen.local_addr().unwrap(), None).unwrap();
+        client.send(b"hello").unwrap();
+        assert!(
+            !wait(Some(&listen), &wake).unwrap(),
+            "a datagram, not a wake-up"
+        );
+        assert_eq!(try_receive_from(&listen, &mut buf).unwrap().len, 5);
+        let wake = std::sync::Arc::new(wake);
+        let waiting = std::sync::Arc::clone(&wake);
+        let waiter = std::thread::spawn(move || wait(None, &waiting).unwrap());
+        wake.wake();
+        assert!(waiter.join().unwrap(), "woken from another thread");
     }
 
     #[test]

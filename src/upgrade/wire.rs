@@ -10,9 +10,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub const VERSION: u32 = 3;
 
 /// The oldest version an old process still hands off to (a new process of that version gets
-/// everything but what later versions added: version 1 carries no upstream health; before
-/// version 3 no address is a Unix socket's, which such a process cannot decode).
+/// everything but what later versions added: version 1 carries no upstream health, versions 1
+/// and 2 no UDP listen sockets and no Unix socket's address).
 pub const OLDEST_VERSION: u32 = 1;
+
+/// The first version whose offer may carry UDP listen sockets ([`Role::Udp`]), and whose
+/// addresses may be Unix sockets' ([`SocketName::Unix`]).
+pub(crate) const UDP_SINCE: u32 = 3;
 
 /// The first bytes of every message.
 pub(crate) const MAGIC: &[u8; 4] = b"TRHO";
@@ -26,7 +30,7 @@ pub(crate) enum Message {
     /// New to old, first: who it is and which version it speaks.
     Hello { version: u32, pid: u32 },
     /// Old to new: its version, the next connection id, and the listening sockets (attached, in
-    /// this order).
+    /// this order: the TCP listeners, the UDP ones from version 3 on, the admin endpoint's).
     Offer {
         version: u32,
         next_id: u64,
@@ -56,6 +60,8 @@ pub(crate) enum Role {
     Listener,
     /// The admin endpoint.
     Admin,
+    /// A UDP listener of the configuration (version 3 on).
+    Udp,
 }
 
 /// A listening socket offered, by its role and bound address.
@@ -214,6 +220,7 @@ impl Message {
                     out.u8(match offered.role {
                         Role::Listener => 0,
                         Role::Admin => 1,
+                        Role::Udp => 2,
                     });
                     out.u8(u8::from(offered.handed_in));
                     out.name(&offered.addr);
@@ -280,6 +287,7 @@ impl Message {
                     let role = match r.u8()? {
                         0 => Role::Listener,
                         1 => Role::Admin,
+                        2 => Role::Udp,
                         _ => return Err(Malformed("unknown socket role")),
                     };
                     let handed_in = r.flag()?;
@@ -681,6 +689,11 @@ mod tests {
                         role: Role::Listener,
                         addr: ip("0.0.0.0:11000"),
                         handed_in: true,
+                    },
+                    Offered {
+                        role: Role::Udp,
+                        addr: ip("127.0.0.1:5353"),
+                        handed_in: false,
                     },
                     Offered {
                         role: Role::Admin,

@@ -58,7 +58,7 @@ pub(crate) struct Args {
     #[argh(option)]
     pub(crate) explain: Option<String>,
 
-    /// with --check: show which route a client sending these first bytes takes on each listener that reads first bytes (with the escapes of check= TEXT, such as \\r\\n or \\x05; '' is a client that sends nothing)
+    /// with --check: show which route a client sending these first bytes takes on each listener that reads first bytes (with the escapes of check= TEXT, such as \\r\\n or \\x05; '' is a client that sends nothing; @PATH is the bytes of the file PATH)
     #[argh(option)]
     pub(crate) explain_bytes: Option<String>,
 

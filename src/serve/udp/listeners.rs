@@ -1,18 +1,24 @@
 //! The server's UDP listeners: bound at start, switched by a reload (an unchanged listener keeps
 //! its socket and its flows and takes the new settings for new flows; an added one is bound
 //! before anything changes, so a reload that cannot bind changes nothing; a removed one stops,
-//! its flows logged as `removed`), and stopped with the server (flows logged as `stopped`).
+//! its flows logged as `removed`), and stopped with the server (flows logged as `stopped`). In a
+//! live upgrade the old process pauses its listeners (datagrams queue in the sockets), offers
+//! the sockets, and once the new process has started, ends its flows as `upgraded` after their
+//! replies in flight; the new process starts reading the sockets only then.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::{format_duration, Config, Listener, Transport, DEFAULT_UDP_IDLE_TIMEOUT};
 use crate::error::Error;
+use crate::log::rinetd::LogSink;
 use crate::serve::bound::resolve_listen;
 use crate::serve::metrics::Metrics;
 use crate::sys::datagram;
 
+use super::board::UdpBoard;
 use super::flow::Ending;
 use super::port::{FlowSetup, UdpPort};
 
@@ -24,9 +30,8 @@ struct UdpRunning {
 }
 
 impl UdpRunning {
-    /// Stops it: every flow ends for `why` and is logged; returns once its threads have.
-    fn stop(mut self, why: Ending) {
-        self.port.stop(why);
+    /// Waits for its threads, once asked to stop (each flow is logged).
+    fn join(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -47,33 +52,60 @@ enum UdpPlan {
 pub(crate) struct Udp {
     running: Vec<UdpRunning>,
     prepared: Vec<UdpPlan>,
+    /// Where the admin endpoint sees the listeners served.
+    board: Arc<UdpBoard>,
+}
+
+/// What a UDP listener is started with: the counters, rinetd's log file, and the sockets a live
+/// upgrade handed over, one per UDP listener of the configuration (`None`: bound here).
+#[derive(Debug)]
+pub(crate) struct UdpStart<'a> {
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) log_file: Option<Arc<LogSink>>,
+    pub(crate) offered: Vec<Option<UdpSocket>>,
 }
 
 impl Udp {
-    /// Binds and starts every UDP listener of `config`.
-    pub(crate) fn start(config: &Config, metrics: &Metrics) -> Result<Udp, Error> {
-        let mut udp = Udp::default();
-        udp.prepare(config, metrics)?;
-        udp.commit();
-        Ok(udp)
+    /// Every UDP listener of the server, shown on `board`; none yet.
+    pub(crate) fn new(board: Arc<UdpBoard>) -> Udp {
+        Udp {
+            running: Vec::new(),
+            prepared: Vec::new(),
+            board,
+        }
     }
 
-    /// Gets ready to serve `config`'s UDP listeners: binds the new ones, changing nothing yet.
-    pub(crate) fn prepare(&mut self, config: &Config, metrics: &Metrics) -> Result<(), Error> {
+    /// Gets ready to serve `config`'s UDP listeners: binds the new ones (or takes the sockets
+    /// offered), changing nothing yet.
+    pub(crate) fn prepare(&mut self, config: &Config, start: UdpStart<'_>) -> Result<(), Error> {
         let global_acl = Arc::new(config.acl.clone());
+        let mut offered = start.offered.into_iter();
         let mut plans = Vec::new();
         for listener in udp_listeners(config) {
-            let setup = FlowSetup::new(listener.clone(), Arc::clone(&global_acl));
+            let setup = FlowSetup::new(
+                listener.clone(),
+                Arc::clone(&global_acl),
+                start.log_file.clone(),
+            );
+            let socket = offered.next().flatten();
             let kept = self
                 .running
                 .iter()
                 .position(|r| r.port.setup().config.key() == listener.key());
-            plans.push(match kept {
-                Some(index) => UdpPlan::Keep(index, Box::new(setup)),
-                None => {
-                    let socket = bind(listener)?;
-                    let stats = metrics.udp(&listener.key());
-                    UdpPlan::Start(Arc::new(UdpPort::new(socket, setup, stats)))
+            plans.push(match (kept, socket) {
+                (Some(index), _) => UdpPlan::Keep(index, Box::new(setup)),
+                (None, socket) => {
+                    let socket = match socket {
+                        Some(socket) => socket,
+                        None => bind(listener)?,
+                    };
+                    let stats = start.metrics.udp(&listener.key());
+                    let port =
+                        UdpPort::new(socket, setup, stats).map_err(|source| Error::Setup {
+                            what: "create a UDP listener's wake-up pipe",
+                            source,
+                        })?;
+                    UdpPlan::Start(Arc::new(port))
                 }
             });
         }
@@ -96,10 +128,13 @@ impl Udp {
                 self.running.push(running);
             }
         }
-        for removed in old.into_iter().flatten() {
-            log::info!("reload: closing udp listener {}", removed.port.key);
-            removed.stop(Ending::Removed);
+        let removed: Vec<UdpRunning> = old.into_iter().flatten().collect();
+        for running in &removed {
+            log::info!("reload: closing udp listener {}", running.port.key);
+            running.port.stop(Ending::Removed);
         }
+        removed.into_iter().for_each(UdpRunning::join);
+        (self.board).publish(self.running.iter().map(|r| Arc::clone(&r.port)).collect());
     }
 
     /// Logs every UDP listener as served, as the TCP ones are at start and after a reload.
@@ -114,21 +149,44 @@ impl Udp {
         self.prepared.clear();
     }
 
-    /// Stops every UDP listener: their flows end, each logged as `stopped`.
+    /// Stops every UDP listener: their flows end, each logged as `stopped` (or as `upgraded`
+    /// after a live upgrade handed them over); returns once their threads have.
     pub(crate) fn stop(&mut self) {
-        for running in self.running.drain(..) {
-            running.stop(Ending::Stopped);
+        self.board.publish(Vec::new());
+        for running in &self.running {
+            running.port.stop(Ending::Stopped);
         }
+        self.running.drain(..).for_each(UdpRunning::join);
+    }
+
+    /// A live upgrade begins: the listeners stop reading their sockets (datagrams queue there
+    /// for the new process), the flows carry on; returns each socket with its bound address,
+    /// to offer.
+    pub(crate) fn pause(&self) -> Vec<(SocketAddr, BorrowedFd<'_>)> {
+        (self.running.iter())
+            .map(|r| {
+                r.port.pause();
+                (r.port.addr, r.port.socket.as_fd())
+            })
+            .collect()
+    }
+
+    /// The upgrade did not happen: the listeners read their sockets again.
+    pub(crate) fn resume(&self) {
+        self.running.iter().for_each(|r| r.port.resume());
+    }
+
+    /// The new process has the sockets: the flows here end, as `upgraded`, once their replies
+    /// in flight have come (at the latest when the server is dropped).
+    pub(crate) fn handed_over(&self) {
+        self.running
+            .iter()
+            .for_each(|r| r.port.stop(Ending::Upgraded));
     }
 
     /// The bound addresses, in configuration order.
     pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
         self.running.iter().map(|r| r.port.addr).collect()
-    }
-
-    /// The listeners as written (`ADDR:PORT/udp`), for messages.
-    pub(crate) fn keys(&self) -> Vec<String> {
-        self.running.iter().map(|r| r.port.key.clone()).collect()
     }
 }
 
@@ -217,6 +275,26 @@ mod tests {
         }
     }
 
+    fn starting(metrics: &Metrics, offered: Vec<Option<UdpSocket>>) -> UdpStart<'_> {
+        UdpStart {
+            metrics,
+            log_file: None,
+            offered,
+        }
+    }
+
+    /// Binds (or takes `offered`) and starts every UDP listener of `config`.
+    fn start_with(config: &Config, metrics: &Metrics, offered: Vec<Option<UdpSocket>>) -> Udp {
+        let mut udp = Udp::default();
+        udp.prepare(config, starting(metrics, offered)).unwrap();
+        udp.commit();
+        udp
+    }
+
+    fn start(config: &Config, metrics: &Metrics) -> Result<Udp, Error> {
+        Ok(start_with(config, metrics, Vec::new()))
+    }
+
     fn client() -> UdpSocket {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
@@ -236,7 +314,7 @@ mod tests {
     #[test]
     fn datagrams_go_both_ways_one_flow_per_client() {
         let metrics = Metrics::default();
-        let mut udp = Udp::start(&udp_config("127.0.0.1:0", echo(), None), &metrics).unwrap();
+        let mut udp = start(&udp_config("127.0.0.1:0", echo(), None), &metrics).unwrap();
         let addr = udp.local_addrs()[0];
         let (a, b) = (client(), client());
         assert_eq!(ask(&a, addr, b"one"), b"one");
@@ -256,7 +334,7 @@ mod tests {
     #[test]
     fn a_full_table_evicts_the_flow_idle_longest() {
         let metrics = Metrics::default();
-        let udp = Udp::start(&udp_config("127.0.0.1:0", echo(), Some(2)), &metrics).unwrap();
+        let udp = start(&udp_config("127.0.0.1:0", echo(), Some(2)), &metrics).unwrap();
         let addr = udp.local_addrs()[0];
         let clients = [client(), client(), client()];
         for (i, c) in clients.iter().enumerate() {
@@ -272,15 +350,89 @@ mod tests {
         let metrics = Metrics::default();
         let upstream = echo();
         let config = udp_config("127.0.0.1:0", upstream, None);
-        let mut udp = Udp::start(&config, &metrics).unwrap();
+        let mut udp = start(&config, &metrics).unwrap();
         let addr = udp.local_addrs()[0];
         let c = client();
         assert_eq!(ask(&c, addr, b"before"), b"before");
-        udp.prepare(&config, &metrics).unwrap();
+        udp.prepare(&config, starting(&metrics, Vec::new()))
+            .unwrap();
         udp.commit();
         assert_eq!(udp.local_addrs(), [addr]);
         assert_eq!(ask(&c, addr, b"after"), b"after");
         let stats = metrics.udp("127.0.0.1:0/udp");
         assert_eq!(stats.flows.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// An upstream given as a name is resolved on the flow's own thread; what the client sends
+    /// meanwhile waits in the flow and goes in order.
+    #[test]
+    fn a_name_upstream_is_resolved_by_the_flow_and_a_burst_keeps_its_order() {
+        // Both families: `localhost` may name ::1 first.
+        let echo_socket = UdpSocket::bind("[::]:0")
+            .or_else(|_| UdpSocket::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = echo_socket.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = echo_socket.recv_from(&mut buf) {
+                let _ = echo_socket.send_to(&buf[..n], from);
+            }
+        });
+        let mut config = udp_config("127.0.0.1:0", echo(), None);
+        config.listeners[0].routes[0].upstreams =
+            vec![format!("localhost:{port}").parse().unwrap()];
+        let metrics = Metrics::default();
+        let udp = start(&config, &metrics).unwrap();
+        let addr = udp.local_addrs()[0];
+        let c = client();
+        for n in 0..5u8 {
+            c.send_to(&[n; 3], addr).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        for n in 0..5u8 {
+            let (len, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..len], from), (&[n; 3][..], addr));
+        }
+    }
+
+    /// A live upgrade's steps on one process standing for both: a paused listener reads
+    /// nothing, so what a client sends meanwhile waits in the socket; a second `Udp` given the
+    /// same socket answers it; the first one's flows end as `upgraded` and its stop leaves the
+    /// socket working for the second.
+    #[test]
+    fn a_paused_listener_leaves_datagrams_queued_for_the_sockets_next_owner() {
+        let metrics = Metrics::default();
+        let config = udp_config("127.0.0.1:0", echo(), None);
+        let mut old = start(&config, &metrics).unwrap();
+        let addr = old.local_addrs()[0];
+        let c = client();
+        assert_eq!(ask(&c, addr, b"before"), b"before");
+        let socket = {
+            let offered = old.pause();
+            assert_eq!(offered.len(), 1);
+            assert_eq!(offered[0].0, addr);
+            UdpSocket::from(offered[0].1.try_clone_to_owned().unwrap())
+        };
+        c.send_to(b"during", addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            c.recv_from(&mut buf).is_err(),
+            "a paused listener reads nothing"
+        );
+        let mut new = start_with(&config, &metrics, vec![Some(socket)]);
+        assert_eq!(new.local_addrs(), [addr]);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"during"[..], addr),
+            "the queued datagram"
+        );
+        old.handed_over();
+        old.stop();
+        assert_eq!(ask(&c, addr, b"after"), b"after");
+        new.stop();
     }
 }

@@ -9,12 +9,15 @@
 //! a listener are capped (`table`): a new client beyond the cap evicts the flow idle longest.
 //! Allow/deny rules are checked when a flow is set up; a refused client's datagrams are dropped
 //! and counted, and logged at most once a minute (`quiet`). `listeners` binds, switches on
-//! reload and stops them.
+//! reload and stops them, and hands them to a new process in a live upgrade (the socket, not
+//! the flows: the new process sets up its own). `board` shows the flows to the admin endpoint.
 
+mod board;
 mod flow;
 mod listeners;
 mod port;
 mod quiet;
 mod table;
 
-pub(crate) use listeners::Udp;
+pub(crate) use board::{FlowView, UdpBoard};
+pub(crate) use listeners::{Udp, UdpStart};

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::sys::sync::lock;
 
@@ -122,6 +123,27 @@ impl FlowTable {
                 let _ = thread.join();
             }
         }
+    }
+
+    /// Waits until every flow has moved nothing for `quiet` (the replies it was waiting for
+    /// have come), or `most` has passed.
+    pub(super) fn linger(&self, quiet: Duration, most: Duration) {
+        let deadline = Instant::now() + most;
+        while Instant::now() < deadline
+            && lock(&self.flows)
+                .values()
+                .any(|e| e.flow.idle_for() < quiet)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The flows open now.
+    pub(super) fn flows(&self) -> Vec<Arc<UdpFlow>> {
+        lock(&self.flows)
+            .values()
+            .map(|e| Arc::clone(&e.flow))
+            .collect()
     }
 
     /// How many flows are open.

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::relay::{Parked, Spot};
 use crate::upgrade::wire::{
     ConnState, DirectionState, Message, Offered, Role, SetupState, SocketName, OLDEST_VERSION,
-    VERSION,
+    UDP_SINCE, VERSION,
 };
 use crate::upgrade::{upgrade_error, Channel};
 
@@ -40,24 +40,62 @@ impl AtSafePoint {
     }
 }
 
-/// Offers `listeners` (and the admin endpoint's socket) to the new process at the other end of
-/// `channel`, then every connection of `shared`. Returns once the new process has started; on
-/// `Err` everything here carries on.
+/// The listening sockets a live upgrade offers: the TCP listeners' (bound address, socket, and
+/// whether the service manager handed it in), the UDP listeners', the admin endpoint's.
+pub(crate) struct Offering<'a> {
+    pub(crate) tcp: Vec<(Endpoint, BorrowedFd<'a>, bool)>,
+    pub(crate) udp: Vec<(SocketAddr, BorrowedFd<'a>)>,
+    pub(crate) admin: Option<(SocketAddr, BorrowedFd<'a>)>,
+}
+
+/// What here a process of hand-off version 1 or 2 cannot take: UDP listeners, Unix socket
+/// listeners, connections to a Unix socket upstream.
+fn newer_than_version_2(offering: &Offering<'_>, shared: &Shared) -> Vec<String> {
+    let unix_listeners = (offering.tcp.iter())
+        .filter(|(addr, _, _)| matches!(addr, Endpoint::Unix(_)))
+        .count();
+    let unix_upstreams = (shared.registry.snapshot().iter())
+        .filter(|r| {
+            r.upstream()
+                .is_some_and(|u| matches!(u.resolved, Endpoint::Unix(_)))
+        })
+        .count();
+    [
+        (offering.udp.len(), "UDP listeners"),
+        (unix_listeners, "Unix socket listeners"),
+        (unix_upstreams, "connections to Unix socket upstreams"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{what} ({n} here)"))
+    .collect()
+}
+
+/// Offers `offering` to the new process at the other end of `channel`, then every connection
+/// of `shared`. Returns once the new process has started; on `Err` everything here carries on.
 pub(crate) fn hand_off(
     channel: Channel,
-    listeners: &[(Endpoint, BorrowedFd<'_>, bool)],
-    admin: Option<(SocketAddr, BorrowedFd<'_>)>,
+    offering: &Offering<'_>,
     shared: &Shared,
 ) -> Result<HandedOff, Error> {
     let pid = channel.peer_pid();
     let version = greet(&channel)?;
-    let sockets = offer(
-        &channel,
-        version,
-        listeners,
-        admin,
-        shared.registry.last_id(),
-    )?;
+    let newer = newer_than_version_2(offering, shared);
+    if version < UDP_SINCE && !newer.is_empty() {
+        let reason = format!(
+            "the new process speaks hand-off version {version}, which cannot take {}; restart \
+             instead, or reload without them first",
+            newer.join(" or ")
+        );
+        let _ = channel.send(
+            &Message::Refuse {
+                reason: reason.clone(),
+            },
+            &[],
+        );
+        return Err(upgrade_error(reason));
+    }
+    let sockets = offer(&channel, version, offering, shared.registry.last_id())?;
     match channel.recv(START)?.0 {
         Message::Ready => {}
         Message::Refuse { reason } => {
@@ -119,24 +157,31 @@ fn greet(channel: &Channel) -> Result<u32, Error> {
     }
 }
 
-/// Offers the listening sockets (the admin endpoint's last); returns how many.
+/// Offers the listening sockets (the TCP listeners', the UDP ones', the admin endpoint's last);
+/// returns how many.
 fn offer(
     channel: &Channel,
     version: u32,
-    listeners: &[(Endpoint, BorrowedFd<'_>, bool)],
-    admin: Option<(SocketAddr, BorrowedFd<'_>)>,
+    offering: &Offering<'_>,
     last_id: u64,
 ) -> Result<usize, Error> {
-    let mut offered: Vec<Offered> = listeners
-        .iter()
+    let mut offered: Vec<Offered> = (offering.tcp.iter())
         .map(|(addr, _, handed_in)| Offered {
             role: Role::Listener,
             addr: carried(addr),
             handed_in: *handed_in,
         })
         .collect();
-    let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, fd, _)| *fd).collect();
-    if let Some((addr, fd)) = admin {
+    let mut fds: Vec<BorrowedFd<'_>> = offering.tcp.iter().map(|(_, fd, _)| *fd).collect();
+    for (addr, fd) in &offering.udp {
+        offered.push(Offered {
+            role: Role::Udp,
+            addr: SocketName::Ip(*addr),
+            handed_in: false,
+        });
+        fds.push(*fd);
+    }
+    if let Some((addr, fd)) = offering.admin {
         offered.push(Offered {
             role: Role::Admin,
             addr: SocketName::Ip(addr),
@@ -361,6 +406,39 @@ mod tests {
         Shared::new(Metrics::default(), Permits::new(4))
     }
 
+    fn nothing() -> Offering<'static> {
+        Offering {
+            tcp: Vec::new(),
+            udp: Vec::new(),
+            admin: None,
+        }
+    }
+
+    /// A new process of version 2 cannot take a UDP socket: refused on both sides, in one line
+    /// naming the version and what to do.
+    #[test]
+    fn a_new_process_too_old_for_udp_listeners_is_refused_with_one_line() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (old, new) = Channel::pair();
+        let peer = std::thread::spawn(move || {
+            new.send(&Message::Hello { version: 2, pid: 1 }, &[])
+                .unwrap();
+            new.recv(STEP).unwrap().0
+        });
+        let offering = Offering {
+            udp: vec![(addr, socket.as_fd())],
+            ..nothing()
+        };
+        let err = hand_off(old, &offering, &shared()).unwrap_err().to_string();
+        assert!(err.contains("version 2, which cannot take UDP"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        match peer.join().unwrap() {
+            Message::Refuse { reason } => assert!(reason.contains("UDP"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn another_version_is_refused_on_both_sides() {
         let (old, new) = Channel::pair();
@@ -375,7 +453,7 @@ mod tests {
             .unwrap();
             new.recv(STEP).unwrap().0
         });
-        let err = hand_off(old, &[], None, &shared()).unwrap_err();
+        let err = hand_off(old, &nothing(), &shared()).unwrap_err();
         assert!(err.to_string().contains("version 999"), "{err}");
         match peer.join().unwrap() {
             Message::Refuse { reason } => assert!(reason.contains("version 999"), "{reason}"),
@@ -394,7 +472,9 @@ mod tests {
                     new.send(&refusal("bad config".into()), &[]).unwrap();
                 }
             });
-            let err = hand_off(old, &[], None, &shared()).unwrap_err().to_string();
+            let err = hand_off(old, &nothing(), &shared())
+                .unwrap_err()
+                .to_string();
             peer.join().unwrap();
             if refuse {
                 assert!(err.contains("refused: bad config"), "{err}");

@@ -5,9 +5,10 @@
 //! relay's copy threads wait at `relay::park`).
 //!
 //! The order is what makes it safe:
-//! 1. Hello (new → old, with its version) and offer (old → new: the listening sockets). From the
-//!    moment it takes the request the old process accepts nothing; clients wait in the kernel's
-//!    accept queues, which both processes now share.
+//! 1. Hello (new → old, with its version) and offer (old → new: the listening sockets, TCP and
+//!    UDP). From the moment it takes the request the old process accepts nothing and reads no
+//!    datagram; clients wait in the kernel's accept queues and datagrams in the UDP sockets'
+//!    receive queues, which both processes now share.
 //! 2. Ready (new → old): the new process has validated its configuration and taken or bound
 //!    every listener, but accepts nothing yet.
 //! 3. The old process holds the connections still choosing a route where they are (waiting for
@@ -19,7 +20,8 @@
 //!    started before it touches any of them, and only then does the old one let its threads go
 //!    (they return without touching the sockets) and close its copies. A connection that was
 //!    choosing its route is served from the start by the new process, reading first what the
-//!    old one had read.
+//!    old one had read. The new process reads its UDP sockets from then on, setting up flows of
+//!    its own; the old one's flows relay the replies still in flight, then end.
 //!
 //! Until started, every failure leaves the old process as it was: its parked threads carry on
 //! (writing what they held first), its listeners are polled again.
@@ -31,8 +33,8 @@ mod hold;
 mod steps;
 mod take_over;
 
-pub(super) use hand_off::hand_off;
+pub(super) use hand_off::{hand_off, Offering};
 pub(crate) use hold::{Hold, HoldVerdict};
 pub(super) use steps::refusal;
 use steps::{unexpected, QUIESCE, START, STEP};
-pub(super) use take_over::{assign, receive_offer, take_connections, Taker};
+pub(super) use take_over::{assign, assign_udp, receive_offer, take_connections, Taker};

@@ -4,14 +4,14 @@
 //! held one is set up from the start, reading first what the old process had read.
 
 use std::cell::RefCell;
-use std::net::TcpListener;
-
-use socket2::Socket;
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Endpoint, HostPort};
+use socket2::Socket;
+
+use crate::config::{Config, Endpoint, HostPort, Listener, Transport};
 use crate::error::Error;
 use crate::relay::{Connection, Direction, End, Past, Spot, Timeouts};
 use crate::sys::resolve::resolve;
@@ -34,10 +34,11 @@ use crate::health::member::Claim;
 use crate::upgrade::TakenOver;
 
 /// What the old process offered: its listening sockets by address (and whether the service
-/// manager handed them in), and its admin endpoint's.
+/// manager handed them in), its UDP listen sockets by address, and its admin endpoint's.
 pub(crate) struct Offer {
     pub(crate) next_id: u64,
     pub(crate) listeners: Vec<OfferedSocket>,
+    pub(crate) udp: Vec<(Endpoint, UdpSocket)>,
     pub(crate) admin: Option<TcpListener>,
 }
 
@@ -106,20 +107,22 @@ pub(crate) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
     let mut offer = Offer {
         next_id,
         listeners: Vec::new(),
+        udp: Vec::new(),
         admin: None,
     };
     for (offered, fd) in offered.into_iter().zip(fds) {
+        let addr = taken(&offered.addr).ok_or_else(|| {
+            upgrade_error(
+                "a listener came with a Unix socket name tcp-router does not write".into(),
+            )
+        })?;
         match offered.role {
             Role::Listener => offer.listeners.push(OfferedSocket {
-                addr: taken(&offered.addr).ok_or_else(|| {
-                    upgrade_error(
-                        "a listener came with a Unix socket name tcp-router does not write"
-                            .to_string(),
-                    )
-                })?,
+                addr,
                 socket: Socket::from(fd),
                 handed_in: offered.handed_in,
             }),
+            Role::Udp => offer.udp.push((addr, UdpSocket::from(fd))),
             Role::Admin => offer.admin = Some(TcpListener::from(fd)),
         }
     }
@@ -127,17 +130,41 @@ pub(crate) fn receive_offer(channel: &Channel) -> Result<Offer, Error> {
 }
 
 /// The sockets offered for each listener of `config`, by bound address; a listener offered
-/// nothing is bound as usual, an offered socket no listener wants is closed (logged).
+/// nothing is bound as usual, an offered socket no listener wants is closed (logged). A UDP
+/// listener gets nothing here (see [`assign_udp`]).
 pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option<OfferedSocket>> {
-    let mut left: Vec<Option<OfferedSocket>> = offered.into_iter().map(Some).collect();
-    let sockets = config
-        .listeners
-        .iter()
+    let offered = offered.into_iter().map(|o| (o.addr.clone(), o)).collect();
+    let listeners = config.listeners.iter().map(|listener| {
+        // The offered sockets are TCP listeners; a UDP listener is given its own.
+        (listener.transport == Transport::Tcp).then_some(listener)
+    });
+    by_address(listeners, offered, "listened on")
+}
+
+/// The UDP sockets offered for each UDP listener of `config`, in order, by bound address, as
+/// [`assign`] does for the TCP ones.
+pub(crate) fn assign_udp(
+    config: &Config,
+    offered: Vec<(Endpoint, UdpSocket)>,
+) -> Vec<Option<UdpSocket>> {
+    let listeners = (config.listeners.iter())
+        .filter(|listener| listener.transport == Transport::Udp)
+        .map(Some);
+    by_address(listeners, offered, "received UDP on")
+}
+
+/// For each listener (`None`: one to skip), the offered socket bound to its address; the
+/// sockets no listener wants are closed, each logged as the old process having `done` on its
+/// address.
+fn by_address<'a, T>(
+    listeners: impl Iterator<Item = Option<&'a Listener>>,
+    offered: Vec<(Endpoint, T)>,
+    done: &str,
+) -> Vec<Option<T>> {
+    let mut left: Vec<Option<(Endpoint, T)>> = offered.into_iter().map(Some).collect();
+    let sockets = listeners
         .map(|listener| {
-            // The offered sockets are stream listeners; a UDP listener binds its own.
-            if listener.transport != crate::config::Transport::Tcp {
-                return None;
-            }
+            let listener = listener?;
             let addrs = match listener.listen.socket_path() {
                 Some(_) => Vec::new(),
                 None => resolve(&listener.listen.host.to_string(), listener.listen.port)
@@ -152,14 +179,15 @@ pub(crate) fn assign(config: &Config, offered: Vec<OfferedSocket>) -> Vec<Option
                 Endpoint::Unix(path) => listener.listen.socket_path() == Some(path),
             };
             left.iter_mut()
-                .find(|o| o.as_ref().is_some_and(|o| wanted(&o.addr)))
+                .find(|o| o.as_ref().is_some_and(|(addr, _)| wanted(addr)))
                 .and_then(Option::take)
+                .map(|(_, socket)| socket)
         })
         .collect();
-    for unwanted in left.into_iter().flatten() {
+    for (addr, _) in left.into_iter().flatten() {
         log::warn!(
-            "upgrade: the old process listened on {}, which the configuration no longer has; closing it",
-            unwanted.addr
+            "upgrade: the old process {done} {addr}, which the configuration no longer has; \
+             closing it"
         );
     }
     sockets
