@@ -191,30 +191,34 @@ pub fn send_and_close(stream: &mut TcpStream, data: &[u8]) {
     stream.shutdown(Shutdown::Write).unwrap();
 }
 
-/// Sends `text` on `stream` and reads as many bytes back; `Err` says which step failed or what
-/// came back instead.
-pub fn try_round_trip(stream: &mut TcpStream, text: &[u8]) -> Result<(), String> {
-    let shown = || String::from_utf8_lossy(text).into_owned();
+/// Sends `text` on `stream` (TCP or Unix) and reads as many bytes back; `Err` says which step
+/// failed or what came back instead.
+pub fn try_round_trip(stream: &mut (impl Read + Write), text: &[u8]) -> Result<(), String> {
     stream
         .write_all(text)
-        .map_err(|e| format!("send {:?}: {e}", shown()))?;
+        .map_err(|e| format!("send {}: {e}", shown(text)))?;
     let mut back = vec![0u8; text.len()];
     stream
         .read_exact(&mut back)
-        .map_err(|e| format!("echo of {:?}: {e}", shown()))?;
+        .map_err(|e| format!("echo of {}: {e}", shown(text)))?;
     if back != text {
-        return Err(format!(
-            "sent {:?}, got back {:?}",
-            shown(),
-            String::from_utf8_lossy(&back)
-        ));
+        return Err(format!("sent {}, got back {}", shown(text), shown(&back)));
     }
     Ok(())
 }
 
+/// Bytes for a message: quoted as text when short, by their length when long (a bulk transfer).
+fn shown(bytes: &[u8]) -> String {
+    if bytes.len() <= 256 {
+        format!("{:?}", String::from_utf8_lossy(bytes))
+    } else {
+        format!("{} bytes", bytes.len())
+    }
+}
+
 /// Sends `text` and expects it back from an echo upstream; returns how long that took. Fails
 /// the test otherwise.
-pub fn round_trip(stream: &mut TcpStream, text: &[u8]) -> Duration {
+pub fn round_trip(stream: &mut (impl Read + Write), text: &[u8]) -> Duration {
     let started = Instant::now();
     try_round_trip(stream, text).unwrap_or_else(|e| panic!("{e}"));
     started.elapsed()

@@ -110,18 +110,6 @@ impl Stream for UnixStream {
     }
 }
 
-/// Sends `text` and expects it back from an echo upstream; fails the test otherwise.
-pub fn echo_round_trip<S: Stream>(stream: &mut S, text: &[u8]) {
-    stream
-        .write_all(text)
-        .unwrap_or_else(|e| panic!("send {} bytes: {e}", text.len()));
-    let mut back = vec![0u8; text.len()];
-    stream
-        .read_exact(&mut back)
-        .unwrap_or_else(|e| panic!("the echo of {} bytes: {e}", text.len()));
-    assert!(back == text, "the echo of {} bytes differs", text.len());
-}
-
 /// Writes `data` on a thread (so a peer that answers while it reads cannot deadlock the test),
 /// then shuts down the write side; the thread's result says whether every byte went.
 pub fn send_then_half_close<S: Stream>(
