@@ -118,7 +118,7 @@ fn socket_activation_refuses_what_it_cannot_use() {
     let stderr = process.rest_of_stderr().join("\n");
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("fd 3 from the service manager is not a TCP socket"),
+        stderr.contains("fd 3 from the service manager is not a TCP or Unix stream socket"),
         "{stderr}"
     );
 }

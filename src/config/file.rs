@@ -674,6 +674,7 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
         transport,
         max_flows: None,
     };
+    let file_listener = toks[1].text.starts_with("unix:/");
     let mut seen = HashSet::new();
     for tok in &toks[3..] {
         let result = match tok.text.split_once('=') {
@@ -694,6 +695,9 @@ fn route_rule(n: usize, toks: &[Token], services: Services) -> Result<RuleDef, V
             Some((key, _)) if transport == Transport::Tcp && UDP_ONLY_KEYS.contains(&key) => Err(
                 format!("'{key}=' is a UDP setting: write the listen address with /udp"),
             ),
+            Some((key, _)) if SOCKET_FILE_KEYS.contains(&key) && !file_listener => Err(format!(
+                "'{key}=' sets a Unix socket file's access: the listen address is no unix:/PATH"
+            )),
             Some((key, _)) if !seen.insert(key) => Err(format!("key '{key}' given twice")),
             Some((key, "")) => Err(format!("key '{key}' needs a value")),
             Some((key, value)) => rule.set(key, value, services),
@@ -741,6 +745,9 @@ const UPSTREAM_KEYS: [&str; 1] = ["backup"];
 
 /// The keys a UDP route takes; every other key is about TCP connections.
 const UDP_KEYS: [&str; 4] = ["idle_timeout", "src", "reuse_port", "max_flows"];
+
+/// The keys of a Unix socket listener's file.
+const SOCKET_FILE_KEYS: [&str; 3] = ["socket_mode", "socket_owner", "socket_group"];
 
 /// The keys only a UDP route takes.
 const UDP_ONLY_KEYS: [&str; 1] = ["max_flows"];

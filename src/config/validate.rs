@@ -8,12 +8,12 @@ use crate::error::Error;
 
 use std::time::Duration;
 
-use super::addr::{HostPort, SocketPath, MAX_WEIGHT};
+use super::addr::{HostPort, MAX_WEIGHT};
 use super::duration::{check_duration, format_duration};
 use super::health::{CheckKind, HealthCheck, MIN_CHECK_INTERVAL};
 use super::model::{Config, Listener, Route, Transport};
 use super::protocol::Protocol;
-use super::settings::{check_count, DEFAULT_SOCKET_MODE};
+use super::settings::check_count;
 
 impl Config {
     /// Checks the configuration; every problem is one line of the [`Error::Config`] it returns,
@@ -268,25 +268,13 @@ fn transport_problems(listener: &Listener) -> Vec<String> {
     out
 }
 
-/// What a Unix listener cannot be (a UDP one), and the socket file's settings on a listener that
-/// has no file.
+/// What a Unix listener cannot be: a UDP one. (The socket file's keys on a route line whose
+/// listener has no file are the file parser's error; from the command line they are every
+/// listener's default, and a listener without a file has no use for them.)
 fn unix_problems(listener: &Listener) -> Vec<String> {
     let mut out = Vec::new();
-    let unix = listener.listen.socket_path().is_some();
-    if unix && listener.transport == Transport::Udp {
+    if listener.listen.socket_path().is_some() && listener.transport == Transport::Udp {
         out.push("a Unix socket listener carries streams: it cannot be UDP".into());
-    }
-    let file_keys = [
-        ("socket_mode", listener.socket_mode != DEFAULT_SOCKET_MODE),
-        ("socket_owner", listener.socket_owner.is_some()),
-        ("socket_group", listener.socket_group.is_some()),
-    ];
-    for (key, given) in file_keys {
-        if given && !matches!(listener.listen.socket_path(), Some(SocketPath::Path(_))) {
-            out.push(format!(
-                "{key}= sets a Unix socket file's access, and this listener has no file"
-            ));
-        }
     }
     out
 }

@@ -3,9 +3,13 @@
 //! listener whose address it is bound to instead of binding. The variables are read (and removed
 //! from the environment) at start, by [`Environment::take`].
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::ToSocketAddrs;
+use std::os::fd::OwnedFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::SocketAddr as UnixAddr;
 
 use socket2::SockRef;
+use tcp_router::config::{Endpoint, SocketPath};
 use tcp_router::{Config, HostPort};
 
 use crate::environment::Environment;
@@ -18,11 +22,12 @@ const FIRST_FD: usize = 3;
 pub(crate) struct Passed {
     /// Its descriptor number and name, for messages: `fd 3 (web)`.
     label: String,
-    listener: TcpListener,
-    addr: SocketAddr,
+    listener: OwnedFd,
+    addr: Endpoint,
 }
 
-/// Takes the sockets passed to this process, if any; every one must be a listening TCP socket.
+/// Takes the sockets passed to this process, if any; every one must be a listening TCP or Unix
+/// stream socket.
 pub(crate) fn take(environment: &mut Environment) -> Result<Vec<Passed>, Vec<String>> {
     let fds = &mut environment.listen_fds;
     let names = &environment.listen_fd_names;
@@ -49,28 +54,48 @@ pub(crate) fn take(environment: &mut Environment) -> Result<Vec<Passed>, Vec<Str
 }
 
 fn take_one(fds: &mut listenfd::ListenFd, index: usize, label: &str) -> Result<Passed, String> {
-    let listener = match fds.take_tcp_listener(index) {
-        Ok(Some(listener)) => listener,
-        Ok(None) => return Err(format!("{label} from the service manager was already taken")),
-        Err(e) => {
-            return Err(format!(
-                "{label} from the service manager is not a TCP socket ({e}); pass ListenStream= sockets"
-            ))
+    let cannot_read = |e: std::io::Error| {
+        format!("{label} from the service manager: cannot read its address: {e}")
+    };
+    let (listener, addr) = match fds.take_tcp_listener(index) {
+        Ok(Some(listener)) => {
+            let addr = listener.local_addr().map_err(cannot_read)?;
+            (OwnedFd::from(listener), Endpoint::Ip(addr))
         }
+        Ok(None) => return Err(format!("{label} from the service manager was already taken")),
+        Err(tcp) => match fds.take_unix_listener(index) {
+            Ok(Some(listener)) => {
+                let addr = unix_endpoint(&listener.local_addr().map_err(cannot_read)?)
+                    .ok_or_else(|| format!("{label} from the service manager is an unnamed Unix socket"))?;
+                (OwnedFd::from(listener), addr)
+            }
+            _ => {
+                return Err(format!(
+                    "{label} from the service manager is not a TCP or Unix stream socket ({tcp}); pass ListenStream= sockets"
+                ))
+            }
+        },
     };
     if !SockRef::from(&listener).is_listener().unwrap_or(false) {
         return Err(format!(
-            "{label} from the service manager is a TCP socket but not listening (Accept=yes is not supported)"
+            "{label} from the service manager is a stream socket but not listening (Accept=yes is not supported)"
         ));
     }
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("{label} from the service manager: cannot read its address: {e}"))?;
     Ok(Passed {
         label: label.to_string(),
         listener,
         addr,
     })
+}
+
+/// A Unix listener's address as a listen address is written: its path or its abstract name.
+fn unix_endpoint(addr: &UnixAddr) -> Option<Endpoint> {
+    let path = match (addr.as_pathname(), addr.as_abstract_name()) {
+        (Some(path), _) => SocketPath::Path(path.to_path_buf()),
+        (None, Some(name)) => SocketPath::Abstract(String::from_utf8_lossy(name).into_owned()),
+        (None, None) => return None,
+    };
+    Some(Endpoint::Unix(path))
 }
 
 /// The passed socket for each listener of `config`, by the address it is bound to; a listener
@@ -79,16 +104,16 @@ fn take_one(fds: &mut listenfd::ListenFd, index: usize, label: &str) -> Result<P
 pub(crate) fn assign(
     config: &Config,
     passed: Vec<Passed>,
-) -> Result<Vec<Option<TcpListener>>, Vec<String>> {
+) -> Result<Vec<Option<OwnedFd>>, Vec<String>> {
     let mut left: Vec<Option<Passed>> = passed.into_iter().map(Some).collect();
     let mut sockets = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        // The service manager passes TCP listeners; a UDP listener binds its own.
+        // The service manager passes stream listeners; a UDP listener binds its own.
         if listener.transport != tcp_router::config::Transport::Tcp {
             sockets.push(None);
             continue;
         }
-        let addrs = resolve(&listener.listen);
+        let addrs = endpoints(&listener.listen);
         let found = left
             .iter_mut()
             .find(|p| p.as_ref().is_some_and(|p| addrs.contains(&p.addr)))
@@ -130,10 +155,14 @@ pub(crate) fn assign(
     }
 }
 
-/// The addresses `listen` names (a host name looked up now); none if it cannot be resolved.
-fn resolve(listen: &HostPort) -> Vec<SocketAddr> {
+/// The addresses `listen` names (a host name looked up now, a Unix socket itself); none if it
+/// cannot be resolved.
+fn endpoints(listen: &HostPort) -> Vec<Endpoint> {
+    if let Some(path) = listen.socket_path() {
+        return vec![Endpoint::Unix(path.clone())];
+    }
     (listen.host.to_string().as_str(), listen.port)
         .to_socket_addrs()
-        .map(Iterator::collect)
+        .map(|addrs| addrs.map(Endpoint::Ip).collect())
         .unwrap_or_default()
 }

@@ -27,6 +27,7 @@ use tcp_router::{Config, Error, HostPort, Listener, Route};
     example = "Serve a rinetd.conf (and check it first):\n  $ tcp-router --check -c /etc/rinetd.conf && tcp-router -c /etc/rinetd.conf",
     example = "Two TLS sites on one port by SNI, everything else to a default; nothing is decrypted:\n  $ tcp-router 0.0.0.0:443 --sni a.example.com=10.0.0.1:443 --sni '*.example.org'=10.0.0.2:443 10.0.0.3:443",
     example = "Forward ports 9000-9099 to ports 7000-7099 of one host (100 listeners, one line):\n  $ tcp-router 0.0.0.0:9000-9099 10.0.0.5:7000-7099",
+    example = "Reach Redis's Unix socket over TCP, and an HTTP service on TCP through a socket file only the group may use:\n  $ tcp-router 127.0.0.1:11000 unix:/run/redis/redis.sock\n  $ tcp-router --socket-mode 0660 --socket-group www-data unix:/run/app/http.sock 127.0.0.1:8080",
     example = "Which route would a name take?\n  $ tcp-router -c router.conf --check --explain www.example.org",
     example = "Send clients to whichever Redis answers ROLE as the primary, checked every 2s; cut the connections of a demoted one:\n  $ tcp-router --health-check 'send:ROLE\\r\\n,expect:master' --on-down close 127.0.0.1:6380 10.0.0.1:6379 10.0.0.2:6379",
     note = "Addresses are HOST:PORT, IPv6 in brackets ([::1]:80); a port range HOST:FIRST-LAST (at most 4096 ports) listens on every port of it, each forwarded to the port at the same place in each upstream range (of the same length) or to an upstream's one port; host names are resolved at each new connection. Options take their value after a space or =, as in --idle-timeout=10m; -h is --help, -V --version. Durations: 250ms, 5s, 2m, 1h or plain seconds, at most 8760h (365 days); 'off' disables a timeout. Signals: SIGINT/SIGTERM drain and stop (twice: stop now), SIGHUP re-reads --config, SIGUSR2 upgrades in place (starts the binary on disk and hands it every listener and connection).",
@@ -181,6 +182,18 @@ pub(crate) struct Args {
     /// bind every listener with SO_REUSEPORT, so several tcp-router processes can serve one address (the kernel spreads new connections among them)
     #[argh(switch)]
     pub(crate) reuse_port: bool,
+
+    /// the mode of a unix:/PATH listener's socket file, in octal (default 0660: its owner and group may connect)
+    #[argh(option, from_str_fn(socket_mode_arg))]
+    pub(crate) socket_mode: Option<u32>,
+
+    /// the owner of a unix:/PATH listener's socket file, a user name or number
+    #[argh(option)]
+    pub(crate) socket_owner: Option<String>,
+
+    /// the group of a unix:/PATH listener's socket file, a group name or number
+    #[argh(option)]
+    pub(crate) socket_group: Option<String>,
 
     /// expect a PROXY protocol header (v1 or v2) from a trusted load balancer in front, and refuse clients without one
     #[argh(switch)]
@@ -396,6 +409,9 @@ impl Args {
             given.accept_proxy_from = Some(trusted.clone());
         }
         given.reuse_port = self.reuse_port.then_some(true);
+        given.socket_mode = self.socket_mode;
+        given.socket_owner = self.socket_owner.clone();
+        given.socket_group = self.socket_group.clone();
         given
     }
 
@@ -566,6 +582,15 @@ fn status_arg(text: &str) -> Result<StatusRange, String> {
 /// `--on-down`: `keep` or `close`.
 fn on_down_arg(text: &str) -> Result<OnDown, String> {
     text.parse()
+}
+
+/// A socket file's mode, read as a `socket_mode=` key is (the one parser of it).
+fn socket_mode_arg(text: &str) -> Result<u32, String> {
+    let mut given = Overrides::default();
+    given.set("socket_mode", text)?;
+    given
+        .socket_mode
+        .ok_or_else(|| format!("invalid socket_mode '{text}'"))
 }
 
 fn version_arg(text: &str) -> Result<Version, String> {
