@@ -37,12 +37,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::acl::{self, Action, Pattern};
-use super::addr::{parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services};
+use super::addr::{
+    parse_host, parse_ip, parse_port, split_weight, Host, HostPort, Services, UNIX_PREFIX,
+};
 use super::model::Transport;
 use super::names::NamePattern;
 use super::protocol::Protocol;
 use super::range::{rinetd_range, HostPorts};
 use super::settings::{positive_duration, Overrides};
+use super::text::printable;
 
 /// One forwarding rule: a rinetd line or a `route` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -451,6 +454,13 @@ fn rinetd_host(what: &str, text: &str) -> Result<Host, String> {
     if text == "0" {
         return Ok(Host::Ip(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
     }
+    if text.starts_with(UNIX_PREFIX) {
+        return Err(format!(
+            "{what} '{}': a rinetd rule has a host and a port; write a Unix socket in a route line \
+             (route LISTEN UPSTREAM, as in 'route 127.0.0.1:8080 unix:/run/app.sock')",
+            printable(text)
+        ));
+    }
     parse_host(text).map_err(|e| format!("{what}: {e}"))
 }
 
@@ -856,10 +866,13 @@ impl RuleDef {
     }
 }
 
-/// An upstream or a backup: one port, or a range; port 0 is refused (a range never has it).
+/// An upstream or a backup: one port, or a range, or a Unix socket; port 0 is refused (a range
+/// never has it).
 fn host_port(what: &str, text: &str, services: Services) -> Result<HostPorts, String> {
     let hp = HostPorts::parse_with(text, services).map_err(|e| format!("{what}: {e}"))?;
-    nonzero_port(what, text, hp.first.port)?;
+    if hp.first.lacks_port() {
+        nonzero_port(what, text, hp.first.port)?;
+    }
     Ok(hp)
 }
 

@@ -67,6 +67,16 @@ impl Config {
                 errors.push(format!("invalid {key} '{}': {why}", format_duration(value)));
             }
         }
+        if let Some(admin) = self
+            .admin
+            .as_ref()
+            .filter(|a| a.listen.socket_path().is_some())
+        {
+            errors.push(format!(
+                "invalid admin address '{}': the admin endpoint listens on TCP; give it HOST:PORT",
+                admin.listen
+            ));
+        }
         errors.extend(duplicate_listeners(&self.listeners));
         for listener in &self.listeners {
             errors.extend(listener_errors(listener));

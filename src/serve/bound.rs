@@ -150,6 +150,7 @@ pub(crate) fn switch(
                 if kept.state.config.max_connections != state.config.max_connections {
                     kept.limit = limit(&state, wake);
                 }
+                reaccess(&kept.state.config, &state.config);
                 kept.state = Arc::new(state);
                 kept
             }
@@ -191,13 +192,35 @@ fn bind_socket(listener: &Listener) -> Result<Bound, Error> {
     Ok((socket.into(), Endpoint::Ip(addr), None))
 }
 
-/// Binds the Unix socket `path`, its file (if it has one) with the listener's mode and owner.
-fn bind_unix(path: &SocketPath, listener: &Listener) -> Result<Bound, Error> {
-    let access = FileAccess {
+/// Who may connect to `listener`'s socket file, as configured.
+fn file_access(listener: &Listener) -> FileAccess {
+    FileAccess {
         mode: listener.socket_mode,
         owner: listener.socket_owner.clone(),
         group: listener.socket_group.clone(),
+    }
+}
+
+/// A kept Unix listener's file takes the mode and owner a reload gives it (a failure is logged:
+/// the listener goes on with the file as it was).
+fn reaccess(old: &Listener, new: &Listener) {
+    let Some(SocketPath::Path(path)) = new.listen.socket_path() else {
+        return;
     };
+    let access = file_access(new);
+    if access != file_access(old) {
+        if let Err(err) = unix::set_access(path, &access) {
+            log::warn!(
+                "reload: {}: cannot set its file's mode and owner: {err}",
+                new.listen
+            );
+        }
+    }
+}
+
+/// Binds the Unix socket `path`, its file (if it has one) with the listener's mode and owner.
+fn bind_unix(path: &SocketPath, listener: &Listener) -> Result<Bound, Error> {
+    let access = file_access(listener);
     let (socket, file) =
         unix::bind_listener(&path.sun_path(), &access).map_err(|source| Error::BindSocket {
             path: path.to_string(),

@@ -144,13 +144,19 @@ fn restrict(path: &Path, access: &FileAccess) -> io::Result<SocketFile> {
             keep: false,
         }
     };
+    set_access(path, access)?;
+    Ok(file)
+}
+
+/// Gives the socket file at `path` its owner, group and mode (at bind, and when a reload changes
+/// them).
+pub(crate) fn set_access(path: &Path, access: &FileAccess) -> io::Result<()> {
     let owner = access.owner.as_deref().map(user_id).transpose()?;
     let group = access.group.as_deref().map(group_id).transpose()?;
     if owner.is_some() || group.is_some() {
         std::os::unix::fs::lchown(path, owner, group)?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(access.mode))?;
-    Ok(file)
+    fs::set_permissions(path, fs::Permissions::from_mode(access.mode))
 }
 
 /// A user by number or name.
