@@ -12,8 +12,8 @@ use crate::config::acl::Rule;
 use crate::config::addr::{Host, HostPort};
 use crate::config::duration::format_duration;
 use crate::config::{
-    CheckKind, Config, HealthCheck, Listener, Protocol, Route, Transport, DEFAULT_MAX_FLOWS,
-    DEFAULT_UDP_IDLE_TIMEOUT,
+    CheckKind, Config, HealthCheck, Listener, Protocol, Route, SocketPath, Transport,
+    DEFAULT_MAX_FLOWS, DEFAULT_UDP_IDLE_TIMEOUT,
 };
 use crate::health::probe as one_check;
 use crate::health::target::look_up;
@@ -221,9 +221,13 @@ fn summary(config: &Config) -> String {
         } else {
             format!(" [{}]", extras.join(" "))
         };
+        let mode = match listener.listen.socket_path() {
+            Some(SocketPath::Path(_)) => format!(" (mode {:04o})", listener.socket_mode),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "listen {}{} ({}){extras}",
+            "listen {}{}{mode} ({}){extras}",
             listener.label(),
             listener.transport.suffix(),
             listener.origin

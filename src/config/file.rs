@@ -773,6 +773,13 @@ fn is_key(key: &str) -> bool {
 /// be written with `/udp` (removed here); on a TCP route a `/udp` upstream is an error (`None`).
 fn udp_upstreams(text: &str, transport: Transport, errors: &mut Vec<String>) -> Option<String> {
     if transport == Transport::Udp {
+        if let Some(item) = text.split(',').find(|item| item.starts_with(UNIX_PREFIX)) {
+            errors.push(format!(
+                "upstream '{item}' is a Unix stream socket; a UDP route forwards datagrams to \
+                 UDP upstreams"
+            ));
+            return None;
+        }
         let items: Vec<String> = text.split(',').map(|i| i.replacen("/udp", "", 1)).collect();
         return Some(items.join(","));
     }

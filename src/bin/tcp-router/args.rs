@@ -43,7 +43,7 @@ use tcp_router::{Config, Error, HostPort, Listener, Route};
     )
 )]
 pub(crate) struct Args {
-    /// the listen address, then its upstream addresses (optional with --config, or with --sni/--host routes only)
+    /// the listen address, then its upstream addresses: HOST:PORT, or unix:/PATH or unix:@NAME for a Unix-domain socket (optional with --config, or with --sni/--host routes only)
     #[argh(positional, arg_name = "LISTEN UPSTREAM")]
     pub(crate) addresses: Vec<String>,
 
