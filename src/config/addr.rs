@@ -121,8 +121,10 @@ impl SocketPath {
                     .into(),
             );
         }
-        if name.contains('\0') {
-            return Err("a socket path may not hold a NUL byte".into());
+        if name.chars().any(char::is_control) {
+            return Err(
+                "a socket path may not hold a control character (a NUL byte, a newline...)".into(),
+            );
         }
         if name.len() > MAX_SOCKET_PATH {
             return Err(format!(
@@ -454,6 +456,24 @@ mod tests {
 
     fn hp(text: &str) -> HostPort {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_socket_path_round_trips_and_never_holds_a_control_character() {
+        for text in ["unix:/run/app.sock", "unix:@app", "unix:/tmp/a b"] {
+            let path = hp(text);
+            assert_eq!(path.to_string(), text);
+            let name = path.socket_path().unwrap();
+            assert_eq!(
+                SocketPath::from_sun_path(&name.sun_path()).as_ref(),
+                Some(name)
+            );
+        }
+        for text in ["unix:/tmp/a\n\nb", "unix:@a\0b", "unix:/tmp/\x1b[31m"] {
+            let err = text.parse::<HostPort>().unwrap_err().to_string();
+            assert!(err.contains("control character"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]
