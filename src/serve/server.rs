@@ -298,7 +298,7 @@ impl Server {
     /// nothing meanwhile.
     fn hand_off(&mut self, channel: Channel) -> Result<HandedOff, Error> {
         let offering = upgrade::Offering {
-            tcp: (self.listening.iter())
+            streams: (self.listening.iter())
                 .map(|l| (l.addr.clone(), l.socket.as_fd(), l.handed_in))
                 .collect(),
             // From here on datagrams wait in the sockets, for whichever process goes on.

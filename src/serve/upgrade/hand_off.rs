@@ -40,10 +40,11 @@ impl AtSafePoint {
     }
 }
 
-/// The listening sockets a live upgrade offers: the TCP listeners' (bound address, socket, and
-/// whether the service manager handed it in), the UDP listeners', the admin endpoint's.
+/// The listening sockets a live upgrade offers: the stream listeners' (TCP or Unix: bound
+/// address, socket, and whether the service manager handed it in), the UDP listeners', the
+/// admin endpoint's.
 pub(crate) struct Offering<'a> {
-    pub(crate) tcp: Vec<(Endpoint, BorrowedFd<'a>, bool)>,
+    pub(crate) streams: Vec<(Endpoint, BorrowedFd<'a>, bool)>,
     pub(crate) udp: Vec<(SocketAddr, BorrowedFd<'a>)>,
     pub(crate) admin: Option<(SocketAddr, BorrowedFd<'a>)>,
 }
@@ -51,7 +52,7 @@ pub(crate) struct Offering<'a> {
 /// What here a process of hand-off version 1 or 2 cannot take: UDP listeners, Unix socket
 /// listeners, connections to a Unix socket upstream.
 fn newer_than_version_2(offering: &Offering<'_>, shared: &Shared) -> Vec<String> {
-    let unix_listeners = (offering.tcp.iter())
+    let unix_listeners = (offering.streams.iter())
         .filter(|(addr, _, _)| matches!(addr, Endpoint::Unix(_)))
         .count();
     let unix_upstreams = (shared.registry.snapshot().iter())
@@ -165,14 +166,14 @@ fn offer(
     offering: &Offering<'_>,
     last_id: u64,
 ) -> Result<usize, Error> {
-    let mut offered: Vec<Offered> = (offering.tcp.iter())
+    let mut offered: Vec<Offered> = (offering.streams.iter())
         .map(|(addr, _, handed_in)| Offered {
             role: Role::Listener,
             addr: carried(addr),
             handed_in: *handed_in,
         })
         .collect();
-    let mut fds: Vec<BorrowedFd<'_>> = offering.tcp.iter().map(|(_, fd, _)| *fd).collect();
+    let mut fds: Vec<BorrowedFd<'_>> = offering.streams.iter().map(|(_, fd, _)| *fd).collect();
     for (addr, fd) in &offering.udp {
         offered.push(Offered {
             role: Role::Udp,
@@ -408,7 +409,7 @@ mod tests {
 
     fn nothing() -> Offering<'static> {
         Offering {
-            tcp: Vec::new(),
+            streams: Vec::new(),
             udp: Vec::new(),
             admin: None,
         }
