@@ -204,7 +204,8 @@ impl Forwarder {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Every TCP listener's address, in configuration order.
+    /// Every TCP listener's address, in configuration order (a Unix socket listener is at its
+    /// path, and not listed here).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.server.local_addrs()
     }
