@@ -251,12 +251,16 @@ fn take_handed_in(socket: Socket) -> Result<Bound, Error> {
         what: "read the address of a given listener",
         source,
     })?;
-    let addr = match (addr.as_socket(), addr.as_pathname()) {
+    let unix = || unix::sun_path(&addr).and_then(|name| SocketPath::from_sun_path(&name));
+    let addr = match (addr.as_socket(), unix()) {
         (Some(ip), _) => Endpoint::Ip(ip),
-        (None, Some(path)) => Endpoint::Unix(SocketPath::Path(path.to_path_buf())),
-        (None, None) => Endpoint::Unix(SocketPath::Abstract(
-            String::from_utf8_lossy(addr.as_abstract_namespace().unwrap_or_default()).into_owned(),
-        )),
+        (None, Some(path)) => Endpoint::Unix(path),
+        (None, None) => {
+            return Err(Error::Setup {
+                what: "use a given listener: it is neither an IP socket nor a named Unix socket",
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            })
+        }
     };
     net::tune_listener(&socket);
     socket

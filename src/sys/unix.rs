@@ -191,6 +191,16 @@ pub(crate) fn address(name: &[u8]) -> io::Result<SockAddr> {
     SockAddr::unix(OsStr::from_bytes(name))
 }
 
+/// The bytes of `addr`'s `sun_path` (a path, or a NUL byte then an abstract name); `None` for an
+/// address that is not a Unix socket's, or an unnamed one.
+pub(crate) fn sun_path(addr: &SockAddr) -> Option<Vec<u8>> {
+    match (addr.as_pathname(), addr.as_abstract_namespace()) {
+        (Some(path), _) => Some(path.as_os_str().as_bytes().to_vec()),
+        (None, Some(name)) => Some([&[0], name].concat()),
+        (None, None) => None,
+    }
+}
+
 /// Connects to the Unix stream socket `name` within `timeout` (a listener whose backlog is full
 /// makes connect wait; Linux bounds that wait by the send timeout, which the socket keeps until
 /// the relay sets its own).

@@ -66,7 +66,7 @@ fn take_one(fds: &mut listenfd::ListenFd, index: usize, label: &str) -> Result<P
         Err(tcp) => match fds.take_unix_listener(index) {
             Ok(Some(listener)) => {
                 let addr = unix_endpoint(&listener.local_addr().map_err(cannot_read)?)
-                    .ok_or_else(|| format!("{label} from the service manager is an unnamed Unix socket"))?;
+                    .ok_or_else(|| format!("{label} from the service manager is a Unix socket with no name a unix: address can write"))?;
                 (OwnedFd::from(listener), addr)
             }
             _ => {
@@ -90,12 +90,12 @@ fn take_one(fds: &mut listenfd::ListenFd, index: usize, label: &str) -> Result<P
 
 /// A Unix listener's address as a listen address is written: its path or its abstract name.
 fn unix_endpoint(addr: &UnixAddr) -> Option<Endpoint> {
-    let path = match (addr.as_pathname(), addr.as_abstract_name()) {
-        (Some(path), _) => SocketPath::Path(path.to_path_buf()),
-        (None, Some(name)) => SocketPath::Abstract(String::from_utf8_lossy(name).into_owned()),
+    let sun_path = match (addr.as_pathname(), addr.as_abstract_name()) {
+        (Some(path), _) => path.as_os_str().as_encoded_bytes().to_vec(),
+        (None, Some(name)) => [&[0], name].concat(),
         (None, None) => return None,
     };
-    Some(Endpoint::Unix(path))
+    SocketPath::from_sun_path(&sun_path).map(Endpoint::Unix)
 }
 
 /// The passed socket for each listener of `config`, by the address it is bound to; a listener
